@@ -1,0 +1,76 @@
+"""Celery configuration shared by the worker app and the clients that enqueue on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.config import Settings
+
+__all__ = ["QUEUES", "TASK_SCAN_FLEET", "CeleryTaskQueue", "celery_config"]
+
+QUEUES = ("control", "push", "scan")
+TASK_SCAN_FLEET = "certfleet.scan_fleet"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings of every certfleet process, from certfleet's settings."""
+    interval = settings.scan_interval_seconds
+    return {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "control",
+        "task_routes": {TASK_SCAN_FLEET: {"queue": "scan"}},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_expires": 24 * 3600,
+        "result_extended": True,
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": "certfleet:redbeat",
+        "beat_max_loop_interval": min(5.0, interval),
+        "beat_schedule": {
+            "scan-fleet": {
+                "task": TASK_SCAN_FLEET,
+                "schedule": interval,
+                "options": {"queue": "scan", "expires": interval},
+            },
+        },
+    }
+
+
+class CeleryTaskQueue:
+    """`TaskQueue` that sends by task name, so clients never import the worker code."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CeleryTaskQueue:
+        """A client app configured like the workers."""
+        app = Celery("certfleet-client")
+        app.conf.update(celery_config(settings))
+        return cls(app)
+
+    def run_scan(self, *, timeout: float) -> Mapping[str, Any]:
+        """Send `scan_fleet` to the scan queue and wait for its result."""
+        result = self._app.send_task(TASK_SCAN_FLEET, queue="scan", expires=timeout)
+        try:
+            summary: Mapping[str, Any] = result.get(timeout=timeout)
+        finally:
+            result.forget()
+        return summary

@@ -1,0 +1,330 @@
+"""The inventory and credential library in Redis.
+
+Layout (all keys under `certfleet:inv:`):
+
+- `devices` (zset): device id -> time of its last applied report (device clock);
+- `dev:{id}` (hash): `"{sec_tag}:{type}"` -> JSON of the item, `_received` -> receive time;
+- `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
+- `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
+- `tags` (hash): sec_tag -> devices holding any item in it;
+- `rejected` (hash): reason -> refused device messages;
+- `scan:last` (string): JSON of the last scan summary;
+- `lib` (hash, `certfleet:lib`): SHA-256 -> PEM.
+
+One Lua script replaces a device's items and maintains every index in the same
+atomic step, so a report costs O(items) and a scan reads counts, not devices.
+The script touches keys it derives at run time, so this layout serves a single
+Redis or Sentinel; Redis Cluster needs the per-tag keys split by slot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis
+
+from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.domain.errors import StoreUnavailableError
+from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
+from orchestrator.ports import ExpiryCounts
+
+__all__ = ["RedisCredentialLibrary", "RedisInventory", "store_errors"]
+
+INV = "certfleet:inv:"
+LIB = "certfleet:lib"
+
+T = TypeVar("T")
+
+# KEYS[1] devices zset, KEYS[2] device hash.
+# ARGV: device_id, reported_at, received_at, key prefix, item count,
+#       then per item: field, json, sec_tag, type, sha256, not_after ('' if none).
+_RECORD_DEVICE = """
+local devices, dev = KEYS[1], KEYS[2]
+local id, reported, received, p = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local previous = redis.call('ZSCORE', devices, id)
+if previous and tonumber(previous) > reported then return 0 end
+local old = redis.call('HGETALL', dev)
+local oldtags = {}
+for i = 1, #old, 2 do
+  local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
+  if tag then
+    if oldtags[tag] == nil then oldtags[tag] = '' end
+    if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
+  end
+end
+redis.call('DEL', dev)
+local newtags, newexp = {}, {}
+local n, i = tonumber(ARGV[5]), 6
+for _ = 1, n do
+  local field, value, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local typ, sha, na = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
+  redis.call('HSET', dev, field, value)
+  if newtags[tag] == nil then newtags[tag] = '' end
+  if typ == '0' then newtags[tag] = sha end
+  if na ~= '' then
+    local x = tonumber(na)
+    if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
+  end
+end
+redis.call('HSET', dev, '_received', received)
+local function decr(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+for tag, sha in pairs(oldtags) do
+  if newtags[tag] == nil then
+    decr(p .. 'tags', tag)
+    redis.call('ZREM', p .. 'exp:' .. tag, id)
+  end
+  if sha ~= '' and newtags[tag] ~= sha then decr(p .. 'cadig:' .. tag, sha) end
+end
+for tag, sha in pairs(newtags) do
+  if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
+  if sha ~= '' and oldtags[tag] ~= sha then redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1) end
+  if newexp[tag] then
+    redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
+  else
+    redis.call('ZREM', p .. 'exp:' .. tag, id)
+  end
+end
+redis.call('ZADD', devices, reported, id)
+return 1
+"""
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn Redis connection failures into `StoreUnavailableError`."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+
+def _guarded(fn: Callable[..., T]) -> Callable[..., T]:
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with store_errors():
+            return fn(*args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _item_json(credential: ReportedCredential) -> str:
+    return json.dumps(
+        {
+            "sha256": credential.sha256,
+            "not_after": credential.not_after.timestamp() if credential.not_after else None,
+            "subject": credential.subject,
+            "issuer": credential.issuer,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _item_from_json(field: str, value: str) -> ReportedCredential:
+    tag, typ = field.split(":")
+    data = json.loads(value)
+    not_after = data.get("not_after")
+    return ReportedCredential(
+        sec_tag=int(tag),
+        type=CredentialType(int(typ)),
+        sha256=data["sha256"],
+        not_after=datetime.fromtimestamp(not_after, UTC) if not_after is not None else None,
+        subject=data.get("subject"),
+        issuer=data.get("issuer"),
+    )
+
+
+class RedisInventory:
+    """`InventoryStore` on Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._record = client.register_script(_RECORD_DEVICE)
+
+    @_guarded
+    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
+        """Apply reports in one pipelined round trip; older reports than the stored are ignored."""
+        if not states:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for state in states:
+            args: list[str | int | float] = [
+                state.device_id,
+                state.reported_at.timestamp(),
+                received_at.timestamp(),
+                INV,
+                len(state.credentials),
+            ]
+            for c in state.credentials:
+                args += [
+                    f"{c.sec_tag}:{int(c.type)}",
+                    _item_json(c),
+                    str(c.sec_tag),
+                    str(int(c.type)),
+                    c.sha256,
+                    c.not_after.timestamp() if c.not_after is not None else "",
+                ]
+            self._record(
+                keys=[INV + "devices", INV + "dev:" + state.device_id], args=args, client=pipe
+            )
+        return sum(int(applied) for applied in pipe.execute())
+
+    @_guarded
+    def count_rejection(self, reason: str, amount: int = 1) -> None:
+        """HINCRBY on the rejection counter."""
+        self._redis.hincrby(INV + "rejected", reason, amount)
+
+    @_guarded
+    def rejection_counts(self) -> dict[str, int]:
+        """Refused device messages by reason."""
+        raw: dict[str, str] = self._redis.hgetall(INV + "rejected")  # type: ignore[assignment]  # sync client
+        return {reason: int(count) for reason, count in sorted(raw.items())}
+
+    @_guarded
+    def device_count(self) -> int:
+        """ZCARD of the device index."""
+        return int(self._redis.zcard(INV + "devices"))
+
+    @_guarded
+    def device_credentials(self, device_id: str) -> DeviceState | None:
+        """What one device last reported."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zscore(INV + "devices", device_id)
+        pipe.hgetall(INV + "dev:" + device_id)
+        reported, fields = pipe.execute()
+        if reported is None:
+            return None
+        return DeviceState(
+            device_id=device_id,
+            reported_at=datetime.fromtimestamp(float(reported), UTC),
+            credentials=tuple(
+                sorted(
+                    (_item_from_json(f, v) for f, v in fields.items() if not f.startswith("_")),
+                    key=lambda c: (c.sec_tag, c.type),
+                )
+            ),
+        )
+
+    @_guarded
+    def sec_tags(self) -> list[int]:
+        """The sec_tags held by at least one device."""
+        raw: dict[str, str] = self._redis.hgetall(INV + "tags")  # type: ignore[assignment]  # sync client
+        return sorted(int(tag) for tag, holders in raw.items() if int(holders) > 0)
+
+    @_guarded
+    def expiry_counts(
+        self, sec_tags: Sequence[int], window: ExpiryWindow
+    ) -> dict[int, ExpiryCounts]:
+        """Three ZCOUNTs per tag, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        lo, hi = window.expired_before, window.expiring_until
+        for tag in sec_tags:
+            key = f"{INV}exp:{tag}"
+            pipe.zcount(key, "-inf", f"({lo}")
+            pipe.zcount(key, lo, hi)
+            pipe.zcount(key, f"({hi}", "+inf")
+        counts = pipe.execute()
+        return {
+            tag: (int(counts[3 * i]), int(counts[3 * i + 1]), int(counts[3 * i + 2]))
+            for i, tag in enumerate(sec_tags)
+        }
+
+    @_guarded
+    def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
+        """The `cadig:{tag}` hashes."""
+        pipe = self._redis.pipeline(transaction=False)
+        for tag in sec_tags:
+            pipe.hgetall(f"{INV}cadig:{tag}")
+        return {
+            tag: {digest: int(n) for digest, n in raw.items() if int(n) > 0}
+            for tag, raw in zip(sec_tags, pipe.execute(), strict=True)
+        }
+
+    @_guarded
+    def expiring_items(
+        self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
+    ) -> list[ExpiringItem]:
+        """Range queries on each tag's index, merged soonest first, then the subjects."""
+        if limit <= 0 or not sec_tags:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for tag in sec_tags:
+            pipe.zrangebyscore(
+                f"{INV}exp:{tag}",
+                "-inf",
+                window.expiring_until,
+                start=0,
+                num=limit,
+                withscores=True,
+            )
+        found: list[tuple[float, str, int]] = []
+        for tag, members in zip(sec_tags, pipe.execute(), strict=True):
+            found.extend((score, device_id, tag) for device_id, score in members)
+        found.sort()
+        found = found[:limit]
+        pipe = self._redis.pipeline(transaction=False)
+        for _, device_id, tag in found:
+            pipe.hmget(f"{INV}dev:{device_id}", f"{tag}:0", f"{tag}:1")
+        items = []
+        for (score, device_id, tag), (ca, cert) in zip(found, pipe.execute(), strict=True):
+            item = ca or cert
+            items.append(
+                ExpiringItem(
+                    device_id=device_id,
+                    sec_tag=tag,
+                    not_after=datetime.fromtimestamp(score, UTC),
+                    subject=json.loads(item).get("subject") if item else None,
+                )
+            )
+        return items
+
+    @_guarded
+    def save_summary(self, summary: FleetSummary) -> None:
+        """SET `scan:last`."""
+        self._redis.set(INV + "scan:last", json.dumps(summary.as_json()))
+
+    @_guarded
+    def last_summary(self) -> FleetSummary | None:
+        """GET `scan:last`."""
+        raw = self._redis.get(INV + "scan:last")
+        return FleetSummary.from_json(json.loads(raw)) if raw else None
+
+
+class RedisCredentialLibrary:
+    """`CredentialLibrary` on one Redis hash."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    @_guarded
+    def add(self, pems: Mapping[str, str]) -> int:
+        """HSETNX each entry; content-addressed, so an existing entry never changes."""
+        if not pems:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for digest, pem in pems.items():
+            pipe.hsetnx(LIB, digest, pem)
+        return sum(int(new) for new in pipe.execute())
+
+    @_guarded
+    def known(self, digests: Sequence[str]) -> set[str]:
+        """HEXISTS for each digest, pipelined."""
+        if not digests:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for digest in digests:
+            pipe.hexists(LIB, digest)
+        return {d for d, present in zip(digests, pipe.execute(), strict=True) if present}
+
+    @_guarded
+    def get(self, digest: str) -> str | None:
+        """HGET."""
+        pem = self._redis.hget(LIB, digest)
+        return str(pem) if pem is not None else None

@@ -1,0 +1,1 @@
+"""HTTP face of certfleet (webhooks, status, metrics)."""

@@ -1,0 +1,67 @@
+"""The one place that wires real adapters to services.
+
+Nothing here runs at import: each process calls `bootstrap()` once at start
+(Celery's `worker_process_init`, the listener's `main`, a CLI command).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+
+from orchestrator.adapters.celery_queue import CeleryTaskQueue
+from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.config import Settings
+from orchestrator.logs import configure_logging
+from orchestrator.protocol.topics import Topics
+
+__all__ = ["Container", "bootstrap"]
+
+
+@dataclass
+class Container:
+    """The wired adapters of one process."""
+
+    settings: Settings
+    redis: redis.Redis
+
+    @cached_property
+    def inventory(self) -> RedisInventory:
+        """The fleet inventory."""
+        return RedisInventory(self.redis)
+
+    @cached_property
+    def library(self) -> RedisCredentialLibrary:
+        """The credential library."""
+        return RedisCredentialLibrary(self.redis)
+
+    @cached_property
+    def tasks(self) -> CeleryTaskQueue:
+        """A client of the Celery workers (built on first use)."""
+        return CeleryTaskQueue.from_settings(self.settings)
+
+    @property
+    def topics(self) -> Topics:
+        """The MQTT topics under the configured prefix."""
+        return Topics(self.settings.topic_prefix)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.redis.close()
+
+
+def bootstrap(settings: Settings | None = None, *, logging: bool = True) -> Container:
+    """Read settings (unless given), configure logging, build the clients."""
+    settings = settings or Settings()
+    if logging:
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+    )
+    return Container(settings=settings, redis=client)

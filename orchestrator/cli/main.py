@@ -1,0 +1,225 @@
+"""The `certfleet` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.bootstrap import bootstrap
+from orchestrator.config import Settings
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.logs import configure_logging
+from orchestrator.protocol import Topics
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="certfleet",
+    help="Rotate the CA certificates of a device fleet over MQTT, safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+fleet_app = typer.Typer(help="The fleet's certificate state.", no_args_is_help=True)
+creds_app = typer.Typer(help="The credential library (digest -> PEM).", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(creds_app, name="creds")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option("--devices", min=1, help="How many devices.")],
+    ca: Annotated[Path, typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM.")],
+    tag: Annotated[int, typer.Option("--tag", help="sec_tag that holds the CA chain.")] = 42,
+    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Device id prefix.")] = "sim-",
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0, help="Seconds to run (default: until Ctrl-C)."),
+    ] = None,
+) -> None:
+    """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
+    from simulator.device import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
+    from simulator.fleet import build_fleet, run_fleet  # noqa: PLC0415
+    from simulator.modem import ModemError  # noqa: PLC0415
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    try:
+        agents = build_fleet(
+            count=devices,
+            ca_chain=ca.read_bytes(),
+            sec_tag=tag,
+            id_prefix=id_prefix,
+            broker=BrokerAddress(
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                username=settings.mqtt_username,
+                password=settings.mqtt_password,
+            ),
+            topics=Topics(settings.topic_prefix),
+        )
+    except (ModemError, ValueError) as exc:
+        raise _fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
+    err.print(
+        f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
+        f"-> mqtt://{settings.mqtt_host}:{settings.mqtt_port}"
+    )
+    asyncio.run(run_fleet(agents, duration=duration))
+
+
+@app.command()
+def listener() -> None:
+    """Record what devices report over MQTT into the inventory (runs until Ctrl-C)."""
+    import signal  # noqa: PLC0415
+
+    from workers.listener import run_listener  # noqa: PLC0415 -- the service loads only here
+
+    container = bootstrap()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_listener(container, stop=stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        container.close()
+
+
+@creds_app.command("import")
+def creds_import(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PEM files.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Add PEM files to the library so devices holding them are known."""
+    from orchestrator.services.inventory import import_pems  # noqa: PLC0415
+
+    container = bootstrap()
+    try:
+        imported = import_pems(container.library, [(str(f), f.read_bytes()) for f in files])
+    except CertfleetError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        container.close()
+    rows: list[dict[str, Any]] = [
+        {
+            "file": str(f),
+            "sha256": i.sha256,
+            "subjects": list(i.subjects),
+            "not_after": i.not_after.isoformat(),
+            "new": i.new,
+        }
+        for f, i in zip(files, imported, strict=True)
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("file", "sha256", "subject", "not after", "")
+    for row in rows:
+        table.add_row(
+            row["file"],
+            row["sha256"][:16] + "…",
+            row["subjects"][0],
+            row["not_after"],
+            "new" if row["new"] else "known",
+        )
+    out.print(table)
+
+
+def _status_tables(status: dict[str, Any]) -> None:
+    scanned = status["scanned_at"] or "never (run `certfleet fleet scan`)"
+    out.print(f"[bold]{status['devices']}[/] devices · last scan {scanned}")
+    table = Table("sec_tag", "ok", "expiring", "expired", "unknown", title="Devices by sec_tag")
+    for tag, counts in status["by_tag"].items():
+        table.add_row(
+            tag,
+            str(counts["ok"]),
+            f"[yellow]{counts['expiring']}[/]",
+            f"[red]{counts['expired']}[/]",
+            str(counts["unknown"]),
+        )
+    out.print(table)
+    expiring = status["expiring"]
+    if expiring:
+        shown = expiring[:20]
+        title = f"Expired and expiring ({len(shown)} of {status['expiring_total']})"
+        table = Table("device", "sec_tag", "not after", "subject", title=title)
+        for item in shown:
+            table.add_row(
+                item["device_id"], str(item["sec_tag"]), item["not_after"], item["subject"] or ""
+            )
+        out.print(table)
+    if status["rejected_reports"]:
+        rejected = ", ".join(f"{k}={v}" for k, v in status["rejected_reports"].items())
+        out.print(f"Rejected device messages: {rejected}")
+
+
+@fleet_app.command("scan")
+def fleet_scan(
+    as_json: JsonFlag = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for a worker.")
+    ] = 120,
+) -> None:
+    """Run `scan_fleet` on a Celery worker, wait for it, print the summary."""
+    container = bootstrap()
+    try:
+        status = dict(container.tasks.run_scan(timeout=timeout))
+    except TimeoutError:
+        raise _fail(
+            f"no worker finished the scan within {timeout:.0f}s; is `make worker` running?"
+        ) from None
+    except CertfleetError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        container.close()
+    if as_json:
+        _print_json(status)
+    else:
+        _status_tables(status)
+
+
+@fleet_app.command("status")
+def fleet_status(as_json: JsonFlag = False) -> None:
+    """Show the last scan's summary and the rejected-message counts."""
+    from orchestrator.services.scan import fleet_status as read_status  # noqa: PLC0415
+
+    container = bootstrap()
+    try:
+        status = read_status(container.inventory)
+    except CertfleetError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        container.close()
+    if as_json:
+        _print_json(status)
+    else:
+        _status_tables(status)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

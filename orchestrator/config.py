@@ -1,0 +1,57 @@
+"""Settings from the environment (`CERTFLEET_*`), read once per process."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting certfleet reads; the README documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="CERTFLEET_", frozen=True, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    result_backend: str | None = None
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    topic_prefix: str = "certfleet"
+    listener_client_id: str | None = None
+    listener_batch_size: int = Field(default=500, ge=1)
+
+    expiry_warning_days: int = Field(default=30, ge=0)
+    scan_interval_seconds: float = Field(default=3600.0, gt=0)
+    status_list_limit: int = Field(default=10_000, ge=0)
+
+    log_level: str = "INFO"
+    log_format: str = "auto"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_one_level(cls, value: str) -> str:
+        if not value or any(c in value for c in "/+#$"):
+            raise ValueError("topic_prefix must be one non-empty topic level without / + # $")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("auto", "json", "console"):
+            raise ValueError("log_format must be auto, json or console")
+        return value
+
+    @property
+    def celery_broker_url(self) -> str:
+        """Celery's broker: `CERTFLEET_BROKER_URL`, else the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def celery_result_backend(self) -> str:
+        """Celery's result backend: `CERTFLEET_RESULT_BACKEND`, else the Redis URL."""
+        return self.result_backend or self.redis_url

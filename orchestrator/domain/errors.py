@@ -1,0 +1,26 @@
+"""The one error root of certfleet and its specific subclasses."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CertfleetError",
+    "InvalidCredentialError",
+    "InvalidSecTagError",
+    "StoreUnavailableError",
+]
+
+
+class CertfleetError(Exception):
+    """Base of every error certfleet raises on purpose."""
+
+
+class InvalidSecTagError(CertfleetError, ValueError):
+    """A sec_tag outside the range a modem accepts."""
+
+
+class InvalidCredentialError(CertfleetError, ValueError):
+    """Content that is not a credential certfleet can use."""
+
+
+class StoreUnavailableError(CertfleetError):
+    """The state store (Redis) could not be reached; the operation may be retried."""

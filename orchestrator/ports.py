@@ -1,0 +1,90 @@
+"""The ports services depend on; adapters implement them, fakes stand in for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
+
+__all__ = ["CredentialLibrary", "ExpiryCounts", "InventoryStore", "TaskQueue"]
+
+ExpiryCounts = tuple[int, int, int]
+"""(expired, expiring, ok) for one sec_tag."""
+
+
+class InventoryStore(Protocol):
+    """The fleet's reported credentials, indexed by sec_tag and expiry."""
+
+    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
+        """Replace each device's credentials with its report; return how many were newer."""
+        ...
+
+    def count_rejection(self, reason: str, amount: int = 1) -> None:
+        """Count a refused device message under `reason`."""
+        ...
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Refused device messages by reason."""
+        ...
+
+    def device_count(self) -> int:
+        """How many devices have reported."""
+        ...
+
+    def device_credentials(self, device_id: str) -> DeviceState | None:
+        """What one device last reported, or None."""
+        ...
+
+    def sec_tags(self) -> list[int]:
+        """The sec_tags any device holds an item in."""
+        ...
+
+    def expiry_counts(
+        self, sec_tags: Sequence[int], window: ExpiryWindow
+    ) -> dict[int, ExpiryCounts]:
+        """Per sec_tag, how many devices fall in each expiry class."""
+        ...
+
+    def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Per sec_tag, how many devices hold each CA chain digest."""
+        ...
+
+    def expiring_items(
+        self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
+    ) -> list[ExpiringItem]:
+        """Expired and expiring (device, sec_tag) items, soonest first, at most `limit`."""
+        ...
+
+    def save_summary(self, summary: FleetSummary) -> None:
+        """Keep the result of the last scan."""
+        ...
+
+    def last_summary(self) -> FleetSummary | None:
+        """The result of the last scan, if any."""
+        ...
+
+
+class CredentialLibrary(Protocol):
+    """Content-addressed PEMs certfleet knows: SHA-256 of the PEM bytes -> PEM."""
+
+    def add(self, pems: Mapping[str, str]) -> int:
+        """Store digest -> PEM entries; return how many were new."""
+        ...
+
+    def known(self, digests: Sequence[str]) -> set[str]:
+        """The subset of `digests` the library holds."""
+        ...
+
+    def get(self, digest: str) -> str | None:
+        """The PEM with this digest, if known."""
+        ...
+
+
+class TaskQueue(Protocol):
+    """Runs certfleet's background jobs on the workers."""
+
+    def run_scan(self, *, timeout: float) -> Mapping[str, Any]:
+        """Run `scan_fleet` on a worker and wait for its summary."""
+        ...

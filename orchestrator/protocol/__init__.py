@@ -1,0 +1,35 @@
+"""The wire contract between certfleet and devices (what a firmware implements)."""
+
+from orchestrator.domain.credentials import (
+    CA_CHAIN_MAX_BYTES,
+    SEC_TAG_MAX,
+    SEC_TAG_MIN,
+    CredentialType,
+    sha256_hex,
+)
+from orchestrator.protocol.state import (
+    MAX_MESSAGE_BYTES,
+    CredentialEntry,
+    RejectedMessageError,
+    RejectReason,
+    StateMessage,
+    parse_state,
+)
+from orchestrator.protocol.topics import SHARE_GROUP, Topics, is_valid_device_id
+
+__all__ = [
+    "CA_CHAIN_MAX_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "SEC_TAG_MAX",
+    "SEC_TAG_MIN",
+    "SHARE_GROUP",
+    "CredentialEntry",
+    "CredentialType",
+    "RejectReason",
+    "RejectedMessageError",
+    "StateMessage",
+    "Topics",
+    "is_valid_device_id",
+    "parse_state",
+    "sha256_hex",
+]

@@ -1,0 +1,153 @@
+"""The `state` message a device publishes on every connect, and its validation."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.domain.credentials import (
+    SEC_TAG_MAX,
+    SEC_TAG_MIN,
+    CredentialType,
+    ReportedCredential,
+    sha256_hex,
+)
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.inventory import DeviceState
+from orchestrator.protocol.topics import DEVICE_ID_PATTERN
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "STATE_VERSION",
+    "CredentialEntry",
+    "RejectReason",
+    "RejectedMessageError",
+    "StateMessage",
+    "parse_state",
+]
+
+MAX_MESSAGE_BYTES = 16 * 1024
+"""Device messages above this size are rejected unread."""
+
+STATE_VERSION = 1
+
+
+class RejectReason(enum.StrEnum):
+    """Why the orchestrator refused a device message (counted per reason)."""
+
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    SCHEMA = "schema"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_TOPIC = "bad_topic"
+
+
+class RejectedMessageError(CertfleetError):
+    """A device message that failed validation; `reason` is its counted class."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class CredentialEntry(BaseModel):
+    """One (sec_tag, type) item as `AT%CMNG=1` and `AT%CERTEXPIRY` describe it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sec_tag: int = Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)
+    type: CredentialType
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    not_after: AwareDatetime | None = None
+    subject: str | None = Field(default=None, max_length=1024)
+    issuer: str | None = Field(default=None, max_length=1024)
+    pem: str | None = Field(default=None, max_length=8192)
+
+    @model_validator(mode="after")
+    def _pem_matches_digest(self) -> CredentialEntry:
+        if self.pem is not None:
+            if not self.type.is_certificate:
+                raise ValueError("pem may only accompany a certificate item")
+            if sha256_hex(self.pem.encode()) != self.sha256:
+                raise ValueError("pem does not hash to sha256")
+        return self
+
+    def to_domain(self) -> ReportedCredential:
+        """The domain value this entry describes."""
+        return ReportedCredential(
+            sec_tag=self.sec_tag,
+            type=self.type,
+            sha256=self.sha256,
+            not_after=self.not_after,
+            subject=self.subject,
+            issuer=self.issuer,
+        )
+
+
+class StateMessage(BaseModel):
+    """`{prefix}/{device_id}/state`: everything the device's modem holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    time: AwareDatetime
+    credentials: list[CredentialEntry] = Field(max_length=256)
+
+    @model_validator(mode="after")
+    def _one_item_per_slot(self) -> StateMessage:
+        slots = [(c.sec_tag, c.type) for c in self.credentials]
+        if len(slots) != len(set(slots)):
+            raise ValueError("credentials name the same (sec_tag, type) twice")
+        return self
+
+    def to_domain(self) -> DeviceState:
+        """The device state this message reports."""
+        return DeviceState(
+            device_id=self.device_id,
+            reported_at=self.time,
+            credentials=tuple(c.to_domain() for c in self.credentials),
+        )
+
+    def known_pems(self) -> dict[str, str]:
+        """Digest -> PEM for the items the device sent in full."""
+        return {c.sha256: c.pem for c in self.credentials if c.pem is not None}
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def parse_state(payload: bytes, *, topic_device_id: str) -> StateMessage:
+    """Validate a state payload received on `topic_device_id`'s state topic.
+
+    Raises:
+        RejectedMessageError: the payload is too large, not JSON, not a valid state
+            message, or names another device than its topic.
+    """
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise RejectedMessageError(
+            RejectReason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_MESSAGE_BYTES}"
+        )
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedMessageError(RejectReason.NOT_JSON, str(exc)) from None
+    try:
+        message = StateMessage.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise RejectedMessageError(RejectReason.SCHEMA, problems) from None
+    if message.device_id != topic_device_id:
+        raise RejectedMessageError(
+            RejectReason.TOPIC_MISMATCH,
+            f"payload names {message.device_id!r}, topic names {topic_device_id!r}",
+        )
+    return message

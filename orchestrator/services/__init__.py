@@ -1,0 +1,1 @@
+"""Use cases over ports: each takes its dependencies as arguments."""

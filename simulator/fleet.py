@@ -1,0 +1,63 @@
+"""A simulated fleet: many device agents in one process, one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+from orchestrator.protocol import CredentialType, Topics
+from simulator.device import BrokerAddress, DeviceAgent
+from simulator.modem import FunctionalMode, Modem
+
+__all__ = ["build_fleet", "run_fleet"]
+
+
+def build_fleet(
+    *,
+    count: int,
+    ca_chain: bytes,
+    sec_tag: int,
+    id_prefix: str,
+    broker: BrokerAddress,
+    topics: Topics,
+) -> list[DeviceAgent]:
+    """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`."""
+    agents = []
+    for n in range(count):
+        modem = Modem()
+        modem.cfun(FunctionalMode.OFFLINE)
+        modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
+        agents.append(DeviceAgent(f"{id_prefix}{n:05d}", modem, broker=broker, topics=topics))
+    return agents
+
+
+async def run_fleet(
+    agents: Sequence[DeviceAgent],
+    *,
+    duration: float | None = None,
+    stop: asyncio.Event | None = None,
+    connect_concurrency: int = 50,
+    handle_signals: bool = True,
+) -> None:
+    """Run every agent until `stop`, SIGINT/SIGTERM, or `duration` seconds."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    slots = asyncio.Semaphore(connect_concurrency)
+    tasks = [asyncio.create_task(agent.run(stop, connect_slots=slots)) for agent in agents]
+    try:
+        if duration is not None:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=duration)
+            except TimeoutError:
+                stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)

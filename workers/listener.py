@@ -1,0 +1,117 @@
+"""The MQTT listener: device state in, inventory records out.
+
+Run by `certfleet listener`. Several listeners share the work through the
+`$share/certfleet/...` subscription; each reconnects on its own and hands
+batches to Redis in a thread, so the MQTT loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from datetime import UTC, datetime
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from orchestrator.bootstrap import Container
+from orchestrator.domain.errors import StoreUnavailableError
+from orchestrator.logs import get_logger
+from orchestrator.services.inventory import ingest_state_batch
+
+__all__ = ["run_listener"]
+
+log = get_logger(__name__)
+
+SESSION_EXPIRY_SECONDS = 24 * 3600
+
+
+def _client(container: Container) -> aiomqtt.Client:
+    settings = container.settings
+    persistent = settings.listener_client_id is not None
+    identifier = (
+        settings.listener_client_id or f"certfleet-listener-{socket.gethostname()}-{os.getpid()}"
+    )
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
+    if persistent:
+        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+    return aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        identifier=identifier,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=not persistent,
+        properties=properties,
+        keepalive=30,
+    )
+
+
+async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
+    while True:
+        try:
+            result = await asyncio.to_thread(
+                ingest_state_batch,
+                container.inventory,
+                container.library,
+                container.topics,
+                batch,
+                received_at=datetime.now(UTC),
+            )
+        except StoreUnavailableError as exc:
+            log.error("listener_store_unavailable", error=str(exc), pending=len(batch))
+            await asyncio.sleep(1.0)
+            continue
+        log.debug(
+            "listener_batch",
+            applied=result.applied,
+            stale=result.stale,
+            rejected=result.rejected,
+        )
+        return
+
+
+async def run_listener(
+    container: Container,
+    *,
+    stop: asyncio.Event | None = None,
+    reconnect_interval: float = 2.0,
+) -> None:
+    """Subscribe to every device's state topic and record what arrives, until `stop`."""
+    stop = stop or asyncio.Event()
+    topic = container.topics.shared_subscription("state")
+    batch_size = container.settings.listener_batch_size
+
+    async def consume() -> None:
+        while True:
+            try:
+                async with _client(container) as client:
+                    await client.subscribe(topic, qos=1)
+                    log.info("listener_subscribed", topic=topic)
+                    batch: list[tuple[str, bytes]] = []
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, str):
+                            payload = payload.encode()
+                        elif not isinstance(payload, bytes | bytearray):
+                            payload = b""
+                        batch.append((message.topic.value, bytes(payload)))
+                        if len(batch) >= batch_size or len(client.messages) == 0:
+                            await _flush(container, batch)
+                            batch = []
+            except aiomqtt.MqttError as exc:
+                log.warning("listener_disconnected", error=str(exc), retry_in=reconnect_interval)
+                await asyncio.sleep(reconnect_interval)
+
+    consumer = asyncio.create_task(consume())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (consumer, stopper):
+        task.cancel()
+    await asyncio.gather(consumer, stopper, return_exceptions=True)
+    if consumer.done() and not consumer.cancelled() and consumer.exception():
+        raise consumer.exception()  # type: ignore[misc]  # re-raise the consumer's failure
+    log.info("listener_stopped")
