@@ -115,6 +115,7 @@ def _start(
 def start_redis(workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> LocalService:
     """A `redis-server` that keeps nothing on disk."""
     port = port or free_port(host)
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "redis.conf"
     config.write_text(
@@ -136,6 +137,7 @@ def start_mosquitto(
 ) -> LocalService:
     """A `mosquitto` with one anonymous plain listener (plus `extra_config`)."""
     port = port or free_port(host)
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mosquitto.conf"
     config.write_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,14 +150,28 @@ def creds_import(
     out.print(table)
 
 
+def _short_subject(subject: str | None) -> str:
+    """The CN of an RFC 4514 subject, else the whole subject."""
+    if not subject:
+        return ""
+    for part in subject.split(","):
+        if part.startswith("CN="):
+            return part[3:]
+    return subject
+
+
 def _status_tables(status: dict[str, Any]) -> None:
     scanned = status["scanned_at"] or "never (run `certfleet fleet scan`)"
-    out.print(f"[bold]{status['devices']}[/] devices · last scan {scanned}")
+    window = status["warning_days"]
+    out.print(
+        f"[bold]{status['devices']}[/] devices · last scan {scanned}"
+        + (f" · warning window {window} days" if window is not None else "")
+    )
     table = Table("sec_tag", "ok", "expiring", "expired", "unknown", title="Devices by sec_tag")
     for tag, counts in status["by_tag"].items():
         table.add_row(
             tag,
-            str(counts["ok"]),
+            f"[green]{counts['ok']}[/]",
             f"[yellow]{counts['expiring']}[/]",
             f"[red]{counts['expired']}[/]",
             str(counts["unknown"]),
@@ -164,14 +179,26 @@ def _status_tables(status: dict[str, Any]) -> None:
     out.print(table)
     expiring = status["expiring"]
     if expiring:
-        shown = expiring[:20]
-        title = f"Expired and expiring ({len(shown)} of {status['expiring_total']})"
-        table = Table("device", "sec_tag", "not after", "subject", title=title)
+        shown = expiring[:15]
+        now = datetime.now(UTC)
+        title = f"Expired and expiring, soonest first ({len(shown)} of {status['expiring_total']})"
+        table = Table("device", "sec_tag", "not after (UTC)", "days left", "CA", title=title)
         for item in shown:
+            not_after = datetime.fromisoformat(item["not_after"])
+            days = (not_after - now).total_seconds() / 86400
             table.add_row(
-                item["device_id"], str(item["sec_tag"]), item["not_after"], item["subject"] or ""
+                item["device_id"],
+                str(item["sec_tag"]),
+                not_after.strftime("%Y-%m-%d %H:%M"),
+                f"[red]{days:.1f}[/]" if days < 0 else f"[yellow]{days:.1f}[/]",
+                _short_subject(item["subject"]),
             )
         out.print(table)
+    if status["unknown_digests"]:
+        out.print(
+            f"{len(status['unknown_digests'])} CA digests are not in the library "
+            "(`certfleet creds import FILE.pem` makes them known)"
+        )
     if status["rejected_reports"]:
         rejected = ", ".join(f"{k}={v}" for k, v in status["rejected_reports"].items())
         out.print(f"Rejected device messages: {rejected}")

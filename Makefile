@@ -1,0 +1,50 @@
+# certfleet — `make demo` runs the main job on a simulated fleet, `make test` runs the checks.
+# Both create the virtualenv in .venv/ and install what they need first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format services worker beat listener flower clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m simulator.demo
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy orchestrator workers simulator
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+services: install
+	$(BIN)/python -m simulator.services
+
+worker: install
+	$(BIN)/celery -A workers.app worker -Q control,push,scan --loglevel INFO
+
+beat: install
+	$(BIN)/celery -A workers.app beat --loglevel INFO
+
+listener: install
+	$(BIN)/certfleet listener
+
+flower: install
+	$(BIN)/celery -A workers.app flower --address=127.0.0.1 --port=5555
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo
