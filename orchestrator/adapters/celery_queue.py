@@ -41,7 +41,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
-        "redbeat_key_prefix": "certfleet:redbeat",
+        "redbeat_key_prefix": "certfleet:redbeat:",
+        "redbeat_lock_key": "certfleet:redbeat:lock",
         "beat_max_loop_interval": min(5.0, interval),
         "beat_schedule": {
             "scan-fleet": {

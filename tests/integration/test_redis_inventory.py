@@ -1,0 +1,150 @@
+"""The Redis adapters against a real redis-server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.bootstrap import Container
+from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.domain.inventory import DeviceState, ExpiryWindow
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+WINDOW = ExpiryWindow(now=NOW, warning=timedelta(days=30))
+
+
+def _ca(
+    tag: int, digest_char: str, not_after: datetime, subject: str = "CN=CA"
+) -> ReportedCredential:
+    return ReportedCredential(
+        sec_tag=tag,
+        type=CredentialType.CA_CHAIN,
+        sha256=digest_char * 64,
+        not_after=not_after,
+        subject=subject,
+        issuer=subject,
+    )
+
+
+def _state(device_id: str, *items: ReportedCredential, at: datetime = NOW) -> DeviceState:
+    return DeviceState(device_id=device_id, reported_at=at, credentials=items)
+
+
+def test_expiry_counts_at_the_window_edges(container: Container) -> None:
+    """notAfter at now and at now+30d is `expiring`; a second either side falls out of it."""
+    inv = container.inventory
+    second = timedelta(seconds=1)
+    edge = NOW + WINDOW.warning
+    inv.record_states(
+        [
+            _state("a", _ca(42, "a", NOW - second)),
+            _state("b", _ca(42, "a", NOW)),
+            _state("c", _ca(42, "a", edge)),
+            _state("d", _ca(42, "a", edge + second)),
+        ],
+        received_at=NOW,
+    )
+
+    assert inv.expiry_counts([42], WINDOW) == {42: (1, 2, 1)}
+    listed = inv.expiring_items([42], WINDOW, limit=10)
+    assert [i.device_id for i in listed] == ["a", "b", "c"]
+    assert listed[0].subject == "CN=CA"
+
+
+def test_a_new_report_replaces_the_old_and_moves_every_index(container: Container) -> None:
+    """A device that moves its CA from tag 42 to 43 leaves no trace in tag 42's indexes."""
+    inv = container.inventory
+    inv.record_states([_state("dev-1", _ca(42, "a", NOW + timedelta(days=5)))], received_at=NOW)
+    assert inv.sec_tags() == [42]
+    assert inv.ca_digest_counts([42]) == {42: {"a" * 64: 1}}
+
+    later = NOW + timedelta(minutes=1)
+    inv.record_states(
+        [_state("dev-1", _ca(43, "b", NOW + timedelta(days=400)), at=later)], received_at=later
+    )
+
+    assert inv.sec_tags() == [43]
+    assert inv.expiry_counts([42, 43], WINDOW) == {42: (0, 0, 0), 43: (0, 0, 1)}
+    assert inv.ca_digest_counts([42, 43]) == {42: {}, 43: {"b" * 64: 1}}
+    state = inv.device_credentials("dev-1")
+    assert state is not None
+    assert [(c.sec_tag, c.sha256[0]) for c in state.credentials] == [(43, "b")]
+    assert inv.device_count() == 1
+
+
+def test_an_older_report_changes_nothing(container: Container) -> None:
+    """Reports applied out of order never move a device back to an older state."""
+    inv = container.inventory
+    newer, older = NOW, NOW - timedelta(hours=1)
+    applied = inv.record_states([_state("dev-1", _ca(42, "b", NOW), at=newer)], received_at=NOW)
+    stale = inv.record_states([_state("dev-1", _ca(42, "a", NOW), at=older)], received_at=NOW)
+
+    assert (applied, stale) == (1, 0)
+    assert inv.ca_digest_counts([42]) == {42: {"b" * 64: 1}}
+
+
+def test_digest_counts_follow_many_devices(container: Container) -> None:
+    """Counts per CA digest add up over devices and drop to zero when the last holder moves."""
+    inv = container.inventory
+    inv.record_states(
+        [
+            _state(f"d{n}", _ca(42, "a" if n < 3 else "c", NOW + timedelta(days=90)))
+            for n in range(5)
+        ],
+        received_at=NOW,
+    )
+    assert inv.ca_digest_counts([42]) == {42: {"a" * 64: 3, "c" * 64: 2}}
+
+    later = NOW + timedelta(seconds=5)
+    inv.record_states(
+        [_state(f"d{n}", _ca(42, "c", NOW + timedelta(days=90)), at=later) for n in range(3)],
+        received_at=later,
+    )
+    assert inv.ca_digest_counts([42]) == {42: {"c" * 64: 5}}
+
+
+def test_items_without_expiry_count_for_the_tag_but_not_the_index(container: Container) -> None:
+    """A tag holding only a PSK is a known tag with no expiry class."""
+    inv = container.inventory
+    psk = ReportedCredential(sec_tag=7, type=CredentialType.PSK, sha256="e" * 64)
+    inv.record_states([_state("dev-1", psk)], received_at=NOW)
+
+    assert inv.sec_tags() == [7]
+    assert inv.expiry_counts([7], WINDOW) == {7: (0, 0, 0)}
+
+
+def test_expiring_items_merge_tags_soonest_first_and_cap(container: Container) -> None:
+    """The list is ordered by notAfter over all tags and cut at the limit."""
+    inv = container.inventory
+    inv.record_states(
+        [
+            _state(
+                "x", _ca(42, "a", NOW + timedelta(days=3)), _ca(43, "b", NOW - timedelta(days=1))
+            ),
+            _state("y", _ca(42, "a", NOW + timedelta(days=1))),
+        ],
+        received_at=NOW,
+    )
+    listed = inv.expiring_items([42, 43], WINDOW, limit=2)
+    assert [(i.device_id, i.sec_tag) for i in listed] == [("x", 43), ("y", 42)]
+
+
+def test_library_is_content_addressed(container: Container) -> None:
+    """Adding the same digest twice keeps the first PEM and reports it as not new."""
+    lib = container.library
+    assert lib.add({"a" * 64: "PEM-A"}) == 1
+    assert lib.add({"a" * 64: "PEM-OTHER", "b" * 64: "PEM-B"}) == 1
+    assert lib.get("a" * 64) == "PEM-A"
+    assert lib.known(["a" * 64, "b" * 64, "c" * 64]) == {"a" * 64, "b" * 64}
+
+
+def test_rejections_are_counted_by_reason(container: Container) -> None:
+    """HINCRBY per reason."""
+    inv = container.inventory
+    inv.count_rejection("schema")
+    inv.count_rejection("schema")
+    inv.count_rejection("not_json")
+    assert inv.rejection_counts() == {"not_json": 1, "schema": 2}
