@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format services worker beat listener flower clean
+.PHONY: install demo test lint format bench services worker beat listener flower clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy orchestrator workers simulator
+
+bench: install
+	$(BIN)/python -m tests.bench.bench_inventory --devices 100000
 
 format: install
 	$(BIN)/ruff format .
