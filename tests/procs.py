@@ -99,8 +99,11 @@ def celery_worker(log_dir: Path, env: Mapping[str, str], *, name: str = "worker"
         env=env,
         log_dir=log_dir,
     )
-    wait_until(lambda: " ready." in proc.log() or proc.process.poll() is not None,
-               timeout=60, what=f"{name} ready")
+    wait_until(
+        lambda: " ready." in proc.log() or proc.process.poll() is not None,
+        timeout=60,
+        what=f"{name} ready",
+    )
     if proc.process.poll() is not None:
         raise AssertionError(f"{name} exited:\n{proc.log()}")
     return proc

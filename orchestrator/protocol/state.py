@@ -6,7 +6,15 @@ import enum
 import json
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.domain.credentials import (
     SEC_TAG_MAX,
@@ -54,6 +62,13 @@ class RejectedMessageError(CertfleetError):
         self.detail = detail
 
 
+def _json_integer(value: object) -> object:
+    """Refuse what JSON would not call an integer (true, "0", 0.0) before coercion."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a JSON integer, got {value!r}")
+    return value
+
+
 class CredentialEntry(BaseModel):
     """One (sec_tag, type) item as `AT%CMNG=1` and `AT%CERTEXPIRY` describe it."""
 
@@ -66,6 +81,8 @@ class CredentialEntry(BaseModel):
     subject: str | None = Field(default=None, max_length=1024)
     issuer: str | None = Field(default=None, max_length=1024)
     pem: str | None = Field(default=None, max_length=8192)
+
+    _strict_type = field_validator("type", mode="before")(_json_integer)
 
     @model_validator(mode="after")
     def _pem_matches_digest(self) -> CredentialEntry:
@@ -97,6 +114,8 @@ class StateMessage(BaseModel):
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     time: AwareDatetime
     credentials: list[CredentialEntry] = Field(max_length=256)
+
+    _strict_v = field_validator("v", mode="before")(_json_integer)
 
     @model_validator(mode="after")
     def _one_item_per_slot(self) -> StateMessage:
@@ -135,7 +154,9 @@ def parse_state(payload: bytes, *, topic_device_id: str) -> StateMessage:
         )
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors, as is an integer
+        # literal past Python's digit limit; deep nesting raises RecursionError.
         raise RejectedMessageError(RejectReason.NOT_JSON, str(exc)) from None
     try:
         message = StateMessage.model_validate(document)

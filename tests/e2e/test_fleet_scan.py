@@ -43,12 +43,25 @@ def test_mixed_fleet_scan_reports_exact_classes(
     fleets = [
         start(
             f"sim-{prefix}",
-            certfleet("simulate", "--devices", str(n), "--ca", str(pem), "--tag", "42",
-                      "--id-prefix", prefix),
+            certfleet(
+                "simulate",
+                "--devices",
+                str(n),
+                "--ca",
+                str(pem),
+                "--tag",
+                "42",
+                "--id-prefix",
+                prefix,
+            ),
             env=service_env,
             log_dir=log_dir,
         )
-        for prefix, n, pem in (("ok-", 150, healthy), ("soon-", 30, expiring), ("old-", 20, expired))
+        for prefix, n, pem in (
+            ("ok-", 150, healthy),
+            ("soon-", 30, expiring),
+            ("old-", 20, expired),
+        )
     ]
     try:
         r = redis.Redis.from_url(Settings().redis_url)
@@ -87,4 +100,6 @@ def test_mixed_fleet_scan_reports_exact_classes(
         "CN=Expiring CA,O=certfleet simulation",
         "CN=Expired CA,O=certfleet simulation",
     }
-    assert all(proc.process.returncode == 0 for proc in fleets), "simulators exit cleanly on SIGTERM"
+    assert all(proc.process.returncode == 0 for proc in fleets), (
+        "simulators exit cleanly on SIGTERM"
+    )

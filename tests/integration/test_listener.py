@@ -51,7 +51,7 @@ def _publish_all(host: str, port: int, messages: list[tuple[str, bytes]]) -> Non
 def test_bad_messages_are_refused_counted_and_logged_while_good_ones_land(
     service_env: dict[str, str], container: Container, mqtt_service: LocalService, log_dir: Path
 ) -> None:
-    """Non-JSON, schema-invalid, oversized and mismatched messages are counted; good ones recorded."""
+    """Non-JSON, schema-invalid, oversized, mismatched messages are counted; good ones land."""
     listener = start("listener", certfleet("listener"), env=service_env, log_dir=log_dir)
     try:
         wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="subscription")

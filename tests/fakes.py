@@ -1,0 +1,199 @@
+"""In-memory fakes of the ports, with the semantics of the Redis adapters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.domain.inventory import (
+    DeviceState,
+    ExpiringItem,
+    ExpiryClass,
+    ExpiryWindow,
+    FleetSummary,
+    classify,
+    earliest_not_after_by_tag,
+)
+from orchestrator.ports import ExpiryCounts
+
+__all__ = ["FakeInventory", "FakeLibrary"]
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """What Redis gives back for a time it stored as an epoch-seconds score."""
+    return datetime.fromtimestamp(moment.timestamp(), UTC)
+
+
+def _stored(credential: ReportedCredential) -> ReportedCredential:
+    """A credential as it reads back from the device hash (notAfter in UTC)."""
+    return ReportedCredential(
+        sec_tag=credential.sec_tag,
+        type=credential.type,
+        sha256=credential.sha256,
+        not_after=_as_utc(credential.not_after) if credential.not_after is not None else None,
+        subject=credential.subject,
+        issuer=credential.issuer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    reported_at: datetime
+    received_at: datetime
+    items: Mapping[tuple[int, CredentialType], ReportedCredential]
+
+    def tags(self) -> set[int]:
+        return {tag for tag, _ in self.items}
+
+    def earliest(self) -> dict[int, datetime]:
+        return earliest_not_after_by_tag(self.items.values())
+
+
+class FakeInventory:
+    """`InventoryStore` in memory, behaving as `RedisInventory` does.
+
+    A report older than the one stored for its device is ignored (an equal time
+    replaces it); each sec_tag is decided by its earliest notAfter; CA chain
+    (type 0) digests are counted per sec_tag.
+    """
+
+    def __init__(self) -> None:
+        self._devices: dict[str, _Device] = {}
+        self._rejected: dict[str, int] = {}
+        self._summary: str | None = None
+
+    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
+        """Replace each device's items with its report unless a newer one is stored."""
+        applied = 0
+        for state in states:
+            previous = self._devices.get(state.device_id)
+            if previous is not None and previous.reported_at > state.reported_at:
+                continue
+            self._devices[state.device_id] = _Device(
+                reported_at=state.reported_at,
+                received_at=received_at,
+                items={(c.sec_tag, c.type): _stored(c) for c in state.credentials},
+            )
+            applied += 1
+        return applied
+
+    def count_rejection(self, reason: str, amount: int = 1) -> None:
+        """Count a refused device message under `reason`."""
+        self._rejected[reason] = self._rejected.get(reason, 0) + amount
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Refused device messages by reason, sorted by reason."""
+        return dict(sorted(self._rejected.items()))
+
+    def device_count(self) -> int:
+        """How many devices have a report applied."""
+        return len(self._devices)
+
+    def device_credentials(self, device_id: str) -> DeviceState | None:
+        """The last applied report of one device, items sorted by (sec_tag, type)."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        return DeviceState(
+            device_id=device_id,
+            reported_at=_as_utc(device.reported_at),
+            credentials=tuple(device.items[slot] for slot in sorted(device.items)),
+        )
+
+    def sec_tags(self) -> list[int]:
+        """The sec_tags held by at least one device."""
+        return sorted({tag for device in self._devices.values() for tag in device.tags()})
+
+    def expiry_counts(
+        self, sec_tags: Sequence[int], window: ExpiryWindow
+    ) -> dict[int, ExpiryCounts]:
+        """Per sec_tag, (expired, expiring, ok) over devices with a notAfter in it."""
+        result: dict[int, ExpiryCounts] = {}
+        for tag in sec_tags:
+            classes = [
+                classify(earliest[tag], window)
+                for earliest in (d.earliest() for d in self._devices.values())
+                if tag in earliest
+            ]
+            result[tag] = (
+                classes.count(ExpiryClass.EXPIRED),
+                classes.count(ExpiryClass.EXPIRING),
+                classes.count(ExpiryClass.OK),
+            )
+        return result
+
+    def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Per sec_tag, how many devices hold each CA chain digest."""
+        result: dict[int, dict[str, int]] = {}
+        for tag in sec_tags:
+            per_digest: dict[str, int] = {}
+            for device in self._devices.values():
+                ca_chain = device.items.get((tag, CredentialType.CA_CHAIN))
+                if ca_chain is not None:
+                    per_digest[ca_chain.sha256] = per_digest.get(ca_chain.sha256, 0) + 1
+            result[tag] = per_digest
+        return result
+
+    def expiring_items(
+        self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
+    ) -> list[ExpiringItem]:
+        """Expired and expiring (device, sec_tag) items, soonest first, at most `limit`."""
+        if limit <= 0 or not sec_tags:
+            return []
+        found: list[tuple[float, str, int]] = []
+        for device_id, device in self._devices.items():
+            for tag, not_after in device.earliest().items():
+                score = not_after.timestamp()
+                if tag in sec_tags and score <= window.expiring_until:
+                    found.append((score, device_id, tag))
+        found.sort()
+        items = []
+        for score, device_id, tag in found[:limit]:
+            held = self._devices[device_id].items
+            described = held.get((tag, CredentialType.CA_CHAIN)) or held.get(
+                (tag, CredentialType.CLIENT_CERT)
+            )
+            items.append(
+                ExpiringItem(
+                    device_id=device_id,
+                    sec_tag=tag,
+                    not_after=datetime.fromtimestamp(score, UTC),
+                    subject=described.subject if described is not None else None,
+                )
+            )
+        return items
+
+    def save_summary(self, summary: FleetSummary) -> None:
+        """Keep the summary in its JSON form, as Redis does."""
+        self._summary = json.dumps(summary.as_json())
+
+    def last_summary(self) -> FleetSummary | None:
+        """The last saved summary, read back from JSON."""
+        return FleetSummary.from_json(json.loads(self._summary)) if self._summary else None
+
+
+class FakeLibrary:
+    """`CredentialLibrary` in memory: content-addressed, an entry never changes."""
+
+    def __init__(self, pems: Mapping[str, str] | None = None) -> None:
+        self.pems: dict[str, str] = dict(pems or {})
+
+    def add(self, pems: Mapping[str, str]) -> int:
+        """Store the entries not yet held; return how many were new."""
+        new = 0
+        for digest, pem in pems.items():
+            if digest not in self.pems:
+                self.pems[digest] = pem
+                new += 1
+        return new
+
+    def known(self, digests: Sequence[str]) -> set[str]:
+        """The subset of `digests` held."""
+        return {digest for digest in digests if digest in self.pems}
+
+    def get(self, digest: str) -> str | None:
+        """The PEM with this digest, if held."""
+        return self.pems.get(digest)
