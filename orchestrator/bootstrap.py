@@ -12,7 +12,9 @@ from functools import cached_property
 import redis
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
+from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
@@ -41,6 +43,16 @@ class Container:
     def tasks(self) -> CeleryTaskQueue:
         """A client of the Celery workers (built on first use)."""
         return CeleryTaskQueue.from_settings(self.settings)
+
+    @cached_property
+    def signer(self) -> FileSigner:
+        """The bundle signer (reads CERTFLEET_SIGNING_KEY_FILE on first use)."""
+        return FileSigner(self.settings.signing_key_file)
+
+    @cached_property
+    def sequences(self) -> RedisSequences:
+        """Per-device bundle sequence numbers."""
+        return RedisSequences(self.redis)
 
     @property
     def topics(self) -> Topics:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
     expiry_warning_days: int = Field(default=30, ge=0)
     scan_interval_seconds: float = Field(default=3600.0, gt=0)
     status_list_limit: int = Field(default=10_000, ge=0)
+
+    signing_key_file: Path = Path.home() / ".config" / "certfleet" / "signing-key.pem"
+    bundle_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    commit_timeout_seconds: int = Field(default=900, ge=10)
 
     log_level: str = "INFO"
     log_format: str = "auto"

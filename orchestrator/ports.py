@@ -8,7 +8,15 @@ from typing import Any, Protocol
 
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
 
-__all__ = ["CredentialLibrary", "ExpiryCounts", "InventoryStore", "TaskQueue"]
+__all__ = [
+    "BundlePublisher",
+    "BundleSigner",
+    "CredentialLibrary",
+    "ExpiryCounts",
+    "InventoryStore",
+    "SequenceStore",
+    "TaskQueue",
+]
 
 ExpiryCounts = tuple[int, int, int]
 """(expired, expiring, ok) for one sec_tag."""
@@ -87,4 +95,33 @@ class TaskQueue(Protocol):
 
     def run_scan(self, *, timeout: float) -> Mapping[str, Any]:
         """Run `scan_fleet` on a worker and wait for its summary."""
+        ...
+
+
+class BundleSigner(Protocol):
+    """Signs bundle envelopes with ES256; a file key today, an HSM or Vault transit later."""
+
+    @property
+    def key_id(self) -> bytes:
+        """The COSE key id devices look the public key up by."""
+        ...
+
+    def sign(self, to_be_signed: bytes) -> bytes:
+        """ES256 over the Sig_structure: the raw 64-byte r||s."""
+        ...
+
+
+class SequenceStore(Protocol):
+    """Per-device monotonic bundle sequence numbers."""
+
+    def next_sequence(self, device_id: str) -> int:
+        """Atomically increase and return the device's sequence number."""
+        ...
+
+
+class BundlePublisher(Protocol):
+    """Delivers signed bundles to devices."""
+
+    def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
+        """Publish to the device's bundle topic (QoS 1, MQTT 5 message expiry)."""
         ...

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import CredentialType, Topics
 from simulator.device import BrokerAddress, DeviceAgent
@@ -21,14 +23,29 @@ def build_fleet(
     id_prefix: str,
     broker: BrokerAddress,
     topics: Topics,
+    signers: Mapping[bytes, ec.EllipticCurvePublicKey] | None = None,
+    probe_timeout: float = 10.0,
 ) -> list[DeviceAgent]:
-    """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`."""
+    """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`.
+
+    Each device's active tag list is `[sec_tag]`, and it trusts bundles signed by `signers`.
+    """
     agents = []
     for n in range(count):
         modem = Modem()
         modem.cfun(FunctionalMode.OFFLINE)
         modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
-        agents.append(DeviceAgent(f"{id_prefix}{n:05d}", modem, broker=broker, topics=topics))
+        agents.append(
+            DeviceAgent(
+                f"{id_prefix}{n:05d}",
+                modem,
+                broker=broker,
+                topics=topics,
+                signers=signers,
+                active_tags=[sec_tag],
+                probe_timeout=probe_timeout,
+            )
+        )
     return agents
 
 

@@ -3,7 +3,8 @@
 Layout (all keys under `certfleet:inv:`):
 
 - `devices` (zset): device id -> time of its last applied report (device clock);
-- `dev:{id}` (hash): `"{sec_tag}:{type}"` -> JSON of the item, `_received` -> receive time;
+- `dev:{id}` (hash): `"{sec_tag}:{type}"` -> JSON of the item, `_received` -> receive time,
+  `_active` -> the device's active tag list (JSON) when it reports one;
 - `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
 - `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
 - `tags` (hash): sec_tag -> devices holding any item in it;
@@ -40,8 +41,9 @@ LIB = "certfleet:lib"
 T = TypeVar("T")
 
 # KEYS[1] devices zset, KEYS[2] device hash.
-# ARGV: device_id, reported_at, received_at, key prefix, item count,
-#       then per item: field, json, sec_tag, type, sha256, not_after ('' if none).
+# ARGV: device_id, reported_at, received_at, key prefix, active tags JSON ('' if not
+#       reported), item count, then per item: field, json, sec_tag, type, sha256,
+#       not_after ('' if none).
 _RECORD_DEVICE = """
 local devices, dev = KEYS[1], KEYS[2]
 local id, reported, received, p = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -58,7 +60,7 @@ for i = 1, #old, 2 do
 end
 redis.call('DEL', dev)
 local newtags, newexp = {}, {}
-local n, i = tonumber(ARGV[5]), 6
+local n, i = tonumber(ARGV[6]), 7
 for _ = 1, n do
   local field, value, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local typ, sha, na = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
@@ -72,6 +74,7 @@ for _ = 1, n do
   end
 end
 redis.call('HSET', dev, '_received', received)
+if ARGV[5] ~= '' then redis.call('HSET', dev, '_active', ARGV[5]) end
 local function decr(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
@@ -160,6 +163,7 @@ class RedisInventory:
                 state.reported_at.timestamp(),
                 received_at.timestamp(),
                 INV,
+                json.dumps(list(state.active_tags)) if state.active_tags is not None else "",
                 len(state.credentials),
             ]
             for c in state.credentials:
@@ -201,9 +205,11 @@ class RedisInventory:
         reported, fields = pipe.execute()
         if reported is None:
             return None
+        active = fields.get("_active")
         return DeviceState(
             device_id=device_id,
             reported_at=datetime.fromtimestamp(float(reported), UTC),
+            active_tags=tuple(json.loads(active)) if active else None,
             credentials=tuple(
                 sorted(
                     (_item_from_json(f, v) for f, v in fields.items() if not f.startswith("_")),

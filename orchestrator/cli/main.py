@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from orchestrator.bootstrap import bootstrap
+from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.cli.device import bundle_app, device_app
+from orchestrator.cli.keys import keys_app
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.logs import configure_logging
@@ -31,20 +31,9 @@ fleet_app = typer.Typer(help="The fleet's certificate state.", no_args_is_help=T
 creds_app = typer.Typer(help="The credential library (digest -> PEM).", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(creds_app, name="creds")
-
-out = Console()
-err = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
+app.add_typer(keys_app, name="keys")
+app.add_typer(device_app, name="device")
+app.add_typer(bundle_app, name="bundle")
 
 
 @app.command()
@@ -57,14 +46,45 @@ def simulate(
         float | None,
         typer.Option("--duration", min=0, help="Seconds to run (default: until Ctrl-C)."),
     ] = None,
+    signer_pub: Annotated[
+        Path | None,
+        typer.Option(
+            "--signer-pub",
+            exists=True,
+            dir_okay=False,
+            help="Bundle signer public key the devices trust "
+            "(default: the public half of CERTFLEET_SIGNING_KEY_FILE).",
+        ),
+    ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Connect over TLS, validating the broker with the active tags."),
+    ] = False,
+    broker_port: Annotated[
+        int | None,
+        typer.Option(
+            "--broker-port", help="The devices' broker port (default: CERTFLEET_MQTT_PORT)."
+        ),
+    ] = None,
 ) -> None:
     """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
+    from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
+    from orchestrator.protocol.cose import key_id  # noqa: PLC0415
     from simulator.device import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
     from simulator.fleet import build_fleet, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    signers = {}
+    key_source = signer_pub or settings.signing_key_file
+    try:
+        public = load_public_key(key_source)
+        signers[key_id(public)] = public
+    except (CertfleetError, OSError) as exc:
+        if signer_pub is not None:
+            raise fail(str(exc)) from None
+        err.print(f"[yellow]devices trust no bundle signer[/] ({exc})", highlight=False)
     try:
         agents = build_fleet(
             count=devices,
@@ -73,17 +93,20 @@ def simulate(
             id_prefix=id_prefix,
             broker=BrokerAddress(
                 host=settings.mqtt_host,
-                port=settings.mqtt_port,
+                port=broker_port or settings.mqtt_port,
                 username=settings.mqtt_username,
                 password=settings.mqtt_password,
+                tls=tls,
             ),
             topics=Topics(settings.topic_prefix),
+            signers=signers,
         )
     except (ModemError, ValueError) as exc:
-        raise _fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
+        raise fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
     err.print(
         f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
-        f"-> mqtt://{settings.mqtt_host}:{settings.mqtt_port}"
+        f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:"
+        f"{broker_port or settings.mqtt_port}"
     )
     asyncio.run(run_fleet(agents, duration=duration))
 
@@ -122,7 +145,7 @@ def creds_import(
     try:
         imported = import_pems(container.library, [(str(f), f.read_bytes()) for f in files])
     except CertfleetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         container.close()
     rows: list[dict[str, Any]] = [
@@ -136,7 +159,7 @@ def creds_import(
         for f, i in zip(files, imported, strict=True)
     ]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("file", "sha256", "subject", "not after", "")
     for row in rows:
@@ -216,15 +239,15 @@ def fleet_scan(
     try:
         status = dict(container.tasks.run_scan(timeout=timeout))
     except TimeoutError:
-        raise _fail(
+        raise fail(
             f"no worker finished the scan within {timeout:.0f}s; is `make worker` running?"
         ) from None
     except CertfleetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         container.close()
     if as_json:
-        _print_json(status)
+        print_json(status)
     else:
         _status_tables(status)
 
@@ -238,11 +261,11 @@ def fleet_status(as_json: JsonFlag = False) -> None:
     try:
         status = read_status(container.inventory)
     except CertfleetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         container.close()
     if as_json:
-        _print_json(status)
+        print_json(status)
     else:
         _status_tables(status)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 __all__ = [
     "CertfleetError",
+    "DeviceUnknownError",
     "InvalidCredentialError",
     "InvalidSecTagError",
+    "SigningKeyError",
     "StoreUnavailableError",
 ]
 
@@ -24,3 +26,11 @@ class InvalidCredentialError(CertfleetError, ValueError):
 
 class StoreUnavailableError(CertfleetError):
     """The state store (Redis) could not be reached; the operation may be retried."""
+
+
+class SigningKeyError(CertfleetError):
+    """The bundle signing key is missing, unreadable, exposed or of the wrong kind."""
+
+
+class DeviceUnknownError(CertfleetError):
+    """certfleet has no record of the device."""

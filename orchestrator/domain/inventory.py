@@ -88,6 +88,7 @@ class DeviceState:
     device_id: str
     reported_at: datetime
     credentials: tuple[ReportedCredential, ...]
+    active_tags: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -114,6 +114,9 @@ class StateMessage(BaseModel):
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     time: AwareDatetime
     credentials: list[CredentialEntry] = Field(max_length=256)
+    active_tags: list[Annotated[int, Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)]] | None = (
+        Field(default=None, max_length=7)
+    )
 
     _strict_v = field_validator("v", mode="before")(_json_integer)
 
@@ -130,6 +133,7 @@ class StateMessage(BaseModel):
             device_id=self.device_id,
             reported_at=self.time,
             credentials=tuple(c.to_domain() for c in self.credentials),
+            active_tags=tuple(self.active_tags) if self.active_tags is not None else None,
         )
 
     def known_pems(self) -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""Synchronous MQTT for services: one paho client per process, publishing bundles."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from orchestrator.config import Settings
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.protocol.topics import Topics
+
+__all__ = ["MqttSession", "MqttUnavailableError"]
+
+
+class MqttUnavailableError(CertfleetError):
+    """The MQTT broker could not be reached or did not acknowledge in time."""
+
+
+class MqttSession:
+    """A connected paho client (MQTT 5) that publishes with QoS 1 and can subscribe."""
+
+    def __init__(
+        self, settings: Settings, *, client_id: str | None = None, timeout: float = 10
+    ) -> None:
+        self._topics = Topics(settings.topic_prefix)
+        self._timeout = timeout
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"certfleet-{socket.gethostname()}-{os.getpid()}",
+            protocol=mqtt.MQTTv5,
+        )
+        if settings.mqtt_username:
+            self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        try:
+            self._client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+        except OSError as exc:
+            raise MqttUnavailableError(
+                f"cannot reach MQTT at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
+            ) from None
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            raise MqttUnavailableError("the MQTT broker did not accept the connection in time")
+
+    def _on_connect(self, *args: object) -> None:
+        self._connected.set()
+
+    def _on_subscribe(self, *args: object) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        self.messages.put((message.topic, bytes(message.payload)))
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe with QoS 1 and wait for the SUBACK."""
+        self._subscribed.clear()
+        self._client.subscribe(topic, qos=1)
+        if not self._subscribed.wait(self._timeout):
+            raise MqttUnavailableError(f"no SUBACK for {topic}")
+
+    def publish(self, topic: str, payload: bytes, *, expiry_seconds: int | None = None) -> None:
+        """QoS 1; returns once the broker acknowledged (PUBACK)."""
+        properties = None
+        if expiry_seconds is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
+            properties.MessageExpiryInterval = expiry_seconds
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        try:
+            info.wait_for_publish(self._timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
+        if not info.is_published():
+            raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
+
+    def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
+        """`BundlePublisher`: the device's bundle topic."""
+        self.publish(self._topics.bundle(device_id), data, expiry_seconds=expiry_seconds)
+
+    def drain(self, timeout: float) -> Iterator[tuple[str, bytes]]:
+        """Received messages, waiting up to `timeout` seconds for each next one."""
+        while True:
+            try:
+                yield self.messages.get(timeout=timeout)
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        """Disconnect cleanly and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,105 @@
+"""Issue and send signed bundles: sequence, payload, COSE_Sign1 envelope, publish."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from orchestrator.domain.credentials import CredentialType
+from orchestrator.logs import get_logger
+from orchestrator.ports import BundlePublisher, BundleSigner, SequenceStore
+from orchestrator.protocol.bundle import Bundle, Credential, Operation, Probe, encode_payload
+from orchestrator.protocol.cose import sign1
+
+__all__ = ["BundleBody", "IssuedBundle", "issue_bundle", "send_bundle", "stage_body"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleBody:
+    """The operation-specific part of a bundle (see `Bundle`)."""
+
+    op: Operation
+    tag: int | None = None
+    tags: tuple[int, ...] = ()
+    credentials: tuple[Credential, ...] = ()
+    probe: Probe | None = None
+    active: tuple[int, ...] = ()
+    commit_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedBundle:
+    """A signed bundle and what it says."""
+
+    bundle: Bundle
+    data: bytes
+
+
+def stage_body(
+    *,
+    ca_pems: Sequence[str],
+    tag: int,
+    probe_host: str,
+    probe_port: int,
+    probe_tags: Sequence[int],
+    active_after: Sequence[int],
+    commit_by: datetime,
+) -> BundleBody:
+    """Stage CA chains in `tag`, probe with `probe_tags`, and make `active_after` live on commit."""
+    return BundleBody(
+        op="stage",
+        tag=tag,
+        credentials=tuple(Credential(CredentialType.CA_CHAIN, pem) for pem in ca_pems),
+        probe=Probe(host=probe_host, port=probe_port, tags=tuple(probe_tags)),
+        active=tuple(active_after),
+        commit_by=int(commit_by.timestamp()),
+    )
+
+
+def issue_bundle(
+    *,
+    signer: BundleSigner,
+    sequences: SequenceStore,
+    device_id: str,
+    rollout_id: str,
+    body: BundleBody,
+    now: datetime,
+    ttl_seconds: int,
+) -> IssuedBundle:
+    """Take the device's next sequence number and sign the bundle."""
+    issued_at = int(now.timestamp())
+    template = Bundle(
+        device_id=device_id,
+        rollout_id=rollout_id,
+        seq=1,
+        op=body.op,
+        issued_at=issued_at,
+        expires_at=issued_at + ttl_seconds,
+        tag=body.tag,
+        tags=body.tags,
+        credentials=body.credentials,
+        probe=body.probe,
+        active=body.active,
+        commit_by=body.commit_by,
+    )
+    bundle = replace(template, seq=sequences.next_sequence(device_id))
+    data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
+    return IssuedBundle(bundle=bundle, data=data)
+
+
+def send_bundle(publisher: BundlePublisher, issued: IssuedBundle, *, now: datetime) -> None:
+    """Publish with a message expiry that ends when the bundle does."""
+    bundle = issued.bundle
+    expiry = max(1, bundle.expires_at - int(now.timestamp()))
+    publisher.publish_bundle(bundle.device_id, issued.data, expiry_seconds=expiry)
+    log.info(
+        "bundle_sent",
+        device_id=bundle.device_id,
+        rollout_id=bundle.rollout_id,
+        seq=bundle.seq,
+        op=bundle.op,
+        bytes=len(issued.data),
+    )

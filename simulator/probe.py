@@ -1,0 +1,207 @@
+"""The device health probe: a TLS 1.2 handshake as the nRF9160 modem makes it.
+
+The modem trusts only the CA chains under the sec_tags a socket is given and refuses
+a server certificate chain over 4 KB. The handshake runs over memory BIOs so the
+server's records can be read as they pass: in TLS 1.2 its Certificate message is
+plaintext, which lets the probe size the chain before OpenSSL verifies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = ["MAX_SERVER_CHAIN_BYTES", "ProbeReason", "ProbeResult", "tls_probe"]
+
+ProbeReason = Literal["unknown_ca", "expired", "chain_too_large", "timeout", "handshake_error"]
+
+MAX_SERVER_CHAIN_BYTES: Final = 4096
+"""Largest server certificate chain (Certificate message body) the modem accepts."""
+
+_CHANGE_CIPHER_SPEC: Final = 20
+_HANDSHAKE: Final = 22
+_CERTIFICATE: Final = 11
+_EXPIRED: Final = frozenset({9, 10})  # not yet valid, has expired: leaf or trust anchor
+_UNKNOWN_CA: Final = frozenset({2, 18, 19, 20, 21})
+_MISMATCH: Final = {62: "host name", 63: "email address", 64: "IP address"}
+_READ_SIZE: Final = 65536
+_CLOSE_GRACE_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a health probe found: ok, or the reason it failed."""
+
+    ok: bool
+    reason: ProbeReason | None
+    detail: str
+    chain_bytes: int | None
+
+    def __post_init__(self) -> None:
+        if self.ok != (self.reason is None):
+            raise ValueError("a probe result has a reason exactly when it is not ok")
+
+
+def _failed(reason: ProbeReason, detail: str, chain_bytes: int | None) -> ProbeResult:
+    return ProbeResult(ok=False, reason=reason, detail=detail, chain_bytes=chain_bytes)
+
+
+class _Handshake:
+    """One client handshake over memory BIOs, reading the server's records as they pass."""
+
+    def __init__(self, context: ssl.SSLContext, server_hostname: str, max_chain_bytes: int) -> None:
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_hostname=server_hostname
+        )
+        self._max_chain_bytes = max_chain_bytes
+        self._records = bytearray()
+        self._messages = bytearray()
+        self._encrypted = False
+        self.chain_bytes: int | None = None
+        """Body size of the server's Certificate message, once it is whole."""
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ProbeResult:
+        """Handshake; raises what OpenSSL raises, returns early on a chain too large."""
+        while True:
+            try:
+                self._tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            finally:
+                writer.write(self._outgoing.read())  # ClientHello, Finished, or our alert
+            if done:
+                break
+            await writer.drain()
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                detail = "the server closed the connection during the handshake"
+                return _failed("handshake_error", detail, self.chain_bytes)
+            self._scan(data)
+            if self.chain_bytes is not None and self.chain_bytes > self._max_chain_bytes:
+                detail = f"server certificate chain is {self.chain_bytes} bytes; the modem"
+                detail += f" accepts at most {self._max_chain_bytes}"
+                return _failed("chain_too_large", detail, self.chain_bytes)
+            self._incoming.write(data)  # only now may OpenSSL see (and verify) the chain
+        with contextlib.suppress(ssl.SSLError):
+            self._tls.unwrap()  # queues our close_notify; the server's is not awaited
+        writer.write(self._outgoing.read())
+        await writer.drain()
+        detail = f"{self._tls.version()} handshake, {(self._tls.cipher() or ('?',))[0]}"
+        return ProbeResult(ok=True, reason=None, detail=detail, chain_bytes=self.chain_bytes)
+
+    def _scan(self, data: bytes) -> None:
+        """Reassemble plaintext handshake messages from records; note Certificate's size."""
+        if self._encrypted:
+            return
+        self._records += data
+        while len(self._records) >= 5 and not self._encrypted:
+            end = 5 + int.from_bytes(self._records[3:5])
+            if len(self._records) < end:
+                break  # the rest comes in a later read; parse what is whole now
+            content_type, fragment = self._records[0], self._records[5:end]
+            del self._records[:end]
+            if content_type == _HANDSHAKE:
+                self._messages += fragment
+            self._encrypted = content_type == _CHANGE_CIPHER_SPEC  # what follows is encrypted
+        while len(self._messages) >= 4:
+            end = 4 + int.from_bytes(self._messages[1:4])
+            if len(self._messages) < end:
+                return
+            if self._messages[0] == _CERTIFICATE and self.chain_bytes is None:
+                self.chain_bytes = end - 4
+            del self._messages[:end]
+
+
+def _client_context(ca_chains: Sequence[bytes]) -> ssl.SSLContext:
+    """TLS 1.2 only, verification and hostname check on, trusting only `ca_chains`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    # cadata as str is PEM (bytes would be read as DER); no system store is loaded.
+    context.load_verify_locations(cadata="\n".join(c.decode("ascii") for c in ca_chains))
+    return context
+
+
+def _prepare(
+    ca_chains: Sequence[bytes], server_hostname: str, max_chain_bytes: int
+) -> _Handshake | ProbeResult:
+    """The handshake to run, or why there can be none."""
+    if not ca_chains:
+        return _failed("unknown_ca", "no CA chain to trust: no sec_tag holds one", None)
+    try:
+        context = _client_context(ca_chains)
+    except (ssl.SSLError, UnicodeDecodeError) as exc:
+        return _failed("unknown_ca", f"no usable CA certificate in the given chains: {exc}", None)
+    try:
+        return _Handshake(context, server_hostname, max_chain_bytes)
+    except ValueError as exc:
+        detail = f"not a usable server name {server_hostname!r}: {exc}"
+        return _failed("handshake_error", detail, None)
+
+
+def _verify_failed(
+    exc: ssl.SSLCertVerificationError, expected: str, chain_bytes: int | None
+) -> ProbeResult:
+    code, message = exc.verify_code, exc.verify_message
+    if code in _EXPIRED:
+        return _failed("expired", f"{message} (OpenSSL verify code {code})", chain_bytes)
+    if code in _UNKNOWN_CA:
+        return _failed("unknown_ca", f"{message} (OpenSSL verify code {code})", chain_bytes)
+    if code in _MISMATCH:
+        detail = f"server certificate does not match {_MISMATCH[code]} {expected!r}: {message}"
+        return _failed("handshake_error", detail, chain_bytes)
+    return _failed("handshake_error", f"certificate verify failed: {message} ({code})", chain_bytes)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(_CLOSE_GRACE_S):
+            await writer.wait_closed()
+    except OSError:  # reset by the server, or TimeoutError: the peer will not take our bytes
+        writer.transport.abort()
+
+
+async def tls_probe(
+    host: str,
+    port: int,
+    *,
+    ca_chains: Sequence[bytes],
+    timeout: float = 10.0,
+    server_hostname: str | None = None,
+    max_chain_bytes: int = MAX_SERVER_CHAIN_BYTES,
+) -> ProbeResult:
+    """Handshake with `host:port` as the modem would, trusting only `ca_chains`; never raises.
+
+    Args:
+        ca_chains: PEM CA chains, one per sec_tag given to the socket; any may validate.
+        timeout: seconds for connect and handshake together.
+        server_hostname: the name (or IP) the certificate must carry; `host` by default.
+        max_chain_bytes: largest server Certificate message body accepted.
+    """
+    expected = server_hostname or host
+    handshake = _prepare(ca_chains, expected, max_chain_bytes)
+    if isinstance(handshake, ProbeResult):
+        return handshake
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            return await handshake.run(reader, writer)
+    except TimeoutError:
+        detail = f"no TLS handshake with {host}:{port} within {timeout:g} s"
+        return _failed("timeout", detail, handshake.chain_bytes)
+    except ssl.SSLCertVerificationError as exc:
+        return _verify_failed(exc, expected, handshake.chain_bytes)
+    except (OSError, ValueError) as exc:  # refused, reset, DNS, any other SSLError
+        detail = f"{type(exc).__name__}: {exc}"
+        return _failed("handshake_error", detail, handshake.chain_bytes)
+    finally:
+        if writer is not None:
+            await _close(writer)
