@@ -89,7 +89,7 @@ class DeviceAgent:
         self.reports: list[ReportMessage] = []
         self.connects = 0
         self.connect_failures = 0
-        self._broker = broker
+        self.broker = broker
         self._topics = topics
         self._keepalive = keepalive
         self._probe_timeout = probe_timeout
@@ -141,7 +141,7 @@ class DeviceAgent:
     # -- the connection loop ---------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        if not self._broker.tls:
+        if not self.broker.tls:
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -159,11 +159,11 @@ class DeviceAgent:
         properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
         tls_context = self._tls_context()
         return aiomqtt.Client(
-            self._broker.host,
-            self._broker.port,
+            self.broker.host,
+            self.broker.port,
             identifier=self.device_id,
-            username=self._broker.username,
-            password=self._broker.password,
+            username=self.broker.username,
+            password=self.broker.password,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=properties,
@@ -427,7 +427,7 @@ class DeviceAgent:
         self.active_tags = list(bundle.active or staged.bundle.active)
         self._committed = (staged.bundle, previous)
         self._staged = None
-        if self._broker.tls:
+        if self.broker.tls:
             # Prove the new trust on the broker connection itself; report from there.
             self._verify_commit = True
             self._outbox.append(self._report(bundle, Phase.COMMITTED))

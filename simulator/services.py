@@ -10,6 +10,7 @@ a work directory of its own with a config file written here, and is stopped by
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -140,7 +141,10 @@ def start_mosquitto(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mosquitto.conf"
+    # Started as root, mosquitto would drop to its own user and lose access to
+    # the test's files; naming the current user keeps it (no effect otherwise).
     config.write_text(
+        f"user {getpass.getuser()}\n"
         f"per_listener_settings false\nallow_anonymous true\npersistence false\n"
         f"max_queued_messages 100000\nmax_inflight_messages 100\n"
         f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
