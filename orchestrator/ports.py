@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
+from orchestrator.domain.reports import DeviceReport
 
 __all__ = [
     "BundlePublisher",
@@ -27,6 +28,14 @@ class InventoryStore(Protocol):
 
     def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
         """Replace each device's credentials with its report; return how many were newer."""
+        ...
+
+    def record_reports(self, reports: Sequence[DeviceReport]) -> None:
+        """Append device reports to each device's report log."""
+        ...
+
+    def recent_reports(self, device_id: str, *, limit: int) -> list[DeviceReport]:
+        """A device's latest reports, oldest first."""
         ...
 
     def count_rejection(self, reason: str, amount: int = 1) -> None:

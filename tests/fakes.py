@@ -17,6 +17,7 @@ from orchestrator.domain.inventory import (
     classify,
     earliest_not_after_by_tag,
 )
+from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
 __all__ = ["FakeInventory", "FakeLibrary"]
@@ -44,6 +45,7 @@ class _Device:
     reported_at: datetime
     received_at: datetime
     items: Mapping[tuple[int, CredentialType], ReportedCredential]
+    active_tags: tuple[int, ...] | None = None
 
     def tags(self) -> set[int]:
         return {tag for tag, _ in self.items}
@@ -64,6 +66,7 @@ class FakeInventory:
         self._devices: dict[str, _Device] = {}
         self._rejected: dict[str, int] = {}
         self._summary: str | None = None
+        self._reports: dict[str, list[DeviceReport]] = {}
 
     def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
         """Replace each device's items with its report unless a newer one is stored."""
@@ -76,9 +79,21 @@ class FakeInventory:
                 reported_at=state.reported_at,
                 received_at=received_at,
                 items={(c.sec_tag, c.type): _stored(c) for c in state.credentials},
+                active_tags=state.active_tags,
             )
             applied += 1
         return applied
+
+    def record_reports(self, reports: Sequence[DeviceReport]) -> None:
+        """Append to each device's log, keeping the latest 50 as Redis does."""
+        for report in reports:
+            log = self._reports.setdefault(report.device_id, [])
+            log.append(report)
+            del log[:-50]
+
+    def recent_reports(self, device_id: str, *, limit: int) -> list[DeviceReport]:
+        """The device's latest `limit` reports, oldest first."""
+        return self._reports.get(device_id, [])[-limit:] if limit > 0 else []
 
     def count_rejection(self, reason: str, amount: int = 1) -> None:
         """Count a refused device message under `reason`."""
@@ -101,6 +116,7 @@ class FakeInventory:
             device_id=device_id,
             reported_at=_as_utc(device.reported_at),
             credentials=tuple(device.items[slot] for slot in sorted(device.items)),
+            active_tags=device.active_tags,
         )
 
     def sec_tags(self) -> list[int]:

@@ -1,4 +1,4 @@
-"""The MQTT listener: device state in, inventory records out.
+"""The MQTT listener: device state and reports in, inventory records out.
 
 Run by `certfleet listener`. Several listeners share the work through the
 `$share/certfleet/...` subscription; each reconnects on its own and hands
@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import StoreUnavailableError
 from orchestrator.logs import get_logger
-from orchestrator.services.inventory import ingest_state_batch
+from orchestrator.services.inventory import ingest_batch
 
 __all__ = ["run_listener"]
 
@@ -54,7 +54,7 @@ async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
     while True:
         try:
             result = await asyncio.to_thread(
-                ingest_state_batch,
+                ingest_batch,
                 container.inventory,
                 container.library,
                 container.topics,
@@ -70,6 +70,7 @@ async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
             applied=result.applied,
             stale=result.stale,
             rejected=result.rejected,
+            reports=result.reports,
         )
         return
 
@@ -82,15 +83,16 @@ async def run_listener(
 ) -> None:
     """Subscribe to every device's state topic and record what arrives, until `stop`."""
     stop = stop or asyncio.Event()
-    topic = container.topics.shared_subscription("state")
+    subscriptions = [container.topics.shared_subscription(c) for c in ("state", "report")]
     batch_size = container.settings.listener_batch_size
 
     async def consume() -> None:
         while True:
             try:
                 async with _client(container) as client:
-                    await client.subscribe(topic, qos=1)
-                    log.info("listener_subscribed", topic=topic)
+                    for topic in subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    log.info("listener_subscribed", topics=subscriptions)
                     batch: list[tuple[str, bytes]] = []
                     async for message in client.messages:
                         payload = message.payload

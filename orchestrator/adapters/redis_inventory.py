@@ -9,6 +9,8 @@ Layout (all keys under `certfleet:inv:`):
 - `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
 - `tags` (hash): sec_tag -> devices holding any item in it;
 - `rejected` (hash): reason -> refused device messages;
+- `reports:{id}` (stream, capped): the device's latest bundle reports;
+- `report_phases` (hash): phase -> reports received;
 - `scan:last` (string): JSON of the last scan summary;
 - `lib` (hash, `certfleet:lib`): SHA-256 -> PEM.
 
@@ -31,11 +33,14 @@ import redis
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.errors import StoreUnavailableError
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
+from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
 __all__ = ["RedisCredentialLibrary", "RedisInventory", "store_errors"]
 
 INV = "certfleet:inv:"
+REPORTS_KEPT = 50
+"""Reports kept per device (approximately: XADD MAXLEN ~)."""
 LIB = "certfleet:lib"
 
 T = TypeVar("T")
@@ -179,6 +184,55 @@ class RedisInventory:
                 keys=[INV + "devices", INV + "dev:" + state.device_id], args=args, client=pipe
             )
         return sum(int(applied) for applied in pipe.execute())
+
+    @_guarded
+    def record_reports(self, reports: Sequence[DeviceReport]) -> None:
+        """XADD to each device's capped stream and count phases, in one round trip."""
+        if not reports:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for report in reports:
+            fields: dict[Any, Any] = {
+                "rollout_id": report.rollout_id,
+                "seq": report.seq,
+                "op": report.op or "",
+                "phase": report.phase,
+                "reason": report.reason,
+                "detail": report.detail,
+                "time": report.time.isoformat(),
+                "active_tags": json.dumps(list(report.active_tags))
+                if report.active_tags is not None
+                else "",
+            }
+            pipe.xadd(
+                f"{INV}reports:{report.device_id}", fields, maxlen=REPORTS_KEPT, approximate=True
+            )
+            pipe.hincrby(INV + "report_phases", report.phase, 1)
+        pipe.execute()
+
+    @_guarded
+    def recent_reports(self, device_id: str, *, limit: int) -> list[DeviceReport]:
+        """XREVRANGE, returned oldest first."""
+        entries: list[tuple[str, dict[str, str]]] = self._redis.xrevrange(  # type: ignore[assignment]  # sync client
+            f"{INV}reports:{device_id}", count=limit
+        )
+        reports = []
+        for _, fields in reversed(entries):
+            active = fields.get("active_tags")
+            reports.append(
+                DeviceReport(
+                    device_id=device_id,
+                    rollout_id=fields["rollout_id"],
+                    seq=int(fields["seq"]),
+                    op=fields["op"] or None,
+                    phase=fields["phase"],
+                    reason=fields["reason"],
+                    detail=fields["detail"],
+                    time=datetime.fromisoformat(fields["time"]),
+                    active_tags=tuple(json.loads(active)) if active else None,
+                )
+            )
+        return reports
 
     @_guarded
     def count_rejection(self, reason: str, amount: int = 1) -> None:

@@ -8,10 +8,12 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from orchestrator.domain.credentials import SEC_TAG_MAX, SEC_TAG_MIN
+from orchestrator.domain.reports import DeviceReport
 from orchestrator.protocol.bundle import MAX_ACTIVE_TAGS, Reason
+from orchestrator.protocol.state import parse_device_message
 from orchestrator.protocol.topics import DEVICE_ID_PATTERN
 
-__all__ = ["Phase", "ReportMessage"]
+__all__ = ["Phase", "ReportMessage", "parse_report"]
 
 SecTag = Annotated[int, Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)]
 
@@ -49,3 +51,26 @@ class ReportMessage(BaseModel):
     def to_json(self) -> bytes:
         """The wire form."""
         return self.model_dump_json(exclude_none=True).encode()
+
+    def to_domain(self) -> DeviceReport:
+        """The domain value of this report."""
+        return DeviceReport(
+            device_id=self.device_id,
+            rollout_id=self.rollout_id,
+            seq=self.seq,
+            op=self.op,
+            phase=self.phase.value,
+            reason=self.reason.value,
+            detail=self.detail,
+            time=self.time,
+            active_tags=tuple(self.active_tags) if self.active_tags is not None else None,
+        )
+
+
+def parse_report(payload: bytes, *, topic_device_id: str) -> ReportMessage:
+    """Validate a report payload received on `topic_device_id`'s report topic.
+
+    Raises:
+        RejectedMessageError: as `parse_device_message`.
+    """
+    return parse_device_message(ReportMessage, payload, topic_device_id=topic_device_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -34,6 +34,7 @@ __all__ = [
     "RejectReason",
     "RejectedMessageError",
     "StateMessage",
+    "parse_device_message",
     "parse_state",
 ]
 
@@ -145,12 +146,15 @@ class StateMessage(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def parse_state(payload: bytes, *, topic_device_id: str) -> StateMessage:
-    """Validate a state payload received on `topic_device_id`'s state topic.
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_device_message(model: type[M], payload: bytes, *, topic_device_id: str) -> M:
+    """Validate a JSON device message received on `topic_device_id`'s topic.
 
     Raises:
-        RejectedMessageError: the payload is too large, not JSON, not a valid state
-            message, or names another device than its topic.
+        RejectedMessageError: the payload is too large, not JSON, not a valid
+            message of `model`, or names another device than its topic.
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         raise RejectedMessageError(
@@ -163,16 +167,22 @@ def parse_state(payload: bytes, *, topic_device_id: str) -> StateMessage:
         # literal past Python's digit limit; deep nesting raises RecursionError.
         raise RejectedMessageError(RejectReason.NOT_JSON, str(exc)) from None
     try:
-        message = StateMessage.model_validate(document)
+        message = model.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise RejectedMessageError(RejectReason.SCHEMA, problems) from None
-    if message.device_id != topic_device_id:
+    named = getattr(message, "device_id", None)
+    if named != topic_device_id:
         raise RejectedMessageError(
             RejectReason.TOPIC_MISMATCH,
-            f"payload names {message.device_id!r}, topic names {topic_device_id!r}",
+            f"payload names {named!r}, topic names {topic_device_id!r}",
         )
     return message
+
+
+def parse_state(payload: bytes, *, topic_device_id: str) -> StateMessage:
+    """Validate a state payload received on `topic_device_id`'s state topic."""
+    return parse_device_message(StateMessage, payload, topic_device_id=topic_device_id)

@@ -10,8 +10,10 @@ from cryptography import x509
 
 from orchestrator.domain.credentials import sha256_hex
 from orchestrator.domain.errors import InvalidCredentialError
+from orchestrator.domain.reports import DeviceReport
 from orchestrator.logs import get_logger
 from orchestrator.ports import CredentialLibrary, InventoryStore
+from orchestrator.protocol.report import parse_report
 from orchestrator.protocol.state import (
     RejectedMessageError,
     RejectReason,
@@ -24,7 +26,7 @@ __all__ = [
     "ImportedCredential",
     "IngestResult",
     "import_pems",
-    "ingest_state_batch",
+    "ingest_batch",
     "parse_pem_chain",
     "record_rejection",
     "record_states",
@@ -118,14 +120,15 @@ def import_pems(
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What became of one batch of device state messages."""
+    """What became of one batch of device messages."""
 
     applied: int
     stale: int
     rejected: int
+    reports: int = 0
 
 
-def ingest_state_batch(
+def ingest_batch(
     store: InventoryStore,
     library: CredentialLibrary,
     topics: Topics,
@@ -133,30 +136,48 @@ def ingest_state_batch(
     *,
     received_at: datetime,
 ) -> IngestResult:
-    """Validate (topic, payload) pairs, count and log the bad ones, record the rest.
+    """Validate (topic, payload) pairs of state and report topics, record the good ones.
 
-    A bad message never stops the batch: it is rejected with its reason and the
-    good ones are recorded in one pipelined round trip.
+    A bad message never stops the batch: it is logged and counted under its reason,
+    and the good ones are recorded in pipelined round trips.
     """
-    good: list[StateMessage] = []
+    states: list[StateMessage] = []
+    reports: list[DeviceReport] = []
     rejected = 0
     for topic, payload in batch:
         parsed = topics.parse(topic)
-        if parsed is None or parsed[1] != "state":
+        if parsed is None or parsed[1] == "bundle":
             record_rejection(
                 store,
                 RejectReason.BAD_TOPIC,
                 device_id=None,
                 topic=topic,
-                detail="not a state topic",
+                detail="not a device topic",
             )
             rejected += 1
             continue
-        device_id = parsed[0]
+        device_id, channel = parsed
         try:
-            good.append(parse_state(payload, topic_device_id=device_id))
+            if channel == "state":
+                states.append(parse_state(payload, topic_device_id=device_id))
+            else:
+                report = parse_report(payload, topic_device_id=device_id).to_domain()
+                reports.append(report)
         except RejectedMessageError as exc:
             record_rejection(store, exc.reason, device_id=device_id, topic=topic, detail=exc.detail)
             rejected += 1
-    applied = record_states(store, library, good, received_at=received_at) if good else 0
-    return IngestResult(applied=applied, stale=len(good) - applied, rejected=rejected)
+    applied = record_states(store, library, states, received_at=received_at) if states else 0
+    if reports:
+        store.record_reports(reports)
+        for report in reports:
+            log.info(
+                "device_report",
+                device_id=report.device_id,
+                rollout_id=report.rollout_id,
+                seq=report.seq,
+                phase=report.phase,
+                reason=report.reason,
+            )
+    return IngestResult(
+        applied=applied, stale=len(states) - applied, rejected=rejected, reports=len(reports)
+    )

@@ -9,6 +9,7 @@ import pytest
 from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState, ExpiryWindow
+from orchestrator.domain.reports import DeviceReport
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +149,29 @@ def test_rejections_are_counted_by_reason(container: Container) -> None:
     inv.count_rejection("schema")
     inv.count_rejection("not_json")
     assert inv.rejection_counts() == {"not_json": 1, "schema": 2}
+
+
+def test_reports_are_kept_per_device_newest_last_and_capped(container: Container) -> None:
+    """Each device keeps about its latest 50 reports, read back oldest first."""
+    inv = container.inventory
+    reports = [
+        DeviceReport(
+            device_id="dev-1",
+            rollout_id="r-1",
+            seq=n,
+            op="stage",
+            phase="staged",
+            reason="ok",
+            detail=f"step {n}",
+            time=NOW + timedelta(seconds=n),
+            active_tags=(42,),
+        )
+        for n in range(1, 201)
+    ]
+    inv.record_reports(reports)
+
+    latest = inv.recent_reports("dev-1", limit=3)
+    assert [r.seq for r in latest] == [198, 199, 200]
+    assert latest[-1] == reports[-1]
+    assert 50 <= len(inv.recent_reports("dev-1", limit=1000)) < 200
+    assert inv.recent_reports("dev-2", limit=3) == []

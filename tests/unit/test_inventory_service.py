@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from orchestrator.domain.credentials import sha256_hex
 from orchestrator.domain.errors import InvalidCredentialError
 from orchestrator.protocol import MAX_MESSAGE_BYTES, Topics
-from orchestrator.services.inventory import import_pems, ingest_state_batch
+from orchestrator.services.inventory import import_pems, ingest_batch
 from orchestrator.services.scan import scan_fleet
 from simulator.pki import IssuedCA, make_ca
 from tests.fakes import FakeInventory, FakeLibrary
@@ -44,16 +45,17 @@ def test_mixed_batch_records_good_and_counts_each_bad() -> None:
         (TOPICS.state("dev-3"), state_payload("dev-3").ljust(MAX_MESSAGE_BYTES + 1, b" ")),
         (TOPICS.state("dev-4"), state_payload("dev-someone-else")),
         (TOPICS.report("dev-5"), state_payload("dev-5")),
+        (TOPICS.bundle("dev-7"), b"a device never publishes here"),
         (TOPICS.state("dev-6"), b"[" * 5000),
     ]
     # when
-    result = ingest_state_batch(store, library, TOPICS, batch, received_at=NOW)
+    result = ingest_batch(store, library, TOPICS, batch, received_at=NOW)
     # then
-    assert (result.applied, result.stale, result.rejected) == (1, 0, 6)
+    assert (result.applied, result.stale, result.rejected) == (1, 0, 7)
     assert store.rejection_counts() == {
         "bad_topic": 1,
         "not_json": 2,
-        "schema": 1,
+        "schema": 2,
         "too_large": 1,
         "topic_mismatch": 1,
     }
@@ -61,15 +63,16 @@ def test_mixed_batch_records_good_and_counts_each_bad() -> None:
     assert store.device_credentials("dev-good") is not None
 
 
-@pytest.mark.parametrize("topic", ["other/dev-1/state", "certfleet/dev+1/state", "certfleet"])
+@pytest.mark.parametrize(
+    "topic",
+    ["other/dev-1/state", "certfleet/dev+1/state", "certfleet", "certfleet/dev-1/bundle"],
+)
 def test_foreign_topic_is_bad_topic(topic: str) -> None:
-    """A message off the `{prefix}/{id}/state` pattern is counted as bad_topic."""
+    """A message off the `{prefix}/{id}/state|report` patterns is counted as bad_topic."""
     # given
     store = FakeInventory()
     # when
-    result = ingest_state_batch(
-        store, FakeLibrary(), TOPICS, [(topic, state_payload())], received_at=NOW
-    )
+    result = ingest_batch(store, FakeLibrary(), TOPICS, [(topic, state_payload())], received_at=NOW)
     # then
     assert result.rejected == 1
     assert store.rejection_counts() == {"bad_topic": 1}
@@ -81,11 +84,9 @@ def test_stale_report_does_not_overwrite_newer() -> None:
     store, library = FakeInventory(), FakeLibrary()
     newer = state_payload(time="2025-06-02T00:00:00+00:00", credentials=[entry(7)])
     older = state_payload(time="2025-06-01T00:00:00+00:00", credentials=[entry(8)])
-    ingest_state_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), newer)], received_at=NOW)
+    ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), newer)], received_at=NOW)
     # when
-    result = ingest_state_batch(
-        store, library, TOPICS, [(TOPICS.state("dev-1"), older)], received_at=NOW
-    )
+    result = ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), older)], received_at=NOW)
     # then
     assert (result.applied, result.stale, result.rejected) == (0, 1, 0)
     held = store.device_credentials("dev-1")
@@ -99,7 +100,7 @@ def test_empty_batch_does_nothing() -> None:
     # given
     store = FakeInventory()
     # when
-    result = ingest_state_batch(store, FakeLibrary(), TOPICS, [], received_at=NOW)
+    result = ingest_batch(store, FakeLibrary(), TOPICS, [], received_at=NOW)
     # then
     assert (result.applied, result.stale, result.rejected) == (0, 0, 0)
     assert store.rejection_counts() == {}
@@ -113,7 +114,7 @@ def test_pem_in_a_message_joins_the_library(root: IssuedCA) -> None:
     sent = entry(7, sha256=sha256_hex(root.pem), pem=pem)
     payload = state_payload("dev-1", credentials=[sent])
     # when
-    ingest_state_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), payload)], received_at=NOW)
+    ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), payload)], received_at=NOW)
     # then
     assert library.get(sha256_hex(root.pem)) == pem
     summary = scan_fleet(store, library, now=NOW, warning_days=30, list_limit=10)
@@ -181,3 +182,45 @@ def test_import_rejects_non_ascii(root: IssuedCA) -> None:
     # when / then
     with pytest.raises(InvalidCredentialError, match="ASCII"):
         import_pems(FakeLibrary(), [("root.pem", content)])
+
+
+def _report(device_id: str, **fields: object) -> bytes:
+    document: dict[str, object] = {
+        "v": 1,
+        "device_id": device_id,
+        "rollout_id": "r-1",
+        "seq": 3,
+        "op": "stage",
+        "phase": "health_failed",
+        "reason": "unknown_ca",
+        "detail": "certificate verify failed",
+        "time": "2026-11-25T10:00:00+00:00",
+        "active_tags": [42],
+    }
+    document.update(fields)
+    return json.dumps(document).encode()
+
+
+def test_reports_are_logged_per_device_and_forged_ones_refused() -> None:
+    """A valid report joins its device's log; one naming another device or phase is refused."""
+    # given
+    store = FakeInventory()
+    batch = [
+        (TOPICS.report("dev-1"), _report("dev-1")),
+        (TOPICS.report("dev-2"), _report("dev-1")),
+        (TOPICS.report("dev-3"), _report("dev-3", phase="exploded")),
+        (TOPICS.report("dev-4"), _report("dev-4", reason="because")),
+    ]
+    # when
+    result = ingest_batch(store, FakeLibrary(), TOPICS, batch, received_at=NOW)
+    # then
+    assert (result.reports, result.rejected) == (1, 3)
+    assert store.rejection_counts() == {"schema": 2, "topic_mismatch": 1}
+    [logged] = store.recent_reports("dev-1", limit=10)
+    assert (logged.seq, logged.phase, logged.reason, logged.active_tags) == (
+        3,
+        "health_failed",
+        "unknown_ca",
+        (42,),
+    )
+    assert store.recent_reports("dev-2", limit=10) == []
