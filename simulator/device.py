@@ -433,6 +433,8 @@ class DeviceAgent:
             self._outbox.append(self._report(bundle, Phase.COMMITTED))
             await self._keep_received(client)
             raise _Reconnect
+        # The new list first, so whoever reads the report finds the inventory current.
+        await self._publish(client, self.state_message().to_json(), "state")
         await self._send(client, self._report(bundle, Phase.COMMITTED))
 
     def _fall_back_from_commit(self) -> None:

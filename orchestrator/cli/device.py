@@ -249,7 +249,10 @@ def inspect(
     """Decode a bundle; verify its signature when a key is given."""
     from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
 
-    data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {source}: {exc.strerror or exc}") from None
     try:
         message = Sign1Message.decode(data)
         bundle = decode_payload(message.payload)
