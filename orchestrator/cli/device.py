@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from rich.table import Table
 
+from orchestrator.adapters.file_signer import load_public_key
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
 from orchestrator.domain.errors import CertfleetError
-from orchestrator.protocol.bundle import BundleRejectedError, decode_payload
-from orchestrator.protocol.cose import CoseError, Sign1Message
+from orchestrator.protocol.bundle import BundleRejectedError, SignerKey, decode_payload
+from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import (
     BundleBody,
@@ -37,6 +39,7 @@ SUCCESS = {
     "commit": Phase.COMMITTED,
     "rollback": Phase.ROLLED_BACK,
     "retire": Phase.RETIRED,
+    "trust-signer": Phase.COMMITTED,
 }
 FAILURE = {Phase.REJECTED, Phase.HEALTH_FAILED, Phase.FALLBACK}
 
@@ -61,6 +64,59 @@ def _known_active(container: Container, device_id: str) -> list[int]:
     return list(state.active_tags)
 
 
+def _stage(
+    container: Container,
+    device_id: str,
+    *,
+    ca: list[Path],
+    tag: int | None,
+    probe: str | None,
+    probe_tags: list[int] | None,
+    active: list[int] | None,
+    commit_timeout: float,
+) -> BundleBody:
+    now = datetime.now(UTC)
+    if not ca or tag is None or probe is None:
+        raise fail("--op stage needs --ca, --tag and --probe HOST:PORT")
+    host, _, port = probe.rpartition(":")
+    if not host or not port.isdigit():
+        raise fail(f"--probe must be HOST:PORT, got {probe!r}")
+    pems = []
+    for path in ca:
+        content = path.read_bytes()
+        parse_pem_chain(content, source=str(path))
+        pems.append(content.decode("ascii"))
+    if active is None:
+        active = sorted({*_known_active(container, device_id), tag})
+    return stage_body(
+        ca_pems=pems,
+        tag=tag,
+        probe_host=host.strip("[]"),
+        probe_port=int(port),
+        probe_tags=probe_tags or [tag],
+        active_after=active,
+        commit_by=now + timedelta(seconds=commit_timeout),
+    )
+
+
+def _trust_signer(new_signer: Path | None, retire_kid: str | None) -> BundleBody:
+    if new_signer is None:
+        raise fail("--op trust-signer needs --signer-pub FILE (the key to trust)")
+    public = load_public_key(new_signer)
+    point = public.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    try:
+        retired = bytes.fromhex(retire_kid) if retire_kid else None
+    except ValueError:
+        raise fail("--retire-kid takes the key id in hex") from None
+    return BundleBody(
+        op="trust-signer",
+        signer=SignerKey(kid=key_id(public), public_point=point),
+        retire_kid=retired,
+    )
+
+
 def _body(
     container: Container,
     device_id: str,
@@ -72,29 +128,19 @@ def _body(
     probe_tags: list[int] | None,
     active: list[int] | None,
     commit_timeout: float,
+    new_signer: Path | None = None,
+    retire_kid: str | None = None,
 ) -> BundleBody:
-    now = datetime.now(UTC)
     if op == "stage":
-        if not ca or tag is None or probe is None:
-            raise fail("--op stage needs --ca, --tag and --probe HOST:PORT")
-        host, _, port = probe.rpartition(":")
-        if not host or not port.isdigit():
-            raise fail(f"--probe must be HOST:PORT, got {probe!r}")
-        pems = []
-        for path in ca:
-            content = path.read_bytes()
-            parse_pem_chain(content, source=str(path))
-            pems.append(content.decode("ascii"))
-        if active is None:
-            active = sorted({*_known_active(container, device_id), tag})
-        return stage_body(
-            ca_pems=pems,
+        return _stage(
+            container,
+            device_id,
+            ca=ca,
             tag=tag,
-            probe_host=host.strip("[]"),
-            probe_port=int(port),
-            probe_tags=probe_tags or [tag],
-            active_after=active,
-            commit_by=now + timedelta(seconds=commit_timeout),
+            probe=probe,
+            probe_tags=probe_tags,
+            active=active,
+            commit_timeout=commit_timeout,
         )
     if op == "commit":
         if tag is None:
@@ -108,7 +154,9 @@ def _body(
         if active is None:
             active = [t for t in _known_active(container, device_id) if t != tag]
         return BundleBody(op="retire", tags=(tag,), active=tuple(active))
-    raise fail(f"unknown --op {op!r}; use stage, commit, rollback or retire")
+    if op == "trust-signer":
+        return _trust_signer(new_signer, retire_kid)
+    raise fail(f"unknown --op {op!r}; use stage, commit, rollback, retire or trust-signer")
 
 
 def _wait_for_reports(session: Any, issued: IssuedBundle, wait: float) -> list[ReportMessage]:
@@ -131,7 +179,9 @@ def _wait_for_reports(session: Any, issued: IssuedBundle, wait: float) -> list[R
 @device_app.command("send")
 def send(
     device_id: Annotated[str, typer.Argument(help="The device.")],
-    op: Annotated[str, typer.Option("--op", help="stage, commit, rollback or retire.")],
+    op: Annotated[
+        str, typer.Option("--op", help="stage, commit, rollback, retire or trust-signer.")
+    ],
     ca: Annotated[
         list[Path] | None,
         typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM (stage)."),
@@ -158,6 +208,15 @@ def send(
             "--commit-timeout", help="Seconds the device waits for a commit before falling back."
         ),
     ] = None,
+    signer_pub: Annotated[
+        Path | None,
+        typer.Option(
+            "--signer-pub", exists=True, dir_okay=False, help="Key to trust (trust-signer)."
+        ),
+    ] = None,
+    retire_kid: Annotated[
+        str | None, typer.Option("--retire-kid", help="Key id to stop trusting (trust-signer).")
+    ] = None,
     wait: Annotated[
         float,
         typer.Option("--wait", help="Seconds to wait for the device's reports (0: do not wait)."),
@@ -180,6 +239,8 @@ def send(
             probe_tags=_tags(probe_tags, "--probe-tags"),
             active=_tags(active, "--active"),
             commit_timeout=commit_timeout or settings.commit_timeout_seconds,
+            new_signer=signer_pub,
+            retire_kid=retire_kid,
         )
         signer = container.signer
         session = MqttSession(settings)
@@ -247,8 +308,6 @@ def inspect(
     as_json: JsonFlag = False,
 ) -> None:
     """Decode a bundle; verify its signature when a key is given."""
-    from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
-
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:

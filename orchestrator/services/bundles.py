@@ -9,7 +9,14 @@ from datetime import datetime
 from orchestrator.domain.credentials import CredentialType
 from orchestrator.logs import get_logger
 from orchestrator.ports import BundlePublisher, BundleSigner, SequenceStore
-from orchestrator.protocol.bundle import Bundle, Credential, Operation, Probe, encode_payload
+from orchestrator.protocol.bundle import (
+    Bundle,
+    Credential,
+    Operation,
+    Probe,
+    SignerKey,
+    encode_payload,
+)
 from orchestrator.protocol.cose import sign1
 
 __all__ = ["BundleBody", "IssuedBundle", "issue_bundle", "send_bundle", "stage_body"]
@@ -28,6 +35,8 @@ class BundleBody:
     probe: Probe | None = None
     active: tuple[int, ...] = ()
     commit_by: int | None = None
+    signer: SignerKey | None = None
+    retire_kid: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,8 @@ def issue_bundle(
         probe=body.probe,
         active=body.active,
         commit_by=body.commit_by,
+        signer=body.signer,
+        retire_kid=body.retire_kid,
     )
     bundle = replace(template, seq=sequences.next_sequence(device_id))
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)

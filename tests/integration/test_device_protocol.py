@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from orchestrator.adapters.file_signer import FileSigner, generate_key_file
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
 from orchestrator.protocol import CredentialType
-from orchestrator.protocol.bundle import Reason
+from orchestrator.protocol.bundle import Reason, SignerKey
 from orchestrator.protocol.report import Phase
 from orchestrator.services.bundles import BundleBody, stage_body
 from simulator.device import DeviceAgent
@@ -290,5 +291,43 @@ def test_refused_bundles_each_say_why_and_write_nothing(
                     assert (rejected.phase, rejected.reason) == (Phase.REJECTED, reason), reason
         assert agent.modem.items() == before
         assert agent.active_tags == [42]
+
+    asyncio.run(scenario())
+
+
+def test_the_signing_key_rotates_in_the_field(
+    orchestrator: Orchestrator, mqtt_service: LocalService, pki: Pki, tmp_path: Path
+) -> None:
+    """trust-signer, signed by the old key, makes the device trust the new key and drop the old."""
+    new_key_file = tmp_path / "next-key.pem"
+    generate_key_file(new_key_file)
+    new_signer = FileSigner(new_key_file)
+    old_kid = orchestrator.signer.key_id
+    point = new_signer.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+    async def scenario() -> None:
+        agent = make_device("dev-rotate", pki.ca1.pem, orchestrator, mqtt_service)
+        async with running(agent):
+            rotate = await orchestrator.send(
+                agent.device_id,
+                BundleBody(
+                    op="trust-signer",
+                    signer=SignerKey(kid=new_signer.key_id, public_point=point),
+                    retire_kid=old_kid,
+                ),
+            )
+            rotated = await final_report(agent, rotate, {Phase.COMMITTED, Phase.REJECTED})
+            assert rotated.phase is Phase.COMMITTED
+            old = await orchestrator.send(agent.device_id, BundleBody(op="rollback"))
+            refused = await final_report(agent, old, {Phase.REJECTED, Phase.ROLLED_BACK})
+            new = await orchestrator.send(
+                agent.device_id, BundleBody(op="rollback"), signer=new_signer
+            )
+            accepted = await final_report(agent, new, {Phase.REJECTED, Phase.ROLLED_BACK})
+        assert (refused.phase, refused.reason) == (Phase.REJECTED, Reason.UNKNOWN_KEY)
+        assert accepted.phase is Phase.ROLLED_BACK
+        assert set(agent.signers) == {new_signer.key_id}
 
     asyncio.run(scenario())
