@@ -13,11 +13,14 @@ import redis
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
 from orchestrator.adapters.file_signer import FileSigner
+from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
+from orchestrator.services.rollout_engine import RolloutDeps
 
 __all__ = ["Container", "bootstrap"]
 
@@ -54,6 +57,27 @@ class Container:
         """Per-device bundle sequence numbers."""
         return RedisSequences(self.redis)
 
+    @cached_property
+    def rollouts(self) -> RedisRollouts:
+        """Rollout state."""
+        return RedisRollouts(self.redis)
+
+    @cached_property
+    def publisher(self) -> MqttSession:
+        """This process's one persistent MQTT publisher (connected on first use)."""
+        return MqttSession(self.settings)
+
+    def rollout_deps(self, *, pushing: bool = False) -> RolloutDeps:
+        """The rollout use cases' dependencies; `pushing` adds the signer and publisher."""
+        return RolloutDeps(
+            rollouts=self.rollouts,
+            inventory=self.inventory,
+            signer=self.signer if pushing else None,
+            sequences=self.sequences,
+            publisher=self.publisher if pushing else None,
+            tasks=self.tasks,
+        )
+
     @property
     def topics(self) -> Topics:
         """The MQTT topics under the configured prefix."""
@@ -61,6 +85,8 @@ class Container:
 
     def close(self) -> None:
         """Release the connections."""
+        if "publisher" in self.__dict__:
+            self.publisher.close()
         self.redis.close()
 
 

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     expiry_warning_days: int = Field(default=30, ge=0)
     scan_interval_seconds: float = Field(default=3600.0, gt=0)
     status_list_limit: int = Field(default=10_000, ge=0)
+    tick_interval_seconds: float = Field(default=5.0, gt=0)
+    evaluate_debounce_seconds: float = Field(default=0.5, ge=0)
 
     signing_key_file: Path = Path.home() / ".config" / "certfleet" / "signing-key.pem"
     bundle_ttl_seconds: int = Field(default=24 * 3600, ge=60)

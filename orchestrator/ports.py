@@ -74,6 +74,22 @@ class InventoryStore(Protocol):
         """Expired and expiring (device, sec_tag) items, soonest first, at most `limit`."""
         ...
 
+    def device_ids(self) -> list[str]:
+        """Every device that has reported."""
+        ...
+
+    def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
+        """Devices whose notAfter in `sec_tag` is at or before `until`."""
+        ...
+
+    def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
+        """Devices whose CA chain in `sec_tag` has this digest."""
+        ...
+
+    def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
+        """Each device's reported active tag list (None where it reported none)."""
+        ...
+
     def save_summary(self, summary: FleetSummary) -> None:
         """Keep the result of the last scan."""
         ...

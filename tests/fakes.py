@@ -95,6 +95,31 @@ class FakeInventory:
         """The device's latest `limit` reports, oldest first."""
         return self._reports.get(device_id, [])[-limit:] if limit > 0 else []
 
+    def device_ids(self) -> list[str]:
+        """Every device with a report applied."""
+        return sorted(self._devices)
+
+    def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
+        """Devices whose earliest notAfter in `sec_tag` is at or before `until`."""
+        return sorted(
+            d
+            for d, device in self._devices.items()
+            if (na := device.earliest().get(sec_tag)) is not None and na <= until
+        )
+
+    def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
+        """Devices whose CA chain in `sec_tag` has this digest."""
+        return sorted(
+            d
+            for d, device in self._devices.items()
+            if (item := device.items.get((sec_tag, CredentialType.CA_CHAIN))) is not None
+            and item.sha256 == sha256
+        )
+
+    def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
+        """Each device's reported active tag list."""
+        return {d: self._devices[d].active_tags if d in self._devices else None for d in device_ids}
+
     def count_rejection(self, reason: str, amount: int = 1) -> None:
         """Count a refused device message under `reason`."""
         self._rejected[reason] = self._rejected.get(reason, 0) + amount

@@ -17,9 +17,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from orchestrator.bootstrap import Container
-from orchestrator.domain.errors import StoreUnavailableError
+from orchestrator.domain.errors import TransientError
 from orchestrator.logs import get_logger
-from orchestrator.services.inventory import ingest_batch
+from orchestrator.services.inventory import IngestResult, ingest_batch
+from orchestrator.services.rollout_engine import apply_reports
 
 __all__ = ["run_listener"]
 
@@ -50,19 +51,27 @@ def _client(container: Container) -> aiomqtt.Client:
     )
 
 
+def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResult:
+    """Record the batch; move rollout devices by their reports; ask for a debounced evaluation."""
+    now = datetime.now(UTC)
+    result = ingest_batch(
+        container.inventory, container.library, container.topics, batch, received_at=now
+    )
+    if result.reports:
+        deps = container.rollout_deps()
+        debounce = container.settings.evaluate_debounce_seconds
+        for rollout_id in apply_reports(deps, result.reports, now=now):
+            if container.rollouts.debounce(rollout_id, int(debounce * 1000) or 1):
+                deps.tasks.evaluate_rollout(rollout_id, countdown=debounce)
+    return result
+
+
 async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
     while True:
         try:
-            result = await asyncio.to_thread(
-                ingest_batch,
-                container.inventory,
-                container.library,
-                container.topics,
-                batch,
-                received_at=datetime.now(UTC),
-            )
-        except StoreUnavailableError as exc:
-            log.error("listener_store_unavailable", error=str(exc), pending=len(batch))
+            result = await asyncio.to_thread(_ingest, container, batch)
+        except TransientError as exc:
+            log.error("listener_dependency_unavailable", error=str(exc), pending=len(batch))
             await asyncio.sleep(1.0)
             continue
         log.debug(
@@ -70,7 +79,7 @@ async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
             applied=result.applied,
             stale=result.stale,
             rejected=result.rejected,
-            reports=result.reports,
+            reports=len(result.reports),
         )
         return
 

@@ -7,22 +7,39 @@ from typing import Any
 
 from celery import Task
 
-from orchestrator.adapters.celery_queue import TASK_SCAN_FLEET
-from orchestrator.domain.errors import StoreUnavailableError
-from orchestrator.services import scan
+from orchestrator.adapters.celery_queue import (
+    TASK_DISPATCH_WAVE,
+    TASK_EVALUATE_ROLLOUT,
+    TASK_PUSH_BATCH,
+    TASK_ROLLBACK_ROLLOUT,
+    TASK_SCAN_FLEET,
+    TASK_START_ROLLOUT,
+    TASK_TICK_ROLLOUTS,
+)
+from orchestrator.domain.errors import TransientError
+from orchestrator.services import rollout_engine, scan
 from workers.app import app, container
 
-__all__ = ["CertfleetTask", "scan_fleet"]
+__all__ = [
+    "CertfleetTask",
+    "dispatch_wave",
+    "evaluate_rollout",
+    "push_batch",
+    "rollback_rollout",
+    "scan_fleet",
+    "start_rollout",
+    "tick_rollouts",
+]
 
 
 class CertfleetTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic over its signature
-    """The base of every certfleet task: late ack, bounded time, one retried error."""
+    """The base of every certfleet task: late ack, bounded time, retries only when transient."""
 
     acks_late = True
     reject_on_worker_lost = True
     time_limit = 600
     soft_time_limit = 540
-    autoretry_for = (StoreUnavailableError,)
+    autoretry_for = (TransientError,)
     retry_backoff = 2
     retry_backoff_max = 60
     retry_jitter = True
@@ -41,3 +58,45 @@ def scan_fleet() -> dict[str, Any]:
         list_limit=c.settings.status_list_limit,
     )
     return scan.fleet_status(c.inventory)
+
+
+def _deps(*, pushing: bool = False) -> rollout_engine.RolloutDeps:
+    return container().rollout_deps(pushing=pushing)
+
+
+@app.task(base=CertfleetTask, name=TASK_START_ROLLOUT, queue="control")
+def start_rollout(rollout_id: str) -> bool:
+    """created -> running; the evaluator starts the first wave."""
+    return rollout_engine.start_rollout(_deps(), rollout_id, now=datetime.now(UTC), actor="worker")
+
+
+@app.task(base=CertfleetTask, name=TASK_DISPATCH_WAVE, queue="control")
+def dispatch_wave(rollout_id: str, wave: int) -> int:
+    """Split the wave's pending devices into push_batch tasks; returns how many devices."""
+    return rollout_engine.dispatch_wave(_deps(), rollout_id, wave, now=datetime.now(UTC))
+
+
+@app.task(base=CertfleetTask, name=TASK_PUSH_BATCH, queue="push")
+def push_batch(rollout_id: str, wave: int, device_ids: list[str], step: str) -> int:
+    """Sign and publish one step's bundles to hundreds of devices; returns how many went out."""
+    return rollout_engine.push_batch(
+        _deps(pushing=True), rollout_id, device_ids, step, now=datetime.now(UTC)
+    )
+
+
+@app.task(base=CertfleetTask, name=TASK_EVALUATE_ROLLOUT, queue="control")
+def evaluate_rollout(rollout_id: str) -> str:
+    """Commit healthy devices, apply the gate, move waves on; returns the rollout state."""
+    return rollout_engine.evaluate_rollout(_deps(), rollout_id, now=datetime.now(UTC))
+
+
+@app.task(base=CertfleetTask, name=TASK_TICK_ROLLOUTS, queue="control")
+def tick_rollouts() -> dict[str, str]:
+    """Beat: time out overdue devices, end bakes, open windows; returns each rollout's state."""
+    return rollout_engine.tick_rollouts(_deps(), now=datetime.now(UTC))
+
+
+@app.task(base=CertfleetTask, name=TASK_ROLLBACK_ROLLOUT, queue="control")
+def rollback_rollout(rollout_id: str) -> int:
+    """Send rollback bundles to every device that may hold the new credential."""
+    return rollout_engine.rollback_rollout(_deps(), rollout_id, now=datetime.now(UTC))

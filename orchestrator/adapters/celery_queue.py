@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -10,10 +10,27 @@ from kombu import Queue
 
 from orchestrator.config import Settings
 
-__all__ = ["QUEUES", "TASK_SCAN_FLEET", "CeleryTaskQueue", "celery_config"]
+__all__ = [
+    "QUEUES",
+    "TASK_DISPATCH_WAVE",
+    "TASK_EVALUATE_ROLLOUT",
+    "TASK_PUSH_BATCH",
+    "TASK_ROLLBACK_ROLLOUT",
+    "TASK_SCAN_FLEET",
+    "TASK_START_ROLLOUT",
+    "TASK_TICK_ROLLOUTS",
+    "CeleryTaskQueue",
+    "celery_config",
+]
 
 QUEUES = ("control", "push", "scan")
 TASK_SCAN_FLEET = "certfleet.scan_fleet"
+TASK_START_ROLLOUT = "certfleet.start_rollout"
+TASK_DISPATCH_WAVE = "certfleet.dispatch_wave"
+TASK_PUSH_BATCH = "certfleet.push_batch"
+TASK_EVALUATE_ROLLOUT = "certfleet.evaluate_rollout"
+TASK_TICK_ROLLOUTS = "certfleet.tick_rollouts"
+TASK_ROLLBACK_ROLLOUT = "certfleet.rollback_rollout"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -30,7 +47,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": "control",
-        "task_routes": {TASK_SCAN_FLEET: {"queue": "scan"}},
+        "task_routes": {
+            TASK_SCAN_FLEET: {"queue": "scan"},
+            TASK_PUSH_BATCH: {"queue": "push"},
+            TASK_START_ROLLOUT: {"queue": "control"},
+            TASK_DISPATCH_WAVE: {"queue": "control"},
+            TASK_EVALUATE_ROLLOUT: {"queue": "control"},
+            TASK_TICK_ROLLOUTS: {"queue": "control"},
+            TASK_ROLLBACK_ROLLOUT: {"queue": "control"},
+        },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -43,12 +68,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": "certfleet:redbeat:",
         "redbeat_lock_key": "certfleet:redbeat:lock",
-        "beat_max_loop_interval": min(5.0, interval),
+        "beat_max_loop_interval": min(5.0, interval, settings.tick_interval_seconds),
         "beat_schedule": {
             "scan-fleet": {
                 "task": TASK_SCAN_FLEET,
                 "schedule": interval,
                 "options": {"queue": "scan", "expires": interval},
+            },
+            "tick-rollouts": {
+                "task": TASK_TICK_ROLLOUTS,
+                "schedule": settings.tick_interval_seconds,
+                "options": {"queue": "control", "expires": settings.tick_interval_seconds},
             },
         },
     }
@@ -75,3 +105,32 @@ class CeleryTaskQueue:
         finally:
             result.forget()
         return summary
+
+    def start_rollout(self, rollout_id: str) -> None:
+        """Enqueue `start_rollout`."""
+        self._app.send_task(TASK_START_ROLLOUT, args=[rollout_id], queue="control")
+
+    def dispatch_wave(self, rollout_id: str, wave: int) -> None:
+        """Enqueue `dispatch_wave`."""
+        self._app.send_task(TASK_DISPATCH_WAVE, args=[rollout_id, wave], queue="control")
+
+    def push_batch(
+        self, rollout_id: str, wave: int, device_ids: Sequence[str], step: str, *, countdown: float
+    ) -> None:
+        """Enqueue one `push_batch` of hundreds of devices on the push queue."""
+        self._app.send_task(
+            TASK_PUSH_BATCH,
+            args=[rollout_id, wave, list(device_ids), step],
+            queue="push",
+            countdown=countdown or None,
+        )
+
+    def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None:
+        """Enqueue `evaluate_rollout`."""
+        self._app.send_task(
+            TASK_EVALUATE_ROLLOUT, args=[rollout_id], queue="control", countdown=countdown or None
+        )
+
+    def rollback_rollout(self, rollout_id: str) -> None:
+        """Enqueue `rollback_rollout`."""
+        self._app.send_task(TASK_ROLLBACK_ROLLOUT, args=[rollout_id], queue="control")

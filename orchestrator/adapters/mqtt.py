@@ -14,13 +14,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from orchestrator.config import Settings
-from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.errors import TransientError
 from orchestrator.protocol.topics import Topics
 
 __all__ = ["MqttSession", "MqttUnavailableError"]
 
 
-class MqttUnavailableError(CertfleetError):
+class MqttUnavailableError(TransientError):
     """The MQTT broker could not be reached or did not acknowledge in time."""
 
 

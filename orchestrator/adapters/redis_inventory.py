@@ -7,6 +7,7 @@ Layout (all keys under `certfleet:inv:`):
   `_active` -> the device's active tag list (JSON) when it reports one;
 - `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
 - `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
+- `cadev:{sec_tag}:{sha256}` (set): the devices holding that CA chain in that tag;
 - `tags` (hash): sec_tag -> devices holding any item in it;
 - `rejected` (hash): reason -> refused device messages;
 - `reports:{id}` (stream, capped): the device's latest bundle reports;
@@ -88,11 +89,17 @@ for tag, sha in pairs(oldtags) do
     decr(p .. 'tags', tag)
     redis.call('ZREM', p .. 'exp:' .. tag, id)
   end
-  if sha ~= '' and newtags[tag] ~= sha then decr(p .. 'cadig:' .. tag, sha) end
+  if sha ~= '' and newtags[tag] ~= sha then
+    decr(p .. 'cadig:' .. tag, sha)
+    redis.call('SREM', p .. 'cadev:' .. tag .. ':' .. sha, id)
+  end
 end
 for tag, sha in pairs(newtags) do
   if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
-  if sha ~= '' and oldtags[tag] ~= sha then redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1) end
+  if sha ~= '' and oldtags[tag] ~= sha then
+    redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1)
+    redis.call('SADD', p .. 'cadev:' .. tag .. ':' .. sha, id)
+  end
   if newexp[tag] then
     redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
   else
@@ -344,6 +351,34 @@ class RedisInventory:
                 )
             )
         return items
+
+    @_guarded
+    def device_ids(self) -> list[str]:
+        """Every device that has reported."""
+        return list(self._redis.zrange(INV + "devices", 0, -1))  # type: ignore[arg-type]  # sync client
+
+    @_guarded
+    def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
+        """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too)."""
+        return list(
+            self._redis.zrangebyscore(f"{INV}exp:{sec_tag}", "-inf", until.timestamp())  # type: ignore[arg-type]  # sync client
+        )
+
+    @_guarded
+    def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
+        """Devices whose CA chain in `sec_tag` has this digest."""
+        return sorted(self._redis.smembers(f"{INV}cadev:{sec_tag}:{sha256}"))  # type: ignore[arg-type]  # sync client
+
+    @_guarded
+    def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
+        """Each device's reported active tag list (None where it reported none)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hget(INV + "dev:" + device_id, "_active")
+        return {
+            d: tuple(json.loads(v)) if v else None
+            for d, v in zip(device_ids, pipe.execute(), strict=True)
+        }
 
     @_guarded
     def save_summary(self, summary: FleetSummary) -> None:

@@ -6,9 +6,12 @@ __all__ = [
     "CertfleetError",
     "DeviceUnknownError",
     "InvalidCredentialError",
+    "InvalidGateInputError",
+    "InvalidRolloutSpecError",
     "InvalidSecTagError",
     "SigningKeyError",
     "StoreUnavailableError",
+    "TransientError",
 ]
 
 
@@ -24,7 +27,11 @@ class InvalidCredentialError(CertfleetError, ValueError):
     """Content that is not a credential certfleet can use."""
 
 
-class StoreUnavailableError(CertfleetError):
+class TransientError(CertfleetError):
+    """A dependency is unreachable for now; the operation may be retried as it is."""
+
+
+class StoreUnavailableError(TransientError):
     """The state store (Redis) could not be reached; the operation may be retried."""
 
 
@@ -34,3 +41,11 @@ class SigningKeyError(CertfleetError):
 
 class DeviceUnknownError(CertfleetError):
     """certfleet has no record of the device."""
+
+
+class InvalidRolloutSpecError(CertfleetError, ValueError):
+    """A rollout spec (waves, selector, window, tags, thresholds) that cannot be run."""
+
+
+class InvalidGateInputError(CertfleetError, ValueError):
+    """Rollout counters a gate cannot judge: negative counts or unknown device states."""

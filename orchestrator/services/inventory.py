@@ -125,7 +125,7 @@ class IngestResult:
     applied: int
     stale: int
     rejected: int
-    reports: int = 0
+    reports: tuple[DeviceReport, ...] = ()
 
 
 def ingest_batch(
@@ -179,5 +179,5 @@ def ingest_batch(
                 reason=report.reason,
             )
     return IngestResult(
-        applied=applied, stale=len(states) - applied, rejected=rejected, reports=len(reports)
+        applied=applied, stale=len(states) - applied, rejected=rejected, reports=tuple(reports)
     )

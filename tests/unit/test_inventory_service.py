@@ -214,7 +214,7 @@ def test_reports_are_logged_per_device_and_forged_ones_refused() -> None:
     # when
     result = ingest_batch(store, FakeLibrary(), TOPICS, batch, received_at=NOW)
     # then
-    assert (result.reports, result.rejected) == (1, 3)
+    assert (len(result.reports), result.rejected) == (1, 3)
     assert store.rejection_counts() == {"schema": 2, "topic_mismatch": 1}
     [logged] = store.recent_reports("dev-1", limit=10)
     assert (logged.seq, logged.phase, logged.reason, logged.active_tags) == (

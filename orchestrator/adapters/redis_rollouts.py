@@ -1,0 +1,394 @@
+"""Rollout state in Redis: per-device transitions, per-wave counts and the audit log.
+
+Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
+
+- `certfleet:ro:{id}:meta` (hash): spec, state, seed, waves, per-wave state and times;
+- `…:dev` (hash): device -> rollout state;   `…:wave` (hash): device -> wave index;
+- `…:w:{i}` (set): the devices of wave i;    `…:counts:{i}` (hash): state -> devices;
+- `…:s:{state}` (set): the devices in that state (so a step finds its devices in O(k));
+- `…:active` (hash): device -> its active tag list when the rollout was planned;
+- `…:bundle` (hash): `{device}:{step}` -> the signed bundle sent for that step;
+- `…:deadline` (zset): device -> when it times out;   `…:log` (stream): the audit trail.
+
+Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
+(hash: device -> the rollout that holds it).
+
+A device transition is one Lua call: it checks the current state against the
+states the new one may come from, moves the wave counts, keeps the deadline,
+stores the step's bundle and appends to the log — all in one atomic step, so a
+duplicate or late report changes nothing and the counts always add up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from orchestrator.adapters.redis_inventory import store_errors
+
+__all__ = ["RedisRollouts", "Transition", "TransitionResult"]
+
+ROLLOUTS = "certfleet:rollouts"
+CLAIMS = "certfleet:claims:"
+
+# KEYS[1] dev hash, KEYS[2] wave hash, KEYS[3] deadline zset, KEYS[4] bundle hash,
+# KEYS[5] log stream
+# ARGV: prefix, device, new state, allowed sources (comma-separated), time (ISO), actor, cause,
+#       deadline ('' keep, '-' clear, else epoch), bundle step ('' none), bundle bytes
+_TRANSITION = """
+local dev, wave, deadline, bundles, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, device, new, allowed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = redis.call('HGET', dev, device)
+if not current then return {-1, ''} end
+local ok = false
+for source in string.gmatch(allowed, '[^,]+') do
+  if source == current then ok = true end
+end
+if not ok then return {0, current} end
+local w = redis.call('HGET', wave, device)
+redis.call('HSET', dev, device, new)
+redis.call('HINCRBY', prefix .. 'counts:' .. w, current, -1)
+redis.call('HINCRBY', prefix .. 'counts:' .. w, new, 1)
+redis.call('SREM', prefix .. 's:' .. current, device)
+redis.call('SADD', prefix .. 's:' .. new, device)
+if ARGV[8] == '-' then
+  redis.call('ZREM', deadline, device)
+elseif ARGV[8] ~= '' then
+  redis.call('ZADD', deadline, tonumber(ARGV[8]), device)
+end
+if ARGV[9] ~= '' then redis.call('HSET', bundles, device .. ':' .. ARGV[9], ARGV[10]) end
+redis.call('XADD', log, '*', 'time', ARGV[5], 'actor', ARGV[6], 'kind', 'device',
+  'subject', device, 'wave', w, 'from', current, 'to', new, 'cause', ARGV[7])
+return {1, current}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Move `device` to `new` if its current state is one of `allowed`."""
+
+    device_id: str
+    new: str
+    allowed: frozenset[str]
+    cause: str
+    deadline: float | None = None
+    clear_deadline: bool = False
+    step: str | None = None
+    bundle: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    """What a transition found: applied or not, and the state it found."""
+
+    device_id: str
+    applied: bool
+    previous: str | None
+
+
+def _key(rollout_id: str, name: str) -> str:
+    return f"certfleet:ro:{{{rollout_id}}}:{name}"
+
+
+class RedisRollouts:
+    """The rollout store."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        # redis-py's sync signatures are typed for the async client too; the store
+        # keeps its clients untyped rather than cast every reply.
+        self._redis: Any = client
+        pool = client.connection_pool
+        self._bytes: Any = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "decode_responses": False},
+            )
+        )
+        self._transition = client.register_script(_TRANSITION)
+
+    # -- creation ----------------------------------------------------------------------------
+
+    def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
+        """Claim (device, tag) for this rollout; return the devices held by another one.
+
+        On any conflict nothing stays claimed.
+        """
+        with store_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for tag in tags:
+                for device in device_ids:
+                    pipe.hsetnx(CLAIMS + str(tag), device, rollout_id)
+            won = pipe.execute()
+            pairs = [(tag, d) for tag in tags for d in device_ids]
+            lost = [pair for pair, ok in zip(pairs, won, strict=True) if not ok]
+            if not lost:
+                return []
+            holders = self._redis.pipeline(transaction=False)
+            for tag, device in lost:
+                holders.hget(CLAIMS + str(tag), device)
+            conflicts = sorted(
+                {
+                    d
+                    for (_, d), holder in zip(lost, holders.execute(), strict=True)
+                    if holder != rollout_id
+                }
+            )
+            if conflicts:
+                self.release(
+                    rollout_id, tags, [d for (_, d), ok in zip(pairs, won, strict=True) if ok]
+                )
+            return conflicts
+
+    def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
+        """Drop this rollout's claims (only those it holds)."""
+        devices = list(device_ids)
+        with store_errors():
+            for tag in tags:
+                key = CLAIMS + str(tag)
+                for start in range(0, len(devices), 1000):
+                    chunk = devices[start : start + 1000]
+                    holders = self._redis.hmget(key, chunk)
+                    mine = [d for d, h in zip(chunk, holders, strict=True) if h == rollout_id]
+                    if mine:
+                        self._redis.hdel(key, *mine)
+
+    def create(
+        self,
+        rollout_id: str,
+        *,
+        meta: Mapping[str, str],
+        waves: Sequence[Sequence[str]],
+        active: Mapping[str, Sequence[int]],
+        created_at: datetime,
+        log_time: str,
+        actor: str,
+    ) -> None:
+        """Write a planned rollout: every device `pending` in its wave."""
+        with store_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(_key(rollout_id, "meta"), mapping=dict(meta))
+            for index, members in enumerate(waves):
+                for start in range(0, len(members), 1000):
+                    chunk = list(members[start : start + 1000])
+                    pipe.hset(_key(rollout_id, "dev"), mapping=dict.fromkeys(chunk, "pending"))
+                    pipe.hset(_key(rollout_id, "wave"), mapping=dict.fromkeys(chunk, str(index)))
+                    pipe.sadd(_key(rollout_id, f"w:{index}"), *chunk)
+                    pipe.sadd(_key(rollout_id, "s:pending"), *chunk)
+                pipe.hset(_key(rollout_id, f"counts:{index}"), "pending", len(members))
+            for start in range(0, len(active), 1000):
+                chunk_items = list(active.items())[start : start + 1000]
+                pipe.hset(
+                    _key(rollout_id, "active"),
+                    mapping={d: json.dumps(list(tags)) for d, tags in chunk_items},
+                )
+            pipe.zadd(ROLLOUTS, {rollout_id: created_at.timestamp()})
+            pipe.xadd(
+                _key(rollout_id, "log"),
+                {
+                    "time": log_time,
+                    "actor": actor,
+                    "kind": "rollout",
+                    "subject": rollout_id,
+                    "from": "",
+                    "to": meta["state"],
+                    "cause": "created",
+                },
+            )
+            pipe.execute()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def exists(self, rollout_id: str) -> bool:
+        with store_errors():
+            return bool(self._redis.exists(_key(rollout_id, "meta")))
+
+    def meta(self, rollout_id: str) -> dict[str, str]:
+        with store_errors():
+            meta: dict[str, str] = self._redis.hgetall(_key(rollout_id, "meta"))
+            return meta
+
+    def list_ids(self, limit: int = 100) -> list[str]:
+        with store_errors():
+            return list(self._redis.zrevrange(ROLLOUTS, 0, limit - 1))
+
+    def wave_counts(self, rollout_id: str, waves: int) -> list[dict[str, int]]:
+        with store_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for index in range(waves):
+                pipe.hgetall(_key(rollout_id, f"counts:{index}"))
+            return [
+                {state: int(n) for state, n in raw.items() if int(n) != 0} for raw in pipe.execute()
+            ]
+
+    def wave_members(self, rollout_id: str, wave: int) -> list[str]:
+        with store_errors():
+            return sorted(self._redis.smembers(_key(rollout_id, f"w:{wave}")))
+
+    def device_states(
+        self, rollout_id: str, device_ids: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        with store_errors():
+            if device_ids is None:
+                states: dict[str, str] = self._redis.hgetall(_key(rollout_id, "dev"))
+                return states
+            if not device_ids:
+                return {}
+            values = self._redis.hmget(_key(rollout_id, "dev"), list(device_ids))
+            return {d: v for d, v in zip(device_ids, values, strict=True) if v is not None}
+
+    def devices_in(self, rollout_id: str, states: Iterable[str]) -> list[str]:
+        """Devices whose state is one of `states`."""
+        with store_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for state in states:
+                pipe.smembers(_key(rollout_id, f"s:{state}"))
+            return sorted(set().union(*pipe.execute()))
+
+    def put_bundles_if_absent(
+        self, rollout_id: str, step: str, bundles: Mapping[str, bytes]
+    ) -> None:
+        """Keep the first bundle issued for each (device, step); later ones are dropped."""
+        with store_errors():
+            pipe = self._bytes.pipeline(transaction=False)
+            for device, data in bundles.items():
+                pipe.hsetnx(_key(rollout_id, "bundle"), f"{device}:{step}", data)
+            pipe.execute()
+
+    def set_active(self, rollout_id: str, active: bool) -> None:
+        """Keep the set of rollouts the beat tick looks at."""
+        with store_errors():
+            if active:
+                self._redis.sadd(ROLLOUTS + ":active", rollout_id)
+            else:
+                self._redis.srem(ROLLOUTS + ":active", rollout_id)
+
+    def active_ids(self) -> list[str]:
+        with store_errors():
+            return sorted(self._redis.smembers(ROLLOUTS + ":active"))
+
+    def active_tags(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, list[int]]:
+        with store_errors():
+            if not device_ids:
+                return {}
+            values = self._redis.hmget(_key(rollout_id, "active"), list(device_ids))
+            return {d: json.loads(v) for d, v in zip(device_ids, values, strict=True) if v}
+
+    def bundle(self, rollout_id: str, device_id: str, step: str) -> bytes | None:
+        with store_errors():
+            value = self._bytes.hget(_key(rollout_id, "bundle"), f"{device_id}:{step}")
+            return bytes(value) if value is not None else None
+
+    def bundles(self, rollout_id: str, device_ids: Sequence[str], step: str) -> dict[str, bytes]:
+        with store_errors():
+            if not device_ids:
+                return {}
+            values = self._bytes.hmget(
+                _key(rollout_id, "bundle"), [f"{d}:{step}" for d in device_ids]
+            )
+            return {d: bytes(v) for d, v in zip(device_ids, values, strict=True) if v is not None}
+
+    def overdue(self, rollout_id: str, now: float) -> list[str]:
+        with store_errors():
+            return list(self._redis.zrangebyscore(_key(rollout_id, "deadline"), "-inf", now))
+
+    def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
+        with store_errors():
+            entries = self._redis.xrange(_key(rollout_id, "log"), count=count)
+            return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def transition(
+        self, rollout_id: str, transitions: Sequence[Transition], *, time: str, actor: str
+    ) -> list[TransitionResult]:
+        """Apply device transitions in one pipelined round trip."""
+        if not transitions:
+            return []
+        keys = [_key(rollout_id, name) for name in ("dev", "wave", "deadline", "bundle", "log")]
+        prefix = _key(rollout_id, "")
+        with store_errors():
+            pipe = self._bytes.pipeline(transaction=False)
+            for t in transitions:
+                deadline = (
+                    "-" if t.clear_deadline else ("" if t.deadline is None else repr(t.deadline))
+                )
+                self._transition(
+                    keys=keys,
+                    args=[
+                        prefix,
+                        t.device_id,
+                        t.new,
+                        ",".join(sorted(t.allowed)),
+                        time,
+                        actor,
+                        t.cause,
+                        deadline,
+                        t.step or "",
+                        t.bundle or b"",
+                    ],
+                    client=pipe,
+                )
+            results = pipe.execute()
+        return [
+            TransitionResult(
+                device_id=t.device_id,
+                applied=int(code) == 1,
+                previous=(found.decode() if isinstance(found, bytes) else found) or None,
+            )
+            for t, (code, found) in zip(transitions, results, strict=True)
+        ]
+
+    def set_meta(
+        self,
+        rollout_id: str,
+        fields: Mapping[str, str],
+        *,
+        log: Mapping[str, str] | None = None,
+        expect: tuple[str, str] | None = None,
+    ) -> bool:
+        """Update meta fields (and log), optionally only if `expect` = (field, value) holds.
+
+        Uses WATCH so two evaluators never both apply one state change.
+        """
+        key = _key(rollout_id, "meta")
+        with store_errors(), self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if expect is not None and pipe.hget(key, expect[0]) != expect[1]:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping=dict(fields))
+                    if log is not None:
+                        pipe.xadd(_key(rollout_id, "log"), dict(log))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def lock(self, rollout_id: str, owner: str, ttl_ms: int = 30_000) -> bool:
+        """A short exclusive lock for the rollout's evaluator."""
+        with store_errors():
+            return bool(self._redis.set(_key(rollout_id, "lock"), owner, nx=True, px=ttl_ms))
+
+    def unlock(self, rollout_id: str, owner: str) -> None:
+        with store_errors():
+            key = _key(rollout_id, "lock")
+            if self._redis.get(key) == owner:
+                self._redis.delete(key)
+
+    def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
+        """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""
+        with store_errors():
+            return bool(self._redis.set(_key(rollout_id, "eval"), "1", nx=True, px=ttl_ms))
+
+
+def now_iso(now: datetime | None = None) -> str:
+    """The log's time format."""
+    return (now or datetime.now(UTC)).isoformat()

@@ -1,0 +1,432 @@
+"""`certfleet rollout`: plan, create, watch and steer wave rollouts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from orchestrator.bootstrap import Container, bootstrap
+from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.rollout import (
+    RolloutSpec,
+    parse_duration,
+    parse_percent,
+    parse_selector,
+    parse_waves,
+    parse_window,
+)
+from orchestrator.services.inventory import parse_pem_chain
+from orchestrator.services.rollout_engine import utcnow
+from orchestrator.services.rollouts import (
+    command,
+    create_rollout,
+    plan_rollout,
+    rollout_status,
+)
+
+__all__ = ["rollout_app"]
+
+rollout_app = typer.Typer(
+    help="Wave rollouts with health gates and rollback.", no_args_is_help=True
+)
+
+FINAL = {"completed", "rolled_back"}
+DONE = ("committed", "rejected", "health_failed", "timed_out", "fallback", "rolled_back")
+
+SpecArg = Annotated[Path | None, typer.Argument(help="Spec file (YAML or JSON).", dir_okay=False)]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="Spec file (YAML or JSON).", dir_okay=False)
+]
+Kind = Annotated[
+    str | None, typer.Option("--kind", help="trust.add, trust.replace or trust.retire.")
+]
+Ca = Annotated[list[Path] | None, typer.Option("--ca", help="New CA PEM (repeat for several).")]
+Tag = Annotated[
+    int | None, typer.Option("--tag", help="The live sec_tag (retire: the one to retire).")
+]
+Spare = Annotated[int | None, typer.Option("--spare-tag", help="Where the new CA is staged.")]
+Probe = Annotated[
+    str | None, typer.Option("--probe", help="HOST:PORT the devices' TLS check connects to.")
+]
+Waves = Annotated[str | None, typer.Option("--waves", help="e.g. 1%,10%,50%,100% or 5,25%,100%.")]
+Bake = Annotated[str | None, typer.Option("--bake", help="Seconds (or 30s, 5m, 1h) between waves.")]
+Advance = Annotated[str | None, typer.Option("--advance", help="auto or manual.")]
+MaxFailure = Annotated[str | None, typer.Option("--max-failure", help="e.g. 10%.")]
+MinSample = Annotated[
+    int | None, typer.Option("--min-sample", help="Decided devices before the rate is trusted.")
+]
+Timeout = Annotated[
+    str | None, typer.Option("--device-timeout", help="Seconds a device has to decide.")
+]
+TimeoutsFail = Annotated[
+    bool | None, typer.Option("--timeouts-fail/--timeouts-pass", help="Count timeouts as failures.")
+]
+PushRate = Annotated[float | None, typer.Option("--push-rate", help="Devices per second.")]
+Window = Annotated[str | None, typer.Option("--window", help="Maintenance window 'CRON|DURATION'.")]
+Select = Annotated[
+    str | None, typer.Option("--select", help="all, expiring:DAYS, digest:SHA256 or file:PATH.")
+]
+Name = Annotated[str | None, typer.Option("--name", help="Seeds the plan (same name, same waves).")]
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"cannot read the spec {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise fail(f"{path}: a spec is a mapping of settings")
+    base = path.parent
+    cas = data.get("ca", [])
+    data["ca"] = [base / p for p in ([cas] if isinstance(cas, str) else cas)]
+    if isinstance(data.get("select"), str) and data["select"].startswith("file:"):
+        data["select"] = "file:" + str(base / data["select"][5:])
+    return data
+
+
+def _spec(spec_file: Path | None, **flags: Any) -> RolloutSpec:
+    """The spec file's settings, overridden by the flags given."""
+    data = _load_file(spec_file) if spec_file is not None else {}
+    data.update({k: v for k, v in flags.items() if v is not None and v != []})
+    try:
+        ca_pems = []
+        for path in data.get("ca", []):
+            content = Path(path).read_bytes()
+            parse_pem_chain(content, source=str(path))
+            ca_pems.append(content.decode("ascii"))
+        probe = str(data.get("probe", ""))
+        host, _, port = probe.rpartition(":")
+        if probe and (not host or not port.isdigit()):
+            raise fail(f"--probe must be HOST:PORT, got {probe!r}")
+        return RolloutSpec(
+            kind=data.get("kind", "trust.replace"),
+            ca_pems=tuple(ca_pems),
+            tag=int(data["tag"]),
+            spare_tag=int(data["spare_tag"]),
+            probe_host=host.strip("[]"),
+            probe_port=int(port) if port else 0,
+            waves=parse_waves(str(data.get("waves", "1%,10%,50%,100%"))),
+            bake_seconds=parse_duration(data.get("bake", 0)),
+            advance=data.get("advance", "auto"),
+            max_failure=parse_percent(str(data.get("max_failure", "10%"))),
+            min_sample=int(data.get("min_sample", 10)),
+            device_timeout_seconds=parse_duration(data.get("device_timeout", 300)),
+            timeouts_fail=bool(data.get("timeouts_fail", False)),
+            push_rate=float(data["push_rate"]) if data.get("push_rate") else None,
+            window=parse_window(data["window"]) if data.get("window") else None,
+            selector=parse_selector(str(data.get("select", "all"))),
+            name=data.get("name"),
+        )
+    except KeyError as exc:
+        raise fail(
+            f"the spec needs {exc.args[0].replace('_', '-')} (a --flag or a key in the file)"
+        ) from None
+    except (CertfleetError, OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _spec_from(spec: Path | None, spec_opt: Path | None, **flags: Any) -> RolloutSpec:
+    if spec is not None and spec_opt is not None:
+        raise fail("give the spec once: as an argument or with --spec")
+    return _spec(spec or spec_opt, **flags)
+
+
+@rollout_app.command("plan")
+def plan(
+    spec: SpecArg = None,
+    spec_opt: SpecOpt = None,
+    kind: Kind = None,
+    ca: Ca = None,
+    tag: Tag = None,
+    spare_tag: Spare = None,
+    probe: Probe = None,
+    waves: Waves = None,
+    bake: Bake = None,
+    advance: Advance = None,
+    max_failure: MaxFailure = None,
+    min_sample: MinSample = None,
+    device_timeout: Timeout = None,
+    timeouts_fail: TimeoutsFail = None,
+    push_rate: PushRate = None,
+    window: Window = None,
+    select: Select = None,
+    name: Name = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show wave sizes and sample devices; changes nothing."""
+    rollout_spec = _spec_from(
+        spec,
+        spec_opt,
+        kind=kind,
+        ca=ca,
+        tag=tag,
+        spare_tag=spare_tag,
+        probe=probe,
+        waves=waves,
+        bake=bake,
+        advance=advance,
+        max_failure=max_failure,
+        min_sample=min_sample,
+        device_timeout=device_timeout,
+        timeouts_fail=timeouts_fail,
+        push_rate=push_rate,
+        window=window,
+        select=select,
+        name=name,
+    )
+    container = bootstrap()
+    try:
+        result = plan_rollout(container.inventory, rollout_spec, now=utcnow()).as_json()
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        container.close()
+    if as_json:
+        print_json(result)
+        return
+    table = Table(
+        "wave", "devices", "sample", title=f"{result['devices']} devices, seed {result['seed']}"
+    )
+    for wave in result["waves"]:
+        table.add_row(str(wave["index"]), str(wave["size"]), ", ".join(wave["sample"]))
+    out.print(table)
+
+
+@rollout_app.command("create")
+def create(
+    spec: SpecArg = None,
+    spec_opt: SpecOpt = None,
+    kind: Kind = None,
+    ca: Ca = None,
+    tag: Tag = None,
+    spare_tag: Spare = None,
+    probe: Probe = None,
+    waves: Waves = None,
+    bake: Bake = None,
+    advance: Advance = None,
+    max_failure: MaxFailure = None,
+    min_sample: MinSample = None,
+    device_timeout: Timeout = None,
+    timeouts_fail: TimeoutsFail = None,
+    push_rate: PushRate = None,
+    window: Window = None,
+    select: Select = None,
+    name: Name = None,
+    hold: Annotated[
+        bool, typer.Option("--hold", help="Create it without starting it (resume starts it).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Plan and start a rollout; prints its id."""
+    rollout_spec = _spec_from(
+        spec,
+        spec_opt,
+        kind=kind,
+        ca=ca,
+        tag=tag,
+        spare_tag=spare_tag,
+        probe=probe,
+        waves=waves,
+        bake=bake,
+        advance=advance,
+        max_failure=max_failure,
+        min_sample=min_sample,
+        device_timeout=device_timeout,
+        timeouts_fail=timeouts_fail,
+        push_rate=push_rate,
+        window=window,
+        select=select,
+        name=name,
+    )
+    container = bootstrap()
+    try:
+        rollout_id = create_rollout(
+            container.rollout_deps(), rollout_spec, now=utcnow(), actor="cli", start=not hold
+        )
+        status = rollout_status(container.rollout_deps(), rollout_id)
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        container.close()
+    if as_json:
+        print_json(status)
+    else:
+        out.print(rollout_id, highlight=False)
+
+
+@rollout_app.command("list")
+def list_(as_json: JsonFlag = False) -> None:
+    """The latest rollouts, newest first."""
+    container = bootstrap()
+    try:
+        deps = container.rollout_deps()
+        rows = [rollout_status(deps, rid) for rid in container.rollouts.list_ids()]
+    finally:
+        container.close()
+    if as_json:
+        print_json(
+            [{k: r[k] for k in ("id", "kind", "state", "created_at", "totals")} for r in rows]
+        )
+        return
+    table = Table("id", "kind", "state", "created", "devices", "committed", "failed")
+    for r in rows:
+        totals = r["totals"]
+        failed = sum(totals[s] for s in ("rejected", "health_failed", "fallback", "timed_out"))
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["state"],
+            r["created_at"][:19],
+            str(sum(totals.values())),
+            str(totals["committed"]),
+            str(failed),
+        )
+    out.print(table)
+
+
+def _status_table(status: dict[str, Any]) -> Table:
+    table = Table(
+        "wave",
+        "size",
+        "state",
+        *DONE,
+        "in flight",
+        title=f"{status['id']} · {status['kind']} · {status['state']}",
+    )
+    for wave in status["waves"]:
+        counts = wave["counts"]
+        in_flight = wave["size"] - counts["pending"] - sum(counts[s] for s in DONE)
+        table.add_row(
+            str(wave["index"]),
+            str(wave["size"]),
+            wave["state"],
+            *(str(counts[s]) for s in DONE),
+            str(in_flight),
+        )
+    return table
+
+
+@rollout_app.command("status")
+def status(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+    as_json: JsonFlag = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Progress bars until the rollout ends.")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """A rollout's waves and device counts."""
+    container = bootstrap()
+    try:
+        deps = container.rollout_deps()
+        current = rollout_status(deps, rollout_id)
+        if watch:
+            current = _watch(container, rollout_id, interval)
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        container.close()
+    if as_json:
+        print_json(current)
+        return
+    out.print(_status_table(current))
+    if current.get("abort_reason"):
+        out.print(f"[red]aborted:[/] {current['abort_reason']}")
+    if current.get("unconfirmed_rollback"):
+        out.print(
+            f"[yellow]rollback not confirmed by:[/] {', '.join(current['unconfirmed_rollback'])}"
+        )
+
+
+def _watch(container: Container, rollout_id: str, interval: float) -> dict[str, Any]:
+    deps = container.rollout_deps()
+    current = rollout_status(deps, rollout_id)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+    )
+    bars = [
+        progress.add_task(f"wave {w['index']}", total=w["size"], info="") for w in current["waves"]
+    ]
+    with Live(progress, console=err, refresh_per_second=4):
+        while True:
+            for bar, wave in zip(bars, current["waves"], strict=True):
+                counts = wave["counts"]
+                done = sum(counts[s] for s in DONE)
+                failed = sum(
+                    counts[s] for s in ("rejected", "health_failed", "fallback", "timed_out")
+                )
+                progress.update(bar, completed=done, info=f"{wave['state']} · {failed} failed")
+            if current["state"] in FINAL:
+                return current
+            time.sleep(interval)
+            current = rollout_status(deps, rollout_id)
+
+
+def _command(verb: str, rollout_id: str) -> None:
+    container = bootstrap()
+    try:
+        state = command(container.rollout_deps(), rollout_id, verb, now=utcnow(), actor="cli")
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        container.close()
+    out.print(f"{rollout_id}: {state}", highlight=False)
+
+
+@rollout_app.command("pause")
+def pause(rollout_id: Annotated[str, typer.Argument(help="Rollout id.")]) -> None:
+    """Send no more bundles until resumed."""
+    _command("pause", rollout_id)
+
+
+@rollout_app.command("resume")
+def resume(rollout_id: Annotated[str, typer.Argument(help="Rollout id.")]) -> None:
+    """Continue a paused rollout, or start a held one."""
+    _command("resume", rollout_id)
+
+
+@rollout_app.command("abort")
+def abort(rollout_id: Annotated[str, typer.Argument(help="Rollout id.")]) -> None:
+    """Stop and roll back every device that staged or committed."""
+    _command("abort", rollout_id)
+
+
+@rollout_app.command("approve")
+def approve(rollout_id: Annotated[str, typer.Argument(help="Rollout id.")]) -> None:
+    """Start the next wave of a manual rollout."""
+    _command("approve", rollout_id)
+
+
+@rollout_app.command("log")
+def log_(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")], as_json: JsonFlag = False
+) -> None:
+    """The audit trail: every state change with time, actor and cause."""
+    container = bootstrap()
+    try:
+        entries = container.rollouts.log(rollout_id)
+    finally:
+        container.close()
+    if not entries:
+        raise fail(f"no log for {rollout_id!r}")
+    if as_json:
+        print_json(entries)
+        return
+    for e in entries:
+        out.print(
+            f"{e['time'][:23]}  {e['actor']:<7} {e['kind']:<7} {e['subject']:<24} "
+            f"{e['from'] or '-'} -> {e['to']}  ({e['cause']})",
+            highlight=False,
+        )

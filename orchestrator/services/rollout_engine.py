@@ -1,0 +1,632 @@
+"""The rollout engine: waves, pushes, device reports, the gate, rollback, the tick.
+
+Every function takes its stores as arguments (`RolloutDeps`) and is safe to run
+twice: rollout and wave changes are guarded by the state they expect, device
+transitions by the states they may come from, and a bundle is issued once per
+(device, step) and re-sent byte for byte when a task runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition, now_iso
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
+from orchestrator.domain.reports import DeviceReport
+from orchestrator.domain.rollout import (
+    DECIDED,
+    ROLLBACK_TARGETS,
+    DeviceRolloutState,
+    RolloutSpec,
+    RolloutState,
+    WaveState,
+    may_transition,
+)
+from orchestrator.logs import get_logger
+from orchestrator.ports import BundlePublisher, BundleSigner, InventoryStore, SequenceStore
+from orchestrator.services.bundles import BundleBody, issue_bundle, stage_body
+
+__all__ = [
+    "PUSH_BATCH_SIZE",
+    "RolloutDeps",
+    "RolloutError",
+    "RolloutTasks",
+    "abort_rollout",
+    "apply_reports",
+    "dispatch_wave",
+    "evaluate_rollout",
+    "push_batch",
+    "rollback_rollout",
+    "start_rollout",
+    "tick_rollouts",
+]
+
+log = get_logger(__name__)
+
+PUSH_BATCH_SIZE = 200
+"""Devices per push_batch task: hundreds per task, never a task per device."""
+
+D = DeviceRolloutState
+PHASE_TO_STATE: Mapping[str, DeviceRolloutState] = {
+    "received": D.RECEIVED,
+    "staged": D.STAGED,
+    "health_ok": D.HEALTH_OK,
+    "health_failed": D.HEALTH_FAILED,
+    "committed": D.COMMITTED,
+    "retired": D.COMMITTED,
+    "rejected": D.REJECTED,
+    "fallback": D.FALLBACK,
+    "rolled_back": D.ROLLED_BACK,
+}
+
+
+class RolloutError(CertfleetError):
+    """A rollout command that cannot be carried out, and why."""
+
+
+class RolloutTasks(Protocol):
+    """Where the engine enqueues its next steps (Celery in production)."""
+
+    def start_rollout(self, rollout_id: str) -> None: ...
+
+    def dispatch_wave(self, rollout_id: str, wave: int) -> None: ...
+
+    def push_batch(
+        self, rollout_id: str, wave: int, device_ids: Sequence[str], step: str, *, countdown: float
+    ) -> None: ...
+
+    def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None: ...
+
+    def rollback_rollout(self, rollout_id: str) -> None: ...
+
+
+@dataclass
+class RolloutDeps:
+    """What the rollout use cases work with."""
+
+    rollouts: RedisRollouts
+    inventory: InventoryStore
+    signer: BundleSigner | None
+    sequences: SequenceStore
+    publisher: BundlePublisher | None
+    tasks: RolloutTasks
+
+
+def _allowed(new: DeviceRolloutState) -> frozenset[str]:
+    return frozenset(s.value for s in DeviceRolloutState if may_transition(s, new))
+
+
+def _meta(deps: RolloutDeps, rollout_id: str) -> dict[str, str]:
+    meta = deps.rollouts.meta(rollout_id)
+    if not meta:
+        raise RolloutError(f"no rollout {rollout_id!r} (see `certfleet rollout list`)")
+    return meta
+
+
+def _spec(meta: Mapping[str, str]) -> RolloutSpec:
+    return RolloutSpec.from_json(json.loads(meta["spec"]))
+
+
+# -- steps -----------------------------------------------------------------------------
+
+
+def _log(
+    actor: str, kind: str, subject: str, *, old: str, new: str, cause: str, now: datetime
+) -> dict[str, str]:
+    return {
+        "time": now_iso(now),
+        "actor": actor,
+        "kind": kind,
+        "subject": subject,
+        "from": old,
+        "to": new,
+        "cause": cause,
+    }
+
+
+def start_rollout(deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str) -> bool:
+    """created -> running; the evaluator starts wave 0 when the window allows."""
+    started = deps.rollouts.set_meta(
+        rollout_id,
+        {"state": RolloutState.RUNNING.value},
+        log=_log(
+            actor, "rollout", rollout_id, old="created", new="running", cause="start", now=now
+        ),
+        expect=("state", RolloutState.CREATED.value),
+    )
+    if started:
+        deps.tasks.evaluate_rollout(rollout_id)
+    return started
+
+
+def dispatch_wave(deps: RolloutDeps, rollout_id: str, wave: int, *, now: datetime) -> int:
+    """Enqueue push_batch tasks for the wave's pending devices, paced by the push rate."""
+    meta = _meta(deps, rollout_id)
+    if meta["state"] != RolloutState.RUNNING.value or meta.get(f"wave:{wave}:state") != "running":
+        return 0
+    spec = _spec(meta)
+    members = set(deps.rollouts.wave_members(rollout_id, wave))
+    pending = sorted(members & set(deps.rollouts.devices_in(rollout_id, [D.PENDING.value])))
+    for number, start in enumerate(range(0, len(pending), PUSH_BATCH_SIZE)):
+        countdown = number * PUSH_BATCH_SIZE / spec.push_rate if spec.push_rate else 0
+        deps.tasks.push_batch(
+            rollout_id, wave, pending[start : start + PUSH_BATCH_SIZE], "stage", countdown=countdown
+        )
+    return len(pending)
+
+
+def _body(spec: RolloutSpec, step: str, active: Sequence[int], now: datetime) -> BundleBody:
+    if step == "rollback":
+        return BundleBody(op="rollback", tag=spec.spare_tag)
+    if step == "commit":
+        return BundleBody(op="commit", tag=spec.spare_tag, active=tuple(spec.active_after(active)))
+    if spec.kind == "trust.retire":
+        return BundleBody(op="retire", tags=(spec.tag,), active=tuple(spec.active_after(active)))
+    return stage_body(
+        ca_pems=spec.ca_pems,
+        tag=spec.spare_tag,
+        probe_host=spec.probe_host,
+        probe_port=spec.probe_port,
+        probe_tags=[spec.spare_tag],
+        active_after=spec.active_after(active),
+        commit_by=now + timedelta(seconds=spec.device_timeout_seconds),
+    )
+
+
+def push_batch(
+    deps: RolloutDeps,
+    rollout_id: str,
+    device_ids: Sequence[str],
+    step: str,
+    *,
+    now: datetime,
+    actor: str = "worker",
+) -> int:
+    """Issue and publish one step's bundles to a batch of devices; return how many went out.
+
+    A device gets a bundle for a step once: the bundle is stored with the device's
+    transition, and a re-run re-sends those same bytes to devices that have not
+    answered yet, never a second, different bundle.
+    """
+    if deps.signer is None or deps.publisher is None:
+        raise RolloutError("pushing bundles needs a signer and an MQTT publisher")
+    meta = _meta(deps, rollout_id)
+    state = meta["state"]
+    wanted_state = (
+        RolloutState.ROLLING_BACK.value if step == "rollback" else RolloutState.RUNNING.value
+    )
+    if state != wanted_state:
+        log.info("push_skipped", rollout_id=rollout_id, step=step, state=state)
+        return 0
+    spec = _spec(meta)
+    states = deps.rollouts.device_states(rollout_id, device_ids)
+    active = deps.rollouts.active_tags(rollout_id, device_ids)
+    ttl = max(60, int(spec.device_timeout_seconds))
+    source, target = {
+        "stage": ({D.PENDING.value}, D.SENT),
+        "commit": ({D.HEALTH_OK.value}, None),
+        "rollback": ({s.value for s in ROLLBACK_TARGETS}, D.ROLLBACK_SENT),
+    }[step]
+    fresh = [d for d in device_ids if states.get(d) in source]
+
+    def issue(device_id: str) -> bytes:
+        assert deps.signer is not None  # noqa: S101 -- checked above
+        return issue_bundle(
+            signer=deps.signer,
+            sequences=deps.sequences,
+            device_id=device_id,
+            rollout_id=rollout_id,
+            body=_body(spec, step, active.get(device_id, [spec.tag]), now),
+            now=now,
+            ttl_seconds=ttl,
+        ).data
+
+    if target is None:
+        deps.rollouts.put_bundles_if_absent(
+            rollout_id,
+            step,
+            {d: issue(d) for d in fresh if deps.rollouts.bundle(rollout_id, d, step) is None},
+        )
+        resend = fresh
+    else:
+        deadline = (now + timedelta(seconds=spec.device_timeout_seconds)).timestamp()
+        deps.rollouts.transition(
+            rollout_id,
+            [
+                Transition(
+                    device_id=d,
+                    new=target.value,
+                    allowed=frozenset(source),
+                    cause=f"{step} bundle issued",
+                    deadline=deadline,
+                    step=step,
+                    bundle=issue(d),
+                )
+                for d in fresh
+            ],
+            time=now_iso(now),
+            actor=actor,
+        )
+        states = deps.rollouts.device_states(rollout_id, device_ids)
+        resend = [d for d in device_ids if states.get(d) == target.value]
+    sent = 0
+    for device_id, data in deps.rollouts.bundles(rollout_id, resend, step).items():
+        deps.publisher.publish_bundle(device_id, data, expiry_seconds=ttl)
+        sent += 1
+    log.info("push_batch", rollout_id=rollout_id, step=step, devices=len(device_ids), sent=sent)
+    return sent
+
+
+def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: datetime) -> set[str]:
+    """Move devices by their reports; return the rollouts whose devices moved.
+
+    A duplicate delivery of a bundle shows up as a `rejected`/`replay` report: it
+    says nothing about the rollout and is ignored. Late and repeated reports are
+    refused by the transition itself.
+    """
+    by_rollout: dict[str, list[Transition]] = {}
+    for report in reports:
+        target = PHASE_TO_STATE.get(report.phase)
+        if not report.rollout_id or target is None or report.reason == "replay":
+            continue
+        terminal = target in DECIDED or target is D.ROLLED_BACK
+        by_rollout.setdefault(report.rollout_id, []).append(
+            Transition(
+                device_id=report.device_id,
+                new=target.value,
+                allowed=_allowed(target),
+                cause=f"report {report.phase}/{report.reason} seq {report.seq}",
+                clear_deadline=terminal,
+            )
+        )
+    moved: set[str] = set()
+    for rollout_id, transitions in by_rollout.items():
+        if not deps.rollouts.exists(rollout_id):
+            continue
+        results = deps.rollouts.transition(
+            rollout_id, transitions, time=now_iso(now), actor="device"
+        )
+        if any(r.applied for r in results):
+            moved.add(rollout_id)
+    return moved
+
+
+def _sum(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for state, n in c.items():
+            total[state] = total.get(state, 0) + n
+    return total
+
+
+def evaluate_rollout(
+    deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str = "engine"
+) -> str:
+    """Advance the rollout one step as far as its state allows; return its state."""
+    owner = secrets.token_hex(8)
+    if not deps.rollouts.lock(rollout_id, owner):
+        deps.tasks.evaluate_rollout(rollout_id, countdown=1.0)
+        return "locked"
+    try:
+        return _evaluate(deps, rollout_id, now=now, actor=actor)
+    finally:
+        deps.rollouts.unlock(rollout_id, owner)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    deps: RolloutDeps
+    rollout_id: str
+    meta: Mapping[str, str]
+    spec: RolloutSpec
+    sizes: list[int]
+    current: int
+    now: datetime
+    actor: str
+
+
+def _evaluate(deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str) -> str:
+    meta = _meta(deps, rollout_id)
+    state = meta["state"]
+    spec = _spec(meta)
+    if state == RolloutState.ROLLING_BACK.value:
+        return _evaluate_rollback(deps, rollout_id, meta, spec, now=now, actor=actor)
+    if state != RolloutState.RUNNING.value:
+        return state
+    ctx = _Context(
+        deps=deps,
+        rollout_id=rollout_id,
+        meta=meta,
+        spec=spec,
+        sizes=json.loads(meta["sizes"]),
+        current=int(meta["current"]),
+        now=now,
+        actor=actor,
+    )
+    step = {
+        WaveState.PENDING.value: _wave_pending,
+        WaveState.RUNNING.value: _wave_running,
+        WaveState.BAKING.value: _wave_baking,
+    }.get(meta.get(f"wave:{ctx.current}:state", ""))
+    return step(ctx) if step is not None else state
+
+
+def _wave_pending(ctx: _Context) -> str:
+    """Start the wave unless it waits for an approval or the maintenance window."""
+    state = ctx.meta["state"]
+    if ctx.meta.get("awaiting_approval") == "1":
+        return state
+    if ctx.spec.window is not None and not ctx.spec.window.is_open(ctx.now):
+        return state
+    wave = ctx.current
+    if ctx.deps.rollouts.set_meta(
+        ctx.rollout_id,
+        {
+            f"wave:{wave}:state": WaveState.RUNNING.value,
+            f"wave:{wave}:started_at": ctx.now.isoformat(),
+        },
+        log=_log(
+            ctx.actor,
+            "wave",
+            str(wave),
+            old="pending",
+            new="running",
+            cause="wave started",
+            now=ctx.now,
+        ),
+        expect=(f"wave:{wave}:state", WaveState.PENDING.value),
+    ):
+        ctx.deps.tasks.dispatch_wave(ctx.rollout_id, wave)
+    return state
+
+
+def _wave_running(ctx: _Context) -> str:
+    """Commit healthy devices; let the gate pass the wave or abort the rollout."""
+    deps, wave = ctx.deps, ctx.current
+    counts = deps.rollouts.wave_counts(ctx.rollout_id, wave + 1)
+    if counts[wave].get(D.HEALTH_OK.value):
+        healthy = sorted(
+            set(deps.rollouts.devices_in(ctx.rollout_id, [D.HEALTH_OK.value]))
+            & set(deps.rollouts.wave_members(ctx.rollout_id, wave))
+        )
+        for start in range(0, len(healthy), PUSH_BATCH_SIZE):
+            deps.tasks.push_batch(
+                ctx.rollout_id,
+                wave,
+                healthy[start : start + PUSH_BATCH_SIZE],
+                "commit",
+                countdown=0,
+            )
+    decision = evaluate_gate(
+        GatePolicy(
+            max_failure=ctx.spec.max_failure,
+            min_sample=ctx.spec.min_sample,
+            timeouts_fail=ctx.spec.timeouts_fail,
+        ),
+        GateInput(
+            wave_size=ctx.sizes[wave], wave_counts=counts[wave], cumulative_counts=_sum(counts)
+        ),
+    )
+    if decision.verdict is Verdict.ABORT:
+        abort_rollout(
+            deps,
+            ctx.rollout_id,
+            cause=f"gate: {decision.reason}",
+            actor="gate",
+            now=ctx.now,
+            wave=wave,
+        )
+        return RolloutState.ROLLING_BACK.value
+    if decision.verdict is Verdict.PASS:
+        deps.rollouts.set_meta(
+            ctx.rollout_id,
+            {
+                f"wave:{wave}:state": WaveState.BAKING.value,
+                f"wave:{wave}:bake_until": str(ctx.now.timestamp() + ctx.spec.bake_seconds),
+            },
+            log=_log(
+                "gate",
+                "wave",
+                str(wave),
+                old="running",
+                new="baking",
+                cause=decision.reason,
+                now=ctx.now,
+            ),
+            expect=(f"wave:{wave}:state", WaveState.RUNNING.value),
+        )
+        deps.tasks.evaluate_rollout(ctx.rollout_id, countdown=ctx.spec.bake_seconds)
+    return ctx.meta["state"]
+
+
+def _wave_baking(ctx: _Context) -> str:
+    """After the bake: pass the wave; complete, or move on (auto) or wait (manual)."""
+    wave = ctx.current
+    if ctx.now.timestamp() < float(ctx.meta.get(f"wave:{wave}:bake_until", "0")):
+        return ctx.meta["state"]
+    last = wave + 1 >= len(ctx.sizes)
+    fields = {f"wave:{wave}:state": WaveState.PASSED.value}
+    if last:
+        fields["state"] = RolloutState.COMPLETED.value
+    else:
+        fields["current"] = str(wave + 1)
+        if ctx.spec.advance == "manual":
+            fields["awaiting_approval"] = "1"
+    if not ctx.deps.rollouts.set_meta(
+        ctx.rollout_id,
+        fields,
+        log=_log(
+            ctx.actor,
+            "wave",
+            str(wave),
+            old="baking",
+            new="passed",
+            cause="bake time over",
+            now=ctx.now,
+        ),
+        expect=(f"wave:{wave}:state", WaveState.BAKING.value),
+    ):
+        return ctx.meta["state"]
+    if last:
+        _finish(ctx.deps, ctx.rollout_id, ctx.spec, "completed", now=ctx.now, actor=ctx.actor)
+        return RolloutState.COMPLETED.value
+    ctx.deps.tasks.evaluate_rollout(ctx.rollout_id)
+    return ctx.meta["state"]
+
+
+def _finish(
+    deps: RolloutDeps,
+    rollout_id: str,
+    spec: RolloutSpec,
+    outcome: str,
+    *,
+    now: datetime,
+    actor: str,
+) -> None:
+    deps.rollouts.set_active(rollout_id, False)
+    devices = deps.rollouts.device_states(rollout_id)
+    deps.rollouts.release(rollout_id, [spec.tag, spec.spare_tag], devices)
+    deps.rollouts.set_meta(
+        rollout_id,
+        {"finished_at": now.isoformat()},
+        log=_log(
+            actor, "rollout", rollout_id, old="", new=outcome, cause="claims released", now=now
+        ),
+    )
+    log.info("rollout_finished", rollout_id=rollout_id, outcome=outcome)
+
+
+def abort_rollout(
+    deps: RolloutDeps, rollout_id: str, *, cause: str, actor: str, now: datetime, wave: int | None
+) -> bool:
+    meta = _meta(deps, rollout_id)
+    spec = _spec(meta)
+    previous = meta["state"]
+    if previous not in (
+        RolloutState.RUNNING.value,
+        RolloutState.PAUSED.value,
+        RolloutState.CREATED.value,
+    ):
+        return False
+    fields = {
+        "state": RolloutState.ROLLING_BACK.value,
+        "abort_reason": cause,
+        "rollback_deadline": str(now.timestamp() + spec.device_timeout_seconds),
+    }
+    if wave is not None:
+        fields[f"wave:{wave}:state"] = WaveState.FAILED.value
+    if not deps.rollouts.set_meta(
+        rollout_id,
+        fields,
+        log=_log(actor, "rollout", rollout_id, old=previous, new="aborted", cause=cause, now=now),
+        expect=("state", previous),
+    ):
+        return False
+    deps.rollouts.set_meta(
+        rollout_id,
+        {},
+        log=_log(
+            actor,
+            "rollout",
+            rollout_id,
+            old="aborted",
+            new="rolling_back",
+            cause="rollback started",
+            now=now,
+        ),
+    )
+    log.warning("rollout_aborted", rollout_id=rollout_id, cause=cause)
+    deps.tasks.rollback_rollout(rollout_id)
+    return True
+
+
+def rollback_rollout(deps: RolloutDeps, rollout_id: str, *, now: datetime) -> int:
+    """Enqueue rollback bundles for every device that may hold the new credential."""
+    meta = _meta(deps, rollout_id)
+    if meta["state"] != RolloutState.ROLLING_BACK.value:
+        return 0
+    targets = deps.rollouts.devices_in(
+        rollout_id, [*(s.value for s in ROLLBACK_TARGETS), D.ROLLBACK_SENT.value]
+    )
+    for start in range(0, len(targets), PUSH_BATCH_SIZE):
+        deps.tasks.push_batch(
+            rollout_id, -1, targets[start : start + PUSH_BATCH_SIZE], "rollback", countdown=0
+        )
+    deps.tasks.evaluate_rollout(rollout_id, countdown=1.0)
+    return len(targets)
+
+
+def _evaluate_rollback(
+    deps: RolloutDeps,
+    rollout_id: str,
+    meta: Mapping[str, str],
+    spec: RolloutSpec,
+    *,
+    now: datetime,
+    actor: str,
+) -> str:
+    waiting = deps.rollouts.devices_in(
+        rollout_id, [*(s.value for s in ROLLBACK_TARGETS), D.ROLLBACK_SENT.value]
+    )
+    overdue = now.timestamp() >= float(meta.get("rollback_deadline", "0"))
+    if waiting and not overdue:
+        return RolloutState.ROLLING_BACK.value
+    fields = {"state": RolloutState.ROLLED_BACK.value, "unconfirmed": json.dumps(waiting)}
+    cause = (
+        "every device confirmed"
+        if not waiting
+        else f"{len(waiting)} devices did not confirm the rollback in time"
+    )
+    if deps.rollouts.set_meta(
+        rollout_id,
+        fields,
+        log=_log(
+            actor,
+            "rollout",
+            rollout_id,
+            old="rolling_back",
+            new="rolled_back",
+            cause=cause,
+            now=now,
+        ),
+        expect=("state", RolloutState.ROLLING_BACK.value),
+    ):
+        _finish(deps, rollout_id, spec, "rolled_back", now=now, actor=actor)
+    return RolloutState.ROLLED_BACK.value
+
+
+def tick_rollouts(deps: RolloutDeps, *, now: datetime) -> dict[str, str]:
+    """Beat: time out overdue devices, then evaluate every active rollout."""
+    outcome = {}
+    timed_out = D.TIMED_OUT
+    for rollout_id in deps.rollouts.active_ids():
+        overdue = deps.rollouts.overdue(rollout_id, now.timestamp())
+        if overdue:
+            deps.rollouts.transition(
+                rollout_id,
+                [
+                    Transition(
+                        device_id=d,
+                        new=timed_out.value,
+                        allowed=_allowed(timed_out) - {D.ROLLBACK_SENT.value},
+                        cause="no decision before the device timeout",
+                        clear_deadline=True,
+                    )
+                    for d in overdue
+                ],
+                time=now_iso(now),
+                actor="tick",
+            )
+        outcome[rollout_id] = evaluate_rollout(deps, rollout_id, now=now, actor="tick")
+    return outcome
+
+
+def utcnow() -> datetime:
+    """The clock of the entrypoints (the services take `now` as an argument)."""
+    return datetime.now(UTC)

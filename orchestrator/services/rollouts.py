@@ -1,0 +1,244 @@
+"""Rollouts as operators see them: plan, create, status, and the commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.adapters.redis_rollouts import now_iso
+from orchestrator.domain.rollout import (
+    FAILURES,
+    DeviceRolloutState,
+    RolloutSpec,
+    RolloutState,
+    WaveState,
+    plan_waves,
+)
+from orchestrator.logs import get_logger
+from orchestrator.ports import InventoryStore
+from orchestrator.services.rollout_engine import (
+    RolloutDeps,
+    RolloutError,
+    _log,
+    _meta,
+    abort_rollout,
+    start_rollout,
+)
+
+__all__ = ["Plan", "command", "create_rollout", "plan_rollout", "rollout_status"]
+
+log = get_logger(__name__)
+
+D = DeviceRolloutState
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+def _seed(spec: RolloutSpec) -> str:
+    canonical = json.dumps(spec.to_json(), sort_keys=True)
+    return spec.name or hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _targets(inventory: InventoryStore, spec: RolloutSpec, now: datetime) -> dict[str, list[int]]:
+    """Selected devices whose active list holds the sec_tag the rollout changes."""
+    selector = spec.selector
+    if selector.kind == "all":
+        selected = inventory.device_ids()
+    elif selector.kind == "expiring":
+        selected = inventory.expiring_devices(spec.tag, now + timedelta(days=selector.days or 0))
+    elif selector.kind == "digest":
+        selected = inventory.devices_with_ca(spec.tag, selector.digest or "")
+    else:
+        try:
+            with open(selector.path or "", encoding="utf-8") as handle:
+                selected = [
+                    line.strip() for line in handle if line.strip() and not line.startswith("#")
+                ]
+        except OSError as exc:
+            raise RolloutError(f"cannot read the device list {selector.path}: {exc}") from None
+    active = inventory.active_tags_of(sorted(set(selected)))
+    return {d: list(tags) for d, tags in active.items() if tags is not None and spec.tag in tags}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which devices go in which wave."""
+
+    seed: str
+    waves: list[list[str]]
+    active: dict[str, list[int]]
+
+    def as_json(self, *, sample: int = 5) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "devices": sum(len(w) for w in self.waves),
+            "waves": [
+                {"index": i, "size": len(w), "sample": w[:sample]} for i, w in enumerate(self.waves)
+            ],
+        }
+
+
+def plan_rollout(inventory: InventoryStore, spec: RolloutSpec, *, now: datetime) -> Plan:
+    """The plan a rollout of `spec` would follow now; changes nothing."""
+    targets = _targets(inventory, spec, now)
+    seed = _seed(spec)
+    return Plan(seed=seed, waves=plan_waves(seed, targets, spec.waves), active=targets)
+
+
+def create_rollout(
+    deps: RolloutDeps, spec: RolloutSpec, *, now: datetime, actor: str, start: bool
+) -> str:
+    """Plan, claim the (device, sec_tag) pairs, store; start it unless told not to."""
+    plan = plan_rollout(deps.inventory, spec, now=now)
+    if not plan.active:
+        raise RolloutError(
+            f"no device matches: none of the selected devices has sec_tag {spec.tag} in its "
+            "active tag list (see `certfleet fleet status`)"
+        )
+    rollout_id = f"ro-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    conflicts = deps.rollouts.claim(rollout_id, [spec.tag, spec.spare_tag], sorted(plan.active))
+    if conflicts:
+        shown = ", ".join(conflicts[:10])
+        raise RolloutError(
+            f"{len(conflicts)} devices are in another running rollout for sec_tag "
+            f"{spec.tag}/{spec.spare_tag} (e.g. {shown}); finish or abort it first"
+        )
+    meta = {
+        "id": rollout_id,
+        "kind": spec.kind,
+        "state": RolloutState.CREATED.value,
+        "created_at": now.isoformat(),
+        "seed": plan.seed,
+        "spec": json.dumps(spec.to_json()),
+        "sizes": json.dumps([len(w) for w in plan.waves]),
+        "current": "0",
+        **{f"wave:{i}:state": WaveState.PENDING.value for i in range(len(plan.waves))},
+    }
+    deps.rollouts.create(
+        rollout_id,
+        meta=meta,
+        waves=plan.waves,
+        active=plan.active,
+        created_at=now,
+        log_time=now_iso(now),
+        actor=actor,
+    )
+    deps.rollouts.set_active(rollout_id, True)
+    log.info("rollout_created", rollout_id=rollout_id, devices=len(plan.active), kind=spec.kind)
+    if start:
+        deps.tasks.start_rollout(rollout_id)
+    return rollout_id
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
+    """The `rollout status --json` document."""
+    meta = _meta(deps, rollout_id)
+    sizes: list[int] = json.loads(meta["sizes"])
+    counts = deps.rollouts.wave_counts(rollout_id, len(sizes))
+    every = [s.value for s in DeviceRolloutState]
+    waves = []
+    totals = dict.fromkeys(every, 0)
+    for index, (size, wave_counts) in enumerate(zip(sizes, counts, strict=True)):
+        full = {state: wave_counts.get(state, 0) for state in every}
+        for state, n in full.items():
+            totals[state] += n
+        waves.append(
+            {
+                "index": index,
+                "size": size,
+                "state": meta.get(f"wave:{index}:state", WaveState.PENDING.value),
+                "counts": full,
+            }
+        )
+    status: dict[str, Any] = {
+        "id": rollout_id,
+        "kind": meta["kind"],
+        "state": meta["state"],
+        "created_at": meta["created_at"],
+        "current_wave": int(meta.get("current", "0")),
+        "awaiting_approval": meta.get("awaiting_approval") == "1",
+        "waves": waves,
+        "totals": totals,
+    }
+    if meta.get("abort_reason"):
+        status["abort_reason"] = meta["abort_reason"]
+    if meta.get("unconfirmed"):
+        status["unconfirmed_rollback"] = json.loads(meta["unconfirmed"])
+    failed = deps.rollouts.devices_in(rollout_id, [s.value for s in (*FAILURES, D.TIMED_OUT)])
+    states = deps.rollouts.device_states(rollout_id, failed)
+    status["failed_devices"] = [{"device_id": d, "state": states.get(d)} for d in failed[:1000]]
+    return status
+
+
+# -- operator commands ----------------------------------------------------------------------
+
+
+def command(deps: RolloutDeps, rollout_id: str, verb: str, *, now: datetime, actor: str) -> str:
+    """pause, resume, abort or approve; return the resulting rollout state."""
+    meta = _meta(deps, rollout_id)
+    state = meta["state"]
+    if verb == "abort":
+        if not abort_rollout(
+            deps, rollout_id, cause=f"aborted by {actor}", actor=actor, now=now, wave=None
+        ):
+            raise RolloutError(
+                f"{rollout_id} is {state}; only a created, running or paused rollout can be aborted"
+            )
+        return RolloutState.ROLLING_BACK.value
+    if verb == "pause":
+        if not deps.rollouts.set_meta(
+            rollout_id,
+            {"state": RolloutState.PAUSED.value},
+            log=_log(actor, "rollout", rollout_id, old=state, new="paused", cause="pause", now=now),
+            expect=("state", RolloutState.RUNNING.value),
+        ):
+            raise RolloutError(f"{rollout_id} is {state}; only a running rollout can be paused")
+        return RolloutState.PAUSED.value
+    if verb == "resume":
+        if state == RolloutState.CREATED.value:
+            start_rollout(deps, rollout_id, now=now, actor=actor)
+            return RolloutState.RUNNING.value
+        if not deps.rollouts.set_meta(
+            rollout_id,
+            {"state": RolloutState.RUNNING.value},
+            log=_log(
+                actor, "rollout", rollout_id, old=state, new="running", cause="resume", now=now
+            ),
+            expect=("state", RolloutState.PAUSED.value),
+        ):
+            raise RolloutError(
+                f"{rollout_id} is {state}; only a paused or created rollout can be resumed"
+            )
+        current = int(meta["current"])
+        if meta.get(f"wave:{current}:state") == WaveState.RUNNING.value:
+            deps.tasks.dispatch_wave(rollout_id, current)
+        deps.tasks.evaluate_rollout(rollout_id)
+        return RolloutState.RUNNING.value
+    if verb == "approve":
+        if state != RolloutState.RUNNING.value or meta.get("awaiting_approval") != "1":
+            raise RolloutError(f"{rollout_id} is not waiting for an approval")
+        deps.rollouts.set_meta(
+            rollout_id,
+            {"awaiting_approval": "0"},
+            log=_log(
+                actor,
+                "wave",
+                meta["current"],
+                old="pending",
+                new="approved",
+                cause="approve",
+                now=now,
+            ),
+            expect=("awaiting_approval", "1"),
+        )
+        deps.tasks.evaluate_rollout(rollout_id)
+        return state
+    raise RolloutError(f"unknown command {verb!r}")
