@@ -77,6 +77,7 @@ class DeviceAgent:
         keepalive: int = 60,
         probe_timeout: float = 10.0,
         clock: Callable[[], datetime] | None = None,
+        faults: frozenset[str] = frozenset(),
     ) -> None:
         topics.state(device_id)  # validates the id as a topic level
         self.device_id = device_id
@@ -93,6 +94,7 @@ class DeviceAgent:
         self._topics = topics
         self._keepalive = keepalive
         self._probe_timeout = probe_timeout
+        self.faults = faults
         self._clock = clock or (lambda: datetime.now(UTC))
         self._staged: _Staged | None = None
         self._committed: tuple[Bundle, list[int]] | None = None  # bundle, previous active tags
@@ -385,8 +387,11 @@ class DeviceAgent:
             for tag in probe.tags
             if self.modem.exists(tag, CredentialType.CA_CHAIN)
         ]
+        host, port = probe.host, probe.port
+        if "probe-refused" in self.faults:
+            host, port = "127.0.0.1", 1  # fault injection: the device's network refuses the probe
         result: ProbeResult = await tls_probe(
-            probe.host, probe.port, ca_chains=chains, timeout=self._probe_timeout
+            host, port, ca_chains=chains, timeout=self._probe_timeout
         )
         if result.ok:
             staged.health_ok = True

@@ -25,6 +25,7 @@ def build_fleet(
     topics: Topics,
     signers: Mapping[bytes, ec.EllipticCurvePublicKey] | None = None,
     probe_timeout: float = 10.0,
+    faults: frozenset[str] = frozenset(),
 ) -> list[DeviceAgent]:
     """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`.
 
@@ -44,6 +45,7 @@ def build_fleet(
                 signers=signers,
                 active_tags=[sec_tag],
                 probe_timeout=probe_timeout,
+                faults=faults,
             )
         )
     return agents

@@ -22,6 +22,9 @@ from orchestrator.protocol import Topics
 
 __all__ = ["app", "main"]
 
+FAULTS = frozenset({"probe-refused"})
+"""Fault injection the simulator knows (`certfleet simulate --fault`)."""
+
 app = typer.Typer(
     name="certfleet",
     help="Rotate the CA certificates of a device fleet over MQTT, safely.",
@@ -62,6 +65,13 @@ def simulate(
         bool,
         typer.Option("--tls", help="Connect over TLS, validating the broker with the active tags."),
     ] = False,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Fault injection: probe-refused (the devices' network refuses every probe).",
+        ),
+    ] = None,
     broker_port: Annotated[
         int | None,
         typer.Option(
@@ -76,6 +86,11 @@ def simulate(
     from simulator.fleet import build_fleet, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 
+    unknown = set(fault or ()) - FAULTS
+    if unknown:
+        raise fail(
+            f"unknown --fault {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
+        )
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     signers = {}
@@ -102,6 +117,7 @@ def simulate(
             ),
             topics=Topics(settings.topic_prefix),
             signers=signers,
+            faults=frozenset(fault or ()),
         )
     except (ModemError, ValueError) as exc:
         raise fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None

@@ -359,9 +359,13 @@ def _cron_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
         first, last, step = match.groups()
         start = low if first is None else int(first)
         end = high if first is None or (last is None and step) else int(last or first)
-        if not low <= start <= end <= high or (step is not None and int(step) < 1):
+        if not low <= start <= end <= high:
             raise InvalidRolloutSpecError(
                 f"cron {name} field {text!r} is invalid: {item!r} is outside {low}-{high}"
+            )
+        if step is not None and int(step) < 1:
+            raise InvalidRolloutSpecError(
+                f"cron {name} field {text!r} is invalid: a step must be at least 1"
             )
         values.update(range(start, end + 1, int(step or 1)))
     if name == "day-of-week" and 7 in values:

@@ -207,7 +207,9 @@ def push_batch(
     spec = _spec(meta)
     states = deps.rollouts.device_states(rollout_id, device_ids)
     active = deps.rollouts.active_tags(rollout_id, device_ids)
-    ttl = max(60, int(spec.device_timeout_seconds))
+    # A bundle lives as long as the device has to decide: a device that comes back
+    # after it timed out finds it expired (MQTT message expiry, and `exp` itself).
+    ttl = max(1, int(spec.device_timeout_seconds))
     source, target = {
         "stage": ({D.PENDING.value}, D.SENT),
         "commit": ({D.HEALTH_OK.value}, None),
