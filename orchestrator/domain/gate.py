@@ -1,20 +1,27 @@
 """The health gate: whether a rollout goes on, passes its wave, or aborts.
 
-The rule, over the counts of every wave started so far (cumulative):
+Over the counts of every wave started so far (cumulative):
 
 - failures = rejected + health_failed + fallback, plus timed_out when the policy
   says `timeouts_fail`;
 - decided = committed + failures (so timed_out is decided only when it fails);
-- budget = max_failure * max(decided, min_sample).
+- started = every device of the started waves, decided or not.
 
-ABORT as soon as failures > budget, even while devices of the current wave are
-still undecided: stragglers are not waited for. Otherwise PASS once every device of
-the current wave is in a decided state (committed, a failure, or timed_out, which
-ends a device's wait whatever the policy). Otherwise CONTINUE.
+ABORT early, without waiting for stragglers, when failures alone exceed the
+threshold of the whole started population — `failures > max_failure *
+max(started, min_sample)`, so the rate stays over the threshold even if every
+undecided device succeeds — once at least `min(min_sample, started)` devices are
+decided. Fast failures early in a wave therefore do not abort a rollout whose
+failures stay within the threshold.
 
-The minimum sample keeps a small canary from passing or failing on noise: with 10%
-and min_sample 10 the budget is one failure until more than 10 devices are decided,
-so a canary of 5 aborts at its second failure and passes with one.
+When every device of the current wave is decided (committed, a failure, or
+timed_out, which ends a device's wait whatever the policy), the wave PASSES if
+`failures <= max_failure * max(decided, min_sample)`, else the rollout ABORTS.
+Otherwise CONTINUE.
+
+The minimum sample keeps a small canary from failing on noise: with 10% and
+min_sample 10 the budget is one failure until more than 10 devices are decided, so
+a canary of 5 passes with one failure and aborts with two.
 """
 
 from __future__ import annotations
@@ -114,28 +121,39 @@ def evaluate_gate(policy: GatePolicy, data: GateInput) -> GateDecision:
     failing = FAILURES | {DeviceRolloutState.TIMED_OUT} if policy.timeouts_fail else FAILURES
     failures = _total(data.cumulative_counts, failing)
     decided = _total(data.cumulative_counts, SUCCESS) + failures
+    started = sum(data.cumulative_counts.values())
     rate = Fraction(str(float(policy.max_failure)))
+    early_budget = rate * max(started, policy.min_sample)
     budget = rate * max(decided, policy.min_sample)
-    basis = (
-        f"a budget of {float(budget)} ({float(rate * 100):g}% of "
-        f"max({decided} decided, min sample {policy.min_sample}))"
-    )
     wave_decided = _total(data.wave_counts, DECIDED)
-    if failures > budget:
-        verdict = Verdict.ABORT
-        reason = f"{_plural(failures, 'failure')} over {basis}"
-    elif wave_decided >= data.wave_size:
-        verdict = Verdict.PASS
+    if decided >= min(policy.min_sample, started) and failures > early_budget:
+        verdict, used = Verdict.ABORT, early_budget
         reason = (
-            f"wave complete ({wave_decided} of {data.wave_size} decided); "
-            f"{_plural(failures, 'failure')} within {basis}"
+            f"{_plural(failures, 'failure')} over a budget of {float(early_budget):g} "
+            f"({float(rate * 100):g}% of max({started} started, min sample {policy.min_sample})), "
+            "whatever the undecided devices do"
         )
+    elif wave_decided >= data.wave_size:
+        basis = (
+            f"a budget of {float(budget):g} ({float(rate * 100):g}% of "
+            f"max({decided} decided, min sample {policy.min_sample}))"
+        )
+        used = budget
+        if failures > budget:
+            verdict = Verdict.ABORT
+            reason = f"wave complete; {_plural(failures, 'failure')} over {basis}"
+        else:
+            verdict = Verdict.PASS
+            reason = (
+                f"wave complete ({wave_decided} of {data.wave_size} decided); "
+                f"{_plural(failures, 'failure')} within {basis}"
+            )
     else:
-        verdict = Verdict.CONTINUE
+        verdict, used = Verdict.CONTINUE, early_budget
         reason = (
             f"waiting for {data.wave_size - wave_decided} of {data.wave_size} devices; "
-            f"{_plural(failures, 'failure')} within {basis}"
+            f"{_plural(failures, 'failure')} within {float(early_budget):g} of {started} started"
         )
     return GateDecision(
-        verdict=verdict, failures=failures, decided=decided, budget=float(budget), reason=reason
+        verdict=verdict, failures=failures, decided=decided, budget=float(used), reason=reason
     )

@@ -41,8 +41,9 @@ def test_one_failure_over_the_budget_aborts() -> None:
     # then
     assert decision.verdict is Verdict.ABORT
     assert decision.failures == 4
-    assert (
-        decision.reason == "4 failures over a budget of 3.0 (10% of max(30 decided, min sample 10))"
+    assert decision.reason == (
+        "4 failures over a budget of 3 (10% of max(30 started, min sample 10)), "
+        "whatever the undecided devices do"
     )
 
 
@@ -81,19 +82,31 @@ def test_budget_grows_past_the_min_sample() -> None:
     # then
     assert decision.budget == pytest.approx(1.2)
     assert decision.verdict is Verdict.ABORT
-    assert (
-        decision.reason == "3 failures over a budget of 1.2 (10% of max(12 decided, min sample 10))"
+    assert decision.reason == (
+        "3 failures over a budget of 1.2 (10% of max(12 started, min sample 10)), "
+        "whatever the undecided devices do"
     )
 
 
 def test_abort_does_not_wait_for_stragglers() -> None:
-    """The gate aborts as soon as the budget is exceeded, undecided devices or not."""
-    # given: a wave of 100 with 2 failures and 90 still on their way
-    data = wave(100, sent=60, staged=30, committed=8, health_failed=2)
+    """Failures alone over 10% of the whole wave abort, with 80 devices still on their way."""
+    # given: a wave of 100 with 15 failures, 5 successes and 80 in flight
+    data = wave(100, sent=60, staged=20, committed=5, health_failed=15)
     # when
     decision = evaluate_gate(TEN_PERCENT, data)
     # then
     assert decision.verdict is Verdict.ABORT
+
+
+def test_fast_failures_within_the_threshold_of_the_wave_do_not_abort() -> None:
+    """8 quick failures among the first 53 decided of 233 started stay within 10% of 233."""
+    # given: failures come back first (a refused probe is instant), successes take longer
+    data = wave(233, sent=180, committed=45, health_failed=8)
+    # when
+    decision = evaluate_gate(TEN_PERCENT, data)
+    # then
+    assert decision.verdict is Verdict.CONTINUE
+    assert decision.budget == pytest.approx(23.3)
 
 
 def test_continue_until_every_device_of_the_wave_is_decided() -> None:
@@ -148,17 +161,18 @@ def test_timed_out_fails_when_the_policy_says_so() -> None:
     assert (decision.failures, decision.decided) == (5, 10)
 
 
-def test_canary_of_five_aborts_at_the_second_failure() -> None:
-    """With 10% and min sample 10, a failing canary of 5 aborts at its second failure."""
+def test_canary_of_five_aborts_with_two_failures_once_decided() -> None:
+    """With 10% and min sample 10, a canary of 5 with two failures aborts once all 5 decided."""
     # given
     first = wave(5, rejected=1, sent=4)
     second = wave(5, rejected=2, sent=3)
-    # when
-    after_first = evaluate_gate(TEN_PERCENT, first)
-    after_second = evaluate_gate(TEN_PERCENT, second)
-    # then
-    assert after_first.verdict is Verdict.CONTINUE
-    assert after_second.verdict is Verdict.ABORT
+    done = wave(5, rejected=2, committed=3)
+    all_failed = wave(5, health_failed=5)
+    # when / then
+    assert evaluate_gate(TEN_PERCENT, first).verdict is Verdict.CONTINUE
+    assert evaluate_gate(TEN_PERCENT, second).verdict is Verdict.CONTINUE
+    assert evaluate_gate(TEN_PERCENT, done).verdict is Verdict.ABORT
+    assert evaluate_gate(TEN_PERCENT, all_failed).verdict is Verdict.ABORT
 
 
 def test_canary_of_five_with_one_failure_passes() -> None:
@@ -171,7 +185,7 @@ def test_canary_of_five_with_one_failure_passes() -> None:
     assert decision.verdict is Verdict.PASS
     assert decision.reason == (
         "wave complete (5 of 5 decided); "
-        "1 failure within a budget of 1.0 (10% of max(5 decided, min sample 10))"
+        "1 failure within a budget of 1 (10% of max(5 decided, min sample 10))"
     )
 
 
