@@ -36,6 +36,12 @@ class Stack:
     probe_port: int
     fleets: dict[str, Proc]
     logs: Path
+    procs: list[Proc]
+    """Every process started for the stack (stopped at the end, in reverse)."""
+
+    @property
+    def worker(self) -> Proc:
+        return next(p for p in reversed(self.procs) if p.name.startswith("worker"))
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
@@ -128,7 +134,7 @@ def running_stack(base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]]) 
             what="fleets reported",
         )
         with tls_server(server.pem, server.key_pem) as (_, port):
-            yield Stack(env, client, mqtt_service, base, ca1, ca2, port, stack_fleets, logs)
+            yield Stack(env, client, mqtt_service, base, ca1, ca2, port, stack_fleets, logs, procs)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -140,8 +146,10 @@ def running_stack(base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]]) 
 class BundleWatch:
     """A test subscriber on every bundle topic: which devices were sent anything."""
 
-    def __init__(self, service: LocalService) -> None:
+    def __init__(self, service: LocalService, *, keep_payloads: bool = False) -> None:
         self.devices: set[str] = set()
+        self.payloads: list[tuple[str, bytes]] = []
+        self._keep = keep_payloads
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -154,7 +162,10 @@ class BundleWatch:
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.devices.add(message.topic.split("/")[1])
+            device = message.topic.split("/")[1]
+            self.devices.add(device)
+            if self._keep:
+                self.payloads.append((device, bytes(message.payload)))
 
     def close(self) -> None:
         self._client.loop_stop()

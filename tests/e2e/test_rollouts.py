@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from orchestrator.protocol.bundle import decode_payload
+from orchestrator.protocol.cose import Sign1Message
 from simulator.pki import make_ca
 from tests.e2e.stack import NOW, BundleWatch, Stack, running_stack, sizes_add_up
-from tests.procs import wait_until
+from tests.procs import celery_worker, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -125,3 +129,109 @@ def test_a_good_ca_goes_wave_by_wave_to_completion(stack: Stack) -> None:
     log = json.loads(stack.run("rollout", "log", rollout_id, "--json").stdout)
     committed = {e["subject"] for e in log if e["kind"] == "device" and e["to"] == "committed"}
     assert len(committed) == DEVICES
+
+
+def _wait_status(
+    stack: Stack, rollout_id: str, check: Any, what: str, timeout: float = 120
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        status = stack.status(rollout_id)
+        return status if check(status) else None
+
+    return wait_until(probe, timeout=timeout, interval=0.5, what=what)
+
+
+def _not_pending(status: dict[str, Any]) -> int:
+    return sum(w["size"] - w["counts"]["pending"] for w in status["waves"])
+
+
+def test_manual_advance_waits_for_approve_and_pause_resume_work_mid_wave(stack: Stack) -> None:
+    """Each wave waits for approve; a pause mid-wave sends nothing more until resume."""
+    rollout_id = create(
+        stack,
+        "--ca",
+        str(stack.dir / "ca2.pem"),
+        "--name",
+        "manual",
+        "--advance",
+        "manual",
+        "--waves",
+        "5,10%,100%",
+        "--push-rate",
+        "40",
+        spare=44,
+    )
+    first = _wait_status(stack, rollout_id, lambda s: s["awaiting_approval"], "wave 0 to pass")
+    time.sleep(2)
+    still = stack.status(rollout_id)
+    assert [w["state"] for w in still["waves"]] == ["passed", "pending", "pending"]
+    assert _not_pending(still) == _not_pending(first) == 5
+
+    assert stack.run("rollout", "approve", rollout_id).returncode == 0
+    _wait_status(
+        stack, rollout_id, lambda s: s["awaiting_approval"] and s["current_wave"] == 2, "wave 1"
+    )
+    assert stack.run("rollout", "approve", rollout_id).returncode == 0
+    _wait_status(stack, rollout_id, lambda s: _not_pending(s) >= 120, "wave 2 under way")
+    assert stack.run("rollout", "pause", rollout_id).returncode == 0
+    time.sleep(3)  # batches already running finish; no new ones go out
+    paused = stack.status(rollout_id)
+    time.sleep(4)
+    later = stack.status(rollout_id)
+    assert paused["state"] == later["state"] == "paused"
+    assert _not_pending(later) == _not_pending(paused) < DEVICES
+
+    assert stack.run("rollout", "resume", rollout_id).returncode == 0
+    final = stack.wait_final(rollout_id)
+    assert final["state"] == "completed"
+    assert final["totals"]["committed"] == DEVICES
+    causes = [
+        e["cause"] for e in json.loads(stack.run("rollout", "log", rollout_id, "--json").stdout)
+    ]
+    assert causes.count("approve") == 2
+    assert {"pause", "resume"} <= set(causes)
+
+
+def test_a_worker_killed_mid_wave_is_replaced_and_the_rollout_completes(stack: Stack) -> None:
+    """SIGKILL the worker mid-wave; a new one finishes; one bundle per device and step."""
+    watch = BundleWatch(stack.mqtt, keep_payloads=True)
+    try:
+        rollout_id = create(
+            stack,
+            "--ca",
+            str(stack.dir / "ca2.pem"),
+            "--name",
+            "sigkill",
+            "--push-rate",
+            "60",
+            spare=45,
+        )
+        _wait_status(
+            stack, rollout_id, lambda s: s["current_wave"] >= 2 and _not_pending(s) > 80, "wave 2"
+        )
+        stack.worker.stop(signal.SIGKILL)
+        stack.procs.append(celery_worker(stack.logs, stack.env, name="worker-2"))
+        final = stack.wait_final(rollout_id, timeout=300)
+    finally:
+        watch.close()
+
+    assert final["state"] == "completed", final.get("abort_reason")
+    assert final["totals"]["committed"] == DEVICES
+    sizes_add_up(final)
+    distinct: dict[tuple[str, str], set[bytes]] = {}
+    for device, payload in watch.payloads:
+        op = Sign1Message.decode(payload)
+        step = decode_payload(op.payload).op
+        distinct.setdefault((device, step), set()).add(payload)
+    assert all(len(payloads) == 1 for payloads in distinct.values()), [
+        key for key, payloads in distinct.items() if len(payloads) > 1
+    ]
+    # the log replays to the same counts as status
+    log = json.loads(stack.run("rollout", "log", rollout_id, "--json").stdout)
+    last: dict[str, str] = {}
+    for entry in log:
+        if entry["kind"] == "device":
+            last[entry["subject"]] = entry["to"]
+    replayed = {state: list(last.values()).count(state) for state in final["totals"]}
+    replayed["pending"] = DEVICES - len(last)
+    assert replayed == final["totals"]
