@@ -1,0 +1,114 @@
+"""The rollout store against a real redis-server: atomic, idempotent device transitions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
+from orchestrator.bootstrap import Container
+from orchestrator.domain.rollout import DeviceRolloutState, may_transition
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+def _allowed(new: str) -> frozenset[str]:
+    target = DeviceRolloutState(new)
+    return frozenset(s.value for s in DeviceRolloutState if may_transition(s, target))
+
+
+def _move(store: RedisRollouts, device: str, new: str) -> bool:
+    [result] = store.transition(
+        "ro-1",
+        [Transition(device_id=device, new=new, allowed=_allowed(new), cause="test")],
+        time=NOW.isoformat(),
+        actor="test",
+    )
+    return result.applied
+
+
+@pytest.fixture
+def store(container: Container) -> RedisRollouts:
+    """A rollout of 3 devices in two waves, all pending."""
+    rollouts = container.rollouts
+    rollouts.create(
+        "ro-1",
+        meta={"id": "ro-1", "state": "created", "sizes": "[1, 2]"},
+        waves=[["a"], ["b", "c"]],
+        active={"a": [42], "b": [42], "c": [42]},
+        created_at=NOW,
+        log_time=NOW.isoformat(),
+        actor="test",
+    )
+    return rollouts
+
+
+def test_transitions_move_wave_counts_in_the_same_step(store: RedisRollouts) -> None:
+    """Counts per wave follow every applied transition and always add up to the wave size."""
+    assert _move(store, "b", "sent")
+    assert _move(store, "b", "staged")
+    assert store.wave_counts("ro-1", 2) == [{"pending": 1}, {"pending": 1, "staged": 1}]
+    assert store.devices_in("ro-1", ["staged"]) == ["b"]
+
+
+def test_late_and_duplicate_reports_change_nothing(store: RedisRollouts) -> None:
+    """After committed, a late `staged` or a second `committed` is refused and uncounted."""
+    for state in ("sent", "received", "staged", "health_ok", "committed"):
+        assert _move(store, "a", state)
+    assert not _move(store, "a", "staged")
+    assert not _move(store, "a", "committed")
+    assert not _move(store, "a", "health_failed")
+    assert store.device_states("ro-1", ["a"]) == {"a": "committed"}
+    assert store.wave_counts("ro-1", 1) == [{"committed": 1}]
+    moves = [e for e in store.log("ro-1") if e["kind"] == "device"]
+    assert [e["to"] for e in moves] == ["sent", "received", "staged", "health_ok", "committed"]
+
+
+def test_a_step_bundle_is_stored_with_its_transition(store: RedisRollouts) -> None:
+    """The bundle of a step is kept atomically with pending -> sent, for identical re-sends."""
+    [result] = store.transition(
+        "ro-1",
+        [
+            Transition(
+                device_id="c",
+                new="sent",
+                allowed=frozenset({"pending"}),
+                cause="stage",
+                deadline=NOW.timestamp() + 60,
+                step="stage",
+                bundle=b"\xd2\x84bundle",
+            )
+        ],
+        time=NOW.isoformat(),
+        actor="test",
+    )
+    [again] = store.transition(
+        "ro-1",
+        [
+            Transition(
+                device_id="c",
+                new="sent",
+                allowed=frozenset({"pending"}),
+                cause="stage",
+                step="stage",
+                bundle=b"another",
+            )
+        ],
+        time=NOW.isoformat(),
+        actor="test",
+    )
+    assert (result.applied, again.applied, again.previous) == (True, False, "sent")
+    assert store.bundle("ro-1", "c", "stage") == b"\xd2\x84bundle"
+    assert store.overdue("ro-1", NOW.timestamp() + 61) == ["c"]
+
+
+def test_two_rollouts_cannot_claim_the_same_device_and_tag(store: RedisRollouts) -> None:
+    """The second claim on (device, sec_tag) fails, names the devices, and keeps nothing."""
+    assert store.claim("ro-1", [42, 43], ["a", "b"]) == []
+    assert store.claim("ro-2", [43, 44], ["b", "x"]) == ["b"]
+    assert store.claim("ro-3", [44], ["x"]) == [], "the failed claim left nothing behind"
+    store.release("ro-1", [42, 43], ["a", "b"])
+    assert store.claim("ro-2", [43], ["b"]) == []
