@@ -1,36 +1,52 @@
-"""`make demo`: a simulated fleet's certificate state, computed by a Celery worker.
+"""`make demo`: a simulated fleet's certificate state, then two CA rotations over it.
 
 Starts what is missing (Redis and Mosquitto on free local ports unless
-`CERTFLEET_REDIS_URL` / `CERTFLEET_MQTT_PORT` name running ones), a worker and a
+`CERTFLEET_REDIS_URL` / `CERTFLEET_MQTT_PORT` name running ones), a worker, beat and a
 listener, three simulated fleets whose CA chains are made for the demo (healthy,
-expiring within days, expired), imports those CAs, runs a scan through Celery,
-prints the status table, and stops everything it started.
+expiring within days, expired), imports those CAs, runs a scan through Celery and
+prints the status table. Then it rolls a renewed CA out in waves to the devices whose
+CA expires within 30 days (their health probes reach a real TLS server under that CA:
+the rollout completes), tries an unrelated CA on the whole fleet (the canary's probes
+fail, the gate aborts, the canary is rolled back), prints a summary of both, and stops
+everything it started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
 import signal
+import socketserver
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from simulator.pki import make_ca
+from orchestrator.adapters.file_signer import generate_key_file
+from simulator.pki import IssuedCert, issue_server_cert, make_ca
 from simulator.services import start_mosquitto, start_redis
 
 __all__ = ["main"]
 
 console = Console(stderr=True)
+out = Console()
 BIN = Path(sys.executable).parent
+CERTFLEET = str(BIN / "certfleet")
 WORKDIR = Path(".demo")
+LOG_DIR = WORKDIR / "logs"
 FLEETS = (
     # id prefix, devices, CA common name, notAfter from now
     ("field-", 240, "certfleet demo CA 2027", timedelta(days=365)),
@@ -38,6 +54,12 @@ FLEETS = (
     ("stale-", 15, "certfleet demo CA 2025", timedelta(days=-9)),
 )
 SEC_TAG = 42
+FAILED = ("rejected", "health_failed", "fallback", "timed_out")
+ROLLOUT_TIMEOUT_S = 90
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which."""
 
 
 class _Processes:
@@ -54,11 +76,32 @@ class _Processes:
         self._running.append((name, process))
         return process
 
-    def log(self, name: str) -> str:
-        return (self._log_dir / f"{name}.log").read_text(errors="replace")
+    def wait_for_log(self, name: str, text: str, timeout: float) -> None:
+        """Wait until `text` appears in the log of the started process `name`."""
+        deadline = time.monotonic() + timeout
+        log_file = self._log_dir / f"{name}.log"
+        while text not in log_file.read_text(errors="replace"):
+            if name in self.exited() or time.monotonic() > deadline:
+                raise DemoError(f"{name} did not log {text!r} within {timeout:g} s")
+            time.sleep(0.1)
 
-    def run(self, argv: list[str]) -> int:
-        return subprocess.run(argv, env=self._env, check=False).returncode  # noqa: S603
+    def exited(self) -> list[str]:
+        """Names of the started processes that are no longer running."""
+        return [name for name, process in self._running if process.poll() is not None]
+
+    def run(self, argv: list[str], *, timeout: float = 60, capture: bool = False) -> str:
+        """Run a command to its end: stderr to the terminal, stdout too unless captured."""
+        env = {**self._env, "CERTFLEET_LOG_LEVEL": "WARNING"}  # no info log lines in the story
+        if capture:
+            env["COLUMNS"] = "250"  # lines as long as they are: the terminal wraps them
+        try:
+            stdout = subprocess.PIPE if capture else None
+            done = subprocess.run(argv, env=env, stdout=stdout, timeout=timeout, check=False)  # noqa: S603
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"`{_shown(argv)}` did not finish within {timeout:g} s") from None
+        if done.returncode != 0:
+            raise DemoError(f"`{_shown(argv)}` failed with exit code {done.returncode}")
+        return done.stdout.decode() if capture else ""
 
     def stop_all(self) -> None:
         for _, process in reversed(self._running):
@@ -70,6 +113,41 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _shown(argv: list[str]) -> str:
+    return shlex.join(["certfleet" if argv[0] == CERTFLEET else Path(argv[0]).name, *argv[1:]])
+
+
+@dataclass(frozen=True, slots=True)
+class _Pki:
+    fleet_cas: list[Path]  # one per entry of FLEETS
+    renewed: Path  # the CA the probe server's certificate chains to
+    wrong: Path  # an unrelated CA
+    server: IssuedCert
+
+
+def _make_pki(now: datetime) -> _Pki:
+    def write(name: str, common_name: str, not_before: datetime, not_after: datetime) -> Path:
+        path = WORKDIR / f"{name}-ca.pem"
+        path.write_bytes(make_ca(common_name, not_before=not_before, not_after=not_after).pem)
+        return path
+
+    fleet_cas = [
+        write(prefix.rstrip("-"), name, now - timedelta(days=700), now + lifetime)
+        for prefix, _, name, lifetime in FLEETS
+    ]
+    renewed = make_ca(
+        "certfleet demo CA 2027-renewed",
+        not_before=now - timedelta(days=1),
+        not_after=now + timedelta(days=730),
+    )
+    (WORKDIR / "renewed-ca.pem").write_bytes(renewed.pem)
+    server = issue_server_cert(
+        renewed, not_before=now - timedelta(days=1), not_after=now + timedelta(days=90)
+    )
+    wrong = write("wrong", "not the server's CA", now - timedelta(days=1), now + timedelta(days=99))
+    return _Pki(fleet_cas, WORKDIR / "renewed-ca.pem", wrong, server)
 
 
 @contextlib.contextmanager
@@ -90,16 +168,38 @@ def _services(workdir: Path) -> Iterator[dict[str, str]]:
         yield env
 
 
+@contextlib.contextmanager
+def _tls_server(cert: IssuedCert) -> Iterator[int]:
+    """A TLS server presenting `cert` on a free 127.0.0.1 port (yielded): the probe target."""
+    chain_file, key_file = WORKDIR / "probe-server.pem", WORKDIR / "probe-server-key.pem"
+    chain_file.write_bytes(cert.pem)
+    key_file.write_bytes(cert.key_pem)
+    key_file.chmod(0o600)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain_file, key_file)
+
+    class Handshake(socketserver.BaseRequestHandler):
+        def handle(self) -> None:  # the handshake, then close; a refused chain is expected
+            self.request.settimeout(5)
+            with contextlib.suppress(OSError), context.wrap_socket(self.request, server_side=True):
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handshake)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="probe-server", daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _wait_for_devices(client: redis.Redis, device_ids: list[str], timeout: float) -> int:
     """Show a bar while devices connect and their state lands in Redis; return how many did."""
     recorded = 0
-    columns = (
-        TextColumn("devices reporting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    bar = (TextColumn("devices reporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*bar, console=console) as progress:
         task = progress.add_task("report", total=len(device_ids))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,85 +212,137 @@ def _wait_for_devices(client: redis.Redis, device_ids: list[str], timeout: float
     return recorded
 
 
+def _start_stack(procs: _Processes, fleet_cas: list[Path]) -> list[str]:
+    """Worker, beat, listener and the simulated fleets; return the device ids."""
+    celery = [str(BIN / "celery"), "-A", "workers.app"]
+    worker = ["worker", "-Q", "control,push,scan", "--concurrency", "1", "--without-gossip"]
+    procs.start("worker", [*celery, *worker, "--hostname", f"demo-{os.getpid()}@%h"])
+    procs.start("beat", [*celery, "beat", "--loglevel", "INFO"])
+    procs.start("listener", [CERTFLEET, "listener"])
+    # Devices report their state once on connect: the listener must be subscribed first.
+    procs.wait_for_log("listener", "listener_subscribed", timeout=30)
+    device_ids: list[str] = []
+    for (prefix, count, _, _), pem in zip(FLEETS, fleet_cas, strict=True):
+        argv = ["simulate", "--devices", str(count), "--ca", str(pem), "--tag", str(SEC_TAG)]
+        procs.start(f"simulate-{prefix.rstrip('-')}", [CERTFLEET, *argv, "--id-prefix", prefix])
+        device_ids += [f"{prefix}{n:05d}" for n in range(count)]
+    return device_ids
+
+
+def _inventory(procs: _Processes, redis_url: str, pki: _Pki) -> None:
+    """Start everything, wait for every device's state, scan and print the status table."""
+    procs.run([CERTFLEET, "creds", "import", *map(str, [*pki.fleet_cas, pki.renewed])])
+    device_ids = _start_stack(procs, pki.fleet_cas)
+    console.print(
+        f"{len(device_ids)} simulated nRF9160 devices connect over MQTT and report "
+        f"their sec_tag {SEC_TAG} CA chains"
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        recorded = _wait_for_devices(client, device_ids, timeout=60)
+    finally:
+        client.close()
+    if recorded < len(device_ids):
+        raise DemoError(f"only {recorded} of {len(device_ids)} devices reported")
+    console.print("\n[bold]certfleet fleet scan[/] (runs scan_fleet on the Celery worker)")
+    procs.run([CERTFLEET, "fleet", "scan"])
+
+
+def _rotation(procs: _Processes, probe: str, ca: Path, spare: int, *opts: str) -> dict[str, Any]:
+    """Create a trust.add rollout, watch it to its end, print its table; its final status."""
+    create = [CERTFLEET, "rollout", "create", "--kind", "trust.add", "--ca", str(ca)]
+    create += ["--tag", str(SEC_TAG), "--spare-tag", str(spare)]
+    create += ["--probe", probe, "--waves", "1%,10%,50%,100%", "--bake", "2"]
+    create += ["--advance", "auto", "--max-failure", "10%", "--min-sample", "10"]
+    create += ["--device-timeout", "60", *opts]
+    console.print(f"[dim]$ {_shown(create)}[/]", highlight=False)
+    rollout_id = procs.run(create, capture=True).strip()
+    watch = [CERTFLEET, "rollout", "status", rollout_id, "--watch", "--json"]
+    console.print(f"[dim]$ {_shown(watch)}[/]  (bars per wave until it ends)", highlight=False)
+    status: dict[str, Any] = json.loads(procs.run(watch, timeout=ROLLOUT_TIMEOUT_S, capture=True))
+    console.print(f"[dim]$ certfleet rollout status {rollout_id}[/]", highlight=False)
+    procs.run([CERTFLEET, "rollout", "status", rollout_id])
+    return status
+
+
+def _rotations(procs: _Processes, pki: _Pki, probe: str) -> list[str]:
+    console.rule("[bold]rotation 1: the renewed CA, to the devices whose CA expires within 30 days")
+    console.print(
+        f"The probe server on {probe} presents a certificate under "
+        f"{pki.renewed}; trust.add stages that CA in sec_tag 43 beside 42, each device "
+        "probes the server with it, and commits only when the TLS handshake verifies."
+    )
+    good = _rotation(
+        procs, probe, pki.renewed, 43, "--select", "expiring:30", "--name", "demo-good"
+    )
+    if good["state"] != "completed":
+        raise DemoError(f"rotation 1 ended {good['state']}: {good.get('abort_reason', '?')}")
+    console.rule("[bold]rotation 2: an unrelated CA, to the whole fleet")
+    console.print(
+        f"{pki.wrong} is not the CA of the probe server's certificate: the canary's TLS "
+        "probes fail, its devices discard the staged CA, the health gate aborts and the "
+        "rollout is rolled back before any other device gets a bundle."
+    )
+    bad = _rotation(procs, probe, pki.wrong, 44, "--select", "all", "--name", "demo-bad")
+    if bad["state"] != "rolled_back":
+        raise DemoError(f"rotation 2 ended {bad['state']}, not rolled_back")
+    console.print(f"[dim]$ certfleet rollout log {bad['id']} | tail -n 12[/]", highlight=False)
+    log = procs.run([CERTFLEET, "rollout", "log", bad["id"]], capture=True)
+    sys.stdout.write("".join(log.splitlines(keepends=True)[-12:]))
+    sys.stdout.flush()
+    return [good["id"], bad["id"]]
+
+
+def _summary(procs: _Processes, rollout_ids: list[str]) -> Table:
+    table = Table(title="the two rotations")
+    for column in ("rollout", "kind", "state", "devices", "committed", "failed", "rolled back"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("abort reason")
+    for rollout_id in rollout_ids:
+        status = json.loads(
+            procs.run([CERTFLEET, "rollout", "status", rollout_id, "--json"], capture=True)
+        )
+        totals: dict[str, int] = status["totals"]
+        failed = sum(totals[state] for state in FAILED)
+        counts = (sum(totals.values()), totals["committed"], failed, totals["rolled_back"])
+        row = (status["id"], status["kind"], status["state"], *map(str, counts))
+        table.add_row(*row, status.get("abort_reason", "-"))
+    return table
+
+
 def main() -> None:
     """Run the demo end to end."""
-    WORKDIR.mkdir(exist_ok=True)
-    log_dir = WORKDIR / "logs"
-    log_dir.mkdir(exist_ok=True)
-    now = datetime.now(UTC)
-    pems = []
-    for prefix, _, name, lifetime in FLEETS:
-        ca = make_ca(name, not_before=now - timedelta(days=700), not_after=now + lifetime)
-        path = WORKDIR / f"{prefix.rstrip('-')}-ca.pem"
-        path.write_bytes(ca.pem)
-        pems.append(path)
+    started = time.monotonic()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = (WORKDIR / "signing-key.pem").resolve()
+    generate_key_file(key_file, overwrite=True)  # the simulated devices trust its public half
+    pki = _make_pki(datetime.now(UTC))
 
-    with _services(WORKDIR / "services") as env:
-        procs = _Processes({**env, "CERTFLEET_LOG_FORMAT": "json"}, log_dir)
-        certfleet = str(BIN / "certfleet")
+    with _services(WORKDIR / "services") as env, _tls_server(pki.server) as probe_port:
+        procs = _Processes(
+            {
+                **env,
+                "CERTFLEET_LOG_FORMAT": "json",
+                "CERTFLEET_SIGNING_KEY_FILE": str(key_file),
+                "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
+            },
+            LOG_DIR,
+        )
         try:
-            if procs.run([certfleet, "creds", "import", *map(str, pems)]) != 0:
-                sys.exit("certfleet creds import failed")
-            procs.start(
-                "worker",
-                [
-                    str(BIN / "celery"),
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-Q",
-                    "control,push,scan",
-                    "--concurrency",
-                    "1",
-                    "--hostname",
-                    f"demo-{os.getpid()}@%h",
-                    "--loglevel",
-                    "INFO",
-                ],
-            )
-            procs.start("listener", [certfleet, "listener"])
-            device_ids: list[str] = []
-            for (prefix, count, _, _), pem in zip(FLEETS, pems, strict=True):
-                procs.start(
-                    f"simulate-{prefix.rstrip('-')}",
-                    [
-                        certfleet,
-                        "simulate",
-                        "--devices",
-                        str(count),
-                        "--ca",
-                        str(pem),
-                        "--tag",
-                        str(SEC_TAG),
-                        "--id-prefix",
-                        prefix,
-                    ],
-                )
-                device_ids += [f"{prefix}{n:05d}" for n in range(count)]
-            console.print(
-                f"{len(device_ids)} simulated nRF9160 devices connect over MQTT and report "
-                f"their sec_tag {SEC_TAG} CA chains"
-            )
-            client = redis.Redis.from_url(
-                env.get("CERTFLEET_REDIS_URL") or os.environ["CERTFLEET_REDIS_URL"]
-            )
-            recorded = _wait_for_devices(client, device_ids, timeout=120)
-            client.close()
-            if recorded < len(device_ids):
-                console.print(
-                    f"[red]only {recorded} of {len(device_ids)} devices reported; see {log_dir}[/]"
-                )
-                sys.exit(1)
-            console.print("\n[bold]certfleet fleet scan[/] (runs scan_fleet on the Celery worker)")
-            if procs.run([certfleet, "fleet", "scan"]) != 0:
-                console.print(procs.log("worker")[-3000:])
-                sys.exit("the scan failed")
-            console.print(
-                "\nThe same table any time later: [bold]certfleet fleet status[/] "
-                "(add --json for machines). Logs of this run: .demo/logs/"
-            )
+            redis_url = env.get("CERTFLEET_REDIS_URL") or os.environ["CERTFLEET_REDIS_URL"]
+            _inventory(procs, redis_url, pki)
+            rollout_ids = _rotations(procs, pki, f"127.0.0.1:{probe_port}")
+            console.rule("[bold]summary")
+            out.print(_summary(procs, rollout_ids))
+        except DemoError as exc:
+            console.print(f"\n[bold red]demo failed:[/] {exc}", highlight=False)
+            for name in procs.exited():
+                console.print(f"[red]{name} exited early[/]: see {LOG_DIR / name}.log")
+            console.print(f"Logs of this run: {LOG_DIR}/")
+            sys.exit(1)
         finally:
             procs.stop_all()
+    console.print(f"\nDone in {time.monotonic() - started:.0f} s. Logs of this run: {LOG_DIR}/")
 
 
 if __name__ == "__main__":

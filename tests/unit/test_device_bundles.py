@@ -144,7 +144,7 @@ def test_trust_signer_rotates_the_bundle_key() -> None:
         seq=next(SEQ),
         op="trust-signer",
         issued_at=int(NOW.timestamp()),
-        expires_at=int(NOW.timestamp()) + 60,
+        expires_at=int(NOW.timestamp()) + 3600,
         signer=SignerKey(kid=key_id(new_key.public_key()), public_point=point),
         retire_kid=key_id(KEY.public_key()),
     )
@@ -177,7 +177,7 @@ def test_trust_signer_cannot_leave_the_device_trusting_nobody() -> None:
         seq=next(SEQ),
         op="trust-signer",
         issued_at=int(NOW.timestamp()),
-        expires_at=int(NOW.timestamp()) + 60,
+        expires_at=int(NOW.timestamp()) + 3600,
         signer=SignerKey(kid=kid, public_point=point),
         retire_kid=kid,
     )
