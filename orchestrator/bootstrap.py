@@ -15,6 +15,7 @@ from orchestrator.adapters.celery_queue import CeleryTaskQueue
 from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
@@ -56,6 +57,11 @@ class Container:
     def sequences(self) -> RedisSequences:
         """Per-device bundle sequence numbers."""
         return RedisSequences(self.redis)
+
+    @cached_property
+    def metrics(self) -> RedisMetrics:
+        """Counters and gauges shared by every process."""
+        return RedisMetrics(self.redis)
 
     @cached_property
     def rollouts(self) -> RedisRollouts:

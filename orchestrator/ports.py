@@ -15,6 +15,7 @@ __all__ = [
     "CredentialLibrary",
     "ExpiryCounts",
     "InventoryStore",
+    "Metrics",
     "SequenceStore",
     "TaskQueue",
 ]
@@ -149,4 +150,16 @@ class BundlePublisher(Protocol):
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
         """Publish to the device's bundle topic (QoS 1, MQTT 5 message expiry)."""
+        ...
+
+
+class Metrics(Protocol):
+    """Counters and gauges every process adds to (exposed at `/metrics`)."""
+
+    def incr(self, name: str, labels: Mapping[str, str] | None = None, amount: float = 1) -> None:
+        """Add to a counter."""
+        ...
+
+    def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        """Set a gauge."""
         ...
