@@ -29,6 +29,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m tests.bench.bench_inventory --devices 100000
+	$(BIN)/python -m tests.bench.bench_push --devices 5000
 
 format: install
 	$(BIN)/ruff format .

@@ -16,8 +16,10 @@ from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
+from orchestrator.adapters.redis_plans import RedisPlans
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.adapters.tls_probe import SocketTlsProbe
 from orchestrator.config import Settings
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
@@ -59,6 +61,16 @@ class Container:
         return RedisSequences(self.redis)
 
     @cached_property
+    def plans(self) -> RedisPlans:
+        """Renewal plans."""
+        return RedisPlans(self.redis)
+
+    @cached_property
+    def tls_probe(self) -> SocketTlsProbe:
+        """certfleet's own TLS checks of server endpoints."""
+        return SocketTlsProbe()
+
+    @cached_property
     def metrics(self) -> RedisMetrics:
         """Counters and gauges shared by every process."""
         return RedisMetrics(self.redis)
@@ -82,6 +94,7 @@ class Container:
             sequences=self.sequences,
             publisher=self.publisher if pushing else None,
             tasks=self.tasks,
+            metrics=self.metrics,
         )
 
     @property

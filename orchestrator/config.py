@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     bundle_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     commit_timeout_seconds: int = Field(default=900, ge=10)
 
+    auto_rollout: bool = False
+    ca_tags: str = "42,43"
+    rollout_waves: str = "1%,10%,50%,100%"
+    rollout_bake_seconds: float = Field(default=300, ge=0)
+    rollout_max_failure: str = "10%"
+    rollout_min_sample: int = Field(default=10, ge=1)
+    rollout_device_timeout_seconds: float = Field(default=900, gt=0)
+    retire_soak_seconds: float = Field(default=86400, ge=0)
+    endpoint_check_seconds: float = Field(default=60, gt=0)
+
     log_level: str = "INFO"
     log_format: str = "auto"
 
@@ -55,6 +65,14 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def ca_tag_pair(self) -> tuple[int, int]:
+        """The two sec_tags a yearly CA rotation alternates between."""
+        tags = [int(t) for t in self.ca_tags.split(",") if t.strip()]
+        if len(tags) != 2 or tags[0] == tags[1]:
+            raise ValueError("CERTFLEET_CA_TAGS must name two different sec_tags, e.g. 42,43")
+        return tags[0], tags[1]
+
+    @property
     def celery_broker_url(self) -> str:
         """Celery's broker: `CERTFLEET_BROKER_URL`, else the Redis URL."""
         return self.broker_url or self.redis_url
@@ -63,3 +81,18 @@ class Settings(BaseSettings):
     def celery_result_backend(self) -> str:
         """Celery's result backend: `CERTFLEET_RESULT_BACKEND`, else the Redis URL."""
         return self.result_backend or self.redis_url
+
+    # -- HTTP API (orchestrator.api) --
+
+    webhook_secrets: str = Field(default="", repr=False)
+    api_tokens: str = Field(default="", repr=False)
+
+    @property
+    def webhook_secret_list(self) -> list[str]:
+        """`CERTFLEET_WEBHOOK_SECRETS`: the `whsec_...` secrets a CA webhook may be signed with."""
+        return [s.strip() for s in self.webhook_secrets.split(",") if s.strip()]
+
+    @property
+    def api_token_list(self) -> list[str]:
+        """`CERTFLEET_API_TOKENS`: the bearer tokens the API accepts."""
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]

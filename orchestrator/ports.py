@@ -18,6 +18,7 @@ __all__ = [
     "Metrics",
     "SequenceStore",
     "TaskQueue",
+    "TlsProbe",
 ]
 
 ExpiryCounts = tuple[int, int, int]
@@ -91,6 +92,10 @@ class InventoryStore(Protocol):
         """Each device's reported active tag list (None where it reported none)."""
         ...
 
+    def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
+        """Per device, the CA chain digest in each of its active sec_tags."""
+        ...
+
     def save_summary(self, summary: FleetSummary) -> None:
         """Keep the result of the last scan."""
         ...
@@ -162,4 +167,16 @@ class Metrics(Protocol):
 
     def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
         """Set a gauge."""
+        ...
+
+
+class TlsProbe(Protocol):
+    """The orchestrator's own TLS handshakes with server endpoints."""
+
+    def check(self, host: str, port: int, *, ca_pems: Sequence[str]) -> Any:
+        """Whether the endpoint's chain validates with only `ca_pems` (`.ok`, `.detail`)."""
+        ...
+
+    def leaf_sha256(self, host: str, port: int) -> str | None:
+        """SHA-256 of the DER leaf the endpoint serves now, or None if unreachable."""
         ...

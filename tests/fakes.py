@@ -120,6 +120,21 @@ class FakeInventory:
         """Each device's reported active tag list."""
         return {d: self._devices[d].active_tags if d in self._devices else None for d in device_ids}
 
+    def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
+        """Per device, the CA chain digest in each active sec_tag."""
+        found: dict[str, dict[int, str]] = {}
+        for d in device_ids:
+            device = self._devices.get(d)
+            if device is None:
+                found[d] = {}
+                continue
+            found[d] = {
+                tag: item.sha256
+                for tag in device.active_tags or ()
+                if (item := device.items.get((tag, CredentialType.CA_CHAIN))) is not None
+            }
+        return found
+
     def count_rejection(self, reason: str, amount: int = 1) -> None:
         """Count a refused device message under `reason`."""
         self._rejected[reason] = self._rejected.get(reason, 0) + amount

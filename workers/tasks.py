@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +16,10 @@ from orchestrator.adapters.celery_queue import (
     TASK_SCAN_FLEET,
     TASK_START_ROLLOUT,
     TASK_TICK_ROLLOUTS,
+    TASK_WATCH_RENEWALS,
 )
 from orchestrator.domain.errors import TransientError
-from orchestrator.services import rollout_engine, scan
+from orchestrator.services import renewals, rollout_engine, scan
 from workers.app import app, container
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "scan_fleet",
     "start_rollout",
     "tick_rollouts",
+    "watch_renewals",
 ]
 
 
@@ -50,6 +53,7 @@ class CertfleetTask(Task):  # type: ignore[type-arg]  # celery-types: Task is ge
 def scan_fleet() -> dict[str, Any]:
     """Classify every (device, sec_tag) and store the summary; returns it."""
     c = container()
+    started = time.perf_counter()
     scan.scan_fleet(
         c.inventory,
         c.library,
@@ -57,6 +61,7 @@ def scan_fleet() -> dict[str, Any]:
         warning_days=c.settings.expiry_warning_days,
         list_limit=c.settings.status_list_limit,
     )
+    c.metrics.set("certfleet_scan_duration_seconds", time.perf_counter() - started)
     return scan.fleet_status(c.inventory)
 
 
@@ -100,3 +105,9 @@ def tick_rollouts() -> dict[str, str]:
 def rollback_rollout(rollout_id: str) -> int:
     """Send rollback bundles to every device that may hold the new credential."""
     return rollout_engine.rollback_rollout(_deps(), rollout_id, now=datetime.now(UTC))
+
+
+@app.task(base=CertfleetTask, name=TASK_WATCH_RENEWALS, queue="control")
+def watch_renewals() -> dict[str, str]:
+    """Beat: move renewal plans on (endpoint switch, soak, retire); returns each plan's state."""
+    return renewals.watch_renewals(container(), now=datetime.now(UTC))

@@ -19,6 +19,7 @@ __all__ = [
     "TASK_SCAN_FLEET",
     "TASK_START_ROLLOUT",
     "TASK_TICK_ROLLOUTS",
+    "TASK_WATCH_RENEWALS",
     "CeleryTaskQueue",
     "celery_config",
 ]
@@ -31,6 +32,7 @@ TASK_PUSH_BATCH = "certfleet.push_batch"
 TASK_EVALUATE_ROLLOUT = "certfleet.evaluate_rollout"
 TASK_TICK_ROLLOUTS = "certfleet.tick_rollouts"
 TASK_ROLLBACK_ROLLOUT = "certfleet.rollback_rollout"
+TASK_WATCH_RENEWALS = "certfleet.watch_renewals"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             TASK_EVALUATE_ROLLOUT: {"queue": "control"},
             TASK_TICK_ROLLOUTS: {"queue": "control"},
             TASK_ROLLBACK_ROLLOUT: {"queue": "control"},
+            TASK_WATCH_RENEWALS: {"queue": "control"},
         },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -74,6 +77,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": TASK_SCAN_FLEET,
                 "schedule": interval,
                 "options": {"queue": "scan", "expires": interval},
+            },
+            "watch-renewals": {
+                "task": TASK_WATCH_RENEWALS,
+                "schedule": settings.endpoint_check_seconds,
+                "options": {"queue": "control", "expires": settings.endpoint_check_seconds},
             },
             "tick-rollouts": {
                 "task": TASK_TICK_ROLLOUTS,

@@ -381,6 +381,22 @@ class RedisInventory:
         }
 
     @_guarded
+    def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
+        """Per device, the CA chain digest in each of its active sec_tags."""
+        pipe = self._redis.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hgetall(INV + "dev:" + device_id)
+        found: dict[str, dict[int, str]] = {}
+        for device_id, fields in zip(device_ids, pipe.execute(), strict=True):
+            active = json.loads(fields["_active"]) if fields.get("_active") else []
+            found[device_id] = {
+                tag: json.loads(fields[f"{tag}:0"])["sha256"]
+                for tag in active
+                if f"{tag}:0" in fields
+            }
+        return found
+
+    @_guarded
     def save_summary(self, summary: FleetSummary) -> None:
         """SET `scan:last`."""
         self._redis.set(INV + "scan:last", json.dumps(summary.as_json()))

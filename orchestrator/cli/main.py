@@ -14,6 +14,7 @@ from orchestrator.bootstrap import bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
 from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.keys import keys_app
+from orchestrator.cli.renewal import impact
 from orchestrator.cli.rollout import rollout_app
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
@@ -39,6 +40,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(rollout_app, name="rollout")
+app.command("impact")(impact)
 
 
 @app.command()

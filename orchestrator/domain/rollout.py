@@ -50,6 +50,7 @@ __all__ = [
 
 Kind = Literal["trust.add", "trust.replace", "trust.retire"]
 Advance = Literal["auto", "manual"]
+ProbeWith = Literal["spare", "active"]
 SelectorKind = Literal["all", "expiring", "digest", "file"]
 
 MAX_ACTIVE_TAGS: Final = 7
@@ -509,6 +510,10 @@ class RolloutSpec:
     window: MaintenanceWindow | None = None
     selector: Selector = Selector("all")
     name: str | None = None
+    probe_with: ProbeWith = "spare"
+    """Which sec_tags the device's probe validates with: the spare tag alone (a staging
+    endpoint already serving the new chain) or the whole active list after commit
+    (production still serving the old chain: a check that nothing breaks)."""
 
     def __post_init__(self) -> None:
         _require(self.kind in get_args(Kind), f"unknown rollout kind {self.kind!r}")
@@ -553,6 +558,10 @@ class RolloutSpec:
             f"push rate must be > 0 devices per second or unset, got {self.push_rate!r}",
         )
         _require(self.name is None or bool(self.name), "a rollout name cannot be empty")
+        _require(
+            self.probe_with in get_args(ProbeWith),
+            f"probe_with must be spare or active, got {self.probe_with!r}",
+        )
 
     def active_after(self, current: Sequence[int]) -> tuple[int, ...]:
         """The device's active sec_tags once this rollout has committed on it."""

@@ -29,7 +29,13 @@ from orchestrator.domain.rollout import (
     may_transition,
 )
 from orchestrator.logs import get_logger
-from orchestrator.ports import BundlePublisher, BundleSigner, InventoryStore, SequenceStore
+from orchestrator.ports import (
+    BundlePublisher,
+    BundleSigner,
+    InventoryStore,
+    Metrics,
+    SequenceStore,
+)
 from orchestrator.services.bundles import BundleBody, issue_bundle, stage_body
 
 __all__ = [
@@ -96,6 +102,12 @@ class RolloutDeps:
     sequences: SequenceStore
     publisher: BundlePublisher | None
     tasks: RolloutTasks
+    metrics: Metrics | None = None
+
+    def count(self, name: str, labels: Mapping[str, str], amount: float = 1) -> None:
+        """Add to a counter when metrics are wired."""
+        if self.metrics is not None and amount:
+            self.metrics.incr(name, labels, amount)
 
 
 def _allowed(new: DeviceRolloutState) -> frozenset[str]:
@@ -173,7 +185,7 @@ def _body(spec: RolloutSpec, step: str, active: Sequence[int], now: datetime) ->
         tag=spec.spare_tag,
         probe_host=spec.probe_host,
         probe_port=spec.probe_port,
-        probe_tags=[spec.spare_tag],
+        probe_tags=[spec.spare_tag] if spec.probe_with == "spare" else spec.active_after(active),
         active_after=spec.active_after(active),
         commit_by=now + timedelta(seconds=spec.device_timeout_seconds),
     )
@@ -261,6 +273,7 @@ def push_batch(
     for device_id, data in deps.rollouts.bundles(rollout_id, resend, step).items():
         deps.publisher.publish_bundle(device_id, data, expiry_seconds=ttl)
         sent += 1
+    deps.count("certfleet_bundles_pushed_total", {"step": step}, sent)
     log.info("push_batch", rollout_id=rollout_id, step=step, devices=len(device_ids), sent=sent)
     return sent
 
@@ -275,6 +288,8 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
     by_rollout: dict[str, list[Transition]] = {}
     for report in reports:
         target = PHASE_TO_STATE.get(report.phase)
+        if report.phase == "rejected":
+            deps.count("certfleet_bundles_rejected_total", {"reason": report.reason})
         if not report.rollout_id or target is None or report.reason == "replay":
             continue
         terminal = target in DECIDED or target is D.ROLLED_BACK
@@ -294,8 +309,10 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
         results = deps.rollouts.transition(
             rollout_id, transitions, time=now_iso(now), actor="device"
         )
-        if any(r.applied for r in results):
-            moved.add(rollout_id)
+        for transition, result in zip(transitions, results, strict=True):
+            if result.applied:
+                moved.add(rollout_id)
+                deps.count("certfleet_device_transitions_total", {"to": transition.new})
     return moved
 
 
@@ -610,7 +627,7 @@ def tick_rollouts(deps: RolloutDeps, *, now: datetime) -> dict[str, str]:
     for rollout_id in deps.rollouts.active_ids():
         overdue = deps.rollouts.overdue(rollout_id, now.timestamp())
         if overdue:
-            deps.rollouts.transition(
+            results = deps.rollouts.transition(
                 rollout_id,
                 [
                     Transition(
@@ -624,6 +641,11 @@ def tick_rollouts(deps: RolloutDeps, *, now: datetime) -> dict[str, str]:
                 ],
                 time=now_iso(now),
                 actor="tick",
+            )
+            deps.count(
+                "certfleet_device_transitions_total",
+                {"to": timed_out.value},
+                sum(r.applied for r in results),
             )
         outcome[rollout_id] = evaluate_rollout(deps, rollout_id, now=now, actor="tick")
     return outcome

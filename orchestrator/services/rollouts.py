@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,10 +45,14 @@ def _seed(spec: RolloutSpec) -> str:
     return spec.name or hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _targets(inventory: InventoryStore, spec: RolloutSpec, now: datetime) -> dict[str, list[int]]:
+def _targets(
+    inventory: InventoryStore, spec: RolloutSpec, now: datetime, devices: Sequence[str] | None
+) -> dict[str, list[int]]:
     """Selected devices whose active list holds the sec_tag the rollout changes."""
     selector = spec.selector
-    if selector.kind == "all":
+    if devices is not None:
+        selected = list(devices)
+    elif selector.kind == "all":
         selected = inventory.device_ids()
     elif selector.kind == "expiring":
         selected = inventory.expiring_devices(spec.tag, now + timedelta(days=selector.days or 0))
@@ -83,18 +88,33 @@ class Plan:
         }
 
 
-def plan_rollout(inventory: InventoryStore, spec: RolloutSpec, *, now: datetime) -> Plan:
-    """The plan a rollout of `spec` would follow now; changes nothing."""
-    targets = _targets(inventory, spec, now)
+def plan_rollout(
+    inventory: InventoryStore,
+    spec: RolloutSpec,
+    *,
+    now: datetime,
+    devices: Sequence[str] | None = None,
+) -> Plan:
+    """The plan a rollout of `spec` would follow now (to `devices` if given); changes nothing."""
+    targets = _targets(inventory, spec, now, devices)
     seed = _seed(spec)
     return Plan(seed=seed, waves=plan_waves(seed, targets, spec.waves), active=targets)
 
 
 def create_rollout(
-    deps: RolloutDeps, spec: RolloutSpec, *, now: datetime, actor: str, start: bool
+    deps: RolloutDeps,
+    spec: RolloutSpec,
+    *,
+    now: datetime,
+    actor: str,
+    start: bool,
+    devices: Sequence[str] | None = None,
 ) -> str:
-    """Plan, claim the (device, sec_tag) pairs, store; start it unless told not to."""
-    plan = plan_rollout(deps.inventory, spec, now=now)
+    """Plan, claim the (device, sec_tag) pairs, store; start it unless told not to.
+
+    `devices` overrides the spec's selector (a renewal plan names its devices).
+    """
+    plan = plan_rollout(deps.inventory, spec, now=now, devices=devices)
     if not plan.active:
         raise RolloutError(
             f"no device matches: none of the selected devices has sec_tag {spec.tag} in its "
