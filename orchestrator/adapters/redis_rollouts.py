@@ -364,7 +364,8 @@ class RedisRollouts:
                         pipe.unwatch()
                         return False
                     pipe.multi()
-                    pipe.hset(key, mapping=dict(fields))
+                    if fields:
+                        pipe.hset(key, mapping=dict(fields))
                     if log is not None:
                         pipe.xadd(_key(rollout_id, "log"), dict(log))
                     pipe.execute()

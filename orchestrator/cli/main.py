@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.bootstrap import bootstrap
+from orchestrator.cli.api import api
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
 from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.keys import keys_app
@@ -41,6 +42,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(rollout_app, name="rollout")
 app.command("impact")(impact)
+app.command("api")(api)
 
 
 @app.command()

@@ -291,16 +291,23 @@ def _leaf_sha256(chain: ValidatedChain) -> str | None:
 
 
 def _activated(container: Container, endpoints: list[str], *, now: datetime) -> dict[str, Any]:
+    """Mark the newest plan for these endpoints as switched (if the watch has not already)."""
     matched = [
         p
-        for p in _open_plans(container)
-        if p["state"] in ("adding", "awaiting_switch") and set(endpoints) & set(p["endpoints"])
+        for p in container.plans.recent()
+        if p["state"] not in ("refused", "failed") and set(endpoints) & set(p["endpoints"])
     ]
     if not matched:
-        raise InvalidEventError(f"no open renewal plan serves {', '.join(endpoints)}")
+        raise InvalidEventError(f"no renewal plan serves {', '.join(endpoints)}")
     plan = matched[0]
-    _mark_switched(container, plan, now=now, cause="certificate.activated")
-    return {"plan_id": plan["id"], "status": plan["state"]}
+    if plan["state"] in ("adding", "awaiting_switch") and not plan.get("activated_at"):
+        _mark_switched(container, plan, now=now, cause="certificate.activated")
+        return {"plan_id": plan["id"], "status": plan["state"]}
+    return {
+        "plan_id": plan["id"],
+        "status": plan["state"],
+        "note": f"already switched ({plan.get('activated_by', 'activated')})",
+    }
 
 
 def _mark_switched(

@@ -1,0 +1,171 @@
+"""The bodies the HTTP API answers with, so `/openapi.json` describes every response."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.domain.rollout import RolloutState, WaveState
+
+__all__ = [
+    "CommandResult",
+    "ErrorBody",
+    "ExpiringItemBody",
+    "FailedDevice",
+    "FleetStatusBody",
+    "Health",
+    "PlanBody",
+    "RolloutStatusBody",
+    "RolloutSummary",
+    "TagCountsBody",
+    "WaveBody",
+    "WebhookAccepted",
+    "WebhookEnvelope",
+    "error_responses",
+]
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, for a person to read."""
+
+    detail: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries declaring `ErrorBody` for each status code."""
+    descriptions = {
+        400: "The event is not one certfleet can act on",
+        401: "Missing or wrong credentials",
+        404: "No such resource",
+        409: "Not allowed in the current state",
+        413: "The body is too large",
+        503: "Redis is unreachable; retry later",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+class WebhookEnvelope(BaseModel):
+    """A Standard Webhooks payload: the event type, when it happened, and its data."""
+
+    type: str = Field(min_length=1)
+    timestamp: str | None = None
+    data: dict[str, Any]
+
+
+class WebhookAccepted(BaseModel):
+    """The renewal plan an accepted CA event started or updated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plan_id: str
+    status: str
+
+
+# -- fleet --------------------------------------------------------------------------------------
+
+
+class TagCountsBody(BaseModel):
+    """Per-sec_tag counts of the last scan; `unknown` overlaps the expiry classes."""
+
+    ok: int
+    expiring: int
+    expired: int
+    unknown: int
+
+
+class ExpiringItemBody(BaseModel):
+    """A (device, sec_tag) whose CA chain expires inside the warning window, or has expired."""
+
+    device_id: str
+    sec_tag: int
+    not_after: str
+    subject: str | None
+
+
+class FleetStatusBody(BaseModel):
+    """The last scan's summary (`certfleet fleet status --json`)."""
+
+    scanned_at: str | None
+    warning_days: int | None
+    devices: int
+    by_tag: dict[str, TagCountsBody]
+    expiring: list[ExpiringItemBody]
+    expiring_total: int
+    expiring_truncated: bool
+    unknown_digests: list[str]
+    rejected_reports: dict[str, int]
+
+
+# -- rollouts -----------------------------------------------------------------------------------
+
+
+class WaveBody(BaseModel):
+    """One wave: its size, state and device counts by rollout state."""
+
+    index: int
+    size: int
+    state: WaveState
+    counts: dict[str, int]
+
+
+class FailedDevice(BaseModel):
+    """A device that failed or timed out in the rollout."""
+
+    device_id: str
+    state: str | None
+
+
+class RolloutSummary(BaseModel):
+    """One line of the rollout list."""
+
+    id: str
+    kind: str
+    state: RolloutState
+    created_at: str
+    totals: dict[str, int]
+
+
+class RolloutStatusBody(RolloutSummary):
+    """A rollout's waves and device counts (`certfleet rollout status --json`)."""
+
+    current_wave: int
+    awaiting_approval: bool
+    waves: list[WaveBody]
+    failed_devices: list[FailedDevice]
+    abort_reason: str | None = None
+    unconfirmed_rollback: list[str] | None = None
+
+
+class CommandResult(BaseModel):
+    """The rollout's state after a command."""
+
+    id: str
+    state: RolloutState
+
+
+# -- plans and operations -----------------------------------------------------------------------
+
+
+class PlanBody(BaseModel):
+    """A renewal plan made from a CA event: its state, impact and rollouts (see docs/webhooks.md).
+
+    Beyond `id` and `state` the plan carries what the renewal service records, such
+    as `event`, `created_at`, `endpoints`, `impact`, `add_rollout` and `retire_rollout`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    state: str
+
+
+class Health(BaseModel):
+    """Whether the API reaches Redis and the Celery broker."""
+
+    status: Literal["ok", "unavailable"]
+    redis: Literal["ok", "unreachable"]
+    broker: Literal["ok", "unreachable"]

@@ -1,0 +1,181 @@
+"""`/healthz` and `/metrics`: what an orchestrator (Kubernetes, Prometheus) polls."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from orchestrator.api.errors import ApiConfigError
+from orchestrator.api.models import Health, error_responses
+from orchestrator.config import Settings
+from orchestrator.domain.rollout import RolloutState
+from orchestrator.logs import get_logger
+
+if TYPE_CHECKING:
+    from orchestrator.bootstrap import Container
+
+__all__ = ["FleetCollector", "broker_client", "ops_router"]
+
+log = get_logger(__name__)
+
+EXPIRY_CLASSES = ("ok", "expiring", "expired", "unknown")
+DOCS = {
+    "certfleet_webhooks_total": "CA webhooks received, by outcome.",
+    "certfleet_scan_duration_seconds": "How long the last fleet scan took.",
+    "certfleet_devices": "(device, sec_tag) pairs of the last scan, by expiry class.",
+    "certfleet_devices_reported": "Devices that have reported their credentials.",
+    "certfleet_rollouts": "Rollouts (the newest 1000), by state.",
+}
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def broker_client(settings: Settings, state_store: redis.Redis) -> tuple[redis.Redis, bool]:
+    """A client of the Celery broker for PING, and whether it is a client of its own.
+
+    The broker is Redis; when its URL is the state store's, the store's client is reused.
+    Nothing connects until the first PING.
+    """
+    url = settings.celery_broker_url
+    if url == settings.redis_url:
+        return state_store, False
+    scheme = urlsplit(url).scheme
+    if scheme == "redis+socket":
+        url = "unix" + url[len("redis+socket") :]
+    elif scheme not in _REDIS_SCHEMES:
+        raise ApiConfigError(
+            f"CERTFLEET_BROKER_URL has the scheme {scheme!r}; /healthz can check only a Redis "
+            "broker (redis://, rediss://, unix://)"
+        )
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    except ValueError:
+        raise ApiConfigError("CERTFLEET_BROKER_URL is not a Redis URL redis-py accepts") from None
+    return client, True
+
+
+def _ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError) as exc:
+        log.warning("health_ping_failed", error=type(exc).__name__)
+        return False
+
+
+class FleetCollector(Collector):
+    """Prometheus metrics read at scrape time: the shared counters, scan and rollout gauges."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: registering must not touch Redis."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric, read from Redis now."""
+        computed = [self._devices(), self._devices_reported(), self._rollouts()]
+        taken = {family.name for family in computed}
+        yield from computed
+        yield from self._shared(taken)
+
+    def _devices(self) -> Metric:
+        family = GaugeMetricFamily(
+            "certfleet_devices", DOCS["certfleet_devices"], labels=["sec_tag", "expiry_class"]
+        )
+        summary = self._container.inventory.last_summary()
+        for tag, counts in sorted((summary.by_tag if summary else {}).items()):
+            values = counts.as_json()
+            for expiry_class in EXPIRY_CLASSES:
+                family.add_metric([str(tag), expiry_class], values[expiry_class])
+        return family
+
+    def _devices_reported(self) -> Metric:
+        return GaugeMetricFamily(
+            "certfleet_devices_reported",
+            DOCS["certfleet_devices_reported"],
+            value=self._container.inventory.device_count(),
+        )
+
+    def _rollouts(self) -> Metric:
+        rollouts = self._container.rollouts
+        states = Counter(rollouts.meta(i).get("state") for i in rollouts.list_ids(limit=1000))
+        family = GaugeMetricFamily(
+            "certfleet_rollouts", DOCS["certfleet_rollouts"], labels=["state"]
+        )
+        for state in RolloutState:
+            family.add_metric([state.value], states.get(state.value, 0))
+        return family
+
+    def _shared(self, taken: set[str]) -> Iterator[Metric]:
+        """The counters and gauges every process keeps in `RedisMetrics`."""
+        by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for (name, labels), value in sorted(self._container.metrics.snapshot().items()):
+            by_name[name].append((dict(labels), value))
+        for name, samples in by_name.items():
+            label_names = sorted({k for labels, _ in samples for k in labels})
+            family: CounterMetricFamily | GaugeMetricFamily
+            doc = DOCS.get(name, f"certfleet {name}")
+            try:
+                if name.endswith("_total"):
+                    family = CounterMetricFamily(name, doc, labels=label_names)
+                else:
+                    family = GaugeMetricFamily(name, doc, labels=label_names)
+            except ValueError:
+                log.warning("metric_name_invalid", name=name)
+                continue
+            if family.name in taken:
+                continue
+            for sample_labels, value in samples:
+                family.add_metric([sample_labels.get(k, "") for k in label_names], value)
+            yield family
+
+
+def ops_router(container: Container, *, broker: redis.Redis) -> APIRouter:
+    """`/healthz` and `/metrics`, without authentication."""
+    router = APIRouter(tags=["operations"])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(container))
+
+    @router.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "Redis or the broker is unreachable"}},
+    )
+    def healthz() -> Any:
+        """200 when Redis and the Celery broker answer PING, else 503 naming the failing one."""
+        redis_ok = _ping(container.redis)
+        broker_ok = redis_ok if broker is container.redis else _ping(broker)
+        health = Health(
+            status="ok" if redis_ok and broker_ok else "unavailable",
+            redis="ok" if redis_ok else "unreachable",
+            broker="ok" if broker_ok else "unreachable",
+        )
+        if health.status == "ok":
+            return health
+        return JSONResponse(health.model_dump(), status_code=503)
+
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **error_responses(503),
+        },
+    )
+    def metrics() -> Response:
+        """Prometheus metrics, read from Redis at scrape time."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    return router
