@@ -134,9 +134,18 @@ def start_redis(workdir: Path, *, port: int | None = None, host: str = "127.0.0.
 
 
 def start_mosquitto(
-    workdir: Path, *, port: int | None = None, host: str = "127.0.0.1", extra_config: str = ""
+    workdir: Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    extra_config: str = "",
+    persistent: bool = False,
 ) -> LocalService:
-    """A `mosquitto` with one anonymous plain listener (plus `extra_config`)."""
+    """A `mosquitto` with one anonymous plain listener (plus `extra_config`).
+
+    `persistent` keeps sessions and queued QoS 1 messages in `workdir` across a
+    restart, as a production broker does.
+    """
     port = port or free_port(host)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +154,8 @@ def start_mosquitto(
     # the test's files; naming the current user keeps it (no effect otherwise).
     config.write_text(
         f"user {getpass.getuser()}\n"
-        f"per_listener_settings false\nallow_anonymous true\npersistence false\n"
+        f"per_listener_settings false\nallow_anonymous true\n"
+        f"persistence {'true' if persistent else 'false'}\npersistence_location {workdir}/\n"
         f"max_queued_messages 100000\nmax_inflight_messages 100\n"
         f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
         f"listener {port} {host}\n{extra_config}"

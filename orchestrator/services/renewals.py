@@ -33,7 +33,7 @@ from orchestrator.domain.rollout import (
     parse_waves,
 )
 from orchestrator.logs import get_logger
-from orchestrator.services.rollouts import create_rollout, rollout_status
+from orchestrator.services.rollouts import command, create_rollout, rollout_status
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
@@ -335,7 +335,14 @@ def watch_renewals(container: Container, *, now: datetime) -> dict[str, str]:
         state = plan["state"]
         if state == "adding":
             rollout = rollout_status(deps, plan["add_rollout"])["state"]
-            if rollout == "completed":
+            valid_from = plan["chain"].get("not_yet_valid_until")
+            if (
+                rollout == "created"
+                and container.settings.auto_rollout
+                and (valid_from is None or now >= datetime.fromisoformat(valid_from))
+            ):
+                command(deps, plan["add_rollout"], "resume", now=now, actor="renewal")
+            elif rollout == "completed":
                 plan["state"] = "soaking" if plan.get("activated_at") else "awaiting_switch"
             elif rollout == "rolled_back":
                 plan.update(
@@ -351,7 +358,11 @@ def watch_renewals(container: Container, *, now: datetime) -> dict[str, str]:
                     )
                     break
         elif state == "soaking" and now >= datetime.fromisoformat(plan["retire_after"]):
-            _retire(container, plan, now=now)
+            try:
+                _retire(container, plan, now=now)
+            except CertfleetError as exc:  # e.g. devices still claimed: try again next time
+                plan["reason"] = f"retire not planned yet: {exc}"
+                log.warning("renewal_retire_waiting", plan_id=plan["id"], error=str(exc))
         elif state == "retiring":
             rollout = rollout_status(deps, plan["retire_rollout"])["state"]
             if rollout in ("completed", "rolled_back"):

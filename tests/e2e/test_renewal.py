@@ -111,7 +111,9 @@ def world(tmp_path: Path) -> Iterator[World]:
     redis_service = start_redis(tmp_path / "redis")
     tls_port = free_port()
     broker = start_mosquitto(
-        tmp_path / "mosquitto", extra_config=_tls_listener(tls_port, server1, tmp_path / "old")
+        tmp_path / "mosquitto",
+        extra_config=_tls_listener(tls_port, server1, tmp_path / "old"),
+        persistent=True,
     )
     key = tmp_path / "signing.pem"
     generate_key_file(key)
@@ -259,6 +261,7 @@ def test_a_renewal_webhook_rotates_the_fleet_without_losing_a_device(world: Worl
         world.base / "mosquitto",
         port=world.broker.port,
         extra_config=_tls_listener(world.tls_port, world.server2, world.base / "new"),
+        persistent=True,
     )
     wait_until(
         lambda: all(world.seen_after(d, switched_at) for d in fleet), timeout=60, what="fleet back"
@@ -280,3 +283,22 @@ def test_a_renewal_webhook_rotates_the_fleet_without_losing_a_device(world: Worl
     wait_until(
         lambda: all(world.items(d) == {"43:0"} for d in fleet), timeout=60, what="only CA2 left"
     )
+    _metrics_moved(world)
+
+
+def _metrics_moved(world: World) -> None:
+    """/metrics counted the work: webhooks, bundles pushed, device transitions."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    text = httpx.get(f"{world.api}/metrics", timeout=10).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("certfleet_webhooks_total", (("outcome", "accepted"),))] >= 2
+    assert samples[("certfleet_webhooks_total", (("outcome", "duplicate"),))] == 1
+    assert samples[("certfleet_bundles_pushed_total", (("step", "stage"),))] >= FLEET
+    assert samples[("certfleet_bundles_pushed_total", (("step", "commit"),))] >= FLEET
+    assert samples[("certfleet_device_transitions_total", (("to", "committed"),))] >= 2 * FLEET
+    assert samples[("certfleet_rollouts", (("state", "completed"),))] == 2
