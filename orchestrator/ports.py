@@ -149,6 +149,10 @@ class SequenceStore(Protocol):
         """Atomically increase and return the device's sequence number."""
         ...
 
+    def next_sequences(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """`next_sequence` for many devices in one round trip."""
+        ...
+
 
 class BundlePublisher(Protocol):
     """Delivers signed bundles to devices."""

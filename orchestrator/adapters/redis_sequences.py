@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 
 from orchestrator.adapters.redis_inventory import store_errors
@@ -21,3 +23,13 @@ class RedisSequences:
         """INCR."""
         with store_errors():
             return int(self._redis.incr(SEQ + device_id))
+
+    def next_sequences(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """Pipelined INCRs."""
+        if not device_ids:
+            return {}
+        with store_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for device_id in device_ids:
+                pipe.incr(SEQ + device_id)
+            return {d: int(n) for d, n in zip(device_ids, pipe.execute(), strict=True)}

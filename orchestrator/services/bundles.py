@@ -77,8 +77,9 @@ def issue_bundle(
     body: BundleBody,
     now: datetime,
     ttl_seconds: int,
+    seq: int | None = None,
 ) -> IssuedBundle:
-    """Take the device's next sequence number and sign the bundle."""
+    """Sign the bundle with `seq`, or the device's next sequence number if none is given."""
     issued_at = int(now.timestamp())
     template = Bundle(
         device_id=device_id,
@@ -96,7 +97,7 @@ def issue_bundle(
         signer=body.signer,
         retire_kid=body.retire_kid,
     )
-    bundle = replace(template, seq=sequences.next_sequence(device_id))
+    bundle = replace(template, seq=seq if seq is not None else sequences.next_sequence(device_id))
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
     return IssuedBundle(bundle=bundle, data=data)
 

@@ -229,6 +229,11 @@ def push_batch(
     }[step]
     fresh = [d for d in device_ids if states.get(d) in source]
 
+    # One round trip for the batch's sequence numbers, none per device.
+    issued_before = deps.rollouts.bundles(rollout_id, fresh, step) if target is None else {}
+    to_issue = [d for d in fresh if d not in issued_before]
+    seqs = deps.sequences.next_sequences(to_issue)
+
     def issue(device_id: str) -> bytes:
         assert deps.signer is not None  # noqa: S101 -- checked above
         return issue_bundle(
@@ -239,14 +244,11 @@ def push_batch(
             body=_body(spec, step, active.get(device_id, [spec.tag]), now),
             now=now,
             ttl_seconds=ttl,
+            seq=seqs[device_id],
         ).data
 
     if target is None:
-        deps.rollouts.put_bundles_if_absent(
-            rollout_id,
-            step,
-            {d: issue(d) for d in fresh if deps.rollouts.bundle(rollout_id, d, step) is None},
-        )
+        deps.rollouts.put_bundles_if_absent(rollout_id, step, {d: issue(d) for d in to_issue})
         resend = fresh
     else:
         deadline = (now + timedelta(seconds=spec.device_timeout_seconds)).timestamp()
@@ -262,7 +264,7 @@ def push_batch(
                     step=step,
                     bundle=issue(d),
                 )
-                for d in fresh
+                for d in to_issue
             ],
             time=now_iso(now),
             actor=actor,
