@@ -14,6 +14,7 @@ from rich.table import Table
 
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.cli.report import report
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
     RolloutSpec,
@@ -430,3 +431,6 @@ def log_(
             f"{e['from'] or '-'} -> {e['to']}  ({e['cause']})",
             highlight=False,
         )
+
+
+rollout_app.command("report")(report)
