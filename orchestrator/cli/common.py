@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-__all__ = ["JsonFlag", "err", "fail", "out", "print_json"]
+if TYPE_CHECKING:
+    from orchestrator.bootstrap import Container
+
+__all__ = ["JsonFlag", "connected", "err", "fail", "out", "print_json"]
 
 out = Console()
 err = Console(stderr=True)
@@ -26,3 +31,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error on stderr; raise the returned Exit."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+@contextmanager
+def connected() -> Iterator[Container]:
+    """The process's adapters for one command: a certfleet error becomes a clean exit 1."""
+    from orchestrator.bootstrap import bootstrap  # noqa: PLC0415 -- keeps `--help` light
+    from orchestrator.domain.errors import CertfleetError  # noqa: PLC0415
+
+    container = bootstrap()
+    try:
+        yield container
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        container.close()

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from orchestrator.bootstrap import bootstrap
 from orchestrator.cli.api import api
-from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
 from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.keys import keys_app
 from orchestrator.cli.renewal import impact
@@ -163,13 +163,8 @@ def creds_import(
     """Add PEM files to the library so devices holding them are known."""
     from orchestrator.services.inventory import import_pems  # noqa: PLC0415
 
-    container = bootstrap()
-    try:
+    with connected() as container:
         imported = import_pems(container.library, [(str(f), f.read_bytes()) for f in files])
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     rows: list[dict[str, Any]] = [
         {
             "file": str(f),
@@ -279,13 +274,8 @@ def fleet_status(as_json: JsonFlag = False) -> None:
     """Show the last scan's summary and the rejected-message counts."""
     from orchestrator.services.scan import fleet_status as read_status  # noqa: PLC0415
 
-    container = bootstrap()
-    try:
+    with connected() as container:
         status = read_status(container.inventory)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     if as_json:
         print_json(status)
     else:

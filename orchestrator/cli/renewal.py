@@ -7,9 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.bootstrap import bootstrap
-from orchestrator.cli.common import JsonFlag, fail, out, print_json
-from orchestrator.domain.errors import CertfleetError
+from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
 
 __all__ = ["impact"]
 
@@ -21,13 +19,8 @@ def impact(
     """Which devices are safe, at risk or unknown for a renewal plan, and its rollouts."""
     from orchestrator.services.renewals import plan_view  # noqa: PLC0415
 
-    container = bootstrap()
-    try:
+    with connected() as container:
         plan = plan_view(container, plan_id)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     if plan is None:
         raise fail(f"no plan {plan_id!r}")
     if as_json:

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.bootstrap import bootstrap
-from orchestrator.cli.common import fail, out
-from orchestrator.domain.errors import CertfleetError
+from orchestrator.cli.common import connected, fail, out
 from orchestrator.services.report import rollout_report
 
 __all__ = ["report"]
@@ -25,13 +23,8 @@ def report(
     ],
 ) -> None:
     """Write an HTML report: spec, timeline per wave, gate decisions, failed devices."""
-    container = bootstrap()
-    try:
+    with connected() as container:
         document = rollout_report(container.rollout_deps(), container.inventory, rollout_id)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     try:
         html.write_text(document, encoding="utf-8")
     except OSError as exc:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from orchestrator.bootstrap import Container, bootstrap
-from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
 from orchestrator.cli.report import report
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
@@ -183,13 +183,8 @@ def plan(
         select=select,
         name=name,
     )
-    container = bootstrap()
-    try:
+    with connected() as container:
         result = plan_rollout(container.inventory, rollout_spec, now=utcnow()).as_json()
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     if as_json:
         print_json(result)
         return
@@ -247,16 +242,11 @@ def create(
         select=select,
         name=name,
     )
-    container = bootstrap()
-    try:
+    with connected() as container:
         rollout_id = create_rollout(
             container.rollout_deps(), rollout_spec, now=utcnow(), actor="cli", start=not hold
         )
         status = rollout_status(container.rollout_deps(), rollout_id)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     if as_json:
         print_json(status)
     else:
@@ -325,16 +315,11 @@ def status(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A rollout's waves and device counts."""
-    container = bootstrap()
-    try:
+    with connected() as container:
         deps = container.rollout_deps()
         current = rollout_status(deps, rollout_id)
         if watch:
             current = _watch(container, rollout_id, interval)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     if as_json:
         print_json(current)
         return
@@ -376,13 +361,8 @@ def _watch(container: Container, rollout_id: str, interval: float) -> dict[str, 
 
 
 def _command(verb: str, rollout_id: str) -> None:
-    container = bootstrap()
-    try:
+    with connected() as container:
         state = command(container.rollout_deps(), rollout_id, verb, now=utcnow(), actor="cli")
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        container.close()
     out.print(f"{rollout_id}: {state}", highlight=False)
 
 
