@@ -1,0 +1,504 @@
+"""The deployment files: deploy/compose.yaml is valid Compose, and every command that
+compose.yaml, the systemd units and the Kubernetes manifests run starts for real
+against a throwaway Redis and Mosquitto and gets ready; so do their health checks.
+
+Each command is taken from the file as written, with only what differs on a test
+machine replaced: the image's or the units' venv by this repo's .venv/bin, addresses
+that listen on every interface by 127.0.0.1, the container ports by free ones, and
+the Redis and MQTT endpoints by the test services'. The settings are those of
+deploy/env.example (compose, systemd) or of the ConfigMap and Secret (Kubernetes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.config import Settings
+from simulator.services import free_port
+from tests.procs import BIN, REPO, Proc, start, wait_until
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = REPO / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+ENV_EXAMPLE = DEPLOY / "env.example"
+SYSTEMD = DEPLOY / "systemd"
+K8S = DEPLOY / "k8s"
+UNIT_BIN = "/opt/certfleet/.venv/bin/"
+ENV_FILE = "/etc/certfleet/certfleet.env"
+CERTFLEET_SERVICES = {"worker", "beat", "listener", "api", "flower"}
+CONTAINER_PORTS = {"api": 8080, "flower": 5555}
+READY_TIMEOUT = 45.0
+
+
+# -- what the files say ---------------------------------------------------------------------
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines, in the subset that docker compose and systemd read alike."""
+    env: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Z][A-Z0-9_]*)=([^\s\"'#]*)", line)
+        assert match, f"{path.name}:{number}: not KEY=value without quotes or spaces: {line!r}"
+        assert match[1] not in env, f"{path.name}:{number}: {match[1]} set twice"
+        env[match[1]] = match[2]
+    return env
+
+
+@dataclass
+class Role:
+    """One process a deployment file runs, as this test runs it."""
+
+    source: str  # e.g. "compose:worker", "systemd:certfleet-api.service"
+    kind: str  # worker, beat, listener, api or flower
+    argv: list[str]
+    env: dict[str, str]
+    port: int | None = None
+    healthchecks: list[list[str]] = field(default_factory=list)
+
+
+def kind_of(argv: list[str]) -> str:
+    text = " ".join(argv)
+    match = re.search(r"workers\.app (worker|beat|flower)\b|certfleet (listener|api)\b", text)
+    assert match, f"not a certfleet command: {text}"
+    return match[1] or match[2]
+
+
+def localize(argv: list[str], port: int | None, container_port: int | None) -> list[str]:
+    """Loopback for every-interface addresses, a free port for the container's one."""
+    out: list[str] = []
+    for token in argv:
+        local = token.replace("0.0.0.0", "127.0.0.1")  # noqa: S104 -- replaced, not bound
+        if port is not None and container_port is not None:
+            if local == str(container_port) and out and out[-1] == "--port":
+                local = str(port)
+            local = re.sub(rf"(--port[= ]|:){container_port}\b", rf"\g<1>{port}", local)
+        out.append(local)
+    return out
+
+
+def from_path(argv: list[str]) -> list[str]:
+    """The image puts its venv first on PATH; here that venv is this repo's .venv."""
+    if argv[0] in ("celery", "certfleet", "python"):
+        return [str(BIN / argv[0]), *argv[1:]]
+    assert argv[0] == "sh", f"unexpected program {argv[0]!r}"
+    return argv
+
+
+def compose_unescape(value: str) -> str:
+    """Compose interpolates ${VAR} from the host at `up`; `$$` is a literal `$`."""
+    assert "$" not in value.replace("$$", ""), (
+        f"{value!r} relies on compose interpolation from the host; use $$ for the container"
+    )
+    return value.replace("$$", "$")
+
+
+def compose_argv(value: str | list[str]) -> list[str]:
+    return [compose_unescape(v) for v in (shlex.split(value) if isinstance(value, str) else value)]
+
+
+def compose_roles(env_example: dict[str, str]) -> list[Role]:
+    spec = yaml.safe_load(COMPOSE.read_text())
+    roles = []
+    for name in sorted(CERTFLEET_SERVICES):
+        service = spec["services"][name]
+        assert service["image"] == "certfleet:latest"
+        assert "entrypoint" not in service, "the image's commands are the entrypoints"
+        argv = compose_argv(service["command"])
+        kind = kind_of(argv)
+        assert kind == name
+        port = free_port() if kind in CONTAINER_PORTS else None
+        checks = []
+        if "healthcheck" in service:
+            test = service["healthcheck"]["test"]
+            if test[0] == "CMD-SHELL":
+                checks.append(["sh", "-c", compose_unescape(test[1])])
+            else:
+                assert test[0] == "CMD"
+                checks.append(from_path(compose_argv(test[1:])))
+        roles.append(
+            Role(
+                f"compose:{name}",
+                kind,
+                from_path(localize(argv, port, CONTAINER_PORTS.get(kind))),
+                dict(env_example),
+                port,
+                [localize(c, port, CONTAINER_PORTS.get(kind)) for c in checks],
+            )
+        )
+    return roles
+
+
+def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values, with backslash continuations joined."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def systemd_expand(value: str, unit: str, instance: str, env: Mapping[str, str]) -> list[str]:
+    """Specifiers (%i, %H, %%), then ${VAR} as one word and $VAR split into words."""
+    specifiers = {"i": instance, "I": instance, "n": unit, "H": socket.gethostname(), "%": "%"}
+
+    def specifier(match: re.Match[str]) -> str:
+        assert match[1] in specifiers, f"{unit}: specifier %{match[1]} is not expected here"
+        return specifiers[match[1]]
+
+    words = []
+    for word in shlex.split(re.sub(r"%(.)", specifier, value)):
+        whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+        if whole:
+            words.extend(env.get(whole[1], "").split())
+            continue
+        expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m[1], ""), word)
+        assert "$" not in expanded, f"{unit}: cannot expand {word!r}"
+        words.append(expanded)
+    return words
+
+
+def systemd_roles(env_example: dict[str, str]) -> list[Role]:
+    roles = []
+    for path in sorted(SYSTEMD.glob("*.service")):
+        unit = read_unit(path)["Service"]
+        assert unit["EnvironmentFile"] == [ENV_FILE], path.name
+        for key, value in {
+            "User": "certfleet",
+            "Restart": "on-failure",
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "PrivateTmp": "yes",
+        }.items():
+            assert unit.get(key) == [value], f"{path.name}: {key}={value}"
+        (exec_start,) = unit["ExecStart"]
+        argv = systemd_expand(exec_start, path.name, "1", env_example)
+        assert argv[0].startswith(UNIT_BIN), f"{path.name} runs {argv[0]}, not from {UNIT_BIN}"
+        argv[0] = str(BIN / argv[0].removeprefix(UNIT_BIN))
+        kind = kind_of(argv)
+        port = free_port() if kind in CONTAINER_PORTS else None
+        roles.append(
+            Role(
+                f"systemd:{path.name}",
+                kind,
+                localize(argv, port, CONTAINER_PORTS.get(kind)),
+                dict(env_example),
+                port,
+            )
+        )
+    assert {r.kind for r in roles} == CERTFLEET_SERVICES
+    return roles
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def k8s_expand(value: str, env: Mapping[str, str]) -> str:
+    """$(VAR) from the container's environment; $$( is a literal $(."""
+    return re.sub(
+        r"\$(\$)?\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: f"$({m[2]})" if m[1] else env.get(m[2], m[0]),
+        value,
+    )
+
+
+def k8s_roles() -> list[Role]:
+    docs = k8s_documents()
+    (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
+    (secret,) = [d["stringData"] for d in docs if d["kind"] == "Secret"]
+    roles = []
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        env = dict(config) if container.get("envFrom") else {}
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            env[item["name"]] = secret[ref["key"]] if ref else item["value"]
+        argv = [k8s_expand(v, env) for v in [*container["command"], *container.get("args", [])]]
+        kind = kind_of(argv)
+        port = free_port() if kind in CONTAINER_PORTS else None
+        checks = [
+            probe["exec"]["command"]
+            for probe in (container.get("livenessProbe"), container.get("readinessProbe"))
+            if probe and "exec" in probe
+        ]
+        roles.append(
+            Role(
+                f"k8s:{doc['metadata']['name']}",
+                kind,
+                from_path(localize(argv, port, CONTAINER_PORTS.get(kind))),
+                env,
+                port,
+                [from_path(c) for c in checks],
+            )
+        )
+    assert {r.kind for r in roles} == CERTFLEET_SERVICES
+    return roles
+
+
+# -- static checks --------------------------------------------------------------------------
+
+
+SETTINGS = {f"CERTFLEET_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_env_example_and_configmap_name_only_real_settings() -> None:
+    """A misspelt CERTFLEET_* would be silently ignored; the listener's client id stays unset."""
+    env = read_env_file(ENV_EXAMPLE)
+    (config,) = [d["data"] for d in k8s_documents() if d["kind"] == "ConfigMap"]
+    for source, names in (("env.example", set(env)), ("ConfigMap", set(config))):
+        certfleet = {n for n in names if n.startswith("CERTFLEET_")}
+        assert certfleet <= SETTINGS, f"{source}: unknown {sorted(certfleet - SETTINGS)}"
+        assert "CERTFLEET_LISTENER_CLIENT_ID" not in names, source
+    assert env["CERTFLEET_REDIS_URL"] == "redis://redis:6379/0"
+    assert (env["CERTFLEET_MQTT_HOST"], env["CERTFLEET_MQTT_PORT"]) == ("mosquitto", "1883")
+    assert env["CERTFLEET_SIGNING_KEY_FILE"].startswith("/run/secrets/")
+    for name in ("MQTT_USERNAME", "MQTT_PASSWORD", "WEBHOOK_SECRETS", "API_TOKENS"):
+        assert env[f"CERTFLEET_{name}"], name
+    assert re.fullmatch(r"[^:,]+:[^,]+", env["FLOWER_BASIC_AUTH"])
+
+
+def test_grafana_dashboard_queries_metrics_that_exist() -> None:
+    """Every certfleet_* series the dashboard queries is one the code exports."""
+    dashboard = json.loads((DEPLOY / "grafana" / "certfleet.json").read_text())
+    source = "\n".join(
+        p.read_text() for d in ("orchestrator", "workers") for p in (REPO / d).rglob("*.py")
+    )
+    exported = set(re.findall(r"certfleet_[a-z_]+", source))
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queried |= set(re.findall(r"certfleet_[a-z_]+", target["expr"]))
+    assert queried, "the dashboard queries nothing"
+    assert queried <= exported, f"not exported: {sorted(queried - exported)}"
+    assert {
+        "certfleet_devices",
+        "certfleet_devices_reported",
+        "certfleet_rollouts",
+        "certfleet_device_transitions_total",
+        "certfleet_bundles_pushed_total",
+        "certfleet_bundles_rejected_total",
+        "certfleet_webhooks_total",
+        "certfleet_scan_duration_seconds",
+    } <= queried
+
+
+# -- docker-compose config ------------------------------------------------------------------
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    """`docker-compose config` accepts deploy/compose.yaml with the example env file."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip(
+            "docker-compose is not installed (apt-get install -y docker-compose); "
+            "it is what validates deploy/compose.yaml"
+        )
+    project = tmp_path / "deploy"
+    project.mkdir()
+    shutil.copy(ENV_EXAMPLE, project / "certfleet.env")
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE), "--project-directory", str(project), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COMPOSE_INTERACTIVE_NO_CLI": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "is not set" not in result.stderr, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+
+    assert set(services) == {"redis", "mosquitto", *CERTFLEET_SERVICES}
+    for name in CERTFLEET_SERVICES:
+        service = services[name]
+        assert service["image"] == "certfleet:latest", name
+        assert Path(service["build"]["context"]) == tmp_path, "build: .. is the repo root"
+        assert "CERTFLEET_LISTENER_CLIENT_ID" not in service["environment"], name
+        assert service["environment"]["CERTFLEET_REDIS_URL"] == "redis://redis:6379/0"
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert [s["source"] for s in services["worker"]["secrets"]] == ["signing_key"]
+    assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+    assert services["redis"]["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
+    published = {
+        name: sorted(str(p["target"] if isinstance(p, dict) else p) for p in s.get("ports", []))
+        for name, s in services.items()
+    }
+    assert published["mosquitto"] == ["8883"], "1883 is for the services only"
+    assert published["api"] == ["8080"]
+    assert published["flower"] == ["127.0.0.1:5555:5555/tcp"]
+
+
+# -- every command, for real ----------------------------------------------------------------
+
+
+def http_status(url: str, headers: Mapping[str, str] | None = None) -> int | None:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 -- loopback
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 -- loopback
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def ready_probe(role: Role, proc: Proc) -> Callable[[], bool]:
+    """The sign that the process does its job, per kind."""
+
+    def probe() -> bool:
+        if proc.process.poll() is not None:
+            raise AssertionError(f"{role.source} exited {proc.process.returncode}:\n{proc.log()}")
+        if role.kind == "worker":
+            return " ready." in proc.log()
+        if role.kind == "beat":
+            return "beat: Acquired lock" in proc.log()
+        if role.kind == "listener":
+            return "listener_subscribed" in proc.log()
+        url = f"http://127.0.0.1:{role.port}/" + ("healthz" if role.kind == "api" else "")
+        return http_status(url) == (200 if role.kind == "api" else 401)
+
+    return probe
+
+
+def run_roles(roles: list[Role], service_env: Mapping[str, str], log_dir: Path) -> None:
+    """Start every role at once, each on a Redis database of its own, wait, check, stop."""
+    redis_url = service_env["CERTFLEET_REDIS_URL"].rsplit("/", 1)[0]
+    key = log_dir / "signing-key.pem"
+    if not key.exists():
+        generate_key_file(key)
+    with ExitStack() as stack:
+        started = []
+        for db, role in enumerate(roles, 1):
+            env = {
+                **role.env,
+                **service_env,
+                "CERTFLEET_REDIS_URL": f"{redis_url}/{db}",
+                "CERTFLEET_SIGNING_KEY_FILE": str(key),
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "HOSTNAME": socket.gethostname(),
+            }
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", role.source)
+            proc = start(name, role.argv, env=env, log_dir=log_dir)
+            stack.callback(proc.stop)
+            started.append((role, proc, env))
+        deadline = time.monotonic() + READY_TIMEOUT
+        for role, proc, env in started:
+            try:
+                wait_until(
+                    ready_probe(role, proc),
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    interval=0.2,
+                    what=f"{role.source} ready ({shlex.join(role.argv)})",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- its log:\n{proc.log()[-4000:]}") from None
+            if role.kind == "flower":
+                user = env["FLOWER_BASIC_AUTH"].split(",")[0]
+                auth = {"Authorization": "Basic " + b64encode(user.encode()).decode()}
+                assert http_status(f"http://127.0.0.1:{role.port}/", auth) == 200, role.source
+            for check in role.healthchecks:
+                result = subprocess.run(
+                    check, env={**os.environ, **env}, capture_output=True, timeout=30, check=False
+                )
+                assert result.returncode == 0, (
+                    f"{role.source} health check {check} failed:\n{result.stdout!r}\n"
+                    f"{result.stderr!r}"
+                )
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    return read_env_file(ENV_EXAMPLE)
+
+
+def start_redis_with_compose_command(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """compose's redis command (AOF, fsync every second) on a free port, and its health check."""
+    spec = yaml.safe_load(COMPOSE.read_text())["services"]["redis"]
+    argv, port = compose_argv(spec["command"]), free_port()
+    binary = shutil.which(argv[0]) or f"/usr/bin/{argv[0]}"
+    process = subprocess.Popen(
+        [binary, *argv[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    health = compose_argv(spec["healthcheck"]["test"][1:])
+
+    def pong() -> bool:
+        ping = [health[0], "-p", str(port), *health[1:]]
+        return subprocess.run(ping, capture_output=True, check=False).stdout.strip() == b"PONG"
+
+    wait_until(pong, timeout=15, what="redis with compose's command")
+    info = subprocess.run(
+        [health[0], "-p", str(port), "config", "get", "appendfsync"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert info.stdout.split() == ["appendfsync", "everysec"]
+    assert any(tmp_path.glob("appendonly*")), "AOF is on"
+    return process
+
+
+def test_compose_commands_start_and_get_ready(
+    env_example: dict[str, str], service_env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    """worker, beat, listener, api and flower as compose runs them; so does its Redis."""
+    redis = start_redis_with_compose_command(tmp_path)
+    try:
+        run_roles(compose_roles(env_example), service_env, log_dir)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
+def test_systemd_commands_start_and_get_ready(
+    env_example: dict[str, str], service_env: dict[str, str], log_dir: Path
+) -> None:
+    """Every ExecStart=, with the venv of /opt/certfleet swapped for this repo's."""
+    run_roles(systemd_roles(env_example), service_env, log_dir)
+
+
+def test_k8s_commands_start_and_get_ready(service_env: dict[str, str], log_dir: Path) -> None:
+    """Every Deployment's command with the ConfigMap and Secret env, and its exec probes."""
+    run_roles(k8s_roles(), service_env, log_dir)
