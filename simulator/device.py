@@ -462,14 +462,18 @@ class DeviceAgent:
         if staged_bundle.tag not in previous:
             self._offline_jobs.append(lambda: self._delete_tag(staged_bundle.tag))
 
+    def _ours(self, other: Bundle, rollback: Bundle) -> bool:
+        """A rollout's rollback undoes only that rollout's work (a manual one undoes any)."""
+        return not rollback.rollout_id or other.rollout_id == rollback.rollout_id
+
     async def _op_rollback(self, client: aiomqtt.Client, bundle: Bundle) -> None:
-        if self._staged is not None:
+        if self._staged is not None and self._ours(self._staged.bundle, bundle):
             self._discard_staged()
             self._outbox.append(
                 self._report(bundle, Phase.ROLLED_BACK, detail="staged item discarded")
             )
             return
-        if self._committed is not None:
+        if self._committed is not None and self._ours(self._committed[0], bundle):
             staged_bundle, previous = self._committed
             self._committed = None
             self.active_tags = previous

@@ -350,8 +350,9 @@ class RedisRollouts:
         *,
         log: Mapping[str, str] | None = None,
         expect: tuple[str, str] | None = None,
+        expect_also: tuple[str, str] | None = None,
     ) -> bool:
-        """Update meta fields (and log), optionally only if `expect` = (field, value) holds.
+        """Update meta fields (and log), only if every `expect` (field, value) holds.
 
         Uses WATCH so two evaluators never both apply one state change.
         """
@@ -360,9 +361,10 @@ class RedisRollouts:
             while True:
                 try:
                     pipe.watch(key)
-                    if expect is not None and pipe.hget(key, expect[0]) != expect[1]:
-                        pipe.unwatch()
-                        return False
+                    for field, value in (e for e in (expect, expect_also) if e is not None):
+                        if pipe.hget(key, field) != value:
+                            pipe.unwatch()
+                            return False
                     pipe.multi()
                     if fields:
                         pipe.hset(key, mapping=dict(fields))

@@ -10,6 +10,7 @@ devices holding both CAs get a `trust.retire` of the old one.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from orchestrator.domain.rollout import (
     parse_waves,
 )
 from orchestrator.logs import get_logger
+from orchestrator.services.rollout_engine import RolloutDeps
 from orchestrator.services.rollouts import command, create_rollout, rollout_status
 
 if TYPE_CHECKING:
@@ -332,44 +334,51 @@ def watch_renewals(container: Container, *, now: datetime) -> dict[str, str]:
     states = {}
     deps = container.rollout_deps()
     for plan in _open_plans(container):
-        state = plan["state"]
-        if state == "adding":
-            rollout = rollout_status(deps, plan["add_rollout"])["state"]
-            valid_from = plan["chain"].get("not_yet_valid_until")
-            if (
-                rollout == "created"
-                and container.settings.auto_rollout
-                and (valid_from is None or now >= datetime.fromisoformat(valid_from))
-            ):
-                command(deps, plan["add_rollout"], "resume", now=now, actor="renewal")
-            elif rollout == "completed":
-                plan["state"] = "soaking" if plan.get("activated_at") else "awaiting_switch"
-            elif rollout == "rolled_back":
-                plan.update(
-                    state="failed", reason=f"trust.add rollout {plan['add_rollout']} rolled back"
-                )
-        elif state == "awaiting_switch":
-            leaf = plan["chain"].get("leaf_sha256")
-            for endpoint in plan["endpoints"]:
-                host, port = _endpoint(endpoint, "endpoint")
-                if leaf and container.tls_probe.leaf_sha256(host, port) == leaf:
-                    _mark_switched(
-                        container, plan, now=now, cause=f"{endpoint} serves the new chain"
-                    )
-                    break
-        elif state == "soaking" and now >= datetime.fromisoformat(plan["retire_after"]):
-            try:
-                _retire(container, plan, now=now)
-            except CertfleetError as exc:  # e.g. devices still claimed: try again next time
-                plan["reason"] = f"retire not planned yet: {exc}"
-                log.warning("renewal_retire_waiting", plan_id=plan["id"], error=str(exc))
-        elif state == "retiring":
-            rollout = rollout_status(deps, plan["retire_rollout"])["state"]
-            if rollout in ("completed", "rolled_back"):
-                plan["state"] = "done" if rollout == "completed" else "failed"
-        _save(container, plan)
+        before = json.dumps(plan, sort_keys=True)
+        _advance(container, deps, plan, now=now)
+        if json.dumps(plan, sort_keys=True) != before:  # never write back an unchanged copy
+            _save(container, plan)
         states[plan["id"]] = plan["state"]
     return states
+
+
+def _advance(
+    container: Container, deps: RolloutDeps, plan: dict[str, Any], *, now: datetime
+) -> None:
+    """One step of one plan, as far as its rollouts and the endpoints allow."""
+    state = plan["state"]
+    if state == "adding":
+        rollout = rollout_status(deps, plan["add_rollout"])["state"]
+        valid_from = plan["chain"].get("not_yet_valid_until")
+        if (
+            rollout == "created"
+            and container.settings.auto_rollout
+            and (valid_from is None or now >= datetime.fromisoformat(valid_from))
+        ):
+            command(deps, plan["add_rollout"], "resume", now=now, actor="renewal")
+        elif rollout == "completed":
+            plan["state"] = "soaking" if plan.get("activated_at") else "awaiting_switch"
+        elif rollout == "rolled_back":
+            plan.update(
+                state="failed", reason=f"trust.add rollout {plan['add_rollout']} rolled back"
+            )
+    elif state == "awaiting_switch":
+        leaf = plan["chain"].get("leaf_sha256")
+        for endpoint in plan["endpoints"]:
+            host, port = _endpoint(endpoint, "endpoint")
+            if leaf and container.tls_probe.leaf_sha256(host, port) == leaf:
+                _mark_switched(container, plan, now=now, cause=f"{endpoint} serves the new chain")
+                break
+    elif state == "soaking" and now >= datetime.fromisoformat(plan["retire_after"]):
+        try:
+            _retire(container, plan, now=now)
+        except CertfleetError as exc:  # e.g. devices still claimed: try again next time
+            plan["reason"] = f"retire not planned yet: {exc}"
+            log.warning("renewal_retire_waiting", plan_id=plan["id"], error=str(exc))
+    elif state == "retiring":
+        rollout = rollout_status(deps, plan["retire_rollout"])["state"]
+        if rollout in ("completed", "rolled_back"):
+            plan["state"] = "done" if rollout == "completed" else "failed"
 
 
 def _retire(container: Container, plan: dict[str, Any], *, now: datetime) -> None:

@@ -210,10 +210,14 @@ def push_batch(
         raise RolloutError("pushing bundles needs a signer and an MQTT publisher")
     meta = _meta(deps, rollout_id)
     state = meta["state"]
-    wanted_state = (
-        RolloutState.ROLLING_BACK.value if step == "rollback" else RolloutState.RUNNING.value
-    )
-    if state != wanted_state:
+    # A pause stops new stages only: devices that already proved the new trust
+    # still get their commit, or they would fall back and count as failures.
+    wanted = {
+        "stage": {RolloutState.RUNNING.value},
+        "commit": {RolloutState.RUNNING.value, RolloutState.PAUSED.value},
+        "rollback": {RolloutState.ROLLING_BACK.value},
+    }[step]
+    if state not in wanted:
         log.info("push_skipped", rollout_id=rollout_id, step=step, state=state)
         return 0
     spec = _spec(meta)
@@ -358,6 +362,13 @@ def _evaluate(deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str) 
     spec = _spec(meta)
     if state == RolloutState.ROLLING_BACK.value:
         return _evaluate_rollback(deps, rollout_id, meta, spec, now=now, actor=actor)
+    if state in (RolloutState.COMPLETED.value, RolloutState.ROLLED_BACK.value):
+        if not meta.get("finished_at"):  # the worker that ended it died before cleaning up
+            _finish(deps, rollout_id, spec, state, now=now, actor=actor)
+        return state
+    if state == RolloutState.PAUSED.value:
+        _commit_healthy(deps, rollout_id, int(meta["current"]))
+        return state
     if state != RolloutState.RUNNING.value:
         return state
     ctx = _Context(
@@ -407,23 +418,24 @@ def _wave_pending(ctx: _Context) -> str:
     return state
 
 
+def _commit_healthy(deps: RolloutDeps, rollout_id: str, wave: int) -> None:
+    """Send the commit to every device of the wave whose probe passed."""
+    healthy = sorted(
+        set(deps.rollouts.devices_in(rollout_id, [D.HEALTH_OK.value]))
+        & set(deps.rollouts.wave_members(rollout_id, wave))
+    )
+    for start in range(0, len(healthy), PUSH_BATCH_SIZE):
+        deps.tasks.push_batch(
+            rollout_id, wave, healthy[start : start + PUSH_BATCH_SIZE], "commit", countdown=0
+        )
+
+
 def _wave_running(ctx: _Context) -> str:
     """Commit healthy devices; let the gate pass the wave or abort the rollout."""
     deps, wave = ctx.deps, ctx.current
     counts = deps.rollouts.wave_counts(ctx.rollout_id, wave + 1)
     if counts[wave].get(D.HEALTH_OK.value):
-        healthy = sorted(
-            set(deps.rollouts.devices_in(ctx.rollout_id, [D.HEALTH_OK.value]))
-            & set(deps.rollouts.wave_members(ctx.rollout_id, wave))
-        )
-        for start in range(0, len(healthy), PUSH_BATCH_SIZE):
-            deps.tasks.push_batch(
-                ctx.rollout_id,
-                wave,
-                healthy[start : start + PUSH_BATCH_SIZE],
-                "commit",
-                countdown=0,
-            )
+        _commit_healthy(deps, ctx.rollout_id, wave)
     decision = evaluate_gate(
         GatePolicy(
             max_failure=ctx.spec.max_failure,
@@ -492,6 +504,7 @@ def _wave_baking(ctx: _Context) -> str:
             now=ctx.now,
         ),
         expect=(f"wave:{wave}:state", WaveState.BAKING.value),
+        expect_also=("state", RolloutState.RUNNING.value),
     ):
         return ctx.meta["state"]
     if last:
@@ -592,9 +605,14 @@ def _evaluate_rollback(
     now: datetime,
     actor: str,
 ) -> str:
-    waiting = deps.rollouts.devices_in(
-        rollout_id, [*(s.value for s in ROLLBACK_TARGETS), D.ROLLBACK_SENT.value]
-    )
+    # Devices that reached a target state after rollback_rollout listed them (a stage
+    # push already under way at the abort) get their rollback now; re-sends are harmless.
+    untouched = deps.rollouts.devices_in(rollout_id, [s.value for s in ROLLBACK_TARGETS])
+    for start in range(0, len(untouched), PUSH_BATCH_SIZE):
+        deps.tasks.push_batch(
+            rollout_id, -1, untouched[start : start + PUSH_BATCH_SIZE], "rollback", countdown=0
+        )
+    waiting = untouched + deps.rollouts.devices_in(rollout_id, [D.ROLLBACK_SENT.value])
     overdue = now.timestamp() >= float(meta.get("rollback_deadline", "0"))
     if waiting and not overdue:
         return RolloutState.ROLLING_BACK.value

@@ -207,3 +207,27 @@ def test_a_rejection_report_names_the_unverified_sequence_for_correlation() -> N
         "r-9",
     )
     assert client.published == [("certfleet/dev-1/report", report.to_json())]
+
+
+def test_a_rollback_undoes_only_its_own_rollout() -> None:
+    """Rollout B's rollback must not undo rollout A's committed CA (nothing of B's is open)."""
+    # given: A committed 43 (active [42, 43]), recorded as the device's last commit
+    agent = _device()
+    a_stage = _stage(rollout_id="r-A")
+    agent._committed = (a_stage, [42])
+    agent.active_tags = [42, 43]
+    b_rollback = Bundle(
+        device_id="dev-1",
+        rollout_id="r-B",
+        seq=next(SEQ),
+        op="rollback",
+        issued_at=int(NOW.timestamp()),
+        expires_at=int(NOW.timestamp()) + 3600,
+    )
+    # when
+    _handle(agent, _signed(b_rollback))
+    # then
+    assert [r.phase for r in agent.reports] == [Phase.RECEIVED, Phase.ROLLED_BACK]
+    assert agent.reports[-1].detail == "nothing to undo"
+    assert agent.active_tags == [42, 43]
+    assert agent._offline_jobs == []
