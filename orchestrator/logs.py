@@ -12,6 +12,16 @@ __all__ = ["configure_logging", "get_logger"]
 _configured = False
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at write time (a test runner may swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog and the stdlib root logger; later calls do nothing."""
     global _configured  # noqa: PLW0603 -- once-per-process switch
@@ -35,10 +45,10 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]  # a text stream by duck typing
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=numeric_level, stream=_CurrentStderr(), format="%(message)s")
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -40,6 +40,8 @@ def test_mixed_fleet_scan_reports_exact_classes(
 
     worker = celery_worker(log_dir, service_env)
     listener = start("listener", certfleet("listener"), env=service_env, log_dir=log_dir)
+    # devices report on connect: the listener must be subscribed before they come
+    wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="listener")
     fleets = [
         start(
             f"sim-{prefix}",
