@@ -117,8 +117,11 @@ FAILURES: Final = frozenset({_S.REJECTED, _S.HEALTH_FAILED, _S.FALLBACK})
 """Failures in any case; `TIMED_OUT` counts as one only when the policy says so."""
 SUCCESS: Final = frozenset({_S.COMMITTED})
 DECIDED: Final = SUCCESS | FAILURES | {_S.TIMED_OUT}
-ROLLBACK_TARGETS: Final = frozenset({_S.SENT, _S.RECEIVED, _S.STAGED, _S.HEALTH_OK, _S.COMMITTED})
-"""Devices that may hold the new credential, and so must be told to roll back."""
+ROLLBACK_TARGETS: Final = frozenset(
+    {_S.SENT, _S.RECEIVED, _S.STAGED, _S.HEALTH_OK, _S.COMMITTED, _S.TIMED_OUT}
+)
+"""Devices that may hold the new credential, and so must be told to roll back: a device
+that timed out may still have committed just before its deadline, unseen."""
 
 
 def may_transition(current: DeviceRolloutState, new: DeviceRolloutState) -> bool:
