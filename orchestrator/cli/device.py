@@ -16,6 +16,7 @@ from rich.table import Table
 from orchestrator.adapters.file_signer import load_public_key
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.bundle import BundleRejectedError, SignerKey, decode_payload
 from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
@@ -27,7 +28,7 @@ from orchestrator.services.bundles import (
     send_bundle,
     stage_body,
 )
-from orchestrator.services.inventory import parse_pem_chain
+from orchestrator.services.inventory import parse_pem_chain, read_pem_files
 
 __all__ = ["bundle_app", "device_app"]
 
@@ -78,21 +79,15 @@ def _stage(
     now = datetime.now(UTC)
     if not ca or tag is None or probe is None:
         raise fail("--op stage needs --ca, --tag and --probe HOST:PORT")
-    host, _, port = probe.rpartition(":")
-    if not host or not port.isdigit():
-        raise fail(f"--probe must be HOST:PORT, got {probe!r}")
-    pems = []
-    for path in ca:
-        content = path.read_bytes()
-        parse_pem_chain(content, source=str(path))
-        pems.append(content.decode("ascii"))
+    host, port = parse_endpoint(probe, what="--probe")
+    pems = read_pem_files(ca)
     if active is None:
         active = sorted({*_known_active(container, device_id), tag})
     return stage_body(
         ca_pems=pems,
         tag=tag,
-        probe_host=host.strip("[]"),
-        probe_port=int(port),
+        probe_host=host,
+        probe_port=port,
         probe_tags=probe_tags or [tag],
         active_after=active,
         commit_by=now + timedelta(seconds=commit_timeout),

@@ -15,6 +15,7 @@ from rich.table import Table
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
 from orchestrator.cli.report import report
+from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
     RolloutSpec,
@@ -24,7 +25,7 @@ from orchestrator.domain.rollout import (
     parse_waves,
     parse_window,
 )
-from orchestrator.services.inventory import parse_pem_chain
+from orchestrator.services.inventory import read_pem_files
 from orchestrator.services.rollout_engine import utcnow
 from orchestrator.services.rollouts import (
     command,
@@ -98,22 +99,16 @@ def _spec(spec_file: Path | None, **flags: Any) -> RolloutSpec:
     data = _load_file(spec_file) if spec_file is not None else {}
     data.update({k: v for k, v in flags.items() if v is not None and v != []})
     try:
-        ca_pems = []
-        for path in data.get("ca", []):
-            content = Path(path).read_bytes()
-            parse_pem_chain(content, source=str(path))
-            ca_pems.append(content.decode("ascii"))
-        probe = str(data.get("probe", ""))
-        host, _, port = probe.rpartition(":")
-        if probe and (not host or not port.isdigit()):
-            raise fail(f"--probe must be HOST:PORT, got {probe!r}")
+        ca_pems = read_pem_files(Path(p) for p in data.get("ca", []))
+        probe = data.get("probe")
+        host, port = parse_endpoint(str(probe), what="--probe") if probe else ("", 0)
         return RolloutSpec(
             kind=data.get("kind", "trust.replace"),
             ca_pems=tuple(ca_pems),
             tag=int(data["tag"]),
             spare_tag=int(data["spare_tag"]),
-            probe_host=host.strip("[]"),
-            probe_port=int(port) if port else 0,
+            probe_host=host,
+            probe_port=port,
             waves=parse_waves(str(data.get("waves", "1%,10%,50%,100%"))),
             bake_seconds=parse_duration(data.get("bake", 0)),
             advance=data.get("advance", "auto"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 
@@ -28,6 +29,7 @@ __all__ = [
     "import_pems",
     "ingest_batch",
     "parse_pem_chain",
+    "read_pem_files",
     "record_rejection",
     "record_states",
 ]
@@ -91,6 +93,22 @@ def parse_pem_chain(content: bytes, *, source: str) -> list[x509.Certificate]:
     if not certificates:
         raise InvalidCredentialError(f"{source}: holds no certificate")
     return certificates
+
+
+def read_pem_files(paths: Iterable[Path]) -> list[str]:
+    """The PEM text of each file, checked to hold certificates, byte for byte as stored."""
+    texts = []
+    for path in paths:
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise InvalidCredentialError(f"{path}: cannot read it ({exc.strerror})") from None
+        parse_pem_chain(content, source=str(path))
+        try:
+            texts.append(content.decode("ascii"))
+        except UnicodeDecodeError:
+            raise InvalidCredentialError(f"{path}: a PEM file must be ASCII") from None
+    return texts
 
 
 def import_pems(

@@ -27,6 +27,7 @@ from orchestrator.domain.chains import (
     validate_ca,
     validate_server_chain,
 )
+from orchestrator.domain.endpoints import InvalidEndpointError, parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
     RolloutSpec,
@@ -88,12 +89,10 @@ def plan_view(container: Container, plan_id: str) -> dict[str, Any] | None:
 
 
 def _endpoint(text: object, what: str) -> tuple[str, int]:
-    if not isinstance(text, str):
-        raise InvalidEventError(f"{what} must be a string HOST:PORT")
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise InvalidEventError(f"{what} must be HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_endpoint(text, what=what)
+    except InvalidEndpointError as exc:
+        raise InvalidEventError(str(exc)) from None
 
 
 def _endpoints(data: Mapping[str, Any], *, required: bool) -> list[str]:
