@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from orchestrator.protocol import CredentialType, StateMessage, Topics
 from orchestrator.protocol.bundle import (
+    UINT64_MAX,
     Bundle,
     BundleRejectedError,
     Reason,
@@ -529,7 +530,13 @@ def _peek(payload: bytes) -> tuple[int, str, str | None]:
             envelope = envelope.value
         document = cbor2.loads(envelope[2])
         seq, rid, op = document.get("seq", 0), document.get("rid", ""), document.get("op")
-        if isinstance(seq, int) and seq >= 0 and isinstance(rid, str) and len(rid) <= 128:
+        if (
+            isinstance(seq, int)
+            and not isinstance(seq, bool)  # CBOR true decodes to a bool, an int subclass
+            and 0 <= seq <= UINT64_MAX
+            and isinstance(rid, str)
+            and len(rid) <= 128
+        ):
             return seq, rid, op if isinstance(op, str) and len(op) <= 32 else None
     except Exception:  # noqa: S110 -- best effort on a payload already refused
         pass

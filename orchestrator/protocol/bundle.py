@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 BUNDLE_VERSION: Final = 1
+UINT64_MAX: Final = 2**64 - 1  # the largest CBOR integer without a bignum tag
 MAX_BUNDLE_BYTES: Final = 12 * 1024
 """A device refuses a bundle larger than this before decoding it."""
 MAX_ACTIVE_TAGS: Final = 7
@@ -163,8 +164,8 @@ class Bundle:
             raise _bad(f"not a device id: {self.device_id!r}")
         if self.op not in OPERATIONS:
             raise _bad(f"unknown operation {self.op!r}")
-        if self.seq < 1:
-            raise _bad("seq must be a positive integer")
+        if not 1 <= self.seq <= UINT64_MAX:
+            raise _bad("seq must be an integer from 1 to 2**64-1")
         if self.expires_at <= self.issued_at:
             raise _bad("exp must be after iat")
         for name in _REQUIRED[self.op]:
@@ -233,6 +234,8 @@ def _get(
     value = document[key]
     if isinstance(value, bool) or not isinstance(value, kind):
         raise _bad(f"{key!r} has the wrong type")
+    if isinstance(value, int) and not -UINT64_MAX - 1 <= value <= UINT64_MAX:
+        raise _bad(f"{key!r} does not fit a 64-bit CBOR integer")
     return value
 
 

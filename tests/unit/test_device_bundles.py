@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -106,6 +107,28 @@ def test_any_flipped_byte_is_rejected_and_the_key_store_is_untouched(
     assert agent.modem.items() == before
     assert agent.last_seq == 0
     assert agent._offline_jobs == []
+
+
+@pytest.mark.parametrize("seq", [True, False, -1, 2**64, "7"])
+def test_an_odd_seq_in_a_refused_bundle_still_gives_a_valid_rejection(seq: object) -> None:
+    """A signed payload whose seq is not a uint64 (CBOR true, negative, too big, text) is refused.
+
+    The rejection report correlates by the unverified seq only when it is a real uint64;
+    otherwise it says 0. Found by the property above: a flipped byte turned seq into CBOR true.
+    """
+    # given
+    agent = _device()
+    before = agent.modem.items()
+    # when
+    document = cbor2.loads(encode_payload(_stage()))
+    document["seq"] = seq
+    _handle(agent, sign1(cbor2.dumps(document), private_key=KEY, kid=key_id(KEY.public_key())))
+    # then
+    assert [(r.phase, r.reason, r.seq) for r in agent.reports] == [
+        (Phase.REJECTED, Reason.BAD_PAYLOAD, 0)
+    ]
+    assert agent.modem.items() == before
+    assert agent.last_seq == 0
 
 
 def test_the_untampered_bundle_is_accepted() -> None:
