@@ -1,4 +1,4 @@
-"""A simulated fleet: many device agents in one process, one asyncio loop."""
+"""A simulated fleet: provisioned devices, and the per-device mode (one connection each)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ from collections.abc import Mapping, Sequence
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import CredentialType, Topics
-from simulator.device import BrokerAddress, DeviceAgent
+from simulator.device import BrokerAddress, DeviceAgent, Firmware
 from simulator.modem import FunctionalMode, Modem
+from simulator.probe import Prober, uncached_probe
 
-__all__ = ["build_fleet", "run_fleet"]
+__all__ = ["build_firmwares", "build_fleet", "device_id", "provisioned_modem", "run_fleet"]
+
+
+def provisioned_modem(ca_chain: bytes, sec_tag: int) -> Modem:
+    """A modem as the factory leaves it: `ca_chain` in `sec_tag`, offline."""
+    modem = Modem()
+    modem.cfun(FunctionalMode.OFFLINE)
+    modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
+    return modem
+
+
+def device_id(id_prefix: str, n: int) -> str:
+    """The id of the fleet's `n`-th device, the same in every simulator mode."""
+    return f"{id_prefix}{n:05d}"
 
 
 def build_fleet(
@@ -31,24 +45,47 @@ def build_fleet(
 
     Each device's active tag list is `[sec_tag]`, and it trusts bundles signed by `signers`.
     """
-    agents = []
-    for n in range(count):
-        modem = Modem()
-        modem.cfun(FunctionalMode.OFFLINE)
-        modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
-        agents.append(
-            DeviceAgent(
-                f"{id_prefix}{n:05d}",
-                modem,
-                broker=broker,
-                topics=topics,
-                signers=signers,
-                active_tags=[sec_tag],
-                probe_timeout=probe_timeout,
-                faults=faults,
-            )
+    return [
+        DeviceAgent(
+            device_id(id_prefix, n),
+            provisioned_modem(ca_chain, sec_tag),
+            broker=broker,
+            topics=topics,
+            signers=signers,
+            active_tags=[sec_tag],
+            probe_timeout=probe_timeout,
+            faults=faults,
         )
-    return agents
+        for n in range(count)
+    ]
+
+
+def build_firmwares(
+    numbers: range,
+    *,
+    ca_chain: bytes,
+    sec_tag: int,
+    id_prefix: str,
+    topics: Topics,
+    signers: Mapping[bytes, ec.EllipticCurvePublicKey] | None = None,
+    probe_timeout: float = 10.0,
+    faults: frozenset[str] = frozenset(),
+    prober: Prober = uncached_probe,
+) -> list[Firmware]:
+    """The devices numbered `numbers` as `build_fleet` makes them, without a connection each."""
+    return [
+        Firmware(
+            device_id(id_prefix, n),
+            provisioned_modem(ca_chain, sec_tag),
+            topics=topics,
+            signers=signers,
+            active_tags=[sec_tag],
+            probe_timeout=probe_timeout,
+            faults=faults,
+            prober=prober,
+        )
+        for n in range(numbers.start, numbers.stop, numbers.step)
+    ]
 
 
 async def run_fleet(

@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["MAX_SERVER_CHAIN_BYTES", "ProbeReason", "ProbeResult", "tls_probe"]
+__all__ = [
+    "MAX_SERVER_CHAIN_BYTES",
+    "ProbeCache",
+    "ProbeReason",
+    "ProbeResult",
+    "Prober",
+    "tls_probe",
+    "uncached_probe",
+]
 
 ProbeReason = Literal["unknown_ca", "expired", "chain_too_large", "timeout", "handshake_error"]
 
@@ -205,3 +214,75 @@ async def tls_probe(
     finally:
         if writer is not None:
             await _close(writer)
+
+
+Prober = Callable[[str, int, Sequence[bytes], float], Awaitable[ProbeResult]]
+"""How a device runs its health probe: (host, port, CA chains, timeout) -> result."""
+
+
+async def uncached_probe(
+    host: str, port: int, ca_chains: Sequence[bytes], timeout: float
+) -> ProbeResult:
+    """A handshake of its own for every probe, as each real device makes."""
+    return await tls_probe(host, port, ca_chains=ca_chains, timeout=timeout)
+
+
+_ProbeKey = tuple[tuple[bytes, ...], str, int, float]
+
+
+class ProbeCache:
+    """Probes shared by devices that would make the very same handshake.
+
+    The key is the exact CA chains the probe trusts, the endpoint and the timeout: the
+    first probe of a key makes a real `tls_probe` handshake, probes of that key while
+    it runs await the same handshake, and later ones reuse its result for `ttl`
+    seconds (so a server that changes its chain is seen again).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        probe: Prober = uncached_probe,
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._probe = probe
+        self._results: dict[_ProbeKey, tuple[float, ProbeResult]] = {}
+        self._running: dict[_ProbeKey, asyncio.Future[ProbeResult]] = {}
+        self.handshakes = 0
+        """Real handshakes made."""
+        self.hits = 0
+        """Probes answered by a handshake made for another device."""
+
+    async def __call__(
+        self, host: str, port: int, ca_chains: Sequence[bytes], timeout: float
+    ) -> ProbeResult:
+        """The result of a probe of `host:port` trusting exactly `ca_chains`."""
+        key: _ProbeKey = (tuple(ca_chains), host, port, timeout)
+        cached = self._results.get(key)
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            self.hits += 1
+            return cached[1]
+        running = self._running.get(key)
+        if running is not None:
+            self.hits += 1
+            return await asyncio.shield(running)
+        future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        self.handshakes += 1
+        try:
+            result = await self._probe(host, port, ca_chains, timeout)
+        except asyncio.CancelledError:
+            future.cancel()  # the waiters make no handshake of their own: they end too
+            raise
+        except Exception as exc:  # tls_probe never raises; another prober might
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: the waiters get it, no one else must
+            raise
+        finally:
+            del self._running[key]
+        self._results[key] = (self._clock(), result)
+        future.set_result(result)
+        return result
