@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_max_inflight: int = Field(default=20, ge=1, le=65535)
     topic_prefix: str = "certfleet"
     listener_client_id: str | None = None
     listener_batch_size: int = Field(default=500, ge=1)

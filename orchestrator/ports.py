@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -159,6 +159,14 @@ class BundlePublisher(Protocol):
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
         """Publish to the device's bundle topic (QoS 1, MQTT 5 message expiry)."""
+        ...
+
+    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
+        """Publish (device id, bundle) pairs as the iterable yields them, pipelined.
+
+        Returns how many once every one is acknowledged; the iterable's work (signing
+        the next bundles) overlaps with the network sending the previous ones.
+        """
         ...
 
 

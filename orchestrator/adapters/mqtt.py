@@ -6,7 +6,8 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,6 +41,9 @@ class MqttSession:
             client_id=client_id or f"certfleet-{socket.gethostname()}-{os.getpid()}",
             protocol=mqtt.MQTTv5,
         )
+        # Publishes are pipelined up to this many unacknowledged QoS 1 messages (the
+        # broker's receive maximum bounds it: mosquitto's max_inflight_messages).
+        self._client.max_inflight_messages_set(settings.mqtt_max_inflight)
         if settings.mqtt_username:
             self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         self._client.on_connect = self._on_connect
@@ -74,21 +78,46 @@ class MqttSession:
 
     def publish(self, topic: str, payload: bytes, *, expiry_seconds: int | None = None) -> None:
         """QoS 1; returns once the broker acknowledged (PUBACK)."""
+        self.publish_many([(topic, payload)], expiry_seconds=expiry_seconds)
+
+    def publish_many(
+        self, messages: Iterable[tuple[str, bytes]], *, expiry_seconds: int | None = None
+    ) -> int:
+        """QoS 1, pipelined: hand every message to the network thread, then wait for all PUBACKs.
+
+        paho keeps at most `mqtt_max_inflight` unacknowledged and queues the rest, so
+        the broker sees a steady window instead of one round trip per message. Each
+        message is handed over as `messages` yields it; returns how many were acked.
+        """
         properties = None
         if expiry_seconds is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
             properties.MessageExpiryInterval = expiry_seconds
-        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        pending = []
         try:
-            info.wait_for_publish(self._timeout)
+            for topic, payload in messages:
+                pending.append(
+                    (topic, self._client.publish(topic, payload, qos=1, properties=properties))
+                )
+            deadline = time.monotonic() + self._timeout
+            for topic, info in pending:
+                info.wait_for_publish(max(0.001, deadline - time.monotonic()))
+                if not info.is_published():
+                    raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
         except (RuntimeError, ValueError) as exc:
-            raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
-        if not info.is_published():
-            raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
+            raise MqttUnavailableError(f"publish failed: {exc}") from None
+        return len(pending)
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
         """`BundlePublisher`: the device's bundle topic."""
         self.publish(self._topics.bundle(device_id), data, expiry_seconds=expiry_seconds)
+
+    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
+        """`BundlePublisher`: many devices' bundle topics, pipelined."""
+        topic = self._topics.bundle
+        return self.publish_many(
+            ((topic(d), data) for d, data in bundles), expiry_seconds=expiry_seconds
+        )
 
     def drain(self, timeout: float) -> Iterator[tuple[str, bytes]]:
         """Received messages, waiting up to `timeout` seconds for each next one."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import io
@@ -258,15 +257,18 @@ def sign1(
         raise TypeError("pass exactly one of private_key or sign")
     if type(kid) is not bytes:
         raise TypeError(f"kid must be bytes, not {type(kid).__name__}")
-    protected: Header = MappingProxyType({HEADER_ALG: ALG_ES256, HEADER_KID: kid})
-    unsigned = Sign1Message(
-        protected_bytes=_dumps(dict(protected)),
-        protected=protected,
-        unprotected=_EMPTY_HEADER,
-        payload=payload,
-        signature=b"",
-    )
-    signature = sign(unsigned.sig_structure(external_aad))
+    # Built directly, byte for byte what `Sign1Message(...).encode()` gives (the vectors
+    # check it): validating a message we are composing ourselves costs more than the
+    # signature (BENCHMARKS.md, bundle push).
+    protected_bytes = _es256_protected(kid)
+    signature = sign(_dumps(["Signature1", protected_bytes, external_aad, payload]))
     if type(signature) is not bytes or len(signature) != 2 * _COORDINATE_BYTES:
         raise CoseError("the signer must return a 64-byte raw r||s ES256 signature")
-    return dataclasses.replace(unsigned, signature=signature).encode(tagged=tagged)
+    body = [protected_bytes, {}, payload, signature]
+    return _dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body) if tagged else body)
+
+
+@functools.lru_cache(maxsize=64)
+def _es256_protected(kid: bytes) -> bytes:
+    """The serialized protected header {alg: ES256, kid} (a signer has one kid)."""
+    return _dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid})

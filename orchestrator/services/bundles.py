@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from orchestrator.domain.credentials import CredentialType
@@ -81,10 +81,10 @@ def issue_bundle(
 ) -> IssuedBundle:
     """Sign the bundle with `seq`, or the device's next sequence number if none is given."""
     issued_at = int(now.timestamp())
-    template = Bundle(
+    bundle = Bundle(
         device_id=device_id,
         rollout_id=rollout_id,
-        seq=1,
+        seq=seq if seq is not None else sequences.next_sequence(device_id),
         op=body.op,
         issued_at=issued_at,
         expires_at=issued_at + ttl_seconds,
@@ -97,7 +97,6 @@ def issue_bundle(
         signer=body.signer,
         retire_kid=body.retire_kid,
     )
-    bundle = replace(template, seq=seq if seq is not None else sequences.next_sequence(device_id))
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
     return IssuedBundle(bundle=bundle, data=data)
 

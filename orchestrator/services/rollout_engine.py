@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -56,6 +56,9 @@ __all__ = [
 log = get_logger(__name__)
 
 PUSH_BATCH_SIZE = 200
+PUBLISH_CHUNK = 50
+"""Bundles signed and stored per Redis round trip within a batch; one chunk goes out
+while the next is signed."""
 """Devices per push_batch task: hundreds per task, never a task per device."""
 
 D = DeviceRolloutState
@@ -108,6 +111,11 @@ class RolloutDeps:
         """Add to a counter when metrics are wired."""
         if self.metrics is not None and amount:
             self.metrics.incr(name, labels, amount)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _allowed(new: DeviceRolloutState) -> frozenset[str]:
@@ -251,34 +259,45 @@ def push_batch(
             seq=seqs[device_id],
         ).data
 
-    if target is None:
-        deps.rollouts.put_bundles_if_absent(rollout_id, step, {d: issue(d) for d in to_issue})
-        resend = fresh
-    else:
+    def outgoing() -> Iterator[tuple[str, bytes]]:
+        """(device, bundle) to publish, in chunks: stored first, then handed to the broker.
+
+        A generator, so the publisher sends one chunk while the next is being signed.
+        """
+        if target is None:
+            yield from deps.rollouts.bundles(rollout_id, list(issued_before), step).items()
+            for chunk in _chunks(to_issue, PUBLISH_CHUNK):
+                deps.rollouts.put_bundles_if_absent(rollout_id, step, {d: issue(d) for d in chunk})
+                # The first bundle stored for (device, step) is the one that goes out.
+                yield from deps.rollouts.bundles(rollout_id, list(chunk), step).items()
+            return
+        # Devices a previous try of this batch moved already get the same bytes again.
+        again = [d for d in device_ids if states.get(d) == target.value]
+        yield from deps.rollouts.bundles(rollout_id, again, step).items()
         deadline = (now + timedelta(seconds=spec.device_timeout_seconds)).timestamp()
-        deps.rollouts.transition(
-            rollout_id,
-            [
-                Transition(
-                    device_id=d,
-                    new=target.value,
-                    allowed=frozenset(source),
-                    cause=f"{step} bundle issued",
-                    deadline=deadline,
-                    step=step,
-                    bundle=issue(d),
-                )
-                for d in to_issue
-            ],
-            time=now_iso(now),
-            actor=actor,
-        )
-        states = deps.rollouts.device_states(rollout_id, device_ids)
-        resend = [d for d in device_ids if states.get(d) == target.value]
-    sent = 0
-    for device_id, data in deps.rollouts.bundles(rollout_id, resend, step).items():
-        deps.publisher.publish_bundle(device_id, data, expiry_seconds=ttl)
-        sent += 1
+        for chunk in _chunks(to_issue, PUBLISH_CHUNK):
+            issued = {d: issue(d) for d in chunk}
+            results = deps.rollouts.transition(
+                rollout_id,
+                [
+                    Transition(
+                        device_id=d,
+                        new=target.value,
+                        allowed=frozenset(source),
+                        cause=f"{step} bundle issued",
+                        deadline=deadline,
+                        step=step,
+                        bundle=data,
+                    )
+                    for d, data in issued.items()
+                ],
+                time=now_iso(now),
+                actor=actor,
+            )
+            yield from ((r.device_id, issued[r.device_id]) for r in results if r.applied)
+
+    # Pipelined: the broker acknowledges a window of publishes at a time.
+    sent = deps.publisher.publish_bundles(outgoing(), expiry_seconds=ttl)
     deps.count("certfleet_bundles_pushed_total", {"step": step}, sent)
     log.info("push_batch", rollout_id=rollout_id, step=step, devices=len(device_ids), sent=sent)
     return sent

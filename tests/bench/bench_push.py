@@ -1,36 +1,46 @@
-"""Benchmark: pushing signed bundles to devices, on a real redis-server and mosquitto.
+"""Benchmark: the real push path (Celery `push_batch`) against a raw paho publish loop.
 
-    .venv/bin/python -m tests.bench.bench_push [--devices 5000]
+    .venv/bin/python -m tests.bench.bench_push [--devices 100000] [--json-out FILE]
 
-Times `push_batch` over a fleet in batches of `PUSH_BATCH_SIZE`, the whole cost per
-device: sequence INCR, payload CBOR, ES256 signature, the Lua transition storing the
-bundle, and a QoS 1 publish that waits for its PUBACK (one persistent `MqttSession`).
-Baseline in the same run on the same broker: a bare paho-mqtt loop (MQTT 5, QoS 1)
-publishing the very bytes just pushed, waiting for each PUBACK as `MqttSession` does,
-and a variant waiting once per batch (what pipelined publishes would gain). Signing
-alone (ES256 over the same to-be-signed bytes) and timers around the stores, the
-signer and the publisher during the push split its cost per device.
+One throwaway redis-server and mosquitto. For each run a `trust.add` rollout over its
+own `--devices` devices (one wave, 100%, an RSA 4096 CA so a bundle is about 2 KB) is
+created with the real `create_rollout`; its `push_batch` tasks (batches of
+`PUSH_BATCH_SIZE`) go to a real Celery worker (`celery -A workers.app worker -Q push`)
+whose processes keep one MQTT session each. A run's time is from the first task sent
+to the worker's `certfleet_bundles_pushed_total` reaching every device: sequence
+numbers, CBOR, ES256, the Lua transitions storing the bundles, QoS 1 publishes all
+acknowledged. Runs: one worker process (`--concurrency 1`) and two (`--concurrency 2`).
+
+Baseline, in the same run on the same broker: a raw paho-mqtt loop (MQTT 5, QoS 1,
+the same message expiry, the same window of unacknowledged messages) publishing the
+very bundles the first run stored to the same topics, measured before and after the
+worker runs (the mean is the baseline; both are printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from orchestrator.adapters.file_signer import FileSigner, generate_key_file
-from orchestrator.adapters.mqtt import MqttSession
+from orchestrator.adapters.celery_queue import CeleryTaskQueue
+from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.redis_inventory import RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
@@ -38,49 +48,46 @@ from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.logs import configure_logging
-from orchestrator.protocol.cose import Sign1Message
 from orchestrator.protocol.topics import Topics
-from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps, push_batch
+from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
-from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.bench.figures import Figure, print_table, write_json
+from tests.procs import BIN, Proc, start, wait_until
 
-NOW = datetime(2026, 11, 25, tzinfo=UTC)
-TIMEOUT = 10.0
-
-
-class RecordedTasks:
-    """`RolloutTasks` that records what the engine would enqueue instead of enqueueing it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **_: self.calls.append((name, args))
+NOW = datetime.now(UTC)
+TIMEOUT = 30.0
+INFLIGHT = 100
+"""Unacknowledged QoS 1 messages per connection, ours and the baseline's alike (the
+bench broker's `max_inflight_messages` is 100)."""
 
 
-class Timed:
-    """Forwards to `target`, adding the time spent in each method call to `spent[name]`."""
+class _NoTasks:
+    """`RolloutTasks` for `create_rollout(start=False)`, which enqueues nothing."""
 
-    def __init__(self, target: Any, name: str, spent: dict[str, float]) -> None:
-        self._target, self._name, self._spent = target, name, spent
-
-    def __getattr__(self, attr: str) -> Any:
-        value = getattr(self._target, attr)
-        if not callable(value):
-            return value
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return value(*args, **kwargs)
-            finally:
-                self._spent[self._name] += time.perf_counter() - start
-
-        return timed
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"create_rollout enqueued {name}")
 
 
-def _states(devices: int) -> list[DeviceState]:
+def rsa_ca_pem() -> str:
+    """A self-signed RSA 4096 root (about 1.9 KB of PEM, like many public roots)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench Root CA R4096")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _states(prefix: str, devices: int) -> list[DeviceState]:
     ca = ReportedCredential(
         sec_tag=42,
         type=CredentialType.CA_CHAIN,
@@ -91,158 +98,229 @@ def _states(devices: int) -> list[DeviceState]:
     )
     return [
         DeviceState(
-            device_id=f"bench-{n:07d}", reported_at=NOW, credentials=(ca,), active_tags=(42,)
+            device_id=f"{prefix}{n:07d}", reported_at=NOW, credentials=(ca,), active_tags=(42,)
         )
         for n in range(devices)
     ]
 
 
-def _raw_publish(
-    mqtt_service: LocalService, messages: Sequence[tuple[str, bytes]], *, wait_every: int
+def _rollout(client: redis.Redis, prefix: str, devices: int, ca_pem: str) -> tuple[str, list[str]]:
+    """A running trust.add rollout over `devices` new devices, its one wave running."""
+    inventory = RedisInventory(client)
+    states = _states(prefix, devices)
+    for i in range(0, devices, 500):
+        inventory.record_states(states[i : i + 500], received_at=NOW)
+    rollouts = RedisRollouts(client)
+    deps = RolloutDeps(
+        rollouts=rollouts,
+        inventory=inventory,
+        signer=None,
+        sequences=RedisSequences(client),
+        publisher=None,
+        tasks=_NoTasks(),  # type: ignore[arg-type]
+    )
+    spec = RolloutSpec(
+        kind="trust.add",
+        ca_pems=(ca_pem,),
+        tag=42,
+        spare_tag=43,
+        probe_host="probe.invalid",
+        probe_port=8443,
+        waves=parse_waves("100%"),
+        device_timeout_seconds=3600,
+    )
+    ids = [s.device_id for s in states]
+    rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False, devices=ids)
+    rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
+    return rollout_id, ids
+
+
+def _pushed(metrics: RedisMetrics) -> float:
+    return sum(
+        value
+        for (name, labels), value in metrics.snapshot().items()
+        if name == "certfleet_bundles_pushed_total" and dict(labels).get("step") == "stage"
+    )
+
+
+def _worker(base: Path, env: dict[str, str], concurrency: int) -> Proc:
+    name = f"worker-c{concurrency}"
+    return start(
+        name,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            "push",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+        ],
+        env={**env, "CERTFLEET_LOG_LEVEL": "WARNING"},
+        log_dir=base,
+    )
+
+
+def _push_run(
+    client: redis.Redis,
+    settings: Settings,
+    base: Path,
+    env: dict[str, str],
+    *,
+    concurrency: int,
+    rollout_id: str,
+    ids: Sequence[str],
 ) -> float:
-    """Bare paho, MQTT 5, QoS 1, same expiry property; wait for PUBACKs every `wait_every`."""
+    """Seconds from the first `push_batch` sent until every bundle was acknowledged."""
+    metrics = RedisMetrics(client)
+    before = _pushed(metrics)
+    queue = CeleryTaskQueue.from_settings(settings)
+    worker = _worker(base, env, concurrency)
+    try:
+        # The worker logs at WARNING: it is ready once it answers a ping.
+        wait_until(
+            lambda: len(queue._app.control.ping(timeout=0.5)) > 0,
+            timeout=60,
+            what=f"{worker.name} answering",
+        )
+        started = time.perf_counter()
+        for i in range(0, len(ids), PUSH_BATCH_SIZE):
+            queue.push_batch(rollout_id, 0, ids[i : i + PUSH_BATCH_SIZE], "stage", countdown=0)
+        wait_until(
+            lambda: _pushed(metrics) - before >= len(ids) or worker.process.poll() is not None,
+            timeout=max(120.0, len(ids) / 200),
+            interval=0.02,
+            what=f"{len(ids)} bundles pushed by {worker.name}",
+        )
+        elapsed = time.perf_counter() - started
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"{worker.name} died:\n{worker.log()[-3000:]}")
+        return elapsed
+    finally:
+        worker.stop()
+
+
+def raw_publish(service: LocalService, messages: Sequence[tuple[str, bytes]]) -> float:
+    """Seconds for a bare paho loop: MQTT 5, QoS 1, expiry set, `INFLIGHT` window, all acked."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(max(20, wait_every))
-    client.connect(mqtt_service.host, mqtt_service.port, keepalive=30)
+    client.max_inflight_messages_set(INFLIGHT)
+    client.connect(service.host, service.port, keepalive=30)
     client.loop_start()
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while not client.is_connected():
-            if time.monotonic() > deadline:
-                raise RuntimeError("baseline client did not connect")
-            time.sleep(0.01)
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.MessageExpiryInterval = 300
-        start = time.perf_counter()
-        for i in range(0, len(messages), wait_every):
-            infos = [
-                client.publish(topic, data, qos=1, properties=properties)
-                for topic, data in messages[i : i + wait_every]
-            ]
-            for info in infos:
-                info.wait_for_publish(TIMEOUT)
-                if not info.is_published():
-                    raise RuntimeError("baseline publish not acknowledged")
-        return time.perf_counter() - start
+        wait_until(client.is_connected, timeout=TIMEOUT, what="baseline client connected")
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
+        properties.MessageExpiryInterval = 3600
+        started = time.perf_counter()
+        infos = [
+            client.publish(topic, data, qos=1, properties=properties) for topic, data in messages
+        ]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT)
+            if not info.is_published():
+                raise RuntimeError("baseline publish not acknowledged")
+        return time.perf_counter() - started
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-def _sign_alone(signer: FileSigner, bundles: Sequence[bytes]) -> float:
-    to_sign = [Sign1Message.decode(data).sig_structure() for data in bundles]
-    start = time.perf_counter()
-    for tbs in to_sign:
-        signer.sign(tbs)
-    return time.perf_counter() - start
-
-
-def _push(deps: RolloutDeps, rollout_id: str, device_ids: Sequence[str]) -> tuple[float, int]:
-    sent = 0
-    start = time.perf_counter()
-    for i in range(0, len(device_ids), PUSH_BATCH_SIZE):
-        sent += push_batch(deps, rollout_id, device_ids[i : i + PUSH_BATCH_SIZE], "stage", now=NOW)
-    return time.perf_counter() - start, sent
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=5_000)
-    args = parser.parse_args()
-    devices = max(PUSH_BATCH_SIZE, min(args.devices, 100_000))
-    configure_logging(level="WARNING")
-
+def run(devices: int) -> list[Figure]:
+    """Measure; return the figures."""
     with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
         base = Path(tmp)
         redis_service = start_redis(base / "redis")
         mqtt_service = start_mosquitto(base / "mosquitto")
-        publisher: MqttSession | None = None
         try:
             client = redis.Redis(
                 host=redis_service.host, port=redis_service.port, decode_responses=True
             )
-            inventory = RedisInventory(client)
-            states = _states(devices)
-            for i in range(0, devices, 500):
-                inventory.record_states(states[i : i + 500], received_at=NOW)
-            generate_key_file(base / "signing-key.pem")
-            signer = FileSigner(base / "signing-key.pem")
-            settings = Settings(mqtt_host=mqtt_service.host, mqtt_port=mqtt_service.port)
-            publisher = MqttSession(settings, client_id="bench-push", timeout=TIMEOUT)
-            spent = dict.fromkeys(("sign", "incr", "store", "publish"), 0.0)
-            tasks = RecordedTasks()
-            deps = RolloutDeps(
-                rollouts=Timed(RedisRollouts(client), "store", spent),  # type: ignore[arg-type]
-                inventory=inventory,
-                signer=Timed(signer, "sign", spent),
-                sequences=Timed(RedisSequences(client), "incr", spent),
-                publisher=Timed(publisher, "publish", spent),
-                tasks=tasks,
+            key_file = base / "signing-key.pem"
+            generate_key_file(key_file)
+            env = {
+                "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
+                "CERTFLEET_MQTT_HOST": mqtt_service.host,
+                "CERTFLEET_MQTT_PORT": str(mqtt_service.port),
+                "CERTFLEET_MQTT_MAX_INFLIGHT": str(INFLIGHT),
+                "CERTFLEET_SIGNING_KEY_FILE": str(key_file),
+            }
+            settings = Settings(
+                redis_url=env["CERTFLEET_REDIS_URL"],
+                mqtt_host=mqtt_service.host,
+                mqtt_port=mqtt_service.port,
             )
-            ca = make_ca(
-                "Fleet CA 2026",
-                not_before=NOW - timedelta(days=1),
-                not_after=NOW + timedelta(days=700),
+            ca_pem = rsa_ca_pem()
+            one_id, one_ids = _rollout(client, "one-", devices, ca_pem)
+            two_id, two_ids = _rollout(client, "two-", devices, ca_pem)
+            one_s = _push_run(
+                client, settings, base, env, concurrency=1, rollout_id=one_id, ids=one_ids
             )
-            spec = RolloutSpec(
-                kind="trust.add",
-                ca_pems=(ca.pem.decode(),),
-                tag=42,
-                spare_tag=43,
-                probe_host="probe.invalid",
-                probe_port=8443,
-                waves=parse_waves("100%"),
+            two_s = _push_run(
+                client, settings, base, env, concurrency=2, rollout_id=two_id, ids=two_ids
             )
-            rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
-            deps.rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
-            device_ids = sorted(s.device_id for s in states)
-            spent.update(dict.fromkeys(spent, 0.0))
-
-            ours_s, sent = _push(deps, rollout_id, device_ids)
-            assert sent == devices, (sent, devices)
-            assert not tasks.calls, tasks.calls
-            stored = RedisRollouts(client).bundles(rollout_id, device_ids, "stage")
-            assert len(stored) == devices
+            stored = RedisRollouts(client).bundles(one_id, one_ids, "stage")
+            if len(stored) != devices:
+                raise RuntimeError(f"{len(stored)} bundles stored, {devices} expected")
             topics = Topics(settings.topic_prefix)
-            messages = [(topics.bundle(d), stored[d]) for d in device_ids]
-            each_s = _raw_publish(mqtt_service, messages, wait_every=1)
-            batch_s = _raw_publish(mqtt_service, messages, wait_every=PUSH_BATCH_SIZE)
-            # mosquitto leaves Nagle on by default: its PUBACKs to a pipelining client
-            # wait for delayed ACKs. The same loop on a broker with TCP_NODELAY:
-            nodelay = start_mosquitto(base / "nodelay", extra_config="set_tcp_nodelay true\n")
-            try:
-                nodelay_s = _raw_publish(nodelay, messages, wait_every=PUSH_BATCH_SIZE)
-            finally:
-                nodelay.stop()
-            sign_s = _sign_alone(signer, list(stored.values()))
+            messages = [(topics.bundle(d), stored[d]) for d in one_ids]
+            raw_s = [raw_publish(mqtt_service, messages) for _ in range(2)]
             client.close()
         finally:
-            if publisher is not None:
-                publisher.close()
             mqtt_service.stop()
             redis_service.stop()
 
-    def per_device(seconds: float) -> str:
-        return f"{seconds / devices * 1e6:12.0f} us"
-
-    other = ours_s - sum(spent.values())
     size = sum(len(data) for _, data in messages) / devices
-    print(f"devices                          {devices:12,}  ({size:,.0f} B bundles)")
-    print(f"baseline paho, PUBACK each       {devices / each_s:12,.0f} devices/s")
-    print(f"baseline paho, PUBACK per 200    {devices / batch_s:12,.0f} devices/s")
-    print(f"  same, broker set_tcp_nodelay   {devices / nodelay_s:12,.0f} devices/s")
-    print(f"push_batch (ours)                {devices / ours_s:12,.0f} devices/s")
-    print(f"ratio ours/PUBACK each           {each_s / ours_s:12.2f}")
-    print(f"ratio ours/PUBACK per 200        {batch_s / ours_s:12.2f}")
-    print(f"ratio ours/same, nodelay         {nodelay_s / ours_s:12.2f}")
-    print(f"ours per device                  {per_device(ours_s)}")
-    print(f"  sign (ES256, in push)          {per_device(spent['sign'])}")
-    print(f"  Redis INCR sequence            {per_device(spent['incr'])}")
-    print(f"  Redis rollout store (Lua etc.) {per_device(spent['store'])}")
-    print(f"  publish + PUBACK               {per_device(spent['publish'])}")
-    print(f"  other (CBOR, COSE, Py)         {per_device(other)}")
-    print(f"ES256 sign alone                 {per_device(sign_s)}")
-    print(f"paho publish alone, PUBACK each  {per_device(each_s)}")
+    raw_rate = devices / (sum(raw_s) / len(raw_s))
+    one_rate, two_rate = devices / one_s, devices / two_s
+    raw_text = (
+        f"raw paho QoS 1 loop, window {INFLIGHT}: {raw_rate:,.0f}/s "
+        f"(runs {devices / raw_s[0]:,.0f} and {devices / raw_s[1]:,.0f})"
+    )
+    return [
+        Figure(
+            "Push",
+            f"push_batch via Celery, 1 worker process, {devices:,} devices, {size:,.0f} B bundles",
+            one_rate / raw_rate,
+            "ratio",
+            goal=">= 0.9",
+            met=one_rate / raw_rate >= 0.9,
+            baseline=raw_text,
+            detail=f"ours {one_rate:,.0f} devices/s",
+        ),
+        Figure(
+            "Push",
+            "2 worker processes over 1",
+            two_rate / one_rate,
+            "ratio",
+            goal=">= 1.7",
+            met=two_rate / one_rate >= 1.7,
+            baseline=f"1 process: {one_rate:,.0f} devices/s",
+            detail=f"2 processes {two_rate:,.0f} devices/s",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    configure_logging(level="WARNING")
+    figures = run(max(PUSH_BATCH_SIZE, args.devices))
+    print_table(figures)
+    for figure in figures:
+        if figure.detail:
+            print(f"  {figure.name}: {figure.detail}")
+    write_json(figures, args.json_out)
 
 
 if __name__ == "__main__":
