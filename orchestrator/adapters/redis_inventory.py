@@ -16,7 +16,9 @@ Layout (all keys under `certfleet:inv:`):
 - `lib` (hash, `certfleet:lib`): SHA-256 -> PEM.
 
 One Lua script replaces a device's items and maintains every index in the same
-atomic step, so a report costs O(items) and a scan reads counts, not devices.
+atomic step, so a report costs O(items) and a scan reads counts, not devices; it
+takes a whole batch of devices in one call (their states JSON-encoded in one
+argument), so the client packs one command per batch, not one per device.
 The script touches keys it derives at run time, so this layout serves a single
 Redis or Sentinel; Redis Cluster needs the per-tag keys split by slot.
 """
@@ -46,69 +48,92 @@ LIB = "certfleet:lib"
 
 T = TypeVar("T")
 
-# KEYS[1] devices zset, KEYS[2] device hash.
-# ARGV: device_id, reported_at, received_at, key prefix, active tags JSON ('' if not
-#       reported), item count, then per item: field, json, sec_tag, type, sha256,
-#       not_after ('' if none).
-_RECORD_DEVICE = """
-local devices, dev = KEYS[1], KEYS[2]
-local id, reported, received, p = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local previous = redis.call('ZSCORE', devices, id)
-if previous and tonumber(previous) > reported then return 0 end
-local old = redis.call('HGETALL', dev)
-local oldtags = {}
-for i = 1, #old, 2 do
-  local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
-  if tag then
-    if oldtags[tag] == nil then oldtags[tag] = '' end
-    if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
-  end
-end
-redis.call('DEL', dev)
-local newtags, newexp = {}, {}
-local n, i = tonumber(ARGV[6]), 7
-for _ = 1, n do
-  local field, value, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local typ, sha, na = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
-  redis.call('HSET', dev, field, value)
-  if newtags[tag] == nil then newtags[tag] = '' end
-  if typ == '0' then newtags[tag] = sha end
-  if na ~= '' then
-    local x = tonumber(na)
-    if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
-  end
-end
-redis.call('HSET', dev, '_received', received)
-if ARGV[5] ~= '' then redis.call('HSET', dev, '_active', ARGV[5]) end
+# KEYS[1] devices zset.
+# ARGV: key prefix, received_at, then the JSON list of device states, each
+#   [device_id, reported_at, active tags JSON ('' if not reported), items], an item
+#   [field, json, sec_tag, type, sha256, not_after ('' if none)] (numbers as strings).
+# Applies them in order, each as alone; returns how many were applied (not stale).
+_RECORD_STATES = """
+local devices, p, received = KEYS[1], ARGV[1], ARGV[2]
 local function decr(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
-for tag, sha in pairs(oldtags) do
-  if newtags[tag] == nil then
-    decr(p .. 'tags', tag)
-    redis.call('ZREM', p .. 'exp:' .. tag, id)
-  end
-  if sha ~= '' and newtags[tag] ~= sha then
-    decr(p .. 'cadig:' .. tag, sha)
-    redis.call('SREM', p .. 'cadev:' .. tag .. ':' .. sha, id)
+local applied = 0
+for _, state in ipairs(cjson.decode(ARGV[3])) do
+  local id, reported, active, items = state[1], tonumber(state[2]), state[3], state[4]
+  local dev = p .. 'dev:' .. id
+  local previous = redis.call('ZSCORE', devices, id)
+  if not (previous and tonumber(previous) > reported) then
+    local old = redis.call('HGETALL', dev)
+    local oldtags = {}
+    for i = 1, #old, 2 do
+      local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
+      if tag then
+        if oldtags[tag] == nil then oldtags[tag] = '' end
+        if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
+      end
+    end
+    redis.call('DEL', dev)
+    local newtags, newexp = {}, {}
+    for _, item in ipairs(items) do
+      local field, value, tag, typ, sha, na = item[1], item[2], item[3], item[4], item[5], item[6]
+      redis.call('HSET', dev, field, value)
+      if newtags[tag] == nil then newtags[tag] = '' end
+      if typ == '0' then newtags[tag] = sha end
+      if na ~= '' then
+        local x = tonumber(na)
+        if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
+      end
+    end
+    redis.call('HSET', dev, '_received', received)
+    if active ~= '' then redis.call('HSET', dev, '_active', active) end
+    for tag, sha in pairs(oldtags) do
+      if newtags[tag] == nil then
+        decr(p .. 'tags', tag)
+        redis.call('ZREM', p .. 'exp:' .. tag, id)
+      end
+      if sha ~= '' and newtags[tag] ~= sha then
+        decr(p .. 'cadig:' .. tag, sha)
+        redis.call('SREM', p .. 'cadev:' .. tag .. ':' .. sha, id)
+      end
+    end
+    for tag, sha in pairs(newtags) do
+      if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
+      if sha ~= '' and oldtags[tag] ~= sha then
+        redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1)
+        redis.call('SADD', p .. 'cadev:' .. tag .. ':' .. sha, id)
+      end
+      if newexp[tag] then
+        redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
+      else
+        redis.call('ZREM', p .. 'exp:' .. tag, id)
+      end
+    end
+    redis.call('ZADD', devices, reported, id)
+    applied = applied + 1
   end
 end
-for tag, sha in pairs(newtags) do
-  if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
-  if sha ~= '' and oldtags[tag] ~= sha then
-    redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1)
-    redis.call('SADD', p .. 'cadev:' .. tag .. ':' .. sha, id)
-  end
-  if newexp[tag] then
-    redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
-  else
-    redis.call('ZREM', p .. 'exp:' .. tag, id)
-  end
+return applied
+"""
+
+# KEYS[1] report_phases hash.
+# ARGV: stream key prefix, reports kept, then the JSON list of reports, each
+#   [device_id, rollout_id, seq, op, phase, reason, detail, time, active tags JSON].
+_RECORD_REPORTS = """
+local phases = {}
+for _, r in ipairs(cjson.decode(ARGV[3])) do
+  redis.call('XADD', ARGV[1] .. r[1], 'MAXLEN', '~', ARGV[2], '*', 'rollout_id', r[2],
+    'seq', r[3], 'op', r[4], 'phase', r[5], 'reason', r[6], 'detail', r[7], 'time', r[8],
+    'active_tags', r[9])
+  phases[r[5]] = (phases[r[5]] or 0) + 1
 end
-redis.call('ZADD', devices, reported, id)
+for phase, n in pairs(phases) do redis.call('HINCRBY', KEYS[1], phase, n) end
 return 1
 """
+
+SCRIPT_CHUNK = 500
+"""Most devices or reports in one Lua call: a longer batch goes as several calls in
+one pipelined round trip, so Redis never runs one script for long."""
 
 
 @contextmanager
@@ -142,6 +167,18 @@ def _item_json(credential: ReportedCredential) -> str:
     )
 
 
+def _item_args(c: ReportedCredential) -> list[str]:
+    """One item as `_RECORD_STATES` takes it."""
+    return [
+        f"{c.sec_tag}:{int(c.type)}",
+        _item_json(c),
+        str(c.sec_tag),
+        str(int(c.type)),
+        c.sha256,
+        repr(c.not_after.timestamp()) if c.not_after is not None else "",
+    ]
+
+
 def _item_from_json(field: str, value: str) -> ReportedCredential:
     tag, typ = field.split(":")
     data = json.loads(value)
@@ -161,34 +198,28 @@ class RedisInventory:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._record = client.register_script(_RECORD_DEVICE)
+        self._record_states = client.register_script(_RECORD_STATES)
+        self._record_reports = client.register_script(_RECORD_REPORTS)
 
     @_guarded
     def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
-        """Apply reports in one pipelined round trip; older reports than the stored are ignored."""
+        """Apply reports in one round trip; older reports than the stored are ignored."""
         if not states:
             return 0
         pipe = self._redis.pipeline(transaction=False)
-        for state in states:
-            args: list[str | int | float] = [
-                state.device_id,
-                state.reported_at.timestamp(),
-                received_at.timestamp(),
-                INV,
-                json.dumps(list(state.active_tags)) if state.active_tags is not None else "",
-                len(state.credentials),
-            ]
-            for c in state.credentials:
-                args += [
-                    f"{c.sec_tag}:{int(c.type)}",
-                    _item_json(c),
-                    str(c.sec_tag),
-                    str(int(c.type)),
-                    c.sha256,
-                    c.not_after.timestamp() if c.not_after is not None else "",
+        received = repr(received_at.timestamp())
+        for i in range(0, len(states), SCRIPT_CHUNK):
+            batch = [
+                [
+                    state.device_id,
+                    repr(state.reported_at.timestamp()),
+                    json.dumps(list(state.active_tags)) if state.active_tags is not None else "",
+                    [_item_args(c) for c in state.credentials],
                 ]
-            self._record(
-                keys=[INV + "devices", INV + "dev:" + state.device_id], args=args, client=pipe
+                for state in states[i : i + SCRIPT_CHUNK]
+            ]
+            self._record_states(
+                keys=[INV + "devices"], args=[INV, received, json.dumps(batch)], client=pipe
             )
         return sum(int(applied) for applied in pipe.execute())
 
@@ -198,23 +229,26 @@ class RedisInventory:
         if not reports:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for report in reports:
-            fields: dict[Any, Any] = {
-                "rollout_id": report.rollout_id,
-                "seq": report.seq,
-                "op": report.op or "",
-                "phase": report.phase,
-                "reason": report.reason,
-                "detail": report.detail,
-                "time": report.time.isoformat(),
-                "active_tags": json.dumps(list(report.active_tags))
-                if report.active_tags is not None
-                else "",
-            }
-            pipe.xadd(
-                f"{INV}reports:{report.device_id}", fields, maxlen=REPORTS_KEPT, approximate=True
+        for i in range(0, len(reports), SCRIPT_CHUNK):
+            batch = [
+                [
+                    report.device_id,
+                    report.rollout_id,
+                    str(report.seq),
+                    report.op or "",
+                    report.phase,
+                    report.reason,
+                    report.detail,
+                    report.time.isoformat(),
+                    json.dumps(list(report.active_tags)) if report.active_tags is not None else "",
+                ]
+                for report in reports[i : i + SCRIPT_CHUNK]
+            ]
+            self._record_reports(
+                keys=[INV + "report_phases"],
+                args=[INV + "reports:", REPORTS_KEPT, json.dumps(batch)],
+                client=pipe,
             )
-            pipe.hincrby(INV + "report_phases", report.phase, 1)
         pipe.execute()
 
     @_guarded

@@ -38,33 +38,47 @@ CLAIMS = "certfleet:claims:"
 
 # KEYS[1] dev hash, KEYS[2] wave hash, KEYS[3] deadline zset, KEYS[4] bundle hash,
 # KEYS[5] log stream
-# ARGV: prefix, device, new state, allowed sources (comma-separated), time (ISO), actor, cause,
-#       deadline ('' keep, '-' clear, else epoch), bundle step ('' none), bundle bytes
+# ARGV: prefix, time (ISO), actor, JSON list of transitions, then the bundles' bytes.
+# A transition: [device, new state, allowed sources (comma-separated), cause,
+#   deadline ('' keep, '-' clear, else epoch), bundle step ('' none), bundle's ARGV index
+#   (0 none)]. Returns the JSON list of [applied 1 / refused 0 / unknown -1, state found].
+# The whole batch is one call, applied in order, each transition as it would alone.
 _TRANSITION = """
 local dev, wave, deadline, bundles, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, device, new, allowed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local current = redis.call('HGET', dev, device)
-if not current then return {-1, ''} end
-local ok = false
-for source in string.gmatch(allowed, '[^,]+') do
-  if source == current then ok = true end
+local prefix, time, actor = ARGV[1], ARGV[2], ARGV[3]
+local results = {}
+for n, t in ipairs(cjson.decode(ARGV[4])) do
+  local device, new, allowed, cause = t[1], t[2], t[3], t[4]
+  local current = redis.call('HGET', dev, device)
+  if not current then
+    results[n] = {-1, ''}
+  else
+    local ok = false
+    for source in string.gmatch(allowed, '[^,]+') do
+      if source == current then ok = true end
+    end
+    if not ok then
+      results[n] = {0, current}
+    else
+      local w = redis.call('HGET', wave, device)
+      redis.call('HSET', dev, device, new)
+      redis.call('HINCRBY', prefix .. 'counts:' .. w, current, -1)
+      redis.call('HINCRBY', prefix .. 'counts:' .. w, new, 1)
+      redis.call('SREM', prefix .. 's:' .. current, device)
+      redis.call('SADD', prefix .. 's:' .. new, device)
+      if t[5] == '-' then
+        redis.call('ZREM', deadline, device)
+      elseif t[5] ~= '' then
+        redis.call('ZADD', deadline, tonumber(t[5]), device)
+      end
+      if t[6] ~= '' then redis.call('HSET', bundles, device .. ':' .. t[6], ARGV[t[7]]) end
+      redis.call('XADD', log, '*', 'time', time, 'actor', actor, 'kind', 'device',
+        'subject', device, 'wave', w, 'from', current, 'to', new, 'cause', cause)
+      results[n] = {1, current}
+    end
+  end
 end
-if not ok then return {0, current} end
-local w = redis.call('HGET', wave, device)
-redis.call('HSET', dev, device, new)
-redis.call('HINCRBY', prefix .. 'counts:' .. w, current, -1)
-redis.call('HINCRBY', prefix .. 'counts:' .. w, new, 1)
-redis.call('SREM', prefix .. 's:' .. current, device)
-redis.call('SADD', prefix .. 's:' .. new, device)
-if ARGV[8] == '-' then
-  redis.call('ZREM', deadline, device)
-elseif ARGV[8] ~= '' then
-  redis.call('ZADD', deadline, tonumber(ARGV[8]), device)
-end
-if ARGV[9] ~= '' then redis.call('HSET', bundles, device .. ':' .. ARGV[9], ARGV[10]) end
-redis.call('XADD', log, '*', 'time', ARGV[5], 'actor', ARGV[6], 'kind', 'device',
-  'subject', device, 'wave', w, 'from', current, 'to', new, 'cause', ARGV[7])
-return {1, current}
+return cjson.encode(results)
 """
 
 
@@ -89,6 +103,18 @@ class TransitionResult:
     device_id: str
     applied: bool
     previous: str | None
+
+
+TRANSITION_CHUNK = 500
+"""Most transitions in one Lua call: a long batch goes as several calls in one round trip,
+so Redis never runs one script for long."""
+
+
+def _deadline_arg(t: Transition) -> str:
+    """The script's deadline argument: '' keep, '-' clear, else the epoch."""
+    if t.clear_deadline:
+        return "-"
+    return "" if t.deadline is None else repr(t.deadline)
 
 
 def _key(rollout_id: str, name: str) -> str:
@@ -306,41 +332,39 @@ class RedisRollouts:
     def transition(
         self, rollout_id: str, transitions: Sequence[Transition], *, time: str, actor: str
     ) -> list[TransitionResult]:
-        """Apply device transitions in one pipelined round trip."""
+        """Apply device transitions in one Lua call, in order; each as it would alone."""
         if not transitions:
             return []
         keys = [_key(rollout_id, name) for name in ("dev", "wave", "deadline", "bundle", "log")]
         prefix = _key(rollout_id, "")
         with store_errors():
             pipe = self._bytes.pipeline(transaction=False)
-            for t in transitions:
-                deadline = (
-                    "-" if t.clear_deadline else ("" if t.deadline is None else repr(t.deadline))
-                )
+            for i in range(0, len(transitions), TRANSITION_CHUNK):
+                items: list[list[str | int]] = []
+                bundles: list[bytes] = []
+                for t in transitions[i : i + TRANSITION_CHUNK]:
+                    index = 0
+                    if t.step:
+                        bundles.append(t.bundle or b"")
+                        index = 4 + len(bundles)  # this bundle's ARGV index (Lua counts from 1)
+                    items.append(
+                        [
+                            t.device_id,
+                            t.new,
+                            ",".join(sorted(t.allowed)),
+                            t.cause,
+                            _deadline_arg(t),
+                            t.step or "",
+                            index,
+                        ]
+                    )
                 self._transition(
-                    keys=keys,
-                    args=[
-                        prefix,
-                        t.device_id,
-                        t.new,
-                        ",".join(sorted(t.allowed)),
-                        time,
-                        actor,
-                        t.cause,
-                        deadline,
-                        t.step or "",
-                        t.bundle or b"",
-                    ],
-                    client=pipe,
+                    keys=keys, args=[prefix, time, actor, json.dumps(items), *bundles], client=pipe
                 )
-            results = pipe.execute()
+            found = [result for raw in pipe.execute() for result in json.loads(raw)]
         return [
-            TransitionResult(
-                device_id=t.device_id,
-                applied=int(code) == 1,
-                previous=(found.decode() if isinstance(found, bytes) else found) or None,
-            )
-            for t, (code, found) in zip(transitions, results, strict=True)
+            TransitionResult(device_id=t.device_id, applied=code == 1, previous=state or None)
+            for t, (code, state) in zip(transitions, found, strict=True)
         ]
 
     def set_meta(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,8 +188,12 @@ def ingest_batch(
     applied = record_states(store, library, states, received_at=received_at) if states else 0
     if reports:
         store.record_reports(reports)
+        # One line per batch: a JSON log line per report cost more than recording it.
+        log.info(
+            "device_reports", reports=len(reports), phases=dict(Counter(r.phase for r in reports))
+        )
         for report in reports:
-            log.info(
+            log.debug(
                 "device_report",
                 device_id=report.device_id,
                 rollout_id=report.rollout_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -311,23 +312,27 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
     refused by the transition itself.
     """
     by_rollout: dict[str, list[Transition]] = {}
+    rejected: Counter[str] = Counter()
     for report in reports:
         target = PHASE_TO_STATE.get(report.phase)
         if report.phase == "rejected":
-            deps.count("certfleet_bundles_rejected_total", {"reason": report.reason})
+            rejected[report.reason] += 1
         if not report.rollout_id or target is None or report.reason == "replay":
             continue
-        terminal = target in DECIDED or target is D.ROLLED_BACK
         by_rollout.setdefault(report.rollout_id, []).append(
             Transition(
                 device_id=report.device_id,
                 new=target.value,
-                allowed=_allowed(target),
+                allowed=_REPORT_SOURCES[target],
                 cause=f"report {report.phase}/{report.reason} seq {report.seq}",
-                clear_deadline=terminal,
+                clear_deadline=target in _REPORT_TERMINAL,
             )
         )
+    # One counter update per label and batch, not one round trip per report.
+    for reason, n in sorted(rejected.items()):
+        deps.count("certfleet_bundles_rejected_total", {"reason": reason}, n)
     moved: set[str] = set()
+    arrived: Counter[str] = Counter()
     for rollout_id, transitions in by_rollout.items():
         if not deps.rollouts.exists(rollout_id):
             continue
@@ -337,8 +342,19 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
         for transition, result in zip(transitions, results, strict=True):
             if result.applied:
                 moved.add(rollout_id)
-                deps.count("certfleet_device_transitions_total", {"to": transition.new})
+                arrived[transition.new] += 1
+    for state, n in sorted(arrived.items()):
+        deps.count("certfleet_device_transitions_total", {"to": state}, n)
     return moved
+
+
+_REPORT_SOURCES: Mapping[DeviceRolloutState, frozenset[str]] = {
+    target: _allowed(target) for target in set(PHASE_TO_STATE.values())
+}
+"""The states a report may move a device from, per target (computed once)."""
+_REPORT_TERMINAL = frozenset(
+    t for t in PHASE_TO_STATE.values() if t in DECIDED or t is D.ROLLED_BACK
+)
 
 
 def _sum(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
