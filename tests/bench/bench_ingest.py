@@ -1,0 +1,365 @@
+"""Benchmark: device reports through the listener, on a real redis-server and mosquitto.
+
+    .venv/bin/python -m tests.bench.bench_ingest [--reports 100000] [--json-out FILE]
+
+A `trust.add` rollout made by `create_rollout` over reports/3 recorded devices, every
+device moved to `sent` through the rollout store; then each device's `received`,
+`staged` and `health_ok` reports (what a rollout's devices publish) make the stream.
+Two persistent MQTT sessions subscribe before it is published, so the broker queues
+the same N messages for each: the listener's (`CERTFLEET_LISTENER_CLIENT_ID`, its
+shared subscriptions) and a bare paho subscriber's. Each is then timed draining its
+queue: the paho one from CONNACK to its N-th message, `certfleet listener` (a process
+of its own) from its subscription until Redis shows every report validated, counted
+and every device moved to `health_ok`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import redis
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from orchestrator.adapters.redis_inventory import RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
+from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition, now_iso
+from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.domain.inventory import DeviceState
+from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.protocol.bundle import Reason
+from orchestrator.protocol.report import Phase, ReportMessage
+from orchestrator.protocol.topics import Topics
+from orchestrator.services.rollout_engine import RolloutDeps
+from orchestrator.services.rollouts import create_rollout
+from simulator.pki import make_ca
+from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.bench.figures import Figure, print_table, write_json
+
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+TIMEOUT = 30.0
+PHASES = (Phase.RECEIVED, Phase.STAGED, Phase.HEALTH_OK)
+SESSION_EXPIRY = 3600
+LISTENER_ID = "bench-listener"
+RAW_ID = "bench-raw"
+# Both queues hold the whole stream while their consumer is away.
+BROKER_CONFIG = "max_queued_messages 0\nmax_queued_bytes 0\n"
+
+
+class RecordedTasks:
+    """`RolloutTasks` that records what the engine would enqueue instead of enqueueing it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **_: self.calls.append((name, args))
+
+
+def _wait(what: str, done: Callable[[], bool], *, timeout: float, every: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def _client(client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    return client
+
+
+def _connect(client: mqtt.Client, service: LocalService, *, clean_start: bool) -> None:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY
+    client.connect(
+        service.host, service.port, keepalive=60, clean_start=clean_start, properties=properties
+    )
+
+
+def _subscribe_session(service: LocalService, client_id: str, topics: Sequence[str]) -> None:
+    """Open a persistent session holding `topics`, then leave it so the broker queues for it."""
+    client = _client(client_id)
+    acked = threading.Event()
+    client.on_subscribe = lambda *_: acked.set()
+    _connect(client, service, clean_start=True)
+    client.loop_start()
+    try:
+        for topic in topics:
+            acked.clear()
+            client.subscribe(topic, qos=1)
+            if not acked.wait(TIMEOUT):
+                raise RuntimeError(f"{client_id}: no SUBACK for {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _publish(service: LocalService, messages: Sequence[tuple[str, bytes]]) -> float:
+    client = _client("bench-publisher")
+    _connect(client, service, clean_start=True)
+    client.loop_start()
+    try:
+        _wait("the publisher's CONNACK", client.is_connected, timeout=TIMEOUT)
+        start = time.perf_counter()
+        infos = [client.publish(topic, data, qos=1) for topic, data in messages]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT)
+            if not info.is_published():
+                raise RuntimeError("publish not acknowledged")
+        return time.perf_counter() - start
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _raw_drain(service: LocalService, expected: int) -> float:
+    """Seconds from CONNACK until a bare paho subscriber has received `expected` messages."""
+    client = _client(RAW_ID)
+    received = 0
+    started, finished = threading.Event(), threading.Event()
+    times: dict[str, float] = {}
+
+    def on_connect(*_: Any) -> None:
+        times["start"] = time.perf_counter()
+        started.set()
+
+    def on_message(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal received
+        received += 1
+        if received == expected:
+            times["end"] = time.perf_counter()
+            finished.set()
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    _connect(client, service, clean_start=False)
+    client.loop_start()
+    try:
+        if not finished.wait(TIMEOUT * 4):
+            raise RuntimeError(f"raw subscriber received {received} of {expected}")
+        return times["end"] - times["start"]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _listener_drain(
+    redis_service: LocalService,
+    mqtt_service: LocalService,
+    workdir: Path,
+    done: Callable[[], bool],
+) -> float:
+    """Seconds from `certfleet listener`'s subscription until `done()` holds in Redis."""
+    env = {
+        **os.environ,
+        "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
+        "CERTFLEET_MQTT_HOST": mqtt_service.host,
+        "CERTFLEET_MQTT_PORT": str(mqtt_service.port),
+        "CERTFLEET_LISTENER_CLIENT_ID": LISTENER_ID,
+        "CERTFLEET_LOG_FORMAT": "json",
+    }
+    log_path = workdir / "listener.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("certfleet")), "listener"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait(
+            "the listener's subscription",
+            lambda: b"listener_subscribed" in log_path.read_bytes(),
+            timeout=TIMEOUT,
+            every=0.002,
+        )
+        start = time.perf_counter()
+        _wait("the listener's drain", done, timeout=TIMEOUT * 10, every=0.02)
+        return time.perf_counter() - start
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _states(devices: int) -> list[DeviceState]:
+    ca = ReportedCredential(
+        sec_tag=42,
+        type=CredentialType.CA_CHAIN,
+        sha256="ab" * 32,
+        not_after=NOW + timedelta(days=20),
+        subject="CN=Fleet CA 2025,O=certfleet",
+        issuer="CN=Fleet CA 2025,O=certfleet",
+    )
+    return [
+        DeviceState(
+            device_id=f"bench-{n:07d}", reported_at=NOW, credentials=(ca,), active_tags=(42,)
+        )
+        for n in range(devices)
+    ]
+
+
+def _rollout(client: redis.Redis, device_ids: Sequence[str]) -> str:
+    """A started `trust.add` rollout over the devices, each moved to `sent`."""
+    deps = RolloutDeps(
+        rollouts=RedisRollouts(client),
+        inventory=RedisInventory(client),
+        signer=None,
+        sequences=RedisSequences(client),
+        publisher=None,
+        tasks=RecordedTasks(),
+        metrics=RedisMetrics(client),
+    )
+    ca = make_ca(
+        "Fleet CA 2026", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=700)
+    )
+    spec = RolloutSpec(
+        kind="trust.add",
+        ca_pems=(ca.pem.decode(),),
+        tag=42,
+        spare_tag=43,
+        probe_host="probe.invalid",
+        probe_port=8443,
+        waves=parse_waves("100%"),
+    )
+    rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
+    deps.rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
+    for i in range(0, len(device_ids), 1000):
+        results = deps.rollouts.transition(
+            rollout_id,
+            [
+                Transition(
+                    device_id=d,
+                    new="sent",
+                    allowed=frozenset({"pending"}),
+                    cause="bench",
+                    deadline=NOW.timestamp() + 3600,
+                    step="stage",
+                    bundle=b"bench",
+                )
+                for d in device_ids[i : i + 1000]
+            ],
+            time=now_iso(NOW),
+            actor="bench",
+        )
+        assert all(r.applied for r in results)
+    return rollout_id
+
+
+def _reports(rollout_id: str, device_ids: Sequence[str], topics: Topics) -> list[tuple[str, bytes]]:
+    """Every device's received, staged, health_ok reports, phase by phase over the fleet."""
+    return [
+        (
+            topics.report(d),
+            ReportMessage(
+                device_id=d,
+                rollout_id=rollout_id,
+                seq=1,
+                op="stage",
+                phase=phase,
+                reason=Reason.OK,
+                time=NOW + timedelta(seconds=n),
+                active_tags=[42],
+            ).to_json(),
+        )
+        for n, phase in enumerate(PHASES)
+        for d in device_ids
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=100_000)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    devices = max(1, min(args.reports, 1_500_000) // len(PHASES))
+    reports = devices * len(PHASES)
+
+    with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
+        base = Path(tmp)
+        redis_service = start_redis(base / "redis")
+        mqtt_service = start_mosquitto(base / "mosquitto", extra_config=BROKER_CONFIG)
+        try:
+            client = redis.Redis(
+                host=redis_service.host, port=redis_service.port, decode_responses=True
+            )
+            inventory = RedisInventory(client)
+            states = _states(devices)
+            for i in range(0, devices, 500):
+                inventory.record_states(states[i : i + 500], received_at=NOW)
+            device_ids = sorted(s.device_id for s in states)
+            rollout_id = _rollout(client, device_ids)
+            topics = Topics("certfleet")
+            messages = _reports(rollout_id, device_ids, topics)
+            size = sum(len(data) for _, data in messages) / reports
+
+            _subscribe_session(
+                mqtt_service,
+                LISTENER_ID,
+                [topics.shared_subscription("state"), topics.shared_subscription("report")],
+            )
+            _subscribe_session(mqtt_service, RAW_ID, [f"{topics.prefix}/+/report"])
+            publish_s = _publish(mqtt_service, messages)
+
+            raw_s = _raw_drain(mqtt_service, reports)
+            counts_key = f"certfleet:ro:{{{rollout_id}}}:counts:0"
+
+            def drained() -> bool:
+                phases = client.hgetall("certfleet:inv:report_phases")
+                counted = sum(int(n) for n in phases.values())  # type: ignore[union-attr]
+                moved = int(client.hget(counts_key, "health_ok") or 0)  # type: ignore[arg-type]
+                return counted >= reports and moved >= devices
+
+            ours_s = _listener_drain(redis_service, mqtt_service, base, drained)
+            counts = {k: int(v) for k, v in client.hgetall(counts_key).items()}  # type: ignore[union-attr]
+            assert counts.get("health_ok") == devices, counts
+            assert sum(counts.values()) == devices, counts
+            client.close()
+        finally:
+            mqtt_service.stop()
+            redis_service.stop()
+
+    raw_rate, ours_rate = reports / raw_s, reports / ours_s
+    ratio = raw_s / ours_s
+    figures = [
+        Figure(
+            section="ingest",
+            name=f"listener: {reports:,} reports validated, transitioned, counted",
+            value=ratio,
+            unit="ratio",
+            goal=">= 0.8",
+            met=ratio >= 0.8,
+            baseline=f"bare paho subscriber draining the same queue: {raw_rate:,.0f} reports/s",
+            detail=f"listener {ours_rate:,.0f} reports/s; {size:.0f} B reports; "
+            f"published at {reports / publish_s:,.0f}/s",
+        )
+    ]
+    print(f"reports {reports:,} ({devices:,} devices x {len(PHASES)}), {size:.0f} B each")
+    print(f"publish (paho, QoS 1)             {reports / publish_s:12,.0f} reports/s")
+    print(f"baseline bare paho drain          {raw_rate:12,.0f} reports/s")
+    print(f"certfleet listener drain          {ours_rate:12,.0f} reports/s")
+    print_table(figures)
+    write_json(figures, args.json_out)
+
+
+if __name__ == "__main__":
+    main()
