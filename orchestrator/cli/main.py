@@ -82,18 +82,42 @@ def simulate(
             "--broker-port", help="The devices' broker port (default: CERTFLEET_MQTT_PORT)."
         ),
     ] = None,
+    scale: Annotated[
+        bool,
+        typer.Option(
+            "--scale",
+            help="Scale mode: many devices per process and per MQTT connection, probes "
+            "shared by devices that would make the same handshake.",
+        ),
+    ] = False,
+    connections: Annotated[
+        int, typer.Option("--connections", min=1, help="Scale mode: MQTT connections per process.")
+    ] = 4,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes", min=1, help="Scale mode: processes, each with a slice of the devices."
+        ),
+    ] = 1,
 ) -> None:
     """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
     from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
     from orchestrator.protocol.cose import key_id  # noqa: PLC0415
     from simulator.device import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
-    from simulator.fleet import build_fleet, run_fleet  # noqa: PLC0415
+    from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 
     unknown = set(fault or ()) - FAULTS
     if unknown:
         raise fail(
             f"unknown --fault {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
+        )
+    if not scale and (connections != 4 or processes != 1):
+        raise fail("--connections and --processes belong to scale mode; add --scale")
+    if scale and tls:
+        raise fail(
+            "--scale shares each MQTT connection between devices, so it cannot validate the "
+            "broker with each device's tags; drop --tls or --scale"
         )
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -106,29 +130,66 @@ def simulate(
         if signer_pub is not None:
             raise fail(str(exc)) from None
         err.print(f"[yellow]devices trust no bundle signer[/] ({exc})", highlight=False)
+    broker = BrokerAddress(
+        host=settings.mqtt_host,
+        port=broker_port or settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        tls=tls,
+    )
+    ca_chain = ca.read_bytes()
     try:
-        agents = build_fleet(
-            count=devices,
-            ca_chain=ca.read_bytes(),
-            sec_tag=tag,
-            id_prefix=id_prefix,
-            broker=BrokerAddress(
-                host=settings.mqtt_host,
-                port=broker_port or settings.mqtt_port,
-                username=settings.mqtt_username,
-                password=settings.mqtt_password,
-                tls=tls,
-            ),
-            topics=Topics(settings.topic_prefix),
-            signers=signers,
-            faults=frozenset(fault or ()),
-        )
+        provisioned_modem(ca_chain, tag)
     except (ModemError, ValueError) as exc:
         raise fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
+    topics = Topics(settings.topic_prefix)
+    try:
+        for n in (0, devices - 1):
+            topics.state(device_id(id_prefix, n))
+    except ValueError as exc:
+        raise fail(f"--id-prefix {id_prefix!r} makes no valid device id: {exc}") from None
+    faults = frozenset(fault or ())
     err.print(
         f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
-        f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:"
-        f"{broker_port or settings.mqtt_port}"
+        f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:{broker.port}"
+        + (f" (scale mode: {processes} x {connections} connections)" if scale else "")
+    )
+
+    def ready(count: int) -> None:
+        err.print(f"ready: {count} devices", highlight=False)
+
+    if scale:
+        from simulator.scale import (  # noqa: PLC0415
+            ScaleSpec,
+            run_scale_fleet,
+            run_scale_processes,
+        )
+
+        spec = ScaleSpec(
+            count=devices,
+            ca_chain=ca_chain,
+            sec_tag=tag,
+            id_prefix=id_prefix,
+            broker=broker,
+            topics=topics,
+            signers=signers,
+            faults=faults,
+            connections=connections,
+        )
+        if processes == 1:
+            asyncio.run(run_scale_fleet(spec, duration=duration, on_ready=ready))
+        elif run_scale_processes(spec, processes=processes, duration=duration, on_ready=ready):
+            raise fail("a simulator process ended with an error; see its log above")
+        return
+    agents = build_fleet(
+        count=devices,
+        ca_chain=ca_chain,
+        sec_tag=tag,
+        id_prefix=id_prefix,
+        broker=broker,
+        topics=topics,
+        signers=signers,
+        faults=faults,
     )
     asyncio.run(run_fleet(agents, duration=duration))
 

@@ -66,9 +66,19 @@ class Stack:
 
 
 def start_fleet(
-    env: dict[str, str], base: Path, logs: Path, prefix: str, count: int, *, faults: Sequence[str]
+    env: dict[str, str],
+    base: Path,
+    logs: Path,
+    prefix: str,
+    count: int,
+    *,
+    faults: Sequence[str],
+    scale: Sequence[str] = (),
 ) -> Proc:
-    """`certfleet simulate` for `count` devices `{prefix}NNNNN` holding CA1 in sec_tag 42."""
+    """`certfleet simulate` for `count` devices `{prefix}NNNNN` holding CA1 in sec_tag 42.
+
+    `scale` (e.g. `("--scale", "--processes", "2")`) adds the scale mode's options.
+    """
     args = [
         "simulate",
         "--devices",
@@ -82,13 +92,16 @@ def start_fleet(
     ]
     for fault in faults:
         args += ["--fault", fault]
+    args += scale
     return start(f"fleet-{prefix.rstrip('-')}", certfleet(*args), env=env, log_dir=logs)
 
 
 @contextlib.contextmanager
-def running_stack(base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]]) -> Iterator[Stack]:
+def running_stack(
+    base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]], *, scale: Sequence[str] = ()
+) -> Iterator[Stack]:
     """Everything running; each fleet (id prefix, devices, faults) on CA1 in sec_tag 42;
-    a probe endpoint under CA2."""
+    a probe endpoint under CA2. `scale`: the fleets run in scale mode with these options."""
     redis_service = start_redis(base / "redis")
     mqtt_service = start_mosquitto(base / "mosquitto")
     key = base / "signing-key.pem"
@@ -125,7 +138,9 @@ def running_stack(base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]]) 
         )
         stack_fleets: dict[str, Proc] = {}
         for prefix, count, faults in fleets:
-            stack_fleets[prefix] = start_fleet(env, base, logs, prefix, count, faults=faults)
+            stack_fleets[prefix] = start_fleet(
+                env, base, logs, prefix, count, faults=faults, scale=scale
+            )
             procs.append(stack_fleets[prefix])
         total = sum(count for _, count, _ in fleets)
         wait_until(
