@@ -1,11 +1,17 @@
-"""Benchmark: recording device state and scanning the fleet, on a real redis-server.
+"""Benchmark: recording device state, querying and scanning the fleet, on a real redis-server.
 
-    .venv/bin/python -m tests.bench.bench_inventory [--devices 100000] [--batch 500]
+    .venv/bin/python -m tests.bench.bench_inventory [--devices 1000000] [--batch 500]
+        [--json-out FILE]
 
-Prints our rates next to a baseline measured in the same run on the same server:
-a pipelined `HSET` of the same item per device (the least any inventory must
-write). Scan time is measured at a tenth of the fleet and at the whole fleet: a
-scan that reads counts, not devices, takes about the same time at both sizes.
+Every device's state goes through `RedisInventory.record_states` in pipelined batches
+(as the listener records them); a baseline in the same run on the same server writes
+the same item per device with a pipelined `HSET` (the least any inventory must write).
+Expiries are arranged so that "sec_tag 42 expiring within 30 days" (the `rollout
+--select expiring:30` query, expired ones included) has exactly 10,000 hits (a tenth
+of a smaller fleet). Then: that query, best of several; the whole `rollout plan` over
+it; a full classification scan (`scan_fleet` with the default list limit) at a tenth of
+the fleet and at all of it, in devices/s; Redis `used_memory` per device before the
+first state and after, including one rollout over every device made by `create_rollout`.
 """
 
 from __future__ import annotations
@@ -14,112 +20,272 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_rollouts import RedisRollouts
+from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState
+from orchestrator.domain.rollout import RolloutSpec, parse_selector, parse_waves
+from orchestrator.logs import configure_logging
+from orchestrator.services.rollout_engine import RolloutDeps
+from orchestrator.services.rollouts import create_rollout, plan_rollout
 from orchestrator.services.scan import scan_fleet
+from simulator.pki import make_ca
 from simulator.services import start_redis
+from tests.bench.figures import Figure, print_table, write_json
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+HITS = 10_000
+"""Devices whose CA in sec_tag 42 expires within 30 days (or has expired)."""
+QUERY_REPEATS = 7
+SCAN_REPEATS = 5
 
 
-def _states(start: int, count: int) -> list[DeviceState]:
-    states = []
-    for n in range(start, start + count):
-        # Three CAs: 1 in 10 devices expires soon, 1 in 20 has expired.
-        days = 5 if n % 10 == 0 else (-5 if n % 20 == 1 else 300)
-        states.append(
-            DeviceState(
-                device_id=f"bench-{n:07d}",
-                reported_at=NOW,
-                credentials=(
-                    ReportedCredential(
-                        sec_tag=42,
-                        type=CredentialType.CA_CHAIN,
-                        sha256=f"{days % 256:02x}" * 32,
-                        not_after=NOW + timedelta(days=days),
-                        subject="CN=Bench CA,O=certfleet",
-                        issuer="CN=Bench CA,O=certfleet",
+class RecordedTasks:
+    """`RolloutTasks` that records what the engine would enqueue instead of enqueueing it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **_: self.calls.append((name, args))
+
+
+def _days(n: int, devices: int, hits: int) -> int:
+    """Device n's CA lifetime left: `hits` devices spread evenly expire within 30 days
+    (one in five of them already expired), the rest in 300 days."""
+    if (n * hits) // devices == ((n + 1) * hits) // devices:
+        return 300
+    return -5 if n % 5 == 0 else 5 + n % 25
+
+
+def _states(start: int, count: int, devices: int, hits: int) -> Iterator[list[DeviceState]]:
+    """The fleet's states in batches of 10,000 (a million would not fit in memory at once)."""
+    for first in range(start, start + count, 10_000):
+        batch = []
+        for n in range(first, min(first + 10_000, start + count)):
+            days = _days(n, devices, hits)
+            batch.append(
+                DeviceState(
+                    device_id=f"bench-{n:07d}",
+                    reported_at=NOW,
+                    credentials=(
+                        ReportedCredential(
+                            sec_tag=42,
+                            type=CredentialType.CA_CHAIN,
+                            sha256=f"{days % 256:02x}" * 32,
+                            not_after=NOW + timedelta(days=days),
+                            subject="CN=Bench CA,O=certfleet",
+                            issuer="CN=Bench CA,O=certfleet",
+                        ),
                     ),
-                ),
+                    active_tags=(42,),
+                )
             )
-        )
-    return states
+        yield batch
 
 
-def _baseline(client: redis.Redis, states: list[DeviceState], batch: int) -> float:
-    start = time.perf_counter()
-    for i in range(0, len(states), batch):
-        pipe = client.pipeline(transaction=False)
-        for state in states[i : i + batch]:
-            c = state.credentials[0]
-            pipe.hset(
-                f"baseline:dev:{state.device_id}",
-                "42:0",
-                json.dumps(
-                    {
-                        "sha256": c.sha256,
-                        "not_after": c.not_after.timestamp() if c.not_after else None,
-                        "subject": c.subject,
-                        "issuer": c.issuer,
-                    }
-                ),
-            )
-        pipe.execute()
-    return time.perf_counter() - start
+def _item_json(c: ReportedCredential) -> str:
+    return json.dumps(
+        {
+            "sha256": c.sha256,
+            "not_after": c.not_after.timestamp() if c.not_after else None,
+            "subject": c.subject,
+            "issuer": c.issuer,
+        }
+    )
 
 
-def _ours(inventory: RedisInventory, states: list[DeviceState], batch: int) -> float:
-    start = time.perf_counter()
-    for i in range(0, len(states), batch):
-        inventory.record_states(states[i : i + batch], received_at=NOW)
-    return time.perf_counter() - start
+def _baseline(client: redis.Redis, devices: int, hits: int, batch: int) -> float:
+    spent = 0.0
+    for states in _states(0, devices, devices, hits):
+        start = time.perf_counter()
+        for i in range(0, len(states), batch):
+            pipe = client.pipeline(transaction=False)
+            for state in states[i : i + batch]:
+                c = state.credentials[0]
+                pipe.hset(f"baseline:dev:{state.device_id}", "42:0", _item_json(c))
+            pipe.execute()
+        spent += time.perf_counter() - start
+    return spent
 
 
-def _scan_seconds(inventory: RedisInventory, library: RedisCredentialLibrary) -> float:
-    start = time.perf_counter()
-    scan_fleet(inventory, library, now=NOW, warning_days=30, list_limit=1000)
-    return time.perf_counter() - start
+def _record(
+    inventory: RedisInventory, start: int, count: int, *, devices: int, hits: int, batch: int
+) -> float:
+    spent = 0.0
+    for states in _states(start, count, devices, hits):
+        began = time.perf_counter()
+        for i in range(0, len(states), batch):
+            inventory.record_states(states[i : i + batch], received_at=NOW)
+        spent += time.perf_counter() - began
+    return spent
+
+
+def _best(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _used_memory(client: redis.Redis) -> int:
+    info: dict[str, Any] = client.info("memory")  # type: ignore[assignment]  # sync client
+    return int(info["used_memory"])
+
+
+def _spec(selector: str) -> RolloutSpec:
+    ca = make_ca(
+        "Fleet CA 2026", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=700)
+    )
+    return RolloutSpec(
+        kind="trust.add",
+        ca_pems=(ca.pem.decode(),),
+        tag=42,
+        spare_tag=43,
+        probe_host="probe.invalid",
+        probe_port=8443,
+        waves=parse_waves("1%,10%,50%,100%"),
+        selector=parse_selector(selector),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
-    devices = min(args.devices, 2_000_000)
+    devices = max(1_000, min(args.devices, 2_000_000))
+    hits = min(HITS, devices // 10)
+    tenth = devices // 10
+    list_limit = Settings().status_list_limit
+    configure_logging(level="WARNING")
 
     with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
         service = start_redis(Path(tmp))
         try:
             client = redis.Redis(host=service.host, port=service.port, decode_responses=True)
+            base_s = _baseline(client, devices, hits, args.batch)
+            client.flushall()
+            memory_before = _used_memory(client)
+
             inventory, library = RedisInventory(client), RedisCredentialLibrary(client)
-            tenth = devices // 10
-            first, rest = _states(0, tenth), _states(tenth, devices - tenth)
 
-            base_s = _baseline(client, first + rest, args.batch)
-            ours_s = _ours(inventory, first, args.batch)
-            scan_small = min(_scan_seconds(inventory, library) for _ in range(5))
-            ours_s += _ours(inventory, rest, args.batch)
-            scan_full = min(_scan_seconds(inventory, library) for _ in range(5))
+            def scan() -> object:
+                return scan_fleet(
+                    inventory, library, now=NOW, warning_days=30, list_limit=list_limit
+                )
+
+            ours_s = _record(inventory, 0, tenth, devices=devices, hits=hits, batch=args.batch)
+            scan_small_s = _best(scan, SCAN_REPEATS)
+            ours_s += _record(
+                inventory, tenth, devices - tenth, devices=devices, hits=hits, batch=args.batch
+            )
             assert inventory.device_count() == devices
+            memory_inventory = _used_memory(client)
 
-            base_rate, ours_rate = devices / base_s, devices / ours_s
-            print(f"devices                         {devices}")
-            print(f"baseline pipelined HSET         {base_rate:12,.0f} devices/s")
-            print(f"record_states (Lua + indexes)   {ours_rate:12,.0f} devices/s")
-            print(f"ratio ours/baseline             {ours_rate / base_rate:12.2f}")
-            print(f"scan at {tenth:>9,} devices      {scan_small * 1000:12.1f} ms")
-            print(f"scan at {devices:>9,} devices      {scan_full * 1000:12.1f} ms")
-            print(f"scan time ratio full/tenth      {scan_full / scan_small:12.2f}")
+            scan_s = _best(scan, SCAN_REPEATS)
+            summary = scan_fleet(
+                inventory, library, now=NOW, warning_days=30, list_limit=list_limit
+            )
+            counts = summary.by_tag[42]
+            assert counts.expired + counts.expiring == hits, counts
+            assert counts.ok == devices - hits, counts
+
+            until = NOW + timedelta(days=30)
+            found = inventory.expiring_devices(42, until)
+            assert len(found) == hits, len(found)
+            query_s = _best(lambda: inventory.expiring_devices(42, until), QUERY_REPEATS)
+
+            deps = RolloutDeps(
+                rollouts=RedisRollouts(client),
+                inventory=inventory,
+                signer=None,
+                sequences=RedisSequences(client),
+                publisher=None,
+                tasks=RecordedTasks(),
+            )
+            expiring_spec = _spec("expiring:30")
+            plan = plan_rollout(inventory, expiring_spec, now=NOW)
+            assert sum(len(w) for w in plan.waves) == hits
+            plan_s = _best(lambda: plan_rollout(inventory, expiring_spec, now=NOW), 3)
+
+            start = time.perf_counter()
+            create_rollout(deps, _spec("all"), now=NOW, actor="bench", start=False)
+            create_s = time.perf_counter() - start
+            memory_after = _used_memory(client)
             client.close()
         finally:
             service.stop()
+
+    base_rate, ours_rate = devices / base_s, devices / ours_s
+    per_device = (memory_after - memory_before) / devices
+    inventory_only = (memory_inventory - memory_before) / devices
+    scan_rate = devices / scan_s
+    figures = [
+        Figure(
+            section="inventory",
+            name=f"record_states, {devices:,} devices (Lua, indexes, batches of {args.batch})",
+            value=ours_rate / base_rate,
+            unit="ratio",
+            baseline=f"pipelined HSET of the same item: {base_rate:,.0f} devices/s",
+            detail=f"ours {ours_rate:,.0f} devices/s",
+        ),
+        Figure(
+            section="inventory",
+            name=f"sec_tag 42 expiring within 30 days ({hits:,} hits), best of {QUERY_REPEATS}",
+            value=query_s * 1000,
+            unit="ms",
+            goal="< 50 ms",
+            met=query_s < 0.050,
+            baseline=f"whole `rollout plan --select expiring:30`: {plan_s * 1000:,.0f} ms",
+        ),
+        Figure(
+            section="inventory",
+            name=f"full classification scan (scan_fleet, list limit {list_limit:,})",
+            value=scan_rate,
+            unit="devices/s",
+            goal=">= 300,000 devices/s",
+            met=scan_rate >= 300_000,
+            baseline=f"{scan_s * 1000:,.1f} ms at {devices:,} devices, "
+            f"{scan_small_s * 1000:,.1f} ms at {tenth:,}",
+        ),
+        Figure(
+            section="inventory",
+            name="Redis memory per device, with one rollout over all",
+            value=per_device,
+            unit="B",
+            goal="<= 1024 B",
+            met=per_device <= 1024,
+            baseline=f"INFO used_memory before the first state: {memory_before:,} B",
+            detail=f"inventory alone {inventory_only:,.0f} B/device; "
+            f"rollout {per_device - inventory_only:,.0f} B/device "
+            f"(create_rollout over {devices:,} devices took {create_s:,.1f} s)",
+        ),
+    ]
+    print(f"devices                         {devices:12,}")
+    print(f"baseline pipelined HSET         {base_rate:12,.0f} devices/s")
+    print(f"record_states (Lua + indexes)   {ours_rate:12,.0f} devices/s")
+    print(f"expiring:30 query ({hits:,} hits) {query_s * 1000:12.1f} ms")
+    print(f"rollout plan --select expiring  {plan_s * 1000:12.1f} ms")
+    print(f"scan at {tenth:>9,} devices      {scan_small_s * 1000:12.1f} ms")
+    print(f"scan at {devices:>9,} devices      {scan_s * 1000:12.1f} ms")
+    print(f"memory: inventory               {inventory_only:12,.0f} B/device")
+    print(f"memory: inventory + rollout     {per_device:12,.0f} B/device")
+    print(f"create_rollout over all         {create_s:12.1f} s")
+    print_table(figures)
+    write_json(figures, args.json_out)
 
 
 if __name__ == "__main__":
