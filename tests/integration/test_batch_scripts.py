@@ -15,7 +15,7 @@ from orchestrator.adapters.redis_rollouts import TRANSITION_CHUNK, RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
-from orchestrator.domain.inventory import DeviceState
+from orchestrator.domain.inventory import DeviceState, ExpiryWindow
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout import DeviceRolloutState, may_transition
 from orchestrator.services.rollout_engine import RolloutDeps, apply_reports
@@ -318,3 +318,47 @@ def test_reports_count_each_applied_move_once_and_ignore_stale_ones(
         if name == "certfleet_bundles_rejected_total"
     }
     assert rejected == {"ok": 1}
+
+
+def test_the_expiring_list_names_each_items_subject_soonest_first(client: redis.Redis) -> None:
+    """Subjects come from the CA chain item, else the certificate; the limit spans the tags."""
+    inventory = RedisInventory(client)
+    nameless = ReportedCredential(
+        sec_tag=43,
+        type=CredentialType.CA_CHAIN,
+        sha256="e" * 64,
+        not_after=NOW + timedelta(days=2),
+    )
+    accented = ReportedCredential(
+        sec_tag=44,
+        type=CredentialType.CA_CHAIN,
+        sha256="f" * 64,
+        not_after=NOW - timedelta(days=1),
+        subject="CN=CA ü",
+    )
+    inventory.record_states(
+        [
+            DeviceState(
+                device_id="a", reported_at=NOW, credentials=(_ca(42, "a", 3), _cert(42, 1))
+            ),
+            DeviceState(device_id="b", reported_at=NOW, credentials=(_cert(42, 2), nameless)),
+            DeviceState(device_id="c", reported_at=NOW, credentials=(accented,)),
+            DeviceState(device_id="d", reported_at=NOW, credentials=(_ca(42, "d", 90),)),
+        ],
+        received_at=NOW,
+    )
+    window = ExpiryWindow(now=NOW, warning=timedelta(days=30))
+
+    listed = inventory.expiring_items([42, 43, 44], window, limit=4)
+
+    assert [(i.device_id, i.sec_tag, i.subject) for i in listed] == [
+        ("c", 44, "CN=CA ü"),
+        ("a", 42, "CN=CA a"),
+        ("b", 42, "CN=device"),
+        ("b", 43, None),
+    ]
+    assert listed[0].not_after == NOW - timedelta(days=1)
+    assert [i.device_id for i in inventory.expiring_items([42, 43, 44], window, limit=2)] == [
+        "c",
+        "a",
+    ]
