@@ -22,7 +22,7 @@ duplicate or late report changes nothing and the counts always add up.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +108,10 @@ class TransitionResult:
 TRANSITION_CHUNK = 500
 """Most transitions in one Lua call: a long batch goes as several calls in one round trip,
 so Redis never runs one script for long."""
+
+
+SCAN_COUNT = 1000
+"""Devices asked of Redis per SSCAN step when a wave is read in chunks."""
 
 
 def _deadline_arg(t: Transition) -> str:
@@ -414,6 +418,32 @@ class RedisRollouts:
         """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""
         with store_errors():
             return bool(self._redis.set(_key(rollout_id, "eval"), "1", nx=True, px=ttl_ms))
+
+    def scan_wave(
+        self, rollout_id: str, wave: int, states: Iterable[str], *, count: int = SCAN_COUNT
+    ) -> Iterator[list[str]]:
+        """The wave's devices whose state is one of `states`, a chunk at a time.
+
+        SSCAN walks the wave's set and each chunk's states are read in one HMGET, so
+        memory stays the size of a chunk (about `count` devices) however large the
+        wave. A wave's members are fixed when the rollout is created, so the set is
+        never resized under the scan and each device comes once (SSCAN repeats
+        members only across a resize).
+        """
+        wanted = frozenset(states)
+        cursor = 0
+        with store_errors():
+            while True:
+                cursor, members = self._redis.sscan(
+                    _key(rollout_id, f"w:{wave}"), cursor, count=count
+                )
+                if members:
+                    found = self._redis.hmget(_key(rollout_id, "dev"), members)
+                    chunk = sorted(d for d, s in zip(members, found, strict=True) if s in wanted)
+                    if chunk:
+                        yield chunk
+                if int(cursor) == 0:
+                    return
 
 
 def now_iso(now: datetime | None = None) -> str:

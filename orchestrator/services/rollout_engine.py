@@ -166,20 +166,37 @@ def start_rollout(deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: s
     return started
 
 
+def _regroup(chunks: Iterable[Sequence[str]], size: int) -> Iterator[list[str]]:
+    """The devices of `chunks`, in order, as lists of `size` (the last may be shorter)."""
+    batch: list[str] = []
+    for chunk in chunks:
+        for device_id in chunk:
+            batch.append(device_id)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
 def dispatch_wave(deps: RolloutDeps, rollout_id: str, wave: int, *, now: datetime) -> int:
-    """Enqueue push_batch tasks for the wave's pending devices, paced by the push rate."""
+    """Enqueue push_batch tasks for the wave's pending devices, paced by the push rate.
+
+    The wave is read a chunk at a time and each batch is enqueued as soon as it is
+    full, so the worker holds one chunk and one batch, never the wave: its memory
+    does not grow with the fleet.
+    """
     meta = _meta(deps, rollout_id)
     if meta["state"] != RolloutState.RUNNING.value or meta.get(f"wave:{wave}:state") != "running":
         return 0
     spec = _spec(meta)
-    members = set(deps.rollouts.wave_members(rollout_id, wave))
-    pending = sorted(members & set(deps.rollouts.devices_in(rollout_id, [D.PENDING.value])))
-    for number, start in enumerate(range(0, len(pending), PUSH_BATCH_SIZE)):
+    pending = deps.rollouts.scan_wave(rollout_id, wave, [D.PENDING.value])
+    dispatched = 0
+    for number, batch in enumerate(_regroup(pending, PUSH_BATCH_SIZE)):
         countdown = number * PUSH_BATCH_SIZE / spec.push_rate if spec.push_rate else 0
-        deps.tasks.push_batch(
-            rollout_id, wave, pending[start : start + PUSH_BATCH_SIZE], "stage", countdown=countdown
-        )
-    return len(pending)
+        deps.tasks.push_batch(rollout_id, wave, batch, "stage", countdown=countdown)
+        dispatched += len(batch)
+    return dispatched
 
 
 def _body(spec: RolloutSpec, step: str, active: Sequence[int], now: datetime) -> BundleBody:

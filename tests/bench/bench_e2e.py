@@ -285,7 +285,10 @@ def run(devices: int) -> list[Figure]:
         status = json.loads(bench.certfleet("rollout", "status", rollout_id, "--json"))
         committed = status["totals"].get("committed", 0)
         if state != "completed" or committed != devices:
-            raise RuntimeError(f"rollout ended {state} with {committed} of {devices} committed")
+            raise RuntimeError(
+                f"rollout ended {state} with {committed} of {devices} committed: "
+                f"{status['totals']}; logs in {bench.dir / 'logs'}"
+            )
         # trust.replace made sec_tag 43 the live one; the next replace goes back into 42.
         bad_id, _ = create(bench, "wrong.pem", tag=43, spare=42)
         wait_state(bench, bad_id, ("rolled_back",), timeout=600)
