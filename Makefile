@@ -28,8 +28,7 @@ lint: install
 	$(BIN)/mypy orchestrator workers simulator
 
 bench: install
-	$(BIN)/python -m tests.bench.bench_inventory --devices 100000
-	$(BIN)/python -m tests.bench.bench_push --devices 5000
+	$(BIN)/python -m tests.bench.run
 
 format: install
 	$(BIN)/ruff format .
