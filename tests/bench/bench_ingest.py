@@ -54,6 +54,7 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 TIMEOUT = 30.0
 PHASES = (Phase.RECEIVED, Phase.STAGED, Phase.HEALTH_OK)
 SESSION_EXPIRY = 3600
+PUBLISH_WINDOW = 20_000
 LISTENER_ID = "bench-listener"
 RAW_ID = "bench-raw"
 # Both queues hold the whole stream while their consumer is away.
@@ -117,11 +118,16 @@ def _publish(service: LocalService, messages: Sequence[tuple[str, bytes]]) -> fl
     try:
         _wait("the publisher's CONNACK", client.is_connected, timeout=TIMEOUT)
         start = time.perf_counter()
-        infos = [client.publish(topic, data, qos=1) for topic, data in messages]
-        for info in infos:
-            info.wait_for_publish(TIMEOUT)
-            if not info.is_published():
-                raise RuntimeError("publish not acknowledged")
+        # In windows: a packet id (mid) must not be reused while it awaits its PUBACK.
+        for i in range(0, len(messages), PUBLISH_WINDOW):
+            infos = [
+                client.publish(topic, data, qos=1)
+                for topic, data in messages[i : i + PUBLISH_WINDOW]
+            ]
+            for info in infos:
+                info.wait_for_publish(TIMEOUT)
+                if not info.is_published():
+                    raise RuntimeError("publish not acknowledged")
         return time.perf_counter() - start
     finally:
         client.disconnect()

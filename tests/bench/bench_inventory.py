@@ -165,6 +165,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--listpack-value",
+        type=int,
+        default=None,
+        help="set Redis hash-max-listpack-value first (default: the server's, 64)",
+    )
     args = parser.parse_args()
     devices = max(1_000, min(args.devices, 2_000_000))
     hits = min(HITS, devices // 10)
@@ -176,6 +182,9 @@ def main() -> None:
         service = start_redis(Path(tmp))
         try:
             client = redis.Redis(host=service.host, port=service.port, decode_responses=True)
+            if args.listpack_value is not None:
+                client.config_set("hash-max-listpack-value", args.listpack_value)
+            listpack = client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]  # type: ignore[index]
             base_s = _baseline(client, devices, hits, args.batch)
             client.flushall()
             memory_before = _used_memory(client)
@@ -268,7 +277,8 @@ def main() -> None:
             unit="B",
             goal="<= 1024 B",
             met=per_device <= 1024,
-            baseline=f"INFO used_memory before the first state: {memory_before:,} B",
+            baseline=f"INFO used_memory before the first state: {memory_before:,} B "
+            f"(hash-max-listpack-value {listpack})",
             detail=f"inventory alone {inventory_only:,.0f} B/device; "
             f"rollout {per_device - inventory_only:,.0f} B/device "
             f"(create_rollout over {devices:,} devices took {create_s:,.1f} s)",
