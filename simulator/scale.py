@@ -51,6 +51,7 @@ class ScaleSpec:
         window: most unacknowledged QoS 1 publishes per connection.
         offline_seconds: how long a device stays offline (`CFUN=4`) for key store work.
         probe_cache_seconds: how long a probe result serves other devices with the same key.
+        puback_timeout: seconds a publish waits for its PUBACK before it is sent again.
     """
 
     count: int
@@ -63,11 +64,12 @@ class ScaleSpec:
     probe_timeout: float = 10.0
     faults: frozenset[str] = frozenset()
     connections: int = 4
-    window: int = 1000
+    window: int = 100
     offline_seconds: float = 0.0
     probe_cache_seconds: float = 60.0
     keepalive: int = 60
     reconnect_interval: float = 2.0
+    puback_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.count < 1 or self.connections < 1 or self.window < 1:
@@ -97,13 +99,14 @@ class _Device:
 class _Link:
     """One MQTT connection as the devices on it see it: publish, wait for PUBACK, pipelined."""
 
-    def __init__(self, client_id: str, window: int) -> None:
+    def __init__(self, client_id: str, window: int, puback_timeout: float) -> None:
         self.client_id = client_id
         self._window = asyncio.Semaphore(window)
+        self._puback_timeout = puback_timeout
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self.retries = 0
-        """Publishes sent again after the connection dropped before their PUBACK."""
+        """Publishes sent again: no PUBACK in time, or the connection dropped meanwhile."""
 
     def attach(self, client: aiomqtt.Client | None) -> None:
         """The connection is up (`client`) or down (None)."""
@@ -114,19 +117,25 @@ class _Link:
             self._up.set()
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish once the connection is up; again after a reconnect if it dropped meanwhile."""
+        """Publish once the connection is up and wait for its PUBACK; at least once.
+
+        At most `window` publishes wait for their PUBACK at a time, the others wait
+        for a turn without a clock running, so a busy moment is no timeout. A publish
+        with no PUBACK in time, or cut by a reconnect, is sent again (QoS 1 allows a
+        duplicate; the connection loop notices a dead connection by itself).
+        """
         async with self._window:
             while True:
                 await self._up.wait()
                 client = self._client
                 assert client is not None  # noqa: S101 -- set whenever up
                 try:
-                    await client.publish(topic, payload, qos=qos)
+                    await client.publish(topic, payload, qos=qos, timeout=self._puback_timeout)
                     return
                 except aiomqtt.MqttError:
                     self.retries += 1
                     if self._client is client:
-                        self.attach(None)
+                        await asyncio.sleep(0.1)
 
 
 class ScaleFleet:
@@ -135,7 +144,11 @@ class ScaleFleet:
     def __init__(self, firmwares: Sequence[Firmware], spec: ScaleSpec, *, name: str) -> None:
         self._spec = spec
         self._links = [
-            _Link(f"{spec.id_prefix}scale-{name}-{k}of{spec.connections}", spec.window)
+            _Link(
+                f"{spec.id_prefix}scale-{name}-{k}of{spec.connections}",
+                spec.window,
+                spec.puback_timeout,
+            )
             for k in range(spec.connections)
         ]
         self._devices = {
@@ -147,6 +160,11 @@ class ScaleFleet:
         """Bundles handled."""
         self.dropped = 0
         """Bundles for devices this process does not own (left by an older session)."""
+
+    @property
+    def retries(self) -> int:
+        """Publishes sent again (see `_Link.publish`)."""
+        return sum(link.retries for link in self._links)
 
     @property
     def devices(self) -> dict[str, Firmware]:
@@ -373,12 +391,13 @@ async def run_scale_fleet(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
     _log.info(
-        "scale fleet %s..%s stopped: %d bundles handled, %d dropped, %d probe handshakes, "
-        "%d probes reused",
+        "scale fleet %s..%s stopped: %d bundles handled, %d dropped, %d publishes retried, "
+        "%d probe handshakes, %d probes reused",
         numbers.start,
         numbers.stop,
         fleet.handled,
         fleet.dropped,
+        fleet.retries,
         probes.handshakes,
         probes.hits,
     )

@@ -44,7 +44,9 @@ class FakeClient:
         self.most_in_flight = 0
         self._hold = hold
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 0, timeout: float | None = None
+    ) -> None:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
