@@ -40,6 +40,15 @@ class _Inbox(asyncio.Queue[aiomqtt.Message]):
     what has arrived from here.
     """
 
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        """Queue a message without its MQTT 5 properties, which the listener never reads.
+
+        paho builds a `Properties` of about 6 KB for every message; a backlog of
+        messages waiting for Redis held them all.
+        """
+        item.properties = None
+        super().put_nowait(item)
+
     def take(self, most: int) -> list[aiomqtt.Message]:
         """Up to `most` messages already queued, without waiting."""
         taken: list[aiomqtt.Message] = []
