@@ -43,6 +43,20 @@ CLAIMS = "certfleet:claims:"
 #   deadline ('' keep, '-' clear, else epoch), bundle step ('' none), bundle's ARGV index
 #   (0 none)]. Returns the JSON list of [applied 1 / refused 0 / unknown -1, state found].
 # The whole batch is one call, applied in order, each transition as it would alone.
+_CLAIM_SENDS = """
+-- KEYS[1] sent zset (device -> when its bundle was last sent); ARGV[1] now,
+-- ARGV[2] the time before which a send may be repeated, ARGV[3..] devices.
+local claimed = {}
+for i = 3, #ARGV do
+  local last = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if not last or tonumber(last) < tonumber(ARGV[2]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    claimed[#claimed + 1] = ARGV[i]
+  end
+end
+return claimed
+"""
+
 _TRANSITION = """
 local dev, wave, deadline, bundles, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, time, actor = ARGV[1], ARGV[2], ARGV[3]
@@ -140,6 +154,7 @@ class RedisRollouts:
             )
         )
         self._transition = client.register_script(_TRANSITION)
+        self._claim_sends = client.register_script(_CLAIM_SENDS)
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -413,6 +428,23 @@ class RedisRollouts:
             key = _key(rollout_id, "lock")
             if self._redis.get(key) == owner:
                 self._redis.delete(key)
+
+    def claim_sends(
+        self, rollout_id: str, step: str, device_ids: Sequence[str], *, now: float, every: float
+    ) -> list[str]:
+        """Devices whose `step` bundle was not sent in the last `every` seconds, now marked sent.
+
+        One script call: the claim and its check are atomic, so evaluations that overlap
+        (the listener's, beat's) send a device's commit once per `every`, not once each.
+        """
+        if not device_ids:
+            return []
+        with store_errors():
+            claimed = self._claim_sends(
+                keys=[_key(rollout_id, f"sent:{step}")],
+                args=[repr(now), repr(now - every), *device_ids],
+            )
+        return [c.decode() if isinstance(c, bytes) else str(c) for c in claimed]
 
     def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
         """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""

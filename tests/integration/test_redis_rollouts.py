@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
 from orchestrator.bootstrap import Container
 from orchestrator.domain.rollout import DeviceRolloutState, may_transition
+from orchestrator.services.rollout_engine import COMMIT_RESEND_SECONDS, RolloutDeps, _commit_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +113,43 @@ def test_two_rollouts_cannot_claim_the_same_device_and_tag(store: RedisRollouts)
     assert store.claim("ro-3", [44], ["x"]) == [], "the failed claim left nothing behind"
     store.release("ro-1", [42, 43], ["a", "b"])
     assert store.claim("ro-2", [43], ["b"]) == []
+
+
+def test_a_send_is_claimed_once_per_period(store: RedisRollouts) -> None:
+    """Overlapping evaluations claim a device's commit once; after the period, once more."""
+    t = NOW.timestamp()
+    assert store.claim_sends("ro-1", "commit", ["b", "c"], now=t, every=30) == ["b", "c"]
+    assert store.claim_sends("ro-1", "commit", ["b", "c"], now=t + 1, every=30) == []
+    assert store.claim_sends("ro-1", "stage", ["b"], now=t + 1, every=30) == ["b"]
+    assert store.claim_sends("ro-1", "commit", ["c", "b"], now=t + 31.5, every=30) == ["c", "b"]
+
+
+def test_repeated_evaluations_send_each_healthy_device_one_commit(store: RedisRollouts) -> None:
+    """The evaluator runs every debounce and beat tick; the commit goes once per resend period."""
+    # given
+    for state in ("sent", "received", "staged", "health_ok"):
+        assert _move(store, "b", state)
+        assert _move(store, "c", state)
+    sent: list[tuple[str, list[str]]] = []
+
+    class Tasks:
+        def push_batch(
+            self, rollout_id: str, wave: int, ids: list[str], step: str, **_: object
+        ) -> None:
+            sent.append((step, list(ids)))
+
+    deps = RolloutDeps(
+        rollouts=store,
+        inventory=None,
+        signer=None,
+        sequences=None,
+        publisher=None,
+        tasks=Tasks(),  # type: ignore[arg-type]
+    )
+    # when
+    for seconds in (0, 0.5, 1, 29):
+        _commit_healthy(deps, "ro-1", 1, now=NOW + timedelta(seconds=seconds))
+    assert sent == [("commit", ["b", "c"])]
+    _commit_healthy(deps, "ro-1", 1, now=NOW + timedelta(seconds=COMMIT_RESEND_SECONDS + 1))
+    # then
+    assert sent == [("commit", ["b", "c"]), ("commit", ["b", "c"])]
