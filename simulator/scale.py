@@ -186,17 +186,17 @@ class ScaleFleet:
                 await event.wait()
 
         waiting = asyncio.create_task(all_announced())
+        stopped = asyncio.create_task(stop.wait())
         try:
-            stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if waiting in done and on_ready is not None:
                 on_ready(len(self._devices))
             await asyncio.gather(*serving)
         finally:
             stop.set()
-            for task in (*serving, *self._tasks, waiting):
+            for task in (*serving, *self._tasks, waiting, stopped):
                 task.cancel()
-            await asyncio.gather(*serving, *self._tasks, waiting, return_exceptions=True)
+            await asyncio.gather(*serving, *self._tasks, waiting, stopped, return_exceptions=True)
             for device in self._devices.values():
                 if device.timer is not None:
                     device.timer.cancel()
