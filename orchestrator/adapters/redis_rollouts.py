@@ -225,8 +225,9 @@ class RedisRollouts:
                     pipe.sadd(_key(rollout_id, f"w:{index}"), *chunk)
                     pipe.sadd(_key(rollout_id, "s:pending"), *chunk)
                 pipe.hset(_key(rollout_id, f"counts:{index}"), "pending", len(members))
-            for start in range(0, len(active), 1000):
-                chunk_items = list(active.items())[start : start + 1000]
+            items = list(active.items())  # once: a copy per chunk made a million devices quadratic
+            for start in range(0, len(items), 1000):
+                chunk_items = items[start : start + 1000]
                 pipe.hset(
                     _key(rollout_id, "active"),
                     mapping={d: json.dumps(list(tags)) for d, tags in chunk_items},
