@@ -394,7 +394,7 @@ def main() -> None:
     aiomqtt_rate = reports / aiomqtt_s
     figures = [
         Figure(
-            section="ingest",
+            section="Ingest",
             name=f"listener: {reports:,} reports validated, transitioned, counted",
             value=ratio,
             unit="ratio",
@@ -405,7 +405,7 @@ def main() -> None:
             f"published at {reports / publish_s:,.0f}/s",
         ),
         Figure(
-            section="ingest",
+            section="Ingest",
             name="for reference: aiomqtt alone, read as the listener reads it, no processing",
             value=raw_s / aiomqtt_s,
             unit="ratio",

@@ -244,7 +244,7 @@ def main() -> None:
     scan_rate = devices / scan_s
     figures = [
         Figure(
-            section="inventory",
+            section="Inventory",
             name=f"record_states, {devices:,} devices (Lua, indexes, batches of {args.batch})",
             value=ours_rate / base_rate,
             unit="ratio",
@@ -252,7 +252,7 @@ def main() -> None:
             detail=f"ours {ours_rate:,.0f} devices/s",
         ),
         Figure(
-            section="inventory",
+            section="Inventory",
             name=f"sec_tag 42 expiring within 30 days ({hits:,} hits), best of {QUERY_REPEATS}",
             value=query_s * 1000,
             unit="ms",
@@ -261,7 +261,7 @@ def main() -> None:
             baseline=f"whole `rollout plan --select expiring:30`: {plan_s * 1000:,.0f} ms",
         ),
         Figure(
-            section="inventory",
+            section="Inventory",
             name=f"full classification scan (scan_fleet, list limit {list_limit:,})",
             value=scan_rate,
             unit="devices/s",
@@ -271,7 +271,7 @@ def main() -> None:
             f"{scan_small_s * 1000:,.1f} ms at {tenth:,}",
         ),
         Figure(
-            section="inventory",
+            section="Inventory",
             name="Redis memory per device, with one rollout over all",
             value=per_device,
             unit="B",
