@@ -43,7 +43,7 @@ from orchestrator.logs import configure_logging
 from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.bench_push import INFLIGHT, raw_publish
-from tests.bench.figures import Figure, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
 from tests.e2e.stack import NOW
 from tests.procs import BIN, Proc, certfleet, start, wait_until
 from tests.tlsserver import tls_server
@@ -330,6 +330,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    exit_on_sigterm()
     configure_logging(level="WARNING")
     figures = run(args.devices)
     print_table(figures)

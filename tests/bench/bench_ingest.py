@@ -52,7 +52,7 @@ from orchestrator.services.rollout_engine import RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
 from workers.listener import GC_THRESHOLDS, _Inbox
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -340,6 +340,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=100_000)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    exit_on_sigterm()
     devices = max(1, min(args.reports, 1_500_000) // len(PHASES))
     reports = devices * len(PHASES)
 

@@ -40,7 +40,7 @@ from orchestrator.services.rollouts import create_rollout, plan_rollout
 from orchestrator.services.scan import scan_fleet
 from simulator.pki import make_ca
 from simulator.services import start_redis
-from tests.bench.figures import Figure, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 HITS = 10_000
@@ -172,6 +172,7 @@ def main() -> None:
         help="set Redis hash-max-listpack-value first (default: the server's, 64)",
     )
     args = parser.parse_args()
+    exit_on_sigterm()
     devices = max(1_000, min(args.devices, 2_000_000))
     hits = min(HITS, devices // 10)
     tenth = devices // 10

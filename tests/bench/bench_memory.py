@@ -65,7 +65,7 @@ from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
 from tests.procs import BIN, Proc, certfleet, start, wait_until
 
 NOW = datetime.now(UTC)
@@ -431,6 +431,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    exit_on_sigterm()
     if not 0 < args.small < args.devices:
         parser.error("--small must be at least 1 and below --devices")
     configure_logging(level="WARNING")

@@ -52,7 +52,7 @@ from orchestrator.protocol.topics import Topics
 from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
 from tests.procs import BIN, Proc, start, wait_until
 
 NOW = datetime.now(UTC)
@@ -60,6 +60,7 @@ TIMEOUT = 30.0
 INFLIGHT = 100
 """Unacknowledged QoS 1 messages per connection, ours and the baseline's alike (the
 bench broker's `max_inflight_messages` is 100)."""
+RAW_SLICE = 20_000
 
 
 class _NoTasks:
@@ -221,13 +222,17 @@ def raw_publish(service: LocalService, messages: Sequence[tuple[str, bytes]]) ->
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
         properties.MessageExpiryInterval = 3600
         started = time.perf_counter()
-        infos = [
-            client.publish(topic, data, qos=1, properties=properties) for topic, data in messages
-        ]
-        for info in infos:
-            info.wait_for_publish(TIMEOUT)
-            if not info.is_published():
-                raise RuntimeError("baseline publish not acknowledged")
+        # paho's message ids are 16 bits: more than 65,535 unacknowledged and it refuses
+        # to queue (ERR_QUEUE_SIZE), so the loop waits for its acks every RAW_SLICE.
+        for first in range(0, len(messages), RAW_SLICE):
+            infos = [
+                client.publish(topic, data, qos=1, properties=properties)
+                for topic, data in messages[first : first + RAW_SLICE]
+            ]
+            for info in infos:
+                info.wait_for_publish(TIMEOUT)
+                if not info.is_published():
+                    raise RuntimeError("baseline publish not acknowledged")
         return time.perf_counter() - started
     finally:
         client.disconnect()
@@ -314,6 +319,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    exit_on_sigterm()
     configure_logging(level="WARNING")
     figures = run(max(PUSH_BATCH_SIZE, args.devices))
     print_table(figures)

@@ -8,11 +8,26 @@ can gather every benchmark of `make bench` into one table and into BENCHMARKS.md
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Figure", "format_value", "markdown_table", "print_table", "read_json", "write_json"]
+__all__ = [
+    "Figure",
+    "exit_on_sigterm",
+    "format_value",
+    "markdown_table",
+    "print_table",
+    "read_json",
+    "write_json",
+]
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends a benchmark like Ctrl-C does: its `finally` blocks stop what it started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @dataclass(frozen=True, slots=True)
