@@ -50,7 +50,9 @@ def _version(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         return "not found"
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+    # `mosquitto -h` prints its version with its usage and exits non-zero.
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
 
 
 def machine() -> str:
@@ -101,7 +103,7 @@ def render(figures: Sequence[Figure], *, when: datetime, command: str, notes: Se
         "",
         markdown_table(figures),
         "",
-        *(["Absolute numbers behind the ratios:", "", *details, ""] if details else []),
+        *(["Absolute numbers behind the ratios:", "", *details] if details else []),
         *notes,
         END,
     ]
