@@ -94,18 +94,22 @@ class MqttSession:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
             properties.MessageExpiryInterval = expiry_seconds
         pending = []
-        try:
-            for topic, payload in messages:
-                pending.append(
-                    (topic, self._client.publish(topic, payload, qos=1, properties=properties))
-                )
-            deadline = time.monotonic() + self._timeout
-            for topic, info in pending:
+        # Only paho's own failures become MqttUnavailableError: what `messages` raises
+        # while it makes the next bundle (a signer, a store) goes up as it is.
+        for topic, payload in messages:
+            try:
+                info = self._client.publish(topic, payload, qos=1, properties=properties)
+            except (RuntimeError, ValueError) as exc:
+                raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
+            pending.append((topic, info))
+        deadline = time.monotonic() + self._timeout
+        for topic, info in pending:
+            try:
                 info.wait_for_publish(max(0.001, deadline - time.monotonic()))
-                if not info.is_published():
-                    raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
-        except (RuntimeError, ValueError) as exc:
-            raise MqttUnavailableError(f"publish failed: {exc}") from None
+            except (RuntimeError, ValueError) as exc:
+                raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
+            if not info.is_published():
+                raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
         return len(pending)
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:

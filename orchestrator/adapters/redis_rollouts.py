@@ -440,11 +440,15 @@ class RedisRollouts:
         """
         if not device_ids:
             return []
+        key = _key(rollout_id, f"sent:{step}")
         with store_errors():
-            claimed = self._claim_sends(
-                keys=[_key(rollout_id, f"sent:{step}")],
-                args=[repr(now), repr(now - every), *device_ids],
-            )
+            pipe = self._redis.pipeline(transaction=False)
+            for start in range(0, len(device_ids), 500):  # short scripts: Redis stays responsive
+                chunk = device_ids[start : start + 500]
+                self._claim_sends(
+                    keys=[key], args=[repr(now), repr(now - every), *chunk], client=pipe
+                )
+            claimed = [d for chunk in pipe.execute() for d in chunk]
         return [c.decode() if isinstance(c, bytes) else str(c) for c in claimed]
 
     def debounce(self, rollout_id: str, ttl_ms: int) -> bool:

@@ -57,12 +57,13 @@ __all__ = [
 log = get_logger(__name__)
 
 PUSH_BATCH_SIZE = 200
+"""Devices per push_batch task: hundreds per task, never a task per device."""
 PUBLISH_CHUNK = 50
-COMMIT_RESEND_SECONDS = 30.0
-"""A healthy device's commit goes again if it has not committed this long after."""
 """Bundles signed and stored per Redis round trip within a batch; one chunk goes out
 while the next is signed."""
-"""Devices per push_batch task: hundreds per task, never a task per device."""
+COMMIT_RESEND_SECONDS = 30.0
+"""A healthy device's commit goes again if it has not committed this long after (or a
+quarter of the rollout's device timeout, when that is shorter)."""
 
 D = DeviceRolloutState
 PHASE_TO_STATE: Mapping[str, DeviceRolloutState] = {
@@ -421,7 +422,7 @@ def _evaluate(deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str) 
             _finish(deps, rollout_id, spec, state, now=now, actor=actor)
         return state
     if state == RolloutState.PAUSED.value:
-        _commit_healthy(deps, rollout_id, int(meta["current"]), now=now)
+        _commit_healthy(deps, rollout_id, spec, int(meta["current"]), now=now)
         return state
     if state != RolloutState.RUNNING.value:
         return state
@@ -472,21 +473,25 @@ def _wave_pending(ctx: _Context) -> str:
     return state
 
 
-def _commit_healthy(deps: RolloutDeps, rollout_id: str, wave: int, *, now: datetime) -> None:
+def _commit_healthy(
+    deps: RolloutDeps, rollout_id: str, spec: RolloutSpec, wave: int, *, now: datetime
+) -> None:
     """Send the commit to every device of the wave whose probe passed, once per resend period.
 
     Evaluations run every debounce period and every beat tick; without the claim each
     one re-sent the commit to every healthy device not yet committed, and each device
     had to verify and refuse the duplicates (`replay`) — at a few hundred healthy
     devices the duplicates outran the commits. A commit lost on the way goes again
-    after `COMMIT_RESEND_SECONDS`.
+    after `COMMIT_RESEND_SECONDS`, or a quarter of the device timeout if shorter, so
+    it arrives before the device's `commit_by`.
     """
     healthy = sorted(
         set(deps.rollouts.devices_in(rollout_id, [D.HEALTH_OK.value]))
         & set(deps.rollouts.wave_members(rollout_id, wave))
     )
+    every = min(COMMIT_RESEND_SECONDS, spec.device_timeout_seconds / 4)
     healthy = deps.rollouts.claim_sends(
-        rollout_id, "commit", healthy, now=now.timestamp(), every=COMMIT_RESEND_SECONDS
+        rollout_id, "commit", healthy, now=now.timestamp(), every=every
     )
     for start in range(0, len(healthy), PUSH_BATCH_SIZE):
         deps.tasks.push_batch(
@@ -499,7 +504,7 @@ def _wave_running(ctx: _Context) -> str:
     deps, wave = ctx.deps, ctx.current
     counts = deps.rollouts.wave_counts(ctx.rollout_id, wave + 1)
     if counts[wave].get(D.HEALTH_OK.value):
-        _commit_healthy(deps, ctx.rollout_id, wave, now=ctx.now)
+        _commit_healthy(deps, ctx.rollout_id, ctx.spec, wave, now=ctx.now)
     decision = evaluate_gate(
         GatePolicy(
             max_failure=ctx.spec.max_failure,

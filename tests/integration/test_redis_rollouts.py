@@ -8,8 +8,9 @@ import pytest
 
 from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
 from orchestrator.bootstrap import Container
-from orchestrator.domain.rollout import DeviceRolloutState, may_transition
+from orchestrator.domain.rollout import DeviceRolloutState, RolloutSpec, may_transition, parse_waves
 from orchestrator.services.rollout_engine import COMMIT_RESEND_SECONDS, RolloutDeps, _commit_healthy
+from simulator.pki import make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +125,26 @@ def test_a_send_is_claimed_once_per_period(store: RedisRollouts) -> None:
     assert store.claim_sends("ro-1", "commit", ["c", "b"], now=t + 31.5, every=30) == ["c", "b"]
 
 
-def test_repeated_evaluations_send_each_healthy_device_one_commit(store: RedisRollouts) -> None:
-    """The evaluator runs every debounce and beat tick; the commit goes once per resend period."""
+def _spec(device_timeout: float) -> RolloutSpec:
+    ca = make_ca("New", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=99))
+    return RolloutSpec(
+        kind="trust.add",
+        ca_pems=(ca.pem.decode(),),
+        tag=42,
+        spare_tag=43,
+        probe_host="probe.invalid",
+        probe_port=8443,
+        waves=parse_waves("100%"),
+        device_timeout_seconds=device_timeout,
+    )
+
+
+@pytest.mark.parametrize(("device_timeout", "period"), [(900, COMMIT_RESEND_SECONDS), (20, 5.0)])
+def test_repeated_evaluations_send_each_healthy_device_one_commit(
+    store: RedisRollouts, device_timeout: float, period: float
+) -> None:
+    """The evaluator runs every debounce and beat tick; the commit goes once per resend period,
+    which is short enough to come again well before a short device timeout."""
     # given
     for state in ("sent", "received", "staged", "health_ok"):
         assert _move(store, "b", state)
@@ -140,16 +159,17 @@ def test_repeated_evaluations_send_each_healthy_device_one_commit(store: RedisRo
 
     deps = RolloutDeps(
         rollouts=store,
-        inventory=None,
+        inventory=None,  # type: ignore[arg-type]
         signer=None,
-        sequences=None,
+        sequences=None,  # type: ignore[arg-type]
         publisher=None,
         tasks=Tasks(),  # type: ignore[arg-type]
     )
+    spec = _spec(device_timeout)
     # when
-    for seconds in (0, 0.5, 1, 29):
-        _commit_healthy(deps, "ro-1", 1, now=NOW + timedelta(seconds=seconds))
+    for seconds in (0, 0.5, 1, period - 1):
+        _commit_healthy(deps, "ro-1", spec, 1, now=NOW + timedelta(seconds=seconds))
     assert sent == [("commit", ["b", "c"])]
-    _commit_healthy(deps, "ro-1", 1, now=NOW + timedelta(seconds=COMMIT_RESEND_SECONDS + 1))
+    _commit_healthy(deps, "ro-1", spec, 1, now=NOW + timedelta(seconds=period + 0.5))
     # then
     assert sent == [("commit", ["b", "c"]), ("commit", ["b", "c"])]
