@@ -62,6 +62,9 @@ PUBLISH_CHUNK = 50
 """Bundles signed and stored per Redis round trip within a batch; one chunk goes out
 while the next is signed."""
 COMMIT_RESEND_SECONDS = 30.0
+REDISPATCH_MIN_SECONDS = 60.0
+"""A wave's pending devices are dispatched again when still pending this long (or the
+device timeout, when longer) after their last batch was due."""
 """A healthy device's commit goes again if it has not committed this long after (or a
 quarter of the rollout's device timeout, when that is shorter)."""
 
@@ -193,13 +196,47 @@ def dispatch_wave(deps: RolloutDeps, rollout_id: str, wave: int, *, now: datetim
     if meta["state"] != RolloutState.RUNNING.value or meta.get(f"wave:{wave}:state") != "running":
         return 0
     spec = _spec(meta)
+    until_key = f"wave:{wave}:dispatched_until"
+    deps.rollouts.set_meta(rollout_id, {until_key: repr(now.timestamp())})
     pending = deps.rollouts.scan_wave(rollout_id, wave, [D.PENDING.value])
     dispatched = 0
+    countdown = 0.0
     for number, batch in enumerate(_regroup(pending, PUSH_BATCH_SIZE)):
         countdown = number * PUSH_BATCH_SIZE / spec.push_rate if spec.push_rate else 0
         deps.tasks.push_batch(rollout_id, wave, batch, "stage", countdown=countdown)
         dispatched += len(batch)
+    # When the last batch is due: a device still pending a device timeout after that
+    # lost its batch (retries exhausted, say, through a long broker outage), and the
+    # evaluator dispatches the wave's pending devices again (`_redispatch_stalled`).
+    deps.rollouts.set_meta(rollout_id, {until_key: repr(now.timestamp() + countdown)})
     return dispatched
+
+
+def _redispatch_stalled(ctx: _Context, pending: int) -> None:
+    """Dispatch the running wave again if devices stay `pending` long after their push was due.
+
+    Otherwise a push_batch that exhausted its retries would leave its devices pending
+    with no deadline, and the wave would never end. The claim on the meta field keeps
+    concurrent evaluators from dispatching twice.
+    """
+    key = f"wave:{ctx.current}:dispatched_until"
+    raw = ctx.meta.get(key)
+    if not pending or not raw:
+        return
+    grace = max(REDISPATCH_MIN_SECONDS, ctx.spec.device_timeout_seconds)
+    if ctx.now.timestamp() <= float(raw) + grace:
+        return
+    if ctx.deps.rollouts.set_meta(
+        ctx.rollout_id, {key: repr(ctx.now.timestamp())}, expect=(key, raw)
+    ):
+        log.warning(
+            "wave_redispatched",
+            rollout_id=ctx.rollout_id,
+            wave=ctx.current,
+            pending=pending,
+            due=float(raw),
+        )
+        ctx.deps.tasks.dispatch_wave(ctx.rollout_id, ctx.current)
 
 
 def _body(spec: RolloutSpec, step: str, active: Sequence[int], now: datetime) -> BundleBody:
@@ -505,6 +542,7 @@ def _wave_running(ctx: _Context) -> str:
     counts = deps.rollouts.wave_counts(ctx.rollout_id, wave + 1)
     if counts[wave].get(D.HEALTH_OK.value):
         _commit_healthy(deps, ctx.rollout_id, ctx.spec, wave, now=ctx.now)
+    _redispatch_stalled(ctx, counts[wave].get(D.PENDING.value, 0))
     decision = evaluate_gate(
         GatePolicy(
             max_failure=ctx.spec.max_failure,
