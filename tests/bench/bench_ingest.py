@@ -42,8 +42,6 @@ from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition, now_iso
 from orchestrator.adapters.redis_sequences import RedisSequences
-from orchestrator.domain.credentials import CredentialType, ReportedCredential
-from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.protocol.bundle import Reason
 from orchestrator.protocol.report import Phase, ReportMessage
@@ -53,6 +51,7 @@ from orchestrator.services.rollouts import create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.fleet import reported_states
 from workers.listener import GC_THRESHOLDS, _Inbox
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -250,23 +249,6 @@ def _listener_drain(
             process.wait()
 
 
-def _states(devices: int) -> list[DeviceState]:
-    ca = ReportedCredential(
-        sec_tag=42,
-        type=CredentialType.CA_CHAIN,
-        sha256="ab" * 32,
-        not_after=NOW + timedelta(days=20),
-        subject="CN=Fleet CA 2025,O=certfleet",
-        issuer="CN=Fleet CA 2025,O=certfleet",
-    )
-    return [
-        DeviceState(
-            device_id=f"bench-{n:07d}", reported_at=NOW, credentials=(ca,), active_tags=(42,)
-        )
-        for n in range(devices)
-    ]
-
-
 def _rollout(client: redis.Redis, device_ids: Sequence[str]) -> str:
     """A started `trust.add` rollout over the devices, each moved to `sent`."""
     deps = RolloutDeps(
@@ -353,7 +335,7 @@ def main() -> None:
                 host=redis_service.host, port=redis_service.port, decode_responses=True
             )
             inventory = RedisInventory(client)
-            states = _states(devices)
+            states = reported_states("bench-", devices, now=NOW)
             for i in range(0, devices, 500):
                 inventory.record_states(states[i : i + 500], received_at=NOW)
             device_ids = sorted(s.device_id for s in states)

@@ -44,8 +44,6 @@ from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
-from orchestrator.domain.credentials import CredentialType, ReportedCredential
-from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
@@ -53,6 +51,7 @@ from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.fleet import reported_states
 from tests.procs import BIN, Proc, start, wait_until
 
 NOW = datetime.now(UTC)
@@ -88,27 +87,10 @@ def rsa_ca_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _states(prefix: str, devices: int) -> list[DeviceState]:
-    ca = ReportedCredential(
-        sec_tag=42,
-        type=CredentialType.CA_CHAIN,
-        sha256="ab" * 32,
-        not_after=NOW + timedelta(days=20),
-        subject="CN=Fleet CA 2025,O=certfleet",
-        issuer="CN=Fleet CA 2025,O=certfleet",
-    )
-    return [
-        DeviceState(
-            device_id=f"{prefix}{n:07d}", reported_at=NOW, credentials=(ca,), active_tags=(42,)
-        )
-        for n in range(devices)
-    ]
-
-
 def _rollout(client: redis.Redis, prefix: str, devices: int, ca_pem: str) -> tuple[str, list[str]]:
     """A running trust.add rollout over `devices` new devices, its one wave running."""
     inventory = RedisInventory(client)
-    states = _states(prefix, devices)
+    states = reported_states(prefix, devices, now=NOW)
     for i in range(0, devices, 500):
         inventory.record_states(states[i : i + 500], received_at=NOW)
     rollouts = RedisRollouts(client)
