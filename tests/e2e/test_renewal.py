@@ -138,6 +138,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     logs.mkdir()
     client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
     procs: list[Proc] = []
+    world: World | None = None
     try:
         subprocess.run(
             certfleet("creds", "import", str(tmp_path / "ca1.pem")),
@@ -153,7 +154,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         )
         procs.append(start("api", certfleet("api", "--port", str(api_port)), env=env, log_dir=logs))
         wait_until(lambda: _healthy(api_port), timeout=30, what="the API")
-        yield World(
+        world = World(
             env,
             client,
             tmp_path,
@@ -167,11 +168,13 @@ def world(tmp_path: Path) -> Iterator[World]:
             broker,
             procs,
         )
+        yield world
     finally:
         for proc in reversed(procs):
             proc.stop()
         client.close()
-        broker.stop()
+        # The test restarts the broker: stop the one running now, pass or fail.
+        (world.broker if world is not None else broker).stop()
         redis_service.stop()
 
 
