@@ -43,7 +43,7 @@ from orchestrator.logs import configure_logging
 from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.bench_push import INFLIGHT, raw_publish
-from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.e2e.stack import NOW
 from tests.procs import BIN, Proc, certfleet, start, wait_until
 from tests.tlsserver import tls_server
@@ -333,11 +333,7 @@ def main() -> None:
     exit_on_sigterm()
     configure_logging(level="WARNING")
     figures = run(args.devices)
-    print_table(figures)
-    for figure in figures:
-        if figure.detail:
-            print(f"  {figure.name}: {figure.detail}")
-    write_json(figures, args.json_out)
+    report(figures, args.json_out)
 
 
 if __name__ == "__main__":

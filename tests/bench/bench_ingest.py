@@ -50,7 +50,7 @@ from orchestrator.services.rollout_engine import RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
 from workers.listener import GC_THRESHOLDS, _Inbox
 
@@ -401,8 +401,7 @@ def main() -> None:
     print(f"baseline bare paho drain          {raw_rate:12,.0f} reports/s")
     print(f"aiomqtt drain, no processing      {aiomqtt_rate:12,.0f} reports/s")
     print(f"certfleet listener drain          {ours_rate:12,.0f} reports/s")
-    print_table(figures)
-    write_json(figures, args.json_out)
+    report(figures, args.json_out)
 
 
 if __name__ == "__main__":

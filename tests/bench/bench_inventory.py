@@ -40,7 +40,7 @@ from orchestrator.services.rollouts import create_rollout, plan_rollout
 from orchestrator.services.scan import scan_fleet
 from simulator.pki import make_ca
 from simulator.services import start_redis
-from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, report
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 HITS = 10_000
@@ -295,8 +295,7 @@ def main() -> None:
     print(f"memory: inventory               {inventory_only:12,.0f} B/device")
     print(f"memory: inventory + rollout     {per_device:12,.0f} B/device")
     print(f"create_rollout over all         {create_s:12.1f} s")
-    print_table(figures)
-    write_json(figures, args.json_out)
+    report(figures, args.json_out)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.procs import BIN, Proc, certfleet, start, wait_until
 
 NOW = datetime.now(UTC)
@@ -437,13 +437,10 @@ def main() -> None:
     configure_logging(level="WARNING")
     started = time.perf_counter()
     figures, timings = run(args.devices, args.small)
-    print_table(figures)
-    for figure in figures:
-        print(f"  {figure.name}: {figure.detail}")
+    report(figures, args.json_out)
     for step, took in timings.items():
         print(f"  {step}: {took}")
     print(f"  whole run: {time.perf_counter() - started:.0f} s")
-    write_json(figures, args.json_out)
 
 
 if __name__ == "__main__":

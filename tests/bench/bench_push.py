@@ -50,7 +50,7 @@ from orchestrator.protocol.topics import Topics
 from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
 from orchestrator.services.rollouts import create_rollout
 from simulator.services import LocalService, start_mosquitto, start_redis
-from tests.bench.figures import Figure, exit_on_sigterm, print_table, write_json
+from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
 from tests.procs import BIN, Proc, start, wait_until
 
@@ -304,11 +304,7 @@ def main() -> None:
     exit_on_sigterm()
     configure_logging(level="WARNING")
     figures = run(max(PUSH_BATCH_SIZE, args.devices))
-    print_table(figures)
-    for figure in figures:
-        if figure.detail:
-            print(f"  {figure.name}: {figure.detail}")
-    write_json(figures, args.json_out)
+    report(figures, args.json_out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ __all__ = [
     "markdown_table",
     "print_table",
     "read_json",
+    "report",
     "write_json",
 ]
 
@@ -107,3 +108,12 @@ def read_json(path: Path) -> list[Figure]:
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+def report(figures: Sequence[Figure], path: Path | None) -> None:
+    """What every benchmark ends with: the table, the numbers behind it, the JSON lines."""
+    print_table(figures)
+    for figure in figures:
+        if figure.detail:
+            print(f"  {figure.name}: {figure.detail}")
+    write_json(figures, path)

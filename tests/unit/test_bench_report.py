@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.figures import Figure, format_value, markdown_table, read_json, write_json
+from tests.bench.figures import (
+    Figure,
+    format_value,
+    markdown_table,
+    read_json,
+    report,
+    write_json,
+)
 from tests.bench.run import END, START, _quick, render, write_section
 
 pytestmark = pytest.mark.unit
@@ -67,3 +74,15 @@ def test_quick_divides_counts_by_ten_and_keeps_flags() -> None:
         "--small",
         "1000",
     ]
+
+
+def test_a_benchmark_reports_its_table_details_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # when
+    report(FIGURES, tmp_path / "out.jsonl")
+    # then
+    printed = capsys.readouterr().out
+    assert "ours over raw" in printed
+    assert "  ours over raw: ours 500/s" in printed
+    assert read_json(tmp_path / "out.jsonl") == FIGURES
