@@ -1,0 +1,51 @@
+"""What every Redis adapter shares: one way to report an unreachable Redis, one way to load Lua.
+
+`store_errors()` turns a lost connection or a timeout into `StoreUnavailableError`
+(a `TransientError`, so tasks retry it and the API answers 503). It is a context
+manager and, as any `contextlib.contextmanager`, a decorator too:
+
+    with store_errors():
+        client.incr(key)
+
+    @store_errors()
+    def device_count(self) -> int: ...
+
+Lua scripts live as `.lua` files in a `lua/` folder beside the adapter that runs
+them, each opening with a comment giving its KEYS and ARGV and what it returns;
+`load_script(client, "orchestrator.adapters", "record_states")` registers
+`orchestrator/adapters/lua/record_states.lua` with the client.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+from orchestrator.domain.errors import StoreUnavailableError
+
+__all__ = ["load_script", "script_text", "store_errors"]
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn Redis connection failures into `StoreUnavailableError`."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+
+@functools.cache
+def script_text(package: str, name: str) -> str:
+    """The source of the Lua script `lua/{name}.lua` shipped in `package`."""
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def load_script(client: redis.Redis, package: str, name: str) -> Script:
+    """Register the Lua script `lua/{name}.lua` of `package` with `client` (EVALSHA, then EVAL)."""
+    return client.register_script(script_text(package, name))
