@@ -1,6 +1,6 @@
-"""Rollouts: the state machines, the wave plan, the maintenance window and the spec.
+"""Rollouts: the state machines, the wave plan and the spec.
 
-Maintenance windows are cron expressions evaluated in UTC.
+Maintenance windows (`window`) and durations (`durations`) have their own modules.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 from orchestrator.domain.credentials import validate_sec_tag
+from orchestrator.domain.durations import format_duration, parse_duration, plain_number
 from orchestrator.domain.errors import InvalidRolloutSpecError
+from orchestrator.domain.window import MaintenanceWindow, parse_window
 
 __all__ = [
     "DECIDED",
@@ -137,13 +137,6 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _COUNT = re.compile(r"\d+")
 
 
-def _number(value: float) -> str:
-    """Plain decimal text (no exponent) that reads back as `value`."""
-    if float(value).is_integer():
-        return str(int(value))
-    return format(Decimal(repr(float(value))), "f")
-
-
 @dataclass(frozen=True, slots=True)
 class WaveStep:
     """How far a wave reaches: a device count (a canary) or a cumulative percent of targets."""
@@ -168,7 +161,7 @@ class WaveStep:
     def __str__(self) -> str:
         if self.percent is None:
             return str(self.count)
-        return f"{_number(self.percent)}%"
+        return f"{plain_number(self.percent)}%"
 
 
 def _check_steps(steps: Sequence[WaveStep]) -> None:
@@ -184,7 +177,7 @@ def _check_steps(steps: Sequence[WaveStep]) -> None:
             continue
         if step.percent <= last:
             raise InvalidRolloutSpecError(
-                f"wave percentages must increase: {step} after {_number(last)}%"
+                f"wave percentages must increase: {step} after {plain_number(last)}%"
             )
         last = step.percent
     if steps[-1].percent != 100:
@@ -260,34 +253,6 @@ def parse_percent(text: str) -> float:
     return float(body) / 100
 
 
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds from `30`, `"30"`, `"30s"`, `"5m"`, `"2h"` or `"1d"`."""
-    if isinstance(text, bool):
-        raise InvalidRolloutSpecError(f"{text!r} is not a duration")
-    if isinstance(text, int | float):
-        if not math.isfinite(text) or text < 0:
-            raise InvalidRolloutSpecError(f"a duration must be >= 0 seconds, got {text!r}")
-        return float(text)
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise InvalidRolloutSpecError(
-            f"duration {text!r} is not seconds or a number with s, m, h or d (e.g. 30s, 2h)"
-        )
-    return float(match[1]) * _UNITS[match[2] or "s"]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest text `parse_duration` reads back as `seconds`, e.g. `"2h"`."""
-    for unit in ("d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{int(seconds // _UNITS[unit])}{unit}"
-    return f"{_number(seconds)}s"
-
-
 _SELECTOR_ARG: Final[Mapping[str, str | None]] = MappingProxyType(
     {"all": None, "expiring": "days", "digest": "digest", "file": "path"}
 )
@@ -338,140 +303,6 @@ def parse_selector(text: str) -> Selector:
     raise InvalidRolloutSpecError(
         f"selector {text!r} is not one of all, expiring:DAYS, digest:SHA256, file:PATH"
     )
-
-
-_CRON_FIELDS: Final = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day-of-month", 1, 31),
-    ("month", 1, 12),
-    ("day-of-week", 0, 7),
-)
-_CRON_ITEM = re.compile(r"(?:\*|(\d+)(?:-(\d+))?)(?:/(\d+))?")
-_MAX_WINDOW_SECONDS: Final = 7 * 86400
-_MINUTE: Final = timedelta(minutes=1)
-
-
-def _cron_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for item in text.split(","):
-        match = _CRON_ITEM.fullmatch(item)
-        if match is None:
-            raise InvalidRolloutSpecError(
-                f"cron {name} field {text!r} is invalid: {item!r} is not *, N, N-M or a /step"
-            )
-        first, last, step = match.groups()
-        start = low if first is None else int(first)
-        end = high if first is None or (last is None and step) else int(last or first)
-        if not low <= start <= end <= high:
-            raise InvalidRolloutSpecError(
-                f"cron {name} field {text!r} is invalid: {item!r} is outside {low}-{high}"
-            )
-        if step is not None and int(step) < 1:
-            raise InvalidRolloutSpecError(
-                f"cron {name} field {text!r} is invalid: a step must be at least 1"
-            )
-        values.update(range(start, end + 1, int(step or 1)))
-    if name == "day-of-week" and 7 in values:
-        values = (values - {7}) | {0}
-    return frozenset(values)
-
-
-def _utc(now: datetime) -> datetime:
-    if now.tzinfo is None:
-        raise ValueError("now must carry a timezone")
-    return now.astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    """Windows that open at each minute matching `cron` (UTC) and last `duration_seconds`.
-
-    Standard 5-field cron: minute hour day-of-month month day-of-week (0 or 7 is
-    Sunday), with `*`, lists, ranges and steps. As in Vixie cron, when both day
-    fields are restricted, a day matching either one matches.
-    """
-
-    cron: str
-    duration_seconds: float
-    _fields: tuple[frozenset[int], ...] = field(init=False, repr=False, compare=False)
-    _day_or: bool = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        parts = self.cron.split()
-        if len(parts) != 5:
-            raise InvalidRolloutSpecError(
-                f"cron {self.cron!r} needs 5 fields (minute hour day-of-month month "
-                f"day-of-week), got {len(parts)}"
-            )
-        if not (
-            isinstance(self.duration_seconds, int | float)
-            and 0 < self.duration_seconds <= _MAX_WINDOW_SECONDS
-        ):
-            raise InvalidRolloutSpecError(
-                f"a maintenance window lasts more than 0s and at most 7d, "
-                f"got {self.duration_seconds!r}s"
-            )
-        fields = tuple(_cron_field(p, *spec) for p, spec in zip(parts, _CRON_FIELDS, strict=True))
-        object.__setattr__(self, "cron", " ".join(parts))
-        object.__setattr__(self, "_fields", fields)
-        object.__setattr__(
-            self, "_day_or", not parts[2].startswith("*") and not parts[4].startswith("*")
-        )
-
-    def __str__(self) -> str:
-        return f"{self.cron}|{format_duration(self.duration_seconds)}"
-
-    def _day_matches(self, moment: datetime) -> bool:
-        _, _, days, months, weekdays = self._fields
-        if moment.month not in months:
-            return False
-        by_day, by_weekday = moment.day in days, moment.isoweekday() % 7 in weekdays
-        return (by_day or by_weekday) if self._day_or else (by_day and by_weekday)
-
-    def is_open(self, now: datetime) -> bool:
-        """Whether some window start `s` has `s <= now < s + duration`."""
-        minutes, hours = self._fields[0], self._fields[1]
-        moment = _utc(now)
-        earliest = moment - timedelta(seconds=self.duration_seconds)
-        start = moment.replace(second=0, microsecond=0)
-        while start > earliest:
-            if not self._day_matches(start):
-                start = start.replace(hour=0, minute=0) - _MINUTE
-            elif start.hour not in hours:
-                start = start.replace(minute=0) - _MINUTE
-            elif start.minute in minutes:
-                return True
-            else:
-                start -= _MINUTE
-        return False
-
-    def next_open(self, now: datetime) -> datetime | None:
-        """The first window start at or after `now` within 366 days, in `now`'s timezone."""
-        minutes, hours = self._fields[0], self._fields[1]
-        moment = _utc(now)
-        start = moment.replace(second=0, microsecond=0)
-        if start < moment:
-            start += _MINUTE
-        limit = moment + timedelta(days=366)
-        while start <= limit:
-            if not self._day_matches(start):
-                start = start.replace(hour=0, minute=0) + timedelta(days=1)
-            elif start.hour not in hours:
-                start = start.replace(minute=0) + timedelta(hours=1)
-            elif start.minute in minutes:
-                return start.astimezone(now.tzinfo)
-            else:
-                start += _MINUTE
-        return None
-
-
-def parse_window(text: str) -> MaintenanceWindow:
-    """Read `"CRON|DURATION"`, e.g. `"0 2 * * *|2h"`."""
-    cron, sep, duration = text.rpartition("|")
-    if not sep:
-        raise InvalidRolloutSpecError(f"window {text!r} must read CRON|DURATION, e.g. 0 2 * * *|2h")
-    return MaintenanceWindow(cron, parse_duration(duration))
 
 
 def _require(ok: bool, message: str) -> None:
