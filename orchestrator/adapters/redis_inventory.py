@@ -15,11 +15,11 @@ Layout (all keys under `certfleet:inv:`):
 - `scan:last` (string): JSON of the last scan summary;
 - `lib` (hash, `certfleet:lib`): SHA-256 -> PEM.
 
-One Lua script replaces a device's items and maintains every index in the same
-atomic step, so a report costs O(items) and a scan reads counts, not devices; it
-takes a whole batch of devices in one call (their states JSON-encoded in one
-argument), so the client packs one command per batch, not one per device.
-The script touches keys it derives at run time, so this layout serves a single
+One Lua script (`lua/record_states.lua`) replaces a device's items and maintains
+every index in the same atomic step, so a report costs O(items) and a scan reads
+counts, not devices; it takes a whole batch of devices in one call (their states
+JSON-encoded in one argument), so the client packs one command per batch, not one per
+device. The scripts touch keys they derive at run time, so this layout serves a single
 Redis or Sentinel; Redis Cluster needs the per-tag keys split by slot.
 """
 
@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 import redis
 
+from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
-from orchestrator.domain.errors import StoreUnavailableError
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
+# `store_errors` is re-exported only until redis_rollouts, redis_plans and api/receipts
+# import it from `redis_errors`; drop it from here then.
 __all__ = ["RedisCredentialLibrary", "RedisInventory", "store_errors"]
 
 INV = "certfleet:inv:"
@@ -47,138 +47,12 @@ REPORTS_KEPT = 50
 """Reports kept per device (approximately: XADD MAXLEN ~)."""
 LIB = "certfleet:lib"
 
-T = TypeVar("T")
-
-# KEYS[1] devices zset.
-# ARGV: key prefix, received_at, then the JSON list of device states, each
-#   [device_id, reported_at, active tags JSON ('' if not reported), items], an item
-#   [field, json, sec_tag, type, sha256, not_after ('' if none)] (numbers as strings).
-# Applies them in order, each as alone; returns how many were applied (not stale).
-_RECORD_STATES = """
-local devices, p, received = KEYS[1], ARGV[1], ARGV[2]
-local function decr(key, field)
-  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
-end
-local applied = 0
-for _, state in ipairs(cjson.decode(ARGV[3])) do
-  local id, reported, active, items = state[1], tonumber(state[2]), state[3], state[4]
-  local dev = p .. 'dev:' .. id
-  local previous = redis.call('ZSCORE', devices, id)
-  if not (previous and tonumber(previous) > reported) then
-    local old = redis.call('HGETALL', dev)
-    local oldtags = {}
-    for i = 1, #old, 2 do
-      local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
-      if tag then
-        if oldtags[tag] == nil then oldtags[tag] = '' end
-        if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
-      end
-    end
-    redis.call('DEL', dev)
-    local newtags, newexp = {}, {}
-    for _, item in ipairs(items) do
-      local field, value, tag, typ, sha, na = item[1], item[2], item[3], item[4], item[5], item[6]
-      redis.call('HSET', dev, field, value)
-      if newtags[tag] == nil then newtags[tag] = '' end
-      if typ == '0' then newtags[tag] = sha end
-      if na ~= '' then
-        local x = tonumber(na)
-        if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
-      end
-    end
-    redis.call('HSET', dev, '_received', received)
-    if active ~= '' then redis.call('HSET', dev, '_active', active) end
-    for tag, sha in pairs(oldtags) do
-      if newtags[tag] == nil then
-        decr(p .. 'tags', tag)
-        redis.call('ZREM', p .. 'exp:' .. tag, id)
-      end
-      if sha ~= '' and newtags[tag] ~= sha then
-        decr(p .. 'cadig:' .. tag, sha)
-        redis.call('SREM', p .. 'cadev:' .. tag .. ':' .. sha, id)
-      end
-    end
-    for tag, sha in pairs(newtags) do
-      if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
-      if sha ~= '' and oldtags[tag] ~= sha then
-        redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1)
-        redis.call('SADD', p .. 'cadev:' .. tag .. ':' .. sha, id)
-      end
-      if newexp[tag] then
-        redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
-      else
-        redis.call('ZREM', p .. 'exp:' .. tag, id)
-      end
-    end
-    redis.call('ZADD', devices, reported, id)
-    applied = applied + 1
-  end
-end
-return applied
-"""
-
-# KEYS[1] report_phases hash.
-# ARGV: stream key prefix, reports kept, then the JSON list of reports, each
-#   [device_id, rollout_id, seq, op, phase, reason, detail, time, active tags JSON].
-_RECORD_REPORTS = """
-local phases = {}
-for _, r in ipairs(cjson.decode(ARGV[3])) do
-  redis.call('XADD', ARGV[1] .. r[1], 'MAXLEN', '~', ARGV[2], '*', 'rollout_id', r[2],
-    'seq', r[3], 'op', r[4], 'phase', r[5], 'reason', r[6], 'detail', r[7], 'time', r[8],
-    'active_tags', r[9])
-  phases[r[5]] = (phases[r[5]] or 0) + 1
-end
-for phase, n in pairs(phases) do redis.call('HINCRBY', KEYS[1], phase, n) end
-return 1
-"""
-
-# ARGV: key prefix, sec_tag, latest notAfter listed, most items.
-# Returns flat [device_id, notAfter, '1' if the item names a subject else '0', subject]
-# for the tag's items soonest first (the CA chain item's subject, else the certificate's).
-_EXPIRING_ITEMS = """
-local p, tag = ARGV[1], ARGV[2]
-local found = redis.call('ZRANGEBYSCORE', p .. 'exp:' .. tag, '-inf', ARGV[3], 'WITHSCORES',
-  'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for i = 1, #found, 2 do
-  local id = found[i]
-  local items = redis.call('HMGET', p .. 'dev:' .. id, tag .. ':0', tag .. ':1')
-  local item = items[1] or items[2]
-  local has, subject = '0', ''
-  if item then
-    local named = cjson.decode(item)['subject']
-    if type(named) == 'string' then has, subject = '1', named end
-  end
-  out[#out + 1] = id
-  out[#out + 1] = found[i + 1]
-  out[#out + 1] = has
-  out[#out + 1] = subject
-end
-return out
-"""
+_PACKAGE = "orchestrator.adapters"
+"""Where `lua/` holds this adapter's scripts."""
 
 SCRIPT_CHUNK = 500
 """Most devices or reports in one Lua call: a longer batch goes as several calls in
 one pipelined round trip, so Redis never runs one script for long."""
-
-
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """Turn Redis connection failures into `StoreUnavailableError`."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-
-def _guarded(fn: Callable[..., T]) -> Callable[..., T]:
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        with store_errors():
-            return fn(*args, **kwargs)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 def _item_json(credential: ReportedCredential) -> str:
@@ -201,7 +75,7 @@ def _tags_json(tags: tuple[int, ...] | None) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _item_args(c: ReportedCredential) -> tuple[str, ...]:
-    """One item as `_RECORD_STATES` takes it (a fleet's devices share a few CA items)."""
+    """One item as `lua/record_states.lua` takes it (a fleet's devices share a few CA items)."""
     return (
         f"{c.sec_tag}:{int(c.type)}",
         _item_json(c),
@@ -231,11 +105,11 @@ class RedisInventory:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._record_states = client.register_script(_RECORD_STATES)
-        self._record_reports = client.register_script(_RECORD_REPORTS)
-        self._expiring = client.register_script(_EXPIRING_ITEMS)
+        self._record_states = load_script(client, _PACKAGE, "record_states")
+        self._record_reports = load_script(client, _PACKAGE, "record_reports")
+        self._expiring = load_script(client, _PACKAGE, "expiring_items")
 
-    @_guarded
+    @store_errors()
     def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
         """Apply reports in one round trip; older reports than the stored are ignored."""
         if not states:
@@ -257,7 +131,7 @@ class RedisInventory:
             )
         return sum(int(applied) for applied in pipe.execute())
 
-    @_guarded
+    @store_errors()
     def record_reports(self, reports: Sequence[DeviceReport]) -> None:
         """XADD to each device's capped stream and count phases, in one round trip."""
         if not reports:
@@ -285,7 +159,7 @@ class RedisInventory:
             )
         pipe.execute()
 
-    @_guarded
+    @store_errors()
     def recent_reports(self, device_id: str, *, limit: int) -> list[DeviceReport]:
         """XREVRANGE, returned oldest first."""
         entries: list[tuple[str, dict[str, str]]] = self._redis.xrevrange(  # type: ignore[assignment]  # sync client
@@ -309,23 +183,23 @@ class RedisInventory:
             )
         return reports
 
-    @_guarded
+    @store_errors()
     def count_rejection(self, reason: str, amount: int = 1) -> None:
         """HINCRBY on the rejection counter."""
         self._redis.hincrby(INV + "rejected", reason, amount)
 
-    @_guarded
+    @store_errors()
     def rejection_counts(self) -> dict[str, int]:
         """Refused device messages by reason."""
         raw: dict[str, str] = self._redis.hgetall(INV + "rejected")  # type: ignore[assignment]  # sync client
         return {reason: int(count) for reason, count in sorted(raw.items())}
 
-    @_guarded
+    @store_errors()
     def device_count(self) -> int:
         """ZCARD of the device index."""
         return int(self._redis.zcard(INV + "devices"))
 
-    @_guarded
+    @store_errors()
     def device_credentials(self, device_id: str) -> DeviceState | None:
         """What one device last reported."""
         pipe = self._redis.pipeline(transaction=False)
@@ -347,13 +221,13 @@ class RedisInventory:
             ),
         )
 
-    @_guarded
+    @store_errors()
     def sec_tags(self) -> list[int]:
         """The sec_tags held by at least one device."""
         raw: dict[str, str] = self._redis.hgetall(INV + "tags")  # type: ignore[assignment]  # sync client
         return sorted(int(tag) for tag, holders in raw.items() if int(holders) > 0)
 
-    @_guarded
+    @store_errors()
     def expiry_counts(
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
@@ -371,7 +245,7 @@ class RedisInventory:
             for i, tag in enumerate(sec_tags)
         }
 
-    @_guarded
+    @store_errors()
     def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
         """The `cadig:{tag}` hashes."""
         pipe = self._redis.pipeline(transaction=False)
@@ -382,7 +256,7 @@ class RedisInventory:
             for tag, raw in zip(sec_tags, pipe.execute(), strict=True)
         }
 
-    @_guarded
+    @store_errors()
     def expiring_items(
         self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
     ) -> list[ExpiringItem]:
@@ -412,24 +286,24 @@ class RedisInventory:
             for score, device_id, tag, subject in found[:limit]
         ]
 
-    @_guarded
+    @store_errors()
     def device_ids(self) -> list[str]:
         """Every device that has reported."""
         return list(self._redis.zrange(INV + "devices", 0, -1))  # type: ignore[arg-type]  # sync client
 
-    @_guarded
+    @store_errors()
     def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
         """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too)."""
         return list(
             self._redis.zrangebyscore(f"{INV}exp:{sec_tag}", "-inf", until.timestamp())  # type: ignore[arg-type]  # sync client
         )
 
-    @_guarded
+    @store_errors()
     def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
         """Devices whose CA chain in `sec_tag` has this digest."""
         return sorted(self._redis.smembers(f"{INV}cadev:{sec_tag}:{sha256}"))  # type: ignore[arg-type]  # sync client
 
-    @_guarded
+    @store_errors()
     def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
         """Each device's reported active tag list (None where it reported none)."""
         pipe = self._redis.pipeline(transaction=False)
@@ -440,7 +314,7 @@ class RedisInventory:
             for d, v in zip(device_ids, pipe.execute(), strict=True)
         }
 
-    @_guarded
+    @store_errors()
     def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
         """Per device, the CA chain digest in each of its active sec_tags."""
         pipe = self._redis.pipeline(transaction=False)
@@ -456,12 +330,12 @@ class RedisInventory:
             }
         return found
 
-    @_guarded
+    @store_errors()
     def save_summary(self, summary: FleetSummary) -> None:
         """SET `scan:last`."""
         self._redis.set(INV + "scan:last", json.dumps(summary.as_json()))
 
-    @_guarded
+    @store_errors()
     def last_summary(self) -> FleetSummary | None:
         """GET `scan:last`."""
         raw = self._redis.get(INV + "scan:last")
@@ -474,7 +348,7 @@ class RedisCredentialLibrary:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
 
-    @_guarded
+    @store_errors()
     def add(self, pems: Mapping[str, str]) -> int:
         """HSETNX each entry; content-addressed, so an existing entry never changes."""
         if not pems:
@@ -484,7 +358,7 @@ class RedisCredentialLibrary:
             pipe.hsetnx(LIB, digest, pem)
         return sum(int(new) for new in pipe.execute())
 
-    @_guarded
+    @store_errors()
     def known(self, digests: Sequence[str]) -> set[str]:
         """HEXISTS for each digest, pipelined."""
         if not digests:
@@ -494,7 +368,7 @@ class RedisCredentialLibrary:
             pipe.hexists(LIB, digest)
         return {d for d, present in zip(digests, pipe.execute(), strict=True) if present}
 
-    @_guarded
+    @store_errors()
     def get(self, digest: str) -> str | None:
         """HGET."""
         pem = self._redis.hget(LIB, digest)

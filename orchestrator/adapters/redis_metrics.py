@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from orchestrator.adapters.redis_inventory import store_errors
+from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = ["METRICS_KEY", "RedisMetrics"]
 

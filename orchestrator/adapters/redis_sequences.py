@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import redis
 
-from orchestrator.adapters.redis_inventory import store_errors
+from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = ["RedisSequences"]
 

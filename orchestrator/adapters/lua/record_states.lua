@@ -1,0 +1,72 @@
+-- Replace devices' reported items and keep every inventory index in step.
+--
+-- KEYS[1]  the devices zset (device id -> time of its last applied report).
+-- ARGV[1]  the inventory key prefix ('certfleet:inv:');
+-- ARGV[2]  the receive time (epoch seconds);
+-- ARGV[3]  the JSON list of device states, applied in order, each as if alone:
+--          [device_id, reported_at, active tags JSON ('' if not reported), items],
+--          an item [field, json, sec_tag, type, sha256, not_after ('' if none)]
+--          (numbers as strings).
+-- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
+-- cadev:{sec_tag}:{sha256}.
+-- Returns how many states were applied (a state older than the stored is skipped).
+local devices, p, received = KEYS[1], ARGV[1], ARGV[2]
+local function decr(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+local applied = 0
+for _, state in ipairs(cjson.decode(ARGV[3])) do
+  local id, reported, active, items = state[1], tonumber(state[2]), state[3], state[4]
+  local dev = p .. 'dev:' .. id
+  local previous = redis.call('ZSCORE', devices, id)
+  if not (previous and tonumber(previous) > reported) then
+    local old = redis.call('HGETALL', dev)
+    local oldtags = {}
+    for i = 1, #old, 2 do
+      local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
+      if tag then
+        if oldtags[tag] == nil then oldtags[tag] = '' end
+        if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
+      end
+    end
+    redis.call('DEL', dev)
+    local newtags, newexp = {}, {}
+    for _, item in ipairs(items) do
+      local field, value, tag, typ, sha, na = item[1], item[2], item[3], item[4], item[5], item[6]
+      redis.call('HSET', dev, field, value)
+      if newtags[tag] == nil then newtags[tag] = '' end
+      if typ == '0' then newtags[tag] = sha end
+      if na ~= '' then
+        local x = tonumber(na)
+        if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
+      end
+    end
+    redis.call('HSET', dev, '_received', received)
+    if active ~= '' then redis.call('HSET', dev, '_active', active) end
+    for tag, sha in pairs(oldtags) do
+      if newtags[tag] == nil then
+        decr(p .. 'tags', tag)
+        redis.call('ZREM', p .. 'exp:' .. tag, id)
+      end
+      if sha ~= '' and newtags[tag] ~= sha then
+        decr(p .. 'cadig:' .. tag, sha)
+        redis.call('SREM', p .. 'cadev:' .. tag .. ':' .. sha, id)
+      end
+    end
+    for tag, sha in pairs(newtags) do
+      if oldtags[tag] == nil then redis.call('HINCRBY', p .. 'tags', tag, 1) end
+      if sha ~= '' and oldtags[tag] ~= sha then
+        redis.call('HINCRBY', p .. 'cadig:' .. tag, sha, 1)
+        redis.call('SADD', p .. 'cadev:' .. tag .. ':' .. sha, id)
+      end
+      if newexp[tag] then
+        redis.call('ZADD', p .. 'exp:' .. tag, newexp[tag], id)
+      else
+        redis.call('ZREM', p .. 'exp:' .. tag, id)
+      end
+    end
+    redis.call('ZADD', devices, reported, id)
+    applied = applied + 1
+  end
+end
+return applied
