@@ -31,6 +31,7 @@ _FIELDS: Final = (
     ("day-of-week", "0-7 (0 and 7 are Sunday)"),
 )
 _STANDARD_SYNTAX = re.compile(r"[0-9*,/-]+")
+_ONE_VALUE_STEP = re.compile(r"(\d+)-(\d+)/\d+")
 _MAX_WINDOW_SECONDS: Final = 7 * 86400
 _HORIZON: Final = timedelta(days=366)
 _INSTANT: Final = timedelta(microseconds=1)
@@ -38,18 +39,30 @@ _ANY_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
 """Where cronsim is started only to check an expression; it reads no clock."""
 
 
-def _check_field(parts: list[str], index: int) -> None:
-    """Refuse a field that is not standard cron, naming it and what it may hold."""
+def _for_cronsim(item: str) -> str:
+    """One comma item of a field as cronsim must see it to read it as cron does.
+
+    cronsim reads a one-value stepped range `N-N/STEP` as `N/STEP` (N to the
+    field's end), where cron reads it as N alone; it gets plain `N`.
+    """
+    match = _ONE_VALUE_STEP.fullmatch(item)
+    if match is not None and int(match[1]) == int(match[2]):
+        return match[1]
+    return item
+
+
+def _checked_field(text: str, index: int) -> str:
+    """The field for cronsim, or an error naming it and what it may hold."""
     name, values = _FIELDS[index]
-    text = parts[index]
-    alone = " ".join(text if i == index else "*" for i in range(len(_FIELDS)))
+    readable = ",".join(_for_cronsim(item) for item in text.split(","))
+    alone = " ".join(readable if i == index else "*" for i in range(len(_FIELDS)))
     if _STANDARD_SYNTAX.fullmatch(text):
         try:
             CronSim(alone, _ANY_TIME)
         except CronSimError:
             pass
         else:
-            return
+            return readable
     raise InvalidRolloutSpecError(
         f"cron {name} field {text!r} is invalid: write *, N, N-M, N/STEP, N-M/STEP, */STEP "
         f"or a comma list of these, with values {values}"
@@ -68,8 +81,9 @@ class MaintenanceWindow:
 
     cron: str
     duration_seconds: float
-    _fires: bool = field(init=False, repr=False, compare=False)
-    """False for a day no month has (30 February), which cronsim refuses as a whole."""
+    _expression: str | None = field(init=False, repr=False, compare=False)
+    """What cronsim evaluates; None for a day no month has (30 February), which cronsim
+    refuses as a whole and which never comes."""
 
     def __post_init__(self) -> None:
         parts = self.cron.split()
@@ -86,29 +100,29 @@ class MaintenanceWindow:
                 f"a maintenance window lasts more than 0s and at most 7d, "
                 f"got {self.duration_seconds!r}s"
             )
-        for index in range(len(_FIELDS)):
-            _check_field(parts, index)
-        cron = " ".join(parts)
+        expression = " ".join(_checked_field(text, index) for index, text in enumerate(parts))
+        object.__setattr__(self, "cron", " ".join(parts))
         try:
-            CronSim(cron, _ANY_TIME)
+            CronSim(expression, _ANY_TIME)
         except CronSimError:
-            fires = False
+            object.__setattr__(self, "_expression", None)
         else:
-            fires = True
-        object.__setattr__(self, "cron", cron)
-        object.__setattr__(self, "_fires", fires)
+            object.__setattr__(self, "_expression", expression)
 
     def __str__(self) -> str:
         return f"{self.cron}|{format_duration(self.duration_seconds)}"
 
     def _first_start_after(self, moment: datetime) -> datetime | None:
         """The first window start strictly after `moment` (UTC), if the cron ever fires."""
-        if not self._fires:
+        if self._expression is None:
             return None
-        return next(CronSim(self.cron, moment), None)
+        return next(CronSim(self._expression, moment), None)
 
     def is_open(self, now: datetime) -> bool:
-        """Whether some window start `s` has `s <= now < s + duration`."""
+        """Whether some window start `s` has `s <= now < s + duration`.
+
+        cronsim jumps to the first start after `now - duration`: no minute-by-minute scan.
+        """
         moment = _utc(now)
         start = self._first_start_after(moment - timedelta(seconds=self.duration_seconds))
         return start is not None and start <= moment
