@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
+from orchestrator.domain.receipts import WebhookAnswer
+from orchestrator.domain.renewal import RenewalPlan
 from orchestrator.domain.reports import DeviceReport
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    TransitionResult,
+)
 
 __all__ = [
     "BundlePublisher",
@@ -16,9 +26,12 @@ __all__ = [
     "ExpiryCounts",
     "InventoryStore",
     "Metrics",
+    "PlanStore",
+    "RolloutStore",
     "SequenceStore",
     "TaskQueue",
     "TlsProbe",
+    "WebhookReceiptStore",
 ]
 
 ExpiryCounts = tuple[int, int, int]
@@ -129,6 +142,140 @@ class TaskQueue(Protocol):
         ...
 
 
+class RolloutStore(Protocol):
+    """Rollouts as stored: the aggregate, per-device states, counts, bundles and the log.
+
+    A rollout changes in one way only, `change`, which writes a `Change` if its guard
+    holds; a device moves only by `transition`, which applies each transition if the
+    device stands in one of its allowed states. Both are atomic, so a late, repeated
+    or concurrent step changes nothing.
+    """
+
+    def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
+        """Claim (device, tag) pairs for the rollout; return devices another rollout holds.
+
+        On any conflict nothing stays claimed.
+        """
+        ...
+
+    def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
+        """Drop this rollout's claims (only those it holds)."""
+        ...
+
+    def create(
+        self,
+        rollout: Rollout,
+        *,
+        waves: Sequence[Sequence[str]],
+        active: Mapping[str, Sequence[int]],
+        actor: str,
+    ) -> None:
+        """Store a planned rollout: every device `pending` in its wave, the first log line."""
+        ...
+
+    def exists(self, rollout_id: str) -> bool:
+        """Whether the rollout is stored."""
+        ...
+
+    def get(self, rollout_id: str) -> Rollout | None:
+        """The rollout, or None."""
+        ...
+
+    def list_ids(self, limit: int = 100) -> list[str]:
+        """Rollout ids, newest first."""
+        ...
+
+    def change(self, rollout_id: str, change: Change) -> bool:
+        """Write `change` (fields and audit entries) if its guard holds; whether it did."""
+        ...
+
+    def transition(
+        self, rollout_id: str, transitions: Sequence[DeviceTransition], *, now: datetime, actor: str
+    ) -> list[TransitionResult]:
+        """Apply device transitions in order, each as it would alone, atomically each."""
+        ...
+
+    def wave_counts(self, rollout_id: str, waves: int) -> list[dict[str, int]]:
+        """Per wave (the first `waves`), devices per state (states with none left out)."""
+        ...
+
+    def wave_members(self, rollout_id: str, wave: int) -> list[str]:
+        """The devices of a wave, sorted."""
+        ...
+
+    def scan_wave(
+        self, rollout_id: str, wave: int, states: Iterable[DeviceRolloutState]
+    ) -> Iterator[list[str]]:
+        """The wave's devices in one of `states`, a chunk at a time (memory stays a chunk)."""
+        ...
+
+    def device_states(
+        self, rollout_id: str, device_ids: Sequence[str] | None = None
+    ) -> dict[str, DeviceRolloutState]:
+        """Each device's state (every device of the rollout when `device_ids` is None)."""
+        ...
+
+    def devices_in(self, rollout_id: str, states: Iterable[DeviceRolloutState]) -> list[str]:
+        """Devices whose state is one of `states`, sorted."""
+        ...
+
+    def active_tags(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, list[int]]:
+        """Each device's active tag list when the rollout was planned."""
+        ...
+
+    def bundles(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, bytes]:
+        """The bundles stored for `step`, by device (devices without one left out)."""
+        ...
+
+    def put_bundles_if_absent(
+        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
+    ) -> None:
+        """Keep the first bundle issued for each (device, step); later ones are dropped."""
+        ...
+
+    def overdue(self, rollout_id: str, now: float) -> list[str]:
+        """Devices whose deadline is at or before `now` (epoch seconds)."""
+        ...
+
+    def claim_sends(
+        self,
+        rollout_id: str,
+        step: PushStep,
+        device_ids: Sequence[str],
+        *,
+        now: float,
+        every: float,
+    ) -> list[str]:
+        """Devices whose `step` bundle was not sent in the last `every` seconds, now marked sent."""
+        ...
+
+    def set_active(self, rollout_id: str, active: bool) -> None:
+        """Add the rollout to (or drop it from) the set the beat tick looks at."""
+        ...
+
+    def active_ids(self) -> list[str]:
+        """Rollouts the beat tick looks at."""
+        ...
+
+    def lock(self, rollout_id: str, owner: str, ttl_ms: int = 30_000) -> bool:
+        """A short exclusive lock for the rollout's evaluator."""
+        ...
+
+    def unlock(self, rollout_id: str, owner: str) -> None:
+        """Release the lock if `owner` holds it."""
+        ...
+
+    def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
+        """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""
+        ...
+
+    def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
+        """The audit log, oldest first: each entry's fields and its `id`."""
+        ...
+
+
 class BundleSigner(Protocol):
     """Signs bundle envelopes with ES256; a file key today, an HSM or Vault transit later."""
 
@@ -191,4 +338,45 @@ class TlsProbe(Protocol):
 
     def leaf_sha256(self, host: str, port: int) -> str | None:
         """SHA-256 of the DER leaf the endpoint serves now, or None if unreachable."""
+        ...
+
+
+class PlanStore(Protocol):
+    """CA renewal plans, newest first."""
+
+    def save(self, plan: RenewalPlan) -> None:
+        """Write the whole plan (a new one, or a new version of one)."""
+        ...
+
+    def load(self, plan_id: str) -> RenewalPlan | None:
+        """One plan, or None."""
+        ...
+
+    def recent(self, limit: int = 200) -> list[RenewalPlan]:
+        """The latest `limit` plans, newest (by `created_at`) first."""
+        ...
+
+    def open_plans(self, limit: int = 200) -> list[RenewalPlan]:
+        """Those of the latest `limit` plans the renewal watch still moves on, newest first."""
+        ...
+
+
+class WebhookReceiptStore(Protocol):
+    """Webhook ids seen lately, each with the first answer given to it.
+
+    The first delivery of an id claims it, is handled, and records its answer; a
+    repeated delivery gets that answer back, and one arriving while the first is still
+    being handled gets a 409 to retry.
+    """
+
+    def claim(self, webhook_id: str) -> str | WebhookAnswer:
+        """A claim token when this delivery is the first, else the answer to give."""
+        ...
+
+    def record(self, webhook_id: str, answer: WebhookAnswer) -> None:
+        """Keep the first answer to `webhook_id`, for later deliveries of it."""
+        ...
+
+    def release(self, webhook_id: str, token: str) -> None:
+        """Drop this delivery's claim (its handling failed), so a retry handles it again."""
         ...

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from celery import Celery
 from kombu import Queue
 
 from orchestrator.config import Settings
+from orchestrator.domain.rollout_states import PushStep
 
 __all__ = [
     "QUEUES",
+    "QUEUE_OF",
     "TASK_DISPATCH_WAVE",
     "TASK_EVALUATE_ROLLOUT",
     "TASK_PUSH_BATCH",
@@ -24,7 +27,6 @@ __all__ = [
     "celery_config",
 ]
 
-QUEUES = ("control", "push", "scan")
 TASK_SCAN_FLEET = "certfleet.scan_fleet"
 TASK_START_ROLLOUT = "certfleet.start_rollout"
 TASK_DISPATCH_WAVE = "certfleet.dispatch_wave"
@@ -33,6 +35,22 @@ TASK_EVALUATE_ROLLOUT = "certfleet.evaluate_rollout"
 TASK_TICK_ROLLOUTS = "certfleet.tick_rollouts"
 TASK_ROLLBACK_ROLLOUT = "certfleet.rollback_rollout"
 TASK_WATCH_RENEWALS = "certfleet.watch_renewals"
+
+QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        TASK_SCAN_FLEET: "scan",
+        TASK_PUSH_BATCH: "push",
+        TASK_START_ROLLOUT: "control",
+        TASK_DISPATCH_WAVE: "control",
+        TASK_EVALUATE_ROLLOUT: "control",
+        TASK_TICK_ROLLOUTS: "control",
+        TASK_ROLLBACK_ROLLOUT: "control",
+        TASK_WATCH_RENEWALS: "control",
+    }
+)
+"""Each task's queue, named here only: the workers' routes, the clients' sends and the
+beat entries all read it."""
+QUEUES: Final = tuple(sorted(set(QUEUE_OF.values())))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -49,16 +67,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": "control",
-        "task_routes": {
-            TASK_SCAN_FLEET: {"queue": "scan"},
-            TASK_PUSH_BATCH: {"queue": "push"},
-            TASK_START_ROLLOUT: {"queue": "control"},
-            TASK_DISPATCH_WAVE: {"queue": "control"},
-            TASK_EVALUATE_ROLLOUT: {"queue": "control"},
-            TASK_TICK_ROLLOUTS: {"queue": "control"},
-            TASK_ROLLBACK_ROLLOUT: {"queue": "control"},
-            TASK_WATCH_RENEWALS: {"queue": "control"},
-        },
+        "task_routes": {name: {"queue": queue} for name, queue in QUEUE_OF.items()},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -76,17 +85,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "scan-fleet": {
                 "task": TASK_SCAN_FLEET,
                 "schedule": interval,
-                "options": {"queue": "scan", "expires": interval},
+                "options": {"queue": QUEUE_OF[TASK_SCAN_FLEET], "expires": interval},
             },
             "watch-renewals": {
                 "task": TASK_WATCH_RENEWALS,
                 "schedule": settings.endpoint_check_seconds,
-                "options": {"queue": "control", "expires": settings.endpoint_check_seconds},
+                "options": {
+                    "queue": QUEUE_OF[TASK_WATCH_RENEWALS],
+                    "expires": settings.endpoint_check_seconds,
+                },
             },
             "tick-rollouts": {
                 "task": TASK_TICK_ROLLOUTS,
                 "schedule": settings.tick_interval_seconds,
-                "options": {"queue": "control", "expires": settings.tick_interval_seconds},
+                "options": {
+                    "queue": QUEUE_OF[TASK_TICK_ROLLOUTS],
+                    "expires": settings.tick_interval_seconds,
+                },
             },
         },
     }
@@ -105,9 +120,15 @@ class CeleryTaskQueue:
         app.conf.update(celery_config(settings))
         return cls(app)
 
+    def _send(self, name: str, *args: object, countdown: float = 0, **options: Any) -> Any:
+        """Send task `name` to its queue (`QUEUE_OF`); a countdown of 0 sends it now."""
+        return self._app.send_task(
+            name, args=list(args), queue=QUEUE_OF[name], countdown=countdown or None, **options
+        )
+
     def run_scan(self, *, timeout: float) -> Mapping[str, Any]:
         """Send `scan_fleet` to the scan queue and wait for its result."""
-        result = self._app.send_task(TASK_SCAN_FLEET, queue="scan", expires=timeout)
+        result = self._send(TASK_SCAN_FLEET, expires=timeout)
         try:
             summary: Mapping[str, Any] = result.get(timeout=timeout)
         finally:
@@ -116,29 +137,30 @@ class CeleryTaskQueue:
 
     def start_rollout(self, rollout_id: str) -> None:
         """Enqueue `start_rollout`."""
-        self._app.send_task(TASK_START_ROLLOUT, args=[rollout_id], queue="control")
+        self._send(TASK_START_ROLLOUT, rollout_id)
 
     def dispatch_wave(self, rollout_id: str, wave: int) -> None:
         """Enqueue `dispatch_wave`."""
-        self._app.send_task(TASK_DISPATCH_WAVE, args=[rollout_id, wave], queue="control")
+        self._send(TASK_DISPATCH_WAVE, rollout_id, wave)
 
     def push_batch(
-        self, rollout_id: str, wave: int, device_ids: Sequence[str], step: str, *, countdown: float
+        self,
+        rollout_id: str,
+        wave: int,
+        device_ids: Sequence[str],
+        step: PushStep,
+        *,
+        countdown: float,
     ) -> None:
         """Enqueue one `push_batch` of hundreds of devices on the push queue."""
-        self._app.send_task(
-            TASK_PUSH_BATCH,
-            args=[rollout_id, wave, list(device_ids), step],
-            queue="push",
-            countdown=countdown or None,
+        self._send(
+            TASK_PUSH_BATCH, rollout_id, wave, list(device_ids), step.value, countdown=countdown
         )
 
     def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None:
         """Enqueue `evaluate_rollout`."""
-        self._app.send_task(
-            TASK_EVALUATE_ROLLOUT, args=[rollout_id], queue="control", countdown=countdown or None
-        )
+        self._send(TASK_EVALUATE_ROLLOUT, rollout_id, countdown=countdown)
 
     def rollback_rollout(self, rollout_id: str) -> None:
         """Enqueue `rollback_rollout`."""
-        self._app.send_task(TASK_ROLLBACK_ROLLOUT, args=[rollout_id], queue="control")
+        self._send(TASK_ROLLBACK_ROLLOUT, rollout_id)

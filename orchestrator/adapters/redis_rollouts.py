@@ -13,111 +13,44 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
 (hash: device -> the rollout that holds it).
 
-A device transition is one Lua call: it checks the current state against the
-states the new one may come from, moves the wave counts, keeps the deadline,
-stores the step's bundle and appends to the log — all in one atomic step, so a
-duplicate or late report changes nothing and the counts always add up.
+A device transition is one Lua call (`lua/rollout_transition.lua`): it checks the
+current state against the states the new one may come from, moves the wave counts,
+keeps the deadline, stores the step's bundle and appends to the log — all in one
+atomic step, so a duplicate or late report changes nothing and the counts always add
+up. The meta hash reads as the `Rollout` aggregate through `redis_rollout_codec`; a
+rollout changes only by `change`, a WATCH transaction guarded by the change's `Expect`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
 
-from orchestrator.adapters.redis_inventory import store_errors
+from orchestrator.adapters.redis_errors import load_script, store_errors
+from orchestrator.adapters.redis_rollout_codec import (
+    decode_rollout,
+    encode_change,
+    encode_entry,
+    encode_expect,
+    encode_rollout,
+)
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    TransitionResult,
+)
 
-__all__ = ["RedisRollouts", "Transition", "TransitionResult"]
+__all__ = ["SCAN_COUNT", "TRANSITION_CHUNK", "RedisRollouts"]
 
 ROLLOUTS = "certfleet:rollouts"
 CLAIMS = "certfleet:claims:"
-
-# KEYS[1] dev hash, KEYS[2] wave hash, KEYS[3] deadline zset, KEYS[4] bundle hash,
-# KEYS[5] log stream
-# ARGV: prefix, time (ISO), actor, JSON list of transitions, then the bundles' bytes.
-# A transition: [device, new state, allowed sources (comma-separated), cause,
-#   deadline ('' keep, '-' clear, else epoch), bundle step ('' none), bundle's ARGV index
-#   (0 none)]. Returns the JSON list of [applied 1 / refused 0 / unknown -1, state found].
-# The whole batch is one call, applied in order, each transition as it would alone.
-_CLAIM_SENDS = """
--- KEYS[1] sent zset (device -> when its bundle was last sent); ARGV[1] now,
--- ARGV[2] the time before which a send may be repeated, ARGV[3..] devices.
-local claimed = {}
-for i = 3, #ARGV do
-  local last = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if not last or tonumber(last) < tonumber(ARGV[2]) then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-    claimed[#claimed + 1] = ARGV[i]
-  end
-end
-return claimed
-"""
-
-_TRANSITION = """
-local dev, wave, deadline, bundles, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, time, actor = ARGV[1], ARGV[2], ARGV[3]
-local results = {}
-for n, t in ipairs(cjson.decode(ARGV[4])) do
-  local device, new, allowed, cause = t[1], t[2], t[3], t[4]
-  local current = redis.call('HGET', dev, device)
-  if not current then
-    results[n] = {-1, ''}
-  else
-    local ok = false
-    for source in string.gmatch(allowed, '[^,]+') do
-      if source == current then ok = true end
-    end
-    if not ok then
-      results[n] = {0, current}
-    else
-      local w = redis.call('HGET', wave, device)
-      redis.call('HSET', dev, device, new)
-      redis.call('HINCRBY', prefix .. 'counts:' .. w, current, -1)
-      redis.call('HINCRBY', prefix .. 'counts:' .. w, new, 1)
-      redis.call('SREM', prefix .. 's:' .. current, device)
-      redis.call('SADD', prefix .. 's:' .. new, device)
-      if t[5] == '-' then
-        redis.call('ZREM', deadline, device)
-      elseif t[5] ~= '' then
-        redis.call('ZADD', deadline, tonumber(t[5]), device)
-      end
-      if t[6] ~= '' then redis.call('HSET', bundles, device .. ':' .. t[6], ARGV[t[7]]) end
-      redis.call('XADD', log, '*', 'time', time, 'actor', actor, 'kind', 'device',
-        'subject', device, 'wave', w, 'from', current, 'to', new, 'cause', cause)
-      results[n] = {1, current}
-    end
-  end
-end
-return cjson.encode(results)
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """Move `device` to `new` if its current state is one of `allowed`."""
-
-    device_id: str
-    new: str
-    allowed: frozenset[str]
-    cause: str
-    deadline: float | None = None
-    clear_deadline: bool = False
-    step: str | None = None
-    bundle: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionResult:
-    """What a transition found: applied or not, and the state it found."""
-
-    device_id: str
-    applied: bool
-    previous: str | None
-
 
 TRANSITION_CHUNK = 500
 """Most transitions in one Lua call: a long batch goes as several calls in one round trip,
@@ -128,7 +61,7 @@ SCAN_COUNT = 1000
 """Devices asked of Redis per SSCAN step when a wave is read in chunks."""
 
 
-def _deadline_arg(t: Transition) -> str:
+def _deadline_arg(t: DeviceTransition) -> str:
     """The script's deadline argument: '' keep, '-' clear, else the epoch."""
     if t.clear_deadline:
         return "-"
@@ -153,8 +86,8 @@ class RedisRollouts:
                 **{**pool.connection_kwargs, "decode_responses": False},
             )
         )
-        self._transition = client.register_script(_TRANSITION)
-        self._claim_sends = client.register_script(_CLAIM_SENDS)
+        self._transition = load_script(client, __package__ or "", "rollout_transition")
+        self._claim_sends = load_script(client, __package__ or "", "rollout_claim_sends")
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -204,27 +137,26 @@ class RedisRollouts:
 
     def create(
         self,
-        rollout_id: str,
+        rollout: Rollout,
         *,
-        meta: Mapping[str, str],
         waves: Sequence[Sequence[str]],
         active: Mapping[str, Sequence[int]],
-        created_at: datetime,
-        log_time: str,
         actor: str,
     ) -> None:
         """Write a planned rollout: every device `pending` in its wave."""
+        rollout_id = rollout.id
+        pending = DeviceRolloutState.PENDING.value
         with store_errors():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(_key(rollout_id, "meta"), mapping=dict(meta))
+            pipe.hset(_key(rollout_id, "meta"), mapping=encode_rollout(rollout))
             for index, members in enumerate(waves):
                 for start in range(0, len(members), 1000):
                     chunk = list(members[start : start + 1000])
-                    pipe.hset(_key(rollout_id, "dev"), mapping=dict.fromkeys(chunk, "pending"))
+                    pipe.hset(_key(rollout_id, "dev"), mapping=dict.fromkeys(chunk, pending))
                     pipe.hset(_key(rollout_id, "wave"), mapping=dict.fromkeys(chunk, str(index)))
                     pipe.sadd(_key(rollout_id, f"w:{index}"), *chunk)
-                    pipe.sadd(_key(rollout_id, "s:pending"), *chunk)
-                pipe.hset(_key(rollout_id, f"counts:{index}"), "pending", len(members))
+                    pipe.sadd(_key(rollout_id, f"s:{pending}"), *chunk)
+                pipe.hset(_key(rollout_id, f"counts:{index}"), pending, len(members))
             items = list(active.items())  # once: a copy per chunk made a million devices quadratic
             for start in range(0, len(items), 1000):
                 chunk_items = items[start : start + 1000]
@@ -232,19 +164,8 @@ class RedisRollouts:
                     _key(rollout_id, "active"),
                     mapping={d: json.dumps(list(tags)) for d, tags in chunk_items},
                 )
-            pipe.zadd(ROLLOUTS, {rollout_id: created_at.timestamp()})
-            pipe.xadd(
-                _key(rollout_id, "log"),
-                {
-                    "time": log_time,
-                    "actor": actor,
-                    "kind": "rollout",
-                    "subject": rollout_id,
-                    "from": "",
-                    "to": meta["state"],
-                    "cause": "created",
-                },
-            )
+            pipe.zadd(ROLLOUTS, {rollout_id: rollout.created_at.timestamp()})
+            pipe.xadd(_key(rollout_id, "log"), encode_entry(rollout.created_entry(actor=actor)))
             pipe.execute()
 
     # -- reading -----------------------------------------------------------------------------
@@ -253,10 +174,10 @@ class RedisRollouts:
         with store_errors():
             return bool(self._redis.exists(_key(rollout_id, "meta")))
 
-    def meta(self, rollout_id: str) -> dict[str, str]:
+    def get(self, rollout_id: str) -> Rollout | None:
         with store_errors():
             meta: dict[str, str] = self._redis.hgetall(_key(rollout_id, "meta"))
-            return meta
+        return decode_rollout(meta) if meta else None
 
     def list_ids(self, limit: int = 100) -> list[str]:
         with store_errors():
@@ -277,32 +198,36 @@ class RedisRollouts:
 
     def device_states(
         self, rollout_id: str, device_ids: Sequence[str] | None = None
-    ) -> dict[str, str]:
+    ) -> dict[str, DeviceRolloutState]:
         with store_errors():
             if device_ids is None:
-                states: dict[str, str] = self._redis.hgetall(_key(rollout_id, "dev"))
-                return states
+                found: dict[str, str] = self._redis.hgetall(_key(rollout_id, "dev"))
+                return {d: DeviceRolloutState(v) for d, v in found.items()}
             if not device_ids:
                 return {}
             values = self._redis.hmget(_key(rollout_id, "dev"), list(device_ids))
-            return {d: v for d, v in zip(device_ids, values, strict=True) if v is not None}
+            return {
+                d: DeviceRolloutState(v)
+                for d, v in zip(device_ids, values, strict=True)
+                if v is not None
+            }
 
-    def devices_in(self, rollout_id: str, states: Iterable[str]) -> list[str]:
+    def devices_in(self, rollout_id: str, states: Iterable[DeviceRolloutState]) -> list[str]:
         """Devices whose state is one of `states`."""
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
             for state in states:
-                pipe.smembers(_key(rollout_id, f"s:{state}"))
+                pipe.smembers(_key(rollout_id, f"s:{state.value}"))
             return sorted(set().union(*pipe.execute()))
 
     def put_bundles_if_absent(
-        self, rollout_id: str, step: str, bundles: Mapping[str, bytes]
+        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
     ) -> None:
         """Keep the first bundle issued for each (device, step); later ones are dropped."""
         with store_errors():
             pipe = self._bytes.pipeline(transaction=False)
             for device, data in bundles.items():
-                pipe.hsetnx(_key(rollout_id, "bundle"), f"{device}:{step}", data)
+                pipe.hsetnx(_key(rollout_id, "bundle"), f"{device}:{step.value}", data)
             pipe.execute()
 
     def set_active(self, rollout_id: str, active: bool) -> None:
@@ -324,17 +249,19 @@ class RedisRollouts:
             values = self._redis.hmget(_key(rollout_id, "active"), list(device_ids))
             return {d: json.loads(v) for d, v in zip(device_ids, values, strict=True) if v}
 
-    def bundle(self, rollout_id: str, device_id: str, step: str) -> bytes | None:
+    def bundle(self, rollout_id: str, device_id: str, step: PushStep) -> bytes | None:
         with store_errors():
-            value = self._bytes.hget(_key(rollout_id, "bundle"), f"{device_id}:{step}")
+            value = self._bytes.hget(_key(rollout_id, "bundle"), f"{device_id}:{step.value}")
             return bytes(value) if value is not None else None
 
-    def bundles(self, rollout_id: str, device_ids: Sequence[str], step: str) -> dict[str, bytes]:
+    def bundles(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, bytes]:
         with store_errors():
             if not device_ids:
                 return {}
             values = self._bytes.hmget(
-                _key(rollout_id, "bundle"), [f"{d}:{step}" for d in device_ids]
+                _key(rollout_id, "bundle"), [f"{d}:{step.value}" for d in device_ids]
             )
             return {d: bytes(v) for d, v in zip(device_ids, values, strict=True) if v is not None}
 
@@ -350,7 +277,12 @@ class RedisRollouts:
     # -- writing -----------------------------------------------------------------------------
 
     def transition(
-        self, rollout_id: str, transitions: Sequence[Transition], *, time: str, actor: str
+        self,
+        rollout_id: str,
+        transitions: Sequence[DeviceTransition],
+        *,
+        now: datetime,
+        actor: str,
     ) -> list[TransitionResult]:
         """Apply device transitions in one Lua call, in order; each as it would alone."""
         if not transitions:
@@ -364,56 +296,56 @@ class RedisRollouts:
                 bundles: list[bytes] = []
                 for t in transitions[i : i + TRANSITION_CHUNK]:
                     index = 0
-                    if t.step:
+                    if t.step is not None:
                         bundles.append(t.bundle or b"")
                         index = 4 + len(bundles)  # this bundle's ARGV index (Lua counts from 1)
                     items.append(
                         [
                             t.device_id,
-                            t.new,
-                            ",".join(sorted(t.allowed)),
+                            t.new.value,
+                            ",".join(sorted(s.value for s in t.allowed)),
                             t.cause,
                             _deadline_arg(t),
-                            t.step or "",
+                            t.step.value if t.step is not None else "",
                             index,
                         ]
                     )
                 self._transition(
-                    keys=keys, args=[prefix, time, actor, json.dumps(items), *bundles], client=pipe
+                    keys=keys,
+                    args=[prefix, now.isoformat(), actor, json.dumps(items), *bundles],
+                    client=pipe,
                 )
             found = [result for raw in pipe.execute() for result in json.loads(raw)]
         return [
-            TransitionResult(device_id=t.device_id, applied=code == 1, previous=state or None)
+            TransitionResult(
+                device_id=t.device_id,
+                applied=code == 1,
+                previous=DeviceRolloutState(state) if state else None,
+            )
             for t, (code, state) in zip(transitions, found, strict=True)
         ]
 
-    def set_meta(
-        self,
-        rollout_id: str,
-        fields: Mapping[str, str],
-        *,
-        log: Mapping[str, str] | None = None,
-        expect: tuple[str, str] | None = None,
-        expect_also: tuple[str, str] | None = None,
-    ) -> bool:
-        """Update meta fields (and log), only if every `expect` (field, value) holds.
+    def change(self, rollout_id: str, change: Change) -> bool:
+        """Write the change's fields and log entries, only if its guard holds.
 
         Uses WATCH so two evaluators never both apply one state change.
         """
         key = _key(rollout_id, "meta")
+        fields = encode_change(change)
+        checks = encode_expect(change.expect)
         with store_errors(), self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
-                    for field, value in (e for e in (expect, expect_also) if e is not None):
-                        if pipe.hget(key, field) != value:
+                    for field, accepted in checks:
+                        if pipe.hget(key, field) not in accepted:
                             pipe.unwatch()
                             return False
                     pipe.multi()
                     if fields:
-                        pipe.hset(key, mapping=dict(fields))
-                    if log is not None:
-                        pipe.xadd(_key(rollout_id, "log"), dict(log))
+                        pipe.hset(key, mapping=fields)
+                    for entry in change.entries:
+                        pipe.xadd(_key(rollout_id, "log"), encode_entry(entry))
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -431,7 +363,13 @@ class RedisRollouts:
                 self._redis.delete(key)
 
     def claim_sends(
-        self, rollout_id: str, step: str, device_ids: Sequence[str], *, now: float, every: float
+        self,
+        rollout_id: str,
+        step: PushStep,
+        device_ids: Sequence[str],
+        *,
+        now: float,
+        every: float,
     ) -> list[str]:
         """Devices whose `step` bundle was not sent in the last `every` seconds, now marked sent.
 
@@ -440,7 +378,7 @@ class RedisRollouts:
         """
         if not device_ids:
             return []
-        key = _key(rollout_id, f"sent:{step}")
+        key = _key(rollout_id, f"sent:{step.value}")
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
             for start in range(0, len(device_ids), 500):  # short scripts: Redis stays responsive
@@ -457,7 +395,12 @@ class RedisRollouts:
             return bool(self._redis.set(_key(rollout_id, "eval"), "1", nx=True, px=ttl_ms))
 
     def scan_wave(
-        self, rollout_id: str, wave: int, states: Iterable[str], *, count: int = SCAN_COUNT
+        self,
+        rollout_id: str,
+        wave: int,
+        states: Iterable[DeviceRolloutState],
+        *,
+        count: int = SCAN_COUNT,
     ) -> Iterator[list[str]]:
         """The wave's devices whose state is one of `states`, a chunk at a time.
 
@@ -467,7 +410,7 @@ class RedisRollouts:
         never resized under the scan and each device comes once (SSCAN repeats
         members only across a resize).
         """
-        wanted = frozenset(states)
+        wanted = frozenset(s.value for s in states)
         cursor = 0
         with store_errors():
             while True:
@@ -481,8 +424,3 @@ class RedisRollouts:
                         yield chunk
                 if int(cursor) == 0:
                     return
-
-
-def now_iso(now: datetime | None = None) -> str:
-    """The log's time format."""
-    return (now or datetime.now(UTC)).isoformat()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from orchestrator.domain.errors import InvalidGateInputError, InvalidRolloutSpecError
-from orchestrator.domain.rollout import DECIDED, FAILURES, SUCCESS, DeviceRolloutState
+from orchestrator.domain.rollout_states import DECIDED, FAILURES, SUCCESS, DeviceRolloutState
 
 __all__ = ["GateDecision", "GateInput", "GatePolicy", "Verdict", "evaluate_gate"]
 

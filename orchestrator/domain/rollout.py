@@ -1,23 +1,43 @@
-"""Rollouts: the state machines, the wave plan and the spec.
+"""The rollout spec: what to roll out, to whom, and how carefully.
 
-Maintenance windows (`window`) and durations (`durations`) have their own modules.
+The state machines live in `rollout_states`, the wave plan in `waves`, maintenance
+windows in `window` and durations in `durations`; their public names are re-exported
+here, the spec's vocabulary in one import.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 from orchestrator.domain.credentials import validate_sec_tag
-from orchestrator.domain.durations import format_duration, parse_duration, plain_number
+from orchestrator.domain.durations import format_duration, parse_duration
 from orchestrator.domain.errors import InvalidRolloutSpecError
+from orchestrator.domain.rollout_states import (
+    DECIDED,
+    FAILURES,
+    RANK,
+    ROLLBACK_TARGETS,
+    SUCCESS,
+    DeviceRolloutState,
+    RolloutState,
+    WaveState,
+    may_transition,
+)
+from orchestrator.domain.waves import (
+    COUNT,
+    NUMBER,
+    WaveStep,
+    check_steps,
+    format_waves,
+    parse_waves,
+    plan_waves,
+    wave_sizes,
+)
 from orchestrator.domain.window import MaintenanceWindow, parse_window
 
 __all__ = [
@@ -57,198 +77,10 @@ MAX_ACTIVE_TAGS: Final = 7
 """A modem socket takes at most 7 sec_tags."""
 
 
-class RolloutState(enum.StrEnum):
-    """Where a rollout as a whole stands."""
-
-    CREATED = "created"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    ABORTED = "aborted"
-    ROLLING_BACK = "rolling_back"
-    ROLLED_BACK = "rolled_back"
-
-
-class WaveState(enum.StrEnum):
-    """Where one wave stands."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    BAKING = "baking"
-    PASSED = "passed"
-    FAILED = "failed"
-
-
-class DeviceRolloutState(enum.StrEnum):
-    """Where one device stands in one rollout; `may_transition` says where it may go."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    RECEIVED = "received"
-    STAGED = "staged"
-    HEALTH_OK = "health_ok"
-    COMMITTED = "committed"
-    REJECTED = "rejected"
-    HEALTH_FAILED = "health_failed"
-    TIMED_OUT = "timed_out"
-    FALLBACK = "fallback"
-    ROLLBACK_SENT = "rollback_sent"
-    ROLLED_BACK = "rolled_back"
-
-
-_S = DeviceRolloutState
-RANK: Final[Mapping[DeviceRolloutState, int]] = MappingProxyType(
-    {
-        _S.PENDING: 0,
-        _S.SENT: 1,
-        _S.RECEIVED: 2,
-        _S.STAGED: 3,
-        _S.HEALTH_OK: 4,
-        _S.COMMITTED: 5,
-        _S.REJECTED: 5,
-        _S.HEALTH_FAILED: 5,
-        _S.TIMED_OUT: 5,
-        _S.FALLBACK: 5,
-        _S.ROLLBACK_SENT: 6,
-        _S.ROLLED_BACK: 7,
-    }
-)
-FAILURES: Final = frozenset({_S.REJECTED, _S.HEALTH_FAILED, _S.FALLBACK})
-"""Failures in any case; `TIMED_OUT` counts as one only when the policy says so."""
-SUCCESS: Final = frozenset({_S.COMMITTED})
-DECIDED: Final = SUCCESS | FAILURES | {_S.TIMED_OUT}
-ROLLBACK_TARGETS: Final = frozenset(
-    {_S.SENT, _S.RECEIVED, _S.STAGED, _S.HEALTH_OK, _S.COMMITTED, _S.TIMED_OUT}
-)
-"""Devices that may hold the new credential, and so must be told to roll back: a device
-that timed out may still have committed just before its deadline, unseen."""
-
-
-def may_transition(current: DeviceRolloutState, new: DeviceRolloutState) -> bool:
-    """Whether a device may go from `current` to `new`: only forward, never sideways."""
-    if new == _S.ROLLBACK_SENT:
-        return current in ROLLBACK_TARGETS
-    if new == _S.ROLLED_BACK:
-        return current == _S.ROLLBACK_SENT
-    return RANK[new] > RANK[current]
-
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_COUNT = re.compile(r"\d+")
-
-
-@dataclass(frozen=True, slots=True)
-class WaveStep:
-    """How far a wave reaches: a device count (a canary) or a cumulative percent of targets."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.count is None) == (self.percent is None):
-            raise InvalidRolloutSpecError("a wave is either a device count or a percentage")
-        if self.count is not None and (
-            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1
-        ):
-            raise InvalidRolloutSpecError(f"a canary count must be >= 1, got {self.count!r}")
-        if self.percent is not None and not (
-            math.isfinite(self.percent) and 0 < self.percent <= 100
-        ):
-            raise InvalidRolloutSpecError(
-                f"a wave percentage must be above 0% and at most 100%, got {self.percent!r}"
-            )
-
-    def __str__(self) -> str:
-        if self.percent is None:
-            return str(self.count)
-        return f"{plain_number(self.percent)}%"
-
-
-def _check_steps(steps: Sequence[WaveStep]) -> None:
-    if not steps:
-        raise InvalidRolloutSpecError("a rollout needs at least one wave, e.g. '5,10%,100%'")
-    last = 0.0
-    for index, step in enumerate(steps):
-        if step.percent is None:
-            if index:
-                raise InvalidRolloutSpecError(
-                    f"only the first wave may be a device count, got {step} as wave {index + 1}"
-                )
-            continue
-        if step.percent <= last:
-            raise InvalidRolloutSpecError(
-                f"wave percentages must increase: {step} after {plain_number(last)}%"
-            )
-        last = step.percent
-    if steps[-1].percent != 100:
-        raise InvalidRolloutSpecError(f"waves must end at 100%, not {steps[-1]}")
-
-
-def parse_waves(text: str) -> tuple[WaveStep, ...]:
-    """Read `"1%,10%,50%,100%"`, or a canary count first: `"5,25%,100%"`."""
-    steps: list[WaveStep] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if item.endswith("%") and _NUMBER.fullmatch(item[:-1].strip()):
-            steps.append(WaveStep(percent=float(item[:-1])))
-        elif _COUNT.fullmatch(item):
-            steps.append(WaveStep(count=int(item)))
-        else:
-            raise InvalidRolloutSpecError(
-                f"wave {item!r} in {text!r} is neither a device count nor a percentage like 10%"
-            )
-    _check_steps(steps)
-    return tuple(steps)
-
-
-def format_waves(steps: Sequence[WaveStep]) -> str:
-    """The text form `parse_waves` reads back, e.g. `"5,10%,100%"`."""
-    return ",".join(str(step) for step in steps)
-
-
-def wave_sizes(steps: Sequence[WaveStep], total: int) -> list[int]:
-    """Devices per wave for `total` targets: each wave non-empty, the sizes summing to `total`.
-
-    A wave reaches ceil(total * percent / 100) devices cumulatively (a count: at
-    most `total`), and at least one more than the wave before while any remain.
-    """
-    if total < 0:
-        raise InvalidRolloutSpecError(f"a rollout cannot target {total} devices")
-    _check_steps(steps)
-    sizes: list[int] = []
-    reached = 0
-    for step in steps:
-        if reached == total:
-            break
-        if step.count is not None:
-            target = min(step.count, total)
-        else:
-            target = math.ceil(Fraction(total) * Fraction(str(step.percent)) / 100)
-        cumulative = min(total, max(target, reached + 1))
-        sizes.append(cumulative - reached)
-        reached = cumulative
-    return sizes
-
-
-def plan_waves(
-    seed: str, device_ids: Iterable[str], sizes_from: Sequence[WaveStep]
-) -> list[list[str]]:
-    """Cut the targets into waves in an order that only `seed` and the ids decide."""
-    ordered = sorted(
-        set(device_ids), key=lambda d: (hashlib.sha256(f"{seed}:{d}".encode()).digest(), d)
-    )
-    plan: list[list[str]] = []
-    start = 0
-    for size in wave_sizes(sizes_from, len(ordered)):
-        plan.append(ordered[start : start + size])
-        start += size
-    return plan
-
-
 def parse_percent(text: str) -> float:
     """Read `"10%"` or `"10"` as the fraction 0.10 (from 0% to 100%)."""
     body = text.strip().removesuffix("%").strip()
-    if not _NUMBER.fullmatch(body) or float(body) > 100:
+    if not NUMBER.fullmatch(body) or float(body) > 100:
         raise InvalidRolloutSpecError(f"{text!r} is not a percentage from 0% to 100%")
     return float(body) / 100
 
@@ -294,7 +126,7 @@ def parse_selector(text: str) -> Selector:
     kind, sep, arg = text.strip().partition(":")
     if kind == "all" and not sep:
         return Selector("all")
-    if kind == "expiring" and _COUNT.fullmatch(arg.strip()):
+    if kind == "expiring" and COUNT.fullmatch(arg.strip()):
         return Selector("expiring", days=int(arg))
     if kind == "digest" and sep:
         return Selector("digest", digest=arg.strip().lower())
@@ -366,7 +198,7 @@ class RolloutSpec:
                 _is_int(self.probe_port) and 1 <= self.probe_port <= 65535,
                 f"probe port must be 1..65535, got {self.probe_port!r}",
             )
-        _check_steps(self.waves)
+        check_steps(self.waves)
         _require(
             _is_real(self.bake_seconds) and self.bake_seconds >= 0,
             f"bake must be >= 0 seconds, got {self.bake_seconds!r}",

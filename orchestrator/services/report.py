@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from typing import Any
 
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_states import DeviceRolloutState
 from orchestrator.ports import InventoryStore
-from orchestrator.services.rollout_engine import RolloutDeps
-from orchestrator.services.rollouts import rollout_status
+from orchestrator.services.rollout import RolloutDeps, rollout_status
+from orchestrator.services.rollout.deps import load
 
 __all__ = ["GROUPS", "rollout_report"]
 
@@ -30,7 +32,12 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
 """Device states as the timeline groups them, stacked bottom to top."""
 COLORS = ("#2e9d5b", "#d64545", "#e39b1f", "#8a63c9", "#4a8fd9", "#c9ced6")
 GROUP_OF = {state: i for i, states in enumerate(GROUPS.values()) for state in states}
-PROBLEMS = ("rejected", "health_failed", "fallback", "timed_out")
+PROBLEMS = (
+    DeviceRolloutState.REJECTED,
+    DeviceRolloutState.HEALTH_FAILED,
+    DeviceRolloutState.FALLBACK,
+    DeviceRolloutState.TIMED_OUT,
+)
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 900, 150, 56, 16, 22, 30
 TABLE_LIMIT = 1000
 TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -207,20 +214,22 @@ def _spec_rows(spec: Mapping[str, Any]) -> str:
 
 
 def _replay(
-    deps: RolloutDeps, rollout_id: str, meta: Mapping[str, str], sizes: Sequence[int]
+    deps: RolloutDeps, rollout: Rollout
 ) -> tuple[_Timeline, list[Marker], list[Row], dict[str, int], dict[str, str]]:
     """Timeline, markers, gate rows, and each device's wave and last logged cause."""
     entries = sorted(
         (
             (when, i, e)
-            for i, e in enumerate(deps.rollouts.log(rollout_id))
+            for i, e in enumerate(deps.store.log(rollout.id))
             if (when := _when(e.get("time"))) is not None
         ),
         key=lambda item: (item[0], item[1]),
     )
-    created = _when(meta.get("created_at")) or (entries[0][0] if entries else datetime.now(UTC))
-    finished = _when(meta.get("finished_at")) or created
-    timeline = _Timeline(sizes, created, max([created, finished, *(w for w, _, _ in entries)]))
+    created = rollout.created_at
+    finished = rollout.finished_at or created
+    timeline = _Timeline(
+        rollout.sizes, created, max([created, finished, *(w for w, _, _ in entries)])
+    )
     markers: list[Marker] = []
     gate_rows: list[Row] = []
     device_wave: dict[str, int] = {}
@@ -260,7 +269,7 @@ def _failed_rows(
     last_cause: Mapping[str, str],
 ) -> list[Row]:
     """Device, wave, state, the last report's reason for this rollout (or the log's cause)."""
-    states = deps.rollouts.device_states(rollout_id, devices)
+    states = deps.store.device_states(rollout_id, devices)
     rows = []
     for device in devices:
         state = states.get(device, "?")
@@ -278,10 +287,9 @@ def _failed_rows(
 def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str) -> str:
     """The HTML document; raises `RolloutError` for an unknown rollout."""
     status = rollout_status(deps, rollout_id)
-    meta = deps.rollouts.meta(rollout_id)
-    spec: dict[str, Any] = json.loads(meta.get("spec") or "{}")
-    sizes = [w["size"] for w in status["waves"]]
-    timeline, markers, gate_rows, device_wave, last_cause = _replay(deps, rollout_id, meta, sizes)
+    rollout = load(deps.store, rollout_id)
+    spec: dict[str, Any] = rollout.spec.to_json()
+    timeline, markers, gate_rows, device_wave, last_cause = _replay(deps, rollout)
     wave_rows, figures = [], []
     for w in status["waves"]:
         cls = "failed" if w["state"] == "failed" else ""
@@ -296,12 +304,10 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
         f'<span><i style="background:{c}"></i>{_e(g)}</span>'
         for g, c in zip(GROUPS, COLORS, strict=True)
     )
-    unconfirmed: list[str] = json.loads(meta.get("unconfirmed") or "[]")
-    ended = bool(meta.get("finished_at")) or status["state"] in ("rolled_back", "completed")
-    stuck = ["rollback_sent"] if ended else []
-    devices = sorted(
-        set(deps.rollouts.devices_in(rollout_id, [*PROBLEMS, *stuck])) | set(unconfirmed)
-    )
+    unconfirmed = list(rollout.unconfirmed or ())
+    ended = rollout.finished_at is not None or rollout.ended
+    stuck = [DeviceRolloutState.ROLLBACK_SENT] if ended else []
+    devices = sorted(set(deps.store.devices_in(rollout_id, [*PROBLEMS, *stuck])) | set(unconfirmed))
     rows = _failed_rows(
         deps,
         inventory,
@@ -310,16 +316,17 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
         device_wave=device_wave,
         last_cause=last_cause,
     )
-    abort = meta.get("abort_reason")
+    abort = rollout.abort_reason
+    finished_at = rollout.finished_at.isoformat() if rollout.finished_at else "-"
     title = _e(f"Rollout {rollout_id}")
     return "".join(
         [
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{title}</title><style>{CSS}</style></head><body><h1>{title}</h1>",
-            f'<p>{_e(meta.get("kind"))} &middot; <span class="state">{_e(status["state"])}</span>',
-            f" &middot; created {_e(meta.get('created_at'))}",
-            f" &middot; finished {_e(meta.get('finished_at') or '-')}</p>",
+            f'<p>{_e(rollout.spec.kind)} &middot; <span class="state">{_e(status["state"])}</span>',
+            f" &middot; created {_e(rollout.created_at.isoformat())}",
+            f" &middot; finished {_e(finished_at)}</p>",
             f'<p class="abort">aborted: {_e(abort)}</p>' if abort else "",
             f'<p class="failed">{len(unconfirmed)} device(s) did not confirm the rollback</p>'
             if unconfirmed

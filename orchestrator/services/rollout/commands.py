@@ -10,25 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.adapters.redis_rollouts import now_iso
-from orchestrator.domain.rollout import (
+from orchestrator.domain.rollout import RolloutSpec, plan_waves
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_states import (
     FAILURES,
     DeviceRolloutState,
-    RolloutSpec,
     RolloutState,
     WaveState,
-    plan_waves,
 )
 from orchestrator.logs import get_logger
 from orchestrator.ports import InventoryStore
-from orchestrator.services.rollout_engine import (
-    RolloutDeps,
-    RolloutError,
-    _log,
-    _meta,
-    abort_rollout,
-    start_rollout,
-)
+from orchestrator.services.rollout.deps import RolloutDeps, RolloutError, load
+from orchestrator.services.rollout.dispatch import start_rollout
+from orchestrator.services.rollout.rollback import abort_rollout
 
 __all__ = ["Plan", "command", "create_rollout", "plan_rollout", "rollout_status"]
 
@@ -121,34 +115,18 @@ def create_rollout(
             "active tag list (see `certfleet fleet status`)"
         )
     rollout_id = f"ro-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    conflicts = deps.rollouts.claim(rollout_id, [spec.tag, spec.spare_tag], sorted(plan.active))
+    conflicts = deps.store.claim(rollout_id, [spec.tag, spec.spare_tag], sorted(plan.active))
     if conflicts:
         shown = ", ".join(conflicts[:10])
         raise RolloutError(
             f"{len(conflicts)} devices are in another running rollout for sec_tag "
             f"{spec.tag}/{spec.spare_tag} (e.g. {shown}); finish or abort it first"
         )
-    meta = {
-        "id": rollout_id,
-        "kind": spec.kind,
-        "state": RolloutState.CREATED.value,
-        "created_at": now.isoformat(),
-        "seed": plan.seed,
-        "spec": json.dumps(spec.to_json()),
-        "sizes": json.dumps([len(w) for w in plan.waves]),
-        "current": "0",
-        **{f"wave:{i}:state": WaveState.PENDING.value for i in range(len(plan.waves))},
-    }
-    deps.rollouts.create(
-        rollout_id,
-        meta=meta,
-        waves=plan.waves,
-        active=plan.active,
-        created_at=now,
-        log_time=now_iso(now),
-        actor=actor,
+    rollout = Rollout.planned(
+        rollout_id, spec, seed=plan.seed, sizes=[len(w) for w in plan.waves], now=now
     )
-    deps.rollouts.set_active(rollout_id, True)
+    deps.store.create(rollout, waves=plan.waves, active=plan.active, actor=actor)
+    deps.store.set_active(rollout_id, True)
     log.info("rollout_created", rollout_id=rollout_id, devices=len(plan.active), kind=spec.kind)
     if start:
         deps.tasks.start_rollout(rollout_id)
@@ -160,41 +138,37 @@ def create_rollout(
 
 def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
     """The `rollout status --json` document."""
-    meta = _meta(deps, rollout_id)
-    sizes: list[int] = json.loads(meta["sizes"])
-    counts = deps.rollouts.wave_counts(rollout_id, len(sizes))
+    rollout = load(deps.store, rollout_id)
+    counts = deps.store.wave_counts(rollout_id, len(rollout.waves))
     every = [s.value for s in DeviceRolloutState]
     waves = []
     totals = dict.fromkeys(every, 0)
-    for index, (size, wave_counts) in enumerate(zip(sizes, counts, strict=True)):
+    for wave, wave_counts in zip(rollout.waves, counts, strict=True):
         full = {state: wave_counts.get(state, 0) for state in every}
         for state, n in full.items():
             totals[state] += n
         waves.append(
-            {
-                "index": index,
-                "size": size,
-                "state": meta.get(f"wave:{index}:state", WaveState.PENDING.value),
-                "counts": full,
-            }
+            {"index": wave.index, "size": wave.size, "state": wave.state.value, "counts": full}
         )
     status: dict[str, Any] = {
         "id": rollout_id,
-        "kind": meta["kind"],
-        "state": meta["state"],
-        "created_at": meta["created_at"],
-        "current_wave": int(meta.get("current", "0")),
-        "awaiting_approval": meta.get("awaiting_approval") == "1",
+        "kind": rollout.spec.kind,
+        "state": rollout.state.value,
+        "created_at": rollout.created_at.isoformat(),
+        "current_wave": rollout.current,
+        "awaiting_approval": rollout.awaiting_approval,
         "waves": waves,
         "totals": totals,
     }
-    if meta.get("abort_reason"):
-        status["abort_reason"] = meta["abort_reason"]
-    if meta.get("unconfirmed"):
-        status["unconfirmed_rollback"] = json.loads(meta["unconfirmed"])
-    failed = deps.rollouts.devices_in(rollout_id, [s.value for s in (*FAILURES, D.TIMED_OUT)])
-    states = deps.rollouts.device_states(rollout_id, failed)
-    status["failed_devices"] = [{"device_id": d, "state": states.get(d)} for d in failed[:1000]]
+    if rollout.abort_reason:
+        status["abort_reason"] = rollout.abort_reason
+    if rollout.unconfirmed:
+        status["unconfirmed_rollback"] = list(rollout.unconfirmed)
+    failed = deps.store.devices_in(rollout_id, [*FAILURES, D.TIMED_OUT])
+    states = deps.store.device_states(rollout_id, failed)
+    status["failed_devices"] = [
+        {"device_id": d, "state": states[d].value if d in states else None} for d in failed[:1000]
+    ]
     return status
 
 
@@ -203,8 +177,8 @@ def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
 
 def command(deps: RolloutDeps, rollout_id: str, verb: str, *, now: datetime, actor: str) -> str:
     """pause, resume, abort or approve; return the resulting rollout state."""
-    meta = _meta(deps, rollout_id)
-    state = meta["state"]
+    rollout = load(deps.store, rollout_id)
+    state = rollout.state.value
     if verb == "abort":
         if not abort_rollout(
             deps, rollout_id, cause=f"aborted by {actor}", actor=actor, now=now, wave=None
@@ -214,51 +188,28 @@ def command(deps: RolloutDeps, rollout_id: str, verb: str, *, now: datetime, act
             )
         return RolloutState.ROLLING_BACK.value
     if verb == "pause":
-        if not deps.rollouts.set_meta(
-            rollout_id,
-            {"state": RolloutState.PAUSED.value},
-            log=_log(actor, "rollout", rollout_id, old=state, new="paused", cause="pause", now=now),
-            expect=("state", RolloutState.RUNNING.value),
-        ):
+        change = rollout.pause(now=now, actor=actor)
+        if change is None or not deps.store.change(rollout_id, change):
             raise RolloutError(f"{rollout_id} is {state}; only a running rollout can be paused")
         return RolloutState.PAUSED.value
     if verb == "resume":
-        if state == RolloutState.CREATED.value:
+        if rollout.state is RolloutState.CREATED:
             start_rollout(deps, rollout_id, now=now, actor=actor)
             return RolloutState.RUNNING.value
-        if not deps.rollouts.set_meta(
-            rollout_id,
-            {"state": RolloutState.RUNNING.value},
-            log=_log(
-                actor, "rollout", rollout_id, old=state, new="running", cause="resume", now=now
-            ),
-            expect=("state", RolloutState.PAUSED.value),
-        ):
+        change = rollout.resume(now=now, actor=actor)
+        if change is None or not deps.store.change(rollout_id, change):
             raise RolloutError(
                 f"{rollout_id} is {state}; only a paused or created rollout can be resumed"
             )
-        current = int(meta["current"])
-        if meta.get(f"wave:{current}:state") == WaveState.RUNNING.value:
-            deps.tasks.dispatch_wave(rollout_id, current)
+        if rollout.wave.state is WaveState.RUNNING:
+            deps.tasks.dispatch_wave(rollout_id, rollout.current)
         deps.tasks.evaluate_rollout(rollout_id)
         return RolloutState.RUNNING.value
     if verb == "approve":
-        if state != RolloutState.RUNNING.value or meta.get("awaiting_approval") != "1":
+        change = rollout.approve(now=now, actor=actor)
+        if change is None:
             raise RolloutError(f"{rollout_id} is not waiting for an approval")
-        deps.rollouts.set_meta(
-            rollout_id,
-            {"awaiting_approval": "0"},
-            log=_log(
-                actor,
-                "wave",
-                meta["current"],
-                old="pending",
-                new="approved",
-                cause="approve",
-                now=now,
-            ),
-            expect=("awaiting_approval", "1"),
-        )
+        deps.store.change(rollout_id, change)
         deps.tasks.evaluate_rollout(rollout_id)
         return state
     raise RolloutError(f"unknown command {verb!r}")

@@ -1,0 +1,52 @@
+-- Apply a batch of device transitions of one rollout, in order, each as it would alone.
+--
+-- KEYS[1]  …:dev (hash: device -> state)      KEYS[2]  …:wave (hash: device -> wave)
+-- KEYS[3]  …:deadline (zset)                  KEYS[4]  …:bundle (hash: device:step -> bytes)
+-- KEYS[5]  …:log (stream)
+-- ARGV[1]  the rollout's key prefix ('certfleet:ro:{id}:'; counts:{wave} and s:{state}
+--          are derived from it, in the same hash slot);
+-- ARGV[2]  time (ISO 8601);  ARGV[3]  actor;
+-- ARGV[4]  the JSON list of transitions, each
+--          [device, new state, allowed sources (comma-separated), cause,
+--           deadline ('' keep, '-' clear, else epoch seconds), bundle step ('' none),
+--           the bundle's ARGV index (0 none)];
+-- ARGV[5…] the bundles' bytes.
+-- Returns the JSON list, one per transition, of
+--   [1 applied / 0 refused / -1 unknown device, the state found ('' if unknown)].
+-- An applied transition moves the wave's counts and the per-state sets, keeps the
+-- deadline, stores the bundle and appends to the log in the same atomic step.
+local dev, wave, deadline, bundles, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, time, actor = ARGV[1], ARGV[2], ARGV[3]
+local results = {}
+for n, t in ipairs(cjson.decode(ARGV[4])) do
+  local device, new, allowed, cause = t[1], t[2], t[3], t[4]
+  local current = redis.call('HGET', dev, device)
+  if not current then
+    results[n] = {-1, ''}
+  else
+    local ok = false
+    for source in string.gmatch(allowed, '[^,]+') do
+      if source == current then ok = true end
+    end
+    if not ok then
+      results[n] = {0, current}
+    else
+      local w = redis.call('HGET', wave, device)
+      redis.call('HSET', dev, device, new)
+      redis.call('HINCRBY', prefix .. 'counts:' .. w, current, -1)
+      redis.call('HINCRBY', prefix .. 'counts:' .. w, new, 1)
+      redis.call('SREM', prefix .. 's:' .. current, device)
+      redis.call('SADD', prefix .. 's:' .. new, device)
+      if t[5] == '-' then
+        redis.call('ZREM', deadline, device)
+      elseif t[5] ~= '' then
+        redis.call('ZADD', deadline, tonumber(t[5]), device)
+      end
+      if t[6] ~= '' then redis.call('HSET', bundles, device .. ':' .. t[6], ARGV[t[7]]) end
+      redis.call('XADD', log, '*', 'time', time, 'actor', actor, 'kind', 'device',
+        'subject', device, 'wave', w, 'from', current, 'to', new, 'cause', cause)
+      results[n] = {1, current}
+    end
+  end
+end
+return cjson.encode(results)

@@ -1,0 +1,148 @@
+"""Where a rollout, a wave and a device stand, and where a device may go next."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "DECIDED",
+    "FAILURES",
+    "RANK",
+    "ROLLBACK_TARGETS",
+    "SUCCESS",
+    "DeviceRolloutState",
+    "DeviceTransition",
+    "PushStep",
+    "RolloutState",
+    "TransitionResult",
+    "WaveState",
+    "may_transition",
+    "sources_of",
+]
+
+
+class RolloutState(enum.StrEnum):
+    """Where a rollout as a whole stands."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
+class WaveState(enum.StrEnum):
+    """Where one wave stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    BAKING = "baking"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class DeviceRolloutState(enum.StrEnum):
+    """Where one device stands in one rollout; `may_transition` says where it may go."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    RECEIVED = "received"
+    STAGED = "staged"
+    HEALTH_OK = "health_ok"
+    COMMITTED = "committed"
+    REJECTED = "rejected"
+    HEALTH_FAILED = "health_failed"
+    TIMED_OUT = "timed_out"
+    FALLBACK = "fallback"
+    ROLLBACK_SENT = "rollback_sent"
+    ROLLED_BACK = "rolled_back"
+
+
+class PushStep(enum.StrEnum):
+    """Which bundle a push sends: the stage (or retire), the commit, or the rollback."""
+
+    STAGE = "stage"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+
+
+_S = DeviceRolloutState
+RANK: Final[Mapping[DeviceRolloutState, int]] = MappingProxyType(
+    {
+        _S.PENDING: 0,
+        _S.SENT: 1,
+        _S.RECEIVED: 2,
+        _S.STAGED: 3,
+        _S.HEALTH_OK: 4,
+        _S.COMMITTED: 5,
+        _S.REJECTED: 5,
+        _S.HEALTH_FAILED: 5,
+        _S.TIMED_OUT: 5,
+        _S.FALLBACK: 5,
+        _S.ROLLBACK_SENT: 6,
+        _S.ROLLED_BACK: 7,
+    }
+)
+FAILURES: Final = frozenset({_S.REJECTED, _S.HEALTH_FAILED, _S.FALLBACK})
+"""Failures in any case; `TIMED_OUT` counts as one only when the policy says so."""
+SUCCESS: Final = frozenset({_S.COMMITTED})
+DECIDED: Final = SUCCESS | FAILURES | {_S.TIMED_OUT}
+ROLLBACK_TARGETS: Final = frozenset(
+    {_S.SENT, _S.RECEIVED, _S.STAGED, _S.HEALTH_OK, _S.COMMITTED, _S.TIMED_OUT}
+)
+"""Devices that may hold the new credential, and so must be told to roll back: a device
+that timed out may still have committed just before its deadline, unseen."""
+
+
+def may_transition(current: DeviceRolloutState, new: DeviceRolloutState) -> bool:
+    """Whether a device may go from `current` to `new`: only forward, never sideways."""
+    if new == _S.ROLLBACK_SENT:
+        return current in ROLLBACK_TARGETS
+    if new == _S.ROLLED_BACK:
+        return current == _S.ROLLBACK_SENT
+    return RANK[new] > RANK[current]
+
+
+def sources_of(new: DeviceRolloutState) -> frozenset[DeviceRolloutState]:
+    """Every state a device may reach `new` from."""
+    return frozenset(s for s in DeviceRolloutState if may_transition(s, new))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTransition:
+    """Move `device_id` to `new` if it stands in one of `allowed`, in one atomic step.
+
+    The same step may set or clear the device's deadline and store the bundle sent
+    for `step`; a device in any other state is left as it is, so a late or repeated
+    transition changes nothing.
+    """
+
+    device_id: str
+    new: DeviceRolloutState
+    allowed: frozenset[DeviceRolloutState]
+    cause: str
+    deadline: float | None = None
+    clear_deadline: bool = False
+    step: PushStep | None = None
+    bundle: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.deadline is not None and self.clear_deadline:
+            raise ValueError("a transition sets a deadline or clears it, not both")
+        if (self.step is None) != (self.bundle is None):
+            raise ValueError("a transition stores a bundle together with its step")
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    """What a transition found: applied or not, and the state it found (None: unknown device)."""
+
+    device_id: str
+    applied: bool
+    previous: DeviceRolloutState | None

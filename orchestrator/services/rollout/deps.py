@@ -1,0 +1,106 @@
+"""What the rollout use cases work with: their ports, their error, their next steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_states import PushStep
+from orchestrator.ports import (
+    BundlePublisher,
+    BundleSigner,
+    InventoryStore,
+    Metrics,
+    RolloutStore,
+    SequenceStore,
+)
+
+__all__ = [
+    "PUSH_BATCH_SIZE",
+    "PushDeps",
+    "RolloutDeps",
+    "RolloutError",
+    "RolloutTasks",
+    "batched",
+    "count",
+    "load",
+]
+
+PUSH_BATCH_SIZE: Final = 200
+"""Devices per push_batch task: hundreds per task, never a task per device."""
+
+
+class RolloutError(CertfleetError):
+    """A rollout command that cannot be carried out, and why."""
+
+
+class RolloutTasks(Protocol):
+    """Where the engine enqueues its next steps (Celery in production)."""
+
+    def start_rollout(self, rollout_id: str) -> None: ...
+
+    def dispatch_wave(self, rollout_id: str, wave: int) -> None: ...
+
+    def push_batch(
+        self,
+        rollout_id: str,
+        wave: int,
+        device_ids: Sequence[str],
+        step: PushStep,
+        *,
+        countdown: float,
+    ) -> None: ...
+
+    def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None: ...
+
+    def rollback_rollout(self, rollout_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutDeps:
+    """What planning, evaluating, rolling back and the commands work with."""
+
+    store: RolloutStore
+    inventory: InventoryStore
+    tasks: RolloutTasks
+    metrics: Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class PushDeps:
+    """What pushing bundles works with: the store, a signer, sequences and a publisher."""
+
+    store: RolloutStore
+    signer: BundleSigner
+    sequences: SequenceStore
+    publisher: BundlePublisher
+    metrics: Metrics
+
+
+def load(store: RolloutStore, rollout_id: str) -> Rollout:
+    """The rollout, or a `RolloutError` that says where to look."""
+    rollout = store.get(rollout_id)
+    if rollout is None:
+        raise RolloutError(f"no rollout {rollout_id!r} (see `certfleet rollout list`)")
+    return rollout
+
+
+def count(metrics: Metrics, name: str, labels: Mapping[str, str], amount: float = 1) -> None:
+    """Add to a counter, skipping zero amounts (no round trip for nothing)."""
+    if amount:
+        metrics.incr(name, labels, amount)
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`items` in order, as lists of `size` (the last may be shorter)."""
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,378 @@
+"""In-memory stand-ins for the rollout engine's ports: the store, the task queue, metrics,
+the sequences, the publisher and a signer, so the engine's logic runs without Redis."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import AuditEntry, Change
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    TransitionResult,
+)
+from orchestrator.protocol.cose import key_id
+
+__all__ = [
+    "FakeMetrics",
+    "FakePublisher",
+    "FakeRollouts",
+    "FakeSequences",
+    "FakeSigner",
+    "RecordingTasks",
+]
+
+
+def _entry_fields(entry: AuditEntry) -> dict[str, str]:
+    return {
+        "time": entry.time.isoformat(),
+        "actor": entry.actor,
+        "kind": entry.kind,
+        "subject": entry.subject,
+        "from": entry.old,
+        "to": entry.new,
+        "cause": entry.cause,
+    }
+
+
+@dataclass
+class _Stored:
+    rollout: Rollout
+    states: dict[str, DeviceRolloutState]
+    wave_of: dict[str, int]
+    members: list[list[str]]
+    active: dict[str, list[int]]
+    bundles: dict[tuple[str, PushStep], bytes] = field(default_factory=dict)
+    deadlines: dict[str, float] = field(default_factory=dict)
+    sent: dict[tuple[PushStep, str], float] = field(default_factory=dict)
+    log: list[dict[str, str]] = field(default_factory=list)
+
+
+class FakeRollouts:
+    """`RolloutStore` in memory, with the Redis adapter's rules: guarded changes,
+    transitions only from allowed states, first bundle per (device, step) kept."""
+
+    def __init__(self) -> None:
+        self._rollouts: dict[str, _Stored] = {}
+        self._order: list[str] = []
+        self._claims: dict[tuple[int, str], str] = {}
+        self._active_ids: set[str] = set()
+        self._locks: dict[str, str] = {}
+        self._debounced: set[str] = set()
+        self._ids = itertools.count(1)
+
+    def _get(self, rollout_id: str) -> _Stored:
+        return self._rollouts[rollout_id]
+
+    def _log(self, stored: _Stored, fields: dict[str, str]) -> None:
+        stored.log.append({"id": f"{next(self._ids)}-0", **fields})
+
+    # -- claims and creation --------------------------------------------------------------
+
+    def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
+        pairs = [(t, d) for t in tags for d in device_ids]
+        conflicts = sorted(
+            {d for t, d in pairs if self._claims.get((t, d), rollout_id) != rollout_id}
+        )
+        if not conflicts:
+            for pair in pairs:
+                self._claims[pair] = rollout_id
+        return conflicts
+
+    def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
+        for device in list(device_ids):
+            for tag in tags:
+                if self._claims.get((tag, device)) == rollout_id:
+                    del self._claims[(tag, device)]
+
+    def claimed_by(self, tag: int, device_id: str) -> str | None:
+        """Which rollout holds (device, tag) (for tests)."""
+        return self._claims.get((tag, device_id))
+
+    def create(
+        self,
+        rollout: Rollout,
+        *,
+        waves: Sequence[Sequence[str]],
+        active: Mapping[str, Sequence[int]],
+        actor: str,
+    ) -> None:
+        stored = _Stored(
+            rollout=rollout,
+            states={d: DeviceRolloutState.PENDING for w in waves for d in w},
+            wave_of={d: i for i, w in enumerate(waves) for d in w},
+            members=[sorted(w) for w in waves],
+            active={d: list(tags) for d, tags in active.items()},
+        )
+        self._rollouts[rollout.id] = stored
+        self._order.append(rollout.id)
+        self._log(stored, _entry_fields(rollout.created_entry(actor=actor)))
+
+    # -- the aggregate --------------------------------------------------------------------
+
+    def exists(self, rollout_id: str) -> bool:
+        return rollout_id in self._rollouts
+
+    def get(self, rollout_id: str) -> Rollout | None:
+        stored = self._rollouts.get(rollout_id)
+        return stored.rollout if stored else None
+
+    def list_ids(self, limit: int = 100) -> list[str]:
+        return list(reversed(self._order))[:limit]
+
+    def change(self, rollout_id: str, change: Change) -> bool:
+        stored = self._get(rollout_id)
+        if not stored.rollout.holds(change.expect):
+            return False
+        stored.rollout = stored.rollout.applied(change)
+        for entry in change.entries:
+            self._log(stored, _entry_fields(entry))
+        return True
+
+    # -- devices --------------------------------------------------------------------------
+
+    def transition(
+        self, rollout_id: str, transitions: Sequence[DeviceTransition], *, now: datetime, actor: str
+    ) -> list[TransitionResult]:
+        stored = self._get(rollout_id)
+        results = []
+        for t in transitions:
+            current = stored.states.get(t.device_id)
+            if current is None or current not in t.allowed:
+                results.append(TransitionResult(t.device_id, False, current))
+                continue
+            stored.states[t.device_id] = t.new
+            if t.clear_deadline:
+                stored.deadlines.pop(t.device_id, None)
+            elif t.deadline is not None:
+                stored.deadlines[t.device_id] = t.deadline
+            if t.step is not None and t.bundle is not None:
+                stored.bundles[(t.device_id, t.step)] = t.bundle
+            self._log(
+                stored,
+                {
+                    "time": now.isoformat(),
+                    "actor": actor,
+                    "kind": "device",
+                    "subject": t.device_id,
+                    "wave": str(stored.wave_of[t.device_id]),
+                    "from": current.value,
+                    "to": t.new.value,
+                    "cause": t.cause,
+                },
+            )
+            results.append(TransitionResult(t.device_id, True, current))
+        return results
+
+    def wave_counts(self, rollout_id: str, waves: int) -> list[dict[str, int]]:
+        stored = self._get(rollout_id)
+        counts: list[Counter[str]] = [Counter() for _ in range(waves)]
+        for device, state in stored.states.items():
+            wave = stored.wave_of[device]
+            if wave < waves:
+                counts[wave][state.value] += 1
+        return [dict(c) for c in counts]
+
+    def wave_members(self, rollout_id: str, wave: int) -> list[str]:
+        return list(self._get(rollout_id).members[wave])
+
+    def scan_wave(
+        self, rollout_id: str, wave: int, states: Iterable[DeviceRolloutState]
+    ) -> Iterator[list[str]]:
+        stored, wanted = self._get(rollout_id), frozenset(states)
+        members = [d for d in stored.members[wave] if stored.states[d] in wanted]
+        for start in range(0, len(members), 7):  # small chunks: callers must not assume one
+            yield members[start : start + 7]
+
+    def device_states(
+        self, rollout_id: str, device_ids: Sequence[str] | None = None
+    ) -> dict[str, DeviceRolloutState]:
+        states = self._get(rollout_id).states
+        if device_ids is None:
+            return dict(states)
+        return {d: states[d] for d in device_ids if d in states}
+
+    def devices_in(self, rollout_id: str, states: Iterable[DeviceRolloutState]) -> list[str]:
+        wanted = frozenset(states)
+        return sorted(d for d, s in self._get(rollout_id).states.items() if s in wanted)
+
+    def active_tags(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, list[int]]:
+        active = self._get(rollout_id).active
+        return {d: list(active[d]) for d in device_ids if d in active}
+
+    def bundles(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, bytes]:
+        stored = self._get(rollout_id).bundles
+        return {d: stored[(d, step)] for d in device_ids if (d, step) in stored}
+
+    def put_bundles_if_absent(
+        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
+    ) -> None:
+        stored = self._get(rollout_id).bundles
+        for device, data in bundles.items():
+            stored.setdefault((device, step), data)
+
+    def overdue(self, rollout_id: str, now: float) -> list[str]:
+        deadlines = self._get(rollout_id).deadlines
+        return sorted(d for d, when in deadlines.items() if when <= now)
+
+    def claim_sends(
+        self,
+        rollout_id: str,
+        step: PushStep,
+        device_ids: Sequence[str],
+        *,
+        now: float,
+        every: float,
+    ) -> list[str]:
+        sent = self._get(rollout_id).sent
+        claimed = []
+        for device in device_ids:
+            last = sent.get((step, device))
+            if last is None or last < now - every:
+                sent[(step, device)] = now
+                claimed.append(device)
+        return claimed
+
+    # -- process coordination -------------------------------------------------------------
+
+    def set_active(self, rollout_id: str, active: bool) -> None:
+        if active:
+            self._active_ids.add(rollout_id)
+        else:
+            self._active_ids.discard(rollout_id)
+
+    def active_ids(self) -> list[str]:
+        return sorted(self._active_ids)
+
+    def lock(self, rollout_id: str, owner: str, ttl_ms: int = 30_000) -> bool:
+        if rollout_id in self._locks:
+            return False
+        self._locks[rollout_id] = owner
+        return True
+
+    def unlock(self, rollout_id: str, owner: str) -> None:
+        if self._locks.get(rollout_id) == owner:
+            del self._locks[rollout_id]
+
+    def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
+        if rollout_id in self._debounced:
+            return False
+        self._debounced.add(rollout_id)
+        return True
+
+    def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
+        entries = list(self._get(rollout_id).log)
+        return entries if count is None else entries[:count]
+
+
+@dataclass
+class RecordingTasks:
+    """`RolloutTasks` that records what the engine enqueues instead of running it."""
+
+    calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+
+    def start_rollout(self, rollout_id: str) -> None:
+        self.calls.append(("start_rollout", (rollout_id,)))
+
+    def dispatch_wave(self, rollout_id: str, wave: int) -> None:
+        self.calls.append(("dispatch_wave", (rollout_id, wave)))
+
+    def push_batch(
+        self,
+        rollout_id: str,
+        wave: int,
+        device_ids: Sequence[str],
+        step: PushStep,
+        *,
+        countdown: float,
+    ) -> None:
+        self.calls.append(("push_batch", (rollout_id, wave, list(device_ids), step, countdown)))
+
+    def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None:
+        self.calls.append(("evaluate_rollout", (rollout_id, countdown)))
+
+    def rollback_rollout(self, rollout_id: str) -> None:
+        self.calls.append(("rollback_rollout", (rollout_id,)))
+
+    def named(self, name: str) -> list[tuple[object, ...]]:
+        """The arguments of every call of `name`, in order."""
+        return [args for n, args in self.calls if n == name]
+
+    def pushes(self, step: PushStep) -> list[list[str]]:
+        """The device batches pushed for `step`, in order."""
+        return [list(args[2]) for args in self.named("push_batch") if args[3] == step]  # type: ignore[call-overload]
+
+
+@dataclass
+class FakeMetrics:
+    """`Metrics` that keeps counters and gauges in a dict."""
+
+    counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=Counter)
+    gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+
+    def incr(self, name: str, labels: Mapping[str, str] | None = None, amount: float = 1) -> None:
+        self.counters[(name, tuple(sorted((labels or {}).items())))] += amount  # type: ignore[assignment]
+
+    def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        self.gauges[(name, tuple(sorted((labels or {}).items())))] = value
+
+
+@dataclass
+class FakeSequences:
+    """`SequenceStore` counting per device in memory."""
+
+    last: Counter[str] = field(default_factory=Counter)
+
+    def next_sequence(self, device_id: str) -> int:
+        self.last[device_id] += 1
+        return self.last[device_id]
+
+    def next_sequences(self, device_ids: Sequence[str]) -> dict[str, int]:
+        return {d: self.next_sequence(d) for d in device_ids}
+
+
+@dataclass
+class FakePublisher:
+    """`BundlePublisher` that keeps what it was given, in order."""
+
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
+        self.sent.append((device_id, data))
+
+    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
+        before = len(self.sent)
+        self.sent.extend(bundles)
+        return len(self.sent) - before
+
+
+class FakeSigner:
+    """`BundleSigner` with a P-256 key made in memory."""
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """What a device trusts to verify this signer's bundles."""
+        return self._key.public_key()
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.public_key)
+
+    def sign(self, to_be_signed: bytes) -> bytes:
+        r, s = decode_dss_signature(self._key.sign(to_be_signed, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
