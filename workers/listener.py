@@ -14,20 +14,20 @@ import socket
 from datetime import UTC, datetime
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import TransientError
 from orchestrator.logs import get_logger
+from orchestrator.protocol.mqtt import mqtt5_client
 from orchestrator.services.inventory import IngestResult, ingest_batch
-from orchestrator.services.rollout_engine import apply_reports
+from orchestrator.services.rollout import apply_reports
 
 __all__ = ["run_listener"]
 
 log = get_logger(__name__)
 
 SESSION_EXPIRY_SECONDS = 24 * 3600
+"""How long the broker keeps a listener's session with a fixed client id."""
 GC_THRESHOLDS = (50_000, 20, 100)
 """The listener's garbage collector thresholds (Python's defaults: 700, 10, 10)."""
 
@@ -63,21 +63,15 @@ def _client(container: Container, inbox: _Inbox) -> aiomqtt.Client:
     identifier = (
         settings.listener_client_id or f"certfleet-listener-{socket.gethostname()}-{os.getpid()}"
     )
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
-    if persistent:
-        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-    return aiomqtt.Client(
+    return mqtt5_client(
         settings.mqtt_host,
         settings.mqtt_port,
-        identifier=identifier,
+        client_id=identifier,
+        session_expiry=SESSION_EXPIRY_SECONDS if persistent else None,
+        keepalive=30,
         username=settings.mqtt_username,
         password=settings.mqtt_password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=not persistent,
-        properties=properties,
-        keepalive=30,
-        # aiomqtt builds its queue by calling this with maxsize; the listener keeps it.
-        queue_type=lambda maxsize=0: inbox,  # type: ignore[arg-type]  # a factory, not a class
+        inbox=inbox,
     )
 
 

@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import paho.mqtt.client as mqtt
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +43,7 @@ from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition, now_
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.protocol.bundle import Reason
+from orchestrator.protocol.mqtt import mqtt5_client
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.protocol.topics import Topics
 from orchestrator.services.rollout_engine import RolloutDeps
@@ -176,16 +176,12 @@ def _aiomqtt_drain(service: LocalService, expected: int) -> float:
 
     async def drain() -> float:
         inbox = _Inbox()
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY
-        client = aiomqtt.Client(
+        client = mqtt5_client(
             service.host,
             service.port,
-            identifier=AIOMQTT_ID,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            queue_type=lambda maxsize=0: inbox,
+            client_id=AIOMQTT_ID,
+            session_expiry=SESSION_EXPIRY,
+            inbox=inbox,
         )
         start = time.perf_counter()
         async with client:
