@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import CredentialType, Topics
-from simulator.device import BrokerAddress, DeviceAgent, Firmware
+from simulator.agent import BrokerAddress, DeviceAgent
+from simulator.firmware import Firmware
 from simulator.modem import FunctionalMode, Modem
 from simulator.probe import Prober, uncached_probe
 
@@ -47,14 +48,17 @@ def build_fleet(
     """
     return [
         DeviceAgent(
-            device_id(id_prefix, n),
-            provisioned_modem(ca_chain, sec_tag),
+            Firmware(
+                device_id(id_prefix, n),
+                provisioned_modem(ca_chain, sec_tag),
+                topics=topics,
+                signers=signers,
+                active_tags=[sec_tag],
+                probe_timeout=probe_timeout,
+                faults=faults,
+                tls_broker=broker.tls,
+            ),
             broker=broker,
-            topics=topics,
-            signers=signers,
-            active_tags=[sec_tag],
-            probe_timeout=probe_timeout,
-            faults=faults,
         )
         for n in range(count)
     ]

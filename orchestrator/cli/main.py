@@ -103,7 +103,7 @@ def simulate(
     """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
     from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
     from orchestrator.protocol.cose import key_id  # noqa: PLC0415
-    from simulator.device import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
+    from simulator.agent import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
     from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 

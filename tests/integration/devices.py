@@ -16,7 +16,8 @@ from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.cose import key_id
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import BundleBody, IssuedBundle, issue_bundle, send_bundle
-from simulator.device import BrokerAddress, DeviceAgent
+from simulator.agent import BrokerAddress, DeviceAgent
+from simulator.firmware import Firmware
 from simulator.modem import Modem
 from simulator.services import LocalService
 
@@ -75,15 +76,18 @@ def make_device(
     modem.write(tag, CredentialType.CA_CHAIN, ca_pem)
     public = orchestrator.signer.public_key
     return DeviceAgent(
-        device_id,
-        modem,
+        Firmware(
+            device_id,
+            modem,
+            topics=TOPICS,
+            signers={key_id(public): public},
+            active_tags=[tag],
+            probe_timeout=5,
+            tls_broker=tls_port is not None,
+        ),
         broker=BrokerAddress(
             host=broker.host, port=tls_port or broker.port, tls=tls_port is not None
         ),
-        topics=TOPICS,
-        signers={key_id(public): public},
-        active_tags=[tag],
-        probe_timeout=5,
     )
 
 

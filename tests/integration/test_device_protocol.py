@@ -20,7 +20,7 @@ from orchestrator.protocol import CredentialType
 from orchestrator.protocol.bundle import Reason, SignerKey
 from orchestrator.protocol.report import Phase
 from orchestrator.services.bundles import BundleBody, stage_body
-from simulator.device import DeviceAgent
+from simulator.agent import DeviceAgent
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import LocalService
 from tests.integration.devices import (

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.bootstrap import Container
 from orchestrator.protocol import CredentialType, StateMessage, Topics
-from simulator.device import BrokerAddress, DeviceAgent
+from simulator.firmware import Firmware
 from simulator.modem import Modem
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto
@@ -30,9 +30,7 @@ def _good_state(device_id: str) -> bytes:
     )
     modem = Modem()
     modem.write(42, CredentialType.CA_CHAIN, ca.pem)
-    agent = DeviceAgent(
-        device_id, modem, broker=BrokerAddress(host="127.0.0.1", port=1), topics=TOPICS
-    )
+    agent = Firmware(device_id, modem, topics=TOPICS)
     return agent.state_message().to_json()
 
 

@@ -18,7 +18,7 @@ from orchestrator.protocol.bundle import Bundle, Probe, Reason, SignerKey, encod
 from orchestrator.protocol.bundle import Credential as BundleCredential
 from orchestrator.protocol.cose import key_id, sign1
 from orchestrator.protocol.report import Phase
-from simulator.device import BrokerAddress, DeviceAgent
+from simulator.firmware import Firmware
 from simulator.modem import Modem
 from simulator.pki import make_ca
 
@@ -41,13 +41,12 @@ class FakeClient:
         self.published.append((topic, payload))
 
 
-def _device(signers: dict[bytes, ec.EllipticCurvePublicKey] | None = None) -> DeviceAgent:
+def _device(signers: dict[bytes, ec.EllipticCurvePublicKey] | None = None) -> Firmware:
     modem = Modem()
     modem.write(42, CredentialType.CA_CHAIN, OLD_CA.pem)
-    return DeviceAgent(
+    return Firmware(
         "dev-1",
         modem,
-        broker=BrokerAddress(host="127.0.0.1", port=1),
         topics=Topics("certfleet"),
         signers=signers or {key_id(KEY.public_key()): KEY.public_key()},
         active_tags=[42],
@@ -76,7 +75,7 @@ def _stage(**overrides: object) -> Bundle:
     return Bundle(**fields)  # type: ignore[arg-type]
 
 
-def _handle(agent: DeviceAgent, payload: bytes) -> FakeClient:
+def _handle(agent: Firmware, payload: bytes) -> FakeClient:
     client = FakeClient()
     asyncio.run(agent._handle(client, payload))  # type: ignore[arg-type]
     return client

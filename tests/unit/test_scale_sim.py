@@ -17,7 +17,7 @@ from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.bundle import Bundle, Probe, encode_payload
 from orchestrator.protocol.bundle import Credential as BundleCredential
 from orchestrator.protocol.cose import key_id, sign1
-from simulator.device import BrokerAddress
+from simulator.agent import BrokerAddress
 from simulator.fleet import build_firmwares
 from simulator.modem import FunctionalMode
 from simulator.pki import make_ca

@@ -1,0 +1,184 @@
+"""Per-device mode: one simulated device on its own MQTT 5 connection.
+
+`DeviceAgent` holds a `Firmware` and carries it as a device's network stack would:
+a persistent session under the device id, the bundle subscription and the state on
+every connect, and a new connection whenever the firmware needs one (offline for
+key store work, or a commit to prove on a TLS broker connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, mqtt5_client
+from orchestrator.protocol.report import ReportMessage
+from simulator.firmware import Firmware
+from simulator.modem import FunctionalMode, Modem
+
+__all__ = ["BrokerAddress", "DeviceAgent"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerAddress:
+    """Where the devices connect; with `tls`, the server chain is validated by the active tags."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+class DeviceAgent:
+    """One device with its own persistent MQTT 5 session (QoS 1) that reports on every connect."""
+
+    def __init__(self, firmware: Firmware, *, broker: BrokerAddress, keepalive: int = 60) -> None:
+        if broker.tls != firmware.tls_broker:
+            raise ValueError(
+                f"the broker connection is {'TLS' if broker.tls else 'plain'} but the firmware "
+                f"of {firmware.device_id} has tls_broker={firmware.tls_broker}; make them agree"
+            )
+        self.firmware = firmware
+        self.broker = broker
+        self.connects = 0
+        self.connect_failures = 0
+        self._keepalive = keepalive
+        self._backlog: list[bytes] = []
+
+    # -- the device, as its agent shows it ---------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        """The device id, also the MQTT client id."""
+        return self.firmware.device_id
+
+    @property
+    def modem(self) -> Modem:
+        """The device's modem and key store."""
+        return self.firmware.modem
+
+    @property
+    def reports(self) -> list[ReportMessage]:
+        """Every report the device made, in order."""
+        return self.firmware.reports
+
+    @property
+    def active_tags(self) -> list[int]:
+        """The device's active tag list."""
+        return self.firmware.active_tags
+
+    @property
+    def signers(self) -> dict[bytes, ec.EllipticCurvePublicKey]:
+        """Key id -> public key of the bundle signers the device trusts."""
+        return self.firmware.signers
+
+    # -- the connection loop -----------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.broker.tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+        chains = [chain.decode() for chain in self.firmware.broker_ca_chains()]
+        if chains:
+            context.load_verify_locations(cadata="".join(chains))
+        return context
+
+    def _client(self) -> aiomqtt.Client:
+        return mqtt5_client(
+            self.broker.host,
+            self.broker.port,
+            client_id=self.device_id,
+            session_expiry=DEVICE_SESSION_EXPIRY_SECONDS,
+            keepalive=self._keepalive,
+            username=self.broker.username,
+            password=self.broker.password,
+            tls_context=self._tls_context(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _connected(self, slots: asyncio.Semaphore | None) -> AsyncIterator[aiomqtt.Client]:
+        client = self._client()
+        if slots is not None:
+            async with slots:
+                await client.__aenter__()
+        else:
+            await client.__aenter__()
+        self.modem.cfun(FunctionalMode.ONLINE)
+        try:
+            yield client
+        finally:
+            self.modem.cfun(FunctionalMode.OFFLINE)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        connect_slots: asyncio.Semaphore | None = None,
+        reconnect_interval: float = 2.0,
+    ) -> None:
+        """Stay connected until `stop`; go offline whenever the key store must change."""
+        firmware = self.firmware
+        while not stop.is_set():
+            try:
+                async with self._connected(connect_slots) as client:
+                    self.connects += 1
+                    firmware.connect_succeeded()
+                    await self._online(client, stop)
+            except aiomqtt.MqttError:
+                self.connect_failures += 1
+                if not firmware.connect_failed():
+                    await self._sleep(stop, reconnect_interval)
+            firmware.go_offline()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    async def _online(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Serve the firmware until `stop`, or until it needs to go offline or to reconnect."""
+        firmware = self.firmware
+        await client.subscribe(firmware.topics.bundle(self.device_id), qos=1)
+        await firmware.come_online(client)
+        while not stop.is_set():
+            if firmware.needs_offline or firmware.needs_reconnect:
+                await self._keep_received(client)
+                return
+            payload = self._backlog.pop(0) if self._backlog else None
+            if payload is None:
+                payload = await self._next_bundle(client, stop)
+            if payload is not None:
+                await firmware.handle(client, payload)
+            firmware.check_commit_deadline()
+
+    async def _keep_received(self, client: aiomqtt.Client) -> None:
+        """Keep bundles already received (and acknowledged) across the offline step."""
+        while len(client.messages) > 0:
+            payload = (await client.messages.__anext__()).payload
+            self._backlog.append(payload if isinstance(payload, bytes) else str(payload).encode())
+
+    async def _next_bundle(self, client: aiomqtt.Client, stop: asyncio.Event) -> bytes | None:
+        deadline = self.firmware.commit_deadline
+        now = self.firmware.now().timestamp()
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        receive = asyncio.ensure_future(client.messages.__anext__())
+        stopped = asyncio.ensure_future(stop.wait())
+        done, pending = await asyncio.wait(
+            {receive, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if receive in done:
+            payload = receive.result().payload
+            return payload if isinstance(payload, bytes) else str(payload).encode()
+        return None
