@@ -23,6 +23,7 @@ from orchestrator.adapters.tls_probe import SocketTlsProbe
 from orchestrator.config import Settings
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
+from orchestrator.services.renewals import RenewalDeps, RenewalPolicy
 from orchestrator.services.rollout_engine import RolloutDeps
 
 __all__ = ["Container", "bootstrap"]
@@ -95,6 +96,27 @@ class Container:
             publisher=self.publisher if pushing else None,
             tasks=self.tasks,
             metrics=self.metrics,
+        )
+
+    def renewal_deps(self) -> RenewalDeps:
+        """The renewal use cases' dependencies and the settings they follow."""
+        settings = self.settings
+        return RenewalDeps(
+            plans=self.plans,
+            inventory=self.inventory,
+            library=self.library,
+            tls_probe=self.tls_probe,
+            rollouts=self.rollout_deps(),
+            policy=RenewalPolicy(
+                ca_tag_pair=settings.ca_tag_pair,
+                auto_rollout=settings.auto_rollout,
+                retire_soak_seconds=settings.retire_soak_seconds,
+                rollout_waves=settings.rollout_waves,
+                rollout_bake_seconds=settings.rollout_bake_seconds,
+                rollout_max_failure=settings.rollout_max_failure,
+                rollout_min_sample=settings.rollout_min_sample,
+                rollout_device_timeout_seconds=settings.rollout_device_timeout_seconds,
+            ),
         )
 
     @property

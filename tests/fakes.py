@@ -17,10 +17,11 @@ from orchestrator.domain.inventory import (
     classify,
     earliest_not_after_by_tag,
 )
+from orchestrator.domain.renewal import RenewalPlan
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
-__all__ = ["FakeInventory", "FakeLibrary"]
+__all__ = ["FakeInventory", "FakeLibrary", "FakePlanStore"]
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -253,3 +254,34 @@ class FakeLibrary:
     def get(self, digest: str) -> str | None:
         """The PEM with this digest, if held."""
         return self.pems.get(digest)
+
+
+class FakePlanStore:
+    """`PlanStore` in memory, behaving as `RedisPlans` does.
+
+    Plans are kept as the JSON documents Redis holds, so what is loaded went through
+    `to_json`/`from_json`; `recent` orders by `created_at`, newest first (ties by id,
+    as a Redis sorted set orders equal scores).
+    """
+
+    def __init__(self) -> None:
+        self.documents: dict[str, str] = {}
+
+    def save(self, plan: RenewalPlan) -> None:
+        """Write the whole plan."""
+        self.documents[plan.id] = json.dumps(plan.to_json())
+
+    def load(self, plan_id: str) -> RenewalPlan | None:
+        """One plan, or None."""
+        document = self.documents.get(plan_id)
+        return RenewalPlan.from_json(json.loads(document)) if document else None
+
+    def recent(self, limit: int = 200) -> list[RenewalPlan]:
+        """The latest plans, newest first."""
+        plans = [RenewalPlan.from_json(json.loads(d)) for d in self.documents.values()]
+        plans.sort(key=lambda plan: (plan.created_at.timestamp(), plan.id), reverse=True)
+        return plans[:limit]
+
+    def open_plans(self, limit: int = 200) -> list[RenewalPlan]:
+        """The latest plans still open, newest first."""
+        return [plan for plan in self.recent(limit) if plan.is_open]

@@ -110,4 +110,4 @@ def rollback_rollout(rollout_id: str) -> int:
 @app.task(base=CertfleetTask, name=TASK_WATCH_RENEWALS, queue="control")
 def watch_renewals() -> dict[str, str]:
     """Beat: move renewal plans on (endpoint switch, soak, retire); returns each plan's state."""
-    return renewals.watch_renewals(container(), now=datetime.now(UTC))
+    return renewals.watch_renewals(container().renewal_deps(), now=datetime.now(UTC))

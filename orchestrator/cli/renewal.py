@@ -20,7 +20,7 @@ def impact(
     from orchestrator.services.renewals import plan_view  # noqa: PLC0415
 
     with connected() as container:
-        plan = plan_view(container, plan_id)
+        plan = plan_view(container.renewal_deps(), plan_id)
     if plan is None:
         raise fail(f"no plan {plan_id!r}")
     if as_json:

@@ -14,14 +14,10 @@ from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType, ReportedCredential, sha256_hex
 from orchestrator.domain.inventory import DeviceState
-from orchestrator.services.renewals import (
-    InvalidEventError,
-    accept_event,
-    plan_view,
-    watch_renewals,
-)
-from orchestrator.services.rollouts import rollout_status
+from orchestrator.services.renewals import InvalidEventError
+from orchestrator.services.rollout import rollout_status
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
+from tests.integration.renewal_calls import accept_event, plan_view, watch_renewals
 from tests.tlsserver import tls_server
 
 pytestmark = pytest.mark.integration
