@@ -17,6 +17,7 @@ from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_plans import RedisPlans
+from orchestrator.adapters.redis_receipts import RedisWebhookReceipts
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.adapters.tls_probe import SocketTlsProbe
@@ -65,6 +66,11 @@ class Container:
     def plans(self) -> RedisPlans:
         """Renewal plans."""
         return RedisPlans(self.redis)
+
+    @cached_property
+    def receipts(self) -> RedisWebhookReceipts:
+        """Webhook ids seen lately, with the first answer given to each."""
+        return RedisWebhookReceipts(self.redis)
 
     @cached_property
     def tls_probe(self) -> SocketTlsProbe:

@@ -47,8 +47,8 @@ def create_app(
 ) -> FastAPI:
     """The HTTP API over `container`; the caller keeps and closes the container.
 
-    `accept_event` and `plan_view` default to `orchestrator.services.renewals`,
-    imported on first use. Raises `ApiConfigError` for a malformed webhook secret or a
+    `accept_event` and `plan_view` default to `orchestrator.services.renewals` over
+    the container's adapters. Raises `ApiConfigError` for a malformed webhook secret or a
     broker URL that is not Redis.
     """
     settings = container.settings

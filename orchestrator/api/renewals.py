@@ -1,23 +1,23 @@
-"""What the API needs of the renewal service, loaded on first use.
+"""What the API needs of the renewal service, as two callables over the container.
 
 `orchestrator.services.renewals` turns a CA event into a renewal plan. The API calls
-it through the two signatures below, so tests (and `create_app`) can hand in others.
+it through the two signatures below, so tests (and `create_app`) can hand in others;
+the defaults give the service the container's `renewal_deps()`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from datetime import datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
+
+from orchestrator.services import renewals
+from orchestrator.services.renewals import InvalidEventError
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
 
 __all__ = ["AcceptEvent", "PlanView", "accept_event", "is_invalid_event", "plan_view"]
-
-_SERVICE = "orchestrator.services.renewals"
 
 
 class AcceptEvent(Protocol):
@@ -37,25 +37,18 @@ class PlanView(Protocol):
     def __call__(self, container: Container, plan_id: str) -> Mapping[str, Any] | None: ...
 
 
-def _service() -> ModuleType:
-    return importlib.import_module(_SERVICE)
-
-
 def accept_event(
     container: Container, event_type: str, data: dict[str, Any], *, now: datetime
 ) -> Mapping[str, Any]:
-    """`orchestrator.services.renewals.accept_event`."""
-    result: Mapping[str, Any] = _service().accept_event(container, event_type, data, now=now)
-    return result
+    """`orchestrator.services.renewals.accept_event` over the container's adapters."""
+    return renewals.accept_event(container.renewal_deps(), event_type, data, now=now)
 
 
 def plan_view(container: Container, plan_id: str) -> Mapping[str, Any] | None:
-    """`orchestrator.services.renewals.plan_view`."""
-    result: Mapping[str, Any] | None = _service().plan_view(container, plan_id)
-    return result
+    """`orchestrator.services.renewals.plan_view` over the container's adapters."""
+    return renewals.plan_view(container.renewal_deps(), plan_id)
 
 
 def is_invalid_event(exc: BaseException) -> bool:
     """Whether `exc` is the renewal service's `InvalidEventError` (a 400, not a 500)."""
-    invalid: type[BaseException] = _service().InvalidEventError
-    return isinstance(exc, invalid)
+    return isinstance(exc, InvalidEventError)

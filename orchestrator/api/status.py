@@ -16,9 +16,9 @@ from orchestrator.api.models import (
     error_responses,
 )
 from orchestrator.api.renewals import PlanView
+from orchestrator.clock import utcnow
 from orchestrator.logs import get_logger
-from orchestrator.services.rollout_engine import RolloutError, utcnow
-from orchestrator.services.rollouts import command, rollout_status
+from orchestrator.services.rollout import RolloutError, command, rollout_status
 from orchestrator.services.scan import fleet_status
 
 if TYPE_CHECKING:

@@ -14,11 +14,12 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookV
 
 from orchestrator.api.errors import ApiConfigError
 from orchestrator.api.models import WebhookAccepted, WebhookEnvelope, error_responses
-from orchestrator.api.receipts import Answer, WebhookReceipts
 from orchestrator.api.renewals import AcceptEvent, is_invalid_event
+from orchestrator.clock import utcnow
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.receipts import WebhookAnswer
 from orchestrator.logs import get_logger
-from orchestrator.services.rollout_engine import utcnow
+from orchestrator.ports import WebhookReceiptStore
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
@@ -104,16 +105,16 @@ def webhook_router(
 ) -> APIRouter:
     """The CA webhook route, bound to the container and the event handler."""
     router = APIRouter(tags=["webhooks"])
-    receipts = WebhookReceipts(container.redis)
+    receipts: WebhookReceiptStore = container.receipts
 
     def count(outcome: Outcome) -> None:
         container.metrics.incr(WEBHOOKS_TOTAL, {"outcome": outcome})
 
-    def handle(webhook_id: str, body: bytes) -> Answer:
+    def handle(webhook_id: str, body: bytes) -> WebhookAnswer:
         try:
             envelope = WebhookEnvelope.model_validate_json(body)
         except ValidationError as exc:
-            return Answer(400, {"detail": _envelope_problem(exc)})
+            return WebhookAnswer(400, {"detail": _envelope_problem(exc)})
         try:
             result = accept_event(container, envelope.type, envelope.data, now=utcnow())
         except CertfleetError as exc:
@@ -121,7 +122,7 @@ def webhook_router(
                 raise
             message = str(getattr(exc, "message", None) or exc)
             log.info("webhook_invalid", webhook_id=webhook_id, type=envelope.type, problem=message)
-            return Answer(400, {"detail": message})
+            return WebhookAnswer(400, {"detail": message})
         accepted = WebhookAccepted.model_validate(dict(result))
         log.info(
             "webhook_accepted",
@@ -130,7 +131,7 @@ def webhook_router(
             plan_id=accepted.plan_id,
             status=accepted.status,
         )
-        return Answer(202, jsonable_encoder(accepted.model_dump(mode="json")))
+        return WebhookAnswer(202, jsonable_encoder(accepted.model_dump(mode="json")))
 
     @router.post(
         "/v1/webhooks/ca",
@@ -172,7 +173,7 @@ def webhook_router(
             detail = problem or "missing header: webhook-id"
             return JSONResponse({"detail": detail}, status_code=401)
         token = receipts.claim(webhook_id)
-        if isinstance(token, Answer):
+        if isinstance(token, WebhookAnswer):
             first = token
             count("duplicate")
             log.info("webhook_duplicate", webhook_id=webhook_id, status_code=first.status_code)
