@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.bootstrap import Container
-from orchestrator.domain.rollout import DeviceRolloutState, RolloutSpec, may_transition, parse_waves
-from orchestrator.services.rollout_engine import COMMIT_RESEND_SECONDS, RolloutDeps, _commit_healthy
+from orchestrator.domain.rollout import RolloutSpec, parse_waves, parse_window
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import AuditEntry, Change, Expect, WaveChange
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    RolloutState,
+    WaveState,
+    sources_of,
+)
+from orchestrator.ports import RolloutStore
+from orchestrator.services.rollout import COMMIT_RESEND_SECONDS, RolloutDeps, commit_healthy
 from simulator.pki import make_ca
+from tests.fake_rollouts import FakeRollouts
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+CA = make_ca("New", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=99))
+D = DeviceRolloutState
+R = RolloutState
+W = WaveState
 
 
-def _allowed(new: str) -> frozenset[str]:
-    target = DeviceRolloutState(new)
-    return frozenset(s.value for s in DeviceRolloutState if may_transition(s, target))
+def _allowed(new: str) -> frozenset[DeviceRolloutState]:
+    return sources_of(DeviceRolloutState(new))
 
 
 def _move(store: RedisRollouts, device: str, new: str) -> bool:
     [result] = store.transition(
         "ro-1",
-        [Transition(device_id=device, new=new, allowed=_allowed(new), cause="test")],
-        time=NOW.isoformat(),
+        [DeviceTransition(device_id=device, new=D(new), allowed=_allowed(new), cause="test")],
+        now=NOW,
         actor="test",
     )
     return result.applied
+
+
+def _spec(device_timeout: float) -> RolloutSpec:
+    return RolloutSpec(
+        kind="trust.add",
+        ca_pems=(CA.pem.decode(),),
+        tag=42,
+        spare_tag=43,
+        probe_host="probe.invalid",
+        probe_port=8443,
+        waves=parse_waves("100%"),
+        device_timeout_seconds=device_timeout,
+    )
 
 
 @pytest.fixture
@@ -37,12 +66,9 @@ def store(container: Container) -> RedisRollouts:
     """A rollout of 3 devices in two waves, all pending."""
     rollouts = container.rollouts
     rollouts.create(
-        "ro-1",
-        meta={"id": "ro-1", "state": "created", "sizes": "[1, 2]"},
+        Rollout.planned("ro-1", _spec(900), seed="test", sizes=[1, 2], now=NOW),
         waves=[["a"], ["b", "c"]],
         active={"a": [42], "b": [42], "c": [42]},
-        created_at=NOW,
-        log_time=NOW.isoformat(),
         actor="test",
     )
     return rollouts
@@ -53,7 +79,7 @@ def test_transitions_move_wave_counts_in_the_same_step(store: RedisRollouts) -> 
     assert _move(store, "b", "sent")
     assert _move(store, "b", "staged")
     assert store.wave_counts("ro-1", 2) == [{"pending": 1}, {"pending": 1, "staged": 1}]
-    assert store.devices_in("ro-1", ["staged"]) == ["b"]
+    assert store.devices_in("ro-1", [D.STAGED]) == ["b"]
 
 
 def test_late_and_duplicate_reports_change_nothing(store: RedisRollouts) -> None:
@@ -74,36 +100,36 @@ def test_a_step_bundle_is_stored_with_its_transition(store: RedisRollouts) -> No
     [result] = store.transition(
         "ro-1",
         [
-            Transition(
+            DeviceTransition(
                 device_id="c",
-                new="sent",
-                allowed=frozenset({"pending"}),
+                new=D.SENT,
+                allowed=frozenset({D.PENDING}),
                 cause="stage",
                 deadline=NOW.timestamp() + 60,
-                step="stage",
+                step=PushStep.STAGE,
                 bundle=b"\xd2\x84bundle",
             )
         ],
-        time=NOW.isoformat(),
+        now=NOW,
         actor="test",
     )
     [again] = store.transition(
         "ro-1",
         [
-            Transition(
+            DeviceTransition(
                 device_id="c",
-                new="sent",
-                allowed=frozenset({"pending"}),
+                new=D.SENT,
+                allowed=frozenset({D.PENDING}),
                 cause="stage",
-                step="stage",
+                step=PushStep.STAGE,
                 bundle=b"another",
             )
         ],
-        time=NOW.isoformat(),
+        now=NOW,
         actor="test",
     )
     assert (result.applied, again.applied, again.previous) == (True, False, "sent")
-    assert store.bundle("ro-1", "c", "stage") == b"\xd2\x84bundle"
+    assert store.bundle("ro-1", "c", PushStep.STAGE) == b"\xd2\x84bundle"
     assert store.overdue("ro-1", NOW.timestamp() + 61) == ["c"]
 
 
@@ -119,29 +145,16 @@ def test_two_rollouts_cannot_claim_the_same_device_and_tag(store: RedisRollouts)
 def test_a_send_is_claimed_once_per_period(store: RedisRollouts) -> None:
     """Overlapping evaluations claim a device's commit once; after the period, once more."""
     t = NOW.timestamp()
-    assert store.claim_sends("ro-1", "commit", ["b", "c"], now=t, every=30) == ["b", "c"]
-    assert store.claim_sends("ro-1", "commit", ["b", "c"], now=t + 1, every=30) == []
-    assert store.claim_sends("ro-1", "stage", ["b"], now=t + 1, every=30) == ["b"]
-    assert store.claim_sends("ro-1", "commit", ["c", "b"], now=t + 31.5, every=30) == ["c", "b"]
-
-
-def _spec(device_timeout: float) -> RolloutSpec:
-    ca = make_ca("New", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=99))
-    return RolloutSpec(
-        kind="trust.add",
-        ca_pems=(ca.pem.decode(),),
-        tag=42,
-        spare_tag=43,
-        probe_host="probe.invalid",
-        probe_port=8443,
-        waves=parse_waves("100%"),
-        device_timeout_seconds=device_timeout,
-    )
+    commit, stage = PushStep.COMMIT, PushStep.STAGE
+    assert store.claim_sends("ro-1", commit, ["b", "c"], now=t, every=30) == ["b", "c"]
+    assert store.claim_sends("ro-1", commit, ["b", "c"], now=t + 1, every=30) == []
+    assert store.claim_sends("ro-1", stage, ["b"], now=t + 1, every=30) == ["b"]
+    assert store.claim_sends("ro-1", commit, ["c", "b"], now=t + 31.5, every=30) == ["c", "b"]
 
 
 @pytest.mark.parametrize(("device_timeout", "period"), [(900, COMMIT_RESEND_SECONDS), (20, 5.0)])
 def test_repeated_evaluations_send_each_healthy_device_one_commit(
-    store: RedisRollouts, device_timeout: float, period: float
+    container: Container, store: RedisRollouts, device_timeout: float, period: float
 ) -> None:
     """The evaluator runs every debounce and beat tick; the commit goes once per resend period,
     which is short enough to come again well before a short device timeout."""
@@ -158,18 +171,221 @@ def test_repeated_evaluations_send_each_healthy_device_one_commit(
             sent.append((step, list(ids)))
 
     deps = RolloutDeps(
-        rollouts=store,
-        inventory=None,  # type: ignore[arg-type]
-        signer=None,
-        sequences=None,  # type: ignore[arg-type]
-        publisher=None,
+        store=store,
+        inventory=container.inventory,
         tasks=Tasks(),  # type: ignore[arg-type]
+        metrics=container.metrics,
     )
-    spec = _spec(device_timeout)
+    stored = store.get("ro-1")
+    assert stored is not None
+    rollout = replace(stored, spec=_spec(device_timeout))
     # when
     for seconds in (0, 0.5, 1, period - 1):
-        _commit_healthy(deps, "ro-1", spec, 1, now=NOW + timedelta(seconds=seconds))
+        commit_healthy(deps, rollout, 1, now=NOW + timedelta(seconds=seconds))
     assert sent == [("commit", ["b", "c"])]
-    _commit_healthy(deps, "ro-1", spec, 1, now=NOW + timedelta(seconds=period + 0.5))
+    commit_healthy(deps, rollout, 1, now=NOW + timedelta(seconds=period + 0.5))
     # then
     assert sent == [("commit", ["b", "c"]), ("commit", ["b", "c"])]
+
+
+# -- the aggregate: the Redis codec and guard, step for step as the in-memory store --------
+
+
+def _planned(rollout_id: str) -> Rollout:
+    """A manual rollout in three waves, with a window and a push rate (every spec field set)."""
+    spec = replace(
+        _spec(300),
+        waves=parse_waves("1,50%,100%"),
+        advance="manual",
+        bake_seconds=12.5,
+        push_rate=0.1 + 0.2,
+        window=parse_window("0 2 * * *|4h"),
+        name="q4 rotation",
+    )
+    return Rollout.planned(rollout_id, spec, seed="s33d", sizes=[1, 2, 3], now=NOW)
+
+
+def _created(store: RolloutStore, rollout: Rollout) -> None:
+    devices = [["w0-a"], ["w1-a", "w1-b"], ["w2-a", "w2-b", "w2-c"]]
+    active = {d: [42] for wave in devices for d in wave}
+    store.create(rollout, waves=devices, active=active, actor="test")
+
+
+def _entry(cause: str) -> AuditEntry:
+    return AuditEntry(
+        time=NOW, actor="test", kind="rollout", subject="ro-9", old="", new="", cause=cause
+    )
+
+
+DUE = NOW.timestamp() + 1 / 3
+"""A due time whose float has no short decimal form."""
+GUARDED: list[tuple[str, Change]] = [
+    # state
+    ("state refused", Change(state=R.RUNNING, expect=Expect(state=R.PAUSED))),
+    ("state", Change(state=R.RUNNING, expect=Expect(state=R.CREATED))),
+    # wave state
+    (
+        "wave refused",
+        Change(waves={0: WaveChange(state=W.BAKING)}, expect=Expect(wave=(0, W.RUNNING))),
+    ),
+    (
+        "other wave refused",
+        Change(waves={0: WaveChange(state=W.RUNNING)}, expect=Expect(wave=(1, W.RUNNING))),
+    ),
+    (
+        "wave",
+        Change(
+            waves={0: WaveChange(state=W.RUNNING, started_at=NOW)},
+            expect=Expect(wave=(0, W.PENDING)),
+        ),
+    ),
+    # awaiting_approval: never written reads as False
+    ("approval refused", Change(awaiting_approval=True, expect=Expect(awaiting_approval=True))),
+    ("approval", Change(awaiting_approval=True, expect=Expect(awaiting_approval=False))),
+    ("approved refused", Change(awaiting_approval=False, expect=Expect(awaiting_approval=False))),
+    ("approved", Change(awaiting_approval=False, expect=Expect(awaiting_approval=True))),
+    # dispatched_until: the re-dispatch race
+    (
+        "undispatched refused",
+        Change(
+            waves={0: WaveChange(dispatched_until=DUE)}, expect=Expect(dispatched_until=(0, DUE))
+        ),
+    ),
+    ("dispatched", Change(waves={0: WaveChange(dispatched_until=DUE)})),
+    (
+        "due refused",
+        Change(
+            waves={0: WaveChange(dispatched_until=DUE + 60)},
+            expect=Expect(dispatched_until=(0, DUE + 1e-6)),
+        ),
+    ),
+    (
+        "other wave due refused",
+        Change(
+            waves={1: WaveChange(dispatched_until=DUE + 60)},
+            expect=Expect(dispatched_until=(1, DUE)),
+        ),
+    ),
+    (
+        "redispatched",
+        Change(
+            waves={0: WaveChange(dispatched_until=DUE + 60)},
+            expect=Expect(dispatched_until=(0, DUE)),
+        ),
+    ),
+    (
+        "redispatched again refused",
+        Change(
+            waves={0: WaveChange(dispatched_until=DUE + 120)},
+            expect=Expect(dispatched_until=(0, DUE)),
+        ),
+    ),
+    # every part at once: one part off refuses the whole change
+    (
+        "all but one refused",
+        Change(
+            state=R.PAUSED,
+            expect=Expect(
+                state=R.RUNNING,
+                wave=(0, W.RUNNING),
+                awaiting_approval=False,
+                dispatched_until=(0, DUE),
+            ),
+        ),
+    ),
+    (
+        "all",
+        Change(
+            state=R.PAUSED,
+            expect=Expect(
+                state=R.RUNNING,
+                wave=(0, W.RUNNING),
+                awaiting_approval=False,
+                dispatched_until=(0, DUE + 60),
+            ),
+        ),
+    ),
+]
+"""Changes in order, each named for what it must do: a name ending in `refused` must not apply."""
+
+
+def _apply_guarded(store: RolloutStore) -> tuple[list[bool], list[Rollout | None], list[str]]:
+    """Each change of GUARDED in turn: whether it applied, the rollout after, the log's causes."""
+    _created(store, _planned("ro-9"))
+    applied, after = [], []
+    for name, change in GUARDED:
+        applied.append(store.change("ro-9", replace(change, entries=(_entry(name),))))
+        after.append(store.get("ro-9"))
+    return applied, after, [e["cause"] for e in store.log("ro-9")]
+
+
+def test_a_change_applies_only_while_each_part_of_its_expect_holds(
+    container: Container,
+) -> None:
+    """State, wave state, awaiting_approval and dispatched_until each refuse a change (and its
+    log entries) when they differ, exactly as the in-memory store does."""
+    # given the Redis store and the in-memory one, each with the same planned rollout
+    # when the same guarded changes are written to each
+    applied, after, causes = _apply_guarded(container.rollouts)
+    fake_applied, fake_after, fake_causes = _apply_guarded(FakeRollouts())
+    # then a change applies exactly when its guard holds, and nothing of a refused one is kept
+    assert applied == [not name.endswith("refused") for name, _ in GUARDED]
+    assert causes == ["created", *(name for name, _ in GUARDED if not name.endswith("refused"))]
+    assert after[-1] is not None
+    assert (after[-1].state, after[-1].waves[0].state) == (R.PAUSED, W.RUNNING)
+    assert after[-1].waves[0].dispatched_until == DUE + 60
+    # and the Redis store agrees with the in-memory one at every step
+    assert (applied, after, causes) == (fake_applied, fake_after, fake_causes)
+
+
+@pytest.mark.parametrize("unconfirmed", [(), ("w1-b", "w2-c")])
+def test_get_reads_back_exactly_what_create_and_change_wrote(
+    container: Container, unconfirmed: tuple[str, ...]
+) -> None:
+    """A rollout goes through the meta hash and back unchanged: spec, times, floats, lists."""
+    # given a planned rollout, stored
+    store, fake = container.rollouts, FakeRollouts()
+    expected = _planned("ro-9")
+    _created(store, expected)
+    _created(fake, expected)
+    assert store.get("ro-9") == expected
+    # when it is changed field by field, through every state a rollout may stand in
+    changes = [
+        Change(
+            state=R.RUNNING,
+            current=1,
+            awaiting_approval=True,
+            waves={
+                0: WaveChange(
+                    state=W.PASSED,
+                    started_at=NOW + timedelta(microseconds=123_457),
+                    bake_until=NOW.timestamp() + 12.5 + 1 / 7,
+                    dispatched_until=DUE,
+                )
+            },
+        ),
+        Change(
+            awaiting_approval=False,
+            waves={1: WaveChange(state=W.RUNNING, started_at=NOW + timedelta(hours=1))},
+        ),
+        Change(
+            state=R.ROLLING_BACK,
+            abort_reason="gate: 3 failures over a budget of 1.2 <&>",
+            rollback_deadline=NOW.timestamp() + 300.000_001,
+            waves={1: WaveChange(state=W.FAILED, dispatched_until=1e-7)},
+        ),
+        Change(
+            state=R.ROLLED_BACK,
+            unconfirmed=unconfirmed,
+            finished_at=NOW + timedelta(seconds=1.5),
+        ),
+    ]
+    for change in changes:
+        assert store.change("ro-9", change)
+        assert fake.change("ro-9", change)
+        expected = expected.applied(change)
+        # then each read gives back the rollout as changed, as the in-memory store holds it
+        assert store.get("ro-9") == expected
+        assert fake.get("ro-9") == expected
+    assert expected.unconfirmed == unconfirmed
+    assert expected.waves[0].bake_until == NOW.timestamp() + 12.5 + 1 / 7
