@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.bootstrap import Container
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
-from orchestrator.services.rollout_engine import RolloutDeps, dispatch_wave, evaluate_rollout
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    RolloutState,
+    WaveState,
+)
+from orchestrator.services.rollout import RolloutDeps, dispatch_wave, evaluate_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -55,28 +62,20 @@ def deps(container: Container) -> RolloutDeps:
         device_timeout_seconds=TIMEOUT,
     )
     rollouts.create(
-        RID,
-        meta={
-            "id": RID,
-            "state": "running",
-            "spec": json.dumps(spec.to_json()),
-            "sizes": json.dumps([len(DEVICES)]),
-            "current": "0",
-            "wave:0:state": "running",
-        },
+        Rollout.planned(RID, spec, seed="test", sizes=[len(DEVICES)], now=NOW),
         waves=[DEVICES],
         active=dict.fromkeys(DEVICES, (42,)),
-        created_at=NOW,
-        log_time=NOW.isoformat(),
         actor="test",
     )
+    assert rollouts.change(
+        RID,
+        Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)}),
+    )
     return RolloutDeps(
-        rollouts=rollouts,
-        inventory=None,  # type: ignore[arg-type]
-        signer=None,
-        sequences=None,  # type: ignore[arg-type]
-        publisher=None,
-        tasks=Tasks(),
+        store=rollouts,
+        inventory=container.inventory,
+        tasks=Tasks(),  # type: ignore[arg-type]
+        metrics=container.metrics,
     )
 
 
@@ -109,14 +108,19 @@ def test_pending_devices_are_dispatched_again_once_after_a_device_timeout(
 def test_a_wave_with_nothing_pending_is_not_dispatched_again(deps: RolloutDeps) -> None:
     # given
     dispatch_wave(deps, RID, 0, now=NOW)
-    rollouts = deps.rollouts
+    rollouts = deps.store
     rollouts.transition(
         RID,
         [
-            Transition(device_id=d, new="sent", allowed=frozenset({"pending"}), cause="t")
+            DeviceTransition(
+                device_id=d,
+                new=DeviceRolloutState.SENT,
+                allowed=frozenset({DeviceRolloutState.PENDING}),
+                cause="t",
+            )
             for d in DEVICES
         ],
-        time=NOW.isoformat(),
+        now=NOW,
         actor="test",
     )
     # when
