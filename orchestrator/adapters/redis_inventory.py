@@ -38,9 +38,7 @@ from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindo
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
-# `store_errors` is re-exported only until redis_rollouts, redis_plans and api/receipts
-# import it from `redis_errors`; drop it from here then.
-__all__ = ["RedisCredentialLibrary", "RedisInventory", "store_errors"]
+__all__ = ["RedisCredentialLibrary", "RedisInventory"]
 
 INV = "certfleet:inv:"
 REPORTS_KEPT = 50

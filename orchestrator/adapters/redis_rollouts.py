@@ -86,8 +86,8 @@ class RedisRollouts:
                 **{**pool.connection_kwargs, "decode_responses": False},
             )
         )
-        self._transition = load_script(client, __package__ or "", "rollout_transition")
-        self._claim_sends = load_script(client, __package__ or "", "rollout_claim_sends")
+        self._transition = load_script(client, "orchestrator.adapters", "rollout_transition")
+        self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
 
     # -- creation ----------------------------------------------------------------------------
 
