@@ -35,7 +35,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator.adapters.file_signer import generate_key_file
 from simulator.pki import IssuedCert, issue_server_cert, make_ca
 from simulator.services import start_mosquitto, start_redis
 
@@ -117,6 +116,14 @@ class _Processes:
 
 def _shown(argv: list[str]) -> str:
     return shlex.join(["certfleet" if argv[0] == CERTFLEET else Path(argv[0]).name, *argv[1:]])
+
+
+def _generate_signing_key(path: Path) -> None:
+    """A new signing key in `path`, made as an operator makes one; devices trust its public half."""
+    argv = [CERTFLEET, "keys", "generate", "--out", str(path), "--force"]
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise DemoError(f"`{_shown(argv)}` failed: {done.stderr.decode(errors='replace').strip()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,6 @@ def main() -> None:
     started = time.monotonic()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     key_file = (WORKDIR / "signing-key.pem").resolve()
-    generate_key_file(key_file, overwrite=True)  # the simulated devices trust its public half
     pki = _make_pki(datetime.now(UTC))
 
     with _services(WORKDIR / "services") as env, _tls_server(pki.server) as probe_port:
@@ -329,6 +335,7 @@ def main() -> None:
             LOG_DIR,
         )
         try:
+            _generate_signing_key(key_file)
             redis_url = env.get("CERTFLEET_REDIS_URL") or os.environ["CERTFLEET_REDIS_URL"]
             _inventory(procs, redis_url, pki)
             rollout_ids = _rotations(procs, pki, f"127.0.0.1:{probe_port}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,20 +13,24 @@ from rich.table import Table
 
 from orchestrator.bootstrap import bootstrap
 from orchestrator.cli.api import api
-from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
+from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
 from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.keys import keys_app
 from orchestrator.cli.renewal import impact
 from orchestrator.cli.rollout import rollout_app
-from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
-from orchestrator.logs import configure_logging
-from orchestrator.protocol import Topics
 
 __all__ = ["app", "main"]
 
-FAULTS = frozenset({"probe-refused"})
-"""Fault injection the simulator knows (`certfleet simulate --fault`)."""
+COMMANDS_GROUP = "certfleet.commands"
+"""Entry point group of the commands other installed packages add (the simulator's `simulate`)."""
+
+
+def _add_installed_commands(app: typer.Typer) -> None:
+    """Add each command an installed package offers under `COMMANDS_GROUP`, by its name."""
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        app.command(entry_point.name)(entry_point.load())
+
 
 app = typer.Typer(
     name="certfleet",
@@ -43,155 +48,7 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(rollout_app, name="rollout")
 app.command("impact")(impact)
 app.command("api")(api)
-
-
-@app.command()
-def simulate(
-    devices: Annotated[int, typer.Option("--devices", min=1, help="How many devices.")],
-    ca: Annotated[Path, typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM.")],
-    tag: Annotated[int, typer.Option("--tag", help="sec_tag that holds the CA chain.")] = 42,
-    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Device id prefix.")] = "sim-",
-    duration: Annotated[
-        float | None,
-        typer.Option("--duration", min=0, help="Seconds to run (default: until Ctrl-C)."),
-    ] = None,
-    signer_pub: Annotated[
-        Path | None,
-        typer.Option(
-            "--signer-pub",
-            exists=True,
-            dir_okay=False,
-            help="Bundle signer public key the devices trust "
-            "(default: the public half of CERTFLEET_SIGNING_KEY_FILE).",
-        ),
-    ] = None,
-    tls: Annotated[
-        bool,
-        typer.Option("--tls", help="Connect over TLS, validating the broker with the active tags."),
-    ] = False,
-    fault: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--fault",
-            help="Fault injection: probe-refused (the devices' network refuses every probe).",
-        ),
-    ] = None,
-    broker_port: Annotated[
-        int | None,
-        typer.Option(
-            "--broker-port", help="The devices' broker port (default: CERTFLEET_MQTT_PORT)."
-        ),
-    ] = None,
-    scale: Annotated[
-        bool,
-        typer.Option(
-            "--scale",
-            help="Scale mode: many devices per process and per MQTT connection, probes "
-            "shared by devices that would make the same handshake.",
-        ),
-    ] = False,
-    connections: Annotated[
-        int, typer.Option("--connections", min=1, help="Scale mode: MQTT connections per process.")
-    ] = 4,
-    processes: Annotated[
-        int,
-        typer.Option(
-            "--processes", min=1, help="Scale mode: processes, each with a slice of the devices."
-        ),
-    ] = 1,
-) -> None:
-    """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
-    from orchestrator.adapters.file_signer import load_public_key  # noqa: PLC0415
-    from orchestrator.protocol.cose import key_id  # noqa: PLC0415
-    from simulator.agent import BrokerAddress  # noqa: PLC0415 -- the simulator loads only here
-    from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
-    from simulator.modem import ModemError  # noqa: PLC0415
-
-    unknown = set(fault or ()) - FAULTS
-    if unknown:
-        raise fail(
-            f"unknown --fault {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
-        )
-    if not scale and (connections != 4 or processes != 1):
-        raise fail("--connections and --processes belong to scale mode; add --scale")
-    if scale and tls:
-        raise fail(
-            "--scale shares each MQTT connection between devices, so it cannot validate the "
-            "broker with each device's tags; drop --tls or --scale"
-        )
-    settings = Settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    signers = {}
-    key_source = signer_pub or settings.signing_key_file
-    try:
-        public = load_public_key(key_source)
-        signers[key_id(public)] = public
-    except (CertfleetError, OSError) as exc:
-        if signer_pub is not None:
-            raise fail(str(exc)) from None
-        err.print(f"[yellow]devices trust no bundle signer[/] ({exc})", highlight=False)
-    broker = BrokerAddress(
-        host=settings.mqtt_host,
-        port=broker_port or settings.mqtt_port,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password,
-        tls=tls,
-    )
-    ca_chain = ca.read_bytes()
-    try:
-        provisioned_modem(ca_chain, tag)
-    except (ModemError, ValueError) as exc:
-        raise fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
-    topics = Topics(settings.topic_prefix)
-    try:
-        for n in (0, devices - 1):
-            topics.state(device_id(id_prefix, n))
-    except ValueError as exc:
-        raise fail(f"--id-prefix {id_prefix!r} makes no valid device id: {exc}") from None
-    faults = frozenset(fault or ())
-    err.print(
-        f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
-        f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:{broker.port}"
-        + (f" (scale mode: {processes} x {connections} connections)" if scale else "")
-    )
-
-    def ready(count: int) -> None:
-        err.print(f"ready: {count} devices", highlight=False)
-
-    if scale:
-        from simulator.scale import (  # noqa: PLC0415
-            ScaleSpec,
-            run_scale_fleet,
-            run_scale_processes,
-        )
-
-        spec = ScaleSpec(
-            count=devices,
-            ca_chain=ca_chain,
-            sec_tag=tag,
-            id_prefix=id_prefix,
-            broker=broker,
-            topics=topics,
-            signers=signers,
-            faults=faults,
-            connections=connections,
-        )
-        if processes == 1:
-            asyncio.run(run_scale_fleet(spec, duration=duration, on_ready=ready))
-        elif run_scale_processes(spec, processes=processes, duration=duration, on_ready=ready):
-            raise fail("a simulator process ended with an error; see its log above")
-        return
-    agents = build_fleet(
-        count=devices,
-        ca_chain=ca_chain,
-        sec_tag=tag,
-        id_prefix=id_prefix,
-        broker=broker,
-        topics=topics,
-        signers=signers,
-        faults=faults,
-    )
-    asyncio.run(run_fleet(agents, duration=duration))
+_add_installed_commands(app)
 
 
 @app.command()

@@ -1,0 +1,208 @@
+"""`certfleet simulate`: the simulator's command, a plugin of the `certfleet` CLI.
+
+The product's CLI never imports the simulator: it loads this command through the
+`certfleet.commands` entry point group (pyproject.toml). The heavy modules load
+inside the command, so `certfleet --help` stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.console import Console
+
+__all__ = ["FAULTS", "simulate"]
+
+FAULTS = frozenset({"probe-refused"})
+"""Fault injection the simulator knows (`certfleet simulate --fault`)."""
+
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print an error on stderr as the `certfleet` command does; raise the returned Exit."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def _provisioned_signer(path: Path) -> ec.EllipticCurvePublicKey:
+    """The signer key the devices are provisioned with: a P-256 PEM public key, or its private key.
+
+    Read as a device's factory would read `certfleet keys export-public`: the mode of a
+    private key file is the product's concern (its signer refuses one readable by others).
+    """
+    data = path.read_bytes()
+    try:
+        key = (
+            serialization.load_pem_private_key(data, password=None).public_key()
+            if b"PRIVATE KEY" in data
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"{path} is not an unencrypted PEM key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"{path} must hold a P-256 key")
+    return key
+
+
+def _trusted_signers(
+    signer_pub: Path | None, default: Path
+) -> dict[bytes, ec.EllipticCurvePublicKey]:
+    """Key id -> key of the signer the devices trust; none (with a warning) if the default fails."""
+    from orchestrator.protocol.cose import key_id  # noqa: PLC0415 -- loads only when the command runs
+
+    try:
+        public = _provisioned_signer(signer_pub or default)
+    except (ValueError, OSError) as exc:
+        if signer_pub is not None:
+            raise _fail(str(exc)) from None
+        err.print(f"[yellow]devices trust no bundle signer[/] ({exc})", highlight=False)
+        return {}
+    return {key_id(public): public}
+
+
+def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
+    devices: Annotated[int, typer.Option("--devices", min=1, help="How many devices.")],
+    ca: Annotated[Path, typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM.")],
+    tag: Annotated[int, typer.Option("--tag", help="sec_tag that holds the CA chain.")] = 42,
+    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Device id prefix.")] = "sim-",
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0, help="Seconds to run (default: until Ctrl-C)."),
+    ] = None,
+    signer_pub: Annotated[
+        Path | None,
+        typer.Option(
+            "--signer-pub",
+            exists=True,
+            dir_okay=False,
+            help="Bundle signer public key the devices trust "
+            "(default: the public half of CERTFLEET_SIGNING_KEY_FILE).",
+        ),
+    ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Connect over TLS, validating the broker with the active tags."),
+    ] = False,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Fault injection: probe-refused (the devices' network refuses every probe).",
+        ),
+    ] = None,
+    broker_port: Annotated[
+        int | None,
+        typer.Option(
+            "--broker-port", help="The devices' broker port (default: CERTFLEET_MQTT_PORT)."
+        ),
+    ] = None,
+    scale: Annotated[
+        bool,
+        typer.Option(
+            "--scale",
+            help="Scale mode: many devices per process and per MQTT connection, probes "
+            "shared by devices that would make the same handshake.",
+        ),
+    ] = False,
+    connections: Annotated[
+        int, typer.Option("--connections", min=1, help="Scale mode: MQTT connections per process.")
+    ] = 4,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes", min=1, help="Scale mode: processes, each with a slice of the devices."
+        ),
+    ] = 1,
+) -> None:
+    """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
+    from orchestrator.config import Settings  # noqa: PLC0415 -- loads only when the command runs
+    from orchestrator.logs import configure_logging  # noqa: PLC0415
+    from orchestrator.protocol import Topics  # noqa: PLC0415
+    from simulator.agent import BrokerAddress  # noqa: PLC0415
+    from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
+    from simulator.modem import ModemError  # noqa: PLC0415
+
+    unknown = set(fault or ()) - FAULTS
+    if unknown:
+        raise _fail(
+            f"unknown --fault {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
+        )
+    if not scale and (connections != 4 or processes != 1):
+        raise _fail("--connections and --processes belong to scale mode; add --scale")
+    if scale and tls:
+        raise _fail(
+            "--scale shares each MQTT connection between devices, so it cannot validate the "
+            "broker with each device's tags; drop --tls or --scale"
+        )
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    signers = _trusted_signers(signer_pub, settings.signing_key_file)
+    broker = BrokerAddress(
+        host=settings.mqtt_host,
+        port=broker_port or settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        tls=tls,
+    )
+    ca_chain = ca.read_bytes()
+    try:
+        provisioned_modem(ca_chain, tag)
+    except (ModemError, ValueError) as exc:
+        raise _fail(f"cannot load {ca} into sec_tag {tag}: {exc}") from None
+    topics = Topics(settings.topic_prefix)
+    try:
+        for n in (0, devices - 1):
+            topics.state(device_id(id_prefix, n))
+    except ValueError as exc:
+        raise _fail(f"--id-prefix {id_prefix!r} makes no valid device id: {exc}") from None
+    faults = frozenset(fault or ())
+    err.print(
+        f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
+        f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:{broker.port}"
+        + (f" (scale mode: {processes} x {connections} connections)" if scale else "")
+    )
+
+    def ready(count: int) -> None:
+        err.print(f"ready: {count} devices", highlight=False)
+
+    if scale:
+        from simulator.scale import (  # noqa: PLC0415
+            ScaleSpec,
+            run_scale_fleet,
+            run_scale_processes,
+        )
+
+        spec = ScaleSpec(
+            count=devices,
+            ca_chain=ca_chain,
+            sec_tag=tag,
+            id_prefix=id_prefix,
+            broker=broker,
+            topics=topics,
+            signers=signers,
+            faults=faults,
+            connections=connections,
+        )
+        if processes == 1:
+            asyncio.run(run_scale_fleet(spec, duration=duration, on_ready=ready))
+        elif run_scale_processes(spec, processes=processes, duration=duration, on_ready=ready):
+            raise _fail("a simulator process ended with an error; see its log above")
+        return
+    agents = build_fleet(
+        count=devices,
+        ca_chain=ca_chain,
+        sec_tag=tag,
+        id_prefix=id_prefix,
+        broker=broker,
+        topics=topics,
+        signers=signers,
+        faults=faults,
+    )
+    asyncio.run(run_fleet(agents, duration=duration))
