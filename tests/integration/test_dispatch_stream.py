@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator.adapters.redis_rollouts import SCAN_COUNT, RedisRollouts, Transition
+from orchestrator.adapters.redis_rollouts import SCAN_COUNT, RedisRollouts
 from orchestrator.bootstrap import Container
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
-from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps, dispatch_wave
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    RolloutState,
+    WaveState,
+)
+from orchestrator.services.rollout import PUSH_BATCH_SIZE, RolloutDeps, dispatch_wave
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +71,12 @@ class CountingRollouts(RedisRollouts):
         self.chunks_read = [0]
 
     def scan_wave(
-        self, rollout_id: str, wave: int, states: Iterable[str], *, count: int = SCAN_COUNT
+        self,
+        rollout_id: str,
+        wave: int,
+        states: Iterable[DeviceRolloutState],
+        *,
+        count: int = SCAN_COUNT,
     ) -> Iterator[list[str]]:
         for chunk in super().scan_wave(rollout_id, wave, states, count=count):
             self.chunks_read[0] += 1
@@ -74,41 +86,47 @@ class CountingRollouts(RedisRollouts):
 def _rollout(container: Container, rollouts: RedisRollouts, *, push_rate: float | None) -> None:
     """Wave 1 running; a seventh of its devices already `sent`."""
     rollouts.create(
-        RID,
-        meta={
-            "id": RID,
-            "state": "running",
-            "spec": json.dumps(_spec(push_rate=push_rate).to_json()),
-            "sizes": json.dumps([len(CANARY), len(WAVE)]),
-            "current": "1",
-            "wave:0:state": "passed",
-            "wave:1:state": "running",
-        },
+        Rollout.planned(
+            RID,
+            _spec(push_rate=push_rate),
+            seed="test",
+            sizes=[len(CANARY), len(WAVE)],
+            now=NOW,
+        ),
         waves=[CANARY, WAVE],
         active=dict.fromkeys([*CANARY, *WAVE], (42,)),
-        created_at=NOW,
-        log_time=NOW.isoformat(),
         actor="test",
+    )
+    assert rollouts.change(
+        RID,
+        Change(
+            state=RolloutState.RUNNING,
+            current=1,
+            waves={0: WaveChange(state=WaveState.PASSED), 1: WaveChange(state=WaveState.RUNNING)},
+        ),
     )
     rollouts.transition(
         RID,
         [
-            Transition(device_id=d, new="sent", allowed=frozenset({"pending"}), cause="test")
+            DeviceTransition(
+                device_id=d,
+                new=DeviceRolloutState.SENT,
+                allowed=frozenset({DeviceRolloutState.PENDING}),
+                cause="test",
+            )
             for d in sorted(SENT)
         ],
-        time=NOW.isoformat(),
+        now=NOW,
         actor="test",
     )
 
 
 def _deps(container: Container, rollouts: RedisRollouts, tasks: Pushes) -> RolloutDeps:
     return RolloutDeps(
-        rollouts=rollouts,
+        store=rollouts,
         inventory=container.inventory,
-        signer=None,
-        sequences=container.sequences,
-        publisher=None,
         tasks=tasks,  # type: ignore[arg-type]
+        metrics=container.metrics,
     )
 
 
@@ -183,8 +201,9 @@ def test_scan_wave_gives_the_wave_in_chunks_of_the_asked_states(
     """Chunks are sorted, hold only devices in the asked states, and together the whole set."""
     _rollout(container, rollouts, push_rate=None)
 
-    chunks = list(rollouts.scan_wave(RID, 1, ["sent"], count=100))
-    canary = list(rollouts.scan_wave(RID, 0, ["pending", "sent"]))
+    sent, pending = DeviceRolloutState.SENT, DeviceRolloutState.PENDING
+    chunks = list(rollouts.scan_wave(RID, 1, [sent], count=100))
+    canary = list(rollouts.scan_wave(RID, 0, [pending, sent]))
 
     assert len(chunks) > 1
     assert all(chunk == sorted(chunk) for chunk in chunks)
