@@ -11,7 +11,7 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:deadline` (zset): device -> when it times out;   `…:log` (stream): the audit trail.
 
 Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
-(hash: device -> the rollout that holds it).
+(hash: device -> the rollout that holds it; see `redis_claims`).
 
 A device transition is one Lua call (`lua/rollout_transition.lua`): it checks the
 current state against the states the new one may come from, moves the wave counts,
@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from orchestrator.adapters.redis_claims import claim_devices, release_devices
 from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_rollout_codec import (
     decode_rollout,
@@ -50,7 +51,6 @@ from orchestrator.domain.rollout_states import (
 __all__ = ["SCAN_COUNT", "TRANSITION_CHUNK", "RedisRollouts"]
 
 ROLLOUTS = "certfleet:rollouts"
-CLAIMS = "certfleet:claims:"
 
 TRANSITION_CHUNK = 500
 """Most transitions in one Lua call: a long batch goes as several calls in one round trip,
@@ -92,48 +92,12 @@ class RedisRollouts:
     # -- creation ----------------------------------------------------------------------------
 
     def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
-        """Claim (device, tag) for this rollout; return the devices held by another one.
-
-        On any conflict nothing stays claimed.
-        """
-        with store_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            for tag in tags:
-                for device in device_ids:
-                    pipe.hsetnx(CLAIMS + str(tag), device, rollout_id)
-            won = pipe.execute()
-            pairs = [(tag, d) for tag in tags for d in device_ids]
-            lost = [pair for pair, ok in zip(pairs, won, strict=True) if not ok]
-            if not lost:
-                return []
-            holders = self._redis.pipeline(transaction=False)
-            for tag, device in lost:
-                holders.hget(CLAIMS + str(tag), device)
-            conflicts = sorted(
-                {
-                    d
-                    for (_, d), holder in zip(lost, holders.execute(), strict=True)
-                    if holder != rollout_id
-                }
-            )
-            if conflicts:
-                self.release(
-                    rollout_id, tags, [d for (_, d), ok in zip(pairs, won, strict=True) if ok]
-                )
-            return conflicts
+        """Claim (device, tag) for this rollout; return the devices held by another one."""
+        return claim_devices(self._redis, rollout_id, tags, device_ids)
 
     def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
         """Drop this rollout's claims (only those it holds)."""
-        devices = list(device_ids)
-        with store_errors():
-            for tag in tags:
-                key = CLAIMS + str(tag)
-                for start in range(0, len(devices), 1000):
-                    chunk = devices[start : start + 1000]
-                    holders = self._redis.hmget(key, chunk)
-                    mine = [d for d, h in zip(chunk, holders, strict=True) if h == rollout_id]
-                    if mine:
-                        self._redis.hdel(key, *mine)
+        release_devices(self._redis, rollout_id, tags, device_ids)
 
     def create(
         self,
