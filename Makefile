@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy orchestrator workers simulator
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m tests.bench.run

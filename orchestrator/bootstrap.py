@@ -25,7 +25,7 @@ from orchestrator.config import Settings
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
 from orchestrator.services.renewals import RenewalDeps, RenewalPolicy
-from orchestrator.services.rollout_engine import RolloutDeps
+from orchestrator.services.rollout import PushDeps, RolloutDeps
 
 __all__ = ["Container", "bootstrap"]
 
@@ -92,15 +92,19 @@ class Container:
         """This process's one persistent MQTT publisher (connected on first use)."""
         return MqttSession(self.settings)
 
-    def rollout_deps(self, *, pushing: bool = False) -> RolloutDeps:
-        """The rollout use cases' dependencies; `pushing` adds the signer and publisher."""
+    def rollout_deps(self) -> RolloutDeps:
+        """What planning, evaluating, rolling back and the rollout commands work with."""
         return RolloutDeps(
-            rollouts=self.rollouts,
-            inventory=self.inventory,
-            signer=self.signer if pushing else None,
+            store=self.rollouts, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
+        )
+
+    def push_deps(self) -> PushDeps:
+        """What pushing bundles works with (reads the signing key, connects MQTT on first use)."""
+        return PushDeps(
+            store=self.rollouts,
+            signer=self.signer,
             sequences=self.sequences,
-            publisher=self.publisher if pushing else None,
-            tasks=self.tasks,
+            publisher=self.publisher,
             metrics=self.metrics,
         )
 

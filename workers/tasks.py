@@ -1,9 +1,11 @@
-"""Thin Celery tasks: take ids, call one service, return JSON."""
+"""Thin Celery tasks: take ids, call one service, return JSON.
+
+Each task goes to the queue `QUEUE_OF` names for it (the app's `task_routes`).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -18,8 +20,10 @@ from orchestrator.adapters.celery_queue import (
     TASK_TICK_ROLLOUTS,
     TASK_WATCH_RENEWALS,
 )
+from orchestrator.clock import utcnow
 from orchestrator.domain.errors import TransientError
-from orchestrator.services import renewals, rollout_engine, scan
+from orchestrator.domain.rollout_states import PushStep
+from orchestrator.services import renewals, rollout, scan
 from workers.app import app, container
 
 __all__ = [
@@ -49,7 +53,7 @@ class CertfleetTask(Task):  # type: ignore[type-arg]  # celery-types: Task is ge
     max_retries = 5
 
 
-@app.task(base=CertfleetTask, name=TASK_SCAN_FLEET, queue="scan")
+@app.task(base=CertfleetTask, name=TASK_SCAN_FLEET)
 def scan_fleet() -> dict[str, Any]:
     """Classify every (device, sec_tag) and store the summary; returns it."""
     c = container()
@@ -57,7 +61,7 @@ def scan_fleet() -> dict[str, Any]:
     scan.scan_fleet(
         c.inventory,
         c.library,
-        now=datetime.now(UTC),
+        now=utcnow(),
         warning_days=c.settings.expiry_warning_days,
         list_limit=c.settings.status_list_limit,
     )
@@ -65,49 +69,49 @@ def scan_fleet() -> dict[str, Any]:
     return scan.fleet_status(c.inventory)
 
 
-def _deps(*, pushing: bool = False) -> rollout_engine.RolloutDeps:
-    return container().rollout_deps(pushing=pushing)
+def _deps() -> rollout.RolloutDeps:
+    return container().rollout_deps()
 
 
-@app.task(base=CertfleetTask, name=TASK_START_ROLLOUT, queue="control")
+@app.task(base=CertfleetTask, name=TASK_START_ROLLOUT)
 def start_rollout(rollout_id: str) -> bool:
     """created -> running; the evaluator starts the first wave."""
-    return rollout_engine.start_rollout(_deps(), rollout_id, now=datetime.now(UTC), actor="worker")
+    return rollout.start_rollout(_deps(), rollout_id, now=utcnow(), actor="worker")
 
 
-@app.task(base=CertfleetTask, name=TASK_DISPATCH_WAVE, queue="control")
+@app.task(base=CertfleetTask, name=TASK_DISPATCH_WAVE)
 def dispatch_wave(rollout_id: str, wave: int) -> int:
     """Split the wave's pending devices into push_batch tasks; returns how many devices."""
-    return rollout_engine.dispatch_wave(_deps(), rollout_id, wave, now=datetime.now(UTC))
+    return rollout.dispatch_wave(_deps(), rollout_id, wave, now=utcnow())
 
 
-@app.task(base=CertfleetTask, name=TASK_PUSH_BATCH, queue="push")
+@app.task(base=CertfleetTask, name=TASK_PUSH_BATCH)
 def push_batch(rollout_id: str, wave: int, device_ids: list[str], step: str) -> int:
     """Sign and publish one step's bundles to hundreds of devices; returns how many went out."""
-    return rollout_engine.push_batch(
-        _deps(pushing=True), rollout_id, device_ids, step, now=datetime.now(UTC)
+    return rollout.push_batch(
+        container().push_deps(), rollout_id, device_ids, PushStep(step), now=utcnow()
     )
 
 
-@app.task(base=CertfleetTask, name=TASK_EVALUATE_ROLLOUT, queue="control")
+@app.task(base=CertfleetTask, name=TASK_EVALUATE_ROLLOUT)
 def evaluate_rollout(rollout_id: str) -> str:
     """Commit healthy devices, apply the gate, move waves on; returns the rollout state."""
-    return rollout_engine.evaluate_rollout(_deps(), rollout_id, now=datetime.now(UTC))
+    return rollout.evaluate_rollout(_deps(), rollout_id, now=utcnow())
 
 
-@app.task(base=CertfleetTask, name=TASK_TICK_ROLLOUTS, queue="control")
+@app.task(base=CertfleetTask, name=TASK_TICK_ROLLOUTS)
 def tick_rollouts() -> dict[str, str]:
     """Beat: time out overdue devices, end bakes, open windows; returns each rollout's state."""
-    return rollout_engine.tick_rollouts(_deps(), now=datetime.now(UTC))
+    return rollout.tick_rollouts(_deps(), now=utcnow())
 
 
-@app.task(base=CertfleetTask, name=TASK_ROLLBACK_ROLLOUT, queue="control")
+@app.task(base=CertfleetTask, name=TASK_ROLLBACK_ROLLOUT)
 def rollback_rollout(rollout_id: str) -> int:
     """Send rollback bundles to every device that may hold the new credential."""
-    return rollout_engine.rollback_rollout(_deps(), rollout_id, now=datetime.now(UTC))
+    return rollout.rollback_rollout(_deps(), rollout_id, now=utcnow())
 
 
-@app.task(base=CertfleetTask, name=TASK_WATCH_RENEWALS, queue="control")
+@app.task(base=CertfleetTask, name=TASK_WATCH_RENEWALS)
 def watch_renewals() -> dict[str, str]:
     """Beat: move renewal plans on (endpoint switch, soak, retire); returns each plan's state."""
-    return renewals.watch_renewals(container().renewal_deps(), now=datetime.now(UTC))
+    return renewals.watch_renewals(container().renewal_deps(), now=utcnow())

@@ -107,7 +107,8 @@ class FleetCollector(Collector):
 
     def _rollouts(self) -> Metric:
         rollouts = self._container.rollouts
-        states = Counter(rollouts.meta(i).get("state") for i in rollouts.list_ids(limit=1000))
+        found = (rollouts.get(i) for i in rollouts.list_ids(limit=1000))
+        states = Counter(r.state.value for r in found if r is not None)
         family = GaugeMetricFamily(
             "certfleet_rollouts", DOCS["certfleet_rollouts"], labels=["state"]
         )

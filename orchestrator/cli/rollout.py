@@ -15,6 +15,7 @@ from rich.table import Table
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
 from orchestrator.cli.report import report
+from orchestrator.clock import utcnow
 from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
@@ -26,8 +27,7 @@ from orchestrator.domain.rollout import (
     parse_window,
 )
 from orchestrator.services.inventory import read_pem_files
-from orchestrator.services.rollout_engine import utcnow
-from orchestrator.services.rollouts import (
+from orchestrator.services.rollout import (
     command,
     create_rollout,
     plan_rollout,
