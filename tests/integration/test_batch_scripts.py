@@ -11,19 +11,28 @@ import redis
 
 from orchestrator.adapters.redis_inventory import SCRIPT_CHUNK, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
-from orchestrator.adapters.redis_rollouts import TRANSITION_CHUNK, RedisRollouts, Transition
-from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.adapters.redis_rollouts import TRANSITION_CHUNK, RedisRollouts
 from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState, ExpiryWindow
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout import DeviceRolloutState, may_transition
-from orchestrator.services.rollout_engine import RolloutDeps, apply_reports
+from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    RolloutState,
+    sources_of,
+)
+from orchestrator.services.rollout import RolloutDeps, apply_reports
 from simulator.services import LocalService
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+D = DeviceRolloutState
 
 
 def _ca(tag: int, digest_char: str, days: float | None) -> ReportedCredential:
@@ -183,22 +192,28 @@ def test_a_batch_of_reports_is_kept_and_counted_per_device(client: redis.Redis) 
     }
 
 
-def _allowed(new: str) -> frozenset[str]:
-    target = DeviceRolloutState(new)
-    return frozenset(s.value for s in DeviceRolloutState if may_transition(s, target))
+def _allowed(new: str) -> frozenset[DeviceRolloutState]:
+    return sources_of(DeviceRolloutState(new))
 
 
 def _rollout(container: Container, devices: list[str]) -> RedisRollouts:
     rollouts = container.rollouts
+    spec = RolloutSpec(
+        kind="trust.add",
+        ca_pems=("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",),
+        tag=42,
+        spare_tag=43,
+        probe_host="broker.example.net",
+        probe_port=8883,
+        waves=parse_waves("100%"),
+    )
     rollouts.create(
-        "ro-1",
-        meta={"id": "ro-1", "state": "running", "sizes": f"[{len(devices)}]"},
+        Rollout.planned("ro-1", spec, seed="test", sizes=[len(devices)], now=NOW),
         waves=[devices],
         active={d: [42] for d in devices},
-        created_at=NOW,
-        log_time=NOW.isoformat(),
         actor="test",
     )
+    assert rollouts.change("ro-1", Change(state=RolloutState.RUNNING))
     return rollouts
 
 
@@ -206,15 +221,15 @@ def test_one_transition_call_applies_its_moves_in_order(container: Container) ->
     """In one batch: a second identical move is refused, an unknown device is -1, a late one 0."""
     rollouts = _rollout(container, ["a", "b"])
     moves = [
-        Transition("a", "sent", _allowed("sent"), "push", deadline=NOW.timestamp() + 60),
-        Transition("a", "sent", _allowed("sent"), "push again"),
-        Transition("x", "sent", _allowed("sent"), "not in the rollout"),
-        Transition("a", "received", _allowed("received"), "report received"),
-        Transition("b", "staged", _allowed("staged"), "report staged", clear_deadline=True),
-        Transition("b", "sent", _allowed("sent"), "late push"),
+        DeviceTransition("a", D.SENT, _allowed("sent"), "push", deadline=NOW.timestamp() + 60),
+        DeviceTransition("a", D.SENT, _allowed("sent"), "push again"),
+        DeviceTransition("x", D.SENT, _allowed("sent"), "not in the rollout"),
+        DeviceTransition("a", D.RECEIVED, _allowed("received"), "report received"),
+        DeviceTransition("b", D.STAGED, _allowed("staged"), "report staged", clear_deadline=True),
+        DeviceTransition("b", D.SENT, _allowed("sent"), "late push"),
     ]
 
-    results = rollouts.transition("ro-1", moves, time=NOW.isoformat(), actor="test")
+    results = rollouts.transition("ro-1", moves, now=NOW, actor="test")
 
     assert [(r.applied, r.previous) for r in results] == [
         (True, "pending"),
@@ -239,21 +254,21 @@ def test_step_bundles_land_with_their_devices_across_script_calls(container: Con
     devices = [f"d{n:04d}" for n in range(TRANSITION_CHUNK + 7)]
     rollouts = _rollout(container, devices)
     moves = [
-        Transition(
+        DeviceTransition(
             d,
-            "sent",
+            D.SENT,
             _allowed("sent"),
             "push",
-            step="stage" if n % 3 else None,
+            step=PushStep.STAGE if n % 3 else None,
             bundle=f"bundle-{d}".encode() + bytes([0, 255, n % 256]) if n % 3 else None,
         )
         for n, d in enumerate(devices)
     ]
 
-    results = rollouts.transition("ro-1", moves, time=NOW.isoformat(), actor="test")
+    results = rollouts.transition("ro-1", moves, now=NOW, actor="test")
 
     assert all(r.applied for r in results)
-    stored = rollouts.bundles("ro-1", devices, "stage")
+    stored = rollouts.bundles("ro-1", devices, PushStep.STAGE)
     assert stored == {m.device_id: m.bundle for m in moves if m.bundle is not None}
 
 
@@ -264,19 +279,13 @@ def test_reports_count_each_applied_move_once_and_ignore_stale_ones(
     rollouts = _rollout(container, ["a", "b", "c"])
     rollouts.transition(
         "ro-1",
-        [Transition(d, "sent", _allowed("sent"), "push") for d in ("a", "b", "c")],
-        time=NOW.isoformat(),
+        [DeviceTransition(d, D.SENT, _allowed("sent"), "push") for d in ("a", "b", "c")],
+        now=NOW,
         actor="test",
     )
     metrics = RedisMetrics(container.redis)
     deps = RolloutDeps(
-        rollouts=rollouts,
-        inventory=container.inventory,
-        signer=None,
-        sequences=RedisSequences(container.redis),
-        publisher=None,
-        tasks=container.tasks,
-        metrics=metrics,
+        store=rollouts, inventory=container.inventory, tasks=container.tasks, metrics=metrics
     )
     reports = [
         _report("a", "received"),
