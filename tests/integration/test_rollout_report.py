@@ -3,10 +3,9 @@ checked as text and as the DOM headless Chromium builds from it."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,17 +14,20 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.bootstrap import Container
 from orchestrator.cli.report import report
 from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout import (
+from orchestrator.domain.rollout import RolloutSpec, parse_selector, parse_waves
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import AuditEntry, Change, WaveChange
+from orchestrator.domain.rollout_states import (
     DeviceRolloutState,
-    RolloutSpec,
-    may_transition,
-    parse_selector,
-    parse_waves,
+    DeviceTransition,
+    RolloutState,
+    WaveState,
+    sources_of,
 )
 from orchestrator.services.report import rollout_report
 
@@ -64,9 +66,8 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def _allowed(new: str) -> frozenset[str]:
-    target = DeviceRolloutState(new)
-    return frozenset(s.value for s in DeviceRolloutState if may_transition(s, target))
+def _allowed(new: str) -> frozenset[DeviceRolloutState]:
+    return sources_of(DeviceRolloutState(new))
 
 
 def _move(
@@ -77,15 +78,20 @@ def _move(
         "rollback_sent": "rollback bundle issued",
         "timed_out": "no decision before the device timeout",
     }.get(new, f"report {new}/ok seq 7")
-    moves = [Transition(device_id=d, new=new, allowed=_allowed(new), cause=cause) for d in devices]
-    results = store.transition(RID, moves, time=at(seconds).isoformat(), actor=actor)
+    moves = [
+        DeviceTransition(
+            device_id=d, new=DeviceRolloutState(new), allowed=_allowed(new), cause=cause
+        )
+        for d in devices
+    ]
+    results = store.transition(RID, moves, now=at(seconds), actor=actor)
     assert all(r.applied for r in results), results
 
 
 def _meta(
     store: RedisRollouts,
     seconds: float,
-    fields: dict[str, str],
+    fields: Change,
     *,
     actor: str,
     subject: str,
@@ -93,16 +99,16 @@ def _meta(
     cause: str,
 ) -> None:
     """Update meta with a log entry, as the engine does (a wave's subject is its index)."""
-    entry = {
-        "time": at(seconds).isoformat(),
-        "actor": actor,
-        "kind": "rollout" if subject == RID else "wave",
-        "subject": subject,
-        "from": change[0],
-        "to": change[1],
-        "cause": cause,
-    }
-    assert store.set_meta(RID, fields, log=entry)
+    entry = AuditEntry(
+        time=at(seconds),
+        actor=actor,
+        kind="rollout" if subject == RID else "wave",
+        subject=subject,
+        old=change[0],
+        new=change[1],
+        cause=cause,
+    )
+    assert store.change(RID, replace(fields, entries=(entry,)))
 
 
 def _report(
@@ -142,28 +148,15 @@ def aborted(container: Container) -> str:
     one device never confirms the rollback, wave 2 never starts."""
     store = container.rollouts
     store.create(
-        RID,
-        meta={
-            "id": RID,
-            "kind": SPEC.kind,
-            "state": "created",
-            "created_at": T0.isoformat(),
-            "seed": "q4",
-            "spec": json.dumps(SPEC.to_json()),
-            "sizes": json.dumps([len(w) for w in WAVES]),
-            "current": "0",
-            **{f"wave:{i}:state": "pending" for i in range(3)},
-        },
+        Rollout.planned(RID, SPEC, seed="q4", sizes=[len(w) for w in WAVES], now=T0),
         waves=WAVES,
         active={d: [42] for d in DEVICES},
-        created_at=T0,
-        log_time=T0.isoformat(),
         actor="cli",
     )
     _meta(
         store,
         1,
-        {"state": "running"},
+        Change(state=RolloutState.RUNNING),
         actor="cli",
         subject=RID,
         change=("created", "running"),
@@ -172,7 +165,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         2,
-        {"wave:0:state": "running"},
+        Change(waves={0: WaveChange(state=WaveState.RUNNING)}),
         actor="engine",
         subject="0",
         change=("pending", "running"),
@@ -184,7 +177,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         16,
-        {"wave:0:state": "baking"},
+        Change(waves={0: WaveChange(state=WaveState.BAKING)}),
         actor="gate",
         subject="0",
         change=("running", "baking"),
@@ -193,7 +186,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         46,
-        {"wave:0:state": "passed", "current": "1"},
+        Change(current=1, waves={0: WaveChange(state=WaveState.PASSED)}),
         actor="tick",
         subject="0",
         change=("baking", "passed"),
@@ -202,7 +195,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         47,
-        {"wave:1:state": "running"},
+        Change(waves={1: WaveChange(state=WaveState.RUNNING)}),
         actor="engine",
         subject="1",
         change=("pending", "running"),
@@ -220,7 +213,11 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         77,
-        {"state": "rolling_back", "abort_reason": cause, "wave:1:state": "failed"},
+        Change(
+            state=RolloutState.ROLLING_BACK,
+            abort_reason=cause,
+            waves={1: WaveChange(state=WaveState.FAILED)},
+        ),
         actor="gate",
         subject=RID,
         change=("running", "aborted"),
@@ -229,7 +226,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         77,
-        {},
+        Change(),
         actor="gate",
         subject=RID,
         change=("aborted", "rolling_back"),
@@ -242,7 +239,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         98,
-        {"state": "rolled_back", "unconfirmed": json.dumps([STUCK])},
+        Change(state=RolloutState.ROLLED_BACK, unconfirmed=(STUCK,)),
         actor="tick",
         subject=RID,
         change=("rolling_back", "rolled_back"),
@@ -251,7 +248,7 @@ def aborted(container: Container) -> str:
     _meta(
         store,
         98,
-        {"finished_at": at(98).isoformat()},
+        Change(finished_at=at(98)),
         actor="tick",
         subject=RID,
         change=("", "rolled_back"),
