@@ -32,6 +32,10 @@ from orchestrator.api import ApiConfigError, create_app
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.rollout import RolloutSpec
+from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import RolloutState, WaveState
 
 pytestmark = pytest.mark.integration
 
@@ -151,25 +155,18 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def rollout_id(api_container: Container) -> str:
     """A running rollout of one device in one wave."""
     rollout_id = "ro-20261125-120000-beef"
+    spec = RolloutSpec.from_json(
+        {"kind": "trust.retire", "tag": 42, "spare_tag": 43, "waves": "100%"}
+    )
     api_container.rollouts.create(
-        rollout_id,
-        meta={
-            "id": rollout_id,
-            "kind": "trust.retire",
-            "state": "running",
-            "created_at": NOW.isoformat(),
-            "spec": json.dumps(
-                {"kind": "trust.retire", "tag": 42, "spare_tag": 43, "waves": "100%"}
-            ),
-            "sizes": "[1]",
-            "current": "0",
-            "wave:0:state": "running",
-        },
+        Rollout.planned(rollout_id, spec, seed="test", sizes=[1], now=NOW),
         waves=[["dev-a"]],
         active={"dev-a": [42]},
-        created_at=NOW,
-        log_time=NOW.isoformat(),
         actor="test",
+    )
+    assert api_container.rollouts.change(
+        rollout_id,
+        Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)}),
     )
     return rollout_id
 
