@@ -14,6 +14,8 @@ from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType, ReportedCredential, sha256_hex
 from orchestrator.domain.inventory import DeviceState
+from orchestrator.domain.rollout_changes import Change
+from orchestrator.domain.rollout_states import RolloutState
 from orchestrator.services.renewals import InvalidEventError
 from orchestrator.services.rollout import rollout_status
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
@@ -200,7 +202,7 @@ def test_activation_then_soak_plans_trust_retire_for_devices_holding_both(
     while_adding = watch_renewals(renewal, now=later)
     # the workers finish the trust.add (stood in for here: no workers in this test)
     add_rollout = plan_view(renewal, plan_id)["add_rollout"]  # type: ignore[index]
-    renewal.rollouts.set_meta(add_rollout, {"state": "completed"})
+    renewal.rollouts.change(add_rollout, Change(state=RolloutState.COMPLETED))
     renewal.rollouts.release(add_rollout, [42, 43], [f"dev-{n}" for n in range(10)])
     after_add = watch_renewals(renewal, now=later)
     states = watch_renewals(renewal, now=later + timedelta(seconds=1))
