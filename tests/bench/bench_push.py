@@ -42,13 +42,13 @@ from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
-from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import PushStep, RolloutState, WaveState
 from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
-from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
-from orchestrator.services.rollouts import create_rollout
+from orchestrator.services.rollout import PUSH_BATCH_SIZE, RolloutDeps, create_rollout
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
@@ -95,12 +95,10 @@ def _rollout(client: redis.Redis, prefix: str, devices: int, ca_pem: str) -> tup
         inventory.record_states(states[i : i + 500], received_at=NOW)
     rollouts = RedisRollouts(client)
     deps = RolloutDeps(
-        rollouts=rollouts,
+        store=rollouts,
         inventory=inventory,
-        signer=None,
-        sequences=RedisSequences(client),
-        publisher=None,
         tasks=_NoTasks(),  # type: ignore[arg-type]
+        metrics=RedisMetrics(client),
     )
     spec = RolloutSpec(
         kind="trust.add",
@@ -114,7 +112,8 @@ def _rollout(client: redis.Redis, prefix: str, devices: int, ca_pem: str) -> tup
     )
     ids = [s.device_id for s in states]
     rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False, devices=ids)
-    rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
+    running = Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)})
+    rollouts.change(rollout_id, running)
     return rollout_id, ids
 
 
@@ -178,7 +177,8 @@ def _push_run(
         )
         started = time.perf_counter()
         for i in range(0, len(ids), PUSH_BATCH_SIZE):
-            queue.push_batch(rollout_id, 0, ids[i : i + PUSH_BATCH_SIZE], "stage", countdown=0)
+            batch = ids[i : i + PUSH_BATCH_SIZE]
+            queue.push_batch(rollout_id, 0, batch, PushStep.STAGE, countdown=0)
         wait_until(
             lambda: _pushed(metrics) - before >= len(ids) or worker.process.poll() is not None,
             timeout=max(120.0, len(ids) / 200),
@@ -254,7 +254,7 @@ def run(devices: int) -> list[Figure]:
             two_s = _push_run(
                 client, settings, base, env, concurrency=2, rollout_id=two_id, ids=two_ids
             )
-            stored = RedisRollouts(client).bundles(one_id, one_ids, "stage")
+            stored = RedisRollouts(client).bundles(one_id, one_ids, PushStep.STAGE)
             if len(stored) != devices:
                 raise RuntimeError(f"{len(stored)} bundles stored, {devices} expected")
             topics = Topics(settings.topic_prefix)
