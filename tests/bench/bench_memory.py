@@ -54,15 +54,16 @@ from orchestrator.adapters.celery_queue import (
     celery_config,
 )
 from orchestrator.adapters.redis_inventory import RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
-from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import RolloutState, WaveState
 from orchestrator.logs import configure_logging
 from orchestrator.protocol import CredentialEntry, StateMessage, Topics, sha256_hex
-from orchestrator.services.rollout_engine import PUSH_BATCH_SIZE, RolloutDeps
-from orchestrator.services.rollouts import create_rollout
+from orchestrator.services.rollout import PUSH_BATCH_SIZE, RolloutDeps, create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.figures import Figure, exit_on_sigterm, report
@@ -207,12 +208,10 @@ class WorkerRun:
 
     def _deps(self) -> RolloutDeps:
         return RolloutDeps(
-            rollouts=RedisRollouts(self._client),
+            store=RedisRollouts(self._client),
             inventory=RedisInventory(self._client),
-            signer=None,
-            sequences=RedisSequences(self._client),
-            publisher=None,
             tasks=_NoTasks(),  # type: ignore[arg-type]
+            metrics=RedisMetrics(self._client),
         )
 
     def _call(self, name: str, args: list[Any], queue: str, timeout: float) -> Any:
@@ -233,9 +232,9 @@ class WorkerRun:
         if summary["devices"] != devices:
             raise RuntimeError(f"scan_fleet saw {summary['devices']} devices, {devices} expected")
         if self._previous is not None:  # its claims would keep the devices from a new rollout
-            ids = list(deps.rollouts.device_states(self._previous))
-            deps.rollouts.release(self._previous, [42, 43], ids)
-            deps.rollouts.set_active(self._previous, False)
+            ids = list(deps.store.device_states(self._previous))
+            deps.store.release(self._previous, [42, 43], ids)
+            deps.store.set_active(self._previous, False)
         spec = RolloutSpec(
             kind="trust.add",
             ca_pems=(self._ca_pem,),
@@ -250,7 +249,10 @@ class WorkerRun:
         rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
         seconds["create_rollout (bench process)"] = time.perf_counter() - started
         self._previous = rollout_id
-        deps.rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
+        deps.store.change(
+            rollout_id,
+            Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)}),
+        )
         started = time.perf_counter()
         dispatched = self._call(TASK_DISPATCH_WAVE, [rollout_id, 0], "control", timeout)
         seconds["dispatch_wave"] = time.perf_counter() - started
