@@ -28,15 +28,14 @@ from typing import Any
 import redis
 
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
-from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.rollout import RolloutSpec, parse_selector, parse_waves
 from orchestrator.logs import configure_logging
-from orchestrator.services.rollout_engine import RolloutDeps
-from orchestrator.services.rollouts import create_rollout, plan_rollout
+from orchestrator.services.rollout import RolloutDeps, create_rollout, plan_rollout
 from orchestrator.services.scan import scan_fleet
 from simulator.pki import make_ca
 from simulator.services import start_redis
@@ -219,12 +218,10 @@ def main() -> None:
             query_s = _best(lambda: inventory.expiring_devices(42, until), QUERY_REPEATS)
 
             deps = RolloutDeps(
-                rollouts=RedisRollouts(client),
+                store=RedisRollouts(client),
                 inventory=inventory,
-                signer=None,
-                sequences=RedisSequences(client),
-                publisher=None,
                 tasks=RecordedTasks(),
+                metrics=RedisMetrics(client),
             )
             expiring_spec = _spec("expiring:30")
             plan = plan_rollout(inventory, expiring_spec, now=NOW)
