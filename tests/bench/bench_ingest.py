@@ -39,15 +39,21 @@ from paho.mqtt.properties import Properties
 
 from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
-from orchestrator.adapters.redis_rollouts import RedisRollouts, Transition, now_iso
-from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout_changes import Change, WaveChange
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    PushStep,
+    RolloutState,
+    WaveState,
+)
 from orchestrator.protocol.bundle import Reason
 from orchestrator.protocol.mqtt import mqtt5_client
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.protocol.topics import Topics
-from orchestrator.services.rollout_engine import RolloutDeps
-from orchestrator.services.rollouts import create_rollout
+from orchestrator.services.rollout import RolloutDeps, create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.figures import Figure, exit_on_sigterm, report
@@ -248,11 +254,8 @@ def _listener_drain(
 def _rollout(client: redis.Redis, device_ids: Sequence[str]) -> str:
     """A started `trust.add` rollout over the devices, each moved to `sent`."""
     deps = RolloutDeps(
-        rollouts=RedisRollouts(client),
+        store=RedisRollouts(client),
         inventory=RedisInventory(client),
-        signer=None,
-        sequences=RedisSequences(client),
-        publisher=None,
         tasks=RecordedTasks(),
         metrics=RedisMetrics(client),
     )
@@ -269,23 +272,26 @@ def _rollout(client: redis.Redis, device_ids: Sequence[str]) -> str:
         waves=parse_waves("100%"),
     )
     rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
-    deps.rollouts.set_meta(rollout_id, {"state": "running", "wave:0:state": "running"})
+    deps.store.change(
+        rollout_id,
+        Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)}),
+    )
     for i in range(0, len(device_ids), 1000):
-        results = deps.rollouts.transition(
+        results = deps.store.transition(
             rollout_id,
             [
-                Transition(
+                DeviceTransition(
                     device_id=d,
-                    new="sent",
-                    allowed=frozenset({"pending"}),
+                    new=DeviceRolloutState.SENT,
+                    allowed=frozenset({DeviceRolloutState.PENDING}),
                     cause="bench",
                     deadline=NOW.timestamp() + 3600,
-                    step="stage",
+                    step=PushStep.STAGE,
                     bundle=b"bench",
                 )
                 for d in device_ids[i : i + 1000]
             ],
-            time=now_iso(NOW),
+            now=NOW,
             actor="bench",
         )
         assert all(r.applied for r in results)
