@@ -46,22 +46,18 @@ def build_fleet(
 
     Each device's active tag list is `[sec_tag]`, and it trusts bundles signed by `signers`.
     """
-    return [
-        DeviceAgent(
-            Firmware(
-                device_id(id_prefix, n),
-                provisioned_modem(ca_chain, sec_tag),
-                topics=topics,
-                signers=signers,
-                active_tags=[sec_tag],
-                probe_timeout=probe_timeout,
-                faults=faults,
-                tls_broker=broker.tls,
-            ),
-            broker=broker,
-        )
-        for n in range(count)
-    ]
+    firmwares = build_firmwares(
+        range(count),
+        ca_chain=ca_chain,
+        sec_tag=sec_tag,
+        id_prefix=id_prefix,
+        topics=topics,
+        signers=signers,
+        probe_timeout=probe_timeout,
+        faults=faults,
+        tls_broker=broker.tls,
+    )
+    return [DeviceAgent(firmware, broker=broker) for firmware in firmwares]
 
 
 def build_firmwares(
@@ -75,6 +71,7 @@ def build_firmwares(
     probe_timeout: float = 10.0,
     faults: frozenset[str] = frozenset(),
     prober: Prober = uncached_probe,
+    tls_broker: bool = False,
 ) -> list[Firmware]:
     """The devices numbered `numbers` as `build_fleet` makes them, without a connection each."""
     return [
@@ -87,6 +84,7 @@ def build_firmwares(
             probe_timeout=probe_timeout,
             faults=faults,
             prober=prober,
+            tls_broker=tls_broker,
         )
         for n in range(numbers.start, numbers.stop, numbers.step)
     ]

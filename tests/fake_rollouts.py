@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from orchestrator.domain.rollout_aggregate import Rollout
-from orchestrator.domain.rollout_changes import AuditEntry, Change
+from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import (
     DeviceRolloutState,
     DeviceTransition,
@@ -31,18 +31,6 @@ __all__ = [
     "FakeSigner",
     "RecordingTasks",
 ]
-
-
-def _entry_fields(entry: AuditEntry) -> dict[str, str]:
-    return {
-        "time": entry.time.isoformat(),
-        "actor": entry.actor,
-        "kind": entry.kind,
-        "subject": entry.subject,
-        "from": entry.old,
-        "to": entry.new,
-        "cause": entry.cause,
-    }
 
 
 @dataclass
@@ -116,7 +104,7 @@ class FakeRollouts:
         )
         self._rollouts[rollout.id] = stored
         self._order.append(rollout.id)
-        self._log(stored, _entry_fields(rollout.created_entry(actor=actor)))
+        self._log(stored, rollout.created_entry(actor=actor).as_fields())
 
     # -- the aggregate --------------------------------------------------------------------
 
@@ -136,7 +124,7 @@ class FakeRollouts:
             return False
         stored.rollout = stored.rollout.applied(change)
         for entry in change.entries:
-            self._log(stored, _entry_fields(entry))
+            self._log(stored, entry.as_fields())
         return True
 
     # -- devices --------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
-from orchestrator.domain.rollout_changes import AuditEntry, Change, Expect, Wave
+from orchestrator.domain.rollout_changes import Change, Expect, Wave
 from orchestrator.domain.rollout_states import RolloutState, WaveState
 
-__all__ = ["decode_rollout", "encode_change", "encode_entry", "encode_expect", "encode_rollout"]
+__all__ = ["decode_rollout", "encode_change", "encode_expect", "encode_rollout"]
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
@@ -126,16 +126,3 @@ def encode_expect(expect: Expect) -> list[tuple[str, frozenset[str | None]]]:
         index, due = expect.dispatched_until
         checks.append((_wave(index, "dispatched_until"), frozenset({repr(due)})))
     return checks
-
-
-def encode_entry(entry: AuditEntry) -> dict[str, str]:
-    """An audit entry as the log stream's fields."""
-    return {
-        "time": entry.time.isoformat(),
-        "actor": entry.actor,
-        "kind": entry.kind,
-        "subject": entry.subject,
-        "from": entry.old,
-        "to": entry.new,
-        "cause": entry.cause,
-    }

@@ -35,7 +35,6 @@ from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_rollout_codec import (
     decode_rollout,
     encode_change,
-    encode_entry,
     encode_expect,
     encode_rollout,
 )
@@ -129,7 +128,7 @@ class RedisRollouts:
                     mapping={d: json.dumps(list(tags)) for d, tags in chunk_items},
                 )
             pipe.zadd(ROLLOUTS, {rollout_id: rollout.created_at.timestamp()})
-            pipe.xadd(_key(rollout_id, "log"), encode_entry(rollout.created_entry(actor=actor)))
+            pipe.xadd(_key(rollout_id, "log"), rollout.created_entry(actor=actor).as_fields())
             pipe.execute()
 
     # -- reading -----------------------------------------------------------------------------
@@ -309,7 +308,7 @@ class RedisRollouts:
                     if fields:
                         pipe.hset(key, mapping=fields)
                     for entry in change.entries:
-                        pipe.xadd(_key(rollout_id, "log"), encode_entry(entry))
+                        pipe.xadd(_key(rollout_id, "log"), entry.as_fields())
                     pipe.execute()
                     return True
                 except redis.WatchError:

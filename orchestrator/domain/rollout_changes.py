@@ -24,6 +24,18 @@ class AuditEntry:
     new: str
     cause: str
 
+    def as_fields(self) -> dict[str, str]:
+        """The entry as `RolloutStore.log` gives it back (without its `id`)."""
+        return {
+            "time": self.time.isoformat(),
+            "actor": self.actor,
+            "kind": self.kind,
+            "subject": self.subject,
+            "from": self.old,
+            "to": self.new,
+            "cause": self.cause,
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Wave:
