@@ -39,6 +39,7 @@ import redis
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.domain.rollout import FAILURES, DeviceRolloutState
+from orchestrator.domain.rollout_states import PushStep
 from orchestrator.logs import configure_logging
 from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
@@ -235,7 +236,8 @@ def wait_state(bench: Bench, rollout_id: str, states: tuple[str, ...], timeout: 
 
     def probe() -> str | None:
         bench.alive()
-        state = rollouts.meta(rollout_id).get("state")
+        rollout = rollouts.get(rollout_id)
+        state = rollout.state.value if rollout is not None else None
         return state if state in states else None
 
     return wait_until(probe, timeout=timeout, interval=0.05, what=f"{rollout_id} in {states}")
@@ -298,7 +300,7 @@ def run(devices: int) -> list[Figure]:
         stored = RedisRollouts(bench.redis)
         bundles = [
             (f"certfleet/{d}/bundle", data)
-            for step in ("stage", "commit")
+            for step in (PushStep.STAGE, PushStep.COMMIT)
             for d, data in stored.bundles(rollout_id, ids, step).items()
         ]
         raw_s = raw_publish(bench.mqtt, bundles)
