@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
-from orchestrator.domain.rollout_changes import Change, Expect, Wave
+from orchestrator.domain.rollout_changes import Change, Expect, Wave, WaveChange
 from orchestrator.domain.rollout_states import RolloutState, WaveState
 
 __all__ = ["decode_rollout", "encode_change", "encode_expect", "encode_rollout"]
@@ -66,17 +66,34 @@ def decode_rollout(meta: Mapping[str, str]) -> Rollout:
 
 
 def encode_rollout(rollout: Rollout) -> dict[str, str]:
-    """The meta hash of a newly planned rollout."""
+    """The whole meta hash of `rollout` (what `decode_rollout` reads back to an equal one)."""
     return {
         "id": rollout.id,
         "kind": rollout.spec.kind,
-        "state": rollout.state.value,
         "created_at": rollout.created_at.isoformat(),
         "seed": rollout.seed,
         "spec": json.dumps(rollout.spec.to_json()),
         "sizes": json.dumps(rollout.sizes),
-        "current": str(rollout.current),
-        **{_wave(w.index, "state"): w.state.value for w in rollout.waves},
+        **encode_change(
+            Change(
+                state=rollout.state,
+                current=rollout.current,
+                awaiting_approval=rollout.awaiting_approval or None,
+                abort_reason=rollout.abort_reason,
+                rollback_deadline=rollout.rollback_deadline,
+                unconfirmed=rollout.unconfirmed,
+                finished_at=rollout.finished_at,
+                waves={
+                    w.index: WaveChange(
+                        state=w.state,
+                        started_at=w.started_at,
+                        bake_until=w.bake_until,
+                        dispatched_until=w.dispatched_until,
+                    )
+                    for w in rollout.waves
+                },
+            )
+        ),
     }
 
 
