@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from orchestrator.bootstrap import Container, bootstrap
-from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
+from orchestrator.bootstrap import bootstrap
+from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
 from orchestrator.cli.report import report
+from orchestrator.cli.rollout_view import rollouts_table, status_table, watch_status
 from orchestrator.clock import utcnow
 from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
@@ -39,9 +37,6 @@ __all__ = ["rollout_app"]
 rollout_app = typer.Typer(
     help="Wave rollouts with health gates and rollback.", no_args_is_help=True
 )
-
-FINAL = {"completed", "rolled_back"}
-DONE = ("committed", "rejected", "health_failed", "timed_out", "fallback", "rolled_back")
 
 SpecArg = Annotated[Path | None, typer.Argument(help="Spec file (YAML or JSON).", dir_okay=False)]
 SpecOpt = Annotated[
@@ -262,42 +257,7 @@ def list_(as_json: JsonFlag = False) -> None:
             [{k: r[k] for k in ("id", "kind", "state", "created_at", "totals")} for r in rows]
         )
         return
-    table = Table("id", "kind", "state", "created", "devices", "committed", "failed")
-    for r in rows:
-        totals = r["totals"]
-        failed = sum(totals[s] for s in ("rejected", "health_failed", "fallback", "timed_out"))
-        table.add_row(
-            r["id"],
-            r["kind"],
-            r["state"],
-            r["created_at"][:19],
-            str(sum(totals.values())),
-            str(totals["committed"]),
-            str(failed),
-        )
-    out.print(table)
-
-
-def _status_table(status: dict[str, Any]) -> Table:
-    table = Table(
-        "wave",
-        "size",
-        "state",
-        *DONE,
-        "in flight",
-        title=f"{status['id']} · {status['kind']} · {status['state']}",
-    )
-    for wave in status["waves"]:
-        counts = wave["counts"]
-        in_flight = wave["size"] - counts["pending"] - sum(counts[s] for s in DONE)
-        table.add_row(
-            str(wave["index"]),
-            str(wave["size"]),
-            wave["state"],
-            *(str(counts[s]) for s in DONE),
-            str(in_flight),
-        )
-    return table
+    out.print(rollouts_table(rows))
 
 
 @rollout_app.command("status")
@@ -314,45 +274,17 @@ def status(
         deps = container.rollout_deps()
         current = rollout_status(deps, rollout_id)
         if watch:
-            current = _watch(container, rollout_id, interval)
+            current = watch_status(deps, rollout_id, interval)
     if as_json:
         print_json(current)
         return
-    out.print(_status_table(current))
+    out.print(status_table(current))
     if current.get("abort_reason"):
         out.print(f"[red]aborted:[/] {current['abort_reason']}")
     if current.get("unconfirmed_rollback"):
         out.print(
             f"[yellow]rollback not confirmed by:[/] {', '.join(current['unconfirmed_rollback'])}"
         )
-
-
-def _watch(container: Container, rollout_id: str, interval: float) -> dict[str, Any]:
-    deps = container.rollout_deps()
-    current = rollout_status(deps, rollout_id)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=err,
-    )
-    bars = [
-        progress.add_task(f"wave {w['index']}", total=w["size"], info="") for w in current["waves"]
-    ]
-    with Live(progress, console=err, refresh_per_second=4):
-        while True:
-            for bar, wave in zip(bars, current["waves"], strict=True):
-                counts = wave["counts"]
-                done = sum(counts[s] for s in DONE)
-                failed = sum(
-                    counts[s] for s in ("rejected", "health_failed", "fallback", "timed_out")
-                )
-                progress.update(bar, completed=done, info=f"{wave['state']} · {failed} failed")
-            if current["state"] in FINAL:
-                return current
-            time.sleep(interval)
-            current = rollout_status(deps, rollout_id)
 
 
 def _command(verb: str, rollout_id: str) -> None:
