@@ -16,6 +16,7 @@ from rich.table import Table
 from orchestrator.adapters.file_signer import load_public_key
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.clock import utcnow
 from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.bundle import BundleRejectedError, SignerKey, decode_payload
@@ -76,7 +77,7 @@ def _stage(
     active: list[int] | None,
     commit_timeout: float,
 ) -> BundleBody:
-    now = datetime.now(UTC)
+    now = utcnow()
     if not ca or tag is None or probe is None:
         raise fail("--op stage needs --ca, --tag and --probe HOST:PORT")
     host, port = parse_endpoint(probe, what="--probe")
@@ -242,7 +243,7 @@ def send(
         try:
             if wait > 0:
                 session.subscribe(container.topics.report(device_id))
-            now = datetime.now(UTC)
+            now = utcnow()
             issued = issue_bundle(
                 signer=signer,
                 sequences=container.sequences,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +18,7 @@ from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.keys import keys_app
 from orchestrator.cli.renewal import impact
 from orchestrator.cli.rollout import rollout_app
+from orchestrator.clock import utcnow
 from orchestrator.domain.errors import CertfleetError
 
 __all__ = ["app", "main"]
@@ -138,7 +139,7 @@ def _status_tables(status: dict[str, Any]) -> None:
     expiring = status["expiring"]
     if expiring:
         shown = expiring[:15]
-        now = datetime.now(UTC)
+        now = utcnow()
         title = f"Expired and expiring, soonest first ({len(shown)} of {status['expiring_total']})"
         table = Table("device", "sec_tag", "not after (UTC)", "days left", "CA", title=title)
         for item in shown:

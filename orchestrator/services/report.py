@@ -14,30 +14,28 @@ from html import escape
 from typing import Any
 
 from orchestrator.domain.rollout_aggregate import Rollout
-from orchestrator.domain.rollout_states import DeviceRolloutState
+from orchestrator.domain.rollout_states import DeviceRolloutState, RolloutState, WaveState
 from orchestrator.ports import InventoryStore
-from orchestrator.services.rollout import RolloutDeps, rollout_status
-from orchestrator.services.rollout.deps import load
+from orchestrator.services.rollout import RolloutDeps, load, rollout_status
 
 __all__ = ["GROUPS", "rollout_report"]
 
-GROUPS: Mapping[str, tuple[str, ...]] = {
-    "committed": ("committed",),
-    "failed": ("rejected", "health_failed", "fallback"),
-    "timed_out": ("timed_out",),
-    "rollback": ("rollback_sent", "rolled_back"),
-    "in flight": ("sent", "received", "staged", "health_ok"),
-    "pending": ("pending",),
+D = DeviceRolloutState
+GROUPS: Mapping[str, tuple[DeviceRolloutState, ...]] = {
+    "committed": (D.COMMITTED,),
+    "failed": (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK),
+    "timed_out": (D.TIMED_OUT,),
+    "rollback": (D.ROLLBACK_SENT, D.ROLLED_BACK),
+    "in flight": (D.SENT, D.RECEIVED, D.STAGED, D.HEALTH_OK),
+    "pending": (D.PENDING,),
 }
 """Device states as the timeline groups them, stacked bottom to top."""
 COLORS = ("#2e9d5b", "#d64545", "#e39b1f", "#8a63c9", "#4a8fd9", "#c9ced6")
-GROUP_OF = {state: i for i, states in enumerate(GROUPS.values()) for state in states}
-PROBLEMS = (
-    DeviceRolloutState.REJECTED,
-    DeviceRolloutState.HEALTH_FAILED,
-    DeviceRolloutState.FALLBACK,
-    DeviceRolloutState.TIMED_OUT,
-)
+GROUP_OF: Mapping[str, int] = {
+    state.value: i for i, states in enumerate(GROUPS.values()) for state in states
+}
+"""The timeline group of each device state, as the audit log spells it."""
+PROBLEMS = (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK, D.TIMED_OUT)
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 900, 150, 56, 16, 22, 30
 TABLE_LIMIT = 1000
 TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -243,11 +241,13 @@ def _replay(
             last_cause[subject] = cause
             timeline.move(device_wave[subject], old, new, when)
             continue
-        if kind == "wave" and new == "running":
+        if kind == "wave" and new == WaveState.RUNNING:
             current = subject
         wave = subject if kind == "wave" else current
         gate = e.get("actor") == "gate"
-        verdict = "abort" if new == "aborted" else "pass" if gate and kind == "wave" else ""
+        verdict = (
+            "abort" if new == RolloutState.ABORTED else "pass" if gate and kind == "wave" else ""
+        )
         if verdict:
             markers.append((when, verdict, f"{verdict} w{wave}: {old} -> {new}: {cause}"))
         if gate:
@@ -276,7 +276,7 @@ def _failed_rows(
         ours = [r for r in inventory.recent_reports(device, limit=20) if r.rollout_id == rollout_id]
         report = ours[-1] if ours else None
         reason = f"{report.phase}: {report.reason}" if report else last_cause.get(device, "")
-        note = " (rollback not confirmed)" if state == "rollback_sent" else ""
+        note = " (rollback not confirmed)" if state == D.ROLLBACK_SENT else ""
         cells = [f'<span class="mono">{_e(device)}</span>', _e(device_wave.get(device, "?"))]
         cells += [f'<span class="state">{_e(state)}</span>{note}', _e(reason)]
         cells += [_e(report.detail if report else ""), _e(last_cause.get(device, ""))]
@@ -292,7 +292,7 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
     timeline, markers, gate_rows, device_wave, last_cause = _replay(deps, rollout)
     wave_rows, figures = [], []
     for w in status["waves"]:
-        cls = "failed" if w["state"] == "failed" else ""
+        cls = "failed" if w["state"] == WaveState.FAILED else ""
         badge = f'<span class="state {cls}">{_e(w["state"])}</span>'
         counts = [sum(w["counts"].get(s, 0) for s in states) for states in GROUPS.values()]
         wave_rows.append((cls, [str(w["index"]), str(w["size"]), badge, *map(str, counts)]))
@@ -306,7 +306,7 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
     )
     unconfirmed = list(rollout.unconfirmed or ())
     ended = rollout.finished_at is not None or rollout.ended
-    stuck = [DeviceRolloutState.ROLLBACK_SENT] if ended else []
+    stuck = [D.ROLLBACK_SENT] if ended else []
     devices = sorted(set(deps.store.devices_in(rollout_id, [*PROBLEMS, *stuck])) | set(unconfirmed))
     rows = _failed_rows(
         deps,

@@ -7,13 +7,16 @@ from typing import Any
 
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.renewal import PlanState, RenewalPlan
+from orchestrator.domain.rollout_states import RolloutState
 from orchestrator.logs import get_logger
 from orchestrator.services.renewals.deps import RenewalDeps, endpoint, switched
-from orchestrator.services.rollout import command, create_rollout, rollout_status
+from orchestrator.services.rollout import command, create_rollout, load, rollout_status
 
 __all__ = ["plan_view", "watch_renewals"]
 
 log = get_logger(__name__)
+
+R = RolloutState
 
 
 def plan_view(deps: RenewalDeps, plan_id: str) -> dict[str, Any] | None:
@@ -55,9 +58,9 @@ def _advance(deps: RenewalDeps, plan: RenewalPlan, *, now: datetime) -> RenewalP
             log.warning("renewal_retire_waiting", plan_id=plan.id, error=str(exc))
             return plan.waiting(f"retire not planned yet: {exc}")
     if plan.state is PlanState.RETIRING and plan.retire_rollout is not None:
-        rollout = rollout_status(deps.rollouts, plan.retire_rollout)["state"]
-        if rollout in ("completed", "rolled_back"):
-            return plan.moved_to(PlanState.DONE if rollout == "completed" else PlanState.FAILED)
+        rollout = load(deps.rollouts.store, plan.retire_rollout).state
+        if rollout in (R.COMPLETED, R.ROLLED_BACK):
+            return plan.moved_to(PlanState.DONE if rollout is R.COMPLETED else PlanState.FAILED)
     return plan
 
 
@@ -65,12 +68,12 @@ def _follow_add(
     deps: RenewalDeps, plan: RenewalPlan, rollout_id: str, *, now: datetime
 ) -> RenewalPlan:
     """Start the held trust.add once its chain is valid (auto rollout); see how it ended."""
-    rollout = rollout_status(deps.rollouts, rollout_id)["state"]
-    if rollout == "created" and deps.policy.auto_rollout and plan.chain_valid_at(now):
+    rollout = load(deps.rollouts.store, rollout_id).state
+    if rollout is R.CREATED and deps.policy.auto_rollout and plan.chain_valid_at(now):
         command(deps.rollouts, rollout_id, "resume", now=now, actor="renewal")
-    elif rollout == "completed":
+    elif rollout is R.COMPLETED:
         return plan.add_completed()
-    elif rollout == "rolled_back":
+    elif rollout is R.ROLLED_BACK:
         reason = f"trust.add rollout {rollout_id} rolled back"
         return plan.moved_to(PlanState.FAILED, reason=reason)
     return plan

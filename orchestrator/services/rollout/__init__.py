@@ -26,6 +26,7 @@ from orchestrator.services.rollout.deps import (
     RolloutDeps,
     RolloutError,
     RolloutTasks,
+    load,
 )
 from orchestrator.services.rollout.dispatch import dispatch_wave, start_rollout
 from orchestrator.services.rollout.evaluate import (
@@ -53,6 +54,7 @@ __all__ = [
     "create_rollout",
     "dispatch_wave",
     "evaluate_rollout",
+    "load",
     "plan_rollout",
     "push_batch",
     "rollback_rollout",

@@ -162,7 +162,7 @@ def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
     }
     if rollout.abort_reason:
         status["abort_reason"] = rollout.abort_reason
-    if rollout.unconfirmed:
+    if rollout.unconfirmed is not None:
         status["unconfirmed_rollback"] = list(rollout.unconfirmed)
     failed = deps.store.devices_in(rollout_id, [*FAILURES, D.TIMED_OUT])
     states = deps.store.device_states(rollout_id, failed)

@@ -28,6 +28,8 @@ def dispatch_wave(deps: RolloutDeps, rollout_id: str, wave: int, *, now: datetim
     does not grow with the fleet.
     """
     rollout = load(deps.store, rollout_id)
+    if not 0 <= wave < len(rollout.waves):  # a stray task for a wave the rollout lacks
+        return 0
     if (
         rollout.state is not RolloutState.RUNNING
         or rollout.waves[wave].state is not WaveState.RUNNING
