@@ -149,6 +149,11 @@ class RolloutStore(Protocol):
     holds; a device moves only by `transition`, which applies each transition if the
     device stands in one of its allowed states. Both are atomic, so a late, repeated
     or concurrent step changes nothing.
+
+    Every bundle stored for a (device, step) has its seq recorded, all of them (a
+    re-send issues a fresh seq; a late report about an earlier one is legitimate); a
+    transition that answers a (step, seq), as a device's report does, applies only if
+    that seq was issued to the device for that step in this rollout.
     """
 
     def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
@@ -192,7 +197,13 @@ class RolloutStore(Protocol):
     def transition(
         self, rollout_id: str, transitions: Sequence[DeviceTransition], *, now: datetime, actor: str
     ) -> list[TransitionResult]:
-        """Apply device transitions in order, each as it would alone, atomically each."""
+        """Apply device transitions in order, each as it would alone, atomically each.
+
+        A transition is refused (its result says why) when the device is not in the
+        rollout, when its `match` names a (step, seq) not issued to the device, checked
+        first, or when the device's state is not among its `allowed`. One applied stores
+        its bundle with its seq recorded.
+        """
         ...
 
     def wave_counts(self, rollout_id: str, waves: int) -> list[dict[str, int]]:
@@ -230,9 +241,17 @@ class RolloutStore(Protocol):
         ...
 
     def put_bundles_if_absent(
-        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
+        self,
+        rollout_id: str,
+        step: PushStep,
+        bundles: Mapping[str, bytes],
+        *,
+        seqs: Mapping[str, int],
     ) -> None:
-        """Keep the first bundle issued for each (device, step); later ones are dropped."""
+        """Keep the first bundle issued for each (device, step) and record its seq in `seqs`.
+
+        A later bundle is dropped, and its seq, never sent, is not recorded.
+        """
         ...
 
     def overdue(self, rollout_id: str, now: float) -> list[str]:

@@ -19,6 +19,7 @@ from orchestrator.domain.rollout_states import (
     DeviceRolloutState,
     DeviceTransition,
     PushStep,
+    TransitionRefusal,
     TransitionResult,
 )
 from orchestrator.protocol.cose import key_id
@@ -41,6 +42,7 @@ class _Stored:
     members: list[list[str]]
     active: dict[str, list[int]]
     bundles: dict[tuple[str, PushStep], bytes] = field(default_factory=dict)
+    seqs: dict[tuple[str, PushStep], list[int]] = field(default_factory=dict)
     deadlines: dict[str, float] = field(default_factory=dict)
     sent: dict[tuple[PushStep, str], float] = field(default_factory=dict)
     log: list[dict[str, str]] = field(default_factory=list)
@@ -48,7 +50,8 @@ class _Stored:
 
 class FakeRollouts:
     """`RolloutStore` in memory, with the Redis adapter's rules: guarded changes,
-    transitions only from allowed states, first bundle per (device, step) kept."""
+    transitions only from allowed states and answering issued seqs, first bundle per
+    (device, step) kept, every stored bundle's seq recorded."""
 
     def __init__(self) -> None:
         self._rollouts: dict[str, _Stored] = {}
@@ -136,8 +139,9 @@ class FakeRollouts:
         results = []
         for t in transitions:
             current = stored.states.get(t.device_id)
-            if current is None or current not in t.allowed:
-                results.append(TransitionResult(t.device_id, False, current))
+            refusal = self._refusal(stored, t, current)
+            if refusal is not None or current is None:
+                results.append(TransitionResult(t.device_id, False, current, refusal))
                 continue
             stored.states[t.device_id] = t.new
             if t.clear_deadline:
@@ -146,6 +150,8 @@ class FakeRollouts:
                 stored.deadlines[t.device_id] = t.deadline
             if t.step is not None and t.bundle is not None:
                 stored.bundles[(t.device_id, t.step)] = t.bundle
+                if t.seq is not None:
+                    stored.seqs.setdefault((t.device_id, t.step), []).append(t.seq)
             self._log(
                 stored,
                 {
@@ -161,6 +167,25 @@ class FakeRollouts:
             )
             results.append(TransitionResult(t.device_id, True, current))
         return results
+
+    @staticmethod
+    def _refusal(
+        stored: _Stored, t: DeviceTransition, current: DeviceRolloutState | None
+    ) -> TransitionRefusal | None:
+        """Why `t` may not apply, checked in the Redis script's order; None if it may."""
+        if current is None:
+            return TransitionRefusal.UNKNOWN_DEVICE
+        if t.match is not None:
+            issued = stored.seqs.get((t.device_id, t.match[0]))
+            if issued is None:
+                return TransitionRefusal.NO_BUNDLE
+            if t.match[1] not in issued:
+                return TransitionRefusal.SEQ
+        return None if current in t.allowed else TransitionRefusal.STATE
+
+    def issued_seqs(self, rollout_id: str, device_id: str, step: PushStep) -> list[int]:
+        """The seqs recorded for (device, step), in issue order (for tests)."""
+        return list(self._get(rollout_id).seqs.get((device_id, step), []))
 
     def wave_counts(self, rollout_id: str, waves: int) -> list[dict[str, int]]:
         stored = self._get(rollout_id)
@@ -205,11 +230,18 @@ class FakeRollouts:
         return {d: stored[(d, step)] for d in device_ids if (d, step) in stored}
 
     def put_bundles_if_absent(
-        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
+        self,
+        rollout_id: str,
+        step: PushStep,
+        bundles: Mapping[str, bytes],
+        *,
+        seqs: Mapping[str, int],
     ) -> None:
-        stored = self._get(rollout_id).bundles
+        stored = self._get(rollout_id)
         for device, data in bundles.items():
-            stored.setdefault((device, step), data)
+            if (device, step) not in stored.bundles:
+                stored.bundles[(device, step)] = data
+                stored.seqs.setdefault((device, step), []).append(seqs[device])
 
     def overdue(self, rollout_id: str, now: float) -> list[str]:
         deadlines = self._get(rollout_id).deadlines

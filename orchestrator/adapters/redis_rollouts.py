@@ -8,6 +8,8 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:s:{state}` (set): the devices in that state (so a step finds its devices in O(k));
 - `…:active` (hash): device -> its active tag list when the rollout was planned;
 - `…:bundle` (hash): `{device}:{step}` -> the signed bundle sent for that step;
+- `…:seq` (hash): `{device}:{step}` -> the seqs of every bundle issued for that step,
+  space-separated (a re-send adds a fresh one; a late report about an earlier one matches);
 - `…:deadline` (zset): device -> when it times out;   `…:log` (stream): the audit trail.
 
 Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
@@ -17,8 +19,11 @@ A device transition is one Lua call (`lua/rollout_transition.lua`): it checks th
 current state against the states the new one may come from, moves the wave counts,
 keeps the deadline, stores the step's bundle and appends to the log — all in one
 atomic step, so a duplicate or late report changes nothing and the counts always add
-up. The meta hash reads as the `Rollout` aggregate through `redis_rollout_codec`; a
-rollout changes only by `change`, a WATCH transaction guarded by the change's `Expect`.
+up. A device's report applies only if the (step, seq) it answers is among the seqs
+issued to the device, checked in the same script, so a report about no bundle of this
+rollout changes nothing (`redis_transitions` is the script's wire form). The meta hash
+reads as the `Rollout` aggregate through `redis_rollout_codec`; a rollout changes only
+by `change`, a WATCH transaction guarded by the change's `Expect`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from orchestrator.adapters.redis_rollout_codec import (
     encode_expect,
     encode_rollout,
 )
+from orchestrator.adapters.redis_transitions import decode_results, encode_transitions
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import (
@@ -60,13 +66,6 @@ SCAN_COUNT = 1000
 """Devices asked of Redis per SSCAN step when a wave is read in chunks."""
 
 
-def _deadline_arg(t: DeviceTransition) -> str:
-    """The script's deadline argument: '' keep, '-' clear, else the epoch."""
-    if t.clear_deadline:
-        return "-"
-    return "" if t.deadline is None else repr(t.deadline)
-
-
 def _key(rollout_id: str, name: str) -> str:
     return f"certfleet:ro:{{{rollout_id}}}:{name}"
 
@@ -87,6 +86,7 @@ class RedisRollouts:
         )
         self._transition = load_script(client, "orchestrator.adapters", "rollout_transition")
         self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
+        self._put_bundles = load_script(client, "orchestrator.adapters", "rollout_put_bundles")
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -184,14 +184,28 @@ class RedisRollouts:
             return sorted(set().union(*pipe.execute()))
 
     def put_bundles_if_absent(
-        self, rollout_id: str, step: PushStep, bundles: Mapping[str, bytes]
+        self,
+        rollout_id: str,
+        step: PushStep,
+        bundles: Mapping[str, bytes],
+        *,
+        seqs: Mapping[str, int],
     ) -> None:
-        """Keep the first bundle issued for each (device, step); later ones are dropped."""
+        """Keep the first bundle issued for each (device, step), recording its seq.
+
+        One script call: a later bundle is dropped and its seq, never sent, not recorded.
+        """
+        if not bundles:
+            return
+        triples: list[str | bytes] = []
+        for device, data in bundles.items():
+            triples += [device, str(seqs[device]), data]
         with store_errors():
-            pipe = self._bytes.pipeline(transaction=False)
-            for device, data in bundles.items():
-                pipe.hsetnx(_key(rollout_id, "bundle"), f"{device}:{step.value}", data)
-            pipe.execute()
+            self._put_bundles(
+                keys=[_key(rollout_id, "bundle"), _key(rollout_id, "seq")],
+                args=[step.value, *triples],
+                client=self._bytes,
+            )
 
     def set_active(self, rollout_id: str, active: bool) -> None:
         """Keep the set of rollouts the beat tick looks at."""
@@ -247,46 +261,24 @@ class RedisRollouts:
         now: datetime,
         actor: str,
     ) -> list[TransitionResult]:
-        """Apply device transitions in one Lua call, in order; each as it would alone."""
+        """Apply device transitions in one Lua call, in order; each as it would alone.
+
+        A transition with `match` applies only if that (step, seq) was issued to the device.
+        """
         if not transitions:
             return []
-        keys = [_key(rollout_id, name) for name in ("dev", "wave", "deadline", "bundle", "log")]
+        names = ("dev", "wave", "deadline", "bundle", "log", "seq")
+        keys = [_key(rollout_id, name) for name in names]
         prefix = _key(rollout_id, "")
         with store_errors():
             pipe = self._bytes.pipeline(transaction=False)
             for i in range(0, len(transitions), TRANSITION_CHUNK):
-                items: list[list[str | int]] = []
-                bundles: list[bytes] = []
-                for t in transitions[i : i + TRANSITION_CHUNK]:
-                    index = 0
-                    if t.step is not None:
-                        bundles.append(t.bundle or b"")
-                        index = 4 + len(bundles)  # this bundle's ARGV index (Lua counts from 1)
-                    items.append(
-                        [
-                            t.device_id,
-                            t.new.value,
-                            ",".join(sorted(s.value for s in t.allowed)),
-                            t.cause,
-                            _deadline_arg(t),
-                            t.step.value if t.step is not None else "",
-                            index,
-                        ]
-                    )
+                items, bundles = encode_transitions(transitions[i : i + TRANSITION_CHUNK])
                 self._transition(
-                    keys=keys,
-                    args=[prefix, now.isoformat(), actor, json.dumps(items), *bundles],
-                    client=pipe,
+                    keys=keys, args=[prefix, now.isoformat(), actor, items, *bundles], client=pipe
                 )
-            found = [result for raw in pipe.execute() for result in json.loads(raw)]
-        return [
-            TransitionResult(
-                device_id=t.device_id,
-                applied=code == 1,
-                previous=DeviceRolloutState(state) if state else None,
-            )
-            for t, (code, state) in zip(transitions, found, strict=True)
-        ]
+            answers = pipe.execute()
+        return decode_results(transitions, answers)
 
     def change(self, rollout_id: str, change: Change) -> bool:
         """Write the change's fields and log entries, only if its guard holds.

@@ -14,10 +14,12 @@ __all__ = [
     "RANK",
     "ROLLBACK_TARGETS",
     "SUCCESS",
+    "UNMATCHED",
     "DeviceRolloutState",
     "DeviceTransition",
     "PushStep",
     "RolloutState",
+    "TransitionRefusal",
     "TransitionResult",
     "WaveState",
     "may_transition",
@@ -114,12 +116,34 @@ def sources_of(new: DeviceRolloutState) -> frozenset[DeviceRolloutState]:
     return frozenset(s for s in DeviceRolloutState if may_transition(s, new))
 
 
+class TransitionRefusal(enum.StrEnum):
+    """Why a transition was not applied."""
+
+    UNKNOWN_DEVICE = "unknown_device"
+    """The device is not in the rollout."""
+    NO_BUNDLE = "no_bundle"
+    """The transition answers a step for which no bundle was issued to the device."""
+    SEQ = "seq"
+    """Bundles of the step were issued to the device, none with the answered seq."""
+    STATE = "state"
+    """The device stands in a state the new one may not come from (late or repeated)."""
+
+
+UNMATCHED: Final = frozenset(
+    {TransitionRefusal.UNKNOWN_DEVICE, TransitionRefusal.NO_BUNDLE, TransitionRefusal.SEQ}
+)
+"""Refusals of a report that answers no bundle issued to its device."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceTransition:
     """Move `device_id` to `new` if it stands in one of `allowed`, in one atomic step.
 
     The same step may set or clear the device's deadline and store the bundle sent
-    for `step`; a device in any other state is left as it is, so a late or repeated
+    for `step` with its `seq`, which is recorded so the device's reports about it can
+    be matched. With `match` (step, seq), as a device's report carries, the move
+    applies only if a bundle of that step with that seq was issued to the device in
+    this rollout. A device in any other state is left as it is, so a late or repeated
     transition changes nothing.
     """
 
@@ -131,18 +155,30 @@ class DeviceTransition:
     clear_deadline: bool = False
     step: PushStep | None = None
     bundle: bytes | None = None
+    seq: int | None = None
+    match: tuple[PushStep, int] | None = None
 
     def __post_init__(self) -> None:
         if self.deadline is not None and self.clear_deadline:
             raise ValueError("a transition sets a deadline or clears it, not both")
         if (self.step is None) != (self.bundle is None):
             raise ValueError("a transition stores a bundle together with its step")
+        if self.seq is not None and (self.bundle is None or self.seq < 1):
+            raise ValueError("a seq is recorded only with the bundle it numbers, and is >= 1")
 
 
 @dataclass(frozen=True, slots=True)
 class TransitionResult:
-    """What a transition found: applied or not, and the state it found (None: unknown device)."""
+    """What a transition found: applied or not, and the state it found (None: unknown device).
+
+    `reason` says why a transition was refused (None when it was applied).
+    """
 
     device_id: str
     applied: bool
     previous: DeviceRolloutState | None
+    reason: TransitionRefusal | None = None
+
+    def __post_init__(self) -> None:
+        if self.applied != (self.reason is None):
+            raise ValueError("a refused transition says why; an applied one has no reason")

@@ -279,7 +279,12 @@ def test_reports_count_each_applied_move_once_and_ignore_stale_ones(
     rollouts = _rollout(container, ["a", "b", "c"])
     rollouts.transition(
         "ro-1",
-        [DeviceTransition(d, D.SENT, _allowed("sent"), "push") for d in ("a", "b", "c")],
+        [  # each sent a stage bundle with the seq its reports (n=1) answer
+            DeviceTransition(
+                d, D.SENT, _allowed("sent"), "push", step=PushStep.STAGE, bundle=b"s", seq=2**63 + 1
+            )
+            for d in ("a", "b", "c")
+        ],
         now=NOW,
         actor="test",
     )
@@ -288,13 +293,13 @@ def test_reports_count_each_applied_move_once_and_ignore_stale_ones(
         store=rollouts, inventory=container.inventory, tasks=container.tasks, metrics=metrics
     )
     reports = [
-        _report("a", "received"),
-        _report("a", "staged"),
-        _report("a", "health_ok"),
-        _report("a", "staged"),  # late: a is already health_ok
-        _report("b", "received"),
-        _report("b", "received"),  # duplicate delivery
-        _report("c", "rejected"),
+        _report("a", "received", n=1),
+        _report("a", "staged", n=1),
+        _report("a", "health_ok", n=1),
+        _report("a", "staged", n=1),  # late: a is already health_ok
+        _report("b", "received", n=1),
+        _report("b", "received", n=1),  # duplicate delivery
+        _report("c", "rejected", n=1),
         DeviceReport(
             device_id="c",
             rollout_id="ro-other",

@@ -22,7 +22,8 @@ from orchestrator.domain.rollout_states import (
     WaveState,
     may_transition,
 )
-from orchestrator.protocol.bundle import Bundle, open_bundle
+from orchestrator.protocol.bundle import Bundle, decode_payload, open_bundle
+from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.rollout import (
     COMMIT_RESEND_SECONDS,
     PUSH_BATCH_SIZE,
@@ -41,6 +42,7 @@ from orchestrator.services.rollout import (
     start_rollout,
     tick_rollouts,
 )
+from orchestrator.services.rollout.reports import PHASE_OPS
 from simulator.pki import make_ca
 from tests.fake_rollouts import (
     FakeMetrics,
@@ -121,15 +123,24 @@ class Engine:
         assert found is not None
         return found
 
+    def answered(self, device_id: str, phase: str) -> tuple[int, str | None]:
+        """seq and op of the last bundle sent to the device that `phase` answers (0, None: none)."""
+        for sent_to, data in reversed(self.publisher.sent):
+            bundle = decode_payload(Sign1Message.decode(data).payload)
+            if sent_to == device_id and bundle.op in PHASE_OPS[phase]:
+                return bundle.seq, bundle.op
+        return 0, None
+
     def report(self, rollout_id: str, phase: str, *devices: str, reason: str = "ok") -> set[str]:
+        """Each device reports `phase` about the last bundle it was sent that the phase answers."""
         return apply_reports(
             self.deps,
             [
                 DeviceReport(
                     device_id=d,
                     rollout_id=rollout_id,
-                    seq=1,
-                    op=None,
+                    seq=self.answered(d, phase)[0],
+                    op=self.answered(d, phase)[1],
                     phase=phase,
                     reason=reason,
                     detail="",
@@ -294,6 +305,8 @@ def test_reports_move_devices_forward_only(engine: Engine) -> None:
         ("health_ok", D.HEALTH_OK),
         ("committed", D.COMMITTED),
     ]:
+        if phase == "committed":  # a device commits on the commit bundle it was sent
+            push_batch(engine.push, rid, [device], PushStep.COMMIT, now=NOW)
         assert engine.report(rid, phase, device) == {rid}
         assert engine.store.device_states(rid, [device]) == {device: expected}
     assert engine.report(rid, "received", device) == set()
@@ -337,6 +350,8 @@ def _decide(engine: Engine, rid: str, wave: int, *, failing: int = 0) -> None:
     members = _wave(engine, rid, wave)
     engine.run_pushes()
     engine.report(rid, "health_failed", *members[:failing], reason="unknown_ca")
+    engine.report(rid, "health_ok", *members[failing:])
+    push_batch(engine.push, rid, members[failing:], PushStep.COMMIT, now=NOW)
     engine.report(rid, "committed", *members[failing:])
 
 
@@ -434,6 +449,7 @@ def test_the_gate_aborts_on_failures_and_the_rollback_goes_to_every_target(
     assert evaluate_rollout(engine.deps, rid, now=NOW) == R.ROLLED_BACK
     rollout = engine.rollout(rid)
     assert (rollout.state, rollout.unconfirmed) == (R.ROLLED_BACK, ())
+    assert rollout_status(engine.deps, rid)["unconfirmed_rollback"] == []
     assert engine.store.claimed_by(43, late) is None
 
 

@@ -116,7 +116,8 @@ class _Batch:
         yield from store.bundles(rid, list(issued_before), self.step).items()
         for start in range(0, len(to_issue), PUBLISH_CHUNK):
             chunk = to_issue[start : start + PUBLISH_CHUNK]
-            store.put_bundles_if_absent(rid, self.step, {d: self.issue(d) for d in chunk})
+            bundles = {d: self.issue(d) for d in chunk}
+            store.put_bundles_if_absent(rid, self.step, bundles, seqs=self.seqs)
             yield from store.bundles(rid, list(chunk), self.step).items()
 
     def issued_with_transition(
@@ -143,6 +144,7 @@ class _Batch:
                         deadline=deadline,
                         step=self.step,
                         bundle=data,
+                        seq=self.seqs[d],
                     )
                     for d, data in issued.items()
                 ],

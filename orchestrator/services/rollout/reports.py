@@ -1,4 +1,10 @@
-"""Device reports: each moves its device in its rollout, if the move goes forward."""
+"""Device reports: each moves its device in its rollout, if it answers a bundle issued to it.
+
+A report carries the `seq` and `op` of the bundle it answers. It moves its device
+only if that (rollout, step of the op, seq) is a bundle certfleet issued to the
+device, and the move goes forward; any other report is counted as unmatched, by
+reason, and logged, never applied.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,18 @@ from typing import Final
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout_states import (
     DECIDED,
+    UNMATCHED,
     DeviceRolloutState,
     DeviceTransition,
+    PushStep,
     sources_of,
 )
+from orchestrator.logs import get_logger
 from orchestrator.services.rollout.deps import RolloutDeps, count
 
-__all__ = ["PHASE_TO_STATE", "apply_reports"]
+__all__ = ["OP_STEP", "PHASE_OPS", "PHASE_TO_STATE", "apply_reports"]
+
+log = get_logger(__name__)
 
 D = DeviceRolloutState
 PHASE_TO_STATE: Final[Mapping[str, DeviceRolloutState]] = {
@@ -31,10 +42,81 @@ PHASE_TO_STATE: Final[Mapping[str, DeviceRolloutState]] = {
     "rolled_back": D.ROLLED_BACK,
 }
 """The device state each reported phase moves a device to."""
+OP_STEP: Final[Mapping[str, PushStep]] = {
+    "stage": PushStep.STAGE,
+    "retire": PushStep.STAGE,
+    "commit": PushStep.COMMIT,
+    "rollback": PushStep.ROLLBACK,
+}
+"""The push step whose bundle carries each op a rollout sends."""
+_ANY_OP: Final = frozenset(OP_STEP)
+PHASE_OPS: Final[Mapping[str, frozenset[str]]] = {
+    "received": _ANY_OP,
+    "rejected": _ANY_OP,
+    "staged": frozenset({"stage"}),
+    "health_ok": frozenset({"stage"}),
+    "health_failed": frozenset({"stage"}),
+    "committed": frozenset({"commit"}),
+    "retired": frozenset({"retire"}),
+    "fallback": frozenset({"stage", "commit"}),
+    "rolled_back": frozenset({"rollback"}),
+}
+"""The ops of the bundles a phase may answer: a `committed` answers a commit, never a stage."""
+UNMATCHED_OP: Final = "op"
+"""Unmatched reason: the report's op is none a rollout sends, or not one its phase answers."""
+UNKNOWN_ROLLOUT: Final = "unknown_rollout"
+"""Unmatched reason: no rollout has the report's id."""
 _SOURCES: Final = {target: sources_of(target) for target in set(PHASE_TO_STATE.values())}
 _TERMINAL: Final = frozenset(
     t for t in PHASE_TO_STATE.values() if t in DECIDED or t is D.ROLLED_BACK
 )
+
+
+def _answered_step(report: DeviceReport) -> PushStep | None:
+    """The step of the bundle the report answers, or None if its op cannot say."""
+    if report.op is None or report.op not in PHASE_OPS[report.phase]:
+        return None
+    return OP_STEP[report.op]
+
+
+def _unmatched(unmatched: Counter[str], report: DeviceReport, reason: str) -> None:
+    unmatched[reason] += 1
+    log.warning(
+        "report_unmatched",
+        device_id=report.device_id,
+        rollout_id=report.rollout_id,
+        seq=report.seq,
+        op=report.op,
+        phase=report.phase,
+        reason=reason,
+    )
+
+
+def _answers(
+    reports: Iterable[DeviceReport], rejected: Counter[str], unmatched: Counter[str]
+) -> dict[str, list[tuple[DeviceReport, DeviceTransition]]]:
+    """By rollout, each report with the transition it asks for; rejections counted."""
+    by_rollout: dict[str, list[tuple[DeviceReport, DeviceTransition]]] = {}
+    for report in reports:
+        target = PHASE_TO_STATE.get(report.phase)
+        if report.phase == "rejected":
+            rejected[report.reason] += 1
+        if not report.rollout_id or target is None or report.reason == "replay":
+            continue
+        step = _answered_step(report)
+        if step is None:
+            _unmatched(unmatched, report, UNMATCHED_OP)
+            continue
+        transition = DeviceTransition(
+            device_id=report.device_id,
+            new=target,
+            allowed=_SOURCES[target],
+            cause=f"report {report.phase}/{report.reason} seq {report.seq}",
+            clear_deadline=target in _TERMINAL,
+            match=(step, report.seq),
+        )
+        by_rollout.setdefault(report.rollout_id, []).append((report, transition))
+    return by_rollout
 
 
 def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: datetime) -> set[str]:
@@ -42,38 +124,33 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
 
     A duplicate delivery of a bundle shows up as a `rejected`/`replay` report: it
     says nothing about the rollout and is ignored. Late and repeated reports are
-    refused by the transition itself.
+    refused by the transition itself; a report that answers no bundle issued to its
+    device is refused there too, and counted in `certfleet_reports_unmatched_total`.
+    One store call per rollout in the batch, none per report.
     """
-    by_rollout: dict[str, list[DeviceTransition]] = {}
     rejected: Counter[str] = Counter()
-    for report in reports:
-        target = PHASE_TO_STATE.get(report.phase)
-        if report.phase == "rejected":
-            rejected[report.reason] += 1
-        if not report.rollout_id or target is None or report.reason == "replay":
-            continue
-        by_rollout.setdefault(report.rollout_id, []).append(
-            DeviceTransition(
-                device_id=report.device_id,
-                new=target,
-                allowed=_SOURCES[target],
-                cause=f"report {report.phase}/{report.reason} seq {report.seq}",
-                clear_deadline=target in _TERMINAL,
-            )
-        )
+    unmatched: Counter[str] = Counter()
+    by_rollout = _answers(reports, rejected, unmatched)
     # One counter update per label and batch, not one round trip per report.
     for reason, n in sorted(rejected.items()):
         count(deps.metrics, "certfleet_bundles_rejected_total", {"reason": reason}, n)
     moved: set[str] = set()
     arrived: Counter[str] = Counter()
-    for rollout_id, transitions in by_rollout.items():
+    for rollout_id, answers in by_rollout.items():
         if not deps.store.exists(rollout_id):
+            for report, _ in answers:
+                _unmatched(unmatched, report, UNKNOWN_ROLLOUT)
             continue
+        transitions = [transition for _, transition in answers]
         results = deps.store.transition(rollout_id, transitions, now=now, actor="device")
-        for transition, result in zip(transitions, results, strict=True):
+        for (report, transition), result in zip(answers, results, strict=True):
             if result.applied:
                 moved.add(rollout_id)
                 arrived[transition.new.value] += 1
+            elif result.reason in UNMATCHED:
+                _unmatched(unmatched, report, str(result.reason))
     for state, n in sorted(arrived.items()):
         count(deps.metrics, "certfleet_device_transitions_total", {"to": state}, n)
+    for reason, n in sorted(unmatched.items()):
+        count(deps.metrics, "certfleet_reports_unmatched_total", {"reason": reason}, n)
     return moved
