@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["bearer_auth"]
+__all__ = ["MalformedAuthorizationError", "bearer_auth", "bearer_token"]
 
 _scheme = HTTPBearer(
     auto_error=False,
@@ -18,33 +19,67 @@ _scheme = HTTPBearer(
     description="One of the tokens in CERTFLEET_API_TOKENS.",
 )
 
+_CREDENTIALS = re.compile(r"(?i:bearer) ([A-Za-z0-9\-._~+/]+=*)")
+"""`Bearer` in any case, exactly one space, a token68 (RFC 7235 §2.1, RFC 6750 §2.1)."""
+
+_USAGE = "send `Authorization: Bearer <token>`"
+
+
+class MalformedAuthorizationError(ValueError):
+    """An `Authorization` header that is not exactly `Bearer <token68>`."""
+
+
+def bearer_token(values: Sequence[str]) -> str | None:
+    """The token of the request's `Authorization` header values, None if there is none.
+
+    Raises:
+        MalformedAuthorizationError: several headers, another scheme, other spacing
+            than one space, or a token outside the token68 characters.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise MalformedAuthorizationError("more than one Authorization header")
+    matched = _CREDENTIALS.fullmatch(values[0])
+    if matched is None:
+        raise MalformedAuthorizationError("Authorization is not `Bearer <token>`")
+    return matched.group(1)
+
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-def bearer_auth(tokens: Sequence[str]) -> Callable[[HTTPAuthorizationCredentials | None], None]:
+def bearer_auth(tokens: Sequence[str]) -> Callable[..., None]:
     """A dependency that answers 401 unless the request carries one of `tokens`.
 
-    Tokens are compared as SHA-256 digests with `hmac.compare_digest`, every one of
-    them each time, so neither the token nor its length leaks through timing. With no
-    token configured every request is refused.
+    The header is parsed strictly (`bearer_token`). Tokens are compared as SHA-256
+    digests with `hmac.compare_digest`, every one of them each time, so neither the
+    token nor its length leaks through timing. With no token configured every request
+    is refused.
     """
     expected = [_digest(t) for t in tokens]
 
     def authenticate(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)],
+        request: Request,
+        # Declares the scheme in the OpenAPI document; the header is parsed below.
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)],
     ) -> None:
-        if credentials is None:
-            detail = "missing bearer token: send `Authorization: Bearer <token>`"
+        try:
+            token = bearer_token(request.headers.getlist("authorization"))
+        except MalformedAuthorizationError as exc:
+            detail = f"malformed bearer token: {exc}; {_USAGE}"
         else:
-            given = _digest(credentials.credentials)
-            matched = False
-            for candidate in expected:
-                matched |= hmac.compare_digest(given, candidate)
-            if matched:
-                return
-            detail = "invalid bearer token"
+            if token is None:
+                detail = f"missing bearer token: {_USAGE}"
+            else:
+                given = _digest(token)
+                matched = False
+                for candidate in expected:
+                    matched |= hmac.compare_digest(given, candidate)
+                if matched:
+                    return
+                detail = "invalid bearer token"
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail=detail,

@@ -481,6 +481,49 @@ def test_protected_routes_need_a_bearer_token(
     assert authorized.status_code == authorized_status, authorized.text
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Bearer  {TOKEN}",
+        f"Bearer {TOKEN} ",
+        f" Bearer {TOKEN}",
+        f"Bearer\t{TOKEN}",
+        f"Bearer{TOKEN}",
+        f"Bearer {TOKEN} extra",
+        f"Bearer {TOKEN},",
+        f'Bearer "{TOKEN}"',
+        f"Bearertoken {TOKEN}",
+    ],
+    ids=repr,
+)
+def test_malformed_bearer_header_is_refused(client: TestClient, header: str) -> None:
+    """Only `Bearer <token68>` with exactly one space passes, even carrying the right token."""
+    response = client.get("/v1/fleet/status", headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "malformed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(client: TestClient, scheme: str) -> None:
+    """The auth scheme matches in any case (RFC 7235); the token still must match exactly."""
+    right = client.get("/v1/fleet/status", headers={"Authorization": f"{scheme} {TOKEN}"})
+    wrong = client.get("/v1/fleet/status", headers={"Authorization": f"{scheme} {TOKEN.upper()}"})
+
+    assert right.status_code == 200
+    assert wrong.status_code == 401
+
+
+def test_two_authorization_headers_are_refused(client: TestClient) -> None:
+    """A request with two Authorization headers is refused, even if one carries the token."""
+    headers = [("Authorization", f"Bearer {TOKEN}"), ("Authorization", "Bearer other")]
+
+    response = client.get("/v1/fleet/status", headers=httpx.Headers(headers))
+
+    assert response.status_code == 401
+
+
 def test_fleet_status_before_any_scan(client: TestClient) -> None:
     """Before the first scan the status has no scan time and no counts."""
     response = client.get("/v1/fleet/status", headers=AUTH)
