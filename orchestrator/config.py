@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     topic_prefix: str = "certfleet"
     listener_client_id: str | None = None
     listener_batch_size: int = Field(default=500, ge=1)
+    clock_skew_seconds: float = Field(default=300, ge=0)
+    """How far ahead of the listener's clock a device state's `time` may lie; a later
+    one is refused (`clock_skew`), since kept it would make every true state stale."""
 
     expiry_warning_days: int = Field(default=30, ge=0)
     scan_interval_seconds: float = Field(default=3600.0, gt=0)

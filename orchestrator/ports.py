@@ -41,8 +41,18 @@ ExpiryCounts = tuple[int, int, int]
 class InventoryStore(Protocol):
     """The fleet's reported credentials, indexed by sec_tag and expiry."""
 
-    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
-        """Replace each device's credentials with its report; return how many were newer."""
+    def record_states(
+        self,
+        states: Sequence[DeviceState],
+        *,
+        received_at: datetime,
+        pems: Sequence[Mapping[str, str]] = (),
+    ) -> int:
+        """Replace each device's credentials with its report; return how many were newer.
+
+        `pems` (one digest -> PEM mapping per state, in order, when given) join the
+        credential library in the same atomic step as their state, and only if it applies.
+        """
         ...
 
     def record_reports(self, reports: Sequence[DeviceReport]) -> None:

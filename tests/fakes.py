@@ -59,23 +59,35 @@ class FakeInventory:
     """`InventoryStore` in memory, behaving as `RedisInventory` does.
 
     A report older than the one stored for its device is ignored (an equal time
-    replaces it); each sec_tag is decided by its earliest notAfter; CA chain
-    (type 0) digests are counted per sec_tag.
+    replaces it), its pems too; each sec_tag is decided by its earliest notAfter; CA
+    chain (type 0) digests are counted per sec_tag. The pems of an applied report go
+    to `library`, as Redis writes them in the same step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, library: FakeLibrary | None = None) -> None:
+        self.library = library if library is not None else FakeLibrary()
         self._devices: dict[str, _Device] = {}
         self._rejected: dict[str, int] = {}
         self._summary: str | None = None
         self._reports: dict[str, list[DeviceReport]] = {}
 
-    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
+    def record_states(
+        self,
+        states: Sequence[DeviceState],
+        *,
+        received_at: datetime,
+        pems: Sequence[Mapping[str, str]] = (),
+    ) -> int:
         """Replace each device's items with its report unless a newer one is stored."""
+        if pems and len(pems) != len(states):
+            raise ValueError(f"{len(pems)} pem mappings for {len(states)} states")
         applied = 0
-        for state in states:
+        for i, state in enumerate(states):
             previous = self._devices.get(state.device_id)
             if previous is not None and previous.reported_at > state.reported_at:
                 continue
+            if pems:
+                self.library.add(pems[i])
             self._devices[state.device_id] = _Device(
                 reported_at=state.reported_at,
                 received_at=received_at,

@@ -11,7 +11,7 @@ import asyncio
 import gc
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 
@@ -89,7 +89,11 @@ def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResul
     """Record the batch; move rollout devices by their reports; ask for a debounced evaluation."""
     now = datetime.now(UTC)
     result = ingest_batch(
-        container.inventory, container.library, container.topics, batch, received_at=now
+        container.inventory,
+        container.topics,
+        batch,
+        received_at=now,
+        clock_skew=timedelta(seconds=container.settings.clock_skew_seconds),
     )
     if result.reports:
         deps = container.rollout_deps()

@@ -13,7 +13,8 @@ Layout (all keys under `certfleet:inv:`):
 - `reports:{id}` (stream, capped): the device's latest bundle reports;
 - `report_phases` (hash): phase -> reports received;
 - `scan:last` (string): JSON of the last scan summary;
-- `lib` (hash, `certfleet:lib`): SHA-256 -> PEM.
+- `lib` (hash, `certfleet:lib`): SHA-256 -> PEM; a device's pems are written with its
+  state, by the same script, and only when the state is applied.
 
 One Lua script (`lua/record_states.lua`) replaces a device's items and maintains
 every index in the same atomic step, so a report costs O(items) and a scan reads
@@ -108,10 +109,22 @@ class RedisInventory:
         self._expiring = load_script(client, _PACKAGE, "expiring_items")
 
     @store_errors()
-    def record_states(self, states: Sequence[DeviceState], *, received_at: datetime) -> int:
-        """Apply reports in one round trip; older reports than the stored are ignored."""
+    def record_states(
+        self,
+        states: Sequence[DeviceState],
+        *,
+        received_at: datetime,
+        pems: Sequence[Mapping[str, str]] = (),
+    ) -> int:
+        """Apply reports in one round trip; older reports than the stored are ignored.
+
+        A state's `pems` are HSETNX'd into the library by the same script, only when
+        the state is applied, so a stale state adds nothing.
+        """
         if not states:
             return 0
+        if pems and len(pems) != len(states):
+            raise ValueError(f"{len(pems)} pem mappings for {len(states)} states")
         pipe = self._redis.pipeline(transaction=False)
         received = repr(received_at.timestamp())
         for i in range(0, len(states), SCRIPT_CHUNK):
@@ -121,11 +134,12 @@ class RedisInventory:
                     repr(state.reported_at.timestamp()),
                     _tags_json(state.active_tags),
                     [_item_args(c) for c in state.credentials],
+                    list(pems[i + j].items()) if pems else [],
                 ]
-                for state in states[i : i + SCRIPT_CHUNK]
+                for j, state in enumerate(states[i : i + SCRIPT_CHUNK])
             ]
             self._record_states(
-                keys=[INV + "devices"], args=[INV, received, json.dumps(batch)], client=pipe
+                keys=[INV + "devices", LIB], args=[INV, received, json.dumps(batch)], client=pipe
             )
         return sum(int(applied) for applied in pipe.execute())
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import re
+from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
@@ -29,6 +31,7 @@ from orchestrator.protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "RFC3339_PATTERN",
     "STATE_VERSION",
     "CredentialEntry",
     "RejectReason",
@@ -43,15 +46,28 @@ MAX_MESSAGE_BYTES = 16 * 1024
 
 STATE_VERSION = 1
 
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""An RFC 3339 date-time with its offset, the only form a device time may take."""
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
 
 class RejectReason(enum.StrEnum):
-    """Why the orchestrator refused a device message (counted per reason)."""
+    """Why the orchestrator refused a device message, or one item's pem (counted per reason)."""
 
     TOO_LARGE = "too_large"
     NOT_JSON = "not_json"
     SCHEMA = "schema"
     TOPIC_MISMATCH = "topic_mismatch"
     BAD_TOPIC = "bad_topic"
+    CLOCK_SKEW = "clock_skew"
+    """The state's `time` lies further ahead of the receive time than the allowed skew."""
+    PEM_TOO_LARGE = "pem_too_large"
+    """An item's pem is over the modem's CA chain limit: kept out of the library."""
+    PEM_INVALID = "pem_invalid"
+    """An item's pem is not a PEM X.509 certificate chain: kept out of the library."""
 
 
 class RejectedMessageError(CertfleetError):
@@ -70,6 +86,18 @@ def _json_integer(value: object) -> object:
     return value
 
 
+def _rfc3339(value: object) -> object:
+    """Refuse a wire time that is not an RFC 3339 string (`1e10`, `"2025-06-01 12:00"`).
+
+    A `datetime` passes: only Python code builds a message from one, never JSON.
+    """
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError(f"must be an RFC 3339 time string with offset, got {value!r}")
+    return value
+
+
 class CredentialEntry(BaseModel):
     """One (sec_tag, type) item as `AT%CMNG=1` and `AT%CERTEXPIRY` describe it."""
 
@@ -84,6 +112,7 @@ class CredentialEntry(BaseModel):
     pem: str | None = Field(default=None, max_length=8192)
 
     _strict_type = field_validator("type", mode="before")(_json_integer)
+    _strict_not_after = field_validator("not_after", mode="before")(_rfc3339)
 
     @model_validator(mode="after")
     def _pem_matches_digest(self) -> CredentialEntry:
@@ -120,6 +149,7 @@ class StateMessage(BaseModel):
     )
 
     _strict_v = field_validator("v", mode="before")(_json_integer)
+    _strict_time = field_validator("time", mode="before")(_rfc3339)
 
     @model_validator(mode="after")
     def _one_item_per_slot(self) -> StateMessage:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator.domain.credentials import sha256_hex
+from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, sha256_hex
 from orchestrator.domain.errors import InvalidCredentialError
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.logs import get_logger
@@ -29,36 +30,51 @@ __all__ = [
     "IngestResult",
     "import_pems",
     "ingest_batch",
+    "library_pems",
     "parse_pem_chain",
+    "pem_refusal",
     "read_pem_files",
     "record_rejection",
-    "record_states",
 ]
 
 log = get_logger(__name__)
 
 
-def record_states(
-    store: InventoryStore,
-    library: CredentialLibrary,
-    messages: Sequence[StateMessage],
-    *,
-    received_at: datetime,
-) -> int:
-    """Record validated state messages in one batch; return how many were applied."""
-    pems: dict[str, str] = {}
-    for message in messages:
-        pems.update(message.known_pems())
-    if pems:
-        library.add(pems)
-    applied = store.record_states([m.to_domain() for m in messages], received_at=received_at)
-    for message in messages:
-        log.debug(
-            "device_state_recorded",
-            device_id=message.device_id,
-            items=len(message.credentials),
-        )
-    return applied
+@functools.lru_cache(maxsize=256)
+def pem_refusal(pem: str) -> tuple[RejectReason, str] | None:
+    """Why the library refuses a pem a device sent, or None if it takes it.
+
+    The library keeps only what a modem could hold and certfleet can read: ASCII PEM
+    X.509 certificates of at most `CA_CHAIN_MAX_BYTES`. Its key, the SHA-256 of the
+    pem's bytes, is checked with the message (`CredentialEntry`). Fleets repeat a
+    few CAs, so each verdict is remembered.
+    """
+    size = len(pem.encode())
+    if size > CA_CHAIN_MAX_BYTES:
+        return RejectReason.PEM_TOO_LARGE, f"{size} bytes, limit {CA_CHAIN_MAX_BYTES}"
+    if not pem.isascii():
+        return RejectReason.PEM_INVALID, "a PEM must be ASCII"
+    try:
+        parse_pem_chain(pem.encode(), source="pem")
+    except InvalidCredentialError as exc:
+        return RejectReason.PEM_INVALID, str(exc)
+    return None
+
+
+def library_pems(store: InventoryStore, message: StateMessage, *, topic: str) -> dict[str, str]:
+    """The pems of `message` the library may take; each refused one is logged and counted.
+
+    A refused pem costs only itself: the item and the rest of the message are recorded.
+    """
+    accepted = {}
+    for digest, pem in message.known_pems().items():
+        refusal = pem_refusal(pem)
+        if refusal is None:
+            accepted[digest] = pem
+        else:
+            reason, detail = refusal
+            record_rejection(store, reason, device_id=message.device_id, topic=topic, detail=detail)
+    return accepted
 
 
 def record_rejection(
@@ -149,20 +165,25 @@ class IngestResult:
 
 def ingest_batch(
     store: InventoryStore,
-    library: CredentialLibrary,
     topics: Topics,
     batch: Sequence[tuple[str, bytes]],
     *,
     received_at: datetime,
+    clock_skew: timedelta,
 ) -> IngestResult:
     """Validate (topic, payload) pairs of state and report topics, record the good ones.
 
     A bad message never stops the batch: it is logged and counted under its reason,
-    and the good ones are recorded in pipelined round trips.
+    and the good ones are recorded in pipelined round trips. A state dated more than
+    `clock_skew` after `received_at` is refused (`clock_skew`): kept, it would make
+    every true state after it look stale. A state's pems join the library in the
+    same atomic step as the state, and only if the state is applied.
     """
     states: list[StateMessage] = []
+    pems: list[dict[str, str]] = []
     reports: list[DeviceReport] = []
     rejected = 0
+    latest = received_at + clock_skew
     for topic, payload in batch:
         parsed = topics.parse(topic)
         if parsed is None or parsed[1] == "bundle":
@@ -178,14 +199,29 @@ def ingest_batch(
         device_id, channel = parsed
         try:
             if channel == "state":
-                states.append(parse_state(payload, topic_device_id=device_id))
+                state = parse_state(payload, topic_device_id=device_id)
+                if state.time > latest:
+                    raise RejectedMessageError(
+                        RejectReason.CLOCK_SKEW,
+                        f"time {state.time.isoformat()} is past {latest.isoformat()}"
+                        f" (received at {received_at.isoformat()}, skew {clock_skew})",
+                    )
+                pems.append(library_pems(store, state, topic=topic))
+                states.append(state)
             else:
                 report = parse_report(payload, topic_device_id=device_id).to_domain()
                 reports.append(report)
         except RejectedMessageError as exc:
             record_rejection(store, exc.reason, device_id=device_id, topic=topic, detail=exc.detail)
             rejected += 1
-    applied = record_states(store, library, states, received_at=received_at) if states else 0
+    applied = 0
+    if states:
+        domain = [m.to_domain() for m in states]
+        applied = store.record_states(domain, received_at=received_at, pems=pems)
+        for state in states:
+            log.debug(
+                "device_state_recorded", device_id=state.device_id, items=len(state.credentials)
+            )
     if reports:
         store.record_reports(reports)
         # One line per batch: a JSON log line per report cost more than recording it.

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.unit
 
 TOPICS = Topics("certfleet")
 DAY = timedelta(days=1)
+SKEW = timedelta(minutes=5)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def other_root() -> IssuedCA:
 def test_mixed_batch_records_good_and_counts_each_bad() -> None:
     """Bad messages are counted under their reason and never stop the good ones."""
     # given
-    store, library = FakeInventory(), FakeLibrary()
+    store = FakeInventory()
     batch = [
         (TOPICS.state("dev-good"), state_payload("dev-good")),
         (TOPICS.state("dev-1"), b"\xff not json"),
@@ -49,7 +50,7 @@ def test_mixed_batch_records_good_and_counts_each_bad() -> None:
         (TOPICS.state("dev-6"), b"[" * 5000),
     ]
     # when
-    result = ingest_batch(store, library, TOPICS, batch, received_at=NOW)
+    result = ingest_batch(store, TOPICS, batch, received_at=NOW, clock_skew=SKEW)
     # then
     assert (result.applied, result.stale, result.rejected) == (1, 0, 7)
     assert store.rejection_counts() == {
@@ -72,7 +73,9 @@ def test_foreign_topic_is_bad_topic(topic: str) -> None:
     # given
     store = FakeInventory()
     # when
-    result = ingest_batch(store, FakeLibrary(), TOPICS, [(topic, state_payload())], received_at=NOW)
+    result = ingest_batch(
+        store, TOPICS, [(topic, state_payload())], received_at=NOW, clock_skew=SKEW
+    )
     # then
     assert result.rejected == 1
     assert store.rejection_counts() == {"bad_topic": 1}
@@ -81,12 +84,14 @@ def test_foreign_topic_is_bad_topic(topic: str) -> None:
 def test_stale_report_does_not_overwrite_newer() -> None:
     """A report older than the stored one is counted stale and changes nothing."""
     # given
-    store, library = FakeInventory(), FakeLibrary()
-    newer = state_payload(time="2025-06-02T00:00:00+00:00", credentials=[entry(7)])
-    older = state_payload(time="2025-06-01T00:00:00+00:00", credentials=[entry(8)])
-    ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), newer)], received_at=NOW)
+    store = FakeInventory()
+    newer = state_payload(time="2025-06-01T00:00:00+00:00", credentials=[entry(7)])
+    older = state_payload(time="2025-05-31T00:00:00+00:00", credentials=[entry(8)])
+    ingest_batch(store, TOPICS, [(TOPICS.state("dev-1"), newer)], received_at=NOW, clock_skew=SKEW)
     # when
-    result = ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), older)], received_at=NOW)
+    result = ingest_batch(
+        store, TOPICS, [(TOPICS.state("dev-1"), older)], received_at=NOW, clock_skew=SKEW
+    )
     # then
     assert (result.applied, result.stale, result.rejected) == (0, 1, 0)
     held = store.device_credentials("dev-1")
@@ -100,7 +105,7 @@ def test_empty_batch_does_nothing() -> None:
     # given
     store = FakeInventory()
     # when
-    result = ingest_batch(store, FakeLibrary(), TOPICS, [], received_at=NOW)
+    result = ingest_batch(store, TOPICS, [], received_at=NOW, clock_skew=SKEW)
     # then
     assert (result.applied, result.stale, result.rejected) == (0, 0, 0)
     assert store.rejection_counts() == {}
@@ -109,12 +114,15 @@ def test_empty_batch_does_nothing() -> None:
 def test_pem_in_a_message_joins_the_library(root: IssuedCA) -> None:
     """A CA chain a device sends in full is added to the library and is no longer unknown."""
     # given
-    store, library = FakeInventory(), FakeLibrary()
+    library = FakeLibrary()
+    store = FakeInventory(library)
     pem = root.pem.decode()
     sent = entry(7, sha256=sha256_hex(root.pem), pem=pem)
     payload = state_payload("dev-1", credentials=[sent])
     # when
-    ingest_batch(store, library, TOPICS, [(TOPICS.state("dev-1"), payload)], received_at=NOW)
+    ingest_batch(
+        store, TOPICS, [(TOPICS.state("dev-1"), payload)], received_at=NOW, clock_skew=SKEW
+    )
     # then
     assert library.get(sha256_hex(root.pem)) == pem
     summary = scan_fleet(store, library, now=NOW, warning_days=30, list_limit=10)
@@ -212,7 +220,7 @@ def test_reports_are_logged_per_device_and_forged_ones_refused() -> None:
         (TOPICS.report("dev-4"), _report("dev-4", reason="because")),
     ]
     # when
-    result = ingest_batch(store, FakeLibrary(), TOPICS, batch, received_at=NOW)
+    result = ingest_batch(store, TOPICS, batch, received_at=NOW, clock_skew=SKEW)
     # then
     assert (len(result.reports), result.rejected) == (1, 3)
     assert store.rejection_counts() == {"schema": 2, "topic_mismatch": 1}

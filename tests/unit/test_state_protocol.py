@@ -95,6 +95,13 @@ SCHEMA_PROBLEMS = {
     "upper-sha256": json.loads(state_payload(credentials=[entry(42, sha256="AB" * 32)])),
     "unknown-type": json.loads(state_payload(credentials=[entry(42, type=6)])),
     "naive-time": json.loads(state_payload(time="2025-06-01T12:00:00")),
+    "numeric-time": {**json.loads(state_payload()), "time": 1e10},
+    "integer-time": {**json.loads(state_payload()), "time": 1748779200},
+    "numeric-string-time": json.loads(state_payload(time="1748779200")),
+    "space-separated-time": json.loads(state_payload(time="2025-06-01 12:00:00Z")),
+    "date-only-time": json.loads(state_payload(time="2025-06-01")),
+    "null-time": {**json.loads(state_payload()), "time": None},
+    "numeric-not-after": json.loads(state_payload(credentials=[entry(42, not_after=1e10)])),
     "naive-not-after": json.loads(
         state_payload(credentials=[entry(42, not_after="2026-01-01T00:00:00")])
     ),
@@ -139,6 +146,17 @@ def test_pem_matching_its_digest_is_kept() -> None:
     message = parse_state(payload, topic_device_id="dev-1")
     # then
     assert message.known_pems() == {sha256_hex(PEM.encode()): PEM}
+
+
+@pytest.mark.parametrize(
+    "time", ["2025-06-01T12:00:00Z", "2025-06-01t12:00:00.5z", "2025-06-01T14:00:00.123456+02:00"]
+)
+def test_rfc3339_times_accepted(time: str) -> None:
+    """Any RFC 3339 date-time with an offset is a valid state time."""
+    # when
+    message = parse_state(state_payload(time=time), topic_device_id="dev-1")
+    # then
+    assert message.time.utcoffset() is not None
 
 
 def test_device_id_differing_from_topic_rejected() -> None:

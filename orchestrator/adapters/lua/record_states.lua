@@ -1,22 +1,25 @@
 -- Replace devices' reported items and keep every inventory index in step.
 --
--- KEYS[1]  the devices zset (device id -> time of its last applied report).
+-- KEYS[1]  the devices zset (device id -> time of its last applied report);
+-- KEYS[2]  the credential library hash (SHA-256 -> PEM).
 -- ARGV[1]  the inventory key prefix ('certfleet:inv:');
 -- ARGV[2]  the receive time (epoch seconds);
 -- ARGV[3]  the JSON list of device states, applied in order, each as if alone:
---          [device_id, reported_at, active tags JSON ('' if not reported), items],
+--          [device_id, reported_at, active tags JSON ('' if not reported), items, pems],
 --          an item [field, json, sec_tag, type, sha256, not_after ('' if none)]
---          (numbers as strings).
+--          (numbers as strings), a pem [sha256, PEM] for the library.
 -- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
 -- cadev:{sec_tag}:{sha256}.
--- Returns how many states were applied (a state older than the stored is skipped).
-local devices, p, received = KEYS[1], ARGV[1], ARGV[2]
+-- Returns how many states were applied (a state older than the stored is skipped,
+-- its pems too: a stale state changes nothing, the library included).
+local devices, lib, p, received = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local function decr(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
 local applied = 0
 for _, state in ipairs(cjson.decode(ARGV[3])) do
-  local id, reported, active, items = state[1], tonumber(state[2]), state[3], state[4]
+  local id, reported, active, items, pems =
+    state[1], tonumber(state[2]), state[3], state[4], state[5]
   local dev = p .. 'dev:' .. id
   local previous = redis.call('ZSCORE', devices, id)
   if not (previous and tonumber(previous) > reported) then
@@ -65,6 +68,7 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
         redis.call('ZREM', p .. 'exp:' .. tag, id)
       end
     end
+    for _, pem in ipairs(pems) do redis.call('HSETNX', lib, pem[1], pem[2]) end
     redis.call('ZADD', devices, reported, id)
     applied = applied + 1
   end
