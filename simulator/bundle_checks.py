@@ -1,20 +1,35 @@
 """What a device checks of a verified bundle against its own state, and how it names a refused one.
 
 The signature, addressing, freshness and payload rules are `open_bundle`'s
-(docs/protocol.md §4); these are the checks only the device's state can decide.
+(docs/protocol.md §4); these are the checks only the device's state can decide. A
+rejection names the bundle's rollout and seq only if its signature verified: a
+stranger's bundle must not be able to speak for a rollout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Final
 
 import cbor2
 
 from orchestrator.protocol import CredentialType
-from orchestrator.protocol.bundle import UINT64_MAX, Bundle, BundleRejectedError, Reason
+from orchestrator.protocol.bundle import (
+    MAX_BUNDLE_BYTES,
+    UINT64_MAX,
+    Bundle,
+    BundleRejectedError,
+    Reason,
+)
 from simulator.modem import Modem
 
-__all__ = ["check_operation", "unverified_ids"]
+__all__ = ["UNVERIFIED", "check_operation", "rejection_ids"]
+
+UNVERIFIED: Final = frozenset(
+    {Reason.BAD_ENVELOPE, Reason.UNSUPPORTED_ALGORITHM, Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE}
+)
+"""Refusals before the signature verified (checks 2 to 5 of docs/protocol.md §4; check 1,
+`too_large`, too when the whole bundle is over its limit)."""
 
 
 def check_operation(
@@ -61,8 +76,22 @@ def check_operation(
             raise BundleRejectedError(Reason.INVALID_OPERATION, "would trust no signer")
 
 
-def unverified_ids(payload: bytes) -> tuple[int, str, str | None]:
-    """seq, rollout id and op of an unverified payload, only to correlate a rejection."""
+def _verified(payload: bytes, reason: Reason) -> bool:
+    """Whether a bundle refused for `reason` had passed signature verification."""
+    if reason is Reason.TOO_LARGE:
+        return len(payload) <= MAX_BUNDLE_BYTES  # check 12 (a CA chain item), not check 1
+    return reason not in UNVERIFIED
+
+
+def rejection_ids(payload: bytes, reason: Reason) -> tuple[int, str, str | None]:
+    """seq, rollout id and op a rejection for `reason` names, only to correlate it.
+
+    A bundle refused before its signature verified could be anyone's: its rejection
+    names no rollout (seq 0, rollout id '', no op). After verification the payload is
+    the signer's, read best effort (a bad payload may not say).
+    """
+    if not _verified(payload, reason):
+        return 0, "", None
     try:
         envelope = cbor2.loads(payload)
         if isinstance(envelope, cbor2.CBORTag):

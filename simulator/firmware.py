@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orchestrator.protocol import CredentialType, StateMessage, Topics
 from orchestrator.protocol.bundle import Bundle, BundleRejectedError, Reason, open_bundle
 from orchestrator.protocol.report import Phase, ReportMessage
-from simulator.bundle_checks import check_operation, unverified_ids
+from simulator.bundle_checks import check_operation, rejection_ids
 from simulator.modem import FunctionalMode, Modem, ModemError
 from simulator.probe import Prober, uncached_probe
 
@@ -242,7 +242,7 @@ class Firmware:
                 signers=self.signers,
             )
         except BundleRejectedError as exc:
-            seq, rollout_id, op = unverified_ids(payload)
+            seq, rollout_id, op = rejection_ids(payload, exc.reason)
             await self._send(
                 link,
                 self._report(
@@ -256,8 +256,10 @@ class Firmware:
                 ),
             )
             return
-        self.last_seq = bundle.seq
+        # The seq becomes the last accepted only once `received` is with the broker: a
+        # device that could not say so has done nothing, and takes a redelivery as new.
         await self._send(link, self._report(bundle, Phase.RECEIVED))
+        self.last_seq = bundle.seq
         await getattr(self, "_op_" + bundle.op.replace("-", "_"))(link, bundle)
 
     async def _op_stage(self, link: Link, bundle: Bundle) -> None:

@@ -13,7 +13,7 @@ from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.bootstrap import Container
 from orchestrator.protocol import CredentialType, Topics
-from orchestrator.protocol.cose import key_id
+from orchestrator.protocol.cose import HEADER_KID, Sign1Message, key_id
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import BundleBody, IssuedBundle, issue_bundle, send_bundle
 from simulator.agent import BrokerAddress, DeviceAgent
@@ -122,11 +122,17 @@ async def final_report(
     *,
     since: int = 0,
 ) -> ReportMessage:
-    """The first report for this bundle in one of `phases`, among reports from `since` on."""
+    """The first report for this bundle in one of `phases`, among reports from `since` on.
+
+    The device's rejection of a bundle from a signer it does not trust names no bundle
+    (seq 0): for such a bundle, the first such rejection is its report.
+    """
+    untrusted = Sign1Message.decode(issued.data).protected.get(HEADER_KID) not in agent.signers
 
     def find() -> ReportMessage | None:
         for report in agent.reports[since:]:
-            if report.seq == issued.bundle.seq and report.phase in phases:
+            unnamed = untrusted and report.seq == 0 and report.phase is Phase.REJECTED
+            if (report.seq == issued.bundle.seq or unnamed) and report.phase in phases:
                 return report
         return None
 
