@@ -3,6 +3,15 @@
 Run by `certfleet listener`. Several listeners share the work through the
 `$share/certfleet/...` subscription; each reconnects on its own and hands
 batches to Redis in a thread, so the MQTT loop never blocks.
+
+Delivery is at least once from the broker to Redis: a message is acknowledged
+(PUBACK) only once the batch holding it is recorded, so a listener killed with
+messages in hand, or one waiting for Redis, gets them again from its session
+(`CERTFLEET_LISTENER_CLIENT_ID`). Recording is idempotent (a state no newer than the
+stored one changes nothing, a report is recorded once per device, rollout, seq and
+phase), so what comes again is counted once. While Redis is unavailable the listener
+keeps its batch and retries with backoff; the broker sends no more than the
+client's Receive Maximum of unacknowledged messages meanwhile and queues the rest.
 """
 
 from __future__ import annotations
@@ -10,26 +19,40 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import random
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import aiomqtt
 
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import TransientError
 from orchestrator.logs import get_logger
-from orchestrator.protocol.mqtt import mqtt5_client
+from orchestrator.protocol.mqtt import acknowledge, mqtt5_client
 from orchestrator.services.inventory import IngestResult, ingest_batch
 from orchestrator.services.rollout import apply_reports
 
-__all__ = ["run_listener"]
+__all__ = ["STORE_ERROR", "run_listener"]
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 SESSION_EXPIRY_SECONDS = 24 * 3600
 """How long the broker keeps a listener's session with a fixed client id."""
 GC_THRESHOLDS = (50_000, 20, 100)
 """The listener's garbage collector thresholds (Python's defaults: 700, 10, 10)."""
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+"""Backoff while Redis is unavailable: doubling from the first to the most, with jitter."""
+STORE_ERROR = "store_error"
+"""The rejection reason of a message Redis fails to record on its own (a Lua error, a
+key of the wrong type): retried, it would fail again, so it is counted and acknowledged.
+
+A message the broker delivers again (after a crash before its acknowledgement) may be
+counted twice under its rejection reason: rejection counters count deliveries, and
+the recorded states and reports are what is exact."""
 
 
 class _Inbox(asyncio.Queue[aiomqtt.Message]):
@@ -58,6 +81,11 @@ class _Inbox(asyncio.Queue[aiomqtt.Message]):
 
 
 def _client(container: Container, inbox: _Inbox) -> aiomqtt.Client:
+    """A client that acknowledges by hand, with room for two batches unacknowledged.
+
+    One batch is being recorded while the next arrives; a batch takes what has
+    arrived and never waits for more, so unacknowledged messages never hold it up.
+    """
     settings = container.settings
     persistent = settings.listener_client_id is not None
     identifier = (
@@ -72,6 +100,8 @@ def _client(container: Container, inbox: _Inbox) -> aiomqtt.Client:
         username=settings.mqtt_username,
         password=settings.mqtt_password,
         inbox=inbox,
+        manual_ack=True,
+        receive_maximum=min(2 * settings.listener_batch_size, 65_535),
     )
 
 
@@ -104,22 +134,57 @@ def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResul
     return result
 
 
-async def _flush(container: Container, batch: list[tuple[str, bytes]]) -> None:
+async def _until_done(call: Callable[[], T], *, pending: int) -> T:
+    """`call()` in a thread, again with backoff for as long as a dependency is unavailable."""
+    delay = RETRY_FIRST_SECONDS
     while True:
         try:
-            result = await asyncio.to_thread(_ingest, container, batch)
+            return await asyncio.to_thread(call)
         except TransientError as exc:
-            log.error("listener_dependency_unavailable", error=str(exc), pending=len(batch))
-            await asyncio.sleep(1.0)
-            continue
-        log.debug(
-            "listener_batch",
-            applied=result.applied,
-            stale=result.stale,
-            rejected=result.rejected,
-            reports=len(result.reports),
-        )
+            log.error(
+                "listener_dependency_unavailable", error=str(exc), pending=pending, retry_in=delay
+            )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 -- jitter
+            delay = min(2 * delay, RETRY_MAX_SECONDS)
+
+
+async def _record(container: Container, batch: list[tuple[str, bytes]]) -> None:
+    """Record a batch, waiting out an unavailable Redis; return once all of it is settled.
+
+    If recording fails otherwise, the batch is recorded message by message: each one
+    that fails alone is logged and counted as `store_error` (it would fail again), and
+    the others are recorded. Either way the batch may be acknowledged afterwards.
+    """
+    try:
+        result = await _until_done(lambda: _ingest(container, batch), pending=len(batch))
+    except Exception as exc:  # isolated below, message by message
+        log.warning("listener_batch_failed", error=repr(exc), messages=len(batch))
+        for item in batch:
+            await _record_alone(container, item)
         return
+    log.debug(
+        "listener_batch",
+        applied=result.applied,
+        stale=result.stale,
+        rejected=result.rejected,
+        reports=len(result.reports),
+    )
+
+
+async def _record_alone(container: Container, item: tuple[str, bytes]) -> None:
+    try:
+        await _until_done(lambda: _ingest(container, [item]), pending=1)
+    except Exception as exc:  # the message's own failure, counted
+        parsed = container.topics.parse(item[0])
+        log.error(
+            "device_message_rejected",
+            device_id=parsed[0] if parsed else None,
+            topic=item[0],
+            reason=STORE_ERROR,
+            detail=repr(exc),
+            exc_info=exc,
+        )
+        await _until_done(lambda: container.inventory.count_rejection(STORE_ERROR), pending=1)
 
 
 async def run_listener(
@@ -156,7 +221,9 @@ async def run_listener(
                             if not more:
                                 break
                             batch += more
-                        await _flush(container, [_received(m) for m in batch])
+                        await _record(container, [_received(m) for m in batch])
+                        for recorded in batch:
+                            acknowledge(client, recorded)
             except aiomqtt.MqttError as exc:
                 log.warning("listener_disconnected", error=str(exc), retry_in=reconnect_interval)
                 await asyncio.sleep(reconnect_interval)

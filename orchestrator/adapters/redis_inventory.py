@@ -11,7 +11,9 @@ Layout (all keys under `certfleet:inv:`):
 - `tags` (hash): sec_tag -> devices holding any item in it;
 - `rejected` (hash): reason -> refused device messages;
 - `reports:{id}` (stream, capped): the device's latest bundle reports;
-- `report_phases` (hash): phase -> reports received;
+- `report_keys:{id}` (zset, capped): "{rollout} {seq} {phase}" of the device's latest
+  recorded reports -> when recorded, so a report sent again is recorded once;
+- `report_phases` (hash): phase -> distinct reports received;
 - `scan:last` (string): JSON of the last scan summary;
 - `lib` (hash, `certfleet:lib`): SHA-256 -> PEM; a device's pems are written with its
   state, by the same script, and only when the state is applied.
@@ -44,6 +46,8 @@ __all__ = ["RedisCredentialLibrary", "RedisInventory"]
 INV = "certfleet:inv:"
 REPORTS_KEPT = 50
 """Reports kept per device (approximately: XADD MAXLEN ~)."""
+REPORT_KEYS_KEPT = 200
+"""Recorded report keys kept per device to recognise a report sent again (up to twice that)."""
 LIB = "certfleet:lib"
 
 _PACKAGE = "orchestrator.adapters"
@@ -145,7 +149,11 @@ class RedisInventory:
 
     @store_errors()
     def record_reports(self, reports: Sequence[DeviceReport]) -> None:
-        """XADD to each device's capped stream and count phases, in one round trip."""
+        """XADD to each device's capped stream and count phases, in one round trip.
+
+        Idempotent: a (device, rollout, seq, phase) among the device's last
+        `REPORT_KEYS_KEPT` recorded is neither appended nor counted again.
+        """
         if not reports:
             return
         pipe = self._redis.pipeline(transaction=False)
@@ -166,7 +174,13 @@ class RedisInventory:
             ]
             self._record_reports(
                 keys=[INV + "report_phases"],
-                args=[INV + "reports:", REPORTS_KEPT, json.dumps(batch)],
+                args=[
+                    INV + "reports:",
+                    REPORTS_KEPT,
+                    json.dumps(batch),
+                    INV + "report_keys:",
+                    REPORT_KEYS_KEPT,
+                ],
                 client=pipe,
             )
         pipe.execute()
