@@ -288,6 +288,7 @@ def _rollout(client: redis.Redis, device_ids: Sequence[str]) -> str:
                     deadline=NOW.timestamp() + 3600,
                     step=PushStep.STAGE,
                     bundle=b"bench",
+                    seq=1,  # the seq every report answers
                 )
                 for d in device_ids[i : i + 1000]
             ],
