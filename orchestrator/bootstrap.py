@@ -14,6 +14,7 @@ import redis
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
 from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.mqtt import MqttSession
+from orchestrator.adapters.redis_connection import command_retry, socket_options
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_plans import RedisPlans
@@ -147,10 +148,6 @@ def bootstrap(settings: Settings | None = None, *, logging: bool = True) -> Cont
     if logging:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
     client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=30,
+        settings.redis_url, decode_responses=True, retry=command_retry(), **socket_options()
     )
     return Container(settings=settings, redis=client)

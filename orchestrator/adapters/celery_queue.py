@@ -9,6 +9,12 @@ from typing import Any, Final
 from celery import Celery
 from kombu import Queue
 
+from orchestrator.adapters.redis_connection import (
+    CONNECT_TIMEOUT_SECONDS,
+    HEALTH_CHECK_SECONDS,
+    SOCKET_TIMEOUT_SECONDS,
+    socket_options,
+)
 from orchestrator.config import Settings
 from orchestrator.domain.rollout_states import PushStep
 
@@ -22,7 +28,9 @@ __all__ = [
     "TASK_SCAN_FLEET",
     "TASK_START_ROLLOUT",
     "TASK_TICK_ROLLOUTS",
+    "TASK_TIME_LIMIT_SECONDS",
     "TASK_WATCH_RENEWALS",
+    "VISIBILITY_TIMEOUT_SECONDS",
     "CeleryTaskQueue",
     "celery_config",
 ]
@@ -52,6 +60,26 @@ QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
 beat entries all read it."""
 QUEUES: Final = tuple(sorted(set(QUEUE_OF.values())))
 
+TASK_TIME_LIMIT_SECONDS: Final = 600
+"""The longest any certfleet task runs (`CertfleetTask.time_limit`) before it is killed."""
+
+VISIBILITY_TIMEOUT_SECONDS: Final = TASK_TIME_LIMIT_SECONDS + 300
+"""How long a task taken by a worker may stay unacknowledged before Redis hands it
+to another worker: the task of a killed worker runs again after this long (plus
+up to `RESTORE_SWEEP_SECONDS`). Longer than any run (`TASK_TIME_LIMIT_SECONDS`)
+plus the default bake countdown (300 s), so a live task is never delivered twice."""
+
+RESTORE_SWEEP_SECONDS: Final = 30
+"""How often a worker looks for tasks whose visibility timeout has passed."""
+
+PUBLISH_RETRY_POLICY: Final[Mapping[str, float]] = MappingProxyType(
+    {"max_retries": 30, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
+)
+"""Sending a task (or a task's retry, or a result) waits out a broker that is away
+for about a minute (30 tries, 0, 0.5, 1, 1.5 s, then 2 s apart) before it fails: a
+retry whose send fails is dropped by Celery (`Reject(requeue=False)`), so this must
+outlast a Redis restart."""
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings of every certfleet process, from certfleet's settings."""
@@ -59,7 +87,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,
+        # Riding out a broker restart (docs/operations.md): reconnect forever,
+        # redeliver what a lost worker held after the visibility timeout.
+        "broker_connection_retry": True,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            **socket_options(),
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+            "unacked_restore_throttle": 1,
+        },
+        "task_publish_retry": True,
+        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "result_backend_transport_options": {"retry_policy": dict(PUBLISH_RETRY_POLICY)},
+        "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "redis_socket_keepalive": True,
+        "redis_backend_health_check_interval": HEALTH_CHECK_SECONDS,
+        "redbeat_redis_options": socket_options(),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -76,7 +123,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "result_expires": 24 * 3600,
         "result_extended": True,
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "orchestrator.adapters.redbeat_scheduler:ReconnectingRedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": "certfleet:redbeat:",
         "redbeat_lock_key": "certfleet:redbeat:lock",

@@ -1,0 +1,125 @@
+"""A Celery worker and beat ride out a Redis restart, graceful (SIGTERM) and killed (SIGKILL).
+
+Redis here is the broker, the result backend, redbeat's store and the state store,
+as in every shipped deployment. It is restarted on the same port without its data
+(as the suite's Redis keeps nothing on disk), the harshest case: queues, results,
+beat's lock and schedule are all gone when it comes back.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator.bootstrap import bootstrap
+from orchestrator.config import Settings
+from simulator.services import LocalService, start_redis
+from tests.procs import BIN, Proc, start, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCAN_SUMMARY = "certfleet:inv:scan:last"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[list[LocalService]]:
+    """A redis-server of this test's own (the session's one must never restart)."""
+    services = [start_redis(tmp_path / "redis")]
+    yield services
+    services[-1].stop()
+
+
+def _worker_as_deployed(log_dir: Path, env: dict[str, str]) -> Proc:
+    """A worker started as the shipped deployments start it (gossip and mingle on)."""
+    proc = start(
+        "worker",
+        [
+            str(BIN / "celery"),
+            *("-A", "workers.app", "worker", "-Q", "control,push,scan"),
+            *("--concurrency", "1", "--hostname", "restarts@%h", "--loglevel", "INFO"),
+        ],
+        env=env,
+        log_dir=log_dir,
+    )
+    wait_until(
+        lambda: " ready." in proc.log() or proc.process.poll() is not None,
+        timeout=60,
+        what="worker ready",
+    )
+    assert proc.process.poll() is None, f"worker exited:\n{proc.log()}"
+    return proc
+
+
+def _restart(services: list[LocalService], sig: signal.Signals) -> None:
+    """Stop Redis with `sig` and start a new one on the same port."""
+    old = services[-1]
+    old.process.send_signal(sig)
+    old.process.wait(timeout=30)
+    services.append(start_redis(old.workdir, port=old.port))
+
+
+def test_worker_and_beat_survive_redis_restarts_and_keep_working(
+    own_redis: list[LocalService],
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    log_dir: Path,
+) -> None:
+    """After a graceful and a killed Redis restart, neither exits; beat schedules, tasks run."""
+    # given a worker and beat on a Redis of their own, beat scanning every second
+    url = f"redis://{own_redis[0].host}:{own_redis[0].port}/0"
+    env = {**service_env, "CERTFLEET_REDIS_URL": url, "CERTFLEET_SCAN_INTERVAL_SECONDS": "1"}
+    monkeypatch.setenv("CERTFLEET_REDIS_URL", url)
+    worker = _worker_as_deployed(log_dir, env)
+    beat = start(
+        "beat",
+        [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO"],
+        env=env,
+        log_dir=log_dir,
+    )
+    client = redis.Redis.from_url(url, decode_responses=True)
+    container = bootstrap(Settings(), logging=False)
+    try:
+        summary = wait_until(lambda: _get(client, SCAN_SUMMARY), timeout=60, what="a scan")
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            # when Redis restarts (and comes back empty)
+            _restart(own_redis, sig)
+
+            # then beat schedules again and the worker runs what it schedules
+            summary = wait_until(
+                lambda last=summary: _changed(client, SCAN_SUMMARY, last),
+                timeout=60,
+                what=f"a scheduled scan after a {sig.name} restart",
+            )
+            assert worker.process.poll() is None, f"worker exited:\n{worker.log()}"
+            assert beat.process.poll() is None, f"beat exited:\n{beat.log()}"
+
+        # and a task sent now is run, its result read back
+        assert container.tasks.run_scan(timeout=60)["devices"] == 0
+    finally:
+        container.close()
+        client.close()
+        beat.stop()
+        worker.stop()
+
+    assert "Unrecoverable error" not in worker.log()
+    assert "beat raised exception" not in beat.log()
+
+
+def _changed(client: redis.Redis, key: str, last: str) -> str | None:
+    """The value of `key` once it is set and differs from `last`."""
+    value = _get(client, key)
+    return value if value != last else None
+
+
+def _get(client: redis.Redis, key: str) -> str | None:
+    """GET `key`, or None while Redis is still starting."""
+    try:
+        value: str | None = client.get(key)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
+    return value
