@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.domain.credentials import SEC_TAG_MAX, SEC_TAG_MIN
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.protocol.bundle import MAX_ACTIVE_TAGS, Reason
-from orchestrator.protocol.state import parse_device_message
+from orchestrator.protocol.state import parse_device_message, rfc3339_time
 from orchestrator.protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = ["Phase", "ReportMessage", "parse_report"]
@@ -47,6 +47,8 @@ class ReportMessage(BaseModel):
     detail: str = Field(default="", max_length=1024)
     time: AwareDatetime
     active_tags: list[SecTag] | None = Field(default=None, max_length=MAX_ACTIVE_TAGS)
+
+    _strict_time = field_validator("time", mode="before")(rfc3339_time)
 
     def to_json(self) -> bytes:
         """The wire form."""

@@ -39,6 +39,7 @@ __all__ = [
     "StateMessage",
     "parse_device_message",
     "parse_state",
+    "rfc3339_time",
 ]
 
 MAX_MESSAGE_BYTES = 16 * 1024
@@ -86,7 +87,7 @@ def _json_integer(value: object) -> object:
     return value
 
 
-def _rfc3339(value: object) -> object:
+def rfc3339_time(value: object) -> object:
     """Refuse a wire time that is not an RFC 3339 string (`1e10`, `"2025-06-01 12:00"`).
 
     A `datetime` passes: only Python code builds a message from one, never JSON.
@@ -112,7 +113,7 @@ class CredentialEntry(BaseModel):
     pem: str | None = Field(default=None, max_length=8192)
 
     _strict_type = field_validator("type", mode="before")(_json_integer)
-    _strict_not_after = field_validator("not_after", mode="before")(_rfc3339)
+    _strict_not_after = field_validator("not_after", mode="before")(rfc3339_time)
 
     @model_validator(mode="after")
     def _pem_matches_digest(self) -> CredentialEntry:
@@ -149,7 +150,7 @@ class StateMessage(BaseModel):
     )
 
     _strict_v = field_validator("v", mode="before")(_json_integer)
-    _strict_time = field_validator("time", mode="before")(_rfc3339)
+    _strict_time = field_validator("time", mode="before")(rfc3339_time)
 
     @model_validator(mode="after")
     def _one_item_per_slot(self) -> StateMessage:
