@@ -6,7 +6,17 @@ Each command is taken from the file as written, with only what differs on a test
 machine replaced: the image's or the units' venv by this repo's .venv/bin, addresses
 that listen on every interface by 127.0.0.1, the container ports by free ones, and
 the Redis and MQTT endpoints by the test services'. The settings are those of
-deploy/env.example (compose, systemd) or of the ConfigMap and Secret (Kubernetes).
+deploy/env.example (compose, systemd) or of the ConfigMap and Secret (Kubernetes),
+plus what each file sets for one process (a listener's client id).
+
+Every listener a deployment runs has a stable client id of its own (issue 11): a
+compose service per listener with a fixed id, a StatefulSet whose pods' names are
+the ids, a systemd template named by host and instance. With it a listener keeps a
+persistent session on the broker, so what arrives while it restarts waits for it
+there; this rule replaces the old one that no deployment may fix a client id (which
+kept replicas from sharing one, at the price of losing messages on every restart).
+The commands run against a Mosquitto of their own, so the sessions they leave behind
+take no share of other tests' messages on the session-wide broker.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +44,7 @@ import yaml
 
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.config import Settings
-from simulator.services import free_port
+from simulator.services import LocalService, free_port, start_mosquitto
 from tests.procs import BIN, REPO, Proc, start, wait_until
 
 pytestmark = pytest.mark.integration
@@ -46,8 +57,11 @@ K8S = DEPLOY / "k8s"
 UNIT_BIN = "/opt/certfleet/.venv/bin/"
 ENV_FILE = "/etc/certfleet/certfleet.env"
 CERTFLEET_SERVICES = {"worker", "beat", "listener", "api", "flower"}
+COMPOSE_LISTENERS = {"listener-1": "certfleet-listener-1", "listener-2": "certfleet-listener-2"}
+CLIENT_ID = "CERTFLEET_LISTENER_CLIENT_ID"
 CONTAINER_PORTS = {"api": 8080, "flower": 5555}
 READY_TIMEOUT = 45.0
+BROKER_LOG = "connections.log"
 
 
 # -- what the files say ---------------------------------------------------------------------
@@ -76,6 +90,11 @@ class Role:
     env: dict[str, str]
     port: int | None = None
     healthchecks: list[list[str]] = field(default_factory=list)
+
+    @property
+    def client_id(self) -> str | None:
+        """The fixed MQTT client id it runs with, if any."""
+        return self.env.get(CLIENT_ID)
 
 
 def kind_of(argv: list[str]) -> str:
@@ -121,13 +140,18 @@ def compose_argv(value: str | list[str]) -> list[str]:
 def compose_roles(env_example: dict[str, str]) -> list[Role]:
     spec = yaml.safe_load(COMPOSE.read_text())
     roles = []
-    for name in sorted(CERTFLEET_SERVICES):
-        service = spec["services"][name]
+    for name, service in sorted(spec["services"].items()):
+        if name in ("redis", "mosquitto"):
+            continue
         assert service["image"] == "certfleet:latest"
         assert "entrypoint" not in service, "the image's commands are the entrypoints"
         argv = compose_argv(service["command"])
         kind = kind_of(argv)
-        assert kind == name
+        assert kind == name.split("-")[0], f"compose service {name} runs a {kind}"
+        env = {
+            **env_example,
+            **{k: compose_unescape(str(v)) for k, v in service.get("environment", {}).items()},
+        }
         port = free_port() if kind in CONTAINER_PORTS else None
         checks = []
         if "healthcheck" in service:
@@ -142,11 +166,12 @@ def compose_roles(env_example: dict[str, str]) -> list[Role]:
                 f"compose:{name}",
                 kind,
                 from_path(localize(argv, port, CONTAINER_PORTS.get(kind))),
-                dict(env_example),
+                env,
                 port,
                 [localize(c, port, CONTAINER_PORTS.get(kind)) for c in checks],
             )
         )
+    assert {r.kind for r in roles} == CERTFLEET_SERVICES
     return roles
 
 
@@ -204,8 +229,13 @@ def systemd_roles(env_example: dict[str, str]) -> list[Role]:
             "PrivateTmp": "yes",
         }.items():
             assert unit.get(key) == [value], f"{path.name}: {key}={value}"
+        env = dict(env_example)
+        for line in unit.get("Environment", []):
+            for assignment in systemd_expand(line, path.name, "1", {}):
+                key, _, value = assignment.partition("=")
+                env[key] = value
         (exec_start,) = unit["ExecStart"]
-        argv = systemd_expand(exec_start, path.name, "1", env_example)
+        argv = systemd_expand(exec_start, path.name, "1", env)
         assert argv[0].startswith(UNIT_BIN), f"{path.name} runs {argv[0]}, not from {UNIT_BIN}"
         argv[0] = str(BIN / argv[0].removeprefix(UNIT_BIN))
         kind = kind_of(argv)
@@ -215,7 +245,7 @@ def systemd_roles(env_example: dict[str, str]) -> list[Role]:
                 f"systemd:{path.name}",
                 kind,
                 localize(argv, port, CONTAINER_PORTS.get(kind)),
-                dict(env_example),
+                env,
                 port,
             )
         )
@@ -241,19 +271,32 @@ def k8s_expand(value: str, env: Mapping[str, str]) -> str:
     )
 
 
+def k8s_env_value(item: Mapping[str, Any], secret: Mapping[str, str], pod: str) -> str:
+    """A container env entry's value: literal, from the Secret, or the pod's name."""
+    source = item.get("valueFrom")
+    if source is None:
+        return str(item["value"])
+    if "secretKeyRef" in source:
+        return secret[source["secretKeyRef"]["key"]]
+    assert source["fieldRef"]["fieldPath"] == "metadata.name", f"unexpected env {item}"
+    return pod
+
+
 def k8s_roles() -> list[Role]:
+    """Every Deployment's and StatefulSet's container, as its first pod runs it."""
     docs = k8s_documents()
     (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
     (secret,) = [d["stringData"] for d in docs if d["kind"] == "Secret"]
     roles = []
     for doc in docs:
-        if doc["kind"] != "Deployment":
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
             continue
+        # A StatefulSet's pods are <name>-0, -1, ...; a Deployment's get a random suffix.
+        pod = doc["metadata"]["name"] + ("-0" if doc["kind"] == "StatefulSet" else "-5d8f9-x2k4q")
         (container,) = doc["spec"]["template"]["spec"]["containers"]
         env = dict(config) if container.get("envFrom") else {}
         for item in container.get("env", []):
-            ref = item.get("valueFrom", {}).get("secretKeyRef")
-            env[item["name"]] = secret[ref["key"]] if ref else item["value"]
+            env[item["name"]] = k8s_env_value(item, secret, pod)
         argv = [k8s_expand(v, env) for v in [*container["command"], *container.get("args", [])]]
         kind = kind_of(argv)
         port = free_port() if kind in CONTAINER_PORTS else None
@@ -283,7 +326,10 @@ SETTINGS = {f"CERTFLEET_{name.upper()}" for name in Settings.model_fields}
 
 
 def test_env_example_and_configmap_name_only_real_settings() -> None:
-    """A misspelt CERTFLEET_* would be silently ignored; the listener's client id stays unset."""
+    """A misspelt CERTFLEET_* would be silently ignored; the shared settings fix no client id.
+
+    Every listener sets its own (test_every_listener_has_a_stable_client_id_of_its_own).
+    """
     env = read_env_file(ENV_EXAMPLE)
     (config,) = [d["data"] for d in k8s_documents() if d["kind"] == "ConfigMap"]
     for source, names in (("env.example", set(env)), ("ConfigMap", set(config))):
@@ -323,6 +369,48 @@ def test_grafana_dashboard_queries_metrics_that_exist() -> None:
     } <= queried
 
 
+def test_every_listener_has_a_stable_client_id_of_its_own(env_example: dict[str, str]) -> None:
+    """compose, Kubernetes and systemd each give every listener a fixed, distinct client id.
+
+    It is what keeps a listener's session, and the messages queued in it, across a
+    restart; two listeners with one id would take the session from each other.
+    """
+    compose = [r for r in compose_roles(env_example) if r.kind == "listener"]
+    assert {r.source.removeprefix("compose:"): r.client_id for r in compose} == COMPOSE_LISTENERS
+    assert len(set(COMPOSE_LISTENERS.values())) == len(COMPOSE_LISTENERS)
+
+    docs = k8s_documents()
+    (listener,) = [
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+        and d["metadata"]["name"] == "certfleet-listener"
+    ]
+    assert listener["kind"] == "StatefulSet", "stable pod names, so stable client ids"
+    assert listener["spec"]["replicas"] >= 2
+    (container,) = listener["spec"]["template"]["spec"]["containers"]
+    (client_id,) = [e for e in container["env"] if e["name"] == CLIENT_ID]
+    assert client_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    (governing,) = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["name"] == listener["spec"]["serviceName"]
+    ]
+    assert governing["spec"]["clusterIP"] == "None", "a StatefulSet's Service is headless"
+    labels = listener["spec"]["template"]["metadata"]["labels"]
+    assert governing["spec"]["selector"].items() <= labels.items()
+    assert listener["spec"]["selector"]["matchLabels"] == labels
+
+    systemd = [r for r in systemd_roles(env_example) if r.kind == "listener"]
+    assert [r.source for r in systemd] == ["systemd:certfleet-listener@.service"], "a template"
+    unit = read_unit(SYSTEMD / "certfleet-listener@.service")["Service"]
+    assert f"{CLIENT_ID}=certfleet-listener-%H-%i" in unit["Environment"]
+
+    for role in (*compose_roles(env_example), *k8s_roles(), *systemd_roles(env_example)):
+        if role.kind != "listener":
+            assert role.client_id is None, f"{role.source} sets a client id"
+
+
 # -- docker-compose config ------------------------------------------------------------------
 
 
@@ -349,13 +437,17 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     assert "is not set" not in result.stderr, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
 
-    assert set(services) == {"redis", "mosquitto", *CERTFLEET_SERVICES}
-    for name in CERTFLEET_SERVICES:
+    certfleet = (CERTFLEET_SERVICES - {"listener"}) | set(COMPOSE_LISTENERS)
+    assert set(services) == {"redis", "mosquitto", *certfleet}
+    for name in certfleet:
         service = services[name]
         assert service["image"] == "certfleet:latest", name
         assert Path(service["build"]["context"]) == tmp_path, "build: .. is the repo root"
-        assert "CERTFLEET_LISTENER_CLIENT_ID" not in service["environment"], name
+        assert service["environment"].get(CLIENT_ID) == COMPOSE_LISTENERS.get(name), name
         assert service["environment"]["CERTFLEET_REDIS_URL"] == "redis://redis:6379/0"
+    for name in COMPOSE_LISTENERS:
+        assert services[name]["command"] == ["certfleet", "listener"], name
+        assert services[name].get("deploy", {}).get("replicas", 1) == 1, name
     assert services["worker"]["deploy"]["replicas"] == 2
     assert [s["source"] for s in services["worker"]["secrets"]] == ["signing_key"]
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
@@ -401,8 +493,19 @@ def ready_probe(role: Role, proc: Proc) -> Callable[[], bool]:
     return probe
 
 
-def run_roles(roles: list[Role], service_env: Mapping[str, str], log_dir: Path) -> None:
-    """Start every role at once, each on a Redis database of its own, wait, check, stop."""
+def connected_with_session(broker: LocalService, client_id: str) -> bool:
+    """The broker's log shows `client_id` connected over MQTT 5 keeping its session."""
+    log = broker.workdir / BROKER_LOG
+    return log.exists() and f" as {client_id} (p5, c0," in log.read_text(errors="replace")
+
+
+def run_roles(
+    roles: list[Role], service_env: Mapping[str, str], broker: LocalService, log_dir: Path
+) -> None:
+    """Start every role at once, each on a Redis database of its own, wait, check, stop.
+
+    A listener with a client id must have connected under it, keeping its session.
+    """
     redis_url = service_env["CERTFLEET_REDIS_URL"].rsplit("/", 1)[0]
     key = log_dir / "signing-key.pem"
     if not key.exists():
@@ -433,6 +536,14 @@ def run_roles(roles: list[Role], service_env: Mapping[str, str], log_dir: Path) 
                 )
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n--- its log:\n{proc.log()[-4000:]}") from None
+            client_id = role.client_id
+            if client_id is not None:
+                wait_until(
+                    partial(connected_with_session, broker, client_id),
+                    timeout=READY_TIMEOUT,
+                    interval=0.2,
+                    what=f"{role.source} connected as {client_id} with its session",
+                )
             if role.kind == "flower":
                 user = env["FLOWER_BASIC_AUTH"].split(",")[0]
                 auth = {"Authorization": "Basic " + b64encode(user.encode()).decode()}
@@ -450,6 +561,28 @@ def run_roles(roles: list[Role], service_env: Mapping[str, str], log_dir: Path) 
 @pytest.fixture(scope="module")
 def env_example() -> dict[str, str]:
     return read_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalService]:
+    """A Mosquitto for this test alone: the listeners' persistent sessions end with it.
+
+    Its log also goes to a file, written line by line (its stdout is buffered).
+    """
+    workdir = tmp_path / "mosquitto"
+    broker = start_mosquitto(workdir, extra_config=f"log_dest file {workdir / BROKER_LOG}\n")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def deploy_env(service_env: dict[str, str], own_broker: LocalService) -> dict[str, str]:
+    """The test services' settings, with MQTT on this test's own broker."""
+    return {
+        **service_env,
+        "CERTFLEET_MQTT_HOST": own_broker.host,
+        "CERTFLEET_MQTT_PORT": str(own_broker.port),
+    }
 
 
 def start_redis_with_compose_command(tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -481,24 +614,30 @@ def start_redis_with_compose_command(tmp_path: Path) -> subprocess.Popen[bytes]:
 
 
 def test_compose_commands_start_and_get_ready(
-    env_example: dict[str, str], service_env: dict[str, str], log_dir: Path, tmp_path: Path
+    env_example: dict[str, str],
+    deploy_env: dict[str, str],
+    own_broker: LocalService,
+    log_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    """worker, beat, listener, api and flower as compose runs them; so does its Redis."""
+    """worker, beat, listeners, api and flower as compose runs them; so does its Redis."""
     redis = start_redis_with_compose_command(tmp_path)
     try:
-        run_roles(compose_roles(env_example), service_env, log_dir)
+        run_roles(compose_roles(env_example), deploy_env, own_broker, log_dir)
     finally:
         redis.terminate()
         redis.wait(timeout=10)
 
 
 def test_systemd_commands_start_and_get_ready(
-    env_example: dict[str, str], service_env: dict[str, str], log_dir: Path
+    env_example: dict[str, str], deploy_env: dict[str, str], own_broker: LocalService, log_dir: Path
 ) -> None:
-    """Every ExecStart=, with the venv of /opt/certfleet swapped for this repo's."""
-    run_roles(systemd_roles(env_example), service_env, log_dir)
+    """Every ExecStart= and Environment=, with /opt/certfleet's venv swapped for this repo's."""
+    run_roles(systemd_roles(env_example), deploy_env, own_broker, log_dir)
 
 
-def test_k8s_commands_start_and_get_ready(service_env: dict[str, str], log_dir: Path) -> None:
-    """Every Deployment's command with the ConfigMap and Secret env, and its exec probes."""
-    run_roles(k8s_roles(), service_env, log_dir)
+def test_k8s_commands_start_and_get_ready(
+    deploy_env: dict[str, str], own_broker: LocalService, log_dir: Path
+) -> None:
+    """Every Deployment's and StatefulSet's command with its env, and its exec probes."""
+    run_roles(k8s_roles(), deploy_env, own_broker, log_dir)
