@@ -23,6 +23,8 @@ from tests.procs import BIN, Proc, start, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCAN_SUMMARY = "certfleet:inv:scan:last"
+WORKER_AWAY = "Connection to broker lost"
+BEAT_AWAY = "beat: Redis unreachable"
 
 
 @pytest.fixture
@@ -54,12 +56,32 @@ def _worker_as_deployed(log_dir: Path, env: dict[str, str]) -> Proc:
     return proc
 
 
-def _restart(services: list[LocalService], sig: signal.Signals) -> None:
-    """Stop Redis with `sig` and start a new one on the same port."""
+def _restart(
+    services: list[LocalService], sig: signal.Signals, *, worker: Proc, beat: Proc
+) -> None:
+    """Stop Redis with `sig`; once worker and beat both found it away, start it on its port."""
+    seen = (worker.log().count(WORKER_AWAY), beat.log().count(BEAT_AWAY))
     old = services[-1]
     old.process.send_signal(sig)
     old.process.wait(timeout=30)
+    wait_until(
+        lambda: (
+            _exited(worker, beat)
+            or (worker.log().count(WORKER_AWAY) > seen[0] and beat.log().count(BEAT_AWAY) > seen[1])
+        ),
+        timeout=60,
+        what="worker and beat to find Redis away",
+    )
     services.append(start_redis(old.workdir, port=old.port))
+    assert not _exited(worker, beat), _exited(worker, beat)
+
+
+def _exited(*procs: Proc) -> str:
+    """The log of the first of `procs` that has exited, or ""."""
+    for proc in procs:
+        if proc.process.poll() is not None:
+            return f"{proc.name} exited:\n{proc.log()}"
+    return ""
 
 
 def test_worker_and_beat_survive_redis_restarts_and_keep_working(
@@ -86,8 +108,8 @@ def test_worker_and_beat_survive_redis_restarts_and_keep_working(
         summary = wait_until(lambda: _get(client, SCAN_SUMMARY), timeout=60, what="a scan")
 
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            # when Redis restarts (and comes back empty)
-            _restart(own_redis, sig)
+            # when Redis stops, is found away, and comes back (empty)
+            _restart(own_redis, sig, worker=worker, beat=beat)
 
             # then beat schedules again and the worker runs what it schedules
             summary = wait_until(
@@ -95,8 +117,7 @@ def test_worker_and_beat_survive_redis_restarts_and_keep_working(
                 timeout=60,
                 what=f"a scheduled scan after a {sig.name} restart",
             )
-            assert worker.process.poll() is None, f"worker exited:\n{worker.log()}"
-            assert beat.process.poll() is None, f"beat exited:\n{beat.log()}"
+            assert not _exited(worker, beat), _exited(worker, beat)
 
         # and a task sent now is run, its result read back
         assert container.tasks.run_scan(timeout=60)["devices"] == 0
