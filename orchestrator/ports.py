@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -268,6 +268,16 @@ class RolloutStore(Protocol):
         """Devices whose deadline is at or before `now` (epoch seconds)."""
         ...
 
+    def deadlines(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, float]:
+        """Each device's deadline (epoch seconds); devices without one left out."""
+        ...
+
+    def send_counts(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, int]:
+        """How many bundles of `step` were issued to each device (seqs recorded; 0 left out)."""
+        ...
+
     def claim_sends(
         self,
         rollout_id: str,
@@ -337,11 +347,20 @@ class BundlePublisher(Protocol):
         """Publish to the device's bundle topic (QoS 1, MQTT 5 message expiry)."""
         ...
 
-    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
+    def publish_bundles(
+        self,
+        bundles: Iterable[tuple[str, bytes]],
+        *,
+        expiry_seconds: int,
+        on_acked: Callable[[list[str]], None] | None = None,
+    ) -> int:
         """Publish (device id, bundle) pairs as the iterable yields them, pipelined.
 
         Returns how many once every one is acknowledged; the iterable's work (signing
         the next bundles) overlaps with the network sending the previous ones.
+        `on_acked` is called with the device ids the broker acknowledged, a run at a
+        time in publish order, while publishing goes on; if publishing fails, the
+        devices acknowledged before the failure are reported before the error goes up.
         """
         ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from orchestrator.domain.errors import TransientError
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import (
@@ -30,6 +31,7 @@ __all__ = [
     "FakeRollouts",
     "FakeSequences",
     "FakeSigner",
+    "PublishFailedError",
     "RecordingTasks",
 ]
 
@@ -247,6 +249,16 @@ class FakeRollouts:
         deadlines = self._get(rollout_id).deadlines
         return sorted(d for d, when in deadlines.items() if when <= now)
 
+    def deadlines(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, float]:
+        deadlines = self._get(rollout_id).deadlines
+        return {d: deadlines[d] for d in device_ids if d in deadlines}
+
+    def send_counts(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, int]:
+        seqs = self._get(rollout_id).seqs
+        return {d: len(seqs[(d, step)]) for d in device_ids if seqs.get((d, step))}
+
     def claim_sends(
         self,
         rollout_id: str,
@@ -363,19 +375,52 @@ class FakeSequences:
         return {d: self.next_sequence(d) for d in device_ids}
 
 
+class PublishFailedError(TransientError):
+    """The fake broker went away (`FakePublisher.fail_after`)."""
+
+
 @dataclass
 class FakePublisher:
-    """`BundlePublisher` that keeps what it was given, in order."""
+    """`BundlePublisher` that keeps what it was given, in order.
+
+    Acknowledgements come in runs of `ack_run`; with `fail_after` set, the broker
+    acknowledges that many bundles and then fails the publish, as a worker killed or a
+    broker lost mid-batch would leave it.
+    """
 
     sent: list[tuple[str, bytes]] = field(default_factory=list)
+    ack_run: int = 3
+    fail_after: int | None = None
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
         self.sent.append((device_id, data))
 
-    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
-        before = len(self.sent)
-        self.sent.extend(bundles)
-        return len(self.sent) - before
+    def publish_bundles(
+        self,
+        bundles: Iterable[tuple[str, bytes]],
+        *,
+        expiry_seconds: int,
+        on_acked: Callable[[list[str]], None] | None = None,
+    ) -> int:
+        acked: list[str] = []
+        total = 0
+
+        def report() -> None:
+            if on_acked is not None and acked:
+                on_acked(list(acked))
+            acked.clear()
+
+        for device_id, data in bundles:
+            if self.fail_after is not None and total >= self.fail_after:
+                report()
+                raise PublishFailedError(f"no PUBACK for {device_id}")
+            self.sent.append((device_id, data))
+            acked.append(device_id)
+            total += 1
+            if len(acked) >= self.ack_run:
+                report()
+        report()
+        return total
 
 
 class FakeSigner:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,6 +26,55 @@ __all__ = ["MqttSession", "MqttUnavailableError"]
 
 class MqttUnavailableError(TransientError):
     """The MQTT broker could not be reached or did not acknowledge in time."""
+
+
+ACK_RUN: Final = 50
+"""Acknowledged publishes reported to `on_acked` at a time (the rest at the end)."""
+
+
+class _Acks:
+    """The publishes handed to paho and not yet reported acknowledged, oldest first."""
+
+    def __init__(self, on_acked: Callable[[list[str]], None] | None) -> None:
+        self._on_acked = on_acked
+        self._pending: deque[tuple[str, mqtt.MQTTMessageInfo]] = deque()
+        self._done: list[str] = []
+        self.total = 0
+
+    def handed(self, topic: str, info: mqtt.MQTTMessageInfo) -> None:
+        self._pending.append((topic, info))
+
+    def settle(self, *, wait_until: float | None) -> None:
+        """Take acknowledged publishes off the front; wait for each until `wait_until`."""
+        while self._pending:
+            topic, info = self._pending[0]
+            try:
+                if wait_until is not None:
+                    info.wait_for_publish(max(0.001, wait_until - time.monotonic()))
+                published = info.is_published()
+            except (RuntimeError, ValueError) as exc:
+                raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
+            if not published:
+                if wait_until is None:
+                    return
+                raise MqttUnavailableError(f"no PUBACK for {topic} within the timeout")
+            self._pending.popleft()
+            self._done.append(topic)
+            self.total += 1
+            if len(self._done) >= ACK_RUN:
+                self.report()
+
+    def report(self) -> None:
+        """Hand the acknowledged topics not yet reported to `on_acked`."""
+        done, self._done = self._done, []
+        if done and self._on_acked is not None:
+            self._on_acked(done)
+
+    def salvage(self) -> None:
+        """On an error: report what was acknowledged already, without waiting."""
+        with contextlib.suppress(MqttUnavailableError):
+            self.settle(wait_until=None)
+        self.report()
 
 
 class MqttSession:
@@ -81,47 +133,68 @@ class MqttSession:
         self.publish_many([(topic, payload)], expiry_seconds=expiry_seconds)
 
     def publish_many(
-        self, messages: Iterable[tuple[str, bytes]], *, expiry_seconds: int | None = None
+        self,
+        messages: Iterable[tuple[str, bytes]],
+        *,
+        expiry_seconds: int | None = None,
+        on_acked: Callable[[list[str]], None] | None = None,
     ) -> int:
         """QoS 1, pipelined: hand every message to the network thread, then wait for all PUBACKs.
 
         paho keeps at most `mqtt_max_inflight` unacknowledged and queues the rest, so
         the broker sees a steady window instead of one round trip per message. Each
         message is handed over as `messages` yields it; returns how many were acked.
+        `on_acked` gets the topics acknowledged, in publish order, `ACK_RUN` at a time
+        as PUBACKs come in (checked without waiting between hand-overs), the rest at the
+        end; on an error those acknowledged before it are reported, then it goes up.
         """
         properties = None
         if expiry_seconds is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
             properties.MessageExpiryInterval = expiry_seconds
-        pending = []
-        # Only paho's own failures become MqttUnavailableError: what `messages` raises
-        # while it makes the next bundle (a signer, a store) goes up as it is.
-        for topic, payload in messages:
-            try:
-                info = self._client.publish(topic, payload, qos=1, properties=properties)
-            except (RuntimeError, ValueError) as exc:
-                raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
-            pending.append((topic, info))
-        deadline = time.monotonic() + self._timeout
-        for topic, info in pending:
-            try:
-                info.wait_for_publish(max(0.001, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as exc:
-                raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
-            if not info.is_published():
-                raise MqttUnavailableError(f"no PUBACK for {topic} within {self._timeout:.0f}s")
-        return len(pending)
+        acks = _Acks(on_acked)
+        try:
+            # Only paho's own failures become MqttUnavailableError: what `messages`
+            # raises while it makes the next bundle (a signer, a store) goes up as it is.
+            for topic, payload in messages:
+                try:
+                    info = self._client.publish(topic, payload, qos=1, properties=properties)
+                except (RuntimeError, ValueError) as exc:
+                    raise MqttUnavailableError(f"publish to {topic} failed: {exc}") from None
+                acks.handed(topic, info)
+                acks.settle(wait_until=None)
+            acks.settle(wait_until=time.monotonic() + self._timeout)
+        except BaseException:
+            acks.salvage()
+            raise
+        acks.report()
+        return acks.total
 
     def publish_bundle(self, device_id: str, data: bytes, *, expiry_seconds: int) -> None:
         """`BundlePublisher`: the device's bundle topic."""
         self.publish(self._topics.bundle(device_id), data, expiry_seconds=expiry_seconds)
 
-    def publish_bundles(self, bundles: Iterable[tuple[str, bytes]], *, expiry_seconds: int) -> int:
+    def publish_bundles(
+        self,
+        bundles: Iterable[tuple[str, bytes]],
+        *,
+        expiry_seconds: int,
+        on_acked: Callable[[list[str]], None] | None = None,
+    ) -> int:
         """`BundlePublisher`: many devices' bundle topics, pipelined."""
-        topic = self._topics.bundle
-        return self.publish_many(
-            ((topic(d), data) for d, data in bundles), expiry_seconds=expiry_seconds
-        )
+        handed: deque[str] = deque()  # devices in publish order, acknowledged ones taken off
+
+        def topics() -> Iterator[tuple[str, bytes]]:
+            for device_id, data in bundles:
+                handed.append(device_id)
+                yield self._topics.bundle(device_id), data
+
+        def acked(done: list[str]) -> None:
+            devices = [handed.popleft() for _ in done]
+            if on_acked is not None:
+                on_acked(devices)
+
+        return self.publish_many(topics(), expiry_seconds=expiry_seconds, on_acked=acked)
 
     def drain(self, timeout: float) -> Iterator[tuple[str, bytes]]:
         """Received messages, waiting up to `timeout` seconds for each next one."""

@@ -246,6 +246,24 @@ class RedisRollouts:
         with store_errors():
             return list(self._redis.zrangebyscore(_key(rollout_id, "deadline"), "-inf", now))
 
+    def deadlines(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, float]:
+        with store_errors():
+            if not device_ids:
+                return {}
+            scores = self._redis.zmscore(_key(rollout_id, "deadline"), list(device_ids))
+            return {d: float(v) for d, v in zip(device_ids, scores, strict=True) if v is not None}
+
+    def send_counts(
+        self, rollout_id: str, device_ids: Sequence[str], step: PushStep
+    ) -> dict[str, int]:
+        with store_errors():
+            if not device_ids:
+                return {}
+            values = self._redis.hmget(
+                _key(rollout_id, "seq"), [f"{d}:{step.value}" for d in device_ids]
+            )
+            return {d: len(v.split()) for d, v in zip(device_ids, values, strict=True) if v}
+
     def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
         with store_errors():
             entries = self._redis.xrange(_key(rollout_id, "log"), count=count)

@@ -172,6 +172,11 @@ class RolloutSpec:
     min_sample: int = 10
     device_timeout_seconds: float = 300
     timeouts_fail: bool = False
+    resend_after_seconds: float | None = None
+    """A device that has not answered its stage this long after it was sent is sent a
+    fresh one (None: a third of the device timeout)."""
+    max_resends: int = 2
+    """How many times a stage is sent again before its device times out."""
     push_rate: float | None = None
     window: MaintenanceWindow | None = None
     selector: Selector = Selector("all")
@@ -220,6 +225,15 @@ class RolloutSpec:
             f"device timeout must be > 0 seconds, got {self.device_timeout_seconds!r}",
         )
         _require(
+            self.resend_after_seconds is None
+            or (_is_real(self.resend_after_seconds) and self.resend_after_seconds > 0),
+            f"re-send interval must be > 0 seconds or unset, got {self.resend_after_seconds!r}",
+        )
+        _require(
+            _is_int(self.max_resends) and self.max_resends >= 0,
+            f"max_resends must be >= 0, got {self.max_resends!r}",
+        )
+        _require(
             self.push_rate is None or (_is_real(self.push_rate) and self.push_rate > 0),
             f"push rate must be > 0 devices per second or unset, got {self.push_rate!r}",
         )
@@ -228,6 +242,21 @@ class RolloutSpec:
             self.probe_with in get_args(ProbeWith),
             f"probe_with must be spare or active, got {self.probe_with!r}",
         )
+
+    @property
+    def resend_interval(self) -> float:
+        """Seconds a device has to answer its stage before it is sent a fresh one."""
+        if self.resend_after_seconds is not None:
+            return self.resend_after_seconds
+        return self.device_timeout_seconds / 3
+
+    def wait_after_send(self, sends: int) -> float:
+        """Seconds a device sent its stage `sends` times has before its next deadline.
+
+        While re-sends remain that is the re-send interval; after the last send it is
+        the device timeout, the time the device itself has to commit.
+        """
+        return self.resend_interval if sends <= self.max_resends else self.device_timeout_seconds
 
     def active_after(self, current: Sequence[int]) -> tuple[int, ...]:
         """The device's active sec_tags once this rollout has committed on it."""

@@ -34,6 +34,8 @@ class RolloutState(enum.StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     COMPLETED = "completed"
+    COMPLETED_WITH_TIMEOUTS = "completed_with_timeouts"
+    """Every wave passed, but some devices never confirmed (timed out, failed)."""
     ABORTED = "aborted"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
@@ -67,11 +69,21 @@ class DeviceRolloutState(enum.StrEnum):
 
 
 class PushStep(enum.StrEnum):
-    """Which bundle a push sends: the stage (or retire), the commit, or the rollback."""
+    """Which bundle a push sends: the stage (or retire), the commit, or the rollback.
+
+    `RESEND` is the stage again, a fresh bundle (new seq and expiry) to a device that
+    has not answered the one it was sent; it is stored and matched as the stage.
+    """
 
     STAGE = "stage"
     COMMIT = "commit"
     ROLLBACK = "rollback"
+    RESEND = "resend"
+
+    @property
+    def bundle_step(self) -> PushStep:
+        """The step whose bundle this push sends (a re-send sends the stage)."""
+        return PushStep.STAGE if self is PushStep.RESEND else self
 
 
 _S = DeviceRolloutState

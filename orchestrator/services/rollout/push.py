@@ -37,7 +37,8 @@ class _StepRule:
     rollout_states: frozenset[RolloutState]
     sources: frozenset[DeviceRolloutState]
     target: DeviceRolloutState | None
-    """None: the step moves no device (a commit is confirmed by the device's report)."""
+    """None: the step moves no device (a commit is confirmed by the device's report; a
+    re-sent device stays `sent`)."""
 
 
 _RULES: Final[Mapping[PushStep, _StepRule]] = {
@@ -50,6 +51,11 @@ _RULES: Final[Mapping[PushStep, _StepRule]] = {
     PushStep.ROLLBACK: _StepRule(
         frozenset({RolloutState.ROLLING_BACK}), ROLLBACK_TARGETS, D.ROLLBACK_SENT
     ),
+    # The stage again to a device that has not answered it: a pause stops new stages,
+    # not the delivery of one already sent. The device stays `sent`.
+    PushStep.RESEND: _StepRule(
+        frozenset({RolloutState.RUNNING, RolloutState.PAUSED}), frozenset({D.SENT}), None
+    ),
 }
 
 
@@ -57,6 +63,7 @@ def bundle_body(
     spec: RolloutSpec, step: PushStep, active: Sequence[int], now: datetime
 ) -> BundleBody:
     """What `step`'s bundle says to a device whose active tag list is `active`."""
+    step = step.bundle_step
     if step is PushStep.ROLLBACK:
         return BundleBody(op="rollback", tag=spec.spare_tag)
     if step is PushStep.COMMIT:
@@ -81,9 +88,6 @@ class _Batch:
     deps: PushDeps
     rollout: Rollout
     step: PushStep
-    rule: _StepRule
-    device_ids: Sequence[str]
-    states: Mapping[str, DeviceRolloutState]
     active: Mapping[str, Sequence[int]]
     seqs: Mapping[str, int]
     now: datetime
@@ -95,6 +99,10 @@ class _Batch:
         # after it timed out finds it expired (MQTT message expiry, and `exp` itself).
         return max(1, int(self.rollout.spec.device_timeout_seconds))
 
+    def deadline(self, sends: int) -> float:
+        """When a device sent its stage `sends` times is due a re-send, or times out."""
+        return self.now.timestamp() + self.rollout.spec.wait_after_send(sends)
+
     def issue(self, device_id: str) -> bytes:
         spec = self.rollout.spec
         return issue_bundle(
@@ -102,47 +110,55 @@ class _Batch:
             sequences=self.deps.sequences,
             device_id=device_id,
             rollout_id=self.rollout.id,
-            body=bundle_body(spec, self.step, self.active.get(device_id, [spec.tag]), self.now),
+            body=bundle_body(
+                spec, self.step.bundle_step, self.active.get(device_id, [spec.tag]), self.now
+            ),
             now=self.now,
             ttl_seconds=self.ttl,
             seq=self.seqs[device_id],
         ).data
 
-    def resent_as_stored(
+    def stored_first(
         self, issued_before: Sequence[str], to_issue: Sequence[str]
     ) -> Iterator[tuple[str, bytes]]:
-        """A step that moves nobody (commit): the first bundle stored per device goes out."""
-        store, rid = self.deps.store, self.rollout.id
-        yield from store.bundles(rid, list(issued_before), self.step).items()
+        """The bundle stored per device, issued and stored (with its seq) if there is none.
+
+        A device keeps the first bundle stored for the step: a re-run, or a run racing
+        this one, sends those same bytes, never a second, different bundle.
+        """
+        store, rid, step = self.deps.store, self.rollout.id, self.step
+        yield from store.bundles(rid, list(issued_before), step).items()
         for start in range(0, len(to_issue), PUBLISH_CHUNK):
             chunk = to_issue[start : start + PUBLISH_CHUNK]
             bundles = {d: self.issue(d) for d in chunk}
-            store.put_bundles_if_absent(rid, self.step, bundles, seqs=self.seqs)
-            yield from store.bundles(rid, list(chunk), self.step).items()
+            store.put_bundles_if_absent(rid, step, bundles, seqs=self.seqs)
+            yield from store.bundles(rid, list(chunk), step).items()
 
-    def issued_with_transition(
-        self, target: DeviceRolloutState, to_issue: Sequence[str]
-    ) -> Iterator[tuple[str, bytes]]:
-        """A step that moves devices: each bundle is stored with its device's transition."""
-        store, rid = self.deps.store, self.rollout.id
-        # Devices a previous try of this batch moved already get the same bytes again.
-        again = [d for d in self.device_ids if self.states.get(d) == target]
-        yield from store.bundles(rid, again, self.step).items()
+    def move_acknowledged(self, rule: _StepRule, target: DeviceRolloutState) -> _Moved:
+        """What moves the devices whose bundle the broker acknowledged to `target`."""
+        spec = self.rollout.spec
         deadline = (
-            self.now + timedelta(seconds=self.rollout.spec.device_timeout_seconds)
-        ).timestamp()
-        for start in range(0, len(to_issue), PUBLISH_CHUNK):
-            issued = {d: self.issue(d) for d in to_issue[start : start + PUBLISH_CHUNK]}
-            results = store.transition(
-                rid,
+            self.deadline(1)
+            if self.step is PushStep.STAGE
+            else self.now.timestamp() + spec.device_timeout_seconds
+        )
+        return _Moved(self, rule.sources, target, deadline)
+
+    def resent(self, due: Mapping[str, int]) -> Iterator[tuple[str, bytes]]:
+        """Fresh stage bundles, each stored with its seq and next deadline before it goes."""
+        for start in range(0, len(due), PUBLISH_CHUNK):
+            chunk = list(due)[start : start + PUBLISH_CHUNK]
+            issued = {d: self.issue(d) for d in chunk}
+            results = self.deps.store.transition(
+                self.rollout.id,
                 [
                     DeviceTransition(
                         device_id=d,
-                        new=target,
-                        allowed=self.rule.sources,
-                        cause=f"{self.step} bundle issued",
-                        deadline=deadline,
-                        step=self.step,
+                        new=D.SENT,
+                        allowed=frozenset({D.SENT}),
+                        cause=f"stage bundle re-sent ({due[d]} of {self.rollout.spec.max_resends})",
+                        deadline=self.deadline(due[d] + 1),
+                        step=PushStep.STAGE,
                         bundle=data,
                         seq=self.seqs[d],
                     )
@@ -152,6 +168,50 @@ class _Batch:
                 actor=self.actor,
             )
             yield from ((r.device_id, issued[r.device_id]) for r in results if r.applied)
+
+
+@dataclass(slots=True)
+class _Moved:
+    """Moves acknowledged devices to the step's target, one transition call per chunk."""
+
+    batch: _Batch
+    sources: frozenset[DeviceRolloutState]
+    target: DeviceRolloutState
+    deadline: float
+    moved: int = 0
+
+    def __call__(self, device_ids: Sequence[str]) -> None:
+        batch = self.batch
+        results = batch.deps.store.transition(
+            batch.rollout.id,
+            [
+                DeviceTransition(
+                    device_id=d,
+                    new=self.target,
+                    allowed=self.sources,
+                    cause=f"{batch.step} bundle acknowledged by the broker",
+                    deadline=self.deadline,
+                )
+                for d in device_ids
+            ],
+            now=batch.now,
+            actor=batch.actor,
+        )
+        self.moved += sum(r.applied for r in results)
+
+
+def _due_resends(
+    deps: PushDeps, rollout: Rollout, sent: Sequence[str], now: datetime
+) -> dict[str, int]:
+    """Of `sent` devices, those due a re-send with budget left: device -> stage bundles sent.
+
+    A device re-sent by an earlier try of this batch has a later deadline and is skipped.
+    """
+    store = deps.store
+    deadlines = store.deadlines(rollout.id, sent)
+    overdue = [d for d in sent if deadlines.get(d, float("inf")) <= now.timestamp()]
+    sends = store.send_counts(rollout.id, overdue, PushStep.STAGE)
+    return {d: sends.get(d, 1) for d in overdue if sends.get(d, 1) <= rollout.spec.max_resends}
 
 
 def push_batch(
@@ -165,9 +225,11 @@ def push_batch(
 ) -> int:
     """Issue and publish one step's bundles to a batch of devices; return how many went out.
 
-    A device gets a bundle for a step once: the bundle is stored with the device's
-    transition, and a re-run re-sends those same bytes to devices that have not
-    answered yet, never a second, different bundle.
+    A device gets one bundle per step: it is stored, with its seq, while the device
+    has not moved yet, and the device moves (pending -> sent, or to rollback_sent) only
+    once the broker acknowledged it; a re-run re-sends those same bytes to the devices
+    that did not move. A re-send (`PushStep.RESEND`) is the exception: a fresh stage
+    bundle to a `sent` device whose re-send is due, within the rollout's budget.
     """
     rollout = load(deps.store, rollout_id)
     rule = _RULES[step]
@@ -177,31 +239,42 @@ def push_batch(
     store = deps.store
     states = store.device_states(rollout_id, device_ids)
     fresh = [d for d in device_ids if states.get(d) in rule.sources]
+    due = _due_resends(deps, rollout, fresh, now) if step is PushStep.RESEND else {}
+    # Devices a previous try of this batch moved already get their bytes again too.
+    again = [d for d in device_ids if rule.target is not None and states.get(d) == rule.target]
+    issued_before = (
+        {} if step is PushStep.RESEND else store.bundles(rollout_id, [*again, *fresh], step)
+    )
     # One round trip for the batch's sequence numbers, none per device.
-    issued_before = store.bundles(rollout_id, fresh, step) if rule.target is None else {}
-    to_issue = [d for d in fresh if d not in issued_before]
+    to_issue = (
+        list(due) if step is PushStep.RESEND else [d for d in fresh if d not in issued_before]
+    )
     batch = _Batch(
         deps=deps,
         rollout=rollout,
         step=step,
-        rule=rule,
-        device_ids=device_ids,
-        states=states,
         active=store.active_tags(rollout_id, device_ids),
         seqs=deps.sequences.next_sequences(to_issue),
         now=now,
         actor=actor,
     )
     # A generator, so the publisher sends one chunk while the next is being signed;
-    # pipelined: the broker acknowledges a window of publishes at a time.
+    # pipelined: the broker acknowledges a window of publishes at a time, and the
+    # devices acknowledged move a chunk at a time.
     outgoing = (
-        batch.resent_as_stored(list(issued_before), to_issue)
-        if rule.target is None
-        else batch.issued_with_transition(rule.target, to_issue)
+        batch.resent(due)
+        if step is PushStep.RESEND
+        else batch.stored_first(list(issued_before), to_issue)
     )
-    sent = deps.publisher.publish_bundles(outgoing, expiry_seconds=batch.ttl)
+    moved = batch.move_acknowledged(rule, rule.target) if rule.target is not None else None
+    sent = deps.publisher.publish_bundles(outgoing, expiry_seconds=batch.ttl, on_acked=moved)
     count(deps.metrics, "certfleet_bundles_pushed_total", {"step": step.value}, sent)
     log.info(
-        "push_batch", rollout_id=rollout_id, step=step.value, devices=len(device_ids), sent=sent
+        "push_batch",
+        rollout_id=rollout_id,
+        step=step.value,
+        devices=len(device_ids),
+        sent=sent,
+        moved=moved.moved if moved is not None else 0,
     )
     return sent
