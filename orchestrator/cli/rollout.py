@@ -63,6 +63,18 @@ MinSample = Annotated[
 Timeout = Annotated[
     str | None, typer.Option("--device-timeout", help="Seconds a device has to decide.")
 ]
+ResendAfter = Annotated[
+    str | None,
+    typer.Option(
+        "--resend-after",
+        help="Seconds before a device that has not answered is sent a fresh stage "
+        "(default: a third of the device timeout).",
+    ),
+]
+MaxResends = Annotated[
+    int | None,
+    typer.Option("--max-resends", help="Fresh stages sent before a device times out (default 2)."),
+]
 TimeoutsFail = Annotated[
     bool | None, typer.Option("--timeouts-fail/--timeouts-pass", help="Count timeouts as failures.")
 ]
@@ -111,6 +123,10 @@ def _spec(spec_file: Path | None, **flags: Any) -> RolloutSpec:
             min_sample=int(data.get("min_sample", 10)),
             device_timeout_seconds=parse_duration(data.get("device_timeout", 300)),
             timeouts_fail=bool(data.get("timeouts_fail", False)),
+            resend_after_seconds=(
+                parse_duration(data["resend_after"]) if data.get("resend_after") else None
+            ),
+            max_resends=int(data.get("max_resends", 2)),
             push_rate=float(data["push_rate"]) if data.get("push_rate") else None,
             window=parse_window(data["window"]) if data.get("window") else None,
             selector=parse_selector(str(data.get("select", "all"))),
@@ -145,6 +161,8 @@ def plan(
     max_failure: MaxFailure = None,
     min_sample: MinSample = None,
     device_timeout: Timeout = None,
+    resend_after: ResendAfter = None,
+    max_resends: MaxResends = None,
     timeouts_fail: TimeoutsFail = None,
     push_rate: PushRate = None,
     window: Window = None,
@@ -167,6 +185,8 @@ def plan(
         max_failure=max_failure,
         min_sample=min_sample,
         device_timeout=device_timeout,
+        resend_after=resend_after,
+        max_resends=max_resends,
         timeouts_fail=timeouts_fail,
         push_rate=push_rate,
         window=window,
@@ -201,6 +221,8 @@ def create(
     max_failure: MaxFailure = None,
     min_sample: MinSample = None,
     device_timeout: Timeout = None,
+    resend_after: ResendAfter = None,
+    max_resends: MaxResends = None,
     timeouts_fail: TimeoutsFail = None,
     push_rate: PushRate = None,
     window: Window = None,
@@ -226,6 +248,8 @@ def create(
         max_failure=max_failure,
         min_sample=min_sample,
         device_timeout=device_timeout,
+        resend_after=resend_after,
+        max_resends=max_resends,
         timeouts_fail=timeouts_fail,
         push_rate=push_rate,
         window=window,

@@ -1,204 +1,34 @@
-"""Delivery confirmed, not assumed: a device is `sent` only once the broker acknowledged
-its bundle, a device that does not answer is sent a fresh stage a bounded number of
-times before it times out, and a rollout with devices that never confirmed says so."""
+"""Delivery confirmed, not assumed, against in-memory ports: a device is `sent` only once
+the broker acknowledged its bundle, a device that does not answer is sent a fresh stage
+a bounded number of times before it times out (scenarios: tests/delivery_fleet.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-
 import pytest
 
-from orchestrator.domain.inventory import DeviceState
-from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout import RolloutSpec, parse_waves
-from orchestrator.domain.rollout_states import DeviceRolloutState, PushStep, RolloutState
-from orchestrator.protocol.bundle import Bundle, open_bundle
-from orchestrator.services.rollout import (
-    PushDeps,
-    RolloutDeps,
-    apply_reports,
-    create_rollout,
-    dispatch_wave,
-    evaluate_rollout,
-    push_batch,
-    start_rollout,
-)
-from simulator.pki import make_ca
-from tests.fake_rollouts import (
-    FakeMetrics,
-    FakePublisher,
-    FakeRollouts,
-    FakeSequences,
-    FakeSigner,
-    PublishFailedError,
-    RecordingTasks,
-)
-from tests.fakes import FakeInventory
-from tests.unit.builders import NOW, credential
+from orchestrator.domain.rollout import RolloutSpec
+from tests.delivery_fleet import SCENARIOS, TIMEOUT, Fleet, Scenario, spec
 
 pytestmark = pytest.mark.unit
 
-D = DeviceRolloutState
-R = RolloutState
-CA = make_ca("New Root", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=400))
-DEVICES = ["d1", "d2", "d3", "d4"]
-TIMEOUT = 600.0
-RESEND = 100.0
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_delivery_is_confirmed_and_re_sent_within_its_budget(scenario: Scenario) -> None:
+    """Each scenario of tests/delivery_fleet.py holds in memory (its docstring says what)."""
+    scenario(Fleet())
 
 
-def _spec(**overrides: object) -> RolloutSpec:
-    values: dict[str, object] = {
-        "kind": "trust.add",
-        "ca_pems": (CA.pem.decode(),),
-        "tag": 42,
-        "spare_tag": 43,
-        "probe_host": "broker.example.net",
-        "probe_port": 8883,
-        "waves": parse_waves("100%"),
-        "min_sample": 1,
-        "max_failure": 0.5,
-        "device_timeout_seconds": TIMEOUT,
-        "resend_after_seconds": RESEND,
-        "max_resends": 2,
-    }
-    values.update(overrides)
-    return RolloutSpec(**values)  # type: ignore[arg-type]
-
-
-@dataclass
-class Fleet:
-    """One rollout's engine over in-memory ports, its single wave dispatched."""
-
-    store: FakeRollouts = field(default_factory=FakeRollouts)
-    tasks: RecordingTasks = field(default_factory=RecordingTasks)
-    inventory: FakeInventory = field(default_factory=FakeInventory)
-    publisher: FakePublisher = field(default_factory=FakePublisher)
-    sequences: FakeSequences = field(default_factory=FakeSequences)
-    metrics: FakeMetrics = field(default_factory=FakeMetrics)
-    signer: FakeSigner = field(default_factory=FakeSigner)
-    rid: str = ""
-
-    @property
-    def deps(self) -> RolloutDeps:
-        return RolloutDeps(
-            store=self.store, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
-        )
-
-    @property
-    def push(self) -> PushDeps:
-        return PushDeps(
-            store=self.store,
-            signer=self.signer,
-            sequences=self.sequences,
-            publisher=self.publisher,
-            metrics=self.metrics,
-        )
-
-    def start(self, spec: RolloutSpec) -> None:
-        self.inventory.record_states(
-            [
-                DeviceState(
-                    device_id=d, reported_at=NOW, credentials=(credential(42),), active_tags=(42,)
-                )
-                for d in DEVICES
-            ],
-            received_at=NOW,
-        )
-        self.rid = create_rollout(self.deps, spec, now=NOW, actor="test", start=True)
-        start_rollout(self.deps, self.rid, now=NOW, actor="test")
-        evaluate_rollout(self.deps, self.rid, now=NOW)
-        dispatch_wave(self.deps, self.rid, 0, now=NOW)
-
-    def run_pushes(self, now: datetime) -> int:
-        """Carry out every push_batch enqueued so far, as a worker would."""
-        sent = 0
-        for rid, _, ids, step, _ in self.tasks.named("push_batch"):
-            sent += push_batch(self.push, rid, ids, step, now=now)  # type: ignore[arg-type]
-        self.tasks.calls = [c for c in self.tasks.calls if c[0] != "push_batch"]
-        return sent
-
-    def state(self, device_id: str) -> DeviceRolloutState:
-        return self.store.device_states(self.rid, [device_id])[device_id]
-
-    def sent_to(self, device_id: str) -> list[bytes]:
-        return [data for d, data in self.publisher.sent if d == device_id]
-
-    def opened(self, device_id: str, data: bytes, now: datetime) -> Bundle:
-        """The bundle as the device checks it (signature, device, sequence, expiry)."""
-        return open_bundle(
-            data,
-            signers={self.signer.key_id: self.signer.public_key},
-            device_id=device_id,
-            last_seq=0,
-            now=now,
-        )
-
-    def report(self, device_id: str, phase: str, bundle: Bundle, now: datetime) -> set[str]:
-        return apply_reports(
-            self.deps,
-            [
-                DeviceReport(
-                    device_id=device_id,
-                    rollout_id=self.rid,
-                    seq=bundle.seq,
-                    op=bundle.op,
-                    phase=phase,
-                    reason="ok",
-                    detail="",
-                    time=now,
-                )
-            ],
-            now=now,
-        )
-
-
-@pytest.fixture
-def fleet() -> Fleet:
-    return Fleet()
-
-
-def test_a_worker_killed_between_store_and_publish_leaves_devices_pending_with_their_bundle(
-    fleet: Fleet,
-) -> None:
-    """Only acknowledged devices are `sent`; a re-run sends the stored bytes and moves the rest."""
-    # given a rollout whose push fails after the broker acknowledged two bundles
-    fleet.start(_spec())
-    fleet.publisher.ack_run = 1
-    fleet.publisher.fail_after = 2
-    # when the batch runs
-    with pytest.raises(PublishFailedError):
-        fleet.run_pushes(NOW)
-    # then the two acknowledged devices are sent, the rest pending with a bundle stored
-    states = fleet.store.device_states(fleet.rid)
-    assert sorted(d for d, s in states.items() if s is D.SENT) == ["d1", "d2"]
-    assert sorted(d for d, s in states.items() if s is D.PENDING) == ["d3", "d4"]
-    stored = fleet.store.bundles(fleet.rid, ["d3", "d4"], PushStep.STAGE)
-    assert set(stored) == {"d3", "d4"}
-    # when the task is retried with the broker back
-    fleet.publisher.fail_after = None
-    fleet.tasks.calls = [c for c in fleet.tasks.calls if c[0] != "push_batch"]
-    push_batch(fleet.push, fleet.rid, DEVICES, PushStep.STAGE, now=NOW)
-    # then the pending devices got the very bytes stored, once per device, and are sent
-    assert fleet.sent_to("d3") == [stored["d3"]]
-    assert fleet.sent_to("d4") == [stored["d4"]]
-    assert all(fleet.state(d) is D.SENT for d in DEVICES)
-    assert [fleet.store.send_counts(fleet.rid, [d], PushStep.STAGE)[d] for d in DEVICES] == [
-        1,
-        1,
-        1,
-        1,
-    ]
-
-
-def test_a_batch_whose_publish_fails_before_any_ack_moves_nobody(fleet: Fleet) -> None:
-    """A broker that acknowledges nothing leaves every device pending, none assumed sent."""
-    # given a broker that fails the first publish
-    fleet.start(_spec())
-    fleet.publisher.fail_after = 0
-    # when the batch runs
-    with pytest.raises(PublishFailedError):
-        fleet.run_pushes(NOW)
-    # then nobody is sent, and nobody has a deadline to time out by
-    assert all(fleet.state(d) is D.PENDING for d in DEVICES)
-    assert fleet.store.overdue(fleet.rid, (NOW + timedelta(days=1)).timestamp()) == []
+def test_the_re_send_settings_are_validated_and_round_trip() -> None:
+    """resend_after and max_resends default sensibly, are checked and survive storage."""
+    # given the defaults and explicit settings
+    default = spec(resend_after_seconds=None)
+    explicit = spec(resend_after_seconds=30, max_resends=5)
+    # then the default interval is a third of the device timeout, and both round-trip
+    assert (default.resend_interval, default.max_resends) == (TIMEOUT / 3, 2)
+    assert RolloutSpec.from_json(default.to_json()) == default
+    assert RolloutSpec.from_json(explicit.to_json()) == explicit
+    # and bad values are refused with a reason
+    with pytest.raises(ValueError, match="re-send interval"):
+        spec(resend_after_seconds=0)
+    with pytest.raises(ValueError, match="max_resends"):
+        spec(max_resends=-1)

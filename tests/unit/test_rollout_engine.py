@@ -489,8 +489,8 @@ def test_unconfirmed_rollbacks_are_listed_at_the_deadline(engine: Engine) -> Non
 
 def test_the_tick_times_out_overdue_devices_and_the_gate_counts_them(engine: Engine) -> None:
     """sent past the device timeout -> timed_out; a wave of timed-out devices passes
-    unless timeouts fail."""
-    rid = _running(engine)
+    unless timeouts fail (no re-sends: a silent device times out at the device timeout)."""
+    rid = _running(engine, _spec(max_resends=0))
     engine.run_pushes()
     later = NOW + timedelta(seconds=TIMEOUT + 1)
     assert tick_rollouts(engine.deps, now=later) == {rid: R.RUNNING}
@@ -502,7 +502,7 @@ def test_the_tick_times_out_overdue_devices_and_the_gate_counts_them(engine: Eng
 
 def test_timeouts_fail_the_gate_when_the_policy_says_so(engine: Engine) -> None:
     """timeouts_fail: timed-out devices are failures and abort the rollout."""
-    rid = _running(engine, _spec(timeouts_fail=True, max_failure=0.0))
+    rid = _running(engine, _spec(timeouts_fail=True, max_failure=0.0, max_resends=0))
     engine.run_pushes()
     assert tick_rollouts(engine.deps, now=NOW + timedelta(seconds=TIMEOUT + 1)) == {
         rid: R.ROLLING_BACK

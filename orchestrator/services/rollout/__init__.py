@@ -5,6 +5,7 @@
 - `push`: sign, store and publish one step's bundles to a batch of devices;
 - `reports`: move devices by their reports;
 - `evaluate`: commit healthy devices, the gate, bake, next wave, re-dispatch; the tick;
+- `deadlines`: what the tick does with an overdue device: re-send its stage, or time it out;
 - `rollback`: abort, send the rollback, end it.
 
 Every function takes only the ports it uses (`RolloutDeps`, or `PushDeps` to push)

@@ -15,18 +15,16 @@ from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_ga
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
     DeviceRolloutState,
-    DeviceTransition,
     PushStep,
     RolloutState,
     WaveState,
-    sources_of,
 )
 from orchestrator.logs import get_logger
+from orchestrator.services.rollout.deadlines import handle_overdue
 from orchestrator.services.rollout.deps import (
     PUSH_BATCH_SIZE,
     RolloutDeps,
     batched,
-    count,
     load,
 )
 from orchestrator.services.rollout.rollback import abort_rollout, evaluate_rollback, finish
@@ -39,7 +37,6 @@ D = DeviceRolloutState
 COMMIT_RESEND_SECONDS: Final = 30.0
 """A healthy device's commit goes again if it has not committed this long after (or a
 quarter of the rollout's device timeout, when that is shorter)."""
-_TIMED_OUT_SOURCES: Final = sources_of(D.TIMED_OUT) - {D.ROLLBACK_SENT}
 
 
 def evaluate_rollout(
@@ -179,31 +176,9 @@ def _wave_baking(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str)
 
 
 def tick_rollouts(deps: RolloutDeps, *, now: datetime) -> dict[str, str]:
-    """Beat: time out overdue devices, then evaluate every active rollout."""
+    """Beat: re-send or time out overdue devices, then evaluate every active rollout."""
     outcome = {}
     for rollout_id in deps.store.active_ids():
-        overdue = deps.store.overdue(rollout_id, now.timestamp())
-        if overdue:
-            results = deps.store.transition(
-                rollout_id,
-                [
-                    DeviceTransition(
-                        device_id=d,
-                        new=D.TIMED_OUT,
-                        allowed=_TIMED_OUT_SOURCES,
-                        cause="no decision before the device timeout",
-                        clear_deadline=True,
-                    )
-                    for d in overdue
-                ],
-                now=now,
-                actor="tick",
-            )
-            count(
-                deps.metrics,
-                "certfleet_device_transitions_total",
-                {"to": D.TIMED_OUT.value},
-                sum(r.applied for r in results),
-            )
+        handle_overdue(deps, rollout_id, now=now)
         outcome[rollout_id] = evaluate_rollout(deps, rollout_id, now=now, actor="tick")
     return outcome
