@@ -9,6 +9,8 @@ beat's lock and schedule are all gone when it comes back.
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import redis
 
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
+from orchestrator.domain.errors import StoreUnavailableError
 from simulator.services import LocalService, start_redis
 from tests.procs import BIN, Proc, start, wait_until
 
@@ -144,3 +147,38 @@ def _get(client: redis.Redis, key: str) -> str | None:
     except (redis.ConnectionError, redis.TimeoutError):
         return None
     return value
+
+
+def test_a_store_call_rides_out_a_short_redis_restart_and_reports_a_long_outage(
+    own_redis: list[LocalService], service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store call waits out a one-second restart; past its retries it raises, as transient."""
+    # given the state store of a process, as bootstrap builds it, on a Redis of its own
+    url = f"redis://{own_redis[0].host}:{own_redis[0].port}/0"
+    monkeypatch.setenv("CERTFLEET_REDIS_URL", url)
+    container = bootstrap(Settings(), logging=False)
+    try:
+        container.metrics.set("certfleet_test_gauge", 1)
+
+        # when Redis is killed and comes back a second later, mid-call
+        old = own_redis[-1]
+        old.process.send_signal(signal.SIGKILL)
+        old.process.wait(timeout=30)
+        comeback = threading.Timer(
+            1.0, lambda: own_redis.append(start_redis(old.workdir, port=old.port))
+        )
+        comeback.start()
+        container.metrics.set("certfleet_test_gauge", 2)
+        comeback.join()
+
+        # then the call went through once Redis was back
+        assert container.metrics.snapshot()[("certfleet_test_gauge", ())] == 2
+
+        # and with Redis gone for good, a call gives up with the transient store error
+        own_redis[-1].stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            container.metrics.set("certfleet_test_gauge", 3)
+        assert time.monotonic() - started < 30
+    finally:
+        container.close()
