@@ -1,4 +1,4 @@
-"""A Celery worker and beat ride out a Redis restart, graceful (SIGTERM) and killed (SIGKILL).
+"""Worker, beat and the state store ride out a Redis restart, graceful (SIGTERM) or killed.
 
 Redis here is the broker, the result backend, redbeat's store and the state store,
 as in every shipped deployment. It is restarted on the same port without its data
