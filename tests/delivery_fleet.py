@@ -155,6 +155,16 @@ class Fleet:
             now=now,
         )
 
+    def commit(self, device_id: str, at: datetime) -> None:
+        """The device answers its last stage through health_ok, then commits when told to."""
+        stage = self.opened(device_id, self.sent_to(device_id)[-1], at)
+        for phase in ("received", "staged", "health_ok"):
+            self.report(device_id, phase, stage, at)
+        evaluate_rollout(self.deps, self.rid, now=at)
+        self.run_pushes(at)
+        commit = self.opened(device_id, self.sent_to(device_id)[-1], at)
+        self.report(device_id, "committed", commit, at)
+
     def tick(self, at: datetime) -> None:
         """A beat tick at `at`, and the push batches it enqueued carried out then."""
         tick_rollouts(self.deps, now=at)
@@ -288,6 +298,46 @@ def without_re_sends_a_silent_device_times_out_at_the_device_timeout(fleet: Flee
     assert (before, fleet.state("d1")) == (D.SENT, D.TIMED_OUT)
 
 
+def a_rollout_with_a_timed_out_device_ends_completed_with_timeouts(fleet: Fleet) -> None:
+    """Every wave passed but a device never confirmed: completed_with_timeouts, claims released."""
+    # given a rollout where three devices commit and one never answers
+    fleet.start(spec(max_resends=0))
+    fleet.run_pushes(NOW)
+    for device in DEVICES[:3]:
+        fleet.commit(device, NOW)
+    # when the silent device times out, the gate passes the wave and its bake ends
+    later = NOW + timedelta(seconds=TIMEOUT)
+    fleet.tick(later)
+    fleet.tick(later + timedelta(seconds=1))
+    # then the rollout says some devices did not confirm, names them, and has ended
+    rollout = fleet.store.get(fleet.rid)
+    assert rollout is not None
+    assert rollout.state is R.COMPLETED_WITH_TIMEOUTS
+    assert rollout.unconfirmed == ("d4",)
+    assert rollout.ended
+    assert rollout.finished_at is not None
+    assert fleet.rid not in fleet.store.active_ids()
+    assert fleet.store.claim("ro-next", [42, 43], DEVICES) == [], "claims released"
+    log = fleet.store.log(fleet.rid)
+    assert any(e["to"] == "completed_with_timeouts" and "1 devices" in e["cause"] for e in log)
+
+
+def a_rollout_whose_devices_all_committed_ends_completed(fleet: Fleet) -> None:
+    """Every device committed: plain `completed`, nothing unconfirmed."""
+    # given a rollout where every device commits
+    fleet.start(spec())
+    fleet.run_pushes(NOW)
+    for device in DEVICES:
+        fleet.commit(device, NOW)
+    # when the gate passes the wave and its bake ends
+    fleet.tick(NOW + timedelta(seconds=1))
+    fleet.tick(NOW + timedelta(seconds=2))
+    # then it is completed
+    rollout = fleet.store.get(fleet.rid)
+    assert rollout is not None
+    assert (rollout.state, rollout.unconfirmed) == (R.COMPLETED, None)
+
+
 Scenario = Callable[[Fleet], None]
 SCENARIOS: list[Scenario] = [
     a_worker_killed_between_store_and_publish_leaves_devices_pending,
@@ -296,4 +346,6 @@ SCENARIOS: list[Scenario] = [
     a_report_answering_an_earlier_re_sent_bundle_still_applies,
     a_device_that_answered_before_its_re_send_time_times_out_later,
     without_re_sends_a_silent_device_times_out_at_the_device_timeout,
+    a_rollout_with_a_timed_out_device_ends_completed_with_timeouts,
+    a_rollout_whose_devices_all_committed_ends_completed,
 ]

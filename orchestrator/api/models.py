@@ -138,6 +138,8 @@ class RolloutStatusBody(RolloutSummary):
     failed_devices: list[FailedDevice]
     abort_reason: str | None = None
     unconfirmed_rollback: list[str] | None = None
+    unconfirmed: list[str] | None = None
+    """Devices that never confirmed the new trust (a rollout `completed_with_timeouts`)."""
 
 
 class CommandResult(BaseModel):

@@ -309,6 +309,10 @@ def status(
         out.print(
             f"[yellow]rollback not confirmed by:[/] {', '.join(current['unconfirmed_rollback'])}"
         )
+    if current.get("unconfirmed"):
+        unconfirmed = current["unconfirmed"]
+        shown = ", ".join(unconfirmed[:20]) + (" …" if len(unconfirmed) > 20 else "")
+        out.print(f"[yellow]{len(unconfirmed)} devices never confirmed the new trust:[/] {shown}")
 
 
 def _command(verb: str, rollout_id: str) -> None:

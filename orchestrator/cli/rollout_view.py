@@ -21,7 +21,9 @@ from orchestrator.services.rollout import RolloutDeps, rollout_status
 __all__ = ["rollouts_table", "status_table", "watch_status"]
 
 D = DeviceRolloutState
-ENDED: Final = frozenset({RolloutState.COMPLETED, RolloutState.ROLLED_BACK})
+ENDED: Final = frozenset(
+    {RolloutState.COMPLETED, RolloutState.COMPLETED_WITH_TIMEOUTS, RolloutState.ROLLED_BACK}
+)
 DONE: Final = (D.COMMITTED, D.REJECTED, D.HEALTH_FAILED, D.TIMED_OUT, D.FALLBACK, D.ROLLED_BACK)
 """Device states a wave's progress bar counts as done, in the status table's column order."""
 FAILED: Final = (*sorted(FAILURES), D.TIMED_OUT)

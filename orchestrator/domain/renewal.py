@@ -19,7 +19,7 @@ and `certfleet impact --json` show. Optional fields are left out until they are 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -176,6 +176,9 @@ class RenewalPlan:
     activated_by: str | None = None
     """What said the servers switched: `certificate.activated` or the endpoint watch."""
     retire_after: datetime | None = None
+    unconfirmed: tuple[str, ...] = ()
+    """Devices the trust.add targeted that never confirmed the new CA: the old CA is
+    never retired on them."""
 
     @property
     def is_open(self) -> bool:
@@ -215,10 +218,22 @@ class RenewalPlan:
             raise PlanTransitionError(f"plan {self.id} cannot go from {self.state} to {state}")
         return replace(self, state=state, reason=reason if reason is not None else self.reason)
 
-    def add_completed(self) -> RenewalPlan:
-        """The trust.add is done: soak if the servers already switched, else wait for it."""
+    def add_completed(self, *, unconfirmed: Sequence[str] = ()) -> RenewalPlan:
+        """The trust.add is done: soak if the servers already switched, else wait for it.
+
+        Devices it targeted that never confirmed the new CA (`unconfirmed`, a rollout
+        `completed_with_timeouts`) are kept out of the retire, and the reason says so.
+        """
         switched = self.activated_at is not None
-        return self.moved_to(PlanState.SOAKING if switched else PlanState.AWAITING_SWITCH)
+        plan = self
+        if unconfirmed:
+            plan = replace(
+                self,
+                unconfirmed=tuple(sorted(unconfirmed)),
+                reason=f"{len(unconfirmed)} devices did not confirm the new CA: "
+                "the old CA is not retired on them",
+            )
+        return plan.moved_to(PlanState.SOAKING if switched else PlanState.AWAITING_SWITCH)
 
     def switched(self, *, now: datetime, cause: str, soak: timedelta) -> RenewalPlan:
         """The servers serve the new chain since `now`; the old CA may go after `soak`.
@@ -263,6 +278,7 @@ class RenewalPlan:
             "activated_at": _time(self.activated_at),
             "activated_by": self.activated_by,
             "retire_after": _time(self.retire_after),
+            "unconfirmed": list(self.unconfirmed) or None,
         }
         document.update((name, value) for name, value in optional.items() if value is not None)
         return document
@@ -289,4 +305,5 @@ class RenewalPlan:
             activated_at=_parse_time(data.get("activated_at")),
             activated_by=data.get("activated_by"),
             retire_after=_parse_time(data.get("retire_after")),
+            unconfirmed=tuple(data.get("unconfirmed", ())),
         )

@@ -26,7 +26,7 @@ REDISPATCH_MIN_SECONDS: Final = 60.0
 """A wave's pending devices are dispatched again when still pending this long (or the
 device timeout, when longer) after their last batch was due."""
 ABORTABLE: Final = frozenset({R.CREATED, R.RUNNING, R.PAUSED})
-ENDED: Final = frozenset({R.COMPLETED, R.ROLLED_BACK})
+ENDED: Final = frozenset({R.COMPLETED, R.COMPLETED_WITH_TIMEOUTS, R.ROLLED_BACK})
 
 
 def redispatch_grace(spec: RolloutSpec) -> float:
@@ -88,7 +88,7 @@ class Rollout:
 
     @property
     def ended(self) -> bool:
-        """Completed or rolled back."""
+        """Completed (with or without timeouts) or rolled back."""
         return self.state in ENDED
 
     def _entry(
@@ -314,8 +314,15 @@ class Rollout:
             expect=Expect(wave=(self.current, W.RUNNING)),
         )
 
-    def end_bake(self, *, now: datetime, actor: str) -> Change | None:
-        """After the bake: the wave passed; complete, or move on (auto) or wait (manual)."""
+    def end_bake(
+        self, *, now: datetime, actor: str, unconfirmed: Sequence[str] = ()
+    ) -> Change | None:
+        """After the bake: the wave passed; complete, or move on (auto) or wait (manual).
+
+        After the last wave the rollout is completed if every device committed; if
+        `unconfirmed` names devices that did not (timed out, failed), it is
+        completed_with_timeouts and keeps their list.
+        """
         wave = self.wave
         if self.state is not R.RUNNING or wave.state is not W.BAKING:
             return None
@@ -332,8 +339,24 @@ class Rollout:
         )
         waves = {wave.index: WaveChange(state=W.PASSED)}
         expect = Expect(state=R.RUNNING, wave=(wave.index, W.BAKING))
-        if self.is_last_wave:
+        if self.is_last_wave and not unconfirmed:
             return Change(state=R.COMPLETED, waves=waves, entries=(entry,), expect=expect)
+        if self.is_last_wave:
+            outcome = self._entry(
+                "rollout",
+                old=R.RUNNING,
+                new=R.COMPLETED_WITH_TIMEOUTS,
+                cause=f"{len(unconfirmed)} devices did not confirm the new trust",
+                actor=actor,
+                now=now,
+            )
+            return Change(
+                state=R.COMPLETED_WITH_TIMEOUTS,
+                unconfirmed=tuple(unconfirmed),
+                waves=waves,
+                entries=(entry, outcome),
+                expect=expect,
+            )
         return Change(
             current=wave.index + 1,
             awaiting_approval=True if self.spec.advance == "manual" else None,

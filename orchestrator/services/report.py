@@ -305,6 +305,7 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
         for g, c in zip(GROUPS, COLORS, strict=True)
     )
     unconfirmed = list(rollout.unconfirmed or ())
+    what = "new trust" if rollout.state is RolloutState.COMPLETED_WITH_TIMEOUTS else "rollback"
     ended = rollout.finished_at is not None or rollout.ended
     stuck = [D.ROLLBACK_SENT] if ended else []
     devices = sorted(set(deps.store.devices_in(rollout_id, [*PROBLEMS, *stuck])) | set(unconfirmed))
@@ -328,7 +329,7 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
             f" &middot; created {_e(rollout.created_at.isoformat())}",
             f" &middot; finished {_e(finished_at)}</p>",
             f'<p class="abort">aborted: {_e(abort)}</p>' if abort else "",
-            f'<p class="failed">{len(unconfirmed)} device(s) did not confirm the rollback</p>'
+            f'<p class="failed">{len(unconfirmed)} device(s) did not confirm the {what}</p>'
             if unconfirmed
             else "",
             f'<h2>Spec</h2><dl class="spec">{_spec_rows(spec)}</dl><h2>Waves</h2>',

@@ -1,13 +1,17 @@
 """Delivery confirmed, not assumed, against in-memory ports: a device is `sent` only once
 the broker acknowledged its bundle, a device that does not answer is sent a fresh stage
-a bounded number of times before it times out (scenarios: tests/delivery_fleet.py)."""
+a bounded number of times before it times out, a rollout with devices that never
+confirmed says so, and the renewal keeps the old CA on them (scenarios:
+tests/delivery_fleet.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from orchestrator.domain.renewal import PlanState, RenewalPlan
 from orchestrator.domain.rollout import RolloutSpec
 from tests.delivery_fleet import SCENARIOS, TIMEOUT, Fleet, Scenario, spec
+from tests.unit.plans import plan
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +36,18 @@ def test_the_re_send_settings_are_validated_and_round_trip() -> None:
         spec(resend_after_seconds=0)
     with pytest.raises(ValueError, match="max_resends"):
         spec(max_resends=-1)
+
+
+def test_a_renewal_whose_add_left_devices_unconfirmed_keeps_them_and_says_how_many() -> None:
+    """add_completed with unconfirmed devices records them and a reason naming their count."""
+    # given a plan whose trust.add ended completed_with_timeouts for two devices
+    adding = plan()
+    # when the add is seen completed
+    after = adding.add_completed(unconfirmed=["dev-7", "dev-3"])
+    # then the plan goes on, keeps the devices out of the retire, and says why
+    assert after.state is PlanState.AWAITING_SWITCH
+    assert after.unconfirmed == ("dev-3", "dev-7")
+    assert after.reason is not None
+    assert after.reason.startswith("2 devices did not confirm the new CA")
+    assert RenewalPlan.from_json(after.to_json()) == after
+    assert "unconfirmed" not in adding.add_completed().to_json()

@@ -58,9 +58,20 @@ def _advance(deps: RenewalDeps, plan: RenewalPlan, *, now: datetime) -> RenewalP
             log.warning("renewal_retire_waiting", plan_id=plan.id, error=str(exc))
             return plan.waiting(f"retire not planned yet: {exc}")
     if plan.state is PlanState.RETIRING and plan.retire_rollout is not None:
-        rollout = load(deps.rollouts.store, plan.retire_rollout).state
-        if rollout in (R.COMPLETED, R.ROLLED_BACK):
-            return plan.moved_to(PlanState.DONE if rollout is R.COMPLETED else PlanState.FAILED)
+        return _follow_retire(deps, plan, plan.retire_rollout)
+    return plan
+
+
+def _follow_retire(deps: RenewalDeps, plan: RenewalPlan, rollout_id: str) -> RenewalPlan:
+    """Done once the trust.retire ended; failed if it rolled back."""
+    rollout = load(deps.rollouts.store, rollout_id)
+    if rollout.state is R.COMPLETED_WITH_TIMEOUTS:
+        unconfirmed = len(rollout.unconfirmed or ())
+        reason = f"{unconfirmed} devices did not confirm the retire; they keep both CAs"
+        return plan.moved_to(PlanState.DONE, reason=reason)
+    if rollout.state in (R.COMPLETED, R.ROLLED_BACK):
+        done = rollout.state is R.COMPLETED
+        return plan.moved_to(PlanState.DONE if done else PlanState.FAILED)
     return plan
 
 
@@ -68,11 +79,21 @@ def _follow_add(
     deps: RenewalDeps, plan: RenewalPlan, rollout_id: str, *, now: datetime
 ) -> RenewalPlan:
     """Start the held trust.add once its chain is valid (auto rollout); see how it ended."""
-    rollout = load(deps.rollouts.store, rollout_id).state
+    loaded = load(deps.rollouts.store, rollout_id)
+    rollout = loaded.state
     if rollout is R.CREATED and deps.policy.auto_rollout and plan.chain_valid_at(now):
         command(deps.rollouts, rollout_id, "resume", now=now, actor="renewal")
     elif rollout is R.COMPLETED:
         return plan.add_completed()
+    elif rollout is R.COMPLETED_WITH_TIMEOUTS:
+        unconfirmed = loaded.unconfirmed or ()
+        log.warning(
+            "renewal_add_unconfirmed",
+            plan_id=plan.id,
+            rollout_id=rollout_id,
+            devices=len(unconfirmed),
+        )
+        return plan.add_completed(unconfirmed=unconfirmed)
     elif rollout is R.ROLLED_BACK:
         reason = f"trust.add rollout {rollout_id} rolled back"
         return plan.moved_to(PlanState.FAILED, reason=reason)
@@ -96,9 +117,16 @@ def _retire(deps: RenewalDeps, plan: RenewalPlan, *, now: datetime) -> RenewalPl
         return plan.moved_to(PlanState.DONE, reason="nothing was added, so nothing to retire")
     devices = deps.inventory.device_ids()
     active = deps.inventory.active_tags_of(devices)
-    both = sorted(d for d, tags in active.items() if tags and old in tags and new in tags)
+    # Devices that never confirmed the new CA keep the old one, whatever they report.
+    kept = set(plan.unconfirmed)
+    both = sorted(
+        d for d, tags in active.items() if tags and old in tags and new in tags and d not in kept
+    )
     if not both:
-        return plan.moved_to(PlanState.DONE, reason="no device holds both CAs")
+        reason = "no device holds both CAs"
+        if kept:
+            reason = f"no confirmed device holds both CAs; {len(kept)} never confirmed the new CA"
+        return plan.moved_to(PlanState.DONE, reason=reason)
     spec = deps.policy.spec(
         "trust.retire",
         ca_pems=(),

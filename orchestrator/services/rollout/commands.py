@@ -162,8 +162,10 @@ def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
     }
     if rollout.abort_reason:
         status["abort_reason"] = rollout.abort_reason
-    if rollout.unconfirmed is not None:
+    if rollout.unconfirmed is not None and rollout.state is RolloutState.ROLLED_BACK:
         status["unconfirmed_rollback"] = list(rollout.unconfirmed)
+    if rollout.unconfirmed is not None and rollout.state is RolloutState.COMPLETED_WITH_TIMEOUTS:
+        status["unconfirmed"] = list(rollout.unconfirmed)
     failed = deps.store.devices_in(rollout_id, [*FAILURES, D.TIMED_OUT])
     states = deps.store.device_states(rollout_id, failed)
     status["failed_devices"] = [

@@ -165,12 +165,25 @@ def _wave_running(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str
 
 def _wave_baking(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str) -> RolloutState:
     """After the bake: pass the wave; complete, or move on (auto) or wait (manual)."""
-    change = rollout.end_bake(now=now, actor=actor)
+    # After the last wave, every device of the rollout that did not commit (timed out,
+    # failed within the gate's allowance) keeps the rollout from a plain `completed`.
+    unconfirmed = (
+        deps.store.devices_in(rollout.id, [s for s in D if s is not D.COMMITTED])
+        if rollout.is_last_wave
+        else []
+    )
+    change = rollout.end_bake(now=now, actor=actor, unconfirmed=unconfirmed)
     if change is None or not deps.store.change(rollout.id, change):
         return rollout.state
-    if rollout.is_last_wave:
-        finish(deps, rollout, RolloutState.COMPLETED, now=now, actor=actor)
-        return RolloutState.COMPLETED
+    if change.state is not None:
+        finish(deps, rollout, change.state, now=now, actor=actor)
+        if unconfirmed:
+            log.warning(
+                "rollout_completed_with_timeouts",
+                rollout_id=rollout.id,
+                unconfirmed=len(unconfirmed),
+            )
+        return change.state
     deps.tasks.evaluate_rollout(rollout.id)
     return rollout.state
 
