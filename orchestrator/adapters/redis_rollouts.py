@@ -10,7 +10,10 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:bundle` (hash): `{device}:{step}` -> the signed bundle sent for that step;
 - `…:seq` (hash): `{device}:{step}` -> the seqs of every bundle issued for that step,
   space-separated (a re-send adds a fresh one; a late report about an earlier one matches);
-- `…:deadline` (zset): device -> when it times out;   `…:log` (stream): the audit trail.
+- `…:deadline` (zset): device -> when its stage is due a re-send (while re-sends remain)
+  or when it times out;   `…:log` (stream): the audit trail;
+- `…:sent:{step}` (zset): device -> when a send of the step (a commit, a stage re-send)
+  was last claimed, so overlapping evaluations send it once per period.
 
 Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
 (hash: device -> the rollout that holds it; see `redis_claims`).

@@ -56,7 +56,8 @@ class Stack:
     def wait_final(self, rollout_id: str, timeout: float = 240) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:
             status = self.status(rollout_id)
-            return status if status["state"] in ("completed", "rolled_back") else None
+            ended = ("completed", "completed_with_timeouts", "rolled_back")
+            return status if status["state"] in ended else None
 
         return wait_until(final, timeout=timeout, interval=1.0, what=f"{rollout_id} to end")
 

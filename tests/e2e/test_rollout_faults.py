@@ -70,7 +70,8 @@ def _name_with_a_tolerable_canary(stack: Stack, select: str, bad: set[str]) -> s
 
 
 def test_three_percent_failing_probes_under_a_ten_percent_threshold_complete(stack: Stack) -> None:
-    """15 of 465 devices fail their probe: the rollout completes and lists exactly them."""
+    """15 of 465 devices fail their probe: every wave passes, and the rollout ends
+    completed_with_timeouts listing exactly them (they never confirmed the new trust)."""
     bad = set(_ids("bad-", BAD))
     select = _select(stack, "ok-and-bad", _ids("ok-", OK) + sorted(bad))
     name = _name_with_a_tolerable_canary(stack, select, bad)
@@ -80,7 +81,8 @@ def test_three_percent_failing_probes_under_a_ten_percent_threshold_complete(sta
     )
     status = stack.wait_final(rollout_id, timeout=300)
 
-    assert status["state"] == "completed", status.get("abort_reason")
+    assert status["state"] == "completed_with_timeouts", status.get("abort_reason")
+    assert set(status["unconfirmed"]) == bad
     assert status["totals"]["committed"] == OK
     assert status["totals"]["health_failed"] == BAD
     assert {d["device_id"] for d in status["failed_devices"]} == bad
@@ -89,7 +91,8 @@ def test_three_percent_failing_probes_under_a_ten_percent_threshold_complete(sta
 
 
 def test_offline_devices_time_out_and_never_apply_their_expired_bundles(stack: Stack) -> None:
-    """50 of 500 offline end timed_out, the rollout completes; back online, nothing applies."""
+    """50 of 500 offline end timed_out (after their re-sends), the rollout ends
+    completed_with_timeouts naming them; back online, nothing applies."""
     off = _ids("off-", OFF)
     select = _select(stack, "ok-and-off", _ids("ok-", OK) + off)
     rollout_id = create(
@@ -106,7 +109,8 @@ def test_offline_devices_time_out_and_never_apply_their_expired_bundles(stack: S
     )
     status = stack.wait_final(rollout_id, timeout=300)
 
-    assert status["state"] == "completed", status.get("abort_reason")
+    assert status["state"] == "completed_with_timeouts", status.get("abort_reason")
+    assert set(status["unconfirmed"]) == set(off)
     assert status["totals"]["timed_out"] == OFF
     assert status["totals"]["committed"] == OK
     assert {d["device_id"] for d in status["failed_devices"]} == set(off)
