@@ -338,6 +338,24 @@ def a_rollout_whose_devices_all_committed_ends_completed(fleet: Fleet) -> None:
     assert (rollout.state, rollout.unconfirmed) == (R.COMPLETED, None)
 
 
+def a_device_that_answered_before_its_ack_was_recorded_still_times_out(fleet: Fleet) -> None:
+    """A report that beats the acknowledgement (the worker died) still gives a deadline."""
+    # given a push whose worker died before it recorded any acknowledgement
+    fleet.start(spec())
+    fleet.publisher.fail_after = 0
+    with pytest.raises(PublishFailedError):
+        fleet.run_pushes(NOW)
+    fleet.tasks.calls = [c for c in fleet.tasks.calls if c[0] != "push_batch"]  # task lost
+    stored = fleet.store.bundles(fleet.rid, ["d1"], PushStep.STAGE)["d1"]
+    # when the device, which got its bundle all the same, reports `received` and then nothing
+    fleet.report("d1", "received", fleet.opened("d1", stored, NOW), NOW)
+    fleet.tick(NOW + timedelta(seconds=TIMEOUT - 1))
+    before = fleet.state("d1")
+    fleet.tick(NOW + timedelta(seconds=TIMEOUT))
+    # then it times out a device timeout after its answer, like any device that went silent
+    assert (before, fleet.state("d1")) == (D.RECEIVED, D.TIMED_OUT)
+
+
 Scenario = Callable[[Fleet], None]
 SCENARIOS: list[Scenario] = [
     a_worker_killed_between_store_and_publish_leaves_devices_pending,
@@ -348,4 +366,5 @@ SCENARIOS: list[Scenario] = [
     without_re_sends_a_silent_device_times_out_at_the_device_timeout,
     a_rollout_with_a_timed_out_device_ends_completed_with_timeouts,
     a_rollout_whose_devices_all_committed_ends_completed,
+    a_device_that_answered_before_its_ack_was_recorded_still_times_out,
 ]

@@ -3,9 +3,9 @@
 A `sent` device's deadline is its next re-send time while re-sends remain (the spec's
 `resend_after_seconds`, at most `max_resends` times), and after its last send the
 device timeout. The beat tick re-sends the stage to an overdue `sent` device with
-budget left (a fresh bundle, through `push_batch` with `PushStep.RESEND`), moves the
-deadline of a device that answered before its re-send time on to its timeout, and
-times out the rest.
+budget left (a fresh bundle, through `push_batch` with `PushStep.RESEND`) and times
+out the rest. A device's report moves its deadline to a device timeout after it
+(`apply_reports`), so a device that answered is never re-sent.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from orchestrator.domain.rollout_states import (
     sources_of,
 )
 from orchestrator.logs import get_logger
-from orchestrator.protocol.bundle import decode_payload
-from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.rollout.deps import PUSH_BATCH_SIZE, RolloutDeps, batched, count, load
 
 __all__ = ["handle_overdue"]
@@ -37,7 +35,7 @@ _RESENDING: Final = frozenset({RolloutState.RUNNING, RolloutState.PAUSED})
 
 
 def handle_overdue(deps: RolloutDeps, rollout_id: str, *, now: datetime) -> None:
-    """Re-send, extend or time out each device of the rollout whose deadline has passed."""
+    """Re-send or time out each device of the rollout whose deadline has passed."""
     store = deps.store
     overdue = store.overdue(rollout_id, now.timestamp())
     if not overdue:
@@ -45,16 +43,17 @@ def handle_overdue(deps: RolloutDeps, rollout_id: str, *, now: datetime) -> None
     rollout = load(store, rollout_id)
     states = store.device_states(rollout_id, overdue)
     sends = store.send_counts(rollout_id, overdue, PushStep.STAGE)
-    spec = rollout.spec
-    # A device sent its stage k times had a re-send deadline while k <= max_resends.
-    early = {d for d in overdue if sends.get(d, 1) <= spec.max_resends}
-    resend = [d for d in overdue if d in early and states.get(d) is D.SENT]
+    # A `sent` device sent its stage k times had a re-send deadline while k <= max_resends;
+    # any other device's deadline (a device timeout after its last answer) is final.
+    resend = [
+        d
+        for d in overdue
+        if states.get(d) is D.SENT and sends.get(d, 1) <= rollout.spec.max_resends
+    ]
     if rollout.state not in _RESENDING:
         resend = []
-    answered = [d for d in overdue if d in early and states.get(d) in _TIMED_OUT_SOURCES - {D.SENT}]
-    extended = _extend(deps, rollout, answered, now=now)
     _resend(deps, rollout, resend, now=now)
-    kept = set(resend) | set(extended)
+    kept = set(resend)
     _time_out(deps, rollout_id, [d for d in overdue if d not in kept], now=now)
 
 
@@ -70,44 +69,6 @@ def _resend(
         deps.tasks.push_batch(rollout.id, rollout.current, batch, PushStep.RESEND, countdown=0)
     if claimed:
         log.info("stage_resend", rollout_id=rollout.id, devices=len(claimed))
-
-
-def _issued_at(data: bytes) -> float:
-    """When a bundle certfleet signed and stored was issued (epoch seconds)."""
-    return float(decode_payload(Sign1Message.decode(data).payload).issued_at)
-
-
-def _extend(
-    deps: RolloutDeps, rollout: Rollout, device_ids: Sequence[str], *, now: datetime
-) -> list[str]:
-    """Devices that answered before their re-send time: their deadline becomes the timeout.
-
-    The timeout is a device timeout after the stage bundle they were last sent was
-    issued (read from the stored bundle, so a second look finds the same time).
-    Returns those whose timeout is still ahead; the others time out now.
-    """
-    store, timeout = deps.store, rollout.spec.device_timeout_seconds
-    stored = store.bundles(rollout.id, list(device_ids), PushStep.STAGE)
-    ahead = {d: _issued_at(data) + timeout for d, data in stored.items()}
-    ahead = {d: when for d, when in ahead.items() if when > now.timestamp()}
-    states = store.device_states(rollout.id, list(ahead))
-    results = store.transition(
-        rollout.id,
-        [
-            DeviceTransition(
-                device_id=d,
-                new=states[d],
-                allowed=frozenset({states[d]}),
-                cause="answered the stage: the deadline is the device timeout",
-                deadline=when,
-            )
-            for d, when in ahead.items()
-            if d in states
-        ],
-        now=now,
-        actor="tick",
-    )
-    return [r.device_id for r in results if r.applied]
 
 
 def _time_out(

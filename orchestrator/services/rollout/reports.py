@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
@@ -137,11 +138,16 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
     moved: set[str] = set()
     arrived: Counter[str] = Counter()
     for rollout_id, answers in by_rollout.items():
-        if not deps.store.exists(rollout_id):
+        rollout = deps.store.get(rollout_id)
+        if rollout is None:
             for report, _ in answers:
                 _unmatched(unmatched, report, UNKNOWN_ROLLOUT)
             continue
-        transitions = [transition for _, transition in answers]
+        # A device that answered has a device timeout from its answer to go on: the
+        # deadline it had (a re-send time, or none if it answered before its send was
+        # acknowledged) gives way to that.
+        until = now.timestamp() + rollout.spec.device_timeout_seconds
+        transitions = [t if t.clear_deadline else replace(t, deadline=until) for _, t in answers]
         results = deps.store.transition(rollout_id, transitions, now=now, actor="device")
         for (report, transition), result in zip(answers, results, strict=True):
             if result.applied:
