@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.api.models import RolloutStatusBody
 from orchestrator.domain.renewal import PlanState, RenewalPlan
 from orchestrator.domain.rollout import RolloutSpec
-from tests.delivery_fleet import SCENARIOS, TIMEOUT, Fleet, Scenario, spec
+from orchestrator.services.report import rollout_report
+from orchestrator.services.rollout import rollout_status
+from tests.delivery_fleet import (
+    SCENARIOS,
+    TIMEOUT,
+    Fleet,
+    Scenario,
+    a_rollout_with_a_timed_out_device_ends_completed_with_timeouts,
+    spec,
+)
 from tests.unit.plans import plan
 
 pytestmark = pytest.mark.unit
@@ -51,3 +61,21 @@ def test_a_renewal_whose_add_left_devices_unconfirmed_keeps_them_and_says_how_ma
     assert after.reason.startswith("2 devices did not confirm the new CA")
     assert RenewalPlan.from_json(after.to_json()) == after
     assert "unconfirmed" not in adding.add_completed().to_json()
+
+
+def test_status_api_and_report_show_a_rollout_completed_with_timeouts() -> None:
+    """The state and the unconfirmed devices show in status, its API body and the HTML report."""
+    # given a rollout that ended completed_with_timeouts, d4 never confirming
+    fleet = Fleet()
+    a_rollout_with_a_timed_out_device_ends_completed_with_timeouts(fleet)
+    # when its status, API body and report are made
+    status = rollout_status(fleet.deps, fleet.rid)
+    body = RolloutStatusBody.model_validate(status)
+    page = rollout_report(fleet.deps, fleet.inventory, fleet.rid)
+    # then each says so, and names the device
+    assert (status["state"], status["unconfirmed"]) == ("completed_with_timeouts", ["d4"])
+    assert "unconfirmed_rollback" not in status
+    assert (body.state, body.unconfirmed) == ("completed_with_timeouts", ["d4"])
+    assert "1 device(s) did not confirm the new trust" in page
+    assert "completed_with_timeouts" in page
+    assert ">d4<" in page
