@@ -146,9 +146,9 @@ class _Batch:
 
     def resent(self, due: Mapping[str, int]) -> Iterator[tuple[str, bytes]]:
         """Fresh stage bundles, each stored with its seq and next deadline before it goes."""
-        for start in range(0, len(due), PUBLISH_CHUNK):
-            chunk = list(due)[start : start + PUBLISH_CHUNK]
-            issued = {d: self.issue(d) for d in chunk}
+        devices = list(due)
+        for start in range(0, len(devices), PUBLISH_CHUNK):
+            issued = {d: self.issue(d) for d in devices[start : start + PUBLISH_CHUNK]}
             results = self.deps.store.transition(
                 self.rollout.id,
                 [
@@ -245,7 +245,6 @@ def push_batch(
     issued_before = (
         {} if step is PushStep.RESEND else store.bundles(rollout_id, [*again, *fresh], step)
     )
-    # One round trip for the batch's sequence numbers, none per device.
     to_issue = (
         list(due) if step is PushStep.RESEND else [d for d in fresh if d not in issued_before]
     )
@@ -254,6 +253,7 @@ def push_batch(
         rollout=rollout,
         step=step,
         active=store.active_tags(rollout_id, device_ids),
+        # One round trip for the batch's sequence numbers, none per device.
         seqs=deps.sequences.next_sequences(to_issue),
         now=now,
         actor=actor,
