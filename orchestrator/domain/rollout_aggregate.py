@@ -10,12 +10,20 @@ state does not allow the step. Nothing here reads a clock: `now` is an argument.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
 from orchestrator.domain.rollout import RolloutSpec
-from orchestrator.domain.rollout_changes import AuditEntry, Change, Expect, Wave, WaveChange
+from orchestrator.domain.rollout_changes import (
+    AuditEntry,
+    Change,
+    Expect,
+    Wave,
+    WaveChange,
+    apply_change,
+    expect_holds,
+)
 from orchestrator.domain.rollout_states import RolloutState, WaveState
 
 __all__ = ["Rollout", "redispatch_grace"]
@@ -367,55 +375,8 @@ class Rollout:
 
     def applied(self, change: Change) -> Rollout:
         """This rollout with `change` written (what a store holds after it)."""
-        waves = list(self.waves)
-        for index, wc in change.waves.items():
-            w = waves[index]
-            waves[index] = replace(
-                w,
-                state=wc.state if wc.state is not None else w.state,
-                started_at=wc.started_at if wc.started_at is not None else w.started_at,
-                bake_until=wc.bake_until if wc.bake_until is not None else w.bake_until,
-                dispatched_until=(
-                    wc.dispatched_until if wc.dispatched_until is not None else w.dispatched_until
-                ),
-            )
-        return replace(
-            self,
-            state=change.state if change.state is not None else self.state,
-            current=change.current if change.current is not None else self.current,
-            awaiting_approval=(
-                change.awaiting_approval
-                if change.awaiting_approval is not None
-                else self.awaiting_approval
-            ),
-            abort_reason=change.abort_reason
-            if change.abort_reason is not None
-            else self.abort_reason,
-            rollback_deadline=(
-                change.rollback_deadline
-                if change.rollback_deadline is not None
-                else self.rollback_deadline
-            ),
-            unconfirmed=change.unconfirmed if change.unconfirmed is not None else self.unconfirmed,
-            finished_at=change.finished_at if change.finished_at is not None else self.finished_at,
-            waves=tuple(waves),
-        )
+        return apply_change(self, change)
 
     def holds(self, expect: Expect) -> bool:
         """Whether every part of `expect` holds for this rollout."""
-        if expect.state is not None and self.state != expect.state:
-            return False
-        if expect.wave is not None:
-            index, state = expect.wave
-            if not 0 <= index < len(self.waves) or self.waves[index].state != state:
-                return False
-        if (
-            expect.awaiting_approval is not None
-            and self.awaiting_approval != expect.awaiting_approval
-        ):
-            return False
-        if expect.dispatched_until is not None:
-            index, due = expect.dispatched_until
-            if not 0 <= index < len(self.waves) or self.waves[index].dispatched_until != due:
-                return False
-        return True
+        return expect_holds(self, expect)

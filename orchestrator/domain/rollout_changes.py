@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from orchestrator.domain.rollout_states import RolloutState, WaveState
 
-__all__ = ["AuditEntry", "Change", "Expect", "Wave", "WaveChange"]
+if TYPE_CHECKING:
+    from orchestrator.domain.rollout_aggregate import Rollout
+
+__all__ = [
+    "AuditEntry",
+    "Change",
+    "Expect",
+    "Wave",
+    "WaveChange",
+    "apply_change",
+    "expect_holds",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,3 +95,53 @@ class Change:
     waves: Mapping[int, WaveChange] = field(default_factory=dict)
     entries: tuple[AuditEntry, ...] = ()
     expect: Expect = field(default_factory=Expect)
+
+
+_T = TypeVar("_T", "Rollout", Wave)
+
+_ROLLOUT_FIELDS: Final = (
+    "state",
+    "current",
+    "awaiting_approval",
+    "abort_reason",
+    "rollback_deadline",
+    "unconfirmed",
+    "finished_at",
+)
+"""The rollout fields a `Change` writes (None in the change: unchanged)."""
+_WAVE_FIELDS: Final = ("state", "started_at", "bake_until", "dispatched_until")
+"""The wave fields a `WaveChange` writes."""
+
+
+def _merged(current: _T, change: object, names: tuple[str, ...]) -> _T:
+    """`current` with each of `names` that `change` sets (not None) replaced."""
+    updates = {n: v for n in names if (v := getattr(change, n)) is not None}
+    return replace(current, **updates)
+
+
+def apply_change(rollout: Rollout, change: Change) -> Rollout:
+    """`rollout` with `change` written (what a store holds after it)."""
+    waves = list(rollout.waves)
+    for index, wave_change in change.waves.items():
+        waves[index] = _merged(waves[index], wave_change, _WAVE_FIELDS)
+    return replace(_merged(rollout, change, _ROLLOUT_FIELDS), waves=tuple(waves))
+
+
+def expect_holds(rollout: Rollout, expect: Expect) -> bool:
+    """Whether every part of `expect` holds for `rollout` (as a store checks it)."""
+    if expect.state is not None and rollout.state != expect.state:
+        return False
+    if expect.wave is not None:
+        index, state = expect.wave
+        if not 0 <= index < len(rollout.waves) or rollout.waves[index].state != state:
+            return False
+    if (
+        expect.awaiting_approval is not None
+        and rollout.awaiting_approval != expect.awaiting_approval
+    ):
+        return False
+    if expect.dispatched_until is not None:
+        index, due = expect.dispatched_until
+        if not 0 <= index < len(rollout.waves) or rollout.waves[index].dispatched_until != due:
+            return False
+    return True
