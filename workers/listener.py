@@ -22,12 +22,13 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 import aiomqtt
 
 from orchestrator.bootstrap import Container
+from orchestrator.clock import utcnow
 from orchestrator.domain.errors import TransientError
 from orchestrator.logs import get_logger
 from orchestrator.protocol.mqtt import acknowledge, mqtt5_client
@@ -117,7 +118,7 @@ def _received(message: aiomqtt.Message) -> tuple[str, bytes]:
 
 def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResult:
     """Record the batch; move rollout devices by their reports; ask for a debounced evaluation."""
-    now = datetime.now(UTC)
+    now = utcnow()
     result = ingest_batch(
         container.inventory,
         container.topics,

@@ -110,9 +110,7 @@ class _Batch:
             sequences=self.deps.sequences,
             device_id=device_id,
             rollout_id=self.rollout.id,
-            body=bundle_body(
-                spec, self.step.bundle_step, self.active.get(device_id, [spec.tag]), self.now
-            ),
+            body=bundle_body(spec, self.step, self.active.get(device_id, [spec.tag]), self.now),
             now=self.now,
             ttl_seconds=self.ttl,
             seq=self.seqs[device_id],
