@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_states import DeviceRolloutState, PushStep, RolloutState
 from orchestrator.ports import RolloutStore
 from orchestrator.protocol.bundle import Bundle, open_bundle
@@ -27,8 +27,9 @@ from orchestrator.services.rollout import (
     start_rollout,
     tick_rollouts,
 )
-from simulator.pki import make_ca
 from tests.fake_rollouts import (
+    DEVICE_TIMEOUT,
+    NEW_ROOT,
     FakeMetrics,
     FakePublisher,
     FakeRollouts,
@@ -36,6 +37,7 @@ from tests.fake_rollouts import (
     FakeSigner,
     PublishFailedError,
     RecordingTasks,
+    trust_add_spec,
 )
 from tests.fakes import FakeInventory
 from tests.unit.builders import NOW, credential
@@ -44,29 +46,17 @@ __all__ = ["CA", "DEVICES", "NOW", "RESEND", "SCENARIOS", "TIMEOUT", "Fleet", "S
 
 D = DeviceRolloutState
 R = RolloutState
-CA = make_ca("New Root", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=400))
+CA = NEW_ROOT
 DEVICES = ["d1", "d2", "d3", "d4"]
-TIMEOUT = 600.0
+TIMEOUT = DEVICE_TIMEOUT
 RESEND = 100.0
 
 
 def spec(**overrides: object) -> RolloutSpec:
-    values: dict[str, object] = {
-        "kind": "trust.add",
-        "ca_pems": (CA.pem.decode(),),
-        "tag": 42,
-        "spare_tag": 43,
-        "probe_host": "broker.example.net",
-        "probe_port": 8883,
-        "waves": parse_waves("100%"),
-        "min_sample": 1,
-        "max_failure": 0.5,
-        "device_timeout_seconds": TIMEOUT,
-        "resend_after_seconds": RESEND,
-        "max_resends": 2,
-    }
-    values.update(overrides)
-    return RolloutSpec(**values)  # type: ignore[arg-type]
+    """The delivery scenarios' rollout: re-sends every `RESEND` seconds, at most twice."""
+    return trust_add_spec(
+        **{"max_failure": 0.5, "resend_after_seconds": RESEND, "max_resends": 2, **overrides}
+    )
 
 
 @dataclass

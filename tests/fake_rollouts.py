@@ -7,13 +7,14 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from orchestrator.domain.errors import TransientError
+from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import (
@@ -24,8 +25,12 @@ from orchestrator.domain.rollout_states import (
     TransitionResult,
 )
 from orchestrator.protocol.cose import key_id
+from simulator.pki import make_ca
+from tests.unit.builders import NOW
 
 __all__ = [
+    "DEVICE_TIMEOUT",
+    "NEW_ROOT",
     "FakeMetrics",
     "FakePublisher",
     "FakeRollouts",
@@ -33,7 +38,34 @@ __all__ = [
     "FakeSigner",
     "PublishFailedError",
     "RecordingTasks",
+    "trust_add_spec",
 ]
+
+
+NEW_ROOT = make_ca(
+    "New Root", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=400)
+)
+"""The CA the engine tests roll out."""
+DEVICE_TIMEOUT = 600.0
+"""The engine tests' device timeout (seconds)."""
+
+
+def trust_add_spec(**overrides: object) -> RolloutSpec:
+    """A trust.add of `NEW_ROOT` into sec_tag 43 beside 42, in one 100% wave; `overrides`
+    replace any field."""
+    values: dict[str, object] = {
+        "kind": "trust.add",
+        "ca_pems": (NEW_ROOT.pem.decode(),),
+        "tag": 42,
+        "spare_tag": 43,
+        "probe_host": "broker.example.net",
+        "probe_port": 8883,
+        "waves": parse_waves("100%"),
+        "min_sample": 1,
+        "device_timeout_seconds": DEVICE_TIMEOUT,
+        **overrides,
+    }
+    return RolloutSpec(**values)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -43,14 +43,16 @@ from orchestrator.services.rollout import (
     tick_rollouts,
 )
 from orchestrator.services.rollout.reports import PHASE_OPS
-from simulator.pki import make_ca
 from tests.fake_rollouts import (
+    DEVICE_TIMEOUT,
+    NEW_ROOT,
     FakeMetrics,
     FakePublisher,
     FakeRollouts,
     FakeSequences,
     FakeSigner,
     RecordingTasks,
+    trust_add_spec,
 )
 from tests.fakes import FakeInventory
 from tests.unit.builders import NOW, credential
@@ -60,25 +62,12 @@ pytestmark = pytest.mark.unit
 D = DeviceRolloutState
 R = RolloutState
 W = WaveState
-CA = make_ca("New Root", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=400))
-TIMEOUT = 600.0
+CA = NEW_ROOT
+TIMEOUT = DEVICE_TIMEOUT
 
 
 def _spec(**overrides: object) -> RolloutSpec:
-    values: dict[str, object] = {
-        "kind": "trust.add",
-        "ca_pems": (CA.pem.decode(),),
-        "tag": 42,
-        "spare_tag": 43,
-        "probe_host": "broker.example.net",
-        "probe_port": 8883,
-        "waves": parse_waves("2,50%,100%"),
-        "min_sample": 1,
-        "max_failure": 0.2,
-        "device_timeout_seconds": TIMEOUT,
-    }
-    values.update(overrides)
-    return RolloutSpec(**values)  # type: ignore[arg-type]
+    return trust_add_spec(**{"waves": parse_waves("2,50%,100%"), "max_failure": 0.2, **overrides})
 
 
 @dataclass
