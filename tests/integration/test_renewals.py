@@ -88,6 +88,27 @@ def _renewed(certs: Certs, staging_port: int) -> dict[str, object]:
     }
 
 
+def _devices_hold_both(renewal: Container, certs: Certs, *, at: datetime) -> None:
+    """Every device reports CA1 in 42 and CA2 in 43, both active."""
+    both = (
+        ReportedCredential(
+            sec_tag=42, type=CredentialType.CA_CHAIN, sha256=sha256_hex(certs.ca1.pem)
+        ),
+        ReportedCredential(
+            sec_tag=43, type=CredentialType.CA_CHAIN, sha256=sha256_hex(certs.ca2.pem)
+        ),
+    )
+    renewal.inventory.record_states(
+        [
+            DeviceState(
+                device_id=f"dev-{n}", reported_at=at, credentials=both, active_tags=(42, 43)
+            )
+            for n in range(10)
+        ],
+        received_at=at,
+    )
+
+
 def test_a_renewal_plans_trust_add_for_the_devices_at_risk(
     renewal: Container, certs: Certs
 ) -> None:
@@ -177,24 +198,8 @@ def test_activation_then_soak_plans_trust_retire_for_devices_holding_both(
             "plan_id"
         ]
     # the devices took the add: they now hold both CAs, active [42, 43]
-    both = (
-        ReportedCredential(
-            sec_tag=42, type=CredentialType.CA_CHAIN, sha256=sha256_hex(certs.ca1.pem)
-        ),
-        ReportedCredential(
-            sec_tag=43, type=CredentialType.CA_CHAIN, sha256=sha256_hex(certs.ca2.pem)
-        ),
-    )
     later = NOW + timedelta(minutes=5)
-    renewal.inventory.record_states(
-        [
-            DeviceState(
-                device_id=f"dev-{n}", reported_at=later, credentials=both, active_tags=(42, 43)
-            )
-            for n in range(10)
-        ],
-        received_at=later,
-    )
+    _devices_hold_both(renewal, certs, at=later)
 
     answer = accept_event(
         renewal, "certificate.activated", {"endpoints": ["127.0.0.1:8883"]}, now=later
@@ -216,3 +221,39 @@ def test_activation_then_soak_plans_trust_retire_for_devices_holding_both(
     retire = rollout_status(renewal.rollout_deps(), plan["retire_rollout"])
     assert retire["kind"] == "trust.retire"
     assert sum(w["size"] for w in retire["waves"]) == 10
+
+
+def test_the_retire_leaves_out_the_devices_the_add_did_not_confirm(
+    renewal: Container, certs: Certs
+) -> None:
+    """Two devices never confirmed the trust.add: the plan says so and retires on eight only."""
+    unconfirmed = ("dev-3", "dev-7")
+    # given a renewal whose trust.add ended completed_with_timeouts for two devices
+    with tls_server(certs.server2.pem + certs.ca2.pem, certs.server2.key_pem) as (_, port):
+        plan_id = accept_event(renewal, "certificate.renewed", _renewed(certs, port), now=NOW)[
+            "plan_id"
+        ]
+    # every device reports both CAs, the unconfirmed ones too: the rollout's word counts
+    later = NOW + timedelta(minutes=5)
+    _devices_hold_both(renewal, certs, at=later)
+    accept_event(renewal, "certificate.activated", {"endpoints": ["127.0.0.1:8883"]}, now=later)
+    add_rollout = plan_view(renewal, plan_id)["add_rollout"]  # type: ignore[index]
+    renewal.rollouts.change(
+        add_rollout,
+        Change(state=RolloutState.COMPLETED_WITH_TIMEOUTS, unconfirmed=unconfirmed),
+    )
+    renewal.rollouts.release(add_rollout, [42, 43], [f"dev-{n}" for n in range(10)])
+    # when the watch sees the add end, then the soak pass
+    after_add = watch_renewals(renewal, now=later)
+    states = watch_renewals(renewal, now=later + timedelta(seconds=1))
+    # then the plan retires the old CA on the eight confirmed devices only, and says why
+    assert after_add[plan_id] == "soaking"
+    assert states[plan_id] == "retiring"
+    plan = plan_view(renewal, plan_id)
+    assert plan is not None
+    assert plan["reason"].startswith("2 devices did not confirm the new CA")
+    assert plan["unconfirmed"] == list(unconfirmed)
+    retire = rollout_status(renewal.rollout_deps(), plan["retire_rollout"])
+    assert sum(w["size"] for w in retire["waves"]) == 8
+    retired = renewal.rollouts.device_states(plan["retire_rollout"])
+    assert not set(unconfirmed) & set(retired)
