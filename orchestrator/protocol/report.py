@@ -9,11 +9,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from orchestrator.domain.credentials import SEC_TAG_MAX, SEC_TAG_MIN
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.protocol.bundle import MAX_ACTIVE_TAGS, Reason
+from orchestrator.protocol.limits import DETAIL_MAX_BYTES, TAG_LIST_MAX
+from orchestrator.protocol.reasons import Reason
 from orchestrator.protocol.state import parse_device_message, rfc3339_time
 from orchestrator.protocol.topics import DEVICE_ID_PATTERN
 
-__all__ = ["Phase", "ReportMessage", "parse_report"]
+__all__ = ["Phase", "ReportMessage", "parse_report", "truncate_detail"]
 
 SecTag = Annotated[int, Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)]
 
@@ -32,23 +33,38 @@ class Phase(enum.StrEnum):
     RETIRED = "retired"
 
 
+def truncate_detail(text: str) -> str:
+    """`text` cut to at most `DETAIL_MAX_BYTES` of UTF-8, on a character boundary."""
+    data = text.encode()
+    if len(data) <= DETAIL_MAX_BYTES:
+        return text
+    return data[:DETAIL_MAX_BYTES].decode(errors="ignore")
+
+
+def _detail_bytes(value: str) -> str:
+    if len(value.encode()) > DETAIL_MAX_BYTES:
+        raise ValueError(f"detail is over {DETAIL_MAX_BYTES} bytes of UTF-8")
+    return value
+
+
 class ReportMessage(BaseModel):
     """`{prefix}/{device_id}/report`: JSON, QoS 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 2  # PROTOCOL_VERSION
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     rollout_id: str = Field(max_length=128)
     seq: int = Field(ge=0, strict=True)
     op: str | None = Field(default=None, max_length=32)
     phase: Phase
     reason: Reason
-    detail: str = Field(default="", max_length=1024)
+    detail: str = Field(default="", max_length=DETAIL_MAX_BYTES)
     time: AwareDatetime
-    active_tags: list[SecTag] | None = Field(default=None, max_length=MAX_ACTIVE_TAGS)
+    active_tags: list[SecTag] | None = Field(default=None, max_length=TAG_LIST_MAX)
 
     _strict_time = field_validator("time", mode="before")(rfc3339_time)
+    _detail_limit = field_validator("detail")(_detail_bytes)
 
     def to_json(self) -> bytes:
         """The wire form."""

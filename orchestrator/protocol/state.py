@@ -6,7 +6,7 @@ import enum
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -27,6 +27,7 @@ from orchestrator.domain.credentials import (
 )
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.inventory import DeviceState
+from orchestrator.protocol.limits import PROTOCOL_VERSION, STATE_CREDENTIALS_MAX, TAG_LIST_MAX
 from orchestrator.protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = [
@@ -45,7 +46,8 @@ __all__ = [
 MAX_MESSAGE_BYTES = 16 * 1024
 """Device messages above this size are rejected unread."""
 
-STATE_VERSION = 1
+STATE_VERSION: Final = PROTOCOL_VERSION
+"""What a v2 device puts in `v`; certfleet accepts 1 and 2 (docs/protocol.md §Versions)."""
 
 RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
@@ -141,12 +143,12 @@ class StateMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 2  # STATE_VERSION
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     time: AwareDatetime
-    credentials: list[CredentialEntry] = Field(max_length=256)
+    credentials: list[CredentialEntry] = Field(max_length=STATE_CREDENTIALS_MAX)
     active_tags: list[Annotated[int, Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)]] | None = (
-        Field(default=None, max_length=7)
+        Field(default=None, max_length=TAG_LIST_MAX)
     )
 
     _strict_v = field_validator("v", mode="before")(_json_integer)

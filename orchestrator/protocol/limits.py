@@ -1,0 +1,54 @@
+"""The version and every size limit of the device contract (docs/protocol.md §3a).
+
+A firmware sizes its static buffers from these, so each is a named constant that both
+sides enforce: the device refuses a bundle past one with its reason, the orchestrator
+refuses to build one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES
+
+__all__ = [
+    "CA_CHAIN_MAX_BYTES",
+    "CREDS_MAX",
+    "DETAIL_MAX_BYTES",
+    "DEVICE_ID_MAX_CHARS",
+    "MAX_BUNDLE_BYTES",
+    "PROBE_HOST_MAX_BYTES",
+    "PROTOCOL_VERSION",
+    "QUEUED_BUNDLES_MAX",
+    "RID_MAX_BYTES",
+    "SIGNERS_MAX",
+    "STATE_CREDENTIALS_MAX",
+    "SUPPORTED_VERSIONS",
+    "TAG_LIST_MAX",
+]
+
+PROTOCOL_VERSION: Final = 2
+"""The version this code speaks: bundles it builds and messages a v2 device sends carry it."""
+SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (1, 2)
+"""Bundle versions a v2 device accepts (a v1 bundle carries no v2-only key)."""
+
+MAX_BUNDLE_BYTES: Final = 12 * 1024
+"""The whole COSE_Sign1 as received; a device refuses a larger one before decoding it."""
+DEVICE_ID_MAX_CHARS: Final = 64
+"""`dev`: the device id rules of docs/protocol.md §1."""
+RID_MAX_BYTES: Final = 64
+"""`rid`: UTF-8 bytes; may be empty (a manual send)."""
+CREDS_MAX: Final = 4
+"""`creds`: entries, at most one per credential type."""
+PROBE_HOST_MAX_BYTES: Final = 253
+"""`probe.host`: UTF-8 bytes (a DNS name's longest text form)."""
+TAG_LIST_MAX: Final = 7
+"""`probe.tags`, `active`, `tags`: distinct sec_tags; a modem socket takes at most 7."""
+SIGNERS_MAX: Final = 4
+"""Trusted signer keys a device holds; a trust-signer past it is `invalid_operation`."""
+QUEUED_BUNDLES_MAX: Final = 4
+"""Bundles in flight to a device: it connects with MQTT Receive Maximum 4."""
+DETAIL_MAX_BYTES: Final = 1024
+"""A report's `detail`, UTF-8 bytes; the device truncates a longer text."""
+STATE_CREDENTIALS_MAX: Final = 256
+"""Entries of a state message's `credentials`."""

@@ -1,0 +1,320 @@
+"""The CBOR payload map of a bundle: its values, their rules and their encoding.
+
+The orchestrator builds a `Bundle` and encodes it with `encode_payload`; a device
+decodes a verified payload with `decode_payload`. A `Bundle` validates itself,
+every limit of `orchestrator.protocol.limits` included, so the orchestrator cannot
+build one that a device would refuse as `bad_payload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, get_args
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from orchestrator.domain.credentials import SEC_TAG_MAX, SEC_TAG_MIN, CredentialType
+from orchestrator.protocol.limits import (
+    CREDS_MAX,
+    PROBE_HOST_MAX_BYTES,
+    PROTOCOL_VERSION,
+    RID_MAX_BYTES,
+    SUPPORTED_VERSIONS,
+    TAG_LIST_MAX,
+)
+from orchestrator.protocol.reasons import BundleRejectedError, Reason
+from orchestrator.protocol.reasons import bad_payload as _bad
+from orchestrator.protocol.topics import is_valid_device_id
+
+__all__ = [
+    "BUNDLE_VERSION",
+    "MAX_ACTIVE_TAGS",
+    "OPERATIONS",
+    "UINT64_MAX",
+    "V2_ONLY_KEYS",
+    "Bundle",
+    "Credential",
+    "Operation",
+    "Probe",
+    "SignerKey",
+    "decode_payload",
+    "encode_payload",
+]
+
+BUNDLE_VERSION: Final = PROTOCOL_VERSION
+"""The version of the bundles this code builds (a v1 device gets `version=1` ones)."""
+UINT64_MAX: Final = 2**64 - 1  # the largest CBOR integer without a bignum tag
+MAX_ACTIVE_TAGS: Final = TAG_LIST_MAX
+"""A modem socket takes at most 7 sec_tags."""
+V2_ONLY_KEYS: Final = frozenset({"undo_by"})
+"""Payload keys a v1 bundle must not carry."""
+
+Operation = Literal["stage", "commit", "rollback", "retire", "trust-signer"]
+OPERATIONS: Final[tuple[str, ...]] = get_args(Operation)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One item to write: its type and content (PEM text)."""
+
+    type: CredentialType
+    pem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The TLS health check: connect to host:port validating with these sec_tags only."""
+
+    host: str
+    port: int
+    tags: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SignerKey:
+    """A bundle signer key a device may trust: key id and SEC1 uncompressed P-256 point."""
+
+    kid: bytes
+    public_point: bytes
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The key as a cryptography object (raises ValueError if not a P-256 point)."""
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.public_point)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bundle:
+    """The signed payload. Which optional fields an operation needs is in `_REQUIRED`."""
+
+    device_id: str
+    rollout_id: str
+    seq: int
+    op: Operation
+    issued_at: int
+    expires_at: int
+    tag: int | None = None
+    tags: tuple[int, ...] = ()
+    credentials: tuple[Credential, ...] = ()
+    probe: Probe | None = None
+    active: tuple[int, ...] = ()
+    commit_by: int | None = None
+    signer: SignerKey | None = None
+    retire_kid: bytes | None = None
+    undo_by: int | None = None
+    version: int = field(default=BUNDLE_VERSION)
+
+    def __post_init__(self) -> None:
+        if not is_valid_device_id(self.device_id):
+            raise _bad(f"not a device id: {self.device_id!r}")
+        if self.op not in OPERATIONS:
+            raise _bad(f"unknown operation {self.op!r}")
+        if not 1 <= self.seq <= UINT64_MAX:
+            raise _bad("seq must be an integer from 1 to 2**64-1")
+        if self.expires_at <= self.issued_at:
+            raise _bad("exp must be after iat")
+        for name in _REQUIRED[self.op]:
+            value = getattr(self, name)
+            if value is None or value == ():
+                raise _bad(f"{self.op} needs {name}")
+        for tag in (self.tag, *self.tags, *self.active, *(self.probe.tags if self.probe else ())):
+            if tag is not None and not SEC_TAG_MIN <= tag <= SEC_TAG_MAX:
+                raise _bad(f"sec_tag {tag} out of range")
+        self._check_limits()
+        if self.undo_by is not None:
+            if self.version == 1:
+                raise _bad("undo_by is a v2 key; a v1 bundle cannot carry it")
+            if self.op != "commit":
+                raise _bad("undo_by belongs to a commit only")
+            if not 0 <= self.undo_by <= UINT64_MAX:
+                raise _bad("undo_by must be an unsigned integer")
+
+    def _check_limits(self) -> None:
+        """The sizes of docs/protocol.md §3a: a firmware's buffers hold no more."""
+        if len(self.rollout_id.encode()) > RID_MAX_BYTES:
+            raise _bad(f"rid is over {RID_MAX_BYTES} bytes")
+        lists = {"tags": self.tags, "active": self.active}
+        if self.probe is not None:
+            lists["probe.tags"] = self.probe.tags
+            if not 1 <= len(self.probe.host.encode()) <= PROBE_HOST_MAX_BYTES:
+                raise _bad(f"probe.host must be 1 to {PROBE_HOST_MAX_BYTES} bytes")
+        for key, tags in lists.items():
+            if len(tags) > TAG_LIST_MAX or len(set(tags)) != len(tags):
+                raise _bad(f"{key} must list at most {TAG_LIST_MAX} distinct sec_tags")
+        if len(self.credentials) > CREDS_MAX:
+            raise _bad(f"creds holds {len(self.credentials)} items, at most {CREDS_MAX}")
+        types = [c.type for c in self.credentials]
+        if len(set(types)) != len(types):
+            raise _bad("creds names one credential type twice: a sec_tag holds one item per type")
+        for credential in self.credentials:
+            if credential.type is CredentialType.CA_CHAIN and (
+                not credential.pem.isascii() or "\0" in credential.pem
+            ):
+                raise _bad("a CA chain is ASCII PEM text without NUL")
+
+    @property
+    def expires(self) -> datetime:
+        """`expires_at` as a time."""
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+_REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
+    "stage": ("tag", "credentials", "probe", "active", "commit_by"),
+    "commit": ("tag",),
+    "rollback": (),
+    "retire": ("tags", "active"),
+    "trust-signer": ("signer",),
+}
+
+
+def encode_payload(bundle: Bundle) -> bytes:
+    """The deterministic CBOR encoding of a bundle's payload map."""
+    document: dict[str, Any] = {
+        "v": bundle.version,
+        "dev": bundle.device_id,
+        "rid": bundle.rollout_id,
+        "seq": bundle.seq,
+        "op": bundle.op,
+        "iat": bundle.issued_at,
+        "exp": bundle.expires_at,
+    }
+    if bundle.tag is not None:
+        document["tag"] = bundle.tag
+    if bundle.tags:
+        document["tags"] = list(bundle.tags)
+    if bundle.credentials:
+        document["creds"] = [{"type": int(c.type), "pem": c.pem} for c in bundle.credentials]
+    if bundle.probe is not None:
+        p = bundle.probe
+        document["probe"] = {"host": p.host, "port": p.port, "tags": list(p.tags)}
+    if bundle.active:
+        document["active"] = list(bundle.active)
+    if bundle.commit_by is not None:
+        document["commit_by"] = bundle.commit_by
+    if bundle.signer is not None:
+        document["signer"] = {"kid": bundle.signer.kid, "pub": bundle.signer.public_point}
+    if bundle.retire_kid is not None:
+        document["retire_kid"] = bundle.retire_kid
+    if bundle.undo_by is not None:
+        document["undo_by"] = bundle.undo_by
+    return cbor2.dumps(document, canonical=True)
+
+
+def _get(
+    document: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool
+) -> Any:
+    if key not in document:
+        if required:
+            raise _bad(f"missing {key!r}")
+        return None
+    value = document[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _bad(f"{key!r} has the wrong type")
+    if isinstance(value, int) and not -UINT64_MAX - 1 <= value <= UINT64_MAX:
+        raise _bad(f"{key!r} does not fit a 64-bit CBOR integer")
+    return value
+
+
+def _tag_list(value: Any, key: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value
+    ):
+        raise _bad(f"{key!r} must be a list of sec_tags")
+    return tuple(value)
+
+
+_KNOWN_KEYS: Final = frozenset(
+    {
+        "v",
+        "dev",
+        "rid",
+        "seq",
+        "op",
+        "iat",
+        "exp",
+        "tag",
+        "tags",
+        "creds",
+        "probe",
+        "active",
+        "commit_by",
+        "signer",
+        "retire_kid",
+        "undo_by",
+    }
+)
+
+
+def decode_payload(data: bytes, *, versions: Collection[int] = SUPPORTED_VERSIONS) -> Bundle:
+    """Parse and validate a payload; raises `BundleRejectedError` (bad_payload or version).
+
+    Args:
+        versions: the bundle versions the reader accepts (a v1 device: only 1).
+    """
+    try:
+        document = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, EOFError) as exc:
+        raise _bad(f"payload is not CBOR: {exc}") from None
+    if not isinstance(document, Mapping):
+        raise _bad("payload must be a CBOR map")
+    unknown = set(document) - _KNOWN_KEYS
+    if unknown:
+        raise _bad(f"unknown payload keys: {sorted(map(str, unknown))}")
+    version = _get(document, "v", int, required=True)
+    if version not in versions:
+        raise BundleRejectedError(
+            Reason.UNSUPPORTED_VERSION,
+            f"version {version} not supported (this device takes {sorted(versions)})",
+        )
+    if version == 1 and V2_ONLY_KEYS & set(document):
+        raise _bad(f"a v1 bundle cannot carry {sorted(V2_ONLY_KEYS & set(document))}")
+    creds: list[Credential] = []
+    for item in _get(document, "creds", (list, tuple), required=False) or ():
+        if not isinstance(item, Mapping):
+            raise _bad("each credential must be a map")
+        try:
+            cred_type = CredentialType(_get(item, "type", int, required=True))
+        except ValueError:
+            raise _bad("unknown credential type") from None
+        creds.append(Credential(cred_type, _get(item, "pem", str, required=True)))
+    probe = None
+    if (raw_probe := _get(document, "probe", Mapping, required=False)) is not None:
+        port = _get(raw_probe, "port", int, required=True)
+        if not 1 <= port <= 65535:
+            raise _bad("probe port out of range")
+        probe = Probe(
+            host=_get(raw_probe, "host", str, required=True),
+            port=port,
+            tags=_tag_list(_get(raw_probe, "tags", (list, tuple), required=True), "probe.tags"),
+        )
+    signer = None
+    if (raw_signer := _get(document, "signer", Mapping, required=False)) is not None:
+        signer = SignerKey(
+            kid=_get(raw_signer, "kid", bytes, required=True),
+            public_point=_get(raw_signer, "pub", bytes, required=True),
+        )
+    op = _get(document, "op", str, required=True)
+    if op not in OPERATIONS:
+        raise _bad(f"unknown operation {op!r}")
+    return Bundle(
+        device_id=_get(document, "dev", str, required=True),
+        rollout_id=_get(document, "rid", str, required=True),
+        seq=_get(document, "seq", int, required=True),
+        op=op,
+        issued_at=_get(document, "iat", int, required=True),
+        expires_at=_get(document, "exp", int, required=True),
+        tag=_get(document, "tag", int, required=False),
+        tags=_tag_list(_get(document, "tags", (list, tuple), required=False), "tags"),
+        credentials=tuple(creds),
+        probe=probe,
+        active=_tag_list(_get(document, "active", (list, tuple), required=False), "active"),
+        commit_by=_get(document, "commit_by", int, required=False),
+        signer=signer,
+        retire_kid=_get(document, "retire_kid", bytes, required=False),
+        undo_by=_get(document, "undo_by", int, required=False),
+        version=version,
+    )

@@ -1,0 +1,62 @@
+"""Reason codes of device reports, and the error a refused bundle raises."""
+
+from __future__ import annotations
+
+import enum
+
+from orchestrator.domain.errors import CertfleetError
+
+__all__ = ["BundleRejectedError", "Reason", "bad_payload"]
+
+
+class Reason(enum.StrEnum):
+    """Reason codes of device reports (docs/protocol.md lists each with its meaning)."""
+
+    OK = "ok"
+    # rejected: the bundle was refused and nothing was written
+    TOO_LARGE = "too_large"
+    BAD_ENVELOPE = "bad_envelope"
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_PAYLOAD = "bad_payload"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    WRONG_DEVICE = "wrong_device"
+    REPLAY = "replay"
+    BUNDLE_EXPIRED = "bundle_expired"
+    NOT_YET_VALID = "not_yet_valid"
+    TAG_IN_USE = "tag_in_use"
+    NOTHING_STAGED = "nothing_staged"
+    INVALID_OPERATION = "invalid_operation"
+    UNSAFE_ACTIVE = "unsafe_active"
+    """The operation would leave the active list empty, over 7 tags, or naming a tag
+    without a CA chain item."""
+    NOTHING_TO_UNDO = "nothing_to_undo"
+    """A rollback, and the device holds no undo record."""
+    SUPERSEDED = "superseded"
+    """A rollback whose rid is not the rid of the device's undo record."""
+    MODEM_ERROR = "modem_error"
+    """The modem refused a write; the only rejection that may follow `received`."""
+    # health_failed: the TLS probe with the staged trust failed
+    UNKNOWN_CA = "unknown_ca"
+    EXPIRED = "expired"
+    CHAIN_TOO_LARGE = "chain_too_large"
+    TIMEOUT = "timeout"
+    HANDSHAKE_ERROR = "handshake_error"
+    # fallback: the device returned to its previous trust by itself
+    COMMIT_TIMEOUT = "commit_timeout"
+    BROKER_UNREACHABLE = "broker_unreachable"
+
+
+class BundleRejectedError(CertfleetError):
+    """A bundle the device must refuse; `reason` goes into the `rejected` report."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def bad_payload(detail: str) -> BundleRejectedError:
+    """The refusal of a payload that breaks the rules of docs/protocol.md §3."""
+    return BundleRejectedError(Reason.BAD_PAYLOAD, detail)
