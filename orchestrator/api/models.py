@@ -40,6 +40,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such resource",
         409: "Not allowed in the current state",
         413: "The body is too large",
+        422: "The event's CA or chain is over what a modem stores",
         503: "Redis is unreachable; retry later",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}

@@ -12,12 +12,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.services import renewals
-from orchestrator.services.renewals import InvalidEventError
+from orchestrator.services.renewals import EventTooLargeError, InvalidEventError
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
 
-__all__ = ["AcceptEvent", "PlanView", "accept_event", "is_invalid_event", "plan_view"]
+__all__ = ["AcceptEvent", "PlanView", "accept_event", "invalid_event_status", "plan_view"]
 
 
 class AcceptEvent(Protocol):
@@ -49,6 +49,10 @@ def plan_view(container: Container, plan_id: str) -> Mapping[str, Any] | None:
     return renewals.plan_view(container.renewal_deps(), plan_id)
 
 
-def is_invalid_event(exc: BaseException) -> bool:
-    """Whether `exc` is the renewal service's `InvalidEventError` (a 400, not a 500)."""
-    return isinstance(exc, InvalidEventError)
+def invalid_event_status(exc: BaseException) -> int | None:
+    """The status of an event the renewal service refused: 422 for a CA or chain over
+    the modem's limits (`EventTooLargeError`), 400 for any other `InvalidEventError`,
+    None for an error that is no refusal (a 500)."""
+    if isinstance(exc, EventTooLargeError):
+        return 422
+    return 400 if isinstance(exc, InvalidEventError) else None

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookV
 
 from orchestrator.api.errors import ApiConfigError
 from orchestrator.api.models import WebhookAccepted, WebhookEnvelope, error_responses
-from orchestrator.api.renewals import AcceptEvent, is_invalid_event
+from orchestrator.api.renewals import AcceptEvent, invalid_event_status
 from orchestrator.clock import utcnow
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.receipts import WebhookAnswer
@@ -118,11 +118,12 @@ def webhook_router(
         try:
             result = accept_event(container, envelope.type, envelope.data, now=utcnow())
         except CertfleetError as exc:
-            if not is_invalid_event(exc):
+            refused = invalid_event_status(exc)
+            if refused is None:
                 raise
             message = str(getattr(exc, "message", None) or exc)
             log.info("webhook_invalid", webhook_id=webhook_id, type=envelope.type, problem=message)
-            return WebhookAnswer(400, {"detail": message})
+            return WebhookAnswer(refused, {"detail": message})
         accepted = WebhookAccepted.model_validate(dict(result))
         log.info(
             "webhook_accepted",
@@ -140,7 +141,7 @@ def webhook_router(
         summary="Receive a signed CA event",
         responses={
             202: {"description": "Accepted; the same answer is repeated for a repeated id"},
-            **error_responses(400, 401, 409, 413, 503),
+            **error_responses(400, 401, 409, 413, 422, 503),
         },
         openapi_extra={
             "requestBody": {

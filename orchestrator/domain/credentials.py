@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.domain.errors import InvalidCredentialError, InvalidSecTagError
+from orchestrator.domain.errors import (
+    CaChainTooLargeError,
+    InvalidCredentialError,
+    InvalidSecTagError,
+)
 
 __all__ = [
     "CA_CHAIN_MAX_BYTES",
@@ -15,6 +20,7 @@ __all__ = [
     "SEC_TAG_MIN",
     "CredentialType",
     "ReportedCredential",
+    "ca_chain_item",
     "sha256_hex",
     "validate_sec_tag",
 ]
@@ -24,7 +30,9 @@ SEC_TAG_MAX = 2_147_483_647
 """Highest sec_tag an application may use; the modem reserves the ones above."""
 
 CA_CHAIN_MAX_BYTES = 4096
-"""The modem validates a server chain against a CA chain item of at most 4 KB."""
+"""The modem validates a server chain against a CA chain item of at most 4 KB: the PEM
+text bytes written to it (ASCII, every line and newline, no NUL), as `ca_chain_item`
+counts them."""
 
 
 class CredentialType(enum.IntEnum):
@@ -53,6 +61,34 @@ def validate_sec_tag(sec_tag: int) -> int:
             "(tags above are reserved by the modem)"
         )
     return sec_tag
+
+
+def ca_chain_item(pems: Sequence[str], *, what: str = "the CA chain") -> str:
+    """The one CA chain item several CAs for one sec_tag are stored as, checked to fit.
+
+    A modem holds one item per (sec_tag, type): a second type-0 write to a tag fails
+    (-EALREADY), so CAs that share a tag travel and are stored as their PEMs
+    concatenated, in order, each starting on a line of its own. One PEM stays byte for
+    byte what it was, so its digest is the digest of the file it came from.
+
+    Raises:
+        CaChainTooLargeError: the item is over `CA_CHAIN_MAX_BYTES`; `what` names it.
+    """
+    parts: list[str] = []
+    for pem in pems:
+        if parts and not parts[-1].endswith("\n"):
+            parts.append("\n")
+        parts.append(pem)
+    item = "".join(parts)
+    size = len(item.encode())
+    if size > CA_CHAIN_MAX_BYTES:
+        raise CaChainTooLargeError(
+            f"{what} is {size} bytes as one CA chain item (the PEM text of "
+            f"{len(pems)} certificate file{'s' if len(pems) != 1 else ''}), over the "
+            f"{CA_CHAIN_MAX_BYTES}-byte item a modem stores per sec_tag: give fewer CAs, "
+            "or CAs with smaller keys (ECDSA) or fewer extensions"
+        )
+    return item
 
 
 def sha256_hex(content: bytes) -> str:

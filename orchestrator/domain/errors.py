@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CaChainTooLargeError",
     "CertfleetError",
     "DeviceUnknownError",
     "InvalidCredentialError",
@@ -25,6 +26,10 @@ class InvalidSecTagError(CertfleetError, ValueError):
 
 class InvalidCredentialError(CertfleetError, ValueError):
     """Content that is not a credential certfleet can use."""
+
+
+class CaChainTooLargeError(InvalidCredentialError):
+    """A CA chain item larger than the modem stores; refused before anything is sent."""
 
 
 class TransientError(CertfleetError):

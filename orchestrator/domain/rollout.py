@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
-from orchestrator.domain.credentials import validate_sec_tag
+from orchestrator.domain.credentials import ca_chain_item, sha256_hex, validate_sec_tag
 from orchestrator.domain.durations import format_duration, parse_duration
 from orchestrator.domain.errors import InvalidRolloutSpecError
 from orchestrator.domain.rollout_states import (
@@ -257,6 +257,23 @@ class RolloutSpec:
         the device timeout, the time the device itself has to commit.
         """
         return self.resend_interval if sends <= self.max_resends else self.device_timeout_seconds
+
+    @property
+    def ca_chain(self) -> str:
+        """The CA chain item the stage writes into the spare tag ('' for trust.retire).
+
+        Raises:
+            CaChainTooLargeError: the CAs do not fit one modem item; `rollout create`
+                checks this before anything is stored.
+        """
+        if not self.ca_pems:
+            return ""
+        return ca_chain_item(self.ca_pems, what=f"the CAs for sec_tag {self.spare_tag}")
+
+    @property
+    def new_ca_digest(self) -> str | None:
+        """The digest a device reports for the staged item (None: trust.retire stages none)."""
+        return sha256_hex(self.ca_chain.encode()) if self.ca_pems else None
 
     def active_after(self, current: Sequence[int]) -> tuple[int, ...]:
         """The device's active sec_tags once this rollout has committed on it."""

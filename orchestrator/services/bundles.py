@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.domain.credentials import CredentialType
+from orchestrator.domain.credentials import CredentialType, ca_chain_item
 from orchestrator.logs import get_logger
 from orchestrator.ports import BundlePublisher, BundleSigner, SequenceStore
 from orchestrator.protocol.bundle import (
@@ -57,11 +57,21 @@ def stage_body(
     active_after: Sequence[int],
     commit_by: datetime,
 ) -> BundleBody:
-    """Stage CA chains in `tag`, probe with `probe_tags`, and make `active_after` live on commit."""
+    """Stage the CAs in `tag`, probe with `probe_tags`, and make `active_after` live on commit.
+
+    The CAs go as one CA chain item (`ca_chain_item`): a modem holds one per sec_tag.
+
+    Raises:
+        CaChainTooLargeError: the item is over the modem's limit; nothing is signed.
+    """
     return BundleBody(
         op="stage",
         tag=tag,
-        credentials=tuple(Credential(CredentialType.CA_CHAIN, pem) for pem in ca_pems),
+        credentials=(
+            Credential(
+                CredentialType.CA_CHAIN, ca_chain_item(ca_pems, what=f"the CAs for sec_tag {tag}")
+            ),
+        ),
         probe=Probe(host=probe_host, port=probe_port, tags=tuple(probe_tags)),
         active=tuple(active_after),
         commit_by=int(commit_by.timestamp()),

@@ -36,6 +36,7 @@ from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change, WaveChange
 from orchestrator.domain.rollout_states import RolloutState, WaveState
+from tests.pem_sizes import ca_cert_pem_of_size
 
 pytestmark = pytest.mark.integration
 
@@ -417,6 +418,30 @@ def test_the_real_renewal_service_is_wired_by_default(
     assert event.status_code == 400
     assert "certificate.revoked" in event.json()["detail"]
     assert plan.status_code == 404
+
+
+@pytest.mark.parametrize(("size", "status"), [(4093, 202), (4097, 422)])
+def test_a_ca_over_the_modem_item_limit_gets_422_and_no_plan(
+    make_container: Callable[..., Container], size: int, status: int
+) -> None:
+    """A CA whose PEM is over 4096 bytes gets 422 with the reason and stores no plan; 4093
+    bytes (the largest PEM a certificate has at or under 4096) is accepted."""
+    container = make_container(webhook_secrets=SECRET, api_tokens=TOKEN)
+    app = create_app(container)
+    data = {"ca_pem": ca_cert_pem_of_size(size), "endpoints": ["broker.example.net:8883"]}
+    body = json.dumps({"type": "ca.renewed", "timestamp": "2026-11-25T12:00:00Z", "data": data})
+
+    with TestClient(app) as client:
+        event = deliver(client, body, signed(body, msg_id=f"msg_size_{size}"))
+
+    assert event.status_code == status, event.text
+    plans = container.plans.recent()
+    if status == 422:
+        assert f"{size} bytes as PEM" in event.json()["detail"]
+        assert event.json()["detail"].startswith("too_large")
+        assert plans == []
+    else:
+        assert [p.id for p in plans] == [event.json()["plan_id"]]
 
 
 def test_webhooks_are_refused_without_a_configured_secret(

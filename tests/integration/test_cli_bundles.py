@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.bootstrap import Container
+from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES
 from orchestrator.services.bundles import issue_bundle, stage_body
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
+from tests.pem_sizes import ca_pems_of_total
 from tests.procs import Proc, certfleet, start, wait_until
 from tests.tlsserver import tls_server
 
@@ -343,3 +345,35 @@ def test_inspect_of_what_is_not_a_bundle_fails_with_a_message(
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert ("not a certfleet bundle" if content else str(path)) in result.stderr
+
+
+@pytest.mark.parametrize("total", [CA_CHAIN_MAX_BYTES, CA_CHAIN_MAX_BYTES + 1])
+def test_several_cas_are_one_item_refused_over_4096_bytes_before_anything_is_signed(
+    env: dict[str, str], tmp_path: Path, container: Container, total: int
+) -> None:
+    """`--ca a --ca b` is one CA chain item: 4096 bytes is sent, 4097 exits 1 saying so,
+    and no sequence number is spent on it (nothing signed, nothing published)."""
+    # given: two CA files whose concatenation is `total` bytes
+    generate(env)
+    files = []
+    for n, pem in enumerate(ca_pems_of_total(total)):
+        files += ["--ca", str(tmp_path / f"ca{n}.pem")]
+        (tmp_path / f"ca{n}.pem").write_text(pem)
+
+    # when
+    result = run(
+        env, "device", "send", DEVICE, "--op", "stage", *files, "--tag", "43",
+        "--probe", "127.0.0.1:8883", "--active", "42,43", "--wait", "0",
+    )  # fmt: skip
+
+    # then
+    sequence = container.redis.get(f"certfleet:seq:{DEVICE}")
+    if total <= CA_CHAIN_MAX_BYTES:
+        assert result.returncode == 0, result.stderr
+        assert "sent stage seq 1" in result.stderr
+        assert sequence == "1"
+    else:
+        assert result.returncode == 1
+        assert f"{total} bytes as one CA chain item" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert sequence is None

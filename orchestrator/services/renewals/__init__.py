@@ -9,11 +9,17 @@ by `certificate.activated`) and a soak has passed, the devices holding both CAs 
 `trust.retire` of the old one (`watch`). Every use case takes a `RenewalDeps`.
 """
 
-from orchestrator.services.renewals.deps import InvalidEventError, RenewalDeps, RenewalPolicy
+from orchestrator.services.renewals.deps import (
+    EventTooLargeError,
+    InvalidEventError,
+    RenewalDeps,
+    RenewalPolicy,
+)
 from orchestrator.services.renewals.events import accept_event
 from orchestrator.services.renewals.watch import plan_view, watch_renewals
 
 __all__ = [
+    "EventTooLargeError",
     "InvalidEventError",
     "RenewalDeps",
     "RenewalPolicy",

@@ -14,6 +14,7 @@ from orchestrator.ports import CredentialLibrary, InventoryStore, PlanStore, Tls
 from orchestrator.services.rollout import RolloutDeps
 
 __all__ = [
+    "EventTooLargeError",
     "InvalidEventError",
     "RenewalDeps",
     "RenewalPolicy",
@@ -30,6 +31,13 @@ class InvalidEventError(CertfleetError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class EventTooLargeError(InvalidEventError):
+    """A well-formed CA event whose CA or chain is over what a modem stores (HTTP 422).
+
+    Refused before any plan is stored: no device could take it.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

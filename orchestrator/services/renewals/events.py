@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 
 from orchestrator.domain.chains import (
+    ChainProblem,
     ChainValidationError,
     DeviceTrust,
     ValidatedChain,
@@ -23,6 +24,7 @@ from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.renewal import ChainSummary, PlanImpact, PlanState, RenewalPlan
 from orchestrator.logs import get_logger
 from orchestrator.services.renewals.deps import (
+    EventTooLargeError,
     InvalidEventError,
     RenewalDeps,
     endpoint,
@@ -63,7 +65,8 @@ def accept_event(
     """Act on one verified CA event; returns `{"plan_id", "status", ...}`.
 
     Raises:
-        InvalidEventError: the event is unknown, malformed, or its chain is unusable.
+        InvalidEventError: the event is unknown, malformed, or its chain is unusable;
+            `EventTooLargeError` when the CA or chain is over what a modem stores.
     """
     if not isinstance(data, Mapping):
         raise InvalidEventError("data must be an object")
@@ -86,7 +89,10 @@ def accept_event(
                 raise InvalidEventError("data.ca_pem must be the new CA certificate in PEM")
             chain = validate_ca(pem, now=now)
     except ChainValidationError as exc:
-        raise InvalidEventError(f"{exc.problem.value}: {exc.message}") from None
+        # Over the modem's CA chain item or server chain limit: well formed, but no
+        # device could take it (422, not 400).
+        error = EventTooLargeError if exc.problem is ChainProblem.TOO_LARGE else InvalidEventError
+        raise error(f"{exc.problem.value}: {exc.message}") from None
     endpoints = _endpoints(data, required=event_type == "certificate.renewed")
     staging = data.get("staging_endpoint")
     if staging is not None:
