@@ -90,7 +90,7 @@ class FakeRollouts:
     def __init__(self) -> None:
         self._rollouts: dict[str, _Stored] = {}
         self._order: list[str] = []
-        self._claims: dict[tuple[int, str], str] = {}
+        self._claims: dict[str, str] = {}
         self._active_ids: set[str] = set()
         self._locks: dict[str, str] = {}
         self._debounced: set[str] = set()
@@ -105,24 +105,20 @@ class FakeRollouts:
     # -- claims and creation --------------------------------------------------------------
 
     def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
-        pairs = [(t, d) for t in tags for d in device_ids]
-        conflicts = sorted(
-            {d for t, d in pairs if self._claims.get((t, d), rollout_id) != rollout_id}
-        )
+        conflicts = sorted({d for d in device_ids if self._claims.get(d, rollout_id) != rollout_id})
         if not conflicts:
-            for pair in pairs:
-                self._claims[pair] = rollout_id
+            for device in device_ids:
+                self._claims[device] = rollout_id
         return conflicts
 
     def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
         for device in list(device_ids):
-            for tag in tags:
-                if self._claims.get((tag, device)) == rollout_id:
-                    del self._claims[(tag, device)]
+            if self._claims.get(device) == rollout_id:
+                del self._claims[device]
 
-    def claimed_by(self, tag: int, device_id: str) -> str | None:
-        """Which rollout holds (device, tag) (for tests)."""
-        return self._claims.get((tag, device_id))
+    def claimed_by(self, device_id: str) -> str | None:
+        """Which rollout holds the device (for tests)."""
+        return self._claims.get(device_id)
 
     def create(
         self,

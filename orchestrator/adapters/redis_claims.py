@@ -1,65 +1,70 @@
-"""Claims in Redis: which rollout holds each (device, sec_tag), so two never change one slot.
+"""Claims in Redis: which rollout holds each device, so two rollouts never change one device.
 
-`certfleet:claims:{sec_tag}` (hash): device -> the id of the rollout that holds it.
+`certfleet:claims:device` (hash): device -> the id of the rollout that holds it. One
+rollout at a time per device: a device keeps one undo record, so a second rollout's
+change would leave the first one nothing to roll back.
+
+Rollouts stored before claims were per device hold `certfleet:claims:{sec_tag}`
+(hash: device -> rollout) per (device, sec_tag). A device such a rollout holds is held
+for every new claim, and `release_devices` drops those claims too, so stored rollouts
+keep working; the per-tag hashes empty (and vanish) as those rollouts end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
-from orchestrator.adapters.redis_errors import store_errors
+from orchestrator.adapters.redis_errors import load_script, store_errors
 
-__all__ = ["CLAIMS", "claim_devices", "release_devices"]
+__all__ = ["CLAIMS", "DEVICE_CLAIMS", "claim_devices", "release_devices"]
 
-CLAIMS = "certfleet:claims:"
+CLAIMS: Final = "certfleet:claims:"
+DEVICE_CLAIMS: Final = CLAIMS + "device"
+CHUNK: Final = 1000
+"""Devices per script call, so Redis never runs one script for long."""
 
 
-def claim_devices(
-    client: Any, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]
-) -> list[str]:
-    """Claim (device, tag) for this rollout; return the devices held by another one.
+def _tag_claims(client: Any) -> list[str]:
+    """The per-(device, sec_tag) claim hashes still stored (one per sec_tag in use, few)."""
+    keys = client.scan_iter(match=CLAIMS + "*", count=1000)
+    return sorted(k for k in keys if k[len(CLAIMS) :].isdigit())
 
-    On any conflict nothing stays claimed.
+
+def claim_devices(client: Any, rollout_id: str, device_ids: Sequence[str]) -> list[str]:
+    """Claim each device for this rollout; return the devices held by another one.
+
+    Each chunk is claimed atomically; on any conflict nothing stays claimed (chunks
+    claimed before it are released) and every conflicting device is listed.
     """
+    script = load_script(client, "orchestrator.adapters", "claim_devices")
     with store_errors():
-        pipe = client.pipeline(transaction=False)
-        for tag in tags:
-            for device in device_ids:
-                pipe.hsetnx(CLAIMS + str(tag), device, rollout_id)
-        won = pipe.execute()
-        pairs = [(tag, d) for tag in tags for d in device_ids]
-        lost = [pair for pair, ok in zip(pairs, won, strict=True) if not ok]
-        if not lost:
-            return []
-        holders = client.pipeline(transaction=False)
-        for tag, device in lost:
-            holders.hget(CLAIMS + str(tag), device)
-        conflicts = sorted(
-            {
-                d
-                for (_, d), holder in zip(lost, holders.execute(), strict=True)
-                if holder != rollout_id
-            }
-        )
-        if conflicts:
-            release_devices(
-                client, rollout_id, tags, [d for (_, d), ok in zip(pairs, won, strict=True) if ok]
-            )
-        return conflicts
+        keys = [DEVICE_CLAIMS, *_tag_claims(client)]
+        held: list[str] = []
+        claimed: list[str] = []
+        for start in range(0, len(device_ids), CHUNK):
+            chunk = list(device_ids[start : start + CHUNK])
+            found = script(keys=keys, args=[rollout_id, "0" if held else "1", *chunk])
+            if found:
+                held.extend(found)
+            elif not held:
+                claimed.extend(chunk)
+        if held:
+            _drop(client, [DEVICE_CLAIMS], rollout_id, claimed)
+        return sorted(set(held))
 
 
-def release_devices(
-    client: Any, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]
-) -> None:
-    """Drop this rollout's claims (only those it holds)."""
-    devices = list(device_ids)
+def release_devices(client: Any, rollout_id: str, device_ids: Iterable[str]) -> None:
+    """Drop this rollout's claims (only those it holds), per-tag ones stored earlier too."""
     with store_errors():
-        for tag in tags:
-            key = CLAIMS + str(tag)
-            for start in range(0, len(devices), 1000):
-                chunk = devices[start : start + 1000]
-                holders = client.hmget(key, chunk)
-                mine = [d for d, h in zip(chunk, holders, strict=True) if h == rollout_id]
-                if mine:
-                    client.hdel(key, *mine)
+        _drop(client, [DEVICE_CLAIMS, *_tag_claims(client)], rollout_id, list(device_ids))
+
+
+def _drop(client: Any, keys: Sequence[str], rollout_id: str, devices: Sequence[str]) -> None:
+    for key in keys:
+        for start in range(0, len(devices), CHUNK):
+            chunk = devices[start : start + CHUNK]
+            holders = client.hmget(key, chunk)
+            mine = [d for d, h in zip(chunk, holders, strict=True) if h == rollout_id]
+            if mine:
+                client.hdel(key, *mine)

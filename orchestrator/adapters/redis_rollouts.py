@@ -15,7 +15,7 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:sent:{step}` (zset): device -> when a send of the step (a commit, a stage re-send)
   was last claimed, so overlapping evaluations send it once per period.
 
-Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:{sec_tag}`
+Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:device`
 (hash: device -> the rollout that holds it; see `redis_claims`).
 
 A device transition is one Lua call (`lua/rollout_transition.lua`): it checks the
@@ -94,12 +94,12 @@ class RedisRollouts:
     # -- creation ----------------------------------------------------------------------------
 
     def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
-        """Claim (device, tag) for this rollout; return the devices held by another one."""
-        return claim_devices(self._redis, rollout_id, tags, device_ids)
+        """Claim each device for this rollout; return the devices held by another one."""
+        return claim_devices(self._redis, rollout_id, device_ids)
 
     def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
         """Drop this rollout's claims (only those it holds)."""
-        release_devices(self._redis, rollout_id, tags, device_ids)
+        release_devices(self._redis, rollout_id, device_ids)
 
     def create(
         self,

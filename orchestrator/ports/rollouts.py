@@ -35,14 +35,17 @@ class RolloutStore(Protocol):
     """
 
     def claim(self, rollout_id: str, tags: Sequence[int], device_ids: Sequence[str]) -> list[str]:
-        """Claim (device, tag) pairs for the rollout; return devices another rollout holds.
+        """Claim the devices for the rollout; return devices another rollout holds.
 
-        On any conflict nothing stays claimed.
+        One rollout at a time per device, whatever sec_tags (`tags`, the rollout's
+        live and spare tag) each changes: a device keeps one undo record, so a second
+        rollout would leave the first nothing to roll back. On any conflict nothing
+        stays claimed.
         """
         ...
 
     def release(self, rollout_id: str, tags: Sequence[int], device_ids: Iterable[str]) -> None:
-        """Drop this rollout's claims (only those it holds)."""
+        """Drop this rollout's claims on the devices (only those it holds)."""
         ...
 
     def create(

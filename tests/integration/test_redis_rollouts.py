@@ -133,13 +133,41 @@ def test_a_step_bundle_is_stored_with_its_transition(store: RedisRollouts) -> No
     assert store.overdue("ro-1", NOW.timestamp() + 61) == ["c"]
 
 
-def test_two_rollouts_cannot_claim_the_same_device_and_tag(store: RedisRollouts) -> None:
-    """The second claim on (device, sec_tag) fails, names the devices, and keeps nothing."""
+def test_two_rollouts_cannot_claim_the_same_device(store: RedisRollouts) -> None:
+    """Claims are per device: a second claim fails on other tags too, names the devices,
+    and keeps nothing."""
     assert store.claim("ro-1", [42, 43], ["a", "b"]) == []
-    assert store.claim("ro-2", [43, 44], ["b", "x"]) == ["b"]
+    assert store.claim("ro-2", [50, 51], ["b", "x"]) == ["b"]
     assert store.claim("ro-3", [44], ["x"]) == [], "the failed claim left nothing behind"
     store.release("ro-1", [42, 43], ["a", "b"])
     assert store.claim("ro-2", [43], ["b"]) == []
+
+
+def test_a_claim_that_fails_in_a_later_chunk_leaves_no_chunk_claimed(
+    store: RedisRollouts, container: Container
+) -> None:
+    """Devices are claimed a chunk at a time; a conflict in the last releases the first."""
+    client = container.redis
+    many = [f"d{n:05d}" for n in range(2500)]
+    assert store.claim("ro-1", [42, 43], [many[-1]]) == []
+    assert store.claim("ro-2", [42, 43], many) == [many[-1]]
+    assert client.hlen("certfleet:claims:device") == 1, "only ro-1's claim is left"
+    assert store.claim("ro-3", [42, 43], many[:-1]) == []
+
+
+def test_per_tag_claims_of_a_stored_rollout_still_hold_its_devices(
+    store: RedisRollouts, container: Container
+) -> None:
+    """A rollout stored with per-(device, sec_tag) claims keeps its devices until it ends,
+    whatever tags a new rollout changes; its end releases them."""
+    client = container.redis
+    client.hset("certfleet:claims:42", mapping={"a": "ro-old", "b": "ro-old"})
+    client.hset("certfleet:claims:43", mapping={"a": "ro-old", "b": "ro-old"})
+    assert store.claim("ro-new", [50, 51], ["a", "c"]) == ["a"]
+    assert not client.hexists("certfleet:claims:device", "c"), "nothing kept on a conflict"
+    store.release("ro-old", [42, 43], ["a", "b"])
+    assert not client.exists("certfleet:claims:42", "certfleet:claims:43")
+    assert store.claim("ro-new", [50, 51], ["a", "c"]) == []
 
 
 def test_a_send_is_claimed_once_per_period(store: RedisRollouts) -> None:

@@ -3,15 +3,12 @@ the gate, re-dispatch, the commit re-send rule and rollback targets, without Red
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
 from orchestrator.domain.inventory import DeviceState
-from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout import RolloutSpec, parse_waves, parse_window
-from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import (
     ROLLBACK_TARGETS,
@@ -22,16 +19,11 @@ from orchestrator.domain.rollout_states import (
     WaveState,
     may_transition,
 )
-from orchestrator.protocol.bundle import Bundle, decode_payload, open_bundle
-from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.rollout import (
     COMMIT_RESEND_SECONDS,
     PUSH_BATCH_SIZE,
-    PushDeps,
-    RolloutDeps,
     RolloutError,
     abort_rollout,
-    apply_reports,
     command,
     create_rollout,
     dispatch_wave,
@@ -42,19 +34,18 @@ from orchestrator.services.rollout import (
     start_rollout,
     tick_rollouts,
 )
-from orchestrator.services.rollout.reports import PHASE_OPS
 from tests.fake_rollouts import (
     DEVICE_TIMEOUT,
     NEW_ROOT,
     FakeMetrics,
     FakePublisher,
     FakeRollouts,
-    FakeSequences,
     FakeSigner,
     RecordingTasks,
     trust_add_spec,
 )
 from tests.fakes import FakeInventory
+from tests.rollout_rig import DEVICES, Engine, make_engine
 from tests.unit.builders import NOW, credential
 
 pytestmark = pytest.mark.unit
@@ -70,103 +61,9 @@ def _spec(**overrides: object) -> RolloutSpec:
     return trust_add_spec(**{"waves": parse_waves("2,50%,100%"), "max_failure": 0.2, **overrides})
 
 
-@dataclass
-class Engine:
-    """The engine's ports, in memory."""
-
-    store: FakeRollouts
-    tasks: RecordingTasks
-    inventory: FakeInventory
-    publisher: FakePublisher
-    metrics: FakeMetrics
-    signer: FakeSigner
-
-    @property
-    def deps(self) -> RolloutDeps:
-        return RolloutDeps(
-            store=self.store, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
-        )
-
-    @property
-    def push(self) -> PushDeps:
-        return PushDeps(
-            store=self.store,
-            signer=self.signer,
-            sequences=FakeSequences(),
-            publisher=self.publisher,
-            metrics=self.metrics,
-        )
-
-    def opened(self, device_id: str, data: bytes) -> Bundle:
-        """The bundle as the device checks it (signature, device, sequence, expiry)."""
-        return open_bundle(
-            data,
-            signers={self.signer.key_id: self.signer.public_key},
-            device_id=device_id,
-            last_seq=0,
-            now=NOW,
-        )
-
-    def rollout(self, rollout_id: str) -> Rollout:
-        found = self.store.get(rollout_id)
-        assert found is not None
-        return found
-
-    def answered(self, device_id: str, phase: str) -> tuple[int, str | None]:
-        """seq and op of the last bundle sent to the device that `phase` answers (0, None: none)."""
-        for sent_to, data in reversed(self.publisher.sent):
-            bundle = decode_payload(Sign1Message.decode(data).payload)
-            if sent_to == device_id and bundle.op in PHASE_OPS[phase]:
-                return bundle.seq, bundle.op
-        return 0, None
-
-    def report(self, rollout_id: str, phase: str, *devices: str, reason: str = "ok") -> set[str]:
-        """Each device reports `phase` about the last bundle it was sent that the phase answers."""
-        return apply_reports(
-            self.deps,
-            [
-                DeviceReport(
-                    device_id=d,
-                    rollout_id=rollout_id,
-                    seq=self.answered(d, phase)[0],
-                    op=self.answered(d, phase)[1],
-                    phase=phase,
-                    reason=reason,
-                    detail="",
-                    time=NOW,
-                )
-                for d in devices
-            ],
-            now=NOW,
-        )
-
-    def run_pushes(self, *, now: object = NOW) -> int:
-        """Carry out every push_batch enqueued so far (as the workers would); how many went out."""
-        sent = 0
-        for rollout_id, _, ids, step, _ in self.tasks.named("push_batch"):
-            sent += push_batch(self.push, rollout_id, ids, step, now=now)  # type: ignore[arg-type]
-        self.tasks.calls = [c for c in self.tasks.calls if c[0] != "push_batch"]
-        return sent
-
-
-DEVICES = [f"dev-{i:02d}" for i in range(10)]
-
-
 @pytest.fixture
 def engine() -> Engine:
-    inventory = FakeInventory()
-    inventory.record_states(  # every device trusts a CA in sec_tag 42 and has it active
-        [
-            DeviceState(
-                device_id=d, reported_at=NOW, credentials=(credential(42),), active_tags=(42,)
-            )
-            for d in DEVICES
-        ],
-        received_at=NOW,
-    )
-    return Engine(
-        FakeRollouts(), RecordingTasks(), inventory, FakePublisher(), FakeMetrics(), FakeSigner()
-    )
+    return make_engine()
 
 
 def _running(engine: Engine, spec: RolloutSpec | None = None) -> str:
@@ -187,25 +84,37 @@ def _wave(engine: Engine, rid: str, index: int) -> list[str]:
 # -- creation and the rollout's transitions --------------------------------------------------
 
 
-def test_a_created_rollout_has_every_device_pending_and_claims_both_tags(engine: Engine) -> None:
-    """create: state created, waves 2/4/4 pending, (device, 42/43) claimed, a first log line."""
+def test_a_created_rollout_has_every_device_pending_and_claims_its_devices(engine: Engine) -> None:
+    """create: state created, waves 2/4/4 pending, each device claimed, a first log line."""
     rid = create_rollout(engine.deps, _spec(), now=NOW, actor="test", start=False)
     rollout = engine.rollout(rid)
     assert rollout.state is R.CREATED
     assert rollout.sizes == [2, 3, 5]
     assert {w.state for w in rollout.waves} == {W.PENDING}
     assert set(engine.store.device_states(rid).values()) == {D.PENDING}
-    assert engine.store.claimed_by(42, "dev-00") == rid
-    assert engine.store.claimed_by(43, "dev-00") == rid
+    assert engine.store.claimed_by("dev-00") == rid
     assert engine.store.log(rid)[0]["cause"] == "created"
     assert engine.tasks.named("start_rollout") == []
 
 
 def test_a_second_rollout_over_the_same_devices_is_refused(engine: Engine) -> None:
-    """Claims are per (device, sec_tag): a second rollout on the same tags cannot start."""
+    """Claims are per device: a second rollout on the same tags cannot start."""
     create_rollout(engine.deps, _spec(), now=NOW, actor="test", start=False)
     with pytest.raises(RolloutError, match="another running rollout"):
         create_rollout(engine.deps, _spec(name="again"), now=NOW, actor="test", start=False)
+
+
+def test_a_second_rollout_on_other_sec_tags_of_the_same_devices_is_refused(
+    engine: Engine,
+) -> None:
+    """One rollout at a time per device: other tags (42 -> 44) do not make room for a second."""
+    first = create_rollout(engine.deps, _spec(), now=NOW, actor="test", start=False)
+    with pytest.raises(RolloutError, match="one rollout at a time"):
+        create_rollout(
+            engine.deps, _spec(name="other", spare_tag=44), now=NOW, actor="test", start=False
+        )
+    assert engine.store.list_ids() == [first], "nothing of the second was stored"
+    assert engine.store.claimed_by("dev-00") == first
 
 
 def test_start_is_applied_once(engine: Engine) -> None:
@@ -370,7 +279,7 @@ def test_a_healthy_rollout_passes_bakes_and_completes_every_wave(engine: Engine)
     rollout = engine.rollout(rid)
     assert rollout.state is R.COMPLETED
     assert rollout.finished_at == now
-    assert engine.store.claimed_by(42, "dev-00") is None
+    assert engine.store.claimed_by("dev-00") is None
     assert rid not in engine.store.active_ids()
     assert set(engine.store.device_states(rid).values()) == {D.COMMITTED}
 
@@ -439,7 +348,7 @@ def test_the_gate_aborts_on_failures_and_the_rollback_goes_to_every_target(
     rollout = engine.rollout(rid)
     assert (rollout.state, rollout.unconfirmed) == (R.ROLLED_BACK, ())
     assert rollout_status(engine.deps, rid)["unconfirmed_rollback"] == []
-    assert engine.store.claimed_by(43, late) is None
+    assert engine.store.claimed_by(late) is None
 
 
 def test_every_rollback_target_state_is_rolled_back(engine: Engine) -> None:
@@ -595,7 +504,7 @@ def test_an_ended_rollout_whose_worker_died_still_releases_its_claims(engine: En
     assert engine.rollout(rid).finished_at is None
     assert evaluate_rollout(engine.deps, rid, now=NOW) == R.COMPLETED
     assert engine.rollout(rid).finished_at == NOW
-    assert engine.store.claimed_by(42, "dev-00") is None
+    assert engine.store.claimed_by("dev-00") is None
     assert engine.store.log(rid)[-1]["cause"] == "claims released"
 
 

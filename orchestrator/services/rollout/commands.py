@@ -104,10 +104,15 @@ def create_rollout(
     start: bool,
     devices: Sequence[str] | None = None,
 ) -> str:
-    """Plan, claim the (device, sec_tag) pairs, store; start it unless told not to.
+    """Plan, claim the devices (one rollout at a time each), store; start unless told not to.
 
     `devices` overrides the spec's selector (a renewal plan names its devices).
+
+    Raises:
+        CaChainTooLargeError: the CAs do not fit one modem CA chain item; nothing stored.
+        RolloutError: no device matches, or some are held by another rollout.
     """
+    _ = spec.ca_chain  # refused here, before anything is claimed or stored
     plan = plan_rollout(deps.inventory, spec, now=now, devices=devices)
     if not plan.active:
         raise RolloutError(
@@ -119,8 +124,8 @@ def create_rollout(
     if conflicts:
         shown = ", ".join(conflicts[:10])
         raise RolloutError(
-            f"{len(conflicts)} devices are in another running rollout for sec_tag "
-            f"{spec.tag}/{spec.spare_tag} (e.g. {shown}); finish or abort it first"
+            f"{len(conflicts)} devices are in another running rollout (e.g. {shown}); a "
+            "device takes one rollout at a time: finish or abort that one first"
         )
     rollout = Rollout.planned(
         rollout_id, spec, seed=plan.seed, sizes=[len(w) for w in plan.waves], now=now

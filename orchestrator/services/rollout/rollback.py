@@ -72,7 +72,7 @@ def evaluate_rollback(deps: RolloutDeps, rollout: Rollout, *, now: datetime, act
 def finish(
     deps: RolloutDeps, rollout: Rollout, outcome: RolloutState, *, now: datetime, actor: str
 ) -> None:
-    """Stop ticking an ended rollout and release its (device, sec_tag) claims."""
+    """Stop ticking an ended rollout and release its claims on its devices."""
     deps.store.set_active(rollout.id, False)
     devices = deps.store.device_states(rollout.id)
     deps.store.release(rollout.id, [rollout.spec.tag, rollout.spec.spare_tag], devices)
