@@ -4,6 +4,12 @@
 a persistent session under the device id, the bundle subscription and the state on
 every connect, and a new connection whenever the firmware needs one (offline for
 key store work, or a commit to prove on a TLS broker connection).
+
+A bundle is acknowledged to the broker (PUBACK) only once the firmware has handled
+it. One whose handling failed (its `received` report could not be published, the
+connection dropped) or that was still waiting when the device went offline stays
+unacknowledged in the device's session, and the broker sends it again on the next
+connection, as a device that lost power with a bundle in hand would get it again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, mqtt5_client
+from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, acknowledge, mqtt5_client
 from orchestrator.protocol.report import ReportMessage
 from simulator.firmware import Firmware
 from simulator.modem import FunctionalMode, Modem
@@ -37,7 +43,10 @@ class BrokerAddress:
 
 
 class DeviceAgent:
-    """One device with its own persistent MQTT 5 session (QoS 1) that reports on every connect."""
+    """One device with its own persistent MQTT 5 session (QoS 1) that reports on every connect.
+
+    Its bundles are acknowledged by hand, each once handled (see the module docstring).
+    """
 
     def __init__(self, firmware: Firmware, *, broker: BrokerAddress, keepalive: int = 60) -> None:
         if broker.tls != firmware.tls_broker:
@@ -50,7 +59,6 @@ class DeviceAgent:
         self.connects = 0
         self.connect_failures = 0
         self._keepalive = keepalive
-        self._backlog: list[bytes] = []
 
     # -- the device, as its agent shows it ---------------------------------------------------
 
@@ -101,6 +109,7 @@ class DeviceAgent:
             username=self.broker.username,
             password=self.broker.password,
             tls_context=self._tls_context(),
+            manual_ack=True,
         )
 
     @contextlib.asynccontextmanager
@@ -145,28 +154,28 @@ class DeviceAgent:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
 
     async def _online(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        """Serve the firmware until `stop`, or until it needs to go offline or to reconnect."""
+        """Serve the firmware until `stop`, or until it needs to go offline or to reconnect.
+
+        A bundle is acknowledged once handled; if handling raises (a report that could
+        not be published), it is not, and the broker sends it again after the reconnect.
+        Bundles that arrived but were not handled before going offline are left
+        unacknowledged too: the broker sends them again, in order, on the next connect.
+        """
         firmware = self.firmware
         await client.subscribe(firmware.topics.bundle(self.device_id), qos=1)
         await firmware.come_online(client)
         while not stop.is_set():
             if firmware.needs_offline or firmware.needs_reconnect:
-                await self._keep_received(client)
                 return
-            payload = self._backlog.pop(0) if self._backlog else None
-            if payload is None:
-                payload = await self._next_bundle(client, stop)
-            if payload is not None:
-                await firmware.handle(client, payload)
+            message = await self._next_bundle(client, stop)
+            if message is not None:
+                await firmware.handle(client, _payload(message))
+                acknowledge(client, message)
             firmware.check_commit_deadline()
 
-    async def _keep_received(self, client: aiomqtt.Client) -> None:
-        """Keep bundles already received (and acknowledged) across the offline step."""
-        while len(client.messages) > 0:
-            payload = (await client.messages.__anext__()).payload
-            self._backlog.append(payload if isinstance(payload, bytes) else str(payload).encode())
-
-    async def _next_bundle(self, client: aiomqtt.Client, stop: asyncio.Event) -> bytes | None:
+    async def _next_bundle(
+        self, client: aiomqtt.Client, stop: asyncio.Event
+    ) -> aiomqtt.Message | None:
         deadline = self.firmware.commit_deadline
         now = self.firmware.now().timestamp()
         timeout = None if deadline is None else max(0.0, deadline - now)
@@ -178,7 +187,9 @@ class DeviceAgent:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if receive in done:
-            payload = receive.result().payload
-            return payload if isinstance(payload, bytes) else str(payload).encode()
-        return None
+        return receive.result() if receive in done else None
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    return payload if isinstance(payload, bytes) else str(payload).encode()

@@ -1,9 +1,17 @@
-"""The devices of one process, multiplexed on a few MQTT connections."""
+"""The devices of one process, multiplexed on a few MQTT connections.
+
+Each bundle is acknowledged to the broker (PUBACK) once its device has handled it,
+not on receipt: a bundle whose handling failed, or that was still queued for its
+device when the connection or the process ended, stays in the connection's session
+and the broker sends it again on the next connect (a device whose `received` went
+out before the cut sees the copy as a replay, which certfleet ignores).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -13,7 +21,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, mqtt5_client
+from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, acknowledge, mqtt5_client
 from simulator.firmware import Firmware
 from simulator.fleet import build_firmwares
 from simulator.probe import ProbeCache
@@ -26,13 +34,25 @@ _log = logging.getLogger(__name__)
 
 SUBSCRIBE_BATCH = 500
 """Topic filters per SUBSCRIBE packet."""
+RECEIVE_MAXIMUM = 65_535
+"""Bundles the broker sends a connection before their PUBACK (the most MQTT 5 allows):
+a connection carries thousands of devices, each holding its bundle unacknowledged
+while it handles it, so the broker's default (20, or its `max_inflight_messages`)
+would let a few slow devices hold up all the others."""
+
+Ack = Callable[[], object]
+"""Acknowledges one received bundle to the broker."""
+
+
+def _no_ack() -> None:
+    """A bundle handed over without a broker message behind it."""
 
 
 @dataclass(slots=True, eq=False)
 class _Device:
     firmware: Firmware
     link: SharedLink
-    inbox: deque[bytes] = field(default_factory=deque)
+    inbox: deque[tuple[bytes, Ack]] = field(default_factory=deque)
     online: bool = False
     busy: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -114,6 +134,8 @@ class ScaleFleet:
             username=spec.broker.username,
             password=spec.broker.password,
             max_inflight=spec.window,
+            manual_ack=True,
+            receive_maximum=RECEIVE_MAXIMUM,
         )
         client.pending_calls_threshold = spec.window + 1  # many in flight is the point here
         return client
@@ -186,22 +208,31 @@ class ScaleFleet:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            # Held until its device has handled it, for the acknowledgement: without the
+            # MQTT 5 properties paho builds for every message (kilobytes each).
+            message.properties = None
             payload = message.payload
             self.deliver(
                 message.topic.value,
                 payload if isinstance(payload, bytes) else str(payload).encode(),
+                ack=functools.partial(acknowledge, client, message),
             )
 
     # -- devices ---------------------------------------------------------------------------
 
-    def deliver(self, topic: str, payload: bytes) -> None:
-        """A bundle arrived on `topic`: queue it for its device, which handles it in turn."""
+    def deliver(self, topic: str, payload: bytes, *, ack: Ack = _no_ack) -> None:
+        """A bundle arrived on `topic`: queue it for its device, which handles it in turn.
+
+        `ack` is called once the device has handled it; a bundle for no device of this
+        process is acknowledged at once (no device here would ever handle it).
+        """
         parsed = self._spec.topics.parse(topic)
         device = self._devices.get(parsed[0]) if parsed and parsed[1] == "bundle" else None
         if device is None:
             self.dropped += 1
+            ack()
             return
-        device.inbox.append(payload)
+        device.inbox.append((payload, ack))
         if device.online:
             self._wake(device)
 
@@ -226,7 +257,11 @@ class ScaleFleet:
                     await firmware.come_online(device.link)
                 if not device.inbox:
                     break
-                await firmware.handle(device.link, device.inbox.popleft())
+                payload, ack = device.inbox.popleft()
+                # If handling raises, the bundle stays unacknowledged: the broker sends it
+                # again on the next connect.
+                await firmware.handle(device.link, payload)
+                ack()
                 self.handled += 1
         except Exception:
             _log.exception("device %s failed on a bundle", firmware.device_id)
