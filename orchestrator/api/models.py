@@ -19,6 +19,7 @@ __all__ = [
     "RolloutStatusBody",
     "RolloutSummary",
     "TagCountsBody",
+    "UndoRefused",
     "WaveBody",
     "WebhookAccepted",
     "WebhookEnvelope",
@@ -120,6 +121,15 @@ class FailedDevice(BaseModel):
     state: str | None
 
 
+class UndoRefused(BaseModel):
+    """Devices that answered the rollback `nothing_to_undo` or `superseded` and whose
+    inventory still shows the rollout's change: not rolled back."""
+
+    count: int
+    devices: list[str]
+    """The first 1000, sorted."""
+
+
 class RolloutSummary(BaseModel):
     """One line of the rollout list."""
 
@@ -137,6 +147,7 @@ class RolloutStatusBody(RolloutSummary):
     awaiting_approval: bool
     waves: list[WaveBody]
     failed_devices: list[FailedDevice]
+    undo_refused: UndoRefused
     abort_reason: str | None = None
     unconfirmed_rollback: list[str] | None = None
     unconfirmed: list[str] | None = None

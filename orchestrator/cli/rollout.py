@@ -309,6 +309,13 @@ def status(
         out.print(
             f"[yellow]rollback not confirmed by:[/] {', '.join(current['unconfirmed_rollback'])}"
         )
+    refused = current.get("undo_refused", {})
+    if refused.get("count"):
+        shown = ", ".join(refused["devices"][:20]) + (" …" if refused["count"] > 20 else "")
+        out.print(
+            f"[red]{refused['count']} devices refused the rollback (nothing to undo, or "
+            f"superseded) and still show the change:[/] {shown}"
+        )
     if current.get("unconfirmed"):
         unconfirmed = current["unconfirmed"]
         shown = ", ".join(unconfirmed[:20]) + (" …" if len(unconfirmed) > 20 else "")

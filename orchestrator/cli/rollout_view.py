@@ -24,7 +24,15 @@ D = DeviceRolloutState
 ENDED: Final = frozenset(
     {RolloutState.COMPLETED, RolloutState.COMPLETED_WITH_TIMEOUTS, RolloutState.ROLLED_BACK}
 )
-DONE: Final = (D.COMMITTED, D.REJECTED, D.HEALTH_FAILED, D.TIMED_OUT, D.FALLBACK, D.ROLLED_BACK)
+DONE: Final = (
+    D.COMMITTED,
+    D.REJECTED,
+    D.HEALTH_FAILED,
+    D.TIMED_OUT,
+    D.FALLBACK,
+    D.ROLLED_BACK,
+    D.UNDO_REFUSED,
+)
 """Device states a wave's progress bar counts as done, in the status table's column order."""
 FAILED: Final = (*sorted(FAILURES), D.TIMED_OUT)
 """What the tables count as failed: the failures and the timeouts."""

@@ -275,6 +275,18 @@ class RolloutSpec:
         """The digest a device reports for the staged item (None: trust.retire stages none)."""
         return sha256_hex(self.ca_chain.encode()) if self.ca_pems else None
 
+    def undone_on(self, active_ca: Mapping[int, str]) -> bool:
+        """Whether a device whose active sec_tags hold these CA digests shows none of this
+        rollout's change, as its inventory tells after it refused an undo.
+
+        trust.add and trust.replace: no active tag holds the new CA item's digest (the
+        contract's check). trust.retire stages no CA and a device cannot undo a retire:
+        the retired tag must still be active with its CA item, i.e. it never retired.
+        """
+        if self.kind == "trust.retire":
+            return self.tag in active_ca
+        return self.new_ca_digest not in active_ca.values()
+
     def active_after(self, current: Sequence[int]) -> tuple[int, ...]:
         """The device's active sec_tags once this rollout has committed on it."""
         tags = set(current)

@@ -14,6 +14,7 @@ __all__ = [
     "RANK",
     "ROLLBACK_TARGETS",
     "SUCCESS",
+    "UNDO_REFUSALS",
     "UNMATCHED",
     "DeviceRolloutState",
     "DeviceTransition",
@@ -66,6 +67,10 @@ class DeviceRolloutState(enum.StrEnum):
     FALLBACK = "fallback"
     ROLLBACK_SENT = "rollback_sent"
     ROLLED_BACK = "rolled_back"
+    UNDO_REFUSED = "undo_refused"
+    """The device answered its rollback `nothing_to_undo` or `superseded`: it undid nothing.
+    Not a confirmed undo; it counts as rolled back only once its inventory shows none of
+    the rollout's change (`RolloutSpec.undone_on`)."""
 
 
 class PushStep(enum.StrEnum):
@@ -100,6 +105,7 @@ RANK: Final[Mapping[DeviceRolloutState, int]] = MappingProxyType(
         _S.TIMED_OUT: 5,
         _S.FALLBACK: 5,
         _S.ROLLBACK_SENT: 6,
+        _S.UNDO_REFUSED: 7,
         _S.ROLLED_BACK: 7,
     }
 )
@@ -112,14 +118,20 @@ ROLLBACK_TARGETS: Final = frozenset(
 )
 """Devices that may hold the new credential, and so must be told to roll back: a device
 that timed out may still have committed just before its deadline, unseen."""
+UNDO_REFUSALS: Final = frozenset({"nothing_to_undo", "superseded"})
+"""The reasons of a `rejected` answering a rollback that move its device to `undo_refused`:
+the device holds no undo record of this rollout, so it changed nothing."""
 
 
 def may_transition(current: DeviceRolloutState, new: DeviceRolloutState) -> bool:
     """Whether a device may go from `current` to `new`: only forward, never sideways."""
     if new == _S.ROLLBACK_SENT:
         return current in ROLLBACK_TARGETS
-    if new == _S.ROLLED_BACK:
+    if new == _S.UNDO_REFUSED:
         return current == _S.ROLLBACK_SENT
+    if new == _S.ROLLED_BACK:
+        # confirmed by the device, or an undo refusal verified by the inventory
+        return current in (_S.ROLLBACK_SENT, _S.UNDO_REFUSED)
     return RANK[new] > RANK[current]
 
 

@@ -2,7 +2,9 @@
 
 The page holds the spec and outcome, a per-wave timeline of device states replayed
 from the audit log (inline SVG drawn here: no scripts, no network), the gate's
-decisions and the devices that failed, timed out or never confirmed their rollback.
+decisions and the devices that failed, timed out, never confirmed their rollback or
+refused it (`undo_refused`: the device undid nothing and its inventory still shows
+the rollout's change).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ GROUPS: Mapping[str, tuple[DeviceRolloutState, ...]] = {
     "committed": (D.COMMITTED,),
     "failed": (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK),
     "timed_out": (D.TIMED_OUT,),
-    "rollback": (D.ROLLBACK_SENT, D.ROLLED_BACK),
+    "rollback": (D.ROLLBACK_SENT, D.ROLLED_BACK, D.UNDO_REFUSED),
     "in flight": (D.SENT, D.RECEIVED, D.STAGED, D.HEALTH_OK),
     "pending": (D.PENDING,),
 }
@@ -36,6 +38,11 @@ GROUP_OF: Mapping[str, int] = {
 }
 """The timeline group of each device state, as the audit log spells it."""
 PROBLEMS = (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK, D.TIMED_OUT)
+NOTES: Mapping[str, str] = {
+    D.ROLLBACK_SENT: " (rollback not confirmed)",
+    D.UNDO_REFUSED: " (undid nothing; the inventory still shows the change)",
+}
+"""What the devices table says after a state that needs saying why it is listed."""
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 900, 150, 56, 16, 22, 30
 TABLE_LIMIT = 1000
 TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -276,7 +283,7 @@ def _failed_rows(
         ours = [r for r in inventory.recent_reports(device, limit=20) if r.rollout_id == rollout_id]
         report = ours[-1] if ours else None
         reason = f"{report.phase}: {report.reason}" if report else last_cause.get(device, "")
-        note = " (rollback not confirmed)" if state == D.ROLLBACK_SENT else ""
+        note = NOTES.get(str(state), "")
         cells = [f'<span class="mono">{_e(device)}</span>', _e(device_wave.get(device, "?"))]
         cells += [f'<span class="state">{_e(state)}</span>{note}', _e(reason)]
         cells += [_e(report.detail if report else ""), _e(last_cause.get(device, ""))]
@@ -308,7 +315,12 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
     what = "new trust" if rollout.state is RolloutState.COMPLETED_WITH_TIMEOUTS else "rollback"
     ended = rollout.finished_at is not None or rollout.ended
     stuck = [D.ROLLBACK_SENT] if ended else []
-    devices = sorted(set(deps.store.devices_in(rollout_id, [*PROBLEMS, *stuck])) | set(unconfirmed))
+    refused = status["undo_refused"]["devices"]
+    devices = sorted(
+        set(deps.store.devices_in(rollout_id, [*PROBLEMS, *stuck]))
+        | set(unconfirmed)
+        | set(refused)
+    )
     rows = _failed_rows(
         deps,
         inventory,
@@ -332,6 +344,11 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
             f'<p class="failed">{len(unconfirmed)} device(s) did not confirm the {what}</p>'
             if unconfirmed
             else "",
+            f'<p class="failed" id="undo-refused">{status["undo_refused"]["count"]} device(s) '
+            "refused the rollback (nothing to undo, or superseded) and still show the change"
+            "</p>"
+            if refused
+            else "",
             f'<h2>Spec</h2><dl class="spec">{_spec_rows(spec)}</dl><h2>Waves</h2>',
             _table("waves", ["wave", "size", "state", *GROUPS], wave_rows),
             f'<h2>Timeline</h2><div id="timeline"><div class="legend">{legend}',
@@ -339,7 +356,7 @@ def rollout_report(deps: RolloutDeps, inventory: InventoryStore, rollout_id: str
             f"</div>{''.join(figures)}</div><h2>Gate decisions</h2>",
             _table("gate-decisions", ["time", "wave", "kind", "transition", "reason"], gate_rows),
             "" if gate_rows else '<p class="muted">no gate decision yet</p>',
-            "<h2>Failed, timed out and unconfirmed devices</h2>",
+            "<h2>Failed, timed out, unconfirmed and undo-refused devices</h2>",
             _table(
                 "failed-devices",
                 ["device", "wave", "state", "reason", "detail", "last logged cause"],

@@ -35,7 +35,12 @@ from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change, WaveChange
-from orchestrator.domain.rollout_states import RolloutState, WaveState
+from orchestrator.domain.rollout_states import (
+    DeviceRolloutState,
+    DeviceTransition,
+    RolloutState,
+    WaveState,
+)
 from tests.pem_sizes import ca_cert_pem_of_size
 
 pytestmark = pytest.mark.integration
@@ -599,6 +604,27 @@ def test_an_operator_abort_starts_the_rollback(client: TestClient, rollout_id: s
 
     assert response.json() == {"id": rollout_id, "state": "rolling_back"}
     assert status["abort_reason"] == "aborted by api"
+
+
+def test_rollout_status_lists_devices_that_refused_their_undo(
+    client: TestClient, api_container: Container, rollout_id: str
+) -> None:
+    """A device in undo_refused is counted and listed in the API's rollout status."""
+    store = api_container.rollouts
+    for state in (DeviceRolloutState.ROLLBACK_SENT, DeviceRolloutState.UNDO_REFUSED):
+        [moved] = store.transition(
+            rollout_id,
+            [DeviceTransition("dev-a", state, frozenset(DeviceRolloutState), "test")],
+            now=NOW,
+            actor="test",
+        )
+        assert moved.applied
+
+    status = client.get(f"/v1/rollouts/{rollout_id}", headers=AUTH)
+
+    assert status.status_code == 200
+    assert status.json()["undo_refused"] == {"count": 1, "devices": ["dev-a"]}
+    assert status.json()["totals"]["undo_refused"] == 1
 
 
 @pytest.mark.parametrize(

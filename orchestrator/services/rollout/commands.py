@@ -171,6 +171,10 @@ def rollout_status(deps: RolloutDeps, rollout_id: str) -> dict[str, Any]:
         status["unconfirmed_rollback"] = list(rollout.unconfirmed)
     if rollout.unconfirmed is not None and rollout.state is RolloutState.COMPLETED_WITH_TIMEOUTS:
         status["unconfirmed"] = list(rollout.unconfirmed)
+    # Devices that refused their rollback and whose inventory still shows the change:
+    # not rolled back, whatever the rollout's end state says.
+    refused = deps.store.devices_in(rollout_id, [D.UNDO_REFUSED])
+    status["undo_refused"] = {"count": len(refused), "devices": refused[:1000]}
     failed = deps.store.devices_in(rollout_id, [*FAILURES, D.TIMED_OUT])
     states = deps.store.device_states(rollout_id, failed)
     status["failed_devices"] = [

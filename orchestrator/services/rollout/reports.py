@@ -4,6 +4,11 @@ A report carries the `seq` and `op` of the bundle it answers. It moves its devic
 only if that (rollout, step of the op, seq) is a bundle certfleet issued to the
 device, and the move goes forward; any other report is counted as unmatched, by
 reason, and logged, never applied.
+
+A `rejected` answering a rollback with `nothing_to_undo` or `superseded` is no
+confirmed undo: it moves the device from `rollback_sent` to `undo_refused`, bound to
+the rollback bundle like any report; the rollback's evaluation then looks at the
+device's inventory (`rollback.verify_by_inventory`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Final
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout_states import (
     DECIDED,
+    UNDO_REFUSALS,
     UNMATCHED,
     DeviceRolloutState,
     DeviceTransition,
@@ -67,10 +73,18 @@ UNMATCHED_OP: Final = "op"
 """Unmatched reason: the report's op is none a rollout sends, or not one its phase answers."""
 UNKNOWN_ROLLOUT: Final = "unknown_rollout"
 """Unmatched reason: no rollout has the report's id."""
-_SOURCES: Final = {target: sources_of(target) for target in set(PHASE_TO_STATE.values())}
+_TARGETS: Final = {*PHASE_TO_STATE.values(), D.UNDO_REFUSED}
+_SOURCES: Final = {target: sources_of(target) for target in _TARGETS}
 _TERMINAL: Final = frozenset(
-    t for t in PHASE_TO_STATE.values() if t in DECIDED or t is D.ROLLED_BACK
+    t for t in _TARGETS if t in DECIDED or t in (D.ROLLED_BACK, D.UNDO_REFUSED)
 )
+
+
+def _target(report: DeviceReport) -> DeviceRolloutState | None:
+    """The state the report moves its device to (None: a phase that moves none)."""
+    if report.phase == "rejected" and report.op == "rollback" and report.reason in UNDO_REFUSALS:
+        return D.UNDO_REFUSED
+    return PHASE_TO_STATE.get(report.phase)
 
 
 def _answered_step(report: DeviceReport) -> PushStep | None:
@@ -99,7 +113,7 @@ def _answers(
     """By rollout, each report with the transition it asks for; rejections counted."""
     by_rollout: dict[str, list[tuple[DeviceReport, DeviceTransition]]] = {}
     for report in reports:
-        target = PHASE_TO_STATE.get(report.phase)
+        target = _target(report)
         if report.phase == "rejected":
             rejected[report.reason] += 1
         if not report.rollout_id or target is None or report.reason == "replay":
@@ -112,7 +126,12 @@ def _answers(
             device_id=report.device_id,
             new=target,
             allowed=_SOURCES[target],
-            cause=f"report {report.phase}/{report.reason} seq {report.seq}",
+            cause=f"report {report.phase}/{report.reason} seq {report.seq}"
+            + (
+                ": the device undid nothing, not a confirmed undo"
+                if target is D.UNDO_REFUSED
+                else ""
+            ),
             clear_deadline=target in _TERMINAL,
             match=(step, report.seq),
         )

@@ -1,4 +1,10 @@
-"""Aborting a rollout, sending its rollback, and ending it when devices confirmed."""
+"""Aborting a rollout, sending its rollback, and ending it when devices confirmed.
+
+A device that answers its rollback `nothing_to_undo` or `superseded` (`undo_refused`)
+undid nothing; whether that is fine is for its inventory to say (`verify_by_inventory`):
+a device that shows none of the rollout's change counts as rolled back, "verified by
+inventory"; any other stays `undo_refused`, listed by status, API and report.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,20 @@ from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
     ROLLBACK_TARGETS,
     DeviceRolloutState,
+    DeviceTransition,
     PushStep,
     RolloutState,
 )
 from orchestrator.logs import get_logger
-from orchestrator.services.rollout.deps import PUSH_BATCH_SIZE, RolloutDeps, batched, load
+from orchestrator.services.rollout.deps import PUSH_BATCH_SIZE, RolloutDeps, batched, count, load
 
-__all__ = ["abort_rollout", "evaluate_rollback", "finish", "rollback_rollout"]
+__all__ = [
+    "abort_rollout",
+    "evaluate_rollback",
+    "finish",
+    "rollback_rollout",
+    "verify_by_inventory",
+]
 
 log = get_logger(__name__)
 
@@ -54,8 +67,61 @@ def rollback_rollout(deps: RolloutDeps, rollout_id: str, *, now: datetime) -> in
     return len(targets)
 
 
+def verify_by_inventory(deps: RolloutDeps, rollout: Rollout, *, now: datetime) -> int:
+    """Move `undo_refused` devices whose inventory shows none of the rollout's change to
+    `rolled_back`; return how many moved.
+
+    A device that never reported an active tag list proves nothing and stays.
+    """
+    refused = deps.store.devices_in(rollout.id, [DeviceRolloutState.UNDO_REFUSED])
+    if not refused:
+        return 0
+    active = deps.inventory.active_tags_of(refused)
+    digests = deps.inventory.active_ca_digests(refused)
+    spec = rollout.spec
+    verified = [
+        d for d in refused if active.get(d) is not None and spec.undone_on(digests.get(d, {}))
+    ]
+    what = (
+        f"sec_tag {spec.tag} active with its CA again"
+        if spec.new_ca_digest is None
+        else f"no active sec_tag holds the new CA {spec.new_ca_digest[:16]}"
+    )
+    results = deps.store.transition(
+        rollout.id,
+        [
+            DeviceTransition(
+                device_id=d,
+                new=DeviceRolloutState.ROLLED_BACK,
+                allowed=frozenset({DeviceRolloutState.UNDO_REFUSED}),
+                cause=f"rolled back, verified by inventory: {what}",
+                clear_deadline=True,
+            )
+            for d in verified
+        ],
+        now=now,
+        actor="engine",
+    )
+    moved = sum(r.applied for r in results)
+    count(deps.metrics, "certfleet_rollback_verified_by_inventory_total", {}, moved)
+    if len(verified) < len(refused):
+        log.warning(
+            "undo_refused",
+            rollout_id=rollout.id,
+            devices=len(refused) - len(verified),
+            sample=[d for d in refused if d not in set(verified)][:10],
+        )
+    return moved
+
+
 def evaluate_rollback(deps: RolloutDeps, rollout: Rollout, *, now: datetime, actor: str) -> str:
-    """Re-reach devices still holding the new credential; end when all confirmed or time is up."""
+    """Re-reach devices still holding the new credential; end when all confirmed or time is up.
+
+    Devices that refused the undo are checked against their inventory first; they are
+    not waited for (they answered), so those the inventory cannot clear end the
+    rollout `undo_refused`.
+    """
+    verify_by_inventory(deps, rollout, now=now)
     # Devices that reached a target state after rollback_rollout listed them (a stage
     # push already under way at the abort) get their rollback now; re-sends are harmless.
     untouched = deps.store.devices_in(rollout.id, ROLLBACK_TARGETS)

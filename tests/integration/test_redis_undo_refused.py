@@ -1,0 +1,56 @@
+"""Rollback answers that undo nothing, against Redis: the transition script binds the
+refusal to the rollback bundle and the inventory decides, as with the in-memory stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.bootstrap import Container
+from orchestrator.domain.reports import DeviceReport
+from orchestrator.services.report import rollout_report
+from tests.undo_refusals import (
+    NOW,
+    RID,
+    SCENARIOS,
+    UndoBench,
+    UndoScenario,
+    a_superseded_device_still_trusting_the_new_ca_stays_undo_refused,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_an_undo_refusal_is_no_confirmed_undo_in_redis(
+    container: Container, scenario: UndoScenario
+) -> None:
+    """Each scenario of tests/undo_refusals.py holds in Redis (its docstring says what)."""
+    scenario(UndoBench.given(container.rollouts, container.inventory))
+
+
+def test_the_html_report_lists_devices_that_refused_their_undo(container: Container) -> None:
+    """The report says how many devices refused the rollback and lists each with its reason."""
+    bench = UndoBench.given(container.rollouts, container.inventory)
+    a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench)
+    container.inventory.record_reports(
+        [
+            DeviceReport(
+                device_id="b",
+                rollout_id=RID,
+                seq=bench.sent("b", "rollback").seq,
+                op="rollback",
+                phase="rejected",
+                reason="superseded",
+                detail="the latest change belongs to ro-other",
+                time=NOW,
+            )
+        ]
+    )
+
+    page = rollout_report(bench.deps, container.inventory, RID)
+
+    assert '<p class="failed" id="undo-refused">1 device(s) refused the rollback' in page
+    row = page[page.index('<span class="mono">b</span>') :].split("</tr>")[0]
+    assert "undo_refused" in row
+    assert "rejected: superseded" in row
+    assert "the latest change belongs to ro-other" in row
