@@ -1,0 +1,287 @@
+/*
+ * Checks 1 to 12 of docs/protocol.md §4, in their order.
+ *
+ * Checks 1 to 5 decide whether the bundle is the signer's at all; until they pass,
+ * nothing of the payload is read, so a stranger's bundle cannot name a rollout.
+ * Check 6 is the generated decoder (shape, types, ranges, sizes of docs/bundle.cddl)
+ * followed by what CDDL cannot express, then checks 7 to 12 compare with the device.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "bundle_decode.h"
+#include "zcbor_decode.h"
+#include "certfleet/bundle.h"
+#include "certfleet/cose.h"
+
+bool cf_tags_contain(const uint64_t *tags, size_t n, uint64_t tag)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (tags[i] == tag) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool tags_distinct(const struct Tag_list *list)
+{
+	for (size_t i = 1; i < list->Tag_list_Sec_tag_m_count; i++) {
+		if (cf_tags_contain(list->Tag_list_Sec_tag_m, i, list->Tag_list_Sec_tag_m[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static bool utf8_valid(const struct zcbor_string *text)
+{
+	const uint8_t *s = text->value;
+	size_t i = 0;
+
+	while (i < text->len) {
+		uint8_t c = s[i];
+		size_t more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+			      : (c & 0xf8) == 0xf0 ? 3 : 4;
+		if (more == 4 || i + more >= text->len || c == 0xc0 || c == 0xc1 ||
+		    c > 0xf4) {
+			return false;
+		}
+		for (size_t k = 1; k <= more; k++) {
+			if ((s[i + k] & 0xc0) != 0x80) {
+				return false;
+			}
+		}
+		if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) ||
+		    (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f)) {
+			return false;
+		}
+		i += more + 1;
+	}
+	return true;
+}
+
+/* docs/protocol.md §1: 1 to 64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit. */
+static bool device_id_valid(const struct zcbor_string *id)
+{
+	if (id->len < 1 || id->len > CF_DEVICE_ID_MAX) {
+		return false;
+	}
+	for (size_t i = 0; i < id->len; i++) {
+		uint8_t c = id->value[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool text_is(const struct zcbor_string *text, const char *literal)
+{
+	return text->len == strlen(literal) && memcmp(text->value, literal, text->len) == 0;
+}
+
+static enum cf_op parse_op(const struct zcbor_string *text)
+{
+	for (enum cf_op op = CF_OP_STAGE; op < CF_OP_COUNT_; op++) {
+		if (text_is(text, cf_op_str(op))) {
+			return op;
+		}
+	}
+	return CF_OP_NONE;
+}
+
+/* Check 6 beyond the schema: what each op needs, and the rules CDDL cannot state. */
+static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op)
+{
+	if (op == CF_OP_NONE) {
+		return "unknown operation";
+	}
+	if (!device_id_valid(&p->Bundle_payload_dev)) {
+		return "dev is not a device id";
+	}
+	if (!utf8_valid(&p->Bundle_payload_rid)) {
+		return "rid is not UTF-8";
+	}
+	if (p->Bundle_payload_seq < 1) {
+		return "seq must be at least 1";
+	}
+	if (p->Bundle_payload_exp <= p->Bundle_payload_iat) {
+		return "exp must be after iat";
+	}
+	if (p->Bundle_payload_undo_by_present && (p->Bundle_payload_v < 2 || op != CF_OP_COMMIT)) {
+		return "undo_by belongs to a version 2 commit only";
+	}
+	switch (op) {
+	case CF_OP_STAGE:
+		if (!p->Bundle_payload_tag_present || !p->Bundle_payload_creds_present ||
+		    !p->Bundle_payload_probe_present || !p->Bundle_payload_active_present ||
+		    !p->Bundle_payload_commit_by_present) {
+			return "stage needs tag, creds, probe, active and commit_by";
+		}
+		break;
+	case CF_OP_COMMIT:
+		if (!p->Bundle_payload_tag_present) {
+			return "commit needs tag";
+		}
+		break;
+	case CF_OP_RETIRE:
+		if (!p->Bundle_payload_tags_present || !p->Bundle_payload_active_present) {
+			return "retire needs tags and active";
+		}
+		break;
+	case CF_OP_TRUST_SIGNER:
+		if (!p->Bundle_payload_signer_present) {
+			return "trust-signer needs signer";
+		}
+		break;
+	default:
+		break;
+	}
+	if ((p->Bundle_payload_tags_present && !tags_distinct(&p->Bundle_payload_tags.Bundle_payload_tags)) ||
+	    (p->Bundle_payload_active_present &&
+	     !tags_distinct(&p->Bundle_payload_active.Bundle_payload_active)) ||
+	    (p->Bundle_payload_probe_present &&
+	     !tags_distinct(&p->Bundle_payload_probe.Bundle_payload_probe.Probe_tags))) {
+		return "a sec_tag list names a tag twice";
+	}
+	if (p->Bundle_payload_probe_present &&
+	    !utf8_valid(&p->Bundle_payload_probe.Bundle_payload_probe.Probe_host)) {
+		return "probe.host is not UTF-8";
+	}
+	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
+	for (size_t i = 0; p->Bundle_payload_creds_present && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
+		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
+		if (!utf8_valid(&cred->Credential_pem)) {
+			return "a credential is not UTF-8 text";
+		}
+		for (size_t k = 0; cred->Credential_type == CF_CRED_TYPE_CA_CHAIN &&
+				   k < cred->Credential_pem.len; k++) {
+			uint8_t c = cred->Credential_pem.value[k];
+			if (c == 0 || c > 0x7f) {
+				return "a CA chain is ASCII PEM text without NUL";
+			}
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (creds->Bundle_payload_creds_Credential_m[j].Credential_type ==
+			    cred->Credential_type) {
+				return "two credentials of one type (one item per sec_tag and type)";
+			}
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The version of a payload the schema refused, read from its first key ("v" sorts
+ * first): a newer version's payload may carry keys this device does not know, and
+ * is then `unsupported_version`, not `bad_payload`.
+ */
+static bool peek_version(const uint8_t *payload, size_t len, uint64_t *version)
+{
+	ZCBOR_STATE_D(state, 1, payload, len, 1, 0);
+
+	return zcbor_map_start_decode(state) && zcbor_tstr_expect_lit(state, "v") &&
+	       zcbor_uint64_decode(state, version);
+}
+
+enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bundle_env *env,
+			      struct cf_bundle *out)
+{
+	struct cf_cose_sign1 msg;
+	size_t used = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->detail = "";
+	/* 1 */
+	if (len > CF_BUNDLE_MAX_BYTES) {
+		out->detail = "bundle over 12288 bytes";
+		return CF_REASON_TOO_LARGE;
+	}
+	/* 2 */
+	if (cf_cose_decode(buf, len, &msg) != 0) {
+		out->detail = "not a well-formed COSE_Sign1";
+		return CF_REASON_BAD_ENVELOPE;
+	}
+	/* 3 */
+	if (!msg.alg_is_es256) {
+		out->detail = "the protected header must carry alg ES256 (-7)";
+		return CF_REASON_UNSUPPORTED_ALGORITHM;
+	}
+	/* 4 */
+	const struct cf_signer *signer = NULL;
+	for (size_t i = 0; msg.kid_len == CF_KID_LEN && i < env->n_signers; i++) {
+		if (memcmp(env->signers[i].kid, msg.kid, CF_KID_LEN) == 0) {
+			signer = &env->signers[i];
+		}
+	}
+	if (signer == NULL) {
+		out->detail = "the protected header's kid is not a trusted signer";
+		return CF_REASON_UNKNOWN_KEY;
+	}
+	/* 5 */
+	if (cf_cose_verify_es256(&msg, NULL, 0, signer->pub) != 0) {
+		out->detail = "the signature does not verify";
+		return CF_REASON_BAD_SIGNATURE;
+	}
+	out->verified = true;
+	/* 6, with 7 for a payload of a version whose keys this device does not know */
+	struct Bundle_payload *p = &out->p;
+	if (cbor_decode_Bundle_payload(msg.payload, msg.payload_len, p, &used) != ZCBOR_SUCCESS ||
+	    used != msg.payload_len) {
+		uint64_t version = 0;
+		memset(p, 0, sizeof(*p));
+		if (peek_version(msg.payload, msg.payload_len, &version) &&
+		    (version < CF_VERSION_MIN || version > CF_VERSION_MAX)) {
+			out->detail = "payload version not supported";
+			return CF_REASON_UNSUPPORTED_VERSION;
+		}
+		out->detail = "the payload does not match docs/bundle.cddl";
+		return CF_REASON_BAD_PAYLOAD;
+	}
+	out->op = parse_op(&p->Bundle_payload_op);
+	out->ids_known = utf8_valid(&p->Bundle_payload_rid);
+	/* 7 before the payload's own rules, as the orchestrator's decoder orders them */
+	if (p->Bundle_payload_v < CF_VERSION_MIN || p->Bundle_payload_v > CF_VERSION_MAX) {
+		out->detail = "payload version not supported";
+		return CF_REASON_UNSUPPORTED_VERSION;
+	}
+	const char *problem = payload_problem(p, out->op);
+	if (problem != NULL) {
+		out->detail = problem;
+		return CF_REASON_BAD_PAYLOAD;
+	}
+	/* 8 */
+	if (!text_is(&p->Bundle_payload_dev, env->device_id)) {
+		out->detail = "the bundle is for another device";
+		return CF_REASON_WRONG_DEVICE;
+	}
+	/* 9 */
+	if (p->Bundle_payload_seq <= env->last_seq) {
+		out->detail = "seq is not above the last accepted";
+		return CF_REASON_REPLAY;
+	}
+	/* 10 */
+	if (env->now >= p->Bundle_payload_exp) {
+		out->detail = "the bundle expired";
+		return CF_REASON_BUNDLE_EXPIRED;
+	}
+	/* 11 */
+	if (p->Bundle_payload_iat > env->now + CF_CLOCK_SKEW_SECONDS) {
+		out->detail = "issued more than 300 s ahead of the device clock";
+		return CF_REASON_NOT_YET_VALID;
+	}
+	/* 12 */
+	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
+	for (size_t i = 0; p->Bundle_payload_creds_present && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
+		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
+		if (cred->Credential_type == CF_CRED_TYPE_CA_CHAIN &&
+		    cred->Credential_pem.len > CF_CA_CHAIN_MAX_BYTES) {
+			out->detail = "a CA chain item is over 4096 bytes";
+			return CF_REASON_TOO_LARGE;
+		}
+	}
+	return CF_REASON_OK;
+}

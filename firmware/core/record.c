@@ -1,0 +1,59 @@
+/*
+ * The persisted record: `struct cf_state` framed by a magic, a format version, its
+ * size and a CRC-32, so a device never acts on a record it did not write. The
+ * record port stores the frame atomically; this file only frames and checks it.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "certfleet/device.h"
+#include "record_frame.h"
+
+#define RECORD_MAGIC 0x43465231u /* "CFR1" */
+#define RECORD_FORMAT 1u
+
+static uint32_t crc32(const uint8_t *data, size_t len)
+{
+	uint32_t crc = 0xffffffffu;
+
+	for (size_t i = 0; i < len; i++) {
+		crc ^= data[i];
+		for (int bit = 0; bit < 8; bit++) {
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+		}
+	}
+	return ~crc;
+}
+
+static void put32(uint8_t *out, uint32_t value)
+{
+	for (int i = 0; i < 4; i++) {
+		out[i] = (uint8_t)(value >> (8 * i));
+	}
+}
+
+static uint32_t get32(const uint8_t *in)
+{
+	return (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 |
+	       (uint32_t)in[3] << 24;
+}
+
+size_t cf_record_frame(const struct cf_state *state, uint8_t out[CF_RECORD_FRAME_LEN])
+{
+	put32(out, RECORD_MAGIC);
+	put32(out + 4, RECORD_FORMAT << 16 | (uint32_t)sizeof(*state));
+	memcpy(out + 8, state, sizeof(*state));
+	put32(out + 8 + sizeof(*state), crc32(out, 8 + sizeof(*state)));
+	return CF_RECORD_FRAME_LEN;
+}
+
+int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)
+{
+	if (len != CF_RECORD_FRAME_LEN || get32(in) != RECORD_MAGIC ||
+	    get32(in + 4) != (RECORD_FORMAT << 16 | (uint32_t)sizeof(*state)) ||
+	    get32(in + 8 + sizeof(*state)) != crc32(in, 8 + sizeof(*state))) {
+		return -EBADMSG;
+	}
+	memcpy(state, in + 8, sizeof(*state));
+	return 0;
+}

@@ -1,0 +1,29 @@
+/* A provisioned test device on fake ports: tag 42 holds the CA, signer "signer" trusted. */
+#ifndef CF_TEST_DEVICE_HARNESS_H_
+#define CF_TEST_DEVICE_HARNESS_H_
+
+#include "certfleet/device.h"
+#include "fake_ports.h"
+#include "fixtures.h"
+
+#define ACTIVE_TAG 42
+#define SPARE_TAG 43
+#define FACTORY_CA "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
+
+struct harness {
+	struct fixture_context ctx;
+	struct fake_world world;
+	struct cf_device dev;
+	uint8_t buf[FIXTURE_MAX];
+};
+
+/** Provision a device: record with last_seq from CONTEXT, key store with the CA in 42. */
+void harness_init(struct harness *h, bool tls_broker);
+/** Rebuild the device from its record and key store, as after a power-up, and boot it. */
+void harness_reboot(struct harness *h);
+/** Hand the device a fixture bundle; returns what cf_device_handle returned. */
+int harness_send(struct harness *h, const char *name);
+/** Assert the invariants of contract v2: 1..7 distinct active tags, each holding a CA. */
+void harness_assert_trust_works(struct harness *h);
+
+#endif /* CF_TEST_DEVICE_HARNESS_H_ */

@@ -1,0 +1,713 @@
+"""Write the signed test bundles the C tests read, with the project's own encoder.
+
+Run from the repository root: `.venv/bin/python firmware/tests/make_bundles.py`.
+It writes firmware/tests/vectors/bundles/: one `<name>.cbor` per case, `MANIFEST`
+(one line per case: name, the reason checks 1 to 12 of docs/protocol.md §4 give,
+and whether the orchestrator's `open_bundle` must agree) and `CONTEXT` (the device
+the bundles are for: id, clock, last accepted seq, trusted signer).
+
+Valid bundles come from `Bundle` + `encode_payload` + `sign1`, as the orchestrator
+sends them; invalid ones are payload maps or envelopes built by hand around the same
+encoder, since `Bundle` refuses to hold them. Before writing, every case marked
+`agree` is opened with `open_bundle`, which must give the manifest's reason, so the
+C decoder and the Python one are held to the same bytes. ECDSA signatures are
+randomized: a re-run changes the bytes, not the cases.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from orchestrator.domain.credentials import CredentialType
+from orchestrator.protocol.bundle import (
+    Bundle,
+    BundleRejectedError,
+    Credential,
+    Probe,
+    SignerKey,
+    encode_payload,
+    open_bundle,
+)
+from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.limits import (
+    CA_CHAIN_MAX_BYTES,
+    MAX_BUNDLE_BYTES,
+    PROBE_HOST_MAX_BYTES,
+    RID_MAX_BYTES,
+)
+
+OUT = Path(__file__).resolve().parent / "vectors" / "bundles"
+DEVICE = "nrf-352656100000000"
+NOW = 1_800_000_000
+LAST_SEQ = 10
+KEY = ec.derive_private_key(0x5EED_0001, ec.SECP256R1())
+OTHER_KEY = ec.derive_private_key(0x5EED_0002, ec.SECP256R1())
+NEW_KEYS = [ec.derive_private_key(0x5EED_0010 + i, ec.SECP256R1()) for i in range(4)]
+KID = key_id(KEY.public_key())
+ACTIVE_TAG = 42
+SPARE_TAG = 43
+
+
+def point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The uncompressed P-256 point of a key."""
+    return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+def pem(size: int, label: str = "CERTIFICATE") -> str:
+    """ASCII PEM-shaped text of exactly `size` bytes (the key store fake checks the armour)."""
+    head, tail = f"-----BEGIN {label}-----\n", f"\n-----END {label}-----\n"
+    body = size - len(head) - len(tail)
+    lines = "".join("QUJD"[i % 4] if (i + 1) % 65 else "\n" for i in range(body))
+    return head + lines + tail
+
+
+CA = pem(600)
+
+
+def bundle(op: str, seq: int = LAST_SEQ + 1, **fields: Any) -> Bundle:
+    """A bundle for the test device, issued now, valid for an hour."""
+    base: dict[str, Any] = {
+        "device_id": DEVICE,
+        "rollout_id": "r-1",
+        "seq": seq,
+        "op": op,
+        "issued_at": NOW - 60,
+        "expires_at": NOW + 3600,
+    }
+    if op == "stage":
+        base |= {
+            "tag": SPARE_TAG,
+            "credentials": (Credential(CredentialType.CA_CHAIN, CA),),
+            "probe": Probe(host="staging.example.net", port=8883, tags=(SPARE_TAG,)),
+            "active": (ACTIVE_TAG, SPARE_TAG),
+            "commit_by": NOW + 1800,
+        }
+    elif op == "commit":
+        base |= {"tag": SPARE_TAG, "undo_by": NOW + 7 * 86400}
+    elif op == "retire":
+        base |= {"tags": (ACTIVE_TAG,), "active": (SPARE_TAG,)}
+    elif op == "trust-signer":
+        key = NEW_KEYS[0]
+        base |= {"signer": SignerKey(kid=key_id(key.public_key()), public_point=point(key))}
+    return Bundle(**(base | fields))
+
+
+def document(b: Bundle) -> dict[str, Any]:
+    """The payload map of a bundle, to alter by hand."""
+    loaded: dict[str, Any] = cbor2.loads(encode_payload(b))
+    return loaded
+
+
+def signed(payload: bytes, *, key: ec.EllipticCurvePrivateKey = KEY, kid: bytes = KID) -> bytes:
+    return sign1(payload, private_key=key, kid=kid)
+
+
+def from_bundle(b: Bundle) -> bytes:
+    return signed(encode_payload(b))
+
+
+def from_map(doc: dict[str, Any]) -> bytes:
+    return signed(cbor2.dumps(doc, canonical=True))
+
+
+def altered(op: str, change: Callable[[dict[str, Any]], None], **fields: Any) -> bytes:
+    doc = document(bundle(op, **fields))
+    change(doc)
+    return from_map(doc)
+
+
+def envelope(
+    protected: Any, unprotected: Any, payload: Any, signature: Any, tag: int = 18
+) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(tag, [protected, unprotected, payload, signature]))
+
+
+def flipped_last(data: bytes) -> bytes:
+    """The message with its last signature byte altered."""
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def sized_stage(total: int) -> bytes:
+    """A stage bundle of exactly `total` bytes, padded with a client certificate item."""
+    filler = 400
+    for _ in range(8):
+        creds = (
+            Credential(CredentialType.CA_CHAIN, CA),
+            Credential(CredentialType.CLIENT_CERT, pem(filler)),
+        )
+        data = from_bundle(bundle("stage", credentials=creds))
+        if len(data) == total:
+            return data
+        filler += total - len(data)
+    raise AssertionError(f"no stage bundle of {total} bytes")
+
+
+Case = tuple[str, str, bool, Callable[[], bytes]]
+
+
+def cases() -> list[Case]:
+    """(name, reason of checks 1 to 12, Python agrees, bytes)."""
+    valid_env = envelope(b"\xa1\x01\x26", {}, b"\xa0", bytes(64))
+    v1 = replace(bundle("commit"), undo_by=None, version=1)
+    return [
+        *scenario_cases(),
+        # the valid ones, one per op, and the versions and envelope forms
+        ("ok-stage", "ok", True, lambda: from_bundle(bundle("stage"))),
+        ("ok-commit", "ok", True, lambda: from_bundle(bundle("commit"))),
+        ("ok-rollback", "ok", True, lambda: from_bundle(bundle("rollback"))),
+        ("ok-retire", "ok", True, lambda: from_bundle(bundle("retire"))),
+        ("ok-trust-signer", "ok", True, lambda: from_bundle(bundle("trust-signer"))),
+        ("ok-v1-commit", "ok", True, lambda: from_bundle(v1)),
+        ("ok-manual-rid", "ok", True, lambda: from_bundle(bundle("rollback", rollout_id=""))),
+        (
+            "ok-untagged",
+            "ok",
+            True,
+            lambda: sign1(encode_payload(bundle("commit")), private_key=KEY, kid=KID, tagged=False),
+        ),
+        # check 1 and its boundary
+        ("size-at-limit", "ok", True, lambda: sized_stage(MAX_BUNDLE_BYTES)),
+        ("size-over-limit", "too_large", True, lambda: sized_stage(MAX_BUNDLE_BYTES + 1)),
+        # check 2
+        (
+            "env-tag-998",
+            "bad_envelope",
+            True,
+            lambda: envelope(b"\xa1\x01\x26", {}, b"", bytes(64), 998),
+        ),
+        (
+            "env-trailing-byte",
+            "bad_envelope",
+            True,
+            lambda: from_bundle(bundle("commit")) + b"\x00",
+        ),
+        ("env-truncated", "bad_envelope", True, lambda: from_bundle(bundle("commit"))[:-1]),
+        ("env-array-of-3", "bad_envelope", True, lambda: cbor2.dumps([b"\xa1\x01\x26", {}, b""])),
+        ("env-empty", "bad_envelope", True, lambda: b""),
+        # §3 fixes the signature at 64 bytes; the orchestrator's decoder leaves it to check 5.
+        (
+            "env-signature-63",
+            "bad_envelope",
+            False,
+            lambda: envelope(cbor2.dumps({1: -7, 4: KID}), {}, b"", bytes(63)),
+        ),
+        (
+            "env-payload-nil",
+            "bad_envelope",
+            True,
+            lambda: envelope(b"\xa1\x01\x26", {}, None, bytes(64)),
+        ),
+        (
+            "env-protected-trailing",
+            "bad_envelope",
+            True,
+            lambda: envelope(b"\xa1\x01\x26\x00", {}, b"", bytes(64)),
+        ),
+        (
+            "env-unprotected-list",
+            "bad_envelope",
+            True,
+            lambda: envelope(b"\xa1\x01\x26", [1], b"", bytes(64)),
+        ),
+        (
+            "env-alg-in-both",
+            "bad_envelope",
+            True,
+            lambda: envelope(b"\xa1\x01\x26", {1: -7}, b"", bytes(64)),
+        ),
+        ("env-double-tag", "bad_envelope", True, lambda: b"\xd2" + valid_env),
+        # check 3
+        (
+            "alg-es384",
+            "unsupported_algorithm",
+            True,
+            lambda: envelope(cbor2.dumps({1: -35, 4: KID}), {}, b"\xa0", bytes(64)),
+        ),
+        (
+            "alg-unprotected-only",
+            "unsupported_algorithm",
+            True,
+            lambda: envelope(cbor2.dumps({4: KID}), {1: -7}, b"\xa0", bytes(64)),
+        ),
+        # check 4
+        (
+            "kid-unknown",
+            "unknown_key",
+            True,
+            lambda: signed(
+                encode_payload(bundle("commit")), key=OTHER_KEY, kid=key_id(OTHER_KEY.public_key())
+            ),
+        ),
+        (
+            "kid-missing",
+            "unknown_key",
+            True,
+            lambda: envelope(b"\xa1\x01\x26", {}, b"\xa0", bytes(64)),
+        ),
+        # check 5
+        (
+            "sig-other-key",
+            "bad_signature",
+            True,
+            lambda: signed(encode_payload(bundle("commit")), key=OTHER_KEY),
+        ),
+        (
+            "sig-flipped",
+            "bad_signature",
+            True,
+            lambda: flipped_last(from_bundle(bundle("commit"))),
+        ),
+        # check 6
+        (
+            "payload-unknown-key",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(extra=1)),
+        ),
+        (
+            "payload-seq-text",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(seq="11")),
+        ),
+        (
+            "payload-seq-zero",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(seq=0)),
+        ),
+        (
+            "payload-exp-not-after-iat",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(exp=d["iat"])),
+        ),
+        (
+            "payload-unknown-op",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(op="reboot")),
+        ),
+        ("payload-not-a-map", "bad_payload", True, lambda: signed(cbor2.dumps([1, 2]))),
+        (
+            "payload-stage-no-commit-by",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d.pop("commit_by")),
+        ),
+        (
+            "payload-commit-no-tag",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.pop("tag")),
+        ),
+        (
+            "payload-bad-device-id",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(dev="-nrf")),
+        ),
+        (
+            "payload-dev-64",
+            "wrong_device",
+            True,
+            lambda: from_bundle(bundle("commit", device_id="d" * 64)),
+        ),
+        (
+            "payload-dev-65",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(dev="d" * 65)),
+        ),
+        (
+            "payload-rid-64",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("rollback", rollout_id="r" * RID_MAX_BYTES)),
+        ),
+        (
+            "payload-rid-65",
+            "bad_payload",
+            True,
+            lambda: altered("rollback", lambda d: d.update(rid="r" * (RID_MAX_BYTES + 1))),
+        ),
+        (
+            "payload-rid-utf8-64",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("rollback", rollout_id="é" * (RID_MAX_BYTES // 2))),
+        ),
+        (
+            "payload-host-253",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage",
+                    probe=Probe(host="h" * PROBE_HOST_MAX_BYTES, port=8883, tags=(SPARE_TAG,)),
+                )
+            ),
+        ),
+        (
+            "payload-host-254",
+            "bad_payload",
+            True,
+            lambda: altered(
+                "stage", lambda d: d["probe"].update(host="h" * (PROBE_HOST_MAX_BYTES + 1))
+            ),
+        ),
+        (
+            "payload-active-7",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("retire", active=tuple(range(100, 107)))),
+        ),
+        (
+            "payload-active-8",
+            "bad_payload",
+            True,
+            lambda: altered("retire", lambda d: d.update(active=list(range(100, 108)))),
+        ),
+        (
+            "payload-active-repeated",
+            "bad_payload",
+            True,
+            lambda: altered("retire", lambda d: d.update(active=[43, 43])),
+        ),
+        (
+            "payload-tags-8",
+            "bad_payload",
+            True,
+            lambda: altered("retire", lambda d: d.update(tags=list(range(100, 108)))),
+        ),
+        (
+            "payload-probe-tags-8",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d["probe"].update(tags=list(range(100, 108)))),
+        ),
+        (
+            "payload-sec-tag-over-max",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(tag=2**31)),
+        ),
+        (
+            "payload-creds-4",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage",
+                    credentials=tuple(
+                        Credential(CredentialType(t), CA if t == 0 else pem(200, "X"))
+                        for t in range(4)
+                    ),
+                )
+            ),
+        ),
+        (
+            "payload-creds-5",
+            "bad_payload",
+            True,
+            lambda: altered(
+                "stage", lambda d: d.update(creds=[{"type": t, "pem": CA} for t in range(5)])
+            ),
+        ),
+        (
+            "payload-creds-same-type",
+            "bad_payload",
+            True,
+            lambda: altered(
+                "stage", lambda d: d.update(creds=[{"type": 0, "pem": CA}, {"type": 0, "pem": CA}])
+            ),
+        ),
+        (
+            "payload-creds-type-6",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d.update(creds=[{"type": 6, "pem": CA}])),
+        ),
+        (
+            "payload-ca-nul",
+            "bad_payload",
+            True,
+            lambda: altered(
+                "stage", lambda d: d.update(creds=[{"type": 0, "pem": CA[:-2] + "\0\n"}])
+            ),
+        ),
+        (
+            "payload-ca-not-ascii",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d.update(creds=[{"type": 0, "pem": CA[:-2] + "é"}])),
+        ),
+        (
+            "payload-undo-by-in-v1",
+            "bad_payload",
+            True,
+            lambda: altered("commit", lambda d: d.update(v=1)),
+        ),
+        (
+            "payload-undo-by-in-stage",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d.update(undo_by=NOW + 60)),
+        ),
+        # The deterministic order of docs/protocol.md §3 is required by the C decoder only.
+        (
+            "payload-not-deterministic",
+            "bad_payload",
+            False,
+            lambda: signed(cbor2.dumps(dict(reversed(list(document(bundle("commit")).items()))))),
+        ),
+        # check 7
+        (
+            "version-3",
+            "unsupported_version",
+            True,
+            lambda: altered("commit", lambda d: d.update(v=3)),
+        ),
+        (
+            "version-0",
+            "unsupported_version",
+            True,
+            lambda: altered("rollback", lambda d: d.update(v=0)),
+        ),
+        # checks 8 to 11 and their boundaries
+        (
+            "wrong-device",
+            "wrong_device",
+            True,
+            lambda: from_bundle(bundle("commit", device_id="nrf-352656100000001")),
+        ),
+        ("seq-replay", "replay", True, lambda: from_bundle(bundle("commit", seq=LAST_SEQ))),
+        ("seq-next", "ok", True, lambda: from_bundle(bundle("commit", seq=LAST_SEQ + 1))),
+        (
+            "exp-now",
+            "bundle_expired",
+            True,
+            lambda: from_bundle(bundle("commit", issued_at=NOW - 60, expires_at=NOW)),
+        ),
+        (
+            "exp-now-plus-1",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("commit", issued_at=NOW - 60, expires_at=NOW + 1)),
+        ),
+        (
+            "iat-skew-300",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("commit", issued_at=NOW + 300, expires_at=NOW + 900)),
+        ),
+        (
+            "iat-skew-301",
+            "not_yet_valid",
+            True,
+            lambda: from_bundle(bundle("commit", issued_at=NOW + 301, expires_at=NOW + 900)),
+        ),
+        # check 12 and its boundary
+        (
+            "ca-4096",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage",
+                    credentials=(Credential(CredentialType.CA_CHAIN, pem(CA_CHAIN_MAX_BYTES)),),
+                )
+            ),
+        ),
+        (
+            "ca-4097",
+            "too_large",
+            True,
+            lambda: altered(
+                "stage", lambda d: d.update(creds=[{"type": 0, "pem": pem(CA_CHAIN_MAX_BYTES + 1)}])
+            ),
+        ),
+    ]
+
+
+def scenario_cases() -> list[Case]:
+    """Bundles the device tests send in sequence; checks 1 to 12 pass for each."""
+    stage = bundle("stage")
+
+    def ts(i: int, **fields: Any) -> Callable[[], bytes]:
+        key = NEW_KEYS[i]
+        signer = SignerKey(kid=key_id(key.public_key()), public_point=point(key))
+        return lambda: from_bundle(
+            bundle("trust-signer", seq=LAST_SEQ + 1 + i, signer=signer, **fields)
+        )
+
+    seq = LAST_SEQ + 1
+    return [
+        ("s-stage", "ok", True, lambda: from_bundle(stage)),
+        (
+            "s-stage-44",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage",
+                    seq=seq + 1,
+                    tag=44,
+                    active=(ACTIVE_TAG, 44),
+                    probe=Probe(host="staging.example.net", port=8883, tags=(44,)),
+                )
+            ),
+        ),
+        (
+            "s-stage-into-active",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("stage", tag=ACTIVE_TAG, active=(ACTIVE_TAG,))),
+        ),
+        (
+            "s-stage-active-without-ca",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("stage", active=(44,))),
+        ),
+        (
+            "s-stage-modem-refuses",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage", credentials=(Credential(CredentialType.CA_CHAIN, "not a certificate"),)
+                )
+            ),
+        ),
+        ("s-commit", "ok", True, lambda: from_bundle(bundle("commit", seq=seq + 1))),
+        (
+            "s-commit-v1",
+            "ok",
+            True,
+            lambda: from_bundle(replace(bundle("commit", seq=seq + 1), undo_by=None, version=1)),
+        ),
+        ("s-commit-44", "ok", True, lambda: from_bundle(bundle("commit", seq=seq + 1, tag=44))),
+        (
+            "s-commit-active-44",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("commit", seq=seq + 1, active=(44,))),
+        ),
+        (
+            "s-rollback-after-stage",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("rollback", seq=seq + 1)),
+        ),
+        ("s-rollback", "ok", True, lambda: from_bundle(bundle("rollback", seq=seq + 2))),
+        ("s-rollback-again", "ok", True, lambda: from_bundle(bundle("rollback", seq=seq + 3))),
+        (
+            "s-rollback-other-rollout",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("rollback", seq=seq + 2, rollout_id="r-2")),
+        ),
+        (
+            "s-rollback-manual",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("rollback", seq=seq + 2, rollout_id="")),
+        ),
+        ("s-retire", "ok", True, lambda: from_bundle(bundle("retire", seq=seq + 2))),
+        (
+            "s-retire-keeps-retired",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle("retire", seq=seq + 2, tags=(ACTIVE_TAG,), active=(ACTIVE_TAG, SPARE_TAG))
+            ),
+        ),
+        (
+            "s-retire-to-empty-tag",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("retire", seq=seq + 2, tags=(SPARE_TAG,), active=(45,))),
+        ),
+        ("s-ts-1", "ok", True, ts(0)),
+        ("s-ts-2", "ok", True, ts(1)),
+        ("s-ts-3", "ok", True, ts(2)),
+        ("s-ts-4", "ok", True, ts(3)),
+        ("s-ts-retire-only", "ok", True, ts(0, retire_kid=KID)),
+        (
+            "s-ts-retire-all",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "trust-signer",
+                    signer=SignerKey(kid=KID, public_point=point(KEY)),
+                    retire_kid=KID,
+                )
+            ),
+        ),
+        (
+            "s-ts-not-a-point",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "trust-signer",
+                    signer=SignerKey(kid=b"\x01" * 8, public_point=b"\x04" + bytes(64)),
+                )
+            ),
+        ),
+        ("s-after-ts-retire", "ok", True, lambda: from_bundle(bundle("commit", seq=seq + 1))),
+    ]
+
+
+def python_reason(data: bytes) -> str:
+    try:
+        open_bundle(
+            data,
+            signers={KID: KEY.public_key()},
+            device_id=DEVICE,
+            last_seq=LAST_SEQ,
+            now=datetime.fromtimestamp(NOW, UTC),
+        )
+    except BundleRejectedError as exc:
+        return exc.reason.value
+    return "ok"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.cbor"):
+        old.unlink()
+    manifest = []
+    for name, reason, agree, build in cases():
+        data = build()
+        if agree and (got := python_reason(data)) != reason:
+            raise SystemExit(f"{name}: the orchestrator's open_bundle says {got}, not {reason}")
+        (OUT / f"{name}.cbor").write_bytes(data)
+        manifest.append(f"{name} {reason} {'agree' if agree else 'c-only'}\n")
+    (OUT / "MANIFEST").write_text("".join(manifest))
+    signers = [KEY, *NEW_KEYS, OTHER_KEY]
+    names = ["signer", "new-0", "new-1", "new-2", "new-3", "other"]
+    context = [f"device {DEVICE}\n", f"now {NOW}\n", f"last_seq {LAST_SEQ}\n"]
+    context += [
+        f"key {name} {key_id(k.public_key()).hex()} {point(k).hex()}\n"
+        for name, k in zip(names, signers, strict=True)
+    ]
+    (OUT / "CONTEXT").write_text("".join(context))
+    print(f"{len(manifest)} bundles in {OUT.relative_to(Path.cwd())}")
+
+
+if __name__ == "__main__":
+    main()

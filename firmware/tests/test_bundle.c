@@ -1,0 +1,121 @@
+/*
+ * Checks 1 to 12 of docs/protocol.md §4 on the bundles the Python encoder wrote
+ * (tests/vectors/bundles, see make_bundles.py): each gives its MANIFEST reason; the
+ * boundaries of every limit are cases there (the limit passes, one more is refused).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "certfleet/bundle.h"
+#include "fixtures.h"
+
+static struct fixture_context ctx;
+static uint8_t buf[FIXTURE_MAX];
+
+static struct cf_bundle_env env(void)
+{
+	return (struct cf_bundle_env){
+		.device_id = ctx.device_id,
+		.last_seq = ctx.last_seq,
+		.now = ctx.now,
+		.signers = ctx.keys,
+		.n_signers = 1,
+	};
+}
+
+/* Every manifest case gives its reason, so every reason of checks 1 to 12 is met. */
+static void test_every_case_gives_its_reason(void **state)
+{
+	(void)state;
+	static struct fixture_case cases[256];
+	size_t n = fixture_manifest(cases, 256);
+	bool seen[CF_REASON_COUNT_] = {false};
+	struct cf_bundle_env e = env();
+
+	assert_true(n > 60);
+	for (size_t i = 0; i < n; i++) {
+		static struct cf_bundle bundle;
+		size_t len = fixture_bundle(cases[i].name, buf, sizeof(buf));
+		enum cf_reason reason = cf_bundle_open(buf, len, &e, &bundle);
+		if (strcmp(cf_reason_str(reason), cases[i].reason) != 0) {
+			fail_msg("%s: %s, expected %s (%s)", cases[i].name, cf_reason_str(reason),
+				 cases[i].reason, bundle.detail);
+		}
+		seen[reason] = true;
+	}
+	for (enum cf_reason r = CF_REASON_OK; r <= CF_REASON_NOT_YET_VALID; r++) {
+		if (!seen[r]) {
+			fail_msg("no case gives %s", cf_reason_str(r));
+		}
+	}
+}
+
+/* A rejection before the signature verified names no bundle; after, it names it. */
+static void test_rejection_names_the_bundle_only_once_verified(void **state)
+{
+	(void)state;
+	static struct cf_bundle bundle;
+	struct cf_bundle_env e = env();
+	size_t len = fixture_bundle("sig-other-key", buf, sizeof(buf));
+
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_SIGNATURE);
+	assert_false(bundle.verified);
+	assert_false(bundle.ids_known);
+	len = fixture_bundle("wrong-device", buf, sizeof(buf));
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_WRONG_DEVICE);
+	assert_true(bundle.ids_known);
+	assert_int_equal(bundle.p.Bundle_payload_seq, ctx.last_seq + 1);
+	assert_int_equal(bundle.op, CF_OP_COMMIT);
+	assert_int_equal(bundle.p.Bundle_payload_rid.len, 3);
+}
+
+/* Every byte flip of a valid bundle is refused (or still the same valid bundle). */
+static void test_any_single_byte_flip_is_refused(void **state)
+{
+	(void)state;
+	static struct cf_bundle bundle;
+	struct cf_bundle_env e = env();
+	size_t len = fixture_bundle("ok-commit", buf, sizeof(buf));
+
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_OK);
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x01;
+		assert_int_not_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_OK);
+		buf[i] ^= 0x01;
+	}
+}
+
+/* Without a trusted signer nothing verifies. */
+static void test_no_trusted_signer_is_unknown_key(void **state)
+{
+	(void)state;
+	static struct cf_bundle bundle;
+	struct cf_bundle_env e = env();
+	size_t len = fixture_bundle("ok-commit", buf, sizeof(buf));
+
+	e.signers = &ctx.keys[5];
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_UNKNOWN_KEY);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	fixture_context(&ctx);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_every_case_gives_its_reason),
+		cmocka_unit_test(test_rejection_names_the_bundle_only_once_verified),
+		cmocka_unit_test(test_any_single_byte_flip_is_refused),
+		cmocka_unit_test(test_no_trusted_signer_is_unknown_key),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}

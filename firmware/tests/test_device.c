@@ -1,0 +1,339 @@
+/*
+ * Check 13 and the state machine: every op, every reason a device state decides,
+ * the undo record of contract v2, fallback at commit_by, a TLS broker that refuses a
+ * committed list, and a `received` the broker never acknowledged.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "device_harness.h"
+
+static struct harness h;
+
+static void expect_phases(size_t from, const enum cf_phase *phases, size_t n)
+{
+	assert_int_equal(h.world.n_reports - from, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(h.world.reports[from + i].phase, phases[i]);
+	}
+}
+
+static void expect_rejected(const char *name, enum cf_reason reason)
+{
+	struct cf_state before = h.dev.state;
+	size_t reports = h.world.n_reports;
+	assert_int_equal(harness_send(&h, name), 0);
+	assert_int_equal(h.world.n_reports, reports + 1);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_REJECTED);
+	if (r->reason != reason) {
+		fail_msg("%s: %s, expected %s", name, cf_reason_str(r->reason), cf_reason_str(reason));
+	}
+	/* nothing changed, the seq not consumed, and the rejection names the bundle */
+	assert_memory_equal(&before, &h.dev.state, sizeof(before));
+	assert_true(r->seq > 0);
+	harness_assert_trust_works(&h);
+}
+
+static void stage_healthy(void)
+{
+	assert_int_equal(harness_send(&h, "s-stage"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_HEALTH_OK);
+}
+
+static void commit(void)
+{
+	stage_healthy();
+	assert_int_equal(harness_send(&h, "s-commit"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_COMMITTED);
+}
+
+static int setup(void **state)
+{
+	harness_init(&h, *state != NULL);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	fake_world_free(&h.world);
+	return 0;
+}
+
+/* A stage writes the spare tag offline, reports staged then health_ok, keeps the list. */
+static void test_stage_writes_the_spare_tag_and_probes_it(void **state)
+{
+	(void)state;
+	const enum cf_phase phases[] = {CF_PHASE_RECEIVED, CF_PHASE_STAGED, CF_PHASE_HEALTH_OK};
+	stage_healthy();
+	expect_phases(0, phases, 3);
+	assert_true(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_int_equal(h.dev.state.last_seq, h.ctx.last_seq + 1);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_STAGE);
+	assert_string_equal(h.world.reports[2].rollout_id, "r-1");
+	assert_int_equal(h.world.reports[2].op, CF_OP_STAGE);
+	harness_assert_trust_works(&h);
+}
+
+/* A failed probe reports its reason, deletes the staged item and drops the record. */
+static void test_failed_probe_deletes_the_stage(void **state)
+{
+	(void)state;
+	h.world.probe_result = CF_REASON_EXPIRED;
+	assert_int_equal(harness_send(&h, "s-stage"), 0);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_HEALTH_FAILED);
+	assert_int_equal(r->reason, CF_REASON_EXPIRED);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_NONE);
+	expect_rejected("s-rollback", CF_REASON_NOTHING_TO_UNDO);
+}
+
+/* A modem that refuses the write: rejected with modem_error after received, nothing kept. */
+static void test_modem_refusal_is_modem_error(void **state)
+{
+	(void)state;
+	const enum cf_phase phases[] = {CF_PHASE_RECEIVED, CF_PHASE_REJECTED};
+	assert_int_equal(harness_send(&h, "s-stage-modem-refuses"), 0);
+	expect_phases(0, phases, 2);
+	assert_int_equal(fake_last_report(&h.world)->reason, CF_REASON_MODEM_ERROR);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_NONE);
+	harness_assert_trust_works(&h);
+}
+
+/* Stage refusals: into an active tag, or naming a future list without a CA. */
+static void test_stage_refusals(void **state)
+{
+	(void)state;
+	expect_rejected("s-stage-into-active", CF_REASON_TAG_IN_USE);
+	expect_rejected("s-stage-active-without-ca", CF_REASON_UNSAFE_ACTIVE);
+}
+
+/* A commit installs the stage's list and turns the record into a commit record. */
+static void test_commit_installs_the_list(void **state)
+{
+	(void)state;
+	commit();
+	assert_int_equal(h.dev.state.n_active, 2);
+	assert_int_equal(h.dev.state.active[1], SPARE_TAG);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_COMMIT);
+	assert_int_equal(h.dev.state.undo_by, h.ctx.now + 7 * 86400);
+	assert_int_equal(fake_last_report(&h.world)->n_active, 2);
+	harness_assert_trust_works(&h);
+}
+
+/* Commit refusals: nothing staged, another tag, or a list naming a tag without a CA. */
+static void test_commit_refusals(void **state)
+{
+	(void)state;
+	expect_rejected("s-commit", CF_REASON_NOTHING_STAGED);
+	stage_healthy();
+	expect_rejected("s-commit-44", CF_REASON_NOTHING_STAGED);
+	expect_rejected("s-commit-active-44", CF_REASON_UNSAFE_ACTIVE);
+}
+
+/* No commit by commit_by: the device deletes the stage and reports fallback itself. */
+static void test_fallback_at_commit_by(void **state)
+{
+	(void)state;
+	stage_healthy();
+	h.world.now = h.dev.state.commit_by - 1;
+	assert_int_equal(cf_device_tick(&h.dev), 0);
+	assert_true(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	h.world.now = h.dev.state.commit_by;
+	assert_int_equal(cf_device_tick(&h.dev), 0);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_FALLBACK);
+	assert_int_equal(r->reason, CF_REASON_COMMIT_TIMEOUT);
+	assert_int_equal(r->op, CF_OP_STAGE);
+	assert_int_equal(r->seq, h.ctx.last_seq + 1);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	assert_int_equal(h.dev.state.stage_phase, CF_STAGE_NONE);
+	harness_assert_trust_works(&h);
+}
+
+/* A rollback of an open stage deletes it; a second rollback has nothing to undo. */
+static void test_rollback_of_a_stage(void **state)
+{
+	(void)state;
+	stage_healthy();
+	assert_int_equal(harness_send(&h, "s-rollback-after-stage"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_ROLLED_BACK);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	expect_rejected("s-rollback-again", CF_REASON_NOTHING_TO_UNDO);
+}
+
+/* A rollback of a commit restores the previous list and deletes the committed tag. */
+static void test_rollback_of_a_commit(void **state)
+{
+	(void)state;
+	commit();
+	assert_int_equal(harness_send(&h, "s-rollback"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_ROLLED_BACK);
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_int_equal(h.dev.state.active[0], ACTIVE_TAG);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	expect_rejected("s-rollback-again", CF_REASON_NOTHING_TO_UNDO);
+	harness_assert_trust_works(&h);
+}
+
+/* A rollback of another rollout, or a manual one of a rollout's change, is superseded. */
+static void test_rollback_of_another_rollout_is_superseded(void **state)
+{
+	(void)state;
+	commit();
+	expect_rejected("s-rollback-other-rollout", CF_REASON_SUPERSEDED);
+	expect_rejected("s-rollback-manual", CF_REASON_SUPERSEDED);
+}
+
+/* Past undo_by the commit is permanent: the tick drops the record. */
+static void test_undo_by_makes_the_commit_permanent(void **state)
+{
+	(void)state;
+	commit();
+	h.world.now = h.dev.state.undo_by - 1;
+	assert_int_equal(cf_device_tick(&h.dev), 0);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_COMMIT);
+	h.dev.state.undo_by = h.ctx.now; /* expired while the rollback is still valid */
+	h.world.now = h.ctx.now;
+	expect_rejected("s-rollback", CF_REASON_NOTHING_TO_UNDO);
+	h.world.now = h.dev.state.undo_by;
+	assert_int_equal(cf_device_tick(&h.dev), 0);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_NONE);
+}
+
+/* A v1 commit carries no undo_by: the record stays until a later change. */
+static void test_v1_commit_keeps_its_record(void **state)
+{
+	(void)state;
+	stage_healthy();
+	assert_int_equal(harness_send(&h, "s-commit-v1"), 0);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_COMMIT);
+	assert_int_equal(h.dev.state.undo_by, 0);
+	h.world.now = UINT32_MAX;
+	assert_int_equal(cf_device_tick(&h.dev), 0);
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_COMMIT);
+}
+
+/* A retire installs its list, deletes the retired tags and drops the undo record. */
+static void test_retire(void **state)
+{
+	(void)state;
+	commit();
+	assert_int_equal(harness_send(&h, "s-retire"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_RETIRED);
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_int_equal(h.dev.state.active[0], SPARE_TAG);
+	assert_false(fake_keystore_has(&h.world, ACTIVE_TAG, 0));
+	assert_int_equal(h.dev.state.undo_kind, CF_UNDO_NONE);
+	harness_assert_trust_works(&h);
+}
+
+/* A retire whose list keeps a retired tag, or names an empty tag, is unsafe_active. */
+static void test_retire_refusals(void **state)
+{
+	(void)state;
+	commit();
+	expect_rejected("s-retire-keeps-retired", CF_REASON_UNSAFE_ACTIVE);
+	expect_rejected("s-retire-to-empty-tag", CF_REASON_UNSAFE_ACTIVE);
+}
+
+/* Trust-signer adds keys up to 4; a fifth, none left, or a bad point are refused. */
+static void test_trust_signer(void **state)
+{
+	(void)state;
+	expect_rejected("s-ts-retire-all", CF_REASON_INVALID_OPERATION);
+	expect_rejected("s-ts-not-a-point", CF_REASON_BAD_PAYLOAD);
+	assert_int_equal(harness_send(&h, "s-ts-1"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_COMMITTED);
+	assert_int_equal(harness_send(&h, "s-ts-2"), 0);
+	assert_int_equal(harness_send(&h, "s-ts-3"), 0);
+	assert_int_equal(h.dev.state.n_signers, CF_SIGNERS_MAX);
+	expect_rejected("s-ts-4", CF_REASON_INVALID_OPERATION);
+}
+
+/* Once its key is retired, the old signer's bundles are unknown_key. */
+static void test_retired_signer_is_unknown(void **state)
+{
+	(void)state;
+	assert_int_equal(harness_send(&h, "s-ts-retire-only"), 0);
+	assert_int_equal(h.dev.state.n_signers, 1);
+	assert_memory_equal(h.dev.state.signers[0].kid, h.ctx.keys[1].kid, CF_KID_LEN);
+	assert_int_equal(harness_send(&h, "s-after-ts-retire"), 0);
+	assert_int_equal(fake_last_report(&h.world)->reason, CF_REASON_UNKNOWN_KEY);
+	assert_int_equal(fake_last_report(&h.world)->seq, 0);
+}
+
+/* An unacknowledged `received`: nothing done, the seq unused, a redelivery is new. */
+static void test_unacknowledged_received_does_nothing(void **state)
+{
+	(void)state;
+	h.world.publish_result = -ENOTCONN;
+	assert_int_equal(harness_send(&h, "s-stage"), -EAGAIN);
+	assert_int_equal(h.dev.state.last_seq, h.ctx.last_seq);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	h.world.publish_result = 0;
+	stage_healthy();
+	expect_rejected("s-stage", CF_REASON_REPLAY);
+}
+
+/* Over TLS a commit is proven on the broker; a list that fails it falls back at once. */
+static void test_tls_commit_falls_back_when_the_broker_refuses(void **state)
+{
+	(void)state;
+	stage_healthy();
+	h.world.reconnect_result = -ECONNREFUSED;
+	assert_int_equal(harness_send(&h, "s-commit"), 0);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_FALLBACK);
+	assert_int_equal(r->reason, CF_REASON_BROKER_UNREACHABLE);
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_false(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	harness_assert_trust_works(&h);
+}
+
+/* Over TLS a commit the broker accepts is reported committed. */
+static void test_tls_commit_proven(void **state)
+{
+	(void)state;
+	commit();
+	assert_int_equal(h.dev.state.commit_unproven, 0);
+	assert_int_equal(h.dev.state.n_active, 2);
+}
+
+#define PLAIN(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+#define TLS(test) cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &h)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		PLAIN(test_stage_writes_the_spare_tag_and_probes_it),
+		PLAIN(test_failed_probe_deletes_the_stage),
+		PLAIN(test_modem_refusal_is_modem_error),
+		PLAIN(test_stage_refusals),
+		PLAIN(test_commit_installs_the_list),
+		PLAIN(test_commit_refusals),
+		PLAIN(test_fallback_at_commit_by),
+		PLAIN(test_rollback_of_a_stage),
+		PLAIN(test_rollback_of_a_commit),
+		PLAIN(test_rollback_of_another_rollout_is_superseded),
+		PLAIN(test_undo_by_makes_the_commit_permanent),
+		PLAIN(test_v1_commit_keeps_its_record),
+		PLAIN(test_retire),
+		PLAIN(test_retire_refusals),
+		PLAIN(test_trust_signer),
+		PLAIN(test_retired_signer_is_unknown),
+		PLAIN(test_unacknowledged_received_does_nothing),
+		TLS(test_tls_commit_falls_back_when_the_broker_refuses),
+		TLS(test_tls_commit_proven),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
