@@ -107,7 +107,7 @@ SCHEMA_PROBLEMS = {
     ),
     "unknown-field": json.loads(state_payload(firmware="1.3.5")),
     "unknown-entry-field": json.loads(state_payload(credentials=[entry(42, extra=1)])),
-    "wrong-version": json.loads(state_payload(v=2)),
+    "wrong-version": json.loads(state_payload(v=3)),
     "bad-device-id": json.loads(state_payload("dev/1")),
     "duplicate-slot": json.loads(state_payload(credentials=[entry(42), entry(42)])),
     "pem-for-key": json.loads(
