@@ -8,7 +8,7 @@ stranger's bundle must not be able to speak for a rollout.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 import cbor2
@@ -21,7 +21,8 @@ from orchestrator.protocol.bundle import (
     BundleRejectedError,
     Reason,
 )
-from simulator.modem import Modem
+from orchestrator.protocol.limits import SIGNERS_MAX
+from simulator.flash import UndoRecord
 
 __all__ = ["UNVERIFIED", "check_operation", "rejection_ids"]
 
@@ -36,44 +37,145 @@ def check_operation(
     bundle: Bundle,
     *,
     active_tags: Sequence[int],
-    healthy_stage: Bundle | None,
-    modem: Modem,
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
     signers: Collection[bytes],
 ) -> None:
-    """Raise `BundleRejectedError` when the operation makes no sense on this device.
+    """Raise `BundleRejectedError` when the operation makes no sense on this device (check 13).
+
+    Every refusal here comes before `received`: the seq is not consumed and nothing
+    is written.
 
     Args:
-        healthy_stage: the stage bundle whose staged trust passed its probe, if any.
+        undo: the device's undo record (an expired one already dropped).
+        holds_ca: whether a sec_tag holds a CA chain item that no decided work deletes.
         signers: the key ids the device trusts now.
     """
-    if bundle.op == "stage" and bundle.tag in active_tags:
+    check = _CHECKS.get(bundle.op)
+    if check is not None:
+        check(bundle, tuple(active_tags), undo, holds_ca, signers)
+
+
+def _unsafe(detail: str) -> BundleRejectedError:
+    return BundleRejectedError(Reason.UNSAFE_ACTIVE, detail)
+
+
+def _stage(
+    bundle: Bundle,
+    active: tuple[int, ...],
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
+    signers: Collection[bytes],
+) -> None:
+    if bundle.tag in active:
         raise BundleRejectedError(
             Reason.TAG_IN_USE, f"sec_tag {bundle.tag} is active; a stage never overwrites it"
         )
-    if bundle.op == "commit" and (healthy_stage is None or healthy_stage.tag != bundle.tag):
+    brings_ca = any(c.type is CredentialType.CA_CHAIN for c in bundle.credentials)
+    # A stage replaces the undo record: an open stage's tag is wiped with it.
+    wiped = undo.tag if undo is not None and undo.kind == "stage" else None
+    for tag in bundle.active:
+        staged = tag == bundle.tag and brings_ca
+        if not staged and (tag in (wiped, bundle.tag) or not holds_ca(tag)):
+            raise _unsafe(
+                f"active list {list(bundle.active)} would name sec_tag {tag} without a CA"
+            )
+
+
+def _commit(
+    bundle: Bundle,
+    active: tuple[int, ...],
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
+    signers: Collection[bytes],
+) -> None:
+    if (
+        undo is None
+        or undo.kind != "stage"
+        or not undo.health_ok
+        or undo.tag != bundle.tag
+        or undo.stage is None
+    ):
         raise BundleRejectedError(
             Reason.NOTHING_STAGED, f"no healthy stage of sec_tag {bundle.tag} to commit"
         )
-    if bundle.op == "retire":
-        missing = [t for t in bundle.active if not modem.exists(t, CredentialType.CA_CHAIN)]
-        if missing or set(bundle.tags) & set(bundle.active):
-            raise BundleRejectedError(
-                Reason.INVALID_OPERATION,
-                f"active list {list(bundle.active)} must hold CA chains and exclude "
-                f"the retired tags {list(bundle.tags)}",
-            )
-    if bundle.op == "trust-signer":
-        signer = bundle.signer
-        assert signer is not None  # noqa: S101 -- required by the payload rules
-        try:
-            signer.public_key()
-        except ValueError:
-            raise BundleRejectedError(Reason.BAD_PAYLOAD, "signer is not a P-256 point") from None
-        remaining = set(signers) | {signer.kid}
-        if bundle.retire_kid is not None:
-            remaining.discard(bundle.retire_kid)
-        if not remaining:
-            raise BundleRejectedError(Reason.INVALID_OPERATION, "would trust no signer")
+    after = bundle.active or undo.stage.active
+    missing = [tag for tag in after if not holds_ca(tag)]
+    if missing:
+        raise _unsafe(f"active list {list(after)} names {missing}, which hold no CA chain")
+
+
+def _rollback(
+    bundle: Bundle,
+    active: tuple[int, ...],
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
+    signers: Collection[bytes],
+) -> None:
+    if undo is None:
+        raise BundleRejectedError(Reason.NOTHING_TO_UNDO, "no change to undo")
+    if undo.rid != bundle.rollout_id:
+        owner = f"rollout {undo.rid!r}" if undo.rid else "a manual send"
+        raise BundleRejectedError(
+            Reason.SUPERSEDED, f"the latest change (sec_tag {undo.tag}) belongs to {owner}"
+        )
+    missing = [tag for tag in undo.previous if not holds_ca(tag)]
+    if undo.kind == "commit" and (missing or not undo.previous):
+        raise _unsafe(f"the previous list {list(undo.previous)} lost its CA in {missing}")
+
+
+def _retire(
+    bundle: Bundle,
+    active: tuple[int, ...],
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
+    signers: Collection[bytes],
+) -> None:
+    # A retire drops the undo record: an open stage's tag is wiped with it.
+    wiped = {*bundle.tags, *([undo.tag] if undo is not None and undo.kind == "stage" else [])}
+    bad = [tag for tag in bundle.active if tag in wiped or not holds_ca(tag)]
+    if bad:
+        raise _unsafe(
+            f"active list {list(bundle.active)} would name {bad} without a CA "
+            f"after retiring {list(bundle.tags)}"
+        )
+
+
+def _trust_signer(
+    bundle: Bundle,
+    active: tuple[int, ...],
+    undo: UndoRecord | None,
+    holds_ca: Callable[[int], bool],
+    signers: Collection[bytes],
+) -> None:
+    signer = bundle.signer
+    assert signer is not None  # noqa: S101 -- required by the payload rules
+    try:
+        signer.public_key()
+    except ValueError:
+        raise BundleRejectedError(Reason.BAD_PAYLOAD, "signer is not a P-256 point") from None
+    remaining = set(signers) | {signer.kid}
+    if bundle.retire_kid is not None:
+        remaining.discard(bundle.retire_kid)
+    if not remaining:
+        raise BundleRejectedError(Reason.INVALID_OPERATION, "would trust no signer")
+    if len(remaining) > SIGNERS_MAX:
+        raise BundleRejectedError(
+            Reason.INVALID_OPERATION,
+            f"would trust {len(remaining)} signers; a device holds at most {SIGNERS_MAX}",
+        )
+
+
+_Check = Callable[
+    [Bundle, tuple[int, ...], UndoRecord | None, Callable[[int], bool], Collection[bytes]], None
+]
+_CHECKS: Final[dict[str, _Check]] = {
+    "stage": _stage,
+    "commit": _commit,
+    "rollback": _rollback,
+    "retire": _retire,
+    "trust-signer": _trust_signer,
+}
 
 
 def _verified(payload: bytes, reason: Reason) -> bool:

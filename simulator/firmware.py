@@ -3,46 +3,43 @@
 `Firmware` follows the contract as a device would: it verifies a bundle before
 anything else, writes the key store only while offline, stages into a spare sec_tag,
 proves the staged trust with a real TLS handshake, and commits only on a signed
-`commit`; with no commit by the deadline it falls back by itself. It knows no MQTT
-library: it publishes through a `Link`, and says through `needs_offline` and
-`needs_reconnect` when whoever carries it must take it offline or reconnect.
-`simulator.agent` gives each device its own MQTT connection, `simulator.scale`
-multiplexes many devices on a few.
+`commit`; with no commit by the deadline it falls back by itself. It keeps one undo
+record, and its state in flash (`simulator.flash`), written before each key store
+change that must survive a power cut; `reboot` resumes from flash and the modem.
+It knows no MQTT library: it publishes through a `Link`, and says through
+`needs_offline` and `needs_reconnect` when whoever carries it must take it offline
+or reconnect. `simulator.agent` gives each device its own MQTT connection,
+`simulator.scale` multiplexes many devices on a few.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orchestrator.protocol import CredentialType, StateMessage, Topics
+from orchestrator.protocol import (
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    CredentialType,
+    StateMessage,
+    Topics,
+)
 from orchestrator.protocol.bundle import Bundle, BundleRejectedError, Reason, open_bundle
 from orchestrator.protocol.report import Phase, ReportMessage
 from simulator.bundle_checks import check_operation, rejection_ids
+from simulator.flash import Flash, FlashRecord, Intent, UndoRecord
 from simulator.modem import FunctionalMode, Modem, ModemError
+from simulator.operations import OPERATIONS
 from simulator.probe import Prober, uncached_probe
+from simulator.reporting import Link, Reporter
 
 __all__ = ["Firmware", "Link"]
 
-OfflineJob = Callable[[], None]
-
-
-class Link(Protocol):
-    """What the firmware publishes through: an MQTT connection (QoS 1, PUBACK awaited)."""
-
-    async def publish(self, topic: str, payload: bytes, qos: int = ...) -> None:
-        """Publish and return once the broker acknowledged."""
-
-
-@dataclass(slots=True)
-class _Staged:
-    bundle: Bundle
-    written: bool = False
-    health_ok: bool = False
+REPLAY_FAULT = "accept-replay"
+"""A deliberately broken device: it takes a seq not above the last accepted."""
 
 
 class Firmware:
@@ -51,8 +48,8 @@ class Firmware:
     A transport calls `handle` for each bundle in order, `check_commit_deadline` after
     it and when `commit_deadline` passes, and `go_offline` then `come_online` while
     `needs_offline` holds (the key store changes only in between). With `tls_broker`
-    (the MQTT connection is TLS, validated with the active tags) a commit leaves
-    `needs_reconnect` set: the transport reconnects and says how it went with
+    (the MQTT connection is TLS, validated with the active tags) a commit or retire
+    leaves `needs_reconnect` set: the transport reconnects and says how it went with
     `connect_succeeded` or `connect_failed`.
     """
 
@@ -69,42 +66,73 @@ class Firmware:
         faults: frozenset[str] = frozenset(),
         prober: Prober = uncached_probe,
         tls_broker: bool = False,
+        protocol_version: int = PROTOCOL_VERSION,
+        flash: Flash | None = None,
     ) -> None:
         topics.state(device_id)  # validates the id as a topic level
+        if flash is None:
+            cas = {item.sec_tag for item in modem.items() if item.type is CredentialType.CA_CHAIN}
+            active = tuple(active_tags) or tuple(sorted(cas))
+            flash = Flash(FlashRecord(active=active, signers=tuple((signers or {}).items())))
         self.device_id = device_id
         self.modem = modem
-        self.signers: dict[bytes, ec.EllipticCurvePublicKey] = dict(signers or {})
-        self.active_tags: list[int] = list(active_tags) or sorted(
-            {item.sec_tag for item in modem.items() if item.type is CredentialType.CA_CHAIN}
+        self.flash = flash
+        self.topics = topics
+        self.protocol_version = protocol_version
+        self.signers: dict[bytes, ec.EllipticCurvePublicKey] = dict(flash.record.signers)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._io = Reporter(
+            device_id,
+            topics=topics,
+            clock=self._clock,
+            version=protocol_version,
+            step=flash.fuse.step,
         )
-        self.last_seq = 0
-        self.reports: list[ReportMessage] = []
+        self._io.outbox.extend(flash.record.outbox)
         self.faults = faults
         self.tls_broker = tls_broker
-        self.topics = topics
         self._probe_timeout = probe_timeout
         self._prober = prober
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._staged: _Staged | None = None
-        self._committed: tuple[Bundle, list[int]] | None = None  # bundle, previous active tags
-        self._outbox: list[ReportMessage] = []
-        self._offline_jobs: list[OfflineJob] = []
-        self._probe_pending = False
-        self._commit_unproven = False
+        self._versions = SUPPORTED_VERSIONS if protocol_version == PROTOCOL_VERSION else (1,)
+
+    # -- what the device holds and tells ---------------------------------------------------
+
+    @property
+    def record(self) -> FlashRecord:
+        """What the device's flash holds now."""
+        return self.flash.record
+
+    @property
+    def last_seq(self) -> int:
+        """The last accepted sequence number."""
+        return self.record.last_seq
+
+    @last_seq.setter
+    def last_seq(self, value: int) -> None:
+        self.flash.provision(last_seq=value)
+
+    @property
+    def active_tags(self) -> list[int]:
+        """The sec_tags every TLS socket is given, the broker connection's included."""
+        return list(self.record.active)
+
+    @property
+    def reports(self) -> list[ReportMessage]:
+        """Every report the device made, in order."""
+        return self._io.reports
 
     def now(self) -> datetime:
         """The device's clock."""
         return self._clock()
 
-    # -- what the device tells -------------------------------------------------------------
-
     def state_message(self, *, now: datetime | None = None) -> StateMessage:
         """What `AT%CMNG=1` and `AT%CERTEXPIRY` give, with the active tag list."""
         return StateMessage(
+            v=1 if self.protocol_version == 1 else 2,
             device_id=self.device_id,
             time=now or self._clock(),
             credentials=[item.to_entry() for item in self.modem.items()],
-            active_tags=list(self.active_tags),
+            active_tags=list(self.record.active),
         )
 
     def _report(
@@ -114,109 +142,112 @@ class Firmware:
         reason: Reason = Reason.OK,
         detail: str = "",
         *,
+        active: Sequence[int] | None = None,
         seq: int = 0,
         rollout_id: str = "",
         op: str | None = None,
     ) -> ReportMessage:
-        report = ReportMessage(
-            device_id=self.device_id,
-            rollout_id=bundle.rollout_id if bundle else rollout_id,
-            seq=bundle.seq if bundle else seq,
-            op=bundle.op if bundle else op,
-            phase=phase,
-            reason=reason,
-            detail=detail[:1024],
-            time=self._clock(),
-            active_tags=list(self.active_tags),
+        return self._io.report(
+            bundle,
+            phase,
+            reason,
+            detail,
+            active=self.record.active if active is None else active,
+            seq=seq,
+            rollout_id=rollout_id,
+            op=op,
         )
-        self.reports.append(report)
-        return report
-
-    async def _publish(self, link: Link, payload: bytes, channel: str) -> None:
-        topic = (
-            self.topics.report(self.device_id)
-            if channel == "report"
-            else self.topics.state(self.device_id)
-        )
-        await link.publish(topic, payload, qos=1)
-
-    async def _send(self, link: Link, report: ReportMessage) -> None:
-        await self._publish(link, report.to_json(), "report")
 
     # -- online and offline ----------------------------------------------------------------
 
     @property
     def needs_offline(self) -> bool:
         """Key store work is waiting: the device must go offline (`CFUN=4`) for it."""
-        return bool(self._offline_jobs)
+        return self.record.intent is not None
 
     @property
     def needs_reconnect(self) -> bool:
-        """A commit changed the tags that validate the broker: prove them on a new connection."""
-        return self._commit_unproven
+        """A commit or retire changed the tags that validate the broker: prove them."""
+        return self.record.pending is not None
 
     @property
     def commit_deadline(self) -> float | None:
         """When a healthy stage falls back without a commit (a POSIX timestamp), if one is open."""
-        staged = self._staged
-        if staged is None or not staged.health_ok:
+        undo = self.record.undo
+        if undo is None or undo.stage is None or not undo.health_ok:
             return None
-        return float(staged.bundle.commit_by or 0)
+        return float(undo.stage.commit_by or 0)
 
     def go_offline(self) -> None:
-        """`CFUN=4`, then the key store writes and deletes that were waiting for it."""
+        """`CFUN=4`, then the key store work that was waiting for it."""
         self.modem.cfun(FunctionalMode.OFFLINE)
-        jobs, self._offline_jobs = self._offline_jobs, []
-        for job in jobs:
-            job()
+        self._carry_out()
 
     async def come_online(self, link: Link) -> None:
         """Back online (connected): the state, the queued reports, then a pending probe."""
         self.modem.cfun(FunctionalMode.ONLINE)
-        await self._publish(link, self.state_message().to_json(), "state")
-        while self._outbox:
-            await self._publish(link, self._outbox.pop(0).to_json(), "report")
-        if self._probe_pending:
-            self._probe_pending = False
-            await self._probe(link)
+        await self._io.publish(link, self.state_message().to_json(), "state")
+        await self._io.flush(link)
+        undo = self.record.undo
+        if undo is not None and undo.kind == "stage" and undo.written and not undo.health_ok:
+            await self._probe(link, undo)
 
     def broker_ca_chains(self) -> list[bytes]:
         """The CA chains the broker connection is validated with: those of the active tags."""
         return [
             self.modem.read(tag, CredentialType.CA_CHAIN)
-            for tag in self.active_tags
+            for tag in self.record.active
             if self.modem.exists(tag, CredentialType.CA_CHAIN)
         ]
 
     def connect_succeeded(self) -> None:
-        """The broker accepted the connection: a commit waiting for that proof stands."""
-        self._commit_unproven = False
+        """The broker accepted the connection: a list change waiting for that proof stands."""
+        pending = self.record.pending
+        if pending is None:
+            return
+        bundle = pending.bundle
+        if bundle.op == "commit":
+            done = self._report(bundle, Phase.COMMITTED)
+        else:
+            done = self._report(bundle, Phase.RETIRED, detail=f"deleted {list(bundle.tags)}")
+        self._decide("list proven", Intent(wipe=pending.then_wipe, reports=(done,)), pending=None)
 
     def connect_failed(self) -> bool:
-        """The connection failed: a commit waiting for proof falls back to the previous tags.
+        """The connection failed: a list change waiting for proof returns to the previous list.
 
         Returns whether it did, so the transport reconnects at once over the old trust.
         """
-        if not self._commit_unproven:
+        pending = self.record.pending
+        if pending is None:
             return False
-        self._commit_unproven = False
-        if self._committed is None:
-            return True
-        staged_bundle, previous = self._committed
-        self._committed = None
-        self.active_tags = previous
-        self._outbox = [r for r in self._outbox if r.phase is not Phase.COMMITTED]
-        self._outbox.append(
-            self._report(
-                staged_bundle,
-                Phase.FALLBACK,
-                Reason.BROKER_UNREACHABLE,
-                "the broker's chain did not validate with the new tag list",
-            )
+        fallback = self._report(
+            pending.bundle,
+            Phase.FALLBACK,
+            Reason.BROKER_UNREACHABLE,
+            "the broker's chain did not validate with the new tag list",
+            active=pending.previous,
         )
-        if staged_bundle.tag not in previous:
-            self._offline_jobs.append(lambda: self._delete_tag(staged_bundle.tag))
+        self._decide(
+            "list refused by the broker",
+            Intent(wipe=pending.otherwise_wipe, reports=(fallback,)),
+            pending=None,
+            active=pending.previous,
+            undo=None,
+        )
         return True
+
+    def reboot(self) -> None:
+        """Power is back: what RAM held is gone; flash and the key store tell the rest.
+
+        Work decided before the cut is still in flash: `needs_offline` carries out an
+        interrupted key store change, `needs_reconnect` proves an interrupted list
+        change, and `come_online` probes a stage whose probe never ran.
+        """
+        self.modem.cfun(FunctionalMode.OFFLINE)
+        self.flash.fuse.disarm()
+        record = self.record
+        self.signers = dict(record.signers)
+        self._io.outbox[:] = record.outbox
 
     # -- bundles ---------------------------------------------------------------------------
 
@@ -225,77 +256,76 @@ class Firmware:
         await self._handle(link, payload)
 
     async def _handle(self, link: Link, payload: bytes) -> None:
+        now = self._clock()
+        undo = self.record.undo
+        if undo is not None and undo.expired(now.timestamp()):
+            self.flash.write("undo record expired", undo=None)
         try:
             bundle = open_bundle(
                 payload,
                 signers=self.signers,
                 device_id=self.device_id,
-                last_seq=self.last_seq,
-                now=self._clock(),
+                last_seq=0 if REPLAY_FAULT in self.faults else self.last_seq,
+                now=now,
+                versions=self._versions,
             )
-            healthy = self._staged if self._staged and self._staged.health_ok else None
             check_operation(
                 bundle,
-                active_tags=self.active_tags,
-                healthy_stage=healthy.bundle if healthy else None,
-                modem=self.modem,
+                active_tags=self.record.active,
+                undo=self.record.undo,
+                holds_ca=self._holds_ca,
                 signers=self.signers,
             )
         except BundleRejectedError as exc:
             seq, rollout_id, op = rejection_ids(payload, exc.reason)
-            await self._send(
-                link,
-                self._report(
-                    None,
-                    Phase.REJECTED,
-                    exc.reason,
-                    exc.detail,
-                    seq=seq,
-                    rollout_id=rollout_id,
-                    op=op,
-                ),
+            rejected = self._report(
+                None, Phase.REJECTED, exc.reason, exc.detail, seq=seq, rollout_id=rollout_id, op=op
             )
+            await self._io.send(link, rejected)
             return
         # The seq becomes the last accepted only once `received` is with the broker: a
         # device that could not say so has done nothing, and takes a redelivery as new.
-        await self._send(link, self._report(bundle, Phase.RECEIVED))
-        self.last_seq = bundle.seq
-        await getattr(self, "_op_" + bundle.op.replace("-", "_"))(link, bundle)
+        await self._io.send(link, self._report(bundle, Phase.RECEIVED))
+        before = self.record.active
+        decision = OPERATIONS[bundle.op](bundle, self.record, self.tls_broker, self._report)
+        self._decide(decision.what, decision.work, **decision.changes)
+        self.signers = dict(self.record.signers)
+        if not self.needs_offline and not self.needs_reconnect:
+            if self.record.active != before:
+                await self._io.publish(link, self.state_message().to_json(), "state")
+            await self._io.flush(link)
 
-    async def _op_stage(self, link: Link, bundle: Bundle) -> None:
-        previous = self._staged
-        self._staged = _Staged(bundle)
+    def _holds_ca(self, tag: int) -> bool:
+        """Whether `tag` holds a CA chain item once the work already decided is done."""
+        intent = self.record.intent
+        if intent is not None and tag == intent.write_tag:
+            return any(item.type is CredentialType.CA_CHAIN for item in intent.items)
+        if intent is not None and tag in intent.wipe:
+            return False
+        return self.modem.exists(tag, CredentialType.CA_CHAIN)
 
-        def write() -> None:
-            tag = bundle.tag
-            assert tag is not None  # noqa: S101 -- required by the payload rules
-            if previous is not None and previous.written:
-                self._delete_tag(previous.bundle.tag)
-            self._delete_tag(tag)  # leftovers in a spare tag are never live
-            try:
-                for credential in bundle.credentials:
-                    self.modem.write(tag, credential.type, credential.pem.encode())
-            except ModemError as exc:
-                self._delete_tag(tag)
-                self._staged = None
-                self._outbox.append(
-                    self._report(
-                        bundle, Phase.REJECTED, Reason.MODEM_ERROR, f"{exc} (errno {exc.errno})"
-                    )
-                )
-                return
-            assert self._staged is not None  # noqa: S101 -- set above
-            self._staged.written = True
-            self._outbox.append(self._report(bundle, Phase.STAGED))
-            self._probe_pending = True
-
-        self._offline_jobs.append(write)
-
-    async def _probe(self, link: Link) -> None:
-        staged = self._staged
-        if staged is None or staged.bundle.probe is None:
+    def _decide(self, what: str, intent: Intent, **changes: object) -> None:
+        """Persist a decision in one flash write: key store work as an intent, or reports."""
+        if intent.wipe or intent.items:
+            current = self.record.intent
+            merged = intent if current is None else current.then(intent)
+            self.flash.write(what, intent=merged, **changes)
             return
-        probe = staged.bundle.probe
+        self._io.outbox.extend(intent.reports)
+        self.flash.write(what, outbox=tuple(self._io.outbox), **changes)
+
+    def _probe_failed(self, undo: UndoRecord, report: ReportMessage | None = None) -> None:
+        self._decide(
+            "stage ended",
+            Intent(wipe=(undo.tag,), reports=() if report is None else (report,)),
+            undo=None,
+        )
+
+    async def _probe(self, link: Link, undo: UndoRecord) -> None:
+        stage = undo.stage
+        assert stage is not None  # noqa: S101 -- a stage record's
+        assert stage.probe is not None  # noqa: S101 -- required by the payload rules
+        probe = stage.probe
         chains = [
             self.modem.read(tag, CredentialType.CA_CHAIN)
             for tag in probe.tags
@@ -306,114 +336,58 @@ class Firmware:
             host, port = "127.0.0.1", 1  # fault injection: the device's network refuses the probe
         result = await self._prober(host, port, chains, self._probe_timeout)
         if result.ok:
-            staged.health_ok = True
-            await self._send(
-                link, self._report(staged.bundle, Phase.HEALTH_OK, detail=result.detail)
-            )
+            self.flash.write("probe passed", undo=dataclasses.replace(undo, health_ok=True))
+            await self._io.send(link, self._report(stage, Phase.HEALTH_OK, detail=result.detail))
             return
+        self._probe_failed(undo)
         reason = Reason(result.reason or "handshake_error")
-        await self._send(
-            link, self._report(staged.bundle, Phase.HEALTH_FAILED, reason, result.detail)
-        )
-        self._discard_staged()
-
-    def _discard_staged(self) -> None:
-        staged, self._staged = self._staged, None
-        if staged is not None and staged.written:
-            self._offline_jobs.append(lambda: self._delete_tag(staged.bundle.tag))
+        await self._io.send(link, self._report(stage, Phase.HEALTH_FAILED, reason, result.detail))
 
     def check_commit_deadline(self) -> None:
         """Fall back by itself when a healthy stage saw no commit before `commit_by`."""
-        staged = self._staged
-        if staged is None or not staged.health_ok:
+        deadline, undo = self.commit_deadline, self.record.undo
+        if deadline is None or undo is None or self._clock().timestamp() < deadline:
             return
-        if self._clock().timestamp() >= (staged.bundle.commit_by or 0):
-            self._discard_staged()
-            self._outbox.append(
-                self._report(
-                    staged.bundle,
-                    Phase.FALLBACK,
-                    Reason.COMMIT_TIMEOUT,
-                    "no commit before the deadline; the staged item was discarded",
-                )
-            )
-
-    async def _op_commit(self, link: Link, bundle: Bundle) -> None:
-        staged = self._staged
-        assert staged is not None  # noqa: S101 -- checked in check_operation
-        previous = list(self.active_tags)
-        self.active_tags = list(bundle.active or staged.bundle.active)
-        self._committed = (staged.bundle, previous)
-        self._staged = None
-        await self._announce_commit(link, bundle)
-
-    async def _announce_commit(self, link: Link, bundle: Bundle) -> None:
-        """The new list first, so whoever reads the report finds the inventory current.
-
-        Over a TLS broker connection the new list must first validate the broker: the
-        report waits for the reconnect, which publishes the state before it.
-        """
-        if self.tls_broker:
-            self._commit_unproven = True
-            self._outbox.append(self._report(bundle, Phase.COMMITTED))
-            return
-        await self._publish(link, self.state_message().to_json(), "state")
-        await self._send(link, self._report(bundle, Phase.COMMITTED))
-
-    def _ours(self, other: Bundle, rollback: Bundle) -> bool:
-        """A rollout's rollback undoes only that rollout's work (a manual one undoes any)."""
-        return not rollback.rollout_id or other.rollout_id == rollback.rollout_id
-
-    async def _op_rollback(self, link: Link, bundle: Bundle) -> None:
-        if self._staged is not None and self._ours(self._staged.bundle, bundle):
-            self._discard_staged()
-            self._outbox.append(
-                self._report(bundle, Phase.ROLLED_BACK, detail="staged item discarded")
-            )
-            return
-        if self._committed is not None and self._ours(self._committed[0], bundle):
-            staged_bundle, previous = self._committed
-            self._committed = None
-            self.active_tags = previous
-
-            def undo() -> None:
-                if staged_bundle.tag not in previous:
-                    self._delete_tag(staged_bundle.tag)
-                self._outbox.append(
-                    self._report(bundle, Phase.ROLLED_BACK, detail=f"active tags {previous}")
-                )
-
-            self._offline_jobs.append(undo)
-            return
-        await self._send(link, self._report(bundle, Phase.ROLLED_BACK, detail="nothing to undo"))
-
-    async def _op_retire(self, link: Link, bundle: Bundle) -> None:
-        self.active_tags = list(bundle.active)
-        self._committed = None
-
-        def delete() -> None:
-            for tag in bundle.tags:
-                self._delete_tag(tag)
-            self._outbox.append(
-                self._report(bundle, Phase.RETIRED, detail=f"deleted {list(bundle.tags)}")
-            )
-
-        self._offline_jobs.append(delete)
-
-    async def _op_trust_signer(self, link: Link, bundle: Bundle) -> None:
-        signer = bundle.signer
-        assert signer is not None  # noqa: S101 -- checked in check_operation
-        self.signers[signer.kid] = signer.public_key()
-        if bundle.retire_kid is not None:
-            self.signers.pop(bundle.retire_kid, None)
-        await self._send(
-            link,
-            self._report(bundle, Phase.COMMITTED, detail=f"trusts signer {signer.kid.hex()}"),
+        detail = "no commit before the deadline; the staged item was discarded"
+        self._probe_failed(
+            undo, self._report(undo.stage, Phase.FALLBACK, Reason.COMMIT_TIMEOUT, detail)
         )
 
-    def _delete_tag(self, tag: int | None) -> None:
-        if tag is None:
+    # -- the key store ---------------------------------------------------------------------
+
+    def _carry_out(self) -> None:
+        """Do the persisted intent (offline), then persist its outcome in one write."""
+        intent = self.record.intent
+        if intent is None:
             return
+        for tag in intent.wipe:
+            self._wipe(tag)
+        reports = list(intent.reports)
+        undo = self.record.undo
+        staging = undo if undo is not None and undo.kind == "stage" else None
+        changes: dict[str, object] = {}
+        if intent.write_tag is not None:
+            ours = staging is not None and staging.tag == intent.write_tag
+            stage = staging.stage if staging is not None and ours else None
+            try:
+                for item in intent.items:
+                    self.flash.fuse.step(f"AT%CMNG=0 sec_tag {intent.write_tag}")
+                    self.modem.write(intent.write_tag, item.type, item.pem.encode())
+            except ModemError as exc:
+                self._wipe(intent.write_tag)
+                detail = f"{exc} (errno {exc.errno})"
+                reports.append(self._report(stage, Phase.REJECTED, Reason.MODEM_ERROR, detail))
+                if ours:
+                    changes["undo"] = None
+            else:
+                if staging is not None and ours:
+                    changes["undo"] = dataclasses.replace(staging, written=True)
+                    reports.append(self._report(stage, Phase.STAGED))
+        self._io.outbox.extend(reports)
+        self.flash.write("intent done", intent=None, outbox=tuple(self._io.outbox), **changes)
+
+    def _wipe(self, tag: int) -> None:
         for cred_type in CredentialType:
             if self.modem.exists(tag, cred_type):
+                self.flash.fuse.step(f"AT%CMNG=3 sec_tag {tag} type {int(cred_type)}")
                 self.modem.delete(tag, cred_type)

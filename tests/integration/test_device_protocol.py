@@ -17,7 +17,7 @@ from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
 from orchestrator.protocol import CredentialType
-from orchestrator.protocol.bundle import Reason, SignerKey
+from orchestrator.protocol.bundle import Credential, Probe, Reason, SignerKey
 from orchestrator.protocol.report import Phase
 from orchestrator.services.bundles import BundleBody, stage_body
 from simulator.agent import DeviceAgent
@@ -261,16 +261,17 @@ def test_refused_bundles_each_say_why_and_write_nothing(
                     Reason.UNKNOWN_KEY: orchestrator.issue(
                         agent.device_id, _stage(pki.ca2, port), signer=stranger
                     ),
+                    # Built by hand: certfleet refuses to build it (stage_body), the
+                    # device must refuse it all the same.
                     Reason.TOO_LARGE: orchestrator.issue(
                         agent.device_id,
-                        stage_body(
-                            ca_pems=[big_pem],
+                        BundleBody(
+                            op="stage",
                             tag=43,
-                            probe_host="127.0.0.1",
-                            probe_port=port,
-                            probe_tags=[43],
-                            active_after=[42, 43],
-                            commit_by=in_future(60),
+                            credentials=(Credential(CredentialType.CA_CHAIN, big_pem),),
+                            probe=Probe(host="127.0.0.1", port=port, tags=(43,)),
+                            active=(42, 43),
+                            commit_by=int(in_future(60).timestamp()),
                         ),
                     ),
                 }
@@ -327,7 +328,13 @@ def test_the_signing_key_rotates_in_the_field(
             )
             accepted = await final_report(agent, new, {Phase.REJECTED, Phase.ROLLED_BACK})
         assert (refused.phase, refused.reason) == (Phase.REJECTED, Reason.UNKNOWN_KEY)
-        assert accepted.phase is Phase.ROLLED_BACK
+        # the new key's bundle passed the signature checks: refused only at the
+        # operation check, with nothing to undo, and naming its seq
+        assert (accepted.phase, accepted.reason, accepted.seq) == (
+            Phase.REJECTED,
+            Reason.NOTHING_TO_UNDO,
+            new.bundle.seq,
+        )
         assert set(agent.signers) == {new_signer.key_id}
 
     asyncio.run(scenario())

@@ -19,6 +19,7 @@ from orchestrator.protocol.bundle import Credential as BundleCredential
 from orchestrator.protocol.cose import key_id, sign1
 from orchestrator.protocol.report import Phase
 from simulator.firmware import Firmware
+from simulator.flash import UndoRecord
 from simulator.modem import Modem
 from simulator.pki import make_ca
 
@@ -105,7 +106,7 @@ def test_any_flipped_byte_is_rejected_and_the_key_store_is_untouched(
     assert agent.reports[0].reason is not Reason.OK
     assert agent.modem.items() == before
     assert agent.last_seq == 0
-    assert agent._offline_jobs == []
+    assert not agent.needs_offline
 
 
 @pytest.mark.parametrize("seq", [True, False, -1, 2**64, "7"])
@@ -232,12 +233,13 @@ def test_a_rejection_report_names_the_unverified_sequence_for_correlation() -> N
 
 
 def test_a_rollback_undoes_only_its_own_rollout() -> None:
-    """Rollout B's rollback must not undo rollout A's committed CA (nothing of B's is open)."""
-    # given: A committed 43 (active [42, 43]), recorded as the device's last commit
+    """Rollout B's rollback must not undo rollout A's committed CA: superseded, no change."""
+    # given: A committed 43 (active [42, 43]), the device's undo record
     agent = _device()
-    a_stage = _stage(rollout_id="r-A")
-    agent._committed = (a_stage, [42])
-    agent.active_tags = [42, 43]
+    agent.modem.write(43, CredentialType.CA_CHAIN, NEW_CA.pem)
+    record = UndoRecord(rid="r-A", kind="commit", tag=43, previous=(42,))
+    agent.flash.provision(active=(42, 43), undo=record)
+    before = agent.modem.items()
     b_rollback = Bundle(
         device_id="dev-1",
         rollout_id="r-B",
@@ -249,7 +251,8 @@ def test_a_rollback_undoes_only_its_own_rollout() -> None:
     # when
     _handle(agent, _signed(b_rollback))
     # then
-    assert [r.phase for r in agent.reports] == [Phase.RECEIVED, Phase.ROLLED_BACK]
-    assert agent.reports[-1].detail == "nothing to undo"
+    assert [(r.phase, r.reason) for r in agent.reports] == [(Phase.REJECTED, Reason.SUPERSEDED)]
     assert agent.active_tags == [42, 43]
-    assert agent._offline_jobs == []
+    assert agent.modem.items() == before
+    assert agent.record.undo == record
+    assert not agent.needs_offline
