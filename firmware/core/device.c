@@ -15,6 +15,7 @@
 
 #include "certfleet/device.h"
 #include "checks.h"
+#include "ops.h"
 #include "record_frame.h"
 
 static uint64_t now(struct cf_device *dev)
@@ -64,328 +65,6 @@ int cf_device_provision(struct cf_device *dev, const struct cf_signer *signers, 
 	return cf_device_persist(dev);
 }
 
-/* -------------------------------------------------------------------- reports */
-
-static void report_begin(struct cf_device *dev, const struct cf_bundle *b, enum cf_phase phase,
-			 enum cf_reason reason, const char *detail)
-{
-	struct cf_report *r = &dev->report;
-
-	memset(r, 0, sizeof(*r));
-	r->version = CF_VERSION_MAX;
-	r->phase = phase;
-	r->reason = reason;
-	r->time = now(dev);
-	snprintf(r->detail, sizeof(r->detail), "%s", detail);
-	memcpy(r->active_tags, dev->state.active, dev->state.n_active * sizeof(uint32_t));
-	r->n_active = dev->state.n_active;
-	if (b != NULL && b->ids_known) {
-		const struct zcbor_string *rid = &b->p.Bundle_payload_rid;
-		memcpy(r->rollout_id, rid->value, rid->len);
-		r->seq = b->p.Bundle_payload_seq;
-		r->op = b->op;
-	}
-}
-
-/* A report about the open stage when the stage bundle is gone (fallback at commit_by). */
-static void report_stage(struct cf_device *dev, enum cf_phase phase, enum cf_reason reason,
-			 const char *detail)
-{
-	report_begin(dev, NULL, phase, reason, detail);
-	memcpy(dev->report.rollout_id, dev->state.undo_rid, dev->state.undo_rid_len);
-	dev->report.seq = dev->state.stage_seq;
-	dev->report.op = CF_OP_STAGE;
-}
-
-static int publish(struct cf_device *dev)
-{
-	return dev->ports.transport.publish_report(dev->ports.transport.ctx, &dev->report);
-}
-
-/* -------------------------------------------------------------------- key store */
-
-static int delete_tag(struct cf_device *dev, uint32_t tag)
-{
-	for (uint8_t type = 0; type <= CF_CRED_TYPE_MAX; type++) {
-		int err = dev->ports.keystore.remove(dev->ports.keystore.ctx, tag, type);
-		if (err != 0 && err != -ENOENT) {
-			return err;
-		}
-	}
-	return 0;
-}
-
-static void pend_delete(struct cf_state *st, uint32_t tag)
-{
-	for (size_t i = 0; i < st->n_pending_delete; i++) {
-		if (st->pending_delete[i] == tag) {
-			return;
-		}
-	}
-	st->pending_delete[st->n_pending_delete++] = tag;
-}
-
-/* Offline, delete every pending tag's items, online; then persist the intent done. */
-static int finish_deletes(struct cf_device *dev)
-{
-	struct cf_state *st = &dev->state;
-	const struct cf_keystore *ks = &dev->ports.keystore;
-	int err = 0;
-
-	if (st->n_pending_delete == 0) {
-		return 0;
-	}
-	err = ks->set_online(ks->ctx, false);
-	for (size_t i = 0; err == 0 && i < st->n_pending_delete; i++) {
-		err = delete_tag(dev, st->pending_delete[i]);
-	}
-	int online = ks->set_online(ks->ctx, true);
-	if (err != 0 || online != 0) {
-		return err != 0 ? err : online;
-	}
-	st->n_pending_delete = 0;
-	return cf_device_persist(dev);
-}
-
-static void drop_stage(struct cf_state *st)
-{
-	st->stage_phase = CF_STAGE_NONE;
-	if (st->undo_kind == CF_UNDO_STAGE) {
-		st->undo_kind = CF_UNDO_NONE;
-	}
-}
-
-/* Discard the open stage: intent (its tag to delete, the record dropped), then act. */
-static int discard_stage(struct cf_device *dev)
-{
-	pend_delete(&dev->state, dev->state.stage_tag);
-	drop_stage(&dev->state);
-	int err = cf_device_persist(dev);
-	return err != 0 ? err : finish_deletes(dev);
-}
-
-/* -------------------------------------------------------------------- ops */
-
-static void copy_list(uint32_t *out, uint8_t *n_out, const struct Tag_list *list)
-{
-	for (size_t i = 0; i < list->Tag_list_Sec_tag_m_count; i++) {
-		out[i] = (uint32_t)list->Tag_list_Sec_tag_m[i];
-	}
-	*n_out = (uint8_t)list->Tag_list_Sec_tag_m_count;
-}
-
-static int op_stage(struct cf_device *dev, const struct cf_bundle *b)
-{
-	struct cf_state *st = &dev->state;
-	const struct Bundle_payload *p = &b->p;
-	const uint32_t tag = (uint32_t)p->Bundle_payload_tag.Bundle_payload_tag;
-	const struct cf_keystore *ks = &dev->ports.keystore;
-	const struct Probe *probe = &p->Bundle_payload_probe.Bundle_payload_probe;
-
-	/* intent: an earlier open stage goes, leftovers in the spare tag go, the record is ours */
-	if (st->stage_phase != CF_STAGE_NONE && st->stage_tag != tag) {
-		pend_delete(st, st->stage_tag);
-	}
-	pend_delete(st, tag);
-	st->stage_phase = CF_STAGE_WRITING;
-	st->stage_tag = tag;
-	st->stage_seq = p->Bundle_payload_seq;
-	st->commit_by = p->Bundle_payload_commit_by.Bundle_payload_commit_by;
-	copy_list(st->stage_active, &st->n_stage_active, &p->Bundle_payload_active.Bundle_payload_active);
-	st->undo_kind = CF_UNDO_STAGE;
-	st->undo_tag = tag;
-	st->undo_by = 0;
-	st->commit_unproven = 0;
-	st->undo_rid_len = (uint8_t)p->Bundle_payload_rid.len;
-	memcpy(st->undo_rid, p->Bundle_payload_rid.value, p->Bundle_payload_rid.len);
-	memcpy(st->undo_previous, st->active, sizeof(st->active));
-	st->n_undo_previous = st->n_active;
-	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	err = ks->set_online(ks->ctx, false);
-	for (size_t i = 0; err == 0 && i < st->n_pending_delete; i++) {
-		err = delete_tag(dev, st->pending_delete[i]);
-	}
-	if (err != 0) {
-		return err;
-	}
-	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
-	int written = 0;
-	for (size_t i = 0; written == 0 && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
-		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
-		written = ks->write(ks->ctx, tag, (uint8_t)cred->Credential_type,
-				    cred->Credential_pem.value, cred->Credential_pem.len);
-	}
-	if (written != 0) {
-		/* the modem refused: what was written goes, the stage ends */
-		err = delete_tag(dev, tag);
-		err = err != 0 ? err : ks->set_online(ks->ctx, true);
-		if (err != 0) {
-			return err;
-		}
-		drop_stage(st);
-		st->n_pending_delete = 0;
-		err = cf_device_persist(dev);
-		char detail[48];
-		snprintf(detail, sizeof(detail), "the modem refused the write (errno %d)", -written);
-		report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
-		publish(dev);
-		return err;
-	}
-	err = ks->set_online(ks->ctx, true);
-	if (err != 0) {
-		return err;
-	}
-	st->n_pending_delete = 0;
-	st->stage_phase = CF_STAGE_WRITTEN;
-	if ((err = cf_device_persist(dev)) != 0) {
-		return err;
-	}
-	report_begin(dev, b, CF_PHASE_STAGED, CF_REASON_OK, "");
-	publish(dev);
-
-	uint32_t probe_tags[CF_TAG_LIST_MAX];
-	uint8_t n_probe_tags;
-	copy_list(probe_tags, &n_probe_tags, &probe->Probe_tags);
-	enum cf_reason result = dev->ports.probe.run(
-		dev->ports.probe.ctx, (const char *)probe->Probe_host.value, probe->Probe_host.len,
-		(uint16_t)probe->Probe_port, probe_tags, n_probe_tags);
-	if (result == CF_REASON_OK) {
-		st->stage_phase = CF_STAGE_HEALTHY;
-		if ((err = cf_device_persist(dev)) != 0) {
-			return err;
-		}
-		report_begin(dev, b, CF_PHASE_HEALTH_OK, CF_REASON_OK, "");
-		publish(dev);
-		return 0;
-	}
-	report_begin(dev, b, CF_PHASE_HEALTH_FAILED, result, "the probe failed with the staged tag");
-	publish(dev);
-	return discard_stage(dev);
-}
-
-static int op_commit(struct cf_device *dev, const struct cf_bundle *b)
-{
-	struct cf_state *st = &dev->state;
-	uint32_t list[CF_TAG_LIST_MAX];
-	size_t n = cf_commit_list(st, b, list);
-
-	st->undo_kind = CF_UNDO_COMMIT;
-	st->undo_by = b->p.Bundle_payload_undo_by_present ? b->p.Bundle_payload_undo_by.Bundle_payload_undo_by : 0;
-	memcpy(st->undo_previous, st->active, sizeof(st->active));
-	st->n_undo_previous = st->n_active;
-	memcpy(st->active, list, n * sizeof(list[0]));
-	st->n_active = (uint8_t)n;
-	st->stage_phase = CF_STAGE_NONE;
-	st->commit_unproven = dev->ports.transport.reconnect != NULL;
-	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	if (st->commit_unproven) {
-		return cf_device_boot(dev); /* proves the list on the broker, or falls back */
-	}
-	report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, "");
-	publish(dev);
-	return 0;
-}
-
-/* Return to the undo record's previous list; its tag goes unless that list names it. */
-static int undo_commit(struct cf_device *dev)
-{
-	struct cf_state *st = &dev->state;
-
-	memcpy(st->active, st->undo_previous, sizeof(st->active));
-	st->n_active = st->n_undo_previous;
-	bool kept = false;
-	for (size_t i = 0; i < st->n_active; i++) {
-		kept |= st->active[i] == st->undo_tag;
-	}
-	if (!kept) {
-		pend_delete(st, st->undo_tag);
-	}
-	st->undo_kind = CF_UNDO_NONE;
-	st->commit_unproven = 0;
-	int err = cf_device_persist(dev);
-	return err != 0 ? err : finish_deletes(dev);
-}
-
-static int op_rollback(struct cf_device *dev, const struct cf_bundle *b)
-{
-	int err = dev->state.undo_kind == CF_UNDO_STAGE ? discard_stage(dev) : undo_commit(dev);
-	if (err != 0) {
-		return err;
-	}
-	report_begin(dev, b, CF_PHASE_ROLLED_BACK, CF_REASON_OK, "");
-	publish(dev);
-	return 0;
-}
-
-static int op_retire(struct cf_device *dev, const struct cf_bundle *b)
-{
-	struct cf_state *st = &dev->state;
-	const struct Tag_list *tags = &b->p.Bundle_payload_tags.Bundle_payload_tags;
-
-	copy_list(st->active, &st->n_active, &b->p.Bundle_payload_active.Bundle_payload_active);
-	if (st->stage_phase != CF_STAGE_NONE) {
-		pend_delete(st, st->stage_tag); /* the open stage ends with the record */
-		st->stage_phase = CF_STAGE_NONE;
-	}
-	for (size_t i = 0; i < tags->Tag_list_Sec_tag_m_count; i++) {
-		pend_delete(st, (uint32_t)tags->Tag_list_Sec_tag_m[i]);
-	}
-	st->undo_kind = CF_UNDO_NONE;
-	int err = cf_device_persist(dev);
-	if (err == 0) {
-		err = finish_deletes(dev);
-	}
-	if (err != 0) {
-		return err;
-	}
-	report_begin(dev, b, CF_PHASE_RETIRED, CF_REASON_OK, "");
-	publish(dev);
-	return 0;
-}
-
-static int op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
-{
-	struct cf_state *st = &dev->state;
-	const struct Signer *signer = &b->p.Bundle_payload_signer.Bundle_payload_signer;
-	const struct zcbor_string *retire = &b->p.Bundle_payload_retire_kid.Bundle_payload_retire_kid;
-	size_t n = 0;
-	bool replaced = false;
-
-	for (size_t i = 0; i < st->n_signers; i++) {
-		struct cf_signer *s = &st->signers[i];
-		if (memcmp(s->kid, signer->Signer_kid.value, CF_KID_LEN) == 0) {
-			memcpy(s->pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
-			replaced = true;
-		}
-	}
-	if (!replaced) {
-		memcpy(st->signers[st->n_signers].kid, signer->Signer_kid.value, CF_KID_LEN);
-		memcpy(st->signers[st->n_signers].pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
-		st->n_signers++;
-	}
-	for (size_t i = 0; i < st->n_signers; i++) {
-		bool retired = b->p.Bundle_payload_retire_kid_present && retire->len == CF_KID_LEN &&
-			       memcmp(retire->value, st->signers[i].kid, CF_KID_LEN) == 0;
-		if (!retired) {
-			st->signers[n++] = st->signers[i];
-		}
-	}
-	st->n_signers = (uint8_t)n;
-	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, "the signer is trusted");
-	publish(dev);
-	return 0;
-}
-
 /* -------------------------------------------------------------------- entry points */
 
 int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
@@ -405,26 +84,26 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 		reason = cf_check_operation(dev, &bundle, env.now, &detail);
 	}
 	if (reason != CF_REASON_OK) {
-		report_begin(dev, &bundle, CF_PHASE_REJECTED, reason, detail);
-		publish(dev);
+		cf_report_begin(dev, &bundle, CF_PHASE_REJECTED, reason, detail);
+		cf_publish(dev);
 		return 0;
 	}
-	report_begin(dev, &bundle, CF_PHASE_RECEIVED, CF_REASON_OK, "");
-	if (publish(dev) != 0) {
+	cf_report_begin(dev, &bundle, CF_PHASE_RECEIVED, CF_REASON_OK, "");
+	if (cf_publish(dev) != 0) {
 		return -EAGAIN; /* not acknowledged: nothing done, the seq stays unused */
 	}
 	dev->state.last_seq = bundle.p.Bundle_payload_seq;
 	switch (bundle.op) {
 	case CF_OP_STAGE:
-		return op_stage(dev, &bundle);
+		return cf_op_stage(dev, &bundle);
 	case CF_OP_COMMIT:
-		return op_commit(dev, &bundle);
+		return cf_op_commit(dev, &bundle);
 	case CF_OP_ROLLBACK:
-		return op_rollback(dev, &bundle);
+		return cf_op_rollback(dev, &bundle);
 	case CF_OP_RETIRE:
-		return op_retire(dev, &bundle);
+		return cf_op_retire(dev, &bundle);
 	default:
-		return op_trust_signer(dev, &bundle);
+		return cf_op_trust_signer(dev, &bundle);
 	}
 }
 
@@ -435,12 +114,12 @@ int cf_device_boot(struct cf_device *dev)
 
 	/* a stage that had not passed its probe is not worth finishing: undo it */
 	if (st->stage_phase == CF_STAGE_WRITING || st->stage_phase == CF_STAGE_WRITTEN) {
-		pend_delete(st, st->stage_tag);
-		drop_stage(st);
+		cf_pend_delete(st, st->stage_tag);
+		cf_drop_stage(st);
 		err = cf_device_persist(dev);
 	}
 	if (err == 0) {
-		err = finish_deletes(dev);
+		err = cf_finish_deletes(dev);
 	}
 	if (err != 0 || !st->commit_unproven) {
 		return err;
@@ -450,21 +129,21 @@ int cf_device_boot(struct cf_device *dev)
 	if (t->reconnect(t->ctx, st->active, st->n_active) == 0) {
 		st->commit_unproven = 0;
 		err = cf_device_persist(dev);
-		report_stage(dev, CF_PHASE_COMMITTED, CF_REASON_OK, "");
+		cf_report_stage(dev, CF_PHASE_COMMITTED, CF_REASON_OK, "");
 		dev->report.op = CF_OP_COMMIT;
 		dev->report.seq = st->last_seq;
-		publish(dev);
+		cf_publish(dev);
 		return err;
 	}
 	uint64_t stage_seq = st->stage_seq;
-	if ((err = undo_commit(dev)) != 0) {
+	if ((err = cf_undo_commit(dev)) != 0) {
 		return err;
 	}
 	t->reconnect(t->ctx, st->active, st->n_active);
-	report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_BROKER_UNREACHABLE,
+	cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_BROKER_UNREACHABLE,
 		     "the broker's chain did not validate with the new tag list");
 	dev->report.seq = stage_seq;
-	publish(dev);
+	cf_publish(dev);
 	return 0;
 }
 
@@ -474,13 +153,13 @@ int cf_device_tick(struct cf_device *dev)
 	uint64_t t = now(dev);
 
 	if (st->stage_phase == CF_STAGE_HEALTHY && t >= st->commit_by) {
-		report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_COMMIT_TIMEOUT,
+		cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_COMMIT_TIMEOUT,
 			     "no commit before commit_by; the staged items were deleted");
-		int err = discard_stage(dev);
+		int err = cf_discard_stage(dev);
 		if (err != 0) {
 			return err;
 		}
-		publish(dev);
+		cf_publish(dev);
 	}
 	if (st->undo_kind == CF_UNDO_COMMIT && !cf_undo_live(st, t)) {
 		st->undo_kind = CF_UNDO_NONE;
