@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench services worker beat listener flower clean
+.PHONY: install demo test chaos lint format bench services worker beat listener flower clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy orchestrator workers simulator
 	$(BIN)/lint-imports
+
+chaos: install
+	$(BIN)/python -m tests.chaos.run
 
 bench: install
 	$(BIN)/python -m tests.bench.run

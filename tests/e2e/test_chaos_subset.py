@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.bundles import CLASSES, run_bundles
+from tests.chaos.faults import run_fault
 from tests.chaos.listener_run import run_messages
 
 pytestmark = [pytest.mark.e2e]
@@ -39,3 +40,19 @@ def test_a_thousand_hostile_messages_are_each_counted_and_change_nothing(tmp_pat
     assert outcome.expected["unmatched:no_bundle"] > 0  # forged reports for pending devices
     assert outcome.expected["stale"] > 0
     assert outcome.expected["duplicate"] > 0
+
+
+def test_a_listener_killed_mid_wave_loses_no_report_and_the_rollout_tells_the_truth(
+    tmp_path: Path,
+) -> None:
+    """50 devices, the listener SIGKILLed in the middle of the 50 % wave and restarted with
+    its session: the rollout ends completed with every modem on the new CA, no device without
+    an active CA, no report lost, counts and audit log consistent, no process exited."""
+    result = run_fault(tmp_path, "listener_kill", 50)
+
+    assert result.problems == []
+    assert result.end_state == "completed"
+    assert result.on_new_ca == 50
+    assert result.untrusted == 0
+    assert result.lost == 0
+    assert result.witnessed > 0
