@@ -10,7 +10,6 @@
  * (check 13) before its intent is written, and a stage never writes an active tag.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "certfleet/device.h"

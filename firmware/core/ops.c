@@ -4,7 +4,6 @@
  * (see device.c for the order and what a reboot does with it).
  */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "checks.h"
@@ -27,7 +26,9 @@ void cf_report_begin(struct cf_device *dev, const struct cf_bundle *b, enum cf_p
 	r->phase = phase;
 	r->reason = reason;
 	r->time = now(dev);
-	snprintf(r->detail, sizeof(r->detail), "%s", detail);
+	size_t n = strlen(detail);
+	n = n < CF_REPORT_DETAIL_LEN ? n : CF_REPORT_DETAIL_LEN; /* truncated, as §7 allows */
+	memcpy(r->detail, detail, n);
 	memcpy(r->active_tags, dev->state.active, dev->state.n_active * sizeof(uint32_t));
 	r->n_active = dev->state.n_active;
 	if (b != NULL && b->ids_known) {
@@ -179,8 +180,16 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 		cf_drop_stage(st);
 		st->n_pending_delete = 0;
 		err = cf_device_persist(dev);
-		char detail[48];
-		snprintf(detail, sizeof(detail), "the modem refused the write (errno %d)", -written);
+		char detail[48] = "the modem refused the write (errno ";
+		const int code = written < 0 ? -written : written;
+		size_t at = strlen(detail), digits = 1;
+		for (int rest = code; rest >= 10; rest /= 10) {
+			digits++;
+		}
+		for (int rest = code, i = 1; i <= (int)digits; rest /= 10, i++) {
+			detail[at + digits - (size_t)i] = (char)('0' + rest % 10);
+		}
+		memcpy(detail + at + digits, ")", 2);
 		cf_report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
 		cf_publish(dev);
 		return err;
