@@ -31,6 +31,14 @@ class MqttUnavailableError(TransientError):
 ACK_RUN: Final = 50
 """Acknowledged publishes reported to `on_acked` at a time (the rest at the end)."""
 
+RECONNECT_MIN_DELAY_SECONDS: Final = 1
+RECONNECT_MAX_DELAY_SECONDS: Final = 10
+"""paho's network thread reconnects after a lost connection, waiting `MIN` seconds and
+doubling the wait after each failed attempt up to `MAX`. paho's own cap is 120 s, so a
+worker could stay away for two minutes after a broker outage of one; with 10 s it is
+back at most 10 s after the broker. A push that fails meanwhile raises
+`MqttUnavailableError`, a `TransientError`, which the task retries."""
+
 
 class _Acks:
     """The publishes handed to paho and not yet reported acknowledged, oldest first."""
@@ -96,6 +104,9 @@ class MqttSession:
         # Publishes are pipelined up to this many unacknowledged QoS 1 messages (the
         # broker's receive maximum bounds it: mosquitto's max_inflight_messages).
         self._client.max_inflight_messages_set(settings.mqtt_max_inflight)
+        self._client.reconnect_delay_set(
+            min_delay=RECONNECT_MIN_DELAY_SECONDS, max_delay=RECONNECT_MAX_DELAY_SECONDS
+        )
         if settings.mqtt_username:
             self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         self._client.on_connect = self._on_connect
