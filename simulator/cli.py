@@ -19,8 +19,10 @@ from rich.console import Console
 
 __all__ = ["FAULTS", "simulate"]
 
-FAULTS = frozenset({"probe-refused"})
-"""Fault injection the simulator knows (`certfleet simulate --fault`)."""
+FAULTS = frozenset({"probe-refused", "accept-replay"})
+"""Fault injection the simulator knows (`certfleet simulate --fault`): `probe-refused`, the
+devices' network refuses every probe; `accept-replay`, a deliberately broken firmware that
+skips the sequence check (what `certfleet conformance` must catch)."""
 
 err = Console(stderr=True)
 
@@ -94,7 +96,8 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         list[str] | None,
         typer.Option(
             "--fault",
-            help="Fault injection: probe-refused (the devices' network refuses every probe).",
+            help="Fault injection: probe-refused (the devices' network refuses every probe); "
+            "accept-replay (a broken firmware that accepts replayed bundles).",
         ),
     ] = None,
     broker_port: Annotated[

@@ -1,0 +1,153 @@
+"""The suite as data: what a step sends, what the device must answer, and its trust after.
+
+A step is plain data so that the plan reads as the contract does (docs/conformance.md
+lists each step with what it proves) and the runner stays one loop over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
+
+__all__ = [
+    "FINAL_PHASES",
+    "Expect",
+    "In",
+    "Send",
+    "Step",
+    "Tamper",
+    "Trust",
+    "rejected",
+]
+
+FINAL_PHASES: Final = frozenset(
+    {"rejected", "health_failed", "fallback", "committed", "rolled_back", "retired"}
+)
+"""Phases after which a device says nothing more about a bundle (health_ok may be followed
+by a fallback, so it ends a bundle only when the step expects it last)."""
+
+Tamper = Literal["signature", "payload", "algorithm", "no-kid", "trailing", "pad", "list"]
+"""How a signed bundle is spoiled: after signing; `pad`: grown to exactly `Send.size` bytes
+by an unknown payload key; `list`: its payload signed as a CBOR array, not a map."""
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    """A payload time `seconds` after the moment the bundle is signed (commit_by, undo_by)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """One bundle a step publishes.
+
+    Args:
+        fields: payload keys besides v, dev, rid, seq, op, iat, exp; an `In` value is a
+            time relative to signing; a key set here overrides the default of that name
+            (`dev`, `v`, `op`, ...), and a `None` value leaves the key out.
+        signer: the suite key that signs it (`main` is the deployment's signing key).
+        iat_offset, ttl: issued-at relative to now, and exp - iat.
+        raw: these bytes are sent as they are (a malformed bundle).
+        resend: the bytes sent by the step of this name are sent again (a replay).
+        tamper, size: spoil the signed bundle; with `pad`, grow it to exactly `size` bytes.
+    """
+
+    op: str
+    rid: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    signer: str = "main"
+    iat_offset: int = 0
+    ttl: int = 3600
+    raw: bytes | None = None
+    resend: str | None = None
+    tamper: Tamper | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expect:
+    """The reports a device must publish about one bundle, in order.
+
+    Args:
+        phases: every phase, in order; all but the last with reason `ok`.
+        reasons: the reasons accepted for the last phase.
+        named: the reports carry the bundle's seq, rid and op; False: a refusal before the
+            signature verified (or of an unreadable payload), naming no bundle (seq 0).
+    """
+
+    phases: tuple[str, ...]
+    reasons: frozenset[str] = frozenset({"ok"})
+    named: bool = True
+
+    @property
+    def last(self) -> str:
+        """The phase the device ends this bundle with."""
+        return self.phases[-1]
+
+    def describe(self) -> str:
+        """`received, staged, health_ok` or `rejected/replay` as the table shows it."""
+        head = list(self.phases[:-1])
+        reasons = "|".join(sorted(self.reasons))
+        tail = self.last if reasons == "ok" else f"{self.last}/{reasons}"
+        return ", ".join([*head, tail])
+
+
+def rejected(*reasons: str, named: bool = True) -> Expect:
+    """A refusal with one of `reasons`: nothing written, the seq not consumed."""
+    return Expect(phases=("rejected",), reasons=frozenset(reasons), named=named)
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """A device's key store digests and active tag list, as its state message says."""
+
+    items: Mapping[tuple[int, int], str]
+    """(sec_tag, type) -> SHA-256 of the stored bytes."""
+    active: tuple[int, ...]
+
+    def with_ca(self, tag: int, sha256: str) -> Trust:
+        """`tag` holds a CA chain item with this digest."""
+        return replace(self, items={**self.items, (tag, 0): sha256})
+
+    def without(self, *tags: int) -> Trust:
+        """Every item of `tags` deleted."""
+        return replace(self, items={k: v for k, v in self.items.items() if k[0] not in tags})
+
+    def activating(self, tags: Sequence[int]) -> Trust:
+        """The active list is `tags`."""
+        return replace(self, active=tuple(tags))
+
+    def same_as(self, other: Trust) -> bool:
+        """Equal items and the same set of active tags (the order carries no meaning)."""
+        return dict(self.items) == dict(other.items) and sorted(self.active) == sorted(other.active)
+
+    def describe(self) -> str:
+        """`active [42]; 42:0=9f2c1a0b, 43:0=...` with digests shortened."""
+        items = ", ".join(f"{t}:{k}={d[:8]}" for (t, k), d in sorted(self.items.items()))
+        return f"active {sorted(self.active)}; {items}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One scripted step: send, check every report, then check the device's trust.
+
+    Args:
+        proves: one line on what the step shows of the device (the table and the docs).
+        trust: the trust the device must report after the step (None: unchanged).
+        pause: seconds to wait before sending (a deadline must pass first).
+        burst: publish every bundle at once (the device queues them), then read the reports.
+    """
+
+    name: str
+    proves: str
+    sends: tuple[Send, ...]
+    expects: tuple[Expect, ...]
+    trust: Trust | None = None
+    pause: float = 0.0
+    burst: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.sends) != len(self.expects):
+            raise ValueError(f"step {self.name}: one expectation per bundle sent")

@@ -1,0 +1,196 @@
+"""`certfleet conformance` against simulated devices: both simulator modes pass, a firmware
+that accepts replays fails naming the step (real Mosquitto, Redis and TLS probe servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
+from tests.procs import Proc, certfleet, start, wait_until
+from tests.tlsserver import tls_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NOW = datetime.now(UTC)
+DEVICE = "conf-00000"
+SUITE_TIMEOUT_S = 240
+
+
+@dataclass(frozen=True)
+class Pki:
+    device_ca: IssuedCA
+    good_ca: IssuedCA
+    good_server: IssuedCert
+    bad_server: IssuedCert
+
+
+@dataclass(frozen=True)
+class Servers:
+    good: str
+    bad: str
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    """The device's CA, the CA of the good probe server, and a server no suite CA validates."""
+    since, until = NOW - timedelta(days=1), NOW + timedelta(days=60)
+    good = make_ca("Conformance good CA", not_before=since, not_after=until)
+    stranger = make_ca("Conformance stranger CA", not_before=since, not_after=until)
+    return Pki(
+        device_ca=make_ca("Conformance device CA", not_before=since, not_after=until),
+        good_ca=good,
+        good_server=issue_server_cert(good, not_before=since, not_after=until),
+        bad_server=issue_server_cert(stranger, not_before=since, not_after=until),
+    )
+
+
+@pytest.fixture(scope="module")
+def servers(pki: Pki) -> Iterator[Servers]:
+    """The good and the bad probe server, real TLS on loopback."""
+    with (
+        tls_server(pki.good_server.pem, pki.good_server.key_pem) as (_, good),
+        tls_server(pki.bad_server.pem, pki.bad_server.key_pem) as (_, bad),
+    ):
+        yield Servers(good=f"127.0.0.1:{good}", bad=f"127.0.0.1:{bad}")
+
+
+@pytest.fixture
+def env(service_env: dict[str, str], tmp_path: Path, pki: Pki) -> dict[str, str]:
+    """The test services and a fresh signing key the simulated device trusts."""
+    env = {**service_env, "CERTFLEET_SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem")}
+    done = subprocess.run(
+        certfleet("keys", "generate"),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "device-ca.pem").write_bytes(pki.device_ca.pem)
+    (tmp_path / "good-ca.pem").write_bytes(pki.good_ca.pem)
+    return env
+
+
+def run_suite(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path, *simulate: str
+) -> tuple[int, dict[str, Any], str]:
+    """Start the suite, then the device (it publishes its state on CONNECT); the suite's
+    exit code, JSON document and stderr."""
+    stdout, stderr = tmp_path / "suite.json", tmp_path / "suite.err"
+    argv = certfleet(
+        "conformance",
+        DEVICE,
+        "--probe-good",
+        servers.good,
+        "--probe-bad",
+        servers.bad,
+        "--ca-good",
+        str(tmp_path / "good-ca.pem"),
+        "--step-timeout",
+        "20",
+        "--state-wait",
+        "30",
+        "--fallback-after",
+        "2",
+        "--undo-window",
+        "3",
+        "--json",
+    )
+    device: Proc | None = None
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        suite = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=err)
+    try:
+        wait_until(
+            lambda: "waiting up to" in stderr.read_text() or suite.poll() is not None,
+            timeout=60,
+            what="the suite listening",
+        )
+        device = start(
+            "simulate",
+            certfleet(
+                "simulate",
+                "--devices",
+                "1",
+                "--id-prefix",
+                "conf-",
+                "--ca",
+                str(tmp_path / "device-ca.pem"),
+                "--tag",
+                "42",
+                *simulate,
+            ),
+            env=env,
+            log_dir=log_dir,
+        )
+        code = suite.wait(timeout=SUITE_TIMEOUT_S)
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+            suite.wait()
+        if device is not None:
+            device.stop()
+    text = stdout.read_text()
+    assert text, f"{stderr.read_text()}\n{device.log() if device else ''}"
+    return code, json.loads(text), stderr.read_text()
+
+
+def _failures(document: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["detail"] for s in document["steps"] if not s["passed"]}
+
+
+def test_the_per_device_simulator_passes_every_step(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
+) -> None:
+    """A device that follows the contract passes the whole suite and ends as it started."""
+    # when
+    code, document, stderr = run_suite(env, servers, tmp_path, log_dir)
+
+    # then
+    assert _failures(document) == {}, stderr
+    assert code == 0
+    assert document["device_id"] == DEVICE
+    assert document["passed"] is True
+    names = [s["name"] for s in document["steps"]]
+    assert names[0] == "state"
+    assert names[-1] == "ends as it started"
+    assert {"replay (same seq)", "fallback at commit_by", "case 3: abort of A"} <= set(names)
+    assert set(document["steps"][0]) == {"name", "passed", "expected", "got", "detail"}
+
+
+def test_the_scale_mode_simulator_passes_every_step(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
+) -> None:
+    """The multiplexed simulator speaks the same contract: the suite passes on it too."""
+    # when
+    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "--scale")
+
+    # then
+    assert _failures(document) == {}, stderr
+    assert code == 0
+    assert document["passed"] is True
+
+
+def test_a_device_that_accepts_replays_fails_naming_the_replay_steps(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
+) -> None:
+    """A firmware that skips the sequence check fails exactly at the replay steps."""
+    # when
+    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "--fault", "accept-replay")
+
+    # then
+    failures = _failures(document)
+    assert code == 1
+    assert document["passed"] is False
+    assert {"replay (same seq)", "replay (older seq)"} <= set(failures)
+    assert "phases ['received'" in failures["replay (same seq)"]
+    assert "replay (same seq)" in stderr.splitlines()[-1]
