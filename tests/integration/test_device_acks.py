@@ -22,10 +22,11 @@ from orchestrator.protocol.cose import key_id
 from orchestrator.services.bundles import BundleBody, stage_body
 from simulator.agent import BrokerAddress
 from simulator.fleet import build_firmwares
-from simulator.pki import make_ca
+from simulator.pki import issue_server_cert, make_ca
 from simulator.scale import ScaleFleet, ScaleSpec
 from simulator.services import LocalService, free_port
 from tests.integration.devices import TOPICS, Orchestrator, in_future, make_device, running, until
+from tests.tlsserver import tls_server
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +59,13 @@ def witness(service_env: dict[str, str]) -> Iterator[MqttSession]:
     session.close()
 
 
-def _stage() -> BundleBody:
-    """A stage whose probe finds nobody listening: received, staged, health_failed."""
+def _stage(*, probe_port: int | None = None) -> BundleBody:
+    """A stage of CA2 in tag 43; without a `probe_port` nobody answers its probe (health_failed)."""
     return stage_body(
         ca_pems=[CA2.pem.decode()],
         tag=43,
         probe_host="127.0.0.1",
-        probe_port=free_port(),
+        probe_port=probe_port or free_port(),
         probe_tags=[43],
         active_after=[42, 43],
         commit_by=in_future(60),
@@ -132,31 +133,33 @@ def test_a_bundle_that_arrived_before_an_offline_step_is_handled_after_it(
 ) -> None:
     """A bundle left unhandled when the device went offline comes again and is handled."""
     device_id = "dev-ack-offline"
+    server = issue_server_cert(CA2, not_before=NOW - timedelta(days=1), not_after=in_future(3600))
 
     async def scenario() -> tuple[list[str], list[str]]:
         agent = make_device(device_id, CA1.pem, orchestrator, mqtt_service)
         seen: list[dict[str, Any]] = []
-        async with running(agent):
-            # given a stage, which takes the device offline to write its key store,
-            # and a rollback right behind it, in the client's queue by then
-            stage = await orchestrator.send(device_id, _stage())
-            rollback = await orchestrator.send(device_id, BundleBody(op="rollback"))
-            # when the device comes back online
-            await until(
-                lambda: "rolled_back" in _phases(witness, seen, device_id, rollback.bundle.seq),
-                timeout=20,
-                what="the rollback handled",
-            )
+        with tls_server(server.pem, server.key_pem) as (_, port):
+            async with running(agent):
+                # given a stage, which takes the device offline to write its key store,
+                # and its commit right behind it, in the client's queue by then
+                stage = await orchestrator.send(device_id, _stage(probe_port=port))
+                commit = await orchestrator.send(device_id, BundleBody(op="commit", tag=43))
+                # when the device comes back online and its probe passes
+                await until(
+                    lambda: "committed" in _phases(witness, seen, device_id, commit.bundle.seq),
+                    timeout=20,
+                    what="the commit handled",
+                )
         return (
             _phases(witness, seen, device_id, stage.bundle.seq),
-            _phases(witness, seen, device_id, rollback.bundle.seq),
+            _phases(witness, seen, device_id, commit.bundle.seq),
         )
 
-    staged, rolled_back = asyncio.run(scenario())
+    staged, committed = asyncio.run(scenario())
 
     # then both were handled, in order, each once
-    assert staged[:2] == ["received", "staged"]
-    assert rolled_back == ["received", "rolled_back"]
+    assert staged == ["received", "staged", "health_ok"]
+    assert committed == ["received", "committed"]
 
 
 def _scale_spec(orchestrator: Orchestrator, broker: LocalService) -> ScaleSpec:
