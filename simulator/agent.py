@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from orchestrator.protocol import QUEUED_BUNDLES_MAX
 from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, acknowledge, mqtt5_client
 from orchestrator.protocol.report import ReportMessage
 from simulator.firmware import Firmware
@@ -110,6 +111,8 @@ class DeviceAgent:
             password=self.broker.password,
             tls_context=self._tls_context(),
             manual_ack=True,
+            # A device holds this many bundles at most; the broker queues the rest.
+            receive_maximum=QUEUED_BUNDLES_MAX,
         )
 
     @contextlib.asynccontextmanager

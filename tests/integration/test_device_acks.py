@@ -18,6 +18,7 @@ from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
+from orchestrator.protocol import QUEUED_BUNDLES_MAX
 from orchestrator.protocol.cose import key_id
 from orchestrator.services.bundles import BundleBody, stage_body
 from simulator.agent import BrokerAddress
@@ -160,6 +161,51 @@ def test_a_bundle_that_arrived_before_an_offline_step_is_handled_after_it(
     # then both were handled, in order, each once
     assert staged == ["received", "staged", "health_ok"]
     assert committed == ["received", "committed"]
+
+
+def test_a_device_holds_at_most_its_receive_maximum_of_bundles_unacknowledged(
+    orchestrator: Orchestrator,
+    mqtt_service: LocalService,
+    witness: MqttSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a device works on a bundle the broker sends it only 3 more (Receive Maximum 4)."""
+    device_id = "dev-ack-window"
+    agent = make_device(device_id, CA1.pem, orchestrator, mqtt_service)
+    real_handle = agent.firmware.handle
+    waiting: list[int] = []
+
+    async def slow_first(link: aiomqtt.Client, payload: bytes) -> None:
+        if not waiting:
+            await asyncio.sleep(1.0)  # the broker sends what it may meanwhile
+            waiting.append(len(link.messages))
+        await real_handle(link, payload)
+
+    monkeypatch.setattr(agent.firmware, "handle", slow_first)
+
+    async def scenario() -> list[list[str]]:
+        seen: list[dict[str, Any]] = []
+        async with running(agent):
+            # given more bundles than a device holds (commits of nothing: each refused)
+            sent = [
+                await orchestrator.send(device_id, BundleBody(op="commit", tag=43))
+                for _ in range(QUEUED_BUNDLES_MAX + 2)
+            ]
+            seqs = [issued.bundle.seq for issued in sent]
+            # when the device has worked through them
+            await until(
+                lambda: all(_phases(witness, seen, device_id, seq) for seq in seqs),
+                timeout=20,
+                what="every bundle answered",
+            )
+        return [_phases(witness, seen, device_id, seq) for seq in seqs]
+
+    answers = asyncio.run(scenario())
+
+    # then the broker held the rest back while the first was unacknowledged, and
+    # every bundle was answered once
+    assert waiting == [QUEUED_BUNDLES_MAX - 1]
+    assert answers == [["rejected"]] * (QUEUED_BUNDLES_MAX + 2)
 
 
 def _scale_spec(orchestrator: Orchestrator, broker: LocalService) -> ScaleSpec:
