@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     signing_key_file: Path = Path.home() / ".config" / "certfleet" / "signing-key.pem"
     bundle_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     commit_timeout_seconds: int = Field(default=900, ge=10)
+    undo_window_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    """How long a v2 device keeps the undo record of a commit (`undo_by` = commit time +
+    this): a rollback within it undoes the commit, after it the commit is permanent."""
 
     auto_rollout: bool = False
     ca_tags: str = "42,43"

@@ -75,6 +75,7 @@ class _Stored:
     wave_of: dict[str, int]
     members: list[list[str]]
     active: dict[str, list[int]]
+    versions: dict[str, int] = field(default_factory=dict)
     bundles: dict[tuple[str, PushStep], bytes] = field(default_factory=dict)
     seqs: dict[tuple[str, PushStep], list[int]] = field(default_factory=dict)
     deadlines: dict[str, float] = field(default_factory=dict)
@@ -127,6 +128,7 @@ class FakeRollouts:
         waves: Sequence[Sequence[str]],
         active: Mapping[str, Sequence[int]],
         actor: str,
+        versions: Mapping[str, int] | None = None,
     ) -> None:
         stored = _Stored(
             rollout=rollout,
@@ -134,6 +136,7 @@ class FakeRollouts:
             wave_of={d: i for i, w in enumerate(waves) for d in w},
             members=[sorted(w) for w in waves],
             active={d: list(tags) for d, tags in active.items()},
+            versions=dict(versions or {}),
         )
         self._rollouts[rollout.id] = stored
         self._order.append(rollout.id)
@@ -252,6 +255,10 @@ class FakeRollouts:
     def active_tags(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, list[int]]:
         active = self._get(rollout_id).active
         return {d: list(active[d]) for d in device_ids if d in active}
+
+    def protocol_versions(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, int]:
+        versions = self._get(rollout_id).versions
+        return {d: versions.get(d, 1) for d in device_ids}
 
     def bundles(
         self, rollout_id: str, device_ids: Sequence[str], step: PushStep

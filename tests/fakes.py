@@ -47,6 +47,7 @@ class _Device:
     received_at: datetime
     items: Mapping[tuple[int, CredentialType], ReportedCredential]
     active_tags: tuple[int, ...] | None = None
+    protocol_version: int = 1
 
     def tags(self) -> set[int]:
         return {tag for tag, _ in self.items}
@@ -93,6 +94,7 @@ class FakeInventory:
                 received_at=received_at,
                 items={(c.sec_tag, c.type): _stored(c) for c in state.credentials},
                 active_tags=state.active_tags,
+                protocol_version=state.protocol_version,
             )
             applied += 1
         return applied
@@ -133,6 +135,12 @@ class FakeInventory:
         """Each device's reported active tag list."""
         return {d: self._devices[d].active_tags if d in self._devices else None for d in device_ids}
 
+    def protocol_versions(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """Each device's protocol version (1 where none was recorded)."""
+        return {
+            d: self._devices[d].protocol_version if d in self._devices else 1 for d in device_ids
+        }
+
     def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
         """Per device, the CA chain digest in each active sec_tag."""
         found: dict[str, dict[int, str]] = {}
@@ -170,6 +178,7 @@ class FakeInventory:
             reported_at=_as_utc(device.reported_at),
             credentials=tuple(device.items[slot] for slot in sorted(device.items)),
             active_tags=device.active_tags,
+            protocol_version=device.protocol_version,
         )
 
     def sec_tags(self) -> list[int]:

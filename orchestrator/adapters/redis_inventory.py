@@ -15,8 +15,10 @@ Layout (all keys under `certfleet:inv:`):
   recorded reports -> when recorded, so a report sent again is recorded once;
 - `report_phases` (hash): phase -> distinct reports received;
 - `scan:last` (string): JSON of the last scan summary;
-- `lib` (hash, `certfleet:lib`): SHA-256 -> PEM; a device's pems are written with its
-  state, by the same script, and only when the state is applied.
+- `_v` in `dev:{id}`: the protocol version of the device's last applied state;
+- the credential library (`certfleet:lib`, see `redis_library`): a device's pems are
+  written with its state, by the same script, only when the state is applied, and
+  count against the device's bounded share of the library.
 
 One Lua script (`lua/record_states.lua`) replaces a device's items and maintains
 every index in the same atomic step, so a report costs O(items) and a scan reads
@@ -36,19 +38,26 @@ from datetime import UTC, datetime
 import redis
 
 from orchestrator.adapters.redis_errors import load_script, store_errors
+from orchestrator.adapters.redis_library import (
+    LIB,
+    LIB_EVICTED,
+    LIB_PINNED,
+    LIB_REFS,
+    LIBRARY_SHARE_MAX,
+    RedisCredentialLibrary,
+)
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
-__all__ = ["RedisCredentialLibrary", "RedisInventory"]
+__all__ = ["RedisCredentialLibrary", "RedisInventory"]  # the library re-exported for callers
 
 INV = "certfleet:inv:"
 REPORTS_KEPT = 50
 """Reports kept per device (approximately: XADD MAXLEN ~)."""
 REPORT_KEYS_KEPT = 200
 """Recorded report keys kept per device to recognise a report sent again (up to twice that)."""
-LIB = "certfleet:lib"
 
 _PACKAGE = "orchestrator.adapters"
 """Where `lua/` holds this adapter's scripts."""
@@ -123,7 +132,8 @@ class RedisInventory:
         """Apply reports in one round trip; older reports than the stored are ignored.
 
         A state's `pems` are HSETNX'd into the library by the same script, only when
-        the state is applied, so a stale state adds nothing.
+        the state is applied, so a stale state adds nothing, and each device's share
+        of the library stays within `LIBRARY_SHARE_MAX` (the oldest evicted, counted).
         """
         if not states:
             return 0
@@ -139,11 +149,14 @@ class RedisInventory:
                     _tags_json(state.active_tags),
                     [_item_args(c) for c in state.credentials],
                     list(pems[i + j].items()) if pems else [],
+                    str(state.protocol_version),
                 ]
                 for j, state in enumerate(states[i : i + SCRIPT_CHUNK])
             ]
             self._record_states(
-                keys=[INV + "devices", LIB], args=[INV, received, json.dumps(batch)], client=pipe
+                keys=[INV + "devices", LIB, LIB_REFS, LIB_PINNED, LIB_EVICTED],
+                args=[INV, received, json.dumps(batch), LIBRARY_SHARE_MAX],
+                client=pipe,
             )
         return sum(int(applied) for applied in pipe.execute())
 
@@ -239,6 +252,7 @@ class RedisInventory:
             device_id=device_id,
             reported_at=datetime.fromtimestamp(float(reported), UTC),
             active_tags=tuple(json.loads(active)) if active else None,
+            protocol_version=int(fields.get("_v", 1)),
             credentials=tuple(
                 sorted(
                     (_item_from_json(f, v) for f, v in fields.items() if not f.startswith("_")),
@@ -341,6 +355,14 @@ class RedisInventory:
         }
 
     @store_errors()
+    def protocol_versions(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """Each device's protocol version (1 where none was recorded)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hget(INV + "dev:" + device_id, "_v")
+        return {d: int(v or 1) for d, v in zip(device_ids, pipe.execute(), strict=True)}
+
+    @store_errors()
     def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
         """Per device, the CA chain digest in each of its active sec_tags."""
         pipe = self._redis.pipeline(transaction=False)
@@ -366,36 +388,3 @@ class RedisInventory:
         """GET `scan:last`."""
         raw = self._redis.get(INV + "scan:last")
         return FleetSummary.from_json(json.loads(raw)) if raw else None
-
-
-class RedisCredentialLibrary:
-    """`CredentialLibrary` on one Redis hash."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-
-    @store_errors()
-    def add(self, pems: Mapping[str, str]) -> int:
-        """HSETNX each entry; content-addressed, so an existing entry never changes."""
-        if not pems:
-            return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for digest, pem in pems.items():
-            pipe.hsetnx(LIB, digest, pem)
-        return sum(int(new) for new in pipe.execute())
-
-    @store_errors()
-    def known(self, digests: Sequence[str]) -> set[str]:
-        """HEXISTS for each digest, pipelined."""
-        if not digests:
-            return set()
-        pipe = self._redis.pipeline(transaction=False)
-        for digest in digests:
-            pipe.hexists(LIB, digest)
-        return {d for d, present in zip(digests, pipe.execute(), strict=True) if present}
-
-    @store_errors()
-    def get(self, digest: str) -> str | None:
-        """HGET."""
-        pem = self._redis.hget(LIB, digest)
-        return str(pem) if pem is not None else None

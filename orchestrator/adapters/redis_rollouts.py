@@ -7,6 +7,7 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:w:{i}` (set): the devices of wave i;    `…:counts:{i}` (hash): state -> devices;
 - `…:s:{state}` (set): the devices in that state (so a step finds its devices in O(k));
 - `…:active` (hash): device -> its active tag list when the rollout was planned;
+- `…:v` (hash): device -> its protocol version when planned, if not 1 (bundles follow it);
 - `…:bundle` (hash): `{device}:{step}` -> the signed bundle sent for that step;
 - `…:seq` (hash): `{device}:{step}` -> the seqs of every bundle issued for that step,
   space-separated (a re-send adds a fresh one; a late report about an earlier one matches);
@@ -40,12 +41,8 @@ import redis
 
 from orchestrator.adapters.redis_claims import claim_devices, release_devices
 from orchestrator.adapters.redis_errors import load_script, store_errors
-from orchestrator.adapters.redis_rollout_codec import (
-    decode_rollout,
-    encode_change,
-    encode_expect,
-    encode_rollout,
-)
+from orchestrator.adapters.redis_rollout_codec import decode_rollout, encode_change, encode_expect
+from orchestrator.adapters.redis_rollout_plan import ROLLOUTS, rollout_key, write_planned
 from orchestrator.adapters.redis_transitions import decode_results, encode_transitions
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
@@ -58,8 +55,6 @@ from orchestrator.domain.rollout_states import (
 
 __all__ = ["SCAN_COUNT", "TRANSITION_CHUNK", "RedisRollouts"]
 
-ROLLOUTS = "certfleet:rollouts"
-
 TRANSITION_CHUNK = 500
 """Most transitions in one Lua call: a long batch goes as several calls in one round trip,
 so Redis never runs one script for long."""
@@ -67,10 +62,6 @@ so Redis never runs one script for long."""
 
 SCAN_COUNT = 1000
 """Devices asked of Redis per SSCAN step when a wave is read in chunks."""
-
-
-def _key(rollout_id: str, name: str) -> str:
-    return f"certfleet:ro:{{{rollout_id}}}:{name}"
 
 
 class RedisRollouts:
@@ -108,41 +99,25 @@ class RedisRollouts:
         waves: Sequence[Sequence[str]],
         active: Mapping[str, Sequence[int]],
         actor: str,
+        versions: Mapping[str, int] | None = None,
     ) -> None:
         """Write a planned rollout: every device `pending` in its wave."""
-        rollout_id = rollout.id
-        pending = DeviceRolloutState.PENDING.value
         with store_errors():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(_key(rollout_id, "meta"), mapping=encode_rollout(rollout))
-            for index, members in enumerate(waves):
-                for start in range(0, len(members), 1000):
-                    chunk = list(members[start : start + 1000])
-                    pipe.hset(_key(rollout_id, "dev"), mapping=dict.fromkeys(chunk, pending))
-                    pipe.hset(_key(rollout_id, "wave"), mapping=dict.fromkeys(chunk, str(index)))
-                    pipe.sadd(_key(rollout_id, f"w:{index}"), *chunk)
-                    pipe.sadd(_key(rollout_id, f"s:{pending}"), *chunk)
-                pipe.hset(_key(rollout_id, f"counts:{index}"), pending, len(members))
-            items = list(active.items())  # once: a copy per chunk made a million devices quadratic
-            for start in range(0, len(items), 1000):
-                chunk_items = items[start : start + 1000]
-                pipe.hset(
-                    _key(rollout_id, "active"),
-                    mapping={d: json.dumps(list(tags)) for d, tags in chunk_items},
-                )
-            pipe.zadd(ROLLOUTS, {rollout_id: rollout.created_at.timestamp()})
-            pipe.xadd(_key(rollout_id, "log"), rollout.created_entry(actor=actor).as_fields())
+            write_planned(
+                pipe, rollout, waves=waves, active=active, versions=versions or {}, actor=actor
+            )
             pipe.execute()
 
     # -- reading -----------------------------------------------------------------------------
 
     def exists(self, rollout_id: str) -> bool:
         with store_errors():
-            return bool(self._redis.exists(_key(rollout_id, "meta")))
+            return bool(self._redis.exists(rollout_key(rollout_id, "meta")))
 
     def get(self, rollout_id: str) -> Rollout | None:
         with store_errors():
-            meta: dict[str, str] = self._redis.hgetall(_key(rollout_id, "meta"))
+            meta: dict[str, str] = self._redis.hgetall(rollout_key(rollout_id, "meta"))
         return decode_rollout(meta) if meta else None
 
     def list_ids(self, limit: int = 100) -> list[str]:
@@ -153,25 +128,25 @@ class RedisRollouts:
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
             for index in range(waves):
-                pipe.hgetall(_key(rollout_id, f"counts:{index}"))
+                pipe.hgetall(rollout_key(rollout_id, f"counts:{index}"))
             return [
                 {state: int(n) for state, n in raw.items() if int(n) != 0} for raw in pipe.execute()
             ]
 
     def wave_members(self, rollout_id: str, wave: int) -> list[str]:
         with store_errors():
-            return sorted(self._redis.smembers(_key(rollout_id, f"w:{wave}")))
+            return sorted(self._redis.smembers(rollout_key(rollout_id, f"w:{wave}")))
 
     def device_states(
         self, rollout_id: str, device_ids: Sequence[str] | None = None
     ) -> dict[str, DeviceRolloutState]:
         with store_errors():
             if device_ids is None:
-                found: dict[str, str] = self._redis.hgetall(_key(rollout_id, "dev"))
+                found: dict[str, str] = self._redis.hgetall(rollout_key(rollout_id, "dev"))
                 return {d: DeviceRolloutState(v) for d, v in found.items()}
             if not device_ids:
                 return {}
-            values = self._redis.hmget(_key(rollout_id, "dev"), list(device_ids))
+            values = self._redis.hmget(rollout_key(rollout_id, "dev"), list(device_ids))
             return {
                 d: DeviceRolloutState(v)
                 for d, v in zip(device_ids, values, strict=True)
@@ -183,7 +158,7 @@ class RedisRollouts:
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
             for state in states:
-                pipe.smembers(_key(rollout_id, f"s:{state.value}"))
+                pipe.smembers(rollout_key(rollout_id, f"s:{state.value}"))
             return sorted(set().union(*pipe.execute()))
 
     def put_bundles_if_absent(
@@ -205,7 +180,7 @@ class RedisRollouts:
             triples += [device, str(seqs[device]), data]
         with store_errors():
             self._put_bundles(
-                keys=[_key(rollout_id, "bundle"), _key(rollout_id, "seq")],
+                keys=[rollout_key(rollout_id, "bundle"), rollout_key(rollout_id, "seq")],
                 args=[step.value, *triples],
                 client=self._bytes,
             )
@@ -226,12 +201,19 @@ class RedisRollouts:
         with store_errors():
             if not device_ids:
                 return {}
-            values = self._redis.hmget(_key(rollout_id, "active"), list(device_ids))
+            values = self._redis.hmget(rollout_key(rollout_id, "active"), list(device_ids))
             return {d: json.loads(v) for d, v in zip(device_ids, values, strict=True) if v}
+
+    def protocol_versions(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, int]:
+        with store_errors():
+            if not device_ids:
+                return {}
+            values = self._redis.hmget(rollout_key(rollout_id, "v"), list(device_ids))
+            return {d: int(v or 1) for d, v in zip(device_ids, values, strict=True)}
 
     def bundle(self, rollout_id: str, device_id: str, step: PushStep) -> bytes | None:
         with store_errors():
-            value = self._bytes.hget(_key(rollout_id, "bundle"), f"{device_id}:{step.value}")
+            value = self._bytes.hget(rollout_key(rollout_id, "bundle"), f"{device_id}:{step.value}")
             return bytes(value) if value is not None else None
 
     def bundles(
@@ -241,19 +223,19 @@ class RedisRollouts:
             if not device_ids:
                 return {}
             values = self._bytes.hmget(
-                _key(rollout_id, "bundle"), [f"{d}:{step.value}" for d in device_ids]
+                rollout_key(rollout_id, "bundle"), [f"{d}:{step.value}" for d in device_ids]
             )
             return {d: bytes(v) for d, v in zip(device_ids, values, strict=True) if v is not None}
 
     def overdue(self, rollout_id: str, now: float) -> list[str]:
         with store_errors():
-            return list(self._redis.zrangebyscore(_key(rollout_id, "deadline"), "-inf", now))
+            return list(self._redis.zrangebyscore(rollout_key(rollout_id, "deadline"), "-inf", now))
 
     def deadlines(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, float]:
         with store_errors():
             if not device_ids:
                 return {}
-            scores = self._redis.zmscore(_key(rollout_id, "deadline"), list(device_ids))
+            scores = self._redis.zmscore(rollout_key(rollout_id, "deadline"), list(device_ids))
             return {d: float(v) for d, v in zip(device_ids, scores, strict=True) if v is not None}
 
     def send_counts(
@@ -263,13 +245,13 @@ class RedisRollouts:
             if not device_ids:
                 return {}
             values = self._redis.hmget(
-                _key(rollout_id, "seq"), [f"{d}:{step.value}" for d in device_ids]
+                rollout_key(rollout_id, "seq"), [f"{d}:{step.value}" for d in device_ids]
             )
             return {d: len(v.split()) for d, v in zip(device_ids, values, strict=True) if v}
 
     def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
         with store_errors():
-            entries = self._redis.xrange(_key(rollout_id, "log"), count=count)
+            entries = self._redis.xrange(rollout_key(rollout_id, "log"), count=count)
             return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
     # -- writing -----------------------------------------------------------------------------
@@ -289,8 +271,8 @@ class RedisRollouts:
         if not transitions:
             return []
         names = ("dev", "wave", "deadline", "bundle", "log", "seq")
-        keys = [_key(rollout_id, name) for name in names]
-        prefix = _key(rollout_id, "")
+        keys = [rollout_key(rollout_id, name) for name in names]
+        prefix = rollout_key(rollout_id, "")
         with store_errors():
             pipe = self._bytes.pipeline(transaction=False)
             for i in range(0, len(transitions), TRANSITION_CHUNK):
@@ -306,7 +288,7 @@ class RedisRollouts:
 
         Uses WATCH so two evaluators never both apply one state change.
         """
-        key = _key(rollout_id, "meta")
+        key = rollout_key(rollout_id, "meta")
         fields = encode_change(change)
         checks = encode_expect(change.expect)
         with store_errors(), self._redis.pipeline(transaction=True) as pipe:
@@ -321,7 +303,7 @@ class RedisRollouts:
                     if fields:
                         pipe.hset(key, mapping=fields)
                     for entry in change.entries:
-                        pipe.xadd(_key(rollout_id, "log"), entry.as_fields())
+                        pipe.xadd(rollout_key(rollout_id, "log"), entry.as_fields())
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -330,11 +312,11 @@ class RedisRollouts:
     def lock(self, rollout_id: str, owner: str, ttl_ms: int = 30_000) -> bool:
         """A short exclusive lock for the rollout's evaluator."""
         with store_errors():
-            return bool(self._redis.set(_key(rollout_id, "lock"), owner, nx=True, px=ttl_ms))
+            return bool(self._redis.set(rollout_key(rollout_id, "lock"), owner, nx=True, px=ttl_ms))
 
     def unlock(self, rollout_id: str, owner: str) -> None:
         with store_errors():
-            key = _key(rollout_id, "lock")
+            key = rollout_key(rollout_id, "lock")
             if self._redis.get(key) == owner:
                 self._redis.delete(key)
 
@@ -354,7 +336,7 @@ class RedisRollouts:
         """
         if not device_ids:
             return []
-        key = _key(rollout_id, f"sent:{step.value}")
+        key = rollout_key(rollout_id, f"sent:{step.value}")
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
             for start in range(0, len(device_ids), 500):  # short scripts: Redis stays responsive
@@ -368,7 +350,7 @@ class RedisRollouts:
     def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
         """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""
         with store_errors():
-            return bool(self._redis.set(_key(rollout_id, "eval"), "1", nx=True, px=ttl_ms))
+            return bool(self._redis.set(rollout_key(rollout_id, "eval"), "1", nx=True, px=ttl_ms))
 
     def scan_wave(
         self,
@@ -391,10 +373,10 @@ class RedisRollouts:
         with store_errors():
             while True:
                 cursor, members = self._redis.sscan(
-                    _key(rollout_id, f"w:{wave}"), cursor, count=count
+                    rollout_key(rollout_id, f"w:{wave}"), cursor, count=count
                 )
                 if members:
-                    found = self._redis.hmget(_key(rollout_id, "dev"), members)
+                    found = self._redis.hmget(rollout_key(rollout_id, "dev"), members)
                     chunk = sorted(d for d, s in zip(members, found, strict=True) if s in wanted)
                     if chunk:
                         yield chunk

@@ -126,6 +126,7 @@ def _body(
     commit_timeout: float,
     new_signer: Path | None = None,
     retire_kid: str | None = None,
+    undo_window: int = 0,
 ) -> BundleBody:
     if op == "stage":
         return _stage(
@@ -141,7 +142,8 @@ def _body(
     if op == "commit":
         if tag is None:
             raise fail("--op commit needs --tag (the staged sec_tag)")
-        return BundleBody(op="commit", tag=tag, active=tuple(active or ()))
+        undo_by = int(utcnow().timestamp()) + undo_window
+        return BundleBody(op="commit", tag=tag, active=tuple(active or ()), undo_by=undo_by)
     if op == "rollback":
         return BundleBody(op="rollback", tag=tag)
     if op == "retire":
@@ -237,7 +239,11 @@ def send(
             commit_timeout=commit_timeout or settings.commit_timeout_seconds,
             new_signer=signer_pub,
             retire_kid=retire_kid,
+            undo_window=settings.undo_window_seconds,
         )
+        # The bundle version the device last reported (v1 if certfleet has not heard it).
+        known = container.inventory.device_credentials(device_id)
+        version = known.protocol_version if known is not None else 1
         signer = container.signer
         session = MqttSession(settings)
         try:
@@ -252,6 +258,7 @@ def send(
                 body=body,
                 now=now,
                 ttl_seconds=settings.bundle_ttl_seconds,
+                version=version,
             )
             send_bundle(session, issued, now=now)
             if not as_json:

@@ -89,6 +89,9 @@ class DeviceState:
     reported_at: datetime
     credentials: tuple[ReportedCredential, ...]
     active_tags: tuple[int, ...] | None = None
+    protocol_version: int = 1
+    """The contract version of the state message (`v`): certfleet sends v2 bundles only
+    to a device that reported v2. A state recorded before versions were is a v1's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,8 +55,13 @@ class RolloutStore(Protocol):
         waves: Sequence[Sequence[str]],
         active: Mapping[str, Sequence[int]],
         actor: str,
+        versions: Mapping[str, int] | None = None,
     ) -> None:
-        """Store a planned rollout: every device `pending` in its wave, the first log line."""
+        """Store a planned rollout: every device `pending` in its wave, the first log line.
+
+        `versions` are the devices' protocol versions when planned (a device left out
+        is a v1's: it gets v1 bundles, which every device takes).
+        """
         ...
 
     def exists(self, rollout_id: str) -> bool:
@@ -113,6 +118,10 @@ class RolloutStore(Protocol):
 
     def active_tags(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, list[int]]:
         """Each device's active tag list when the rollout was planned."""
+        ...
+
+    def protocol_versions(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, int]:
+        """Each device's protocol version when the rollout was planned (1 where none)."""
         ...
 
     def bundles(

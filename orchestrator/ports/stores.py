@@ -107,6 +107,10 @@ class InventoryStore(Protocol):
         """Each device's reported active tag list (None where it reported none)."""
         ...
 
+    def protocol_versions(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """Each device's protocol version from its last applied state (1 where none was)."""
+        ...
+
     def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
         """Per device, the CA chain digest in each of its active sec_tags."""
         ...

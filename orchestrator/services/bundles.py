@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from orchestrator.domain.credentials import CredentialType, ca_chain_item
 from orchestrator.logs import get_logger
@@ -18,10 +19,22 @@ from orchestrator.protocol.bundle import (
     encode_payload,
 )
 from orchestrator.protocol.cose import sign1
+from orchestrator.protocol.limits import PROTOCOL_VERSION
 
-__all__ = ["BundleBody", "IssuedBundle", "issue_bundle", "send_bundle", "stage_body"]
+__all__ = [
+    "UNDO_WINDOW_SECONDS",
+    "BundleBody",
+    "IssuedBundle",
+    "issue_bundle",
+    "send_bundle",
+    "stage_body",
+]
 
 log = get_logger(__name__)
+
+UNDO_WINDOW_SECONDS: Final = 7 * 24 * 3600
+"""The contract's default undo window: a v2 commit's `undo_by` is its time plus this
+(`CERTFLEET_UNDO_WINDOW_SECONDS` sets it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +50,8 @@ class BundleBody:
     commit_by: int | None = None
     signer: SignerKey | None = None
     retire_kid: bytes | None = None
+    undo_by: int | None = None
+    """A commit's end of undo (epoch seconds); a v2 key, left out of a v1 bundle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +103,13 @@ def issue_bundle(
     now: datetime,
     ttl_seconds: int,
     seq: int | None = None,
+    version: int = PROTOCOL_VERSION,
 ) -> IssuedBundle:
-    """Sign the bundle with `seq`, or the device's next sequence number if none is given."""
+    """Sign the bundle with `seq`, or the device's next sequence number if none is given.
+
+    `version` is the device's protocol version: a v1 device gets a v1 bundle, without
+    the v2-only keys (`undo_by`), which it would refuse (`unsupported_version`).
+    """
     issued_at = int(now.timestamp())
     bundle = Bundle(
         device_id=device_id,
@@ -106,6 +126,8 @@ def issue_bundle(
         commit_by=body.commit_by,
         signer=body.signer,
         retire_kid=body.retire_kid,
+        undo_by=body.undo_by if version > 1 else None,
+        version=version,
     )
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
     return IssuedBundle(bundle=bundle, data=data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -216,7 +216,8 @@ def ingest_batch(
             rejected += 1
     applied = 0
     if states:
-        domain = [m.to_domain() for m in states]
+        # The message's `v` is the device's protocol version: bundles follow it.
+        domain = [replace(m.to_domain(), protocol_version=m.v) for m in states]
         applied = store.record_states(domain, received_at=received_at, pems=pems)
         for state in states:
             log.debug(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.adapters.redis_library import LIBRARY_SHARE_MAX
 from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 from orchestrator.domain.inventory import DeviceState, ExpiryWindow
@@ -175,3 +176,56 @@ def test_reports_are_kept_per_device_newest_last_and_capped(container: Container
     assert latest[-1] == reports[-1]
     assert 50 <= len(inv.recent_reports("dev-1", limit=1000)) < 200
     assert inv.recent_reports("dev-2", limit=3) == []
+
+
+def test_the_protocol_version_of_the_last_applied_state_is_recorded(container: Container) -> None:
+    """`v` of the applied state is the device's version; a stale state does not change it;
+    a device recorded without one reads as v1."""
+    inventory = container.inventory
+    v2 = DeviceState(device_id="d2", reported_at=NOW, credentials=(), protocol_version=2)
+    stale = DeviceState(
+        device_id="d2", reported_at=NOW - timedelta(hours=1), credentials=(), protocol_version=1
+    )
+    assert inventory.record_states([v2, stale, _state("d1")], received_at=NOW) == 2
+    known = inventory.device_credentials("d2")
+    assert known is not None
+    assert known.protocol_version == 2
+    assert inventory.protocol_versions(["d1", "d2", "nobody"]) == {"d1": 1, "d2": 2, "nobody": 1}
+
+
+def _pems(device: str, first: int, count: int) -> dict[str, str]:
+    return {f"{device}{n:063d}"[-64:]: f"PEM-{device}-{n}" for n in range(first, first + count)}
+
+
+def test_a_devices_share_of_the_library_is_bounded_oldest_first(container: Container) -> None:
+    """One device sending ever new pems holds at most LIBRARY_SHARE_MAX entries: the oldest
+    leave (counted); an entry another device or an operator still holds stays."""
+    inventory, lib, cap = container.inventory, container.library, LIBRARY_SHARE_MAX
+    shared = {"f" * 64: "PEM-SHARED"}
+    imported = {"e" * 64: "PEM-IMPORTED"}
+    lib.add(imported)
+    # given: another device holds the shared pem; the noisy one brings it and the import first
+    inventory.record_states([_state("quiet")], received_at=NOW, pems=[shared])
+    first = {**shared, **imported}
+    inventory.record_states([_state("noisy")], received_at=NOW, pems=[first])
+    # when: the noisy device brings new pems, state after state, up to its share exactly
+    at = NOW
+    for n in range(cap - 2):
+        at += timedelta(seconds=1)
+        inventory.record_states([_state("noisy", at=at)], received_at=at, pems=[_pems("a", n, 1)])
+    within = lib.known([*shared, *imported])
+    evicted_within = lib.evicted()
+    # and: three more
+    for n in range(cap - 2, cap + 1):
+        at += timedelta(seconds=1)
+        inventory.record_states([_state("noisy", at=at)], received_at=at, pems=[_pems("a", n, 1)])
+
+    # then: at the bound nothing left; past it the three oldest of its share left it,
+    # the shared and the imported entries stayed in the library, the oldest own one did not
+    assert (within, evicted_within) == ({*shared, *imported}, 0)
+    assert lib.evicted() == 3
+    assert lib.known([*shared, *imported]) == {*shared, *imported}
+    oldest_own = next(iter(_pems("a", 0, 1)))
+    assert lib.known([oldest_own]) == set()
+    assert len(lib.known(list(_pems("a", 1, cap)))) == cap
+    assert container.redis.zcard("certfleet:inv:libshare:noisy") == cap

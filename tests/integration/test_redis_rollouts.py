@@ -417,3 +417,18 @@ def test_get_reads_back_exactly_what_create_and_change_wrote(
         assert fake.get("ro-9") == expected
     assert expected.unconfirmed == unconfirmed
     assert expected.waves[0].bake_until == NOW.timestamp() + 12.5 + 1 / 7
+
+
+def test_each_devices_protocol_version_is_stored_with_the_plan(container: Container) -> None:
+    """The versions given at create are read back per device; one left out reads as v1,
+    and so does every device of a rollout stored before versions were."""
+    rollouts = container.rollouts
+    rollouts.create(
+        Rollout.planned("ro-v", _spec(900), seed="test", sizes=[3], now=NOW),
+        waves=[["a", "b", "c"]],
+        active={"a": [42], "b": [42], "c": [42]},
+        versions={"a": 2, "b": 1},
+        actor="test",
+    )
+    assert rollouts.protocol_versions("ro-v", ["a", "b", "c"]) == {"a": 2, "b": 1, "c": 1}
+    assert rollouts.protocol_versions("ro-1", ["a"]) == {"a": 1}

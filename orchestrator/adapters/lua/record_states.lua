@@ -1,18 +1,23 @@
 -- Replace devices' reported items and keep every inventory index in step.
 --
 -- KEYS[1]  the devices zset (device id -> time of its last applied report);
--- KEYS[2]  the credential library hash (SHA-256 -> PEM).
+-- KEYS[2]  the credential library hash (SHA-256 -> PEM);
+-- KEYS[3]  the library's reference counts (digest -> device shares holding it);
+-- KEYS[4]  the set of pinned digests (an operator's imports, never evicted);
+-- KEYS[5]  the counter of entries evicted from device shares.
 -- ARGV[1]  the inventory key prefix ('certfleet:inv:');
 -- ARGV[2]  the receive time (epoch seconds);
 -- ARGV[3]  the JSON list of device states, applied in order, each as if alone:
---          [device_id, reported_at, active tags JSON ('' if not reported), items, pems],
---          an item [field, json, sec_tag, type, sha256, not_after ('' if none)]
---          (numbers as strings), a pem [sha256, PEM] for the library.
+--          [device_id, reported_at, active tags JSON ('' if not reported), items, pems,
+--           protocol version], an item [field, json, sec_tag, type, sha256, not_after
+--          ('' if none)] (numbers as strings), a pem [sha256, PEM] for the library;
+-- ARGV[4]  the most library entries one device's share holds.
 -- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
--- cadev:{sec_tag}:{sha256}.
+-- cadev:{sec_tag}:{sha256}, libshare:{id} (zset: digest -> when the device first brought it).
 -- Returns how many states were applied (a state older than the stored is skipped,
 -- its pems too: a stale state changes nothing, the library included).
-local devices, lib, p, received = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local devices, lib, refs, pinned, evicted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local p, received, share_max = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local function decr(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
@@ -44,7 +49,7 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
         if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
       end
     end
-    redis.call('HSET', dev, '_received', received)
+    redis.call('HSET', dev, '_received', received, '_v', state[6])
     if active ~= '' then redis.call('HSET', dev, '_active', active) end
     for tag, sha in pairs(oldtags) do
       if newtags[tag] == nil then
@@ -68,7 +73,23 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
         redis.call('ZREM', p .. 'exp:' .. tag, id)
       end
     end
-    for _, pem in ipairs(pems) do redis.call('HSETNX', lib, pem[1], pem[2]) end
+    -- The device's share of the library: its latest `share_max` digests. Past that the
+    -- oldest leaves the share (counted) and the library once no share and no pin holds it.
+    local share = p .. 'libshare:' .. id
+    for _, pem in ipairs(pems) do
+      redis.call('HSETNX', lib, pem[1], pem[2])
+      if redis.call('ZADD', share, 'NX', received, pem[1]) == 1 then
+        redis.call('HINCRBY', refs, pem[1], 1)
+      end
+    end
+    while redis.call('ZCARD', share) > share_max do
+      local oldest = redis.call('ZPOPMIN', share)[1]
+      redis.call('INCR', evicted)
+      if redis.call('HINCRBY', refs, oldest, -1) <= 0 then
+        redis.call('HDEL', refs, oldest)
+        if redis.call('SISMEMBER', pinned, oldest) == 0 then redis.call('HDEL', lib, oldest) end
+      end
+    end
     redis.call('ZADD', devices, reported, id)
     applied = applied + 1
   end

@@ -66,11 +66,12 @@ def _targets(
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Which devices go in which wave."""
+    """Which devices go in which wave, with each one's active tags and protocol version."""
 
     seed: str
     waves: list[list[str]]
     active: dict[str, list[int]]
+    versions: dict[str, int]
 
     def as_json(self, *, sample: int = 5) -> dict[str, Any]:
         return {
@@ -92,7 +93,12 @@ def plan_rollout(
     """The plan a rollout of `spec` would follow now (to `devices` if given); changes nothing."""
     targets = _targets(inventory, spec, now, devices)
     seed = _seed(spec)
-    return Plan(seed=seed, waves=plan_waves(seed, targets, spec.waves), active=targets)
+    return Plan(
+        seed=seed,
+        waves=plan_waves(seed, targets, spec.waves),
+        active=targets,
+        versions=inventory.protocol_versions(sorted(targets)),
+    )
 
 
 def create_rollout(
@@ -130,7 +136,9 @@ def create_rollout(
     rollout = Rollout.planned(
         rollout_id, spec, seed=plan.seed, sizes=[len(w) for w in plan.waves], now=now
     )
-    deps.store.create(rollout, waves=plan.waves, active=plan.active, actor=actor)
+    deps.store.create(
+        rollout, waves=plan.waves, active=plan.active, versions=plan.versions, actor=actor
+    )
     deps.store.set_active(rollout_id, True)
     log.info("rollout_created", rollout_id=rollout_id, devices=len(plan.active), kind=spec.kind)
     if start:

@@ -17,6 +17,7 @@ from orchestrator.ports import (
     RolloutStore,
     SequenceStore,
 )
+from orchestrator.services.bundles import UNDO_WINDOW_SECONDS
 
 __all__ = [
     "PUSH_BATCH_SIZE",
@@ -71,13 +72,17 @@ class RolloutDeps:
 
 @dataclass(frozen=True, slots=True)
 class PushDeps:
-    """What pushing bundles works with: the store, a signer, sequences and a publisher."""
+    """What pushing bundles works with: the store, a signer, sequences and a publisher.
+
+    `undo_window_seconds` (`CERTFLEET_UNDO_WINDOW_SECONDS`) sets a v2 commit's `undo_by`.
+    """
 
     store: RolloutStore
     signer: BundleSigner
     sequences: SequenceStore
     publisher: BundlePublisher
     metrics: Metrics
+    undo_window_seconds: int = UNDO_WINDOW_SECONDS
 
 
 def load(store: RolloutStore, rollout_id: str) -> Rollout:

@@ -17,7 +17,12 @@ from orchestrator.domain.rollout_states import (
     RolloutState,
 )
 from orchestrator.logs import get_logger
-from orchestrator.services.bundles import BundleBody, issue_bundle, stage_body
+from orchestrator.services.bundles import (
+    UNDO_WINDOW_SECONDS,
+    BundleBody,
+    issue_bundle,
+    stage_body,
+)
 from orchestrator.services.rollout.deps import PushDeps, count, load
 
 __all__ = ["PUBLISH_CHUNK", "bundle_body", "push_batch"]
@@ -60,14 +65,28 @@ _RULES: Final[Mapping[PushStep, _StepRule]] = {
 
 
 def bundle_body(
-    spec: RolloutSpec, step: PushStep, active: Sequence[int], now: datetime
+    spec: RolloutSpec,
+    step: PushStep,
+    active: Sequence[int],
+    now: datetime,
+    *,
+    undo_window_seconds: int = UNDO_WINDOW_SECONDS,
 ) -> BundleBody:
-    """What `step`'s bundle says to a device whose active tag list is `active`."""
+    """What `step`'s bundle says to a device whose active tag list is `active`.
+
+    A commit says until when it may be undone (`undo_by`, now + the undo window);
+    `issue_bundle` leaves that out of a v1 device's bundle.
+    """
     step = step.bundle_step
     if step is PushStep.ROLLBACK:
         return BundleBody(op="rollback", tag=spec.spare_tag)
     if step is PushStep.COMMIT:
-        return BundleBody(op="commit", tag=spec.spare_tag, active=tuple(spec.active_after(active)))
+        return BundleBody(
+            op="commit",
+            tag=spec.spare_tag,
+            active=tuple(spec.active_after(active)),
+            undo_by=int(now.timestamp()) + undo_window_seconds,
+        )
     if spec.kind == "trust.retire":
         return BundleBody(op="retire", tags=(spec.tag,), active=tuple(spec.active_after(active)))
     return stage_body(
@@ -89,6 +108,7 @@ class _Batch:
     rollout: Rollout
     step: PushStep
     active: Mapping[str, Sequence[int]]
+    versions: Mapping[str, int]
     seqs: Mapping[str, int]
     now: datetime
     actor: str
@@ -105,15 +125,18 @@ class _Batch:
 
     def issue(self, device_id: str) -> bytes:
         spec = self.rollout.spec
+        active = self.active.get(device_id, [spec.tag])
+        window = self.deps.undo_window_seconds
         return issue_bundle(
             signer=self.deps.signer,
             sequences=self.deps.sequences,
             device_id=device_id,
             rollout_id=self.rollout.id,
-            body=bundle_body(spec, self.step, self.active.get(device_id, [spec.tag]), self.now),
+            body=bundle_body(spec, self.step, active, self.now, undo_window_seconds=window),
             now=self.now,
             ttl_seconds=self.ttl,
             seq=self.seqs[device_id],
+            version=self.versions.get(device_id, 1),
         ).data
 
     def stored_first(
@@ -251,6 +274,8 @@ def push_batch(
         rollout=rollout,
         step=step,
         active=store.active_tags(rollout_id, device_ids),
+        # a device gets the bundle version it reported when planned: v1 bundles to v1
+        versions=store.protocol_versions(rollout_id, device_ids),
         # One round trip for the batch's sequence numbers, none per device.
         seqs=deps.sequences.next_sequences(to_issue),
         now=now,
