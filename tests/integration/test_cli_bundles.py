@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES
+from orchestrator.domain.inventory import DeviceState
 from orchestrator.services.bundles import issue_bundle, stage_body
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from tests.pem_sizes import ca_pems_of_total
@@ -377,3 +378,35 @@ def test_several_cas_are_one_item_refused_over_4096_bytes_before_anything_is_sig
         assert f"{total} bytes as one CA chain item" in result.stderr
         assert "Traceback" not in result.stderr
         assert sequence is None
+
+
+@pytest.mark.parametrize("total", [CA_CHAIN_MAX_BYTES, CA_CHAIN_MAX_BYTES + 1])
+def test_rollout_create_with_repeated_ca_refuses_an_item_over_4096_bytes(
+    env: dict[str, str], tmp_path: Path, container: Container, total: int
+) -> None:
+    """`rollout create --ca a --ca b`: 4096 bytes of CAs is created (held), 4097 exits 1
+    saying so and stores no rollout."""
+    # given: one device with sec_tag 42 active, and two CA files of `total` bytes together
+    container.inventory.record_states(
+        [DeviceState(device_id=DEVICE, reported_at=NOW, credentials=(), active_tags=(42,))],
+        received_at=NOW,
+    )
+    files = []
+    for n, pem in enumerate(ca_pems_of_total(total)):
+        files += ["--ca", str(tmp_path / f"ca{n}.pem")]
+        (tmp_path / f"ca{n}.pem").write_text(pem)
+
+    # when
+    result = run(
+        env, "rollout", "create", "--kind", "trust.add", *files, "--tag", "42",
+        "--spare-tag", "43", "--probe", "127.0.0.1:8883", "--waves", "100%", "--hold",
+    )  # fmt: skip
+
+    # then
+    if total <= CA_CHAIN_MAX_BYTES:
+        assert result.returncode == 0, result.stderr
+        assert container.rollouts.list_ids() == [result.stdout.strip().split()[-1]]
+    else:
+        assert result.returncode == 1
+        assert f"{total} bytes as one CA chain item" in result.stderr
+        assert container.rollouts.list_ids() == []
