@@ -6,7 +6,7 @@ Each task goes to the queue `QUEUE_OF` names for it (the app's `task_routes`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from celery import Task
 
@@ -18,6 +18,7 @@ from orchestrator.adapters.celery_queue import (
     TASK_SCAN_FLEET,
     TASK_START_ROLLOUT,
     TASK_TICK_ROLLOUTS,
+    TASK_TIME_LIMIT_SECONDS,
     TASK_WATCH_RENEWALS,
 )
 from orchestrator.clock import utcnow
@@ -27,6 +28,7 @@ from orchestrator.services import renewals, rollout, scan
 from workers.app import app, container
 
 __all__ = [
+    "SOFT_TIME_LIMIT_SECONDS",
     "CertfleetTask",
     "dispatch_wave",
     "evaluate_rollout",
@@ -39,13 +41,25 @@ __all__ = [
 ]
 
 
+SOFT_TIME_LIMIT_SECONDS: Final = TASK_TIME_LIMIT_SECONDS * 9 // 10
+"""When a task is told to stop (`SoftTimeLimitExceeded`, raised inside it), a tenth of
+the hard limit before the worker process running it is killed: the task fails
+cleanly, logged and acknowledged, where the kill would also cost the process. It is
+not retried (only a `TransientError` is): every task is idempotent, and what it left
+undone is picked up by the rollout's own clock (`tick_rollouts`)."""
+
+
 class CertfleetTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic over its signature
-    """The base of every certfleet task: late ack, bounded time, retries only when transient."""
+    """The base of every certfleet task: late ack, bounded time, retries only when transient.
+
+    The time limits hold under the prefork pool (the deployed one); the solo and
+    thread pools cannot interrupt a task and ignore them.
+    """
 
     acks_late = True
     reject_on_worker_lost = True
-    time_limit = 600
-    soft_time_limit = 540
+    time_limit = TASK_TIME_LIMIT_SECONDS
+    soft_time_limit = SOFT_TIME_LIMIT_SECONDS
     autoretry_for = (TransientError,)
     retry_backoff = 2
     retry_backoff_max = 60
