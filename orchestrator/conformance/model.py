@@ -52,6 +52,9 @@ class Send:
         raw: these bytes are sent as they are (a malformed bundle).
         resend: the bytes sent by the step of this name are sent again (a replay).
         tamper, size: spoil the signed bundle; with `pad`, grow it to exactly `size` bytes.
+        skip_seq: leave out the sequence number before this bundle's; the next bundle
+            sent gets it, lower than this one's, and must be accepted if this one was
+            refused (a refusal consumes no sequence number).
     """
 
     op: str
@@ -64,6 +67,7 @@ class Send:
     resend: str | None = None
     tamper: Tamper | None = None
     size: int | None = None
+    skip_seq: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

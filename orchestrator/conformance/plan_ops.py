@@ -6,6 +6,8 @@ next group, so the device's own tags and active list are what they were.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from orchestrator.conformance.model import rejected
 from orchestrator.conformance.plan import (
     COMMITTED,
@@ -51,8 +53,9 @@ def lifecycle(s: Script) -> None:
     )
     s.add(
         "rollback repeated",
-        "a second rollback finds no undo record: nothing_to_undo, nothing changed",
-        s.rollback(r1),
+        "a second rollback finds no undo record: nothing_to_undo, nothing changed, its seq "
+        "not consumed (the next step's is lower)",
+        replace(s.rollback(r1), skip_seq=True),
         rejected("nothing_to_undo"),
     )
     s.add(
@@ -88,8 +91,8 @@ def lifecycle(s: Script) -> None:
     )
     s.add(
         "commit after fallback",
-        "a commit of a stage that fell back is refused: nothing_staged",
-        s.commit(r5, s1),
+        "a commit of a stage that fell back is refused: nothing_staged, its seq not consumed",
+        replace(s.commit(r5, s1), skip_seq=True),
         rejected("nothing_staged"),
     )
     r6 = s.rid()

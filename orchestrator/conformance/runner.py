@@ -117,6 +117,14 @@ class Runner:
         self._timeout = step_timeout
         self._on_result = on_result
         self._sent: dict[str, tuple[bytes, Sent]] = {}
+        self._skipped: list[int] = []
+
+    def _seq(self, send: Send) -> int:
+        """The next sequence number, or one left out before (lower than the last one sent)."""
+        if send.skip_seq:
+            self._skipped.append(self._next_seq())
+            return self._next_seq()
+        return self._skipped.pop(0) if self._skipped else self._next_seq()
 
     async def run(self, steps: Sequence[Step], initial: Trust) -> list[StepResult]:
         """Every step, in order; the device's trust before the first is `initial`."""
@@ -148,7 +156,7 @@ class Runner:
             return send.raw, Sent(0, "", None)
         if send.resend is not None:
             return self._sent[send.resend]
-        seq, now = self._next_seq(), self._clock()
+        seq, now = self._seq(send), self._clock()
         document = self._forge.payload(send, seq=seq, now=now)
         data = self._forge.build(send, seq=seq, now=now)
         op = document.get("op")

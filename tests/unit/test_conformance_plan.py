@@ -1,0 +1,261 @@
+"""The conformance suite's plan, bundles and verdicts, without a device: the plan agrees
+with the product's own bundle checks, ends where it began, and the docs list its steps."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from orchestrator.conformance.forge import Forge
+from orchestrator.conformance.inbox import Heard, trust_problems
+from orchestrator.conformance.material import SuiteKey, chain_of_size, public_point, throwaway_ca
+from orchestrator.conformance.model import Expect, Send, Step, Trust
+from orchestrator.conformance.plan import PlanInputs
+from orchestrator.conformance.suite import build_plan, spare_tags
+from orchestrator.conformance.verdict import Sent, judge
+from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DEVICE = "nrf-352656100000000"
+REPO = Path(__file__).resolve().parents[2]
+INITIAL = Trust(items={(42, 0): "a" * 64, (42, 1): "b" * 64}, active=(42,))
+OPERATION_CHECKS = frozenset(
+    {
+        "tag_in_use",
+        "nothing_staged",
+        "invalid_operation",
+        "unsafe_active",
+        "nothing_to_undo",
+        "superseded",
+    }
+)
+"""Reasons of check 13: the bundle passed every check `open_bundle` makes."""
+SIGNER_STATE = {"retired key refused", "temporary key refused"}
+"""Refused for keys the device stopped trusting during the run: not a property of the bytes."""
+
+KEYS = {name: SuiteKey.generate() for name in ("main", "temp1", "temp2", "temp3", "temp4", "temp9")}
+FOREIGN = SuiteKey.generate()
+GOOD, BAD = throwaway_ca(NOW), throwaway_ca(NOW)
+
+
+def _inputs(**changes: object) -> PlanInputs:
+    values: dict[str, object] = {
+        "device_id": DEVICE,
+        "initial": INITIAL,
+        "spare": spare_tags(INITIAL),
+        "ca_good": GOOD,
+        "ca_bad": BAD,
+        "probe_good": ("probe.example.net", 8443),
+        "probe_bad": ("probe.example.net", 9443),
+        "probe_bad_reason": "unknown_ca",
+        "signers": {
+            name: (key.key_id, public_point(key))
+            for name, key in {**KEYS, "foreign": FOREIGN}.items()
+        },
+        "run_id": "0a1b2c3d",
+        **changes,
+    }
+    return PlanInputs(**values)  # type: ignore[arg-type]  # the test's own table
+
+
+PLAN = build_plan(_inputs())
+CHECKED = [
+    step
+    for step in PLAN
+    if len(step.sends) == 1
+    and step.sends[0].resend is None
+    and step.sends[0].raw is None
+    and step.name not in SIGNER_STATE
+]
+
+
+@pytest.mark.parametrize("step", CHECKED, ids=[s.name for s in CHECKED])
+def test_each_bundle_meets_the_products_checks_as_the_plan_expects(step: Step) -> None:
+    """A bundle the plan expects refused before check 13 is refused by `open_bundle` with
+    that reason; every other bundle passes it (the device then decides by its state)."""
+    # given
+    forge = Forge(DEVICE, {**KEYS, "foreign": FOREIGN})
+    send, expect = step.sends[0], step.expects[0]
+
+    # when
+    data = forge.build(send, seq=7, now=NOW)
+    try:
+        open_bundle(
+            data,
+            signers={key.key_id: key.public_key for key in KEYS.values()},
+            device_id=DEVICE,
+            last_seq=0,
+            now=NOW,
+        )
+        refused = None
+    except BundleRejectedError as exc:
+        refused = exc.reason.value
+
+    # then
+    if expect.last == "rejected" and not expect.reasons <= OPERATION_CHECKS:
+        assert refused in expect.reasons
+    else:
+        assert refused is None
+
+
+def test_the_plan_names_each_step_once_and_keeps_a_working_trust_throughout() -> None:
+    """Replays point at earlier steps by name; no expected trust breaks an invariant; the
+    last step expects the trust the device started with."""
+    names = [step.name for step in PLAN]
+    assert len(names) == len(set(names))
+    for index, step in enumerate(PLAN):
+        for send in step.sends:
+            if send.resend is not None:
+                assert send.resend in names[:index]
+        assert step.trust is not None
+        assert trust_problems(step.trust) == []
+    assert PLAN[-1].trust == INITIAL
+    assert PLAN[-1].name == "ends as it started"
+
+
+def test_the_plan_touches_only_spare_tags() -> None:
+    """Every stage and retire of an expected change names a tag the device held nothing in."""
+    spare = set(spare_tags(INITIAL))
+    for step in PLAN:
+        changed = {tag for tag, _ in (step.trust.items if step.trust else {})} - {42}
+        assert changed <= spare, step.name
+
+
+@pytest.mark.parametrize("trusted", [1, 2, 3])
+def test_the_signer_steps_fill_the_key_limit_whatever_the_device_trusts(trusted: int) -> None:
+    """Keys are added until the device holds 4, the fifth is refused, then all are retired."""
+    plan = build_plan(_inputs(trusted_keys=trusted))
+    added = [s for s in plan if s.name.startswith("trust-signer: add temp")]
+    retired = [s for s in plan if s.name.startswith("trust-signer: restore main, retire")]
+    assert trusted + len(added) == 4
+    assert len(retired) == len(added)
+
+
+@pytest.mark.parametrize("size", [4096, 4097, 12288])
+def test_a_chain_of_size_is_exactly_that_many_bytes_and_parses(size: int) -> None:
+    """The limit steps' CA items: exact byte counts, the good CA first, every block a cert."""
+    text = chain_of_size(GOOD, size)
+    assert len(text.encode()) == size
+    assert text.startswith(GOOD)
+    certificates = x509.load_pem_x509_certificates(text.encode())
+    assert certificates[0] == x509.load_pem_x509_certificate(GOOD.encode())
+    assert len(certificates) > 1
+
+
+def _report(
+    phase: str, reason: str = "ok", *, seq: int = 5, rid: str = "r", op: str = "stage"
+) -> Heard:
+    return Heard(
+        {
+            "phase": phase,
+            "reason": reason,
+            "seq": seq,
+            "rollout_id": rid,
+            "op": op,
+            "active_tags": [42],
+        }
+    )
+
+
+STATE = Heard(
+    {
+        "credentials": [
+            {"sec_tag": 42, "type": 0, "sha256": "a" * 64},
+            {"sec_tag": 42, "type": 1, "sha256": "b" * 64},
+        ],
+        "active_tags": [42],
+    }
+)
+STEP = Step(
+    name="stage",
+    proves="",
+    sends=(Send(op="stage", rid="r"),),
+    expects=(
+        Expect(phases=("received", "staged", "health_failed"), reasons=frozenset({"unknown_ca"})),
+    ),
+    trust=INITIAL,
+)
+
+
+def test_a_step_passes_only_on_its_phases_reason_names_and_trust() -> None:
+    """The right answer passes; a wrong reason, a report naming another seq, or a state
+    that named an empty tag live on the way each fail with what was wrong."""
+    right = [_report("received"), _report("staged"), _report("health_failed", "unknown_ca")]
+    sent = [Sent(5, "r", "stage")]
+    broken = Heard({"credentials": [], "active_tags": [42]})
+
+    ok = judge(STEP, sent, [right], state=STATE, states_seen=[STATE], timeout=1)
+    wrong_reason = judge(
+        STEP,
+        sent,
+        [[*right[:2], _report("health_failed", "timeout")]],
+        state=STATE,
+        states_seen=[],
+        timeout=1,
+    )
+    wrong_seq = judge(
+        STEP,
+        sent,
+        [[_report("received", seq=4), *right[1:]]],
+        state=STATE,
+        states_seen=[],
+        timeout=1,
+    )
+    dark = judge(STEP, sent, [right], state=STATE, states_seen=[broken, STATE], timeout=1)
+
+    assert ok.passed, ok.detail
+    assert ok.got == "received, staged, health_failed/unknown_ca -> active [42]"
+    assert not wrong_reason.passed
+    assert "reason 'timeout'" in wrong_reason.detail
+    assert not wrong_seq.passed
+    assert "names seq/rid/op [4, 'r', 'stage']" in wrong_seq.detail
+    assert not dark.passed
+    assert "active tags [42] hold no CA chain item" in dark.detail
+
+
+def test_a_refusal_before_the_signature_must_name_no_bundle() -> None:
+    """An unverified refusal that names a seq fails: a stranger's bundle cannot speak."""
+    step = Step(
+        name="foreign key",
+        proves="",
+        sends=(Send(op="rollback"),),
+        expects=(Expect(phases=("rejected",), reasons=frozenset({"unknown_key"}), named=False),),
+        trust=INITIAL,
+    )
+    named = _report("rejected", "unknown_key", seq=9, rid="", op="rollback")
+    anonymous = Heard({"phase": "rejected", "reason": "unknown_key", "seq": 0, "rollout_id": ""})
+
+    failed = judge(
+        step, [Sent(9, "", "rollback")], [[named]], state=STATE, states_seen=[], timeout=1
+    )
+    passed = judge(
+        step, [Sent(9, "", "rollback")], [[anonymous]], state=STATE, states_seen=[], timeout=1
+    )
+
+    assert not failed.passed
+    assert "must name none" in failed.detail
+    assert passed.passed, passed.detail
+
+
+def test_the_docs_list_every_step_and_only_real_options() -> None:
+    """docs/conformance.md names each step of the plan, and each option it shows exists."""
+    from orchestrator.conformance.cli import conformance  # noqa: PLC0415
+
+    doc = (REPO / "docs" / "conformance.md").read_text()
+    rows = set(re.findall(r"^\| ([^|]+?) \|", doc.replace("\\|", "¦"), re.M))
+    missing = [s.name for s in PLAN if s.name.replace("|", "¦") not in rows]
+    assert missing == []
+    source = inspect.getsource(conformance)
+    shown = set(re.findall(r"`(--[a-z-]+)", doc)) | set(
+        re.findall(r"certfleet conformance[^\n]*?(--[a-z-]+)", doc)
+    )
+    assert shown
+    unknown = [option for option in shown if f'"{option}"' not in source]
+    assert unknown == []
