@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -17,7 +18,10 @@ void harness_init(struct harness *h, bool tls_broker)
 	fake_world_init(&h->world);
 	h->world.now = h->ctx.now;
 	h->world.tls_broker = tls_broker;
-	fake_keystore_put(&h->world, ACTIVE_TAG, 0, FACTORY_CA);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/bundles/factory-ca.pem", CF_TEST_VECTORS);
+	fixture_read(path, (uint8_t *)h->factory_ca, sizeof(h->factory_ca) - 1);
+	fake_keystore_put(&h->world, ACTIVE_TAG, 0, h->factory_ca);
 	struct cf_device_ports ports = fake_ports(&h->world);
 	assert_int_equal(cf_device_init(&h->dev, h->ctx.device_id, &ports), -ENOENT);
 	assert_int_equal(cf_device_provision(&h->dev, h->ctx.keys, 1, active, 1), 0);

@@ -8,10 +8,10 @@
 
 #define ACTIVE_TAG 42
 #define SPARE_TAG 43
-#define FACTORY_CA "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
 
 struct harness {
 	struct fixture_context ctx;
+	char factory_ca[4097]; /* tests/vectors/bundles/factory-ca.pem */
 	struct fake_world world;
 	struct cf_device dev;
 	uint8_t buf[FIXTURE_MAX];

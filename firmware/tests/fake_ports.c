@@ -19,14 +19,10 @@ static void step(struct fake_world *w)
 {
 	w->steps++;
 	if (w->cut_at != 0 && w->steps == w->cut_at) {
-		w->online = true; /* after the reboot the modem comes up online */
+		/* after the reboot the device brings the modem up online */
+		w->online = w->keystore.online = true;
 		longjmp(*w->power_cut, 1);
 	}
-}
-
-static void item_path(const struct fake_world *w, uint32_t tag, uint8_t type, char *out, size_t len)
-{
-	snprintf(out, len, "%s/item-%u-%u", w->dir, (unsigned)tag, (unsigned)type);
 }
 
 static int ks_set_online(void *ctx, bool online)
@@ -34,92 +30,52 @@ static int ks_set_online(void *ctx, bool online)
 	struct fake_world *w = ctx;
 	step(w);
 	w->online = online;
-	return 0;
+	return cf_host_keystore_port(&w->keystore).set_online(&w->keystore, online);
 }
 
 static int ks_write(void *ctx, uint32_t tag, uint8_t type, const uint8_t *data, size_t len)
 {
 	struct fake_world *w = ctx;
-	char path[128];
 	step(w);
-	item_path(w, tag, type, path, sizeof(path));
-	if (w->online) {
-		return -EPERM;
-	}
-	if (access(path, F_OK) == 0) {
-		return -EALREADY;
-	}
-	if (w->writes_refused != 0) {
+	if (w->writes_refused != 0 && !w->keystore.online) {
 		return -w->writes_refused;
 	}
-	if (len > 4096 || len < 10 || memcmp(data, "-----BEGIN", 10) != 0) {
-		return -EINVAL; /* the modem refuses what is not PEM or over its limit */
-	}
-	FILE *f = fopen(path, "wb");
-	assert_non_null(f);
-	assert_int_equal(fwrite(data, 1, len, f), len);
-	fclose(f);
-	return 0;
+	return cf_host_keystore_port(&w->keystore).write(&w->keystore, tag, type, data, len);
 }
 
 static int ks_remove(void *ctx, uint32_t tag, uint8_t type)
 {
 	struct fake_world *w = ctx;
-	char path[128];
-	item_path(w, tag, type, path, sizeof(path));
-	if (access(path, F_OK) != 0) {
-		return w->online ? -EPERM : -ENOENT;
+	if (!fake_keystore_has(w, tag, type)) {
+		return w->keystore.online ? -EPERM : -ENOENT; /* changes nothing: not a step */
 	}
 	step(w);
-	if (w->online) {
-		return -EPERM;
-	}
-	assert_int_equal(unlink(path), 0);
-	return 0;
+	return cf_host_keystore_port(&w->keystore).remove(&w->keystore, tag, type);
 }
 
 static int ks_exists(void *ctx, uint32_t tag, uint8_t type, bool *exists)
 {
 	struct fake_world *w = ctx;
-	char path[128];
-	item_path(w, tag, type, path, sizeof(path));
-	*exists = access(path, F_OK) == 0;
-	return 0;
+	return cf_host_keystore_port(&w->keystore).exists(&w->keystore, tag, type, exists);
 }
 
 static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 {
-	(void)ctx, (void)tag, (void)type, (void)digest;
-	return -ENOTSUP;
+	struct fake_world *w = ctx;
+	return cf_host_keystore_port(&w->keystore).digest(&w->keystore, tag, type, digest);
 }
 
 static int record_load(void *ctx, uint8_t *buf, size_t len, size_t *out_len)
 {
 	struct fake_world *w = ctx;
-	char path[128];
-	snprintf(path, sizeof(path), "%s/record", w->dir);
-	FILE *f = fopen(path, "rb");
-	if (f == NULL) {
-		return -ENOENT;
-	}
-	*out_len = fread(buf, 1, len, f);
-	fclose(f);
-	return 0;
+	return cf_host_record_port(&w->record).load(&w->record, buf, len, out_len);
 }
 
 static int record_store(void *ctx, const uint8_t *buf, size_t len)
 {
 	struct fake_world *w = ctx;
-	char path[128], tmp[128];
 	step(w);
-	snprintf(path, sizeof(path), "%s/record", w->dir);
-	snprintf(tmp, sizeof(tmp), "%s/record.tmp", w->dir);
-	FILE *f = fopen(tmp, "wb");
-	assert_non_null(f);
-	assert_int_equal(fwrite(buf, 1, len, f), len);
-	fclose(f);
-	assert_int_equal(rename(tmp, path), 0);
-	return 0;
+	return cf_host_record_port(&w->record).store(&w->record, buf, len);
 }
 
 static uint64_t clock_now(void *ctx)
@@ -166,27 +122,40 @@ static int reconnect(void *ctx, const uint32_t *tags, size_t n_tags)
 
 void fake_world_init(struct fake_world *world)
 {
+	char path[128];
 	memset(world, 0, sizeof(*world));
 	snprintf(world->dir, sizeof(world->dir), "cf-test-XXXXXX");
 	assert_non_null(mkdtemp(world->dir));
-	world->online = true;
+	snprintf(path, sizeof(path), "%s/keystore", world->dir);
+	assert_int_equal(cf_host_keystore_init(&world->keystore, path), 0);
+	snprintf(path, sizeof(path), "%s/record", world->dir);
+	assert_int_equal(cf_host_record_init(&world->record, path), 0);
+	world->online = world->keystore.online = true;
 	world->probe_result = CF_REASON_OK;
+}
+
+static void remove_tree(const char *path)
+{
+	DIR *dir = opendir(path);
+	struct dirent *entry;
+	char child[512];
+	if (dir == NULL) {
+		unlink(path);
+		return;
+	}
+	while ((entry = readdir(dir)) != NULL) {
+		if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0) {
+			snprintf(child, sizeof(child), "%s/%s", path, entry->d_name);
+			remove_tree(child);
+		}
+	}
+	closedir(dir);
+	rmdir(path);
 }
 
 void fake_world_free(struct fake_world *world)
 {
-	DIR *dir = opendir(world->dir);
-	struct dirent *entry;
-	char path[512];
-	assert_non_null(dir);
-	while ((entry = readdir(dir)) != NULL) {
-		if (entry->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", world->dir, entry->d_name);
-			unlink(path);
-		}
-	}
-	closedir(dir);
-	rmdir(world->dir);
+	remove_tree(world->dir);
 }
 
 struct cf_device_ports fake_ports(struct fake_world *w)
@@ -202,12 +171,10 @@ struct cf_device_ports fake_ports(struct fake_world *w)
 
 void fake_keystore_put(struct fake_world *world, uint32_t tag, uint8_t type, const char *pem)
 {
-	char path[128];
-	item_path(world, tag, type, path, sizeof(path));
-	FILE *f = fopen(path, "wb");
-	assert_non_null(f);
-	fputs(pem, f);
-	fclose(f);
+	struct cf_keystore port = cf_host_keystore_port(&world->keystore);
+	assert_int_equal(port.set_online(port.ctx, false), 0);
+	assert_int_equal(port.write(port.ctx, tag, type, (const uint8_t *)pem, strlen(pem)), 0);
+	assert_int_equal(port.set_online(port.ctx, true), 0);
 }
 
 bool fake_keystore_has(struct fake_world *world, uint32_t tag, uint8_t type)

@@ -1,7 +1,7 @@
 /*
- * Port fakes for the device tests: a file-backed key store with the modem's rules,
- * a file-backed record stored by write-then-rename, a settable clock, probe and
- * transport, and a power cut that stops the device before its Nth port call.
+ * Ports for the device tests: the host port's file key store and record (the modem's
+ * rules, write-then-rename) wrapped so that power can be cut before the Nth call that
+ * changes something, and a settable clock, probe and transport.
  */
 #ifndef CF_TEST_FAKE_PORTS_H_
 #define CF_TEST_FAKE_PORTS_H_
@@ -11,12 +11,15 @@
 #include <stddef.h>
 
 #include "certfleet/device.h"
+#include "host_ports.h"
 
 #define FAKE_REPORTS_MAX 32
 
 struct fake_world {
 	char dir[64];		/* key store items and the record live here */
-	bool online;
+	struct cf_host_keystore keystore;
+	struct cf_host_record record;
+	bool online;		/* the key store's link, mirrored after each call */
 	int steps;		/* port calls that change something, so far */
 	int cut_at;		/* cut power before this step (0: never) */
 	jmp_buf *power_cut;	/* where a cut returns to */
@@ -36,7 +39,7 @@ void fake_world_init(struct fake_world *world);
 void fake_world_free(struct fake_world *world);
 /** The ports over `world`. */
 struct cf_device_ports fake_ports(struct fake_world *world);
-/** Put an item into the key store directly (factory provisioning). */
+/** Put an item into the key store (factory provisioning, offline then online). */
 void fake_keystore_put(struct fake_world *world, uint32_t tag, uint8_t type, const char *pem);
 /** Whether the key store holds an item. */
 bool fake_keystore_has(struct fake_world *world, uint32_t tag, uint8_t type);

@@ -3,8 +3,9 @@
 Run from the repository root: `.venv/bin/python firmware/tests/make_bundles.py`.
 It writes firmware/tests/vectors/bundles/: one `<name>.cbor` per case, `MANIFEST`
 (one line per case: name, the reason checks 1 to 12 of docs/protocol.md §4 give,
-and whether the orchestrator's `open_bundle` must agree) and `CONTEXT` (the device
-the bundles are for: id, clock, last accepted seq, trusted signer).
+and whether the orchestrator's `open_bundle` must agree), `CONTEXT` (the device
+the bundles are for: id, clock, last accepted seq, trusted signer) and
+`factory-ca.pem`, the CA the test device holds in its active sec_tag.
 
 Valid bundles come from `Bundle` + `encode_payload` + `sign1`, as the orchestrator
 sends them; invalid ones are payload maps or envelopes built by hand around the same
@@ -46,6 +47,7 @@ from orchestrator.protocol.limits import (
     PROBE_HOST_MAX_BYTES,
     RID_MAX_BYTES,
 )
+from simulator.pki import make_ca
 
 OUT = Path(__file__).resolve().parent / "vectors" / "bundles"
 DEVICE = "nrf-352656100000000"
@@ -72,7 +74,18 @@ def pem(size: int, label: str = "CERTIFICATE") -> str:
     return head + lines + tail
 
 
-CA = pem(600)
+def real_ca(name: str) -> str:
+    """A real P-256 root CA as PEM: the host key store parses certificates as the modem does."""
+    ca = make_ca(
+        name,
+        not_before=datetime(2026, 1, 1, tzinfo=UTC),
+        not_after=datetime(2036, 1, 1, tzinfo=UTC),
+    )
+    return ca.pem.decode()
+
+
+CA = real_ca("certfleet staged CA")
+FACTORY_CA = real_ca("certfleet factory CA")
 
 
 def bundle(op: str, seq: int = LAST_SEQ + 1, **fields: Any) -> Bundle:
@@ -706,6 +719,7 @@ def main() -> None:
         for name, k in zip(names, signers, strict=True)
     ]
     (OUT / "CONTEXT").write_text("".join(context))
+    (OUT / "factory-ca.pem").write_text(FACTORY_CA)
     print(f"{len(manifest)} bundles in {OUT.relative_to(Path.cwd())}")
 
 
