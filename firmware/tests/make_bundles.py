@@ -5,7 +5,8 @@ It writes firmware/tests/vectors/bundles/: one `<name>.cbor` per case, `MANIFEST
 (one line per case: name, the reason checks 1 to 12 of docs/protocol.md §4 give,
 and whether the orchestrator's `open_bundle` must agree), `CONTEXT` (the device
 the bundles are for: id, clock, last accepted seq, trusted signer) and
-`factory-ca.pem`, the CA the test device holds in its active sec_tag.
+`factory-ca.pem`, the CA the test device holds in its active sec_tag; and
+firmware/tests/vectors/tls/, server chains under the staged CA for the probe tests.
 
 Valid bundles come from `Bundle` + `encode_payload` + `sign1`, as the orchestrator
 sends them; invalid ones are payload maps or envelopes built by hand around the same
@@ -47,7 +48,7 @@ from orchestrator.protocol.limits import (
     PROBE_HOST_MAX_BYTES,
     RID_MAX_BYTES,
 )
-from simulator.pki import make_ca
+from simulator.pki import IssuedCA, issue_intermediate, issue_server_cert, make_ca
 
 OUT = Path(__file__).resolve().parent / "vectors" / "bundles"
 DEVICE = "nrf-352656100000000"
@@ -74,18 +75,50 @@ def pem(size: int, label: str = "CERTIFICATE") -> str:
     return head + lines + tail
 
 
-def real_ca(name: str) -> str:
-    """A real P-256 root CA as PEM: the host key store parses certificates as the modem does."""
-    ca = make_ca(
-        name,
-        not_before=datetime(2026, 1, 1, tzinfo=UTC),
-        not_after=datetime(2036, 1, 1, tzinfo=UTC),
+VALID_FROM = datetime(2026, 1, 1, tzinfo=UTC)
+VALID_TO = datetime(2036, 1, 1, tzinfo=UTC)
+
+
+def real_ca(name: str) -> IssuedCA:
+    """A real P-256 root CA: the host key store parses certificates as the modem does."""
+    return make_ca(name, not_before=VALID_FROM, not_after=VALID_TO)
+
+
+STAGED_CA = real_ca("certfleet staged CA")
+CA = STAGED_CA.pem.decode()
+FACTORY_CA = real_ca("certfleet factory CA").pem.decode()
+
+
+def write_tls_fixtures(out: Path) -> None:
+    """Server chains for the host probe's tests, all under the staged CA.
+
+    staged-ca.pem: the CA they lead to. server: valid for localhost; expired: its
+    validity ended in 2021; big: a leaf whose intermediates (big-chain.pem) make the
+    Certificate message larger than the modem's 4096 bytes.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    server = issue_server_cert(
+        STAGED_CA, hosts=("localhost",), not_before=VALID_FROM, not_after=VALID_TO
     )
-    return ca.pem.decode()
-
-
-CA = real_ca("certfleet staged CA")
-FACTORY_CA = real_ca("certfleet factory CA")
+    expired = issue_server_cert(
+        STAGED_CA,
+        hosts=("localhost",),
+        not_before=datetime(2020, 1, 1, tzinfo=UTC),
+        not_after=datetime(2021, 1, 1, tzinfo=UTC),
+    )
+    issuer, intermediates = STAGED_CA, list[IssuedCA]()
+    while sum(len(i.certificate.public_bytes(Encoding.DER)) + 3 for i in intermediates) < 4400:
+        issuer = issue_intermediate(
+            issuer, f"intermediate {len(intermediates)}", not_before=VALID_FROM, not_after=VALID_TO
+        )
+        intermediates.append(issuer)
+    big = issue_server_cert(issuer, hosts=("localhost",), not_before=VALID_FROM, not_after=VALID_TO)
+    chain = b"".join(i.pem for i in reversed(intermediates))
+    for name, cert in (("server", server), ("expired", expired), ("big", big)):
+        (out / f"{name}.pem").write_bytes(cert.pem)
+        (out / f"{name}.key").write_bytes(cert.key_pem)
+    (out / "big-chain.pem").write_bytes(chain)
+    (out / "staged-ca.pem").write_text(CA)
 
 
 def bundle(op: str, seq: int = LAST_SEQ + 1, **fields: Any) -> Bundle:
@@ -720,6 +753,7 @@ def main() -> None:
     ]
     (OUT / "CONTEXT").write_text("".join(context))
     (OUT / "factory-ca.pem").write_text(FACTORY_CA)
+    write_tls_fixtures(OUT.parent / "tls")
     print(f"{len(manifest)} bundles in {OUT.relative_to(Path.cwd())}")
 
 

@@ -13,6 +13,7 @@
 #include "certfleet/clock.h"
 #include "certfleet/keystore.h"
 #include "certfleet/message.h"
+#include "certfleet/probe.h"
 #include "certfleet/record.h"
 
 /** Room for all items together, as the simulator's modem gives (the real figure varies). */
@@ -42,6 +43,14 @@ int cf_host_keystore_read(struct cf_host_keystore *ks, uint32_t sec_tag, uint8_t
 /** `AT%CMNG=1` with `AT%CERTEXPIRY`: every item by (sec_tag, type); -ENOSPC past `max`. */
 int cf_host_keystore_list(struct cf_host_keystore *ks, struct cf_state_item *items, size_t max,
 			  size_t *n);
+
+/** The TLS health probe over Mbed TLS, trusting CA chains read from `keystore`. */
+struct cf_host_probe {
+	struct cf_host_keystore *keystore;
+	uint32_t timeout_ms; /**< for the whole handshake's reads */
+};
+
+struct cf_probe cf_host_probe_port(struct cf_host_probe *probe);
 
 /** A record in one file, replaced by write, fsync and rename. */
 struct cf_host_record {

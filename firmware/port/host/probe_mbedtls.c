@@ -1,0 +1,191 @@
+/*
+ * The host health probe (docs/protocol.md §6) with Mbed TLS: TLS 1.2, peer and
+ * hostname verified, trusting only the CA chains stored in the probe's sec_tags.
+ *
+ * Like the modem, it refuses a server Certificate message over 4096 bytes whatever the
+ * chain's validity: the received records are scanned as they arrive and the size is
+ * decided before verification is looked at (simulator/probe.py does the same).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "host_ports.h"
+
+#define RECORD_HANDSHAKE 22
+#define RECORD_CHANGE_CIPHER_SPEC 20
+#define HANDSHAKE_CERTIFICATE 11
+#define SCAN_MAX (20 * 1024)
+
+/* What the server sent before encryption, to find its Certificate message's size. */
+struct scan {
+	mbedtls_net_context *net;
+	uint8_t records[SCAN_MAX];
+	size_t len;
+};
+
+static int recv_scanned(void *ctx, unsigned char *buf, size_t len, uint32_t timeout)
+{
+	struct scan *scan = ctx;
+	int n = mbedtls_net_recv_timeout(scan->net, buf, len, timeout);
+	if (n > 0) {
+		size_t room = sizeof(scan->records) - scan->len;
+		size_t keep = (size_t)n < room ? (size_t)n : room;
+		memcpy(scan->records + scan->len, buf, keep);
+		scan->len += keep;
+	}
+	return n;
+}
+
+static int send_scanned(void *ctx, const unsigned char *buf, size_t len)
+{
+	return mbedtls_net_send(((struct scan *)ctx)->net, buf, len);
+}
+
+/* The body length of the server's Certificate message, or 0 if none was seen. */
+static size_t certificate_bytes(const struct scan *scan)
+{
+	static uint8_t messages[SCAN_MAX];
+	size_t n = 0, at = 0;
+
+	while (at + 5 <= scan->len) {
+		size_t len = (size_t)scan->records[at + 3] << 8 | scan->records[at + 4];
+		size_t whole = at + 5 + len <= scan->len ? len : scan->len - at - 5;
+		if (scan->records[at] == RECORD_CHANGE_CIPHER_SPEC) {
+			break;
+		}
+		if (scan->records[at] == RECORD_HANDSHAKE) {
+			memcpy(messages + n, scan->records + at + 5, whole);
+			n += whole;
+		}
+		at += 5 + len;
+	}
+	for (at = 0; at + 4 <= n;) {
+		size_t len = (size_t)messages[at + 1] << 16 | (size_t)messages[at + 2] << 8 |
+			     messages[at + 3];
+		if (messages[at] == HANDSHAKE_CERTIFICATE) {
+			return len;
+		}
+		at += 4 + len;
+	}
+	return 0;
+}
+
+/* The CA chains of the probe's sec_tags, parsed; -ENOENT when none holds one. */
+static int load_trust(struct cf_host_keystore *ks, const uint32_t *tags, size_t n,
+		      mbedtls_x509_crt *trust)
+{
+	static uint8_t pem[CF_CA_CHAIN_MAX_BYTES + 1];
+	size_t loaded = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t len = 0;
+		if (cf_host_keystore_read(ks, tags[i], CF_CRED_TYPE_CA_CHAIN, pem, sizeof(pem) - 1,
+					  &len) != 0) {
+			continue;
+		}
+		pem[len] = '\0';
+		if (mbedtls_x509_crt_parse(trust, pem, len + 1) == 0) {
+			loaded++;
+		}
+	}
+	return loaded > 0 ? 0 : -ENOENT;
+}
+
+static enum cf_reason verify_reason(uint32_t flags)
+{
+	if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) {
+		return CF_REASON_EXPIRED;
+	}
+	if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+		return CF_REASON_UNKNOWN_CA;
+	}
+	return CF_REASON_HANDSHAKE_ERROR; /* hostname mismatch, key usage, ... */
+}
+
+static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, uint16_t port,
+				const uint32_t *tags, size_t n_tags)
+{
+	struct cf_host_probe *probe = ctx;
+	static struct scan scan;
+	char hostname[CF_PROBE_HOST_MAX_BYTES + 1], service[8];
+	mbedtls_net_context net;
+	mbedtls_entropy_context entropy;
+	mbedtls_ctr_drbg_context drbg;
+	mbedtls_ssl_config conf;
+	mbedtls_ssl_context ssl;
+	mbedtls_x509_crt trust;
+	enum cf_reason reason = CF_REASON_HANDSHAKE_ERROR;
+	int ret;
+
+	if (host_len > CF_PROBE_HOST_MAX_BYTES || memchr(host, '\0', host_len) != NULL) {
+		return CF_REASON_HANDSHAKE_ERROR;
+	}
+	memcpy(hostname, host, host_len);
+	hostname[host_len] = '\0';
+	snprintf(service, sizeof(service), "%u", (unsigned)port);
+	mbedtls_net_init(&net);
+	mbedtls_entropy_init(&entropy);
+	mbedtls_ctr_drbg_init(&drbg);
+	mbedtls_ssl_config_init(&conf);
+	mbedtls_ssl_init(&ssl);
+	mbedtls_x509_crt_init(&trust);
+	memset(&scan, 0, sizeof(scan));
+	scan.net = &net;
+
+	if (load_trust(probe->keystore, tags, n_tags, &trust) != 0) {
+		reason = CF_REASON_UNKNOWN_CA; /* nothing to trust: no chain can lead to a CA */
+		goto out;
+	}
+	if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, NULL, 0) != 0 ||
+	    mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+					MBEDTLS_SSL_PRESET_DEFAULT) != 0) {
+		goto out;
+	}
+	mbedtls_ssl_conf_min_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_max_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	mbedtls_ssl_conf_ca_chain(&conf, &trust, NULL);
+	mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+	mbedtls_ssl_conf_read_timeout(&conf, probe->timeout_ms);
+	if (mbedtls_ssl_setup(&ssl, &conf) != 0 || mbedtls_ssl_set_hostname(&ssl, hostname) != 0) {
+		goto out;
+	}
+	if (mbedtls_net_connect(&net, hostname, service, MBEDTLS_NET_PROTO_TCP) != 0) {
+		goto out; /* refused, unreachable, no such host */
+	}
+	mbedtls_ssl_set_bio(&ssl, &scan, send_scanned, NULL, recv_scanned);
+	do {
+		ret = mbedtls_ssl_handshake(&ssl);
+	} while (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE);
+
+	if (certificate_bytes(&scan) > CF_CA_CHAIN_MAX_BYTES) {
+		reason = CF_REASON_CHAIN_TOO_LARGE;
+	} else if (ret == 0) {
+		reason = CF_REASON_OK;
+		mbedtls_ssl_close_notify(&ssl);
+	} else if (ret == MBEDTLS_ERR_SSL_TIMEOUT) {
+		reason = CF_REASON_TIMEOUT;
+	} else if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+		reason = verify_reason(mbedtls_ssl_get_verify_result(&ssl));
+	}
+out:
+	mbedtls_ssl_free(&ssl);
+	mbedtls_ssl_config_free(&conf);
+	mbedtls_ctr_drbg_free(&drbg);
+	mbedtls_entropy_free(&entropy);
+	mbedtls_x509_crt_free(&trust);
+	mbedtls_net_free(&net);
+	return reason;
+}
+
+struct cf_probe cf_host_probe_port(struct cf_host_probe *probe)
+{
+	return (struct cf_probe){probe, probe_run};
+}
