@@ -34,6 +34,12 @@ DOCS = {
     "certfleet_devices": "(device, sec_tag) pairs of the last scan, by expiry class.",
     "certfleet_devices_reported": "Devices that have reported their credentials.",
     "certfleet_rollouts": "Rollouts (the newest 1000), by state.",
+    "certfleet_library_evicted_total": (
+        "Credential library entries evicted from a device's share (over 16 per device)."
+    ),
+    "certfleet_rollback_verified_by_inventory_total": (
+        "Devices that refused their rollback's undo and whose inventory showed the new CA gone."
+    ),
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
@@ -82,7 +88,12 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every metric, read from Redis now."""
-        computed = [self._devices(), self._devices_reported(), self._rollouts()]
+        computed = [
+            self._devices(),
+            self._devices_reported(),
+            self._rollouts(),
+            self._library_evicted(),
+        ]
         taken = {family.name for family in computed}
         yield from computed
         yield from self._shared(taken)
@@ -103,6 +114,13 @@ class FleetCollector(Collector):
             "certfleet_devices_reported",
             DOCS["certfleet_devices_reported"],
             value=self._container.inventory.device_count(),
+        )
+
+    def _library_evicted(self) -> Metric:
+        return CounterMetricFamily(
+            "certfleet_library_evicted",
+            DOCS["certfleet_library_evicted_total"],
+            value=self._container.library.evicted(),
         )
 
     def _rollouts(self) -> Metric:

@@ -692,6 +692,8 @@ def test_metrics_count_webhooks_and_show_the_fleet(
     assert families["certfleet_webhooks"].type == "counter"
     assert families["certfleet_scan_duration_seconds"].type == "gauge"
     assert families["certfleet_devices_reported"].samples[0].value == 0
+    assert families["certfleet_library_evicted"].type == "counter"
+    assert families["certfleet_library_evicted"].samples[0].value == 0
     rollouts = {s.labels["state"]: s.value for s in families["certfleet_rollouts"].samples}
     assert rollouts["running"] == 1
     assert rollouts["completed"] == 0
