@@ -1,0 +1,242 @@
+/*
+ * libmosquitto transport; see transport_mosquitto.h. The network runs on
+ * libmosquitto's thread; the device runs on the caller's, which waits on a condition
+ * variable for PUBACKs and bundles, so no callback ever blocks the network.
+ */
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "certfleet/message.h"
+#include "transport_mosquitto.h"
+
+#define SESSION_EXPIRY_SECONDS (7 * 86400)
+#define RECEIVE_MAXIMUM 4
+#define STATE_ITEMS_MAX 32
+
+static void deadline_in(struct timespec *at, uint32_t ms)
+{
+	clock_gettime(CLOCK_REALTIME, at);
+	at->tv_sec += ms / 1000;
+	at->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (at->tv_nsec >= 1000000000L) {
+		at->tv_sec++;
+		at->tv_nsec -= 1000000000L;
+	}
+}
+
+static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
+		       const mosquitto_property *props)
+{
+	struct cf_host_mqtt *m = ctx;
+	(void)flags, (void)props;
+	if (rc != 0) {
+		return;
+	}
+	mosquitto_subscribe_v5(mosq, NULL, m->bundle_topic, 1, 0, NULL);
+	pthread_mutex_lock(&m->lock);
+	m->connected = true;
+	m->state_due = true;
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
+			  const mosquitto_property *props)
+{
+	struct cf_host_mqtt *m = ctx;
+	(void)mosq, (void)rc, (void)props;
+	pthread_mutex_lock(&m->lock);
+	m->connected = false;
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
+		       const mosquitto_property *props)
+{
+	struct cf_host_mqtt *m = ctx;
+	(void)mosq, (void)props;
+	pthread_mutex_lock(&m->lock);
+	/* a PUBACK with a failure reason code is not an acknowledgement */
+	m->acked[m->n_acked++ % (sizeof(m->acked) / sizeof(m->acked[0]))] = reason < 0x80 ? mid : -1;
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg,
+		       const mosquitto_property *props)
+{
+	struct cf_host_mqtt *m = ctx;
+	(void)mosq, (void)props;
+	if (strcmp(msg->topic, m->bundle_topic) != 0 || msg->payloadlen < 0) {
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	if (m->inbox_count < CF_HOST_INBOX) {
+		size_t slot = (m->inbox_head + m->inbox_count++) % CF_HOST_INBOX;
+		size_t len = (size_t)msg->payloadlen;
+		memcpy(m->inbox[slot], msg->payload, len < CF_BUNDLE_MAX_BYTES ? len : CF_BUNDLE_MAX_BYTES);
+		m->inbox_len[slot] = len;
+	} else {
+		fprintf(stderr, "certfleet-device: inbox full, a bundle was dropped\n");
+	}
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static bool was_acked(const struct cf_host_mqtt *m, int mid)
+{
+	size_t n = sizeof(m->acked) / sizeof(m->acked[0]);
+	for (size_t i = 0; i < n && i < m->n_acked; i++) {
+		if (m->acked[i] == mid) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Publish QoS 1 and wait for the PUBACK. */
+static int publish_acked(struct cf_host_mqtt *m, const char *topic, const char *payload, size_t len)
+{
+	struct timespec deadline;
+	int mid = 0, err = 0;
+
+	pthread_mutex_lock(&m->lock);
+	if (!m->connected) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENOTCONN;
+	}
+	if (mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, 1, false, NULL) !=
+	    MOSQ_ERR_SUCCESS) {
+		pthread_mutex_unlock(&m->lock);
+		return -EIO;
+	}
+	deadline_in(&deadline, m->ack_timeout_ms);
+	while (!was_acked(m, mid) && err == 0) {
+		err = pthread_cond_timedwait(&m->changed, &m->lock, &deadline);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return err == 0 ? 0 : -ETIMEDOUT;
+}
+
+static int publish_state(struct cf_host_mqtt *m)
+{
+	static struct cf_state_item items[STATE_ITEMS_MAX];
+	static char json[CF_STATE_JSON_MAX(STATE_ITEMS_MAX)];
+	size_t n = 0, len = 0;
+	const struct cf_state *st = &m->device->state;
+	int err = cf_host_keystore_list(m->keystore, items, STATE_ITEMS_MAX, &n);
+
+	if (err == 0) {
+		err = cf_state_json(m->device->device_id, (uint64_t)time(NULL), items, n, st->active,
+				    st->n_active, json, sizeof(json), &len);
+	}
+	return err != 0 ? err : publish_acked(m, m->state_topic, json, len);
+}
+
+int cf_host_mqtt_publish_state_if_due(struct cf_host_mqtt *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool due = m->state_due && m->connected;
+	m->state_due = false;
+	pthread_mutex_unlock(&m->lock);
+	if (!due) {
+		return 0;
+	}
+	int err = publish_state(m);
+	if (err != 0) {
+		pthread_mutex_lock(&m->lock);
+		m->state_due = true; /* try again on the next turn */
+		pthread_mutex_unlock(&m->lock);
+	}
+	return err;
+}
+
+static int publish_report(void *ctx, const struct cf_report *report)
+{
+	struct cf_host_mqtt *m = ctx;
+	static char json[CF_REPORT_JSON_MAX];
+	size_t len = 0;
+
+	/* §2: a change of the active list is in the inventory before the report says so */
+	if (report->phase == CF_PHASE_COMMITTED || report->phase == CF_PHASE_ROLLED_BACK ||
+	    report->phase == CF_PHASE_RETIRED || report->phase == CF_PHASE_FALLBACK) {
+		publish_state(m);
+	}
+	int err = cf_report_json(report, m->device->device_id, json, sizeof(json), &len);
+	return err != 0 ? err : publish_acked(m, m->report_topic, json, len);
+}
+
+size_t cf_host_mqtt_next_bundle(struct cf_host_mqtt *m, uint8_t *buf, uint32_t wait_ms)
+{
+	struct timespec deadline;
+	size_t len = 0;
+
+	deadline_in(&deadline, wait_ms);
+	pthread_mutex_lock(&m->lock);
+	while (m->inbox_count == 0 &&
+	       pthread_cond_timedwait(&m->changed, &m->lock, &deadline) == 0) {
+	}
+	if (m->inbox_count > 0) {
+		len = m->inbox_len[m->inbox_head];
+		memcpy(buf, m->inbox[m->inbox_head], len < CF_BUNDLE_MAX_BYTES ? len : CF_BUNDLE_MAX_BYTES);
+		m->inbox_head = (m->inbox_head + 1) % CF_HOST_INBOX;
+		m->inbox_count--;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return len;
+}
+
+int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const char *prefix,
+		       const struct cf_device *device, struct cf_host_keystore *keystore)
+{
+	mosquitto_property *props = NULL;
+	const char *id = device->device_id;
+
+	m->device = device;
+	m->keystore = keystore;
+	m->ack_timeout_ms = m->ack_timeout_ms != 0 ? m->ack_timeout_ms : 10000;
+	if (snprintf(m->report_topic, CF_HOST_TOPIC_MAX, "%s/%s/report", prefix, id) >= CF_HOST_TOPIC_MAX ||
+	    snprintf(m->state_topic, CF_HOST_TOPIC_MAX, "%s/%s/state", prefix, id) >= CF_HOST_TOPIC_MAX ||
+	    snprintf(m->bundle_topic, CF_HOST_TOPIC_MAX, "%s/%s/bundle", prefix, id) >= CF_HOST_TOPIC_MAX) {
+		return -ENAMETOOLONG;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->changed, NULL);
+	mosquitto_lib_init();
+	m->mosq = mosquitto_new(id, false, m); /* Clean Start 0: the session outlives us */
+	if (m->mosq == NULL) {
+		return -ENOMEM;
+	}
+	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
+	mosquitto_message_v5_callback_set(m->mosq, on_message);
+	mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
+	mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_SECONDS);
+	mosquitto_property_add_int16(&props, MQTT_PROP_RECEIVE_MAXIMUM, RECEIVE_MAXIMUM);
+	int rc = mosquitto_connect_bind_v5(m->mosq, host, port, 60, NULL, props);
+	mosquitto_property_free_all(&props);
+	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
+		return -ECONNREFUSED;
+	}
+	return mosquitto_loop_start(m->mosq) == MOSQ_ERR_SUCCESS ? 0 : -EIO;
+}
+
+void cf_host_mqtt_stop(struct cf_host_mqtt *m)
+{
+	mosquitto_disconnect_v5(m->mosq, 0, NULL);
+	mosquitto_loop_stop(m->mosq, false);
+	mosquitto_destroy(m->mosq);
+	mosquitto_lib_cleanup();
+}
+
+struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m)
+{
+	return (struct cf_transport){m, publish_report, NULL};
+}

@@ -1,0 +1,58 @@
+/*
+ * The host transport over libmosquitto: MQTT 5, client id = device id, Clean Start 0
+ * with a 7-day session, Receive Maximum 4, the bundle topic subscribed QoS 1 after
+ * every CONNECT, reports and states published QoS 1 and awaited until PUBACK.
+ */
+#ifndef CERTFLEET_TRANSPORT_MOSQUITTO_H_
+#define CERTFLEET_TRANSPORT_MOSQUITTO_H_
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "certfleet/device.h"
+#include "host_ports.h"
+
+/** Bundles held between the network thread and the device (the broker sends at most 4
+ * unacknowledged; libmosquitto acknowledges on receipt, so a burst can hold more). */
+#define CF_HOST_INBOX 16
+#define CF_HOST_TOPIC_MAX 192
+
+struct cf_host_mqtt {
+	struct mosquitto *mosq;
+	const struct cf_device *device; /**< whose state the state message tells */
+	struct cf_host_keystore *keystore;
+	char report_topic[CF_HOST_TOPIC_MAX];
+	char state_topic[CF_HOST_TOPIC_MAX];
+	char bundle_topic[CF_HOST_TOPIC_MAX];
+	uint32_t ack_timeout_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	bool connected;
+	bool state_due;	    /**< a CONNECT happened: publish the state */
+	int acked[32];	    /**< message ids the broker acknowledged, a ring */
+	size_t n_acked;
+	size_t inbox_head, inbox_count;
+	size_t inbox_len[CF_HOST_INBOX];
+	uint8_t inbox[CF_HOST_INBOX][CF_BUNDLE_MAX_BYTES];
+};
+
+/** Connect (in the background, reconnecting by itself) and subscribe. */
+int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const char *prefix,
+		       const struct cf_device *device, struct cf_host_keystore *keystore);
+/** Disconnect and stop the network thread. */
+void cf_host_mqtt_stop(struct cf_host_mqtt *m);
+/**
+ * Take the oldest received bundle, waiting up to `wait_ms`.
+ *
+ * @return its length (which may exceed CF_BUNDLE_MAX_BYTES: only the first bytes are
+ *         kept, check 1 refuses it unread), or 0 when none came.
+ */
+size_t cf_host_mqtt_next_bundle(struct cf_host_mqtt *m, uint8_t *buf, uint32_t wait_ms);
+/** Publish the state message if a CONNECT made one due; 0 or a negative errno. */
+int cf_host_mqtt_publish_state_if_due(struct cf_host_mqtt *m);
+/** The transport port (no TLS to the broker yet: reconnect is NULL). */
+struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m);
+
+#endif /* CERTFLEET_TRANSPORT_MOSQUITTO_H_ */

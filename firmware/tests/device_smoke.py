@@ -1,0 +1,143 @@
+"""certfleet-device on a real mosquitto with a real TLS endpoint: stage, commit, kill, rollback.
+
+`make -C firmware test` runs it with the project's .venv (ctest `device_smoke`):
+`device_smoke.py BINARY WORKDIR`. Bundles are signed with the project's encoder and
+the fixture signer of make_bundles.py; the staged CA is fresh and `openssl s_server`
+serves a chain under it on a free loopback port, so the device's probe passes for real.
+What must hold: every report parses as the listener's `ReportMessage`, in the order of
+docs/protocol.md §5; a commit's state (active list 42, 43) arrives before `committed`;
+after a SIGKILL the restarted device resumes from its record and states the same list;
+the rollback returns it to 42 alone.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import make_bundles as mb
+
+from orchestrator.domain.credentials import CredentialType
+from orchestrator.protocol.bundle import Credential, Probe
+from orchestrator.protocol.report import parse_report
+from orchestrator.protocol.state import parse_state
+from simulator.pki import issue_server_cert, make_ca
+from simulator.services import free_port, start_mosquitto
+
+TIMEOUT_S = 20.0
+
+
+class Watcher:
+    """Every state and report the device publishes, in arrival order."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"certfleet/{mb.DEVICE}/state", qos=1)
+        self.client.subscribe(f"certfleet/{mb.DEVICE}/report", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        kind = message.topic.rsplit("/", 1)[1]
+        parse = parse_report if kind == "report" else parse_state
+        parse(bytes(message.payload), topic_device_id=mb.DEVICE)  # the listener's own validation
+        self.messages.put((kind, json.loads(message.payload)))
+
+    def send(self, bundle: bytes) -> None:
+        self.client.publish(f"certfleet/{mb.DEVICE}/bundle", bundle, qos=1).wait_for_publish(5)
+
+    def expect(self, *steps: str) -> None:
+        """Wait for these messages in order: `state:<active list>` or a report phase."""
+        for step in steps:
+            kind, body = self.messages.get(timeout=TIMEOUT_S)
+            got = f"state:{body['active_tags']}" if kind == "state" else body["phase"]
+            if got != step:
+                raise SystemExit(f"expected {step}, got {got}: {body}")
+
+
+def start_device(
+    binary: str, workdir: Path, broker: int, factory_ca: Path
+) -> subprocess.Popen[bytes]:
+    signer = f"{mb.KID.hex()}:{mb.point(mb.KEY).hex()}"
+    argv = [binary, "--dir", str(workdir / "device"), "--device-id", mb.DEVICE]
+    argv += ["--port", str(broker), "--clock", str(mb.NOW), "--probe-timeout-ms", "5000"]
+    argv += ["--signer", signer, "--ca", f"42={factory_ca}", "--active", "42"]
+    log = (workdir / "device.log").open("ab")
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 -- our binary
+
+
+def tls_endpoint(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    """openssl s_server for localhost under a fresh CA; returns it, its port, the CA PEM."""
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), mb.VALID_TO
+    ca = make_ca("smoke staged CA", not_before=start, not_after=end)
+    server = issue_server_cert(ca, hosts=("localhost",), not_before=start, not_after=end)
+    (workdir / "server.pem").write_bytes(server.pem)
+    (workdir / "server.key").write_bytes(server.key_pem)
+    port = free_port("127.0.0.1")
+    argv = ["openssl", "s_server", "-quiet", "-tls1_2", "-accept", f"127.0.0.1:{port}"]
+    argv += ["-cert", str(workdir / "server.pem"), "-key", str(workdir / "server.key")]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    return process, port, ca.pem.decode()
+
+
+def main(binary: str, workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh device, broker and endpoint
+    workdir.mkdir(parents=True)
+    factory_ca = workdir / "factory-ca.pem"
+    factory_ca.write_text(mb.FACTORY_CA)
+    broker = start_mosquitto(workdir / "mosquitto")
+    tls, tls_port, staged_ca = tls_endpoint(workdir)
+    device = None
+    try:
+        watcher = Watcher(broker.port)
+        device = start_device(binary, workdir, broker.port, factory_ca)
+        watcher.expect("state:[42]")
+        stage = mb.bundle(
+            "stage",
+            credentials=(Credential(CredentialType.CA_CHAIN, staged_ca),),
+            probe=Probe(host="localhost", port=tls_port, tags=(43,)),
+        )
+        watcher.send(mb.from_bundle(stage))
+        watcher.expect("received", "staged", "health_ok")
+        watcher.send(mb.from_bundle(mb.bundle("commit", seq=stage.seq + 1)))
+        watcher.expect("received", "state:[42, 43]", "committed")
+        device.send_signal(signal.SIGKILL)
+        device.wait()
+        device = start_device(binary, workdir, broker.port, factory_ca)
+        watcher.expect("state:[42, 43]")
+        watcher.send(mb.from_bundle(mb.bundle("rollback", seq=stage.seq + 2)))
+        watcher.expect("received", "state:[42]", "rolled_back")
+        watcher.send(mb.from_bundle(mb.bundle("rollback", seq=stage.seq + 3)))
+        watcher.expect("rejected")
+        print("device_smoke: stage, commit, restart after SIGKILL, rollback: all as expected")
+    except (queue.Empty, SystemExit):
+        print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        if device is not None:
+            device.terminate()
+            device.wait(timeout=10)
+        tls.terminate()
+        tls.wait(timeout=10)
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
