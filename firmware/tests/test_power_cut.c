@@ -1,8 +1,9 @@
 /*
  * A power cut before any port call of every op, then a reboot from the persisted
- * record and the key store: the device always ends with a working trust set (1 to 7
- * active tags, each holding a CA chain, no delete left pending), and a stage cut
- * before its probe passed leaves nothing in the spare tag.
+ * record and the key store, itself cut before each of its steps in turn: the device
+ * always ends with a working trust set (1 to 7 active tags, each holding a CA chain,
+ * no delete left pending), and a stage cut before its probe passed leaves nothing in
+ * the spare tag.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -42,6 +43,28 @@ static void run(const char *const *steps)
 	}
 }
 
+/*
+ * Reboot after a cut, cutting power again before each step of the recovery in turn:
+ * recovery must itself survive a power cut and end the same way.
+ */
+static void reboot_through_cuts(size_t scenario, int first_cut)
+{
+	for (int again = 1;; again++) {
+		jmp_buf power_cut;
+		h.world.power_cut = &power_cut;
+		h.world.steps = 0;
+		h.world.cut_at = again;
+		if (setjmp(power_cut) == 0) {
+			harness_reboot(&h);
+			h.world.cut_at = 0;
+			return; /* the recovery ended before step `again` */
+		}
+		if (again >= 50) {
+			fail_msg("scenario %zu, cut at %d: recovery never ends", scenario, first_cut);
+		}
+	}
+}
+
 static void cut_everywhere(bool tls_broker)
 {
 	for (size_t s = 0; s < sizeof(scenarios) / sizeof(scenarios[0]); s++) {
@@ -56,8 +79,7 @@ static void cut_everywhere(bool tls_broker)
 				run(scenarios[s]);
 				completed = 1; /* the run ended before step `cut`: all cuts done */
 			}
-			h.world.cut_at = 0;
-			harness_reboot(&h);
+			reboot_through_cuts(s, cut);
 			harness_assert_trust_works(&h);
 			if (h.dev.state.stage_phase != CF_STAGE_HEALTHY &&
 			    !(h.dev.state.n_active == 2 || h.dev.state.active[0] == SPARE_TAG)) {
