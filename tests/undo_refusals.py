@@ -227,10 +227,23 @@ def another_rejection_of_the_rollback_is_no_undo_refusal(bench: UndoBench) -> No
     assert bench.state("a") is D.ROLLBACK_SENT
 
 
+def a_refusal_after_the_rollback_ended_is_still_checked(bench: UndoBench) -> None:
+    """A device that answers nothing_to_undo after the rollback's deadline ended it is
+    checked against its inventory too (the listener's evaluation of the ended rollout)."""
+    late = NOW + timedelta(hours=1)
+    assert evaluate_rollout(bench.deps, RID, now=late) == RolloutState.ROLLED_BACK.value
+    bench.reports_state("a", new_ca_in=None)
+    bench.answer("a", "rejected", "nothing_to_undo")
+    assert bench.state("a") is D.UNDO_REFUSED
+    assert evaluate_rollout(bench.deps, RID, now=late) == RolloutState.ROLLED_BACK.value
+    assert bench.state("a") is D.ROLLED_BACK
+
+
 SCENARIOS: tuple[UndoScenario, ...] = (
     a_refused_undo_whose_inventory_shows_no_new_ca_counts_as_rolled_back,
     a_superseded_device_still_trusting_the_new_ca_stays_undo_refused,
     a_device_without_a_reported_active_list_is_not_verified,
     an_undo_refusal_must_answer_the_rollback_bundle,
     another_rejection_of_the_rollback_is_no_undo_refusal,
+    a_refusal_after_the_rollback_ended_is_still_checked,
 )

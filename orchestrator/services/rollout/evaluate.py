@@ -27,7 +27,12 @@ from orchestrator.services.rollout.deps import (
     batched,
     load,
 )
-from orchestrator.services.rollout.rollback import abort_rollout, evaluate_rollback, finish
+from orchestrator.services.rollout.rollback import (
+    abort_rollout,
+    evaluate_rollback,
+    finish,
+    verify_by_inventory,
+)
 
 __all__ = ["COMMIT_RESEND_SECONDS", "commit_healthy", "evaluate_rollout", "tick_rollouts"]
 
@@ -60,6 +65,8 @@ def _evaluate(deps: RolloutDeps, rollout: Rollout, *, now: datetime, actor: str)
     if rollout.ended:
         if rollout.finished_at is None:  # the worker that ended it died before cleaning up
             finish(deps, rollout, state, now=now, actor=actor)
+        if state is RolloutState.ROLLED_BACK:  # a refusal that came after the deadline
+            verify_by_inventory(deps, rollout, now=now)
         return state.value
     if state is RolloutState.PAUSED:
         commit_healthy(deps, rollout, rollout.current, now=now)
