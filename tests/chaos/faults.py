@@ -29,6 +29,9 @@ from typing import Any
 
 import redis
 
+from orchestrator.bootstrap import bootstrap
+from orchestrator.config import Settings
+from orchestrator.services.rollout.commands import rollout_status
 from tests.chaos.stack import ChaosStack, chaos_stack
 from tests.chaos.witness import Witness, recorded_reports
 from tests.e2e.stack import sizes_add_up
@@ -40,6 +43,8 @@ ENDED = ("completed", "completed_with_timeouts", "rolled_back")
 MID_WAVE = 2
 """The index of the 50 % wave."""
 DEVICE_TIMEOUT = 30
+AFTER_EXIT_SECONDS = 60
+"""How long a rollout may still end after a process it needs exited."""
 
 
 def _broker_kill(chaos: ChaosStack) -> None:
@@ -88,6 +93,8 @@ class FaultResult:
     recorded: int = 0
     lost: int = 0
     """Reports the witness saw that Redis never recorded."""
+    injected_at: str = ""
+    """Where the rollout stood when the fault was injected."""
     converge_seconds: float | None = None
     """From the fault to the rollout's end."""
     rollout_seconds: float | None = None
@@ -103,8 +110,7 @@ def _status(chaos: ChaosStack, rollout_id: str) -> dict[str, Any] | None:
     return status
 
 
-def _create(chaos: ChaosStack, name: str) -> str:
-    push_rate = max(2.0, chaos.count / 15)  # the 50 % wave takes about six seconds to send
+def _create(chaos: ChaosStack, name: str, push_rate: float) -> str:
     done = chaos.stack.run(
         *("rollout", "create", "--kind", "trust.replace", "--ca", str(chaos.stack.dir / "ca2.pem")),
         *("--tag", "42", "--spare-tag", "43", "--probe", f"127.0.0.1:{chaos.stack.probe_port}"),
@@ -118,26 +124,46 @@ def _create(chaos: ChaosStack, name: str) -> str:
 
 
 def _mid_wave(chaos: ChaosStack, rollout_id: str) -> dict[str, Any]:
-    """Wait until half of the 50 % wave left `pending`."""
+    """Wait until half of the 50 % wave was sent, polled in-process every 0.1 s.
+
+    A wave's stage bundles go out in one push and its devices answer within seconds;
+    the CLI takes about a second per call on a busy machine, too slow to find the
+    middle, so this one poll reads the status as `rollout status --json` makes it.
+    """
+    env = chaos.env
+    settings = Settings(
+        redis_url=env["CERTFLEET_REDIS_URL"],
+        mqtt_host=env["CERTFLEET_MQTT_HOST"],
+        mqtt_port=int(env["CERTFLEET_MQTT_PORT"]),
+        signing_key_file=Path(env["CERTFLEET_SIGNING_KEY_FILE"]),
+    )
+    container = bootstrap(settings, logging=False)
 
     def probe() -> dict[str, Any] | None:
-        status = _status(chaos, rollout_id)
-        if status is None or status["state"] in ENDED:
+        status = rollout_status(container.rollout_deps(), rollout_id)
+        if status["state"] in ENDED or status["current_wave"] > MID_WAVE:
             return status
         wave = status["waves"][MID_WAVE]
         sent = wave["size"] - wave["counts"]["pending"]
-        return status if status["current_wave"] >= MID_WAVE and 2 * sent >= wave["size"] else None
+        return status if status["current_wave"] == MID_WAVE and 2 * sent >= wave["size"] else None
 
-    return wait_until(probe, timeout=300, interval=0.2, what="the middle of the 50% wave")
+    try:
+        return wait_until(probe, timeout=300, interval=0.1, what="the middle of the 50% wave")
+    finally:
+        container.close()
 
 
 def _until_ended(chaos: ChaosStack, rollout_id: str, timeout: float) -> dict[str, Any] | None:
+    """The status once the rollout ended; the last one seen after `timeout`, or a minute
+    after a worker, beat or listener exited (nothing restarts it, so nothing moves on)."""
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
         status = _status(chaos, rollout_id) or status
         if status is not None and status["state"] in ENDED:
             return status
+        if chaos.exited():
+            deadline = min(deadline, time.monotonic() + AFTER_EXIT_SECONDS)
         time.sleep(1.0)
     return status
 
@@ -227,31 +253,54 @@ def _count_lost(chaos: ChaosStack, witness: Witness, result: FaultResult) -> Non
         result.problems.append(f"{len(lost)} reports never reached Redis: {lost[:5]}")
 
 
-def run_fault(base: Path, fault: str, count: int, *, end_timeout: float = 300) -> FaultResult:
-    """Run one fault on a fresh stack of `count` devices; its figures and findings."""
+def _where(status: dict[str, Any]) -> str:
+    wave = status["waves"][MID_WAVE]
+    sent = wave["size"] - wave["counts"]["pending"]
+    return (
+        f"wave {status['current_wave'] + 1} of {len(status['waves'])}; of the 50% wave's "
+        f"{wave['size']} devices {sent} sent, {wave['counts']['committed']} committed"
+    )
+
+
+def run_fault(
+    base: Path, fault: str, count: int, *, push_rate: float | None = None, end_timeout: float = 300
+) -> FaultResult:
+    """Run one fault on a fresh stack of `count` devices; its figures and findings.
+
+    `push_rate` (devices per second; default a 40th of the fleet, so the 50 % wave takes
+    some 16 s to send) leaves room to find the wave's middle by polling `rollout status`.
+    """
     result = FaultResult(fault, count)
     inject = FAULTS[fault][1]
     with chaos_stack(base, count) as chaos:
         witness = Witness(chaos.stack.mqtt.host, chaos.stack.mqtt.port)
         try:
             started = time.monotonic()
-            rollout_id = _create(chaos, f"chaos-{fault}")
+            rate = push_rate or max(2.0, count / 40)
+            rollout_id = _create(chaos, f"chaos-{fault}", rate)
             at = _mid_wave(chaos, rollout_id)
-            if at["state"] in ENDED:
-                result.problems.append("the rollout ended before the fault could be injected")
+            result.injected_at = _where(at)
+            if at["state"] in ENDED or at["current_wave"] > MID_WAVE:
+                result.problems.append(f"the fault came after the 50% wave: {result.injected_at}")
             injected = time.monotonic()
             inject(chaos)
             status = _until_ended(chaos, rollout_id, end_timeout)
             ended = time.monotonic()
-            if status is None or status["state"] not in ENDED:
-                state = status["state"] if status else "unknown"
-                result.end_state = f"{state} (not ended)"
-                result.problems.append(f"not ended {end_timeout:.0f}s after the fault: {state}")
+            if status is None:
+                result.end_state = "unknown"
+                result.problems.append("certfleet never answered a status after the fault")
                 return result
-            result.end_state = status["state"]
-            result.converge_seconds = round(ended - injected, 1)
-            result.rollout_seconds = round(ended - started, 1)
+            if status["state"] in ENDED:
+                result.end_state = status["state"]
+                result.converge_seconds = round(ended - injected, 1)
+                result.rollout_seconds = round(ended - started, 1)
+            else:
+                result.end_state = f"{status['state']} (not ended)"
+                result.problems.append(
+                    f"not ended {ended - injected:.0f}s after the fault: {status['state']}"
+                )
             time.sleep(3)  # the devices' last key store work, and a fresh modem dump
+            status = _status(chaos, rollout_id) or status  # what the log is replayed against
             _judge(chaos, result, rollout_id, status)
             _count_lost(chaos, witness, result)
         finally:

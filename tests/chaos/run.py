@@ -11,9 +11,11 @@ then every finding; exits 1 if there is one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tests.chaos.bundles import run_bundles
@@ -62,6 +64,8 @@ def main() -> None:
             print(f"{fault}: {FAULTS[fault][0]} ...", flush=True)
             result = run_fault(base / fault, fault, args.devices)
             results.append(result)
+            (base / fault / "result.json").write_text(json.dumps(asdict(result), indent=1))
+            print(f"  injected at: {result.injected_at}", flush=True)
             print(f"  {_row(result)}  ({time.monotonic() - began:.0f} s)", flush=True)
             findings += [f"{fault}: {p}" for p in result.problems]
         began = time.monotonic()
@@ -77,6 +81,9 @@ def main() -> None:
     print(HEADER)
     for result in results:
         print(_row(result))
+    print()
+    for result in results:
+        print(f"{result.fault} injected at: {result.injected_at}")
     print(
         f"\nhostile messages: {messages.total} at a real listener in {message_seconds:.0f} s, "
         f"{len(messages.problems)} findings"

@@ -48,7 +48,7 @@ def test_a_listener_killed_mid_wave_loses_no_report_and_the_rollout_tells_the_tr
     """50 devices, the listener SIGKILLed in the middle of the 50 % wave and restarted with
     its session: the rollout ends completed with every modem on the new CA, no device without
     an active CA, no report lost, counts and audit log consistent, no process exited."""
-    result = run_fault(tmp_path, "listener_kill", 50)
+    result = run_fault(tmp_path, "listener_kill", 50, push_rate=4)
 
     assert result.problems == []
     assert result.end_state == "completed"
