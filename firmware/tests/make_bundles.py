@@ -92,13 +92,17 @@ FACTORY_CA = real_ca("certfleet factory CA").pem.decode()
 def write_tls_fixtures(out: Path) -> None:
     """Server chains for the host probe's tests, all under the staged CA.
 
-    staged-ca.pem: the CA they lead to. server: valid for localhost; expired: its
+    staged-ca.pem: the CA they lead to. server: valid for localhost; server-ip: for the
+    address 127.0.0.1 (an iPAddress name, no DNS name); expired: its
     validity ended in 2021; big: a leaf whose intermediates (big-chain.pem) make the
     Certificate message larger than the modem's 4096 bytes.
     """
     out.mkdir(parents=True, exist_ok=True)
     server = issue_server_cert(
         STAGED_CA, hosts=("localhost",), not_before=VALID_FROM, not_after=VALID_TO
+    )
+    server_ip = issue_server_cert(
+        STAGED_CA, hosts=("127.0.0.1",), not_before=VALID_FROM, not_after=VALID_TO
     )
     expired = issue_server_cert(
         STAGED_CA,
@@ -114,7 +118,8 @@ def write_tls_fixtures(out: Path) -> None:
         intermediates.append(issuer)
     big = issue_server_cert(issuer, hosts=("localhost",), not_before=VALID_FROM, not_after=VALID_TO)
     chain = b"".join(i.pem for i in reversed(intermediates))
-    for name, cert in (("server", server), ("expired", expired), ("big", big)):
+    certs = (("server", server), ("server-ip", server_ip), ("expired", expired), ("big", big))
+    for name, cert in certs:
         (out / f"{name}.pem").write_bytes(cert.pem)
         (out / f"{name}.key").write_bytes(cert.key_pem)
     (out / "big-chain.pem").write_bytes(chain)

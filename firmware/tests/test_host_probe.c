@@ -159,6 +159,15 @@ static void test_chain_too_large(void **state)
 	assert_int_equal(run("localhost", STAGED_TAG), CF_REASON_CHAIN_TOO_LARGE);
 }
 
+/* An address as the host matches the certificate's iPAddress name, and only that. */
+static void test_address_matches_ip_san(void **state)
+{
+	(void)state;
+	start_server("server-ip", NULL);
+	assert_int_equal(run("127.0.0.1", STAGED_TAG), CF_REASON_OK);
+	assert_int_equal(run("localhost", STAGED_TAG), CF_REASON_HANDSHAKE_ERROR);
+}
+
 /* Nobody listening is a handshake_error. */
 static void test_connection_refused(void **state)
 {
@@ -190,7 +199,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_valid_chain_is_ok),	T(test_other_ca_is_unknown_ca),
 		T(test_expired_certificate),	T(test_hostname_mismatch),
-		T(test_chain_too_large),	T(test_connection_refused),
+		T(test_chain_too_large),	T(test_address_matches_ip_san),
+		T(test_connection_refused),
 		T(test_silent_server_is_timeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

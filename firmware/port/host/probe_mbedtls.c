@@ -1,15 +1,18 @@
 /*
  * The host health probe (docs/protocol.md §6) with Mbed TLS: TLS 1.2, peer and
- * hostname verified, trusting only the CA chains stored in the probe's sec_tags.
+ * hostname (or address) verified, trusting only the CA chains in the probe's sec_tags.
  *
  * Like the modem, it refuses a server Certificate message over 4096 bytes whatever the
  * chain's validity: the received records are scanned as they arrive and the size is
  * decided before verification is looked at (simulator/probe.py does the same).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/net_sockets.h>
@@ -98,6 +101,61 @@ static int load_trust(struct cf_host_keystore *ks, const uint32_t *tags, size_t 
 	return loaded > 0 ? 0 : -ENOENT;
 }
 
+/*
+ * An address as the probe's host: Mbed TLS 2.28 matches names against dNSName only, so
+ * the leaf's iPAddress names are read from its subjectAltName extension here.
+ */
+struct address {
+	uint8_t bytes[16];
+	size_t len; /* 4 or 16; 0 when the host is a name */
+};
+
+static bool san_holds(const mbedtls_x509_crt *crt, const struct address *addr)
+{
+	static const uint8_t san_oid[] = {MBEDTLS_ASN1_OID, 3, 0x55, 0x1d, 0x11};
+	const uint8_t *ext = crt->v3_ext.p, *end = ext + crt->v3_ext.len;
+	unsigned char *p = NULL;
+	size_t len = 0;
+
+	for (const uint8_t *at = ext; at + sizeof(san_oid) <= end; at++) {
+		if (memcmp(at, san_oid, sizeof(san_oid)) == 0) {
+			p = (unsigned char *)at + sizeof(san_oid);
+			break;
+		}
+	}
+	if (p == NULL) {
+		return false;
+	}
+	if (p < end && *p == MBEDTLS_ASN1_BOOLEAN) {
+		p += 3; /* critical */
+	}
+	if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+	    mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) {
+		return false;
+	}
+	const unsigned char *names_end = p + len;
+	while (p < names_end) {
+		int tag = *p++;
+		if (mbedtls_asn1_get_len(&p, names_end, &len) != 0) {
+			return false;
+		}
+		if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_IP_ADDRESS) &&
+		    len == addr->len && memcmp(p, addr->bytes, len) == 0) {
+			return true;
+		}
+		p += len;
+	}
+	return false;
+}
+
+static int verify_address(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+	if (depth == 0 && !san_holds(crt, ctx)) {
+		*flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+	}
+	return 0;
+}
+
 static enum cf_reason verify_reason(uint32_t flags)
 {
 	if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) {
@@ -154,7 +212,15 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	mbedtls_ssl_conf_ca_chain(&conf, &trust, NULL);
 	mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
 	mbedtls_ssl_conf_read_timeout(&conf, probe->timeout_ms);
-	if (mbedtls_ssl_setup(&ssl, &conf) != 0 || mbedtls_ssl_set_hostname(&ssl, hostname) != 0) {
+	static struct address addr;
+	addr.len = inet_pton(AF_INET, hostname, addr.bytes) == 1	   ? 4
+		   : inet_pton(AF_INET6, hostname, addr.bytes) == 1 ? 16
+								    : 0;
+	if (addr.len > 0) {
+		mbedtls_ssl_conf_verify(&conf, verify_address, &addr);
+	}
+	if (mbedtls_ssl_setup(&ssl, &conf) != 0 ||
+	    (addr.len == 0 && mbedtls_ssl_set_hostname(&ssl, hostname) != 0)) {
 		goto out;
 	}
 	if (mbedtls_net_connect(&net, hostname, service, MBEDTLS_NET_PROTO_TCP) != 0) {
