@@ -158,6 +158,11 @@ class Firmware:
             op=op,
         )
 
+    async def _flush(self, link: Link) -> None:
+        await self._io.flush(link)
+        if self.record.outbox:  # sent: a reboot must not send them again
+            self.flash.write("reports sent", outbox=())
+
     # -- online and offline ----------------------------------------------------------------
 
     @property
@@ -187,7 +192,7 @@ class Firmware:
         """Back online (connected): the state, the queued reports, then a pending probe."""
         self.modem.cfun(FunctionalMode.ONLINE)
         await self._io.publish(link, self.state_message().to_json(), "state")
-        await self._io.flush(link)
+        await self._flush(link)
         undo = self.record.undo
         if undo is not None and undo.kind == "stage" and undo.written and not undo.health_ok:
             await self._probe(link, undo)
@@ -293,7 +298,7 @@ class Firmware:
         if not self.needs_offline and not self.needs_reconnect:
             if self.record.active != before:
                 await self._io.publish(link, self.state_message().to_json(), "state")
-            await self._io.flush(link)
+            await self._flush(link)
 
     def _holds_ca(self, tag: int) -> bool:
         """Whether `tag` holds a CA chain item once the work already decided is done."""

@@ -1,0 +1,507 @@
+"""The firmware model under random bundles, probe outcomes, power cuts and reconnects.
+
+A hypothesis state machine sends the device the bundles certfleet's rollouts send
+(trust.add, trust.replace, trust.retire: stage or retire, commit, rollback, built by
+`orchestrator.services.rollout.push.bundle_body`) and manual ones (`device send`: any
+op, empty rollout id, two CA items, an item over 4 KB), rotates signer keys, lets time
+pass, cuts the power between any two steps and reconnects. After every step the
+device's trust must work (docs/protocol.md §5, invariants): the active list is not
+empty, names at most 7 distinct tags, each holding a CA chain item, and validates the
+broker. Each rollback is checked against the undo record rules, and a rejection after
+`received` may only be `modem_error` (or `replay`, a duplicate delivery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.rollout_states import PushStep
+from orchestrator.protocol import SIGNERS_MAX, TAG_LIST_MAX, CredentialType, Topics
+from orchestrator.protocol.bundle import Bundle, Credential, Probe, Reason, SignerKey
+from orchestrator.protocol.bundle import encode_payload as encode
+from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.report import Phase, ReportMessage
+from orchestrator.services.bundles import BundleBody
+from orchestrator.services.rollout.push import bundle_body
+from simulator.firmware import Firmware
+from simulator.flash import PowerCut
+from simulator.modem import Modem
+from simulator.pki import make_ca
+from simulator.probe import ProbeResult
+from tests.fake_rollouts import trust_add_spec
+
+pytestmark = pytest.mark.unit
+
+START = datetime.now(UTC).replace(microsecond=0)
+_VALID = {"not_before": START - timedelta(days=10), "not_after": START + timedelta(days=900)}
+CAS = {name: make_ca(f"CA {name}", **_VALID) for name in "ABC"}
+BROKER_CAS = (CAS["A"].pem, CAS["B"].pem)
+"""The broker's chain validates with CA A or CA B (cross-signed); CA C is unrelated."""
+KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
+TAGS = (42, 43, 44)
+UNDO_WINDOW = 3600
+DEVICE_TIMEOUT = 600
+OUTCOMES = st.sampled_from(["truth", "truth", "ok", "unknown_ca", "timeout"])
+CUTS = st.none() | st.integers(min_value=0, max_value=14)
+RIDS = st.sampled_from(["r1", "r2"])
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a firmware coroutine whose fakes never wait (no event loop needed)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise AssertionError("the firmware awaited something the fakes never deliver")
+
+
+def broker_accepts(chains: Sequence[bytes]) -> bool:
+    """Whether a TLS connection validating with `chains` reaches the broker."""
+    return any(ca in chain for chain in chains for ca in BROKER_CAS)
+
+
+class Link:
+    """The MQTT connection: takes every publish."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        """Acknowledged at once."""
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The undo record the device should hold, as the test follows it from the reports."""
+
+    rid: str
+    kind: str
+    undo_by: int | None = None
+
+
+class FirmwareMachine(RuleBasedStateMachine):
+    """One device (CA A in sec_tag 42, active [42], a TLS broker connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = START
+        self.outcome = "truth"
+        modem = Modem()
+        modem.write(42, CredentialType.CA_CHAIN, CAS["A"].pem)
+        self.firmware = Firmware(
+            "dev-1",
+            modem,
+            topics=Topics("certfleet"),
+            signers={key_id(KEYS[0].public_key()): KEYS[0].public_key()},
+            active_tags=[42],
+            clock=lambda: self.clock,
+            prober=self.probe,
+            tls_broker=True,
+        )
+        self.link = Link()
+        self.seq = 0
+        self.specs: dict[str, Any] = {}
+        self.undo_by: dict[int, int | None] = {}
+        self.undo: Undo | None = None
+        self.received: list[bytes] = []
+
+    # -- the world around the device -------------------------------------------------------
+
+    async def probe(
+        self, host: str, port: int, chains: Sequence[bytes], timeout: float
+    ) -> ProbeResult:
+        """The probe's outcome: the truth about the staged trust, or what the rule drew."""
+        if self.outcome == "ok" or (self.outcome == "truth" and broker_accepts(chains)):
+            return ProbeResult(ok=True, reason=None, detail="ok", chain_bytes=None)
+        reason = "unknown_ca" if self.outcome == "truth" else self.outcome
+        return ProbeResult(ok=False, reason=reason, detail=reason, chain_bytes=None)  # type: ignore[arg-type]  # drawn from ProbeReason
+
+    def settle(self, *, connect: bool = False) -> None:
+        """Carry the device as `simulator.agent` does until it needs nothing more."""
+        firmware = self.firmware
+        for _ in range(8):
+            if not (connect or firmware.needs_offline or firmware.needs_reconnect):
+                return
+            firmware.go_offline()
+            if broker_accepts(firmware.broker_ca_chains()):
+                firmware.connect_succeeded()
+                run(firmware.come_online(self.link))
+                connect = False
+            else:
+                assert firmware.connect_failed(), "the device cannot reach its broker"
+                connect = True
+        raise AssertionError("the device did not settle")
+
+    def sign(self, bundle: Bundle) -> bytes:
+        key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
+        return sign1(encode(bundle), private_key=key, kid=key_id(key.public_key()))
+
+    def bundle(self, body: BundleBody, rid: str, undo_by: int | None = None) -> Bundle:
+        self.seq += 1
+        now = int(self.clock.timestamp())
+        self.undo_by[self.seq] = undo_by
+        return Bundle(
+            device_id="dev-1",
+            rollout_id=rid,
+            seq=self.seq,
+            op=body.op,
+            issued_at=now,
+            expires_at=now + 3600,
+            tag=body.tag,
+            tags=body.tags,
+            credentials=body.credentials,
+            probe=body.probe,
+            active=body.active,
+            commit_by=body.commit_by,
+            signer=body.signer,
+            retire_kid=body.retire_kid,
+            undo_by=undo_by,
+        )
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def deliver(self, payload: bytes, seq: int, cut: int | None) -> list[ReportMessage]:
+        """Deliver a bundle, cutting the power `cut` steps in; the reports about it."""
+        firmware = self.firmware
+        start = len(firmware.reports)
+        items, active = firmware.modem.items(), firmware.active_tags
+        if cut is not None:
+            firmware.flash.fuse.arm(cut)
+        handled = False
+        try:
+            run(firmware.handle(self.link, payload))
+            handled = True
+            firmware.check_commit_deadline()
+            self.settle()
+        except PowerCut:
+            self.reboot(None if handled else payload)
+        firmware.flash.fuse.disarm()
+        new = firmware.reports[start:]
+        self.learn(new)
+        ours = [r for r in new if r.seq == seq]
+        phases = [r.phase for r in ours]
+        if Phase.RECEIVED in phases:
+            self.received.append(payload)
+            later = ours[phases.index(Phase.RECEIVED) :]
+            assert all(
+                r.reason in (Reason.MODEM_ERROR, Reason.REPLAY)
+                for r in later
+                if r.phase is Phase.REJECTED
+            ), "after received, only modem_error (or replay) may reject"
+        elif ours:
+            assert (firmware.modem.items(), firmware.active_tags) == (items, active)
+        return ours
+
+    def reboot(self, redelivered: bytes | None) -> None:
+        """Power back: the device reconnects, then the broker sends the unacknowledged bundle."""
+        self.firmware.reboot()
+        self.settle(connect=True)
+        if redelivered is not None:
+            run(self.firmware.handle(self.link, redelivered))
+            self.firmware.check_commit_deadline()
+            self.settle()
+
+    def learn(self, reports: Sequence[ReportMessage]) -> None:
+        """Follow the undo record the contract says the device holds now."""
+        for report in reports:
+            phase, op = report.phase, report.op
+            if phase is Phase.RECEIVED and op == "stage":
+                self.undo = Undo(report.rollout_id, "stage")
+            elif phase is Phase.RECEIVED and op == "retire":
+                self.undo = None
+            elif phase is Phase.COMMITTED and op == "commit":
+                self.undo = Undo(report.rollout_id, "commit", self.undo_by.get(report.seq))
+            elif phase in (Phase.HEALTH_FAILED, Phase.FALLBACK, Phase.ROLLED_BACK) or (
+                phase is Phase.REJECTED and report.reason is Reason.MODEM_ERROR
+            ):
+                self.undo = None
+
+    def expected_rollback(self, rid: str) -> Reason:
+        undo, now = self.undo, self.clock.timestamp()
+        if undo is None or (undo.undo_by is not None and now >= undo.undo_by):
+            return Reason.NOTHING_TO_UNDO
+        return Reason.SUPERSEDED if undo.rid != rid else Reason.OK
+
+    def send_rollback(self, rid: str, cut: int | None) -> None:
+        expected = self.expected_rollback(rid)
+        body = BundleBody(op="rollback", tag=self.specs[rid].spare_tag if rid else None)
+        bundle = self.bundle(body, rid)
+        ours = self.deliver(self.sign(bundle), bundle.seq, cut)
+        outcomes = {(r.phase, r.reason) for r in ours if r.phase is not Phase.RECEIVED}
+        if expected is Reason.OK:
+            assert (Phase.ROLLED_BACK, Reason.OK) in outcomes, outcomes
+        else:
+            assert outcomes == {(Phase.REJECTED, expected)}, (expected, outcomes)
+
+    # -- rollouts, as certfleet sends them -------------------------------------------------
+
+    @initialize(
+        history=st.sampled_from(["fresh", "trust.add", "trust.replace", "trust.replace"]),
+        rid=st.sampled_from(["", "r1"]),
+    )
+    def provisioned(self, history: str, rid: str) -> None:
+        """A device new from the factory, or one whose last change was a committed rollout."""
+        if history != "fresh":
+            self.start_rollout(
+                history,
+                ca="B",
+                tag=42,
+                spare=43,
+                probe_with="spare",
+                rid=rid,
+                outcome="truth",
+                cut=None,
+            )
+            self.rollout_commits(rid, None)
+            if not rid:
+                del self.specs[rid]  # a manual send, not a rollout
+            assert self.firmware.record.undo is not None
+
+    def start_rollout(
+        self,
+        kind: str,
+        *,
+        ca: str,
+        tag: int,
+        spare: int,
+        probe_with: str,
+        rid: str,
+        outcome: str,
+        cut: int | None,
+    ) -> None:
+        pems = () if kind == "trust.retire" else (CAS[ca].pem.decode(),)
+        spec = trust_add_spec(
+            kind=kind,
+            ca_pems=pems,
+            tag=tag,
+            spare_tag=spare,
+            probe_with=probe_with,
+            device_timeout_seconds=DEVICE_TIMEOUT,
+        )
+        try:
+            body = bundle_body(spec, PushStep.STAGE, self.firmware.active_tags, self.clock)
+        except CertfleetError:
+            return  # certfleet would not send it (no tag left, or more than 7)
+        self.specs[rid] = spec
+        self.outcome = outcome
+        bundle = self.bundle(body, rid)
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @rule(
+        kind=st.sampled_from(["trust.add", "trust.replace", "trust.retire"]),
+        ca=st.sampled_from("ABC"),
+        probe_with=st.sampled_from(["spare", "active"]),
+        rid=RIDS,
+        outcome=OUTCOMES,
+        cut=CUTS,
+        data=st.data(),
+    )
+    def rollout_starts(
+        self,
+        *,
+        kind: str,
+        ca: str,
+        probe_with: str,
+        rid: str,
+        outcome: str,
+        cut: int | None,
+        data: st.DataObject,
+    ) -> None:
+        """An operator's rollout: `tag` one of the device's active tags, `spare` another."""
+        active = self.firmware.active_tags
+        tag = data.draw(st.sampled_from(active), label="tag")
+        spare = data.draw(st.sampled_from([t for t in TAGS if t != tag]), label="spare")
+        self.start_rollout(
+            kind,
+            ca=ca,
+            tag=tag,
+            spare=spare,
+            probe_with=probe_with,
+            rid=rid,
+            outcome=outcome,
+            cut=cut,
+        )
+
+    @precondition(lambda self: self.specs)
+    @rule(cut=CUTS, data=st.data())
+    def rollout_commits_drawn(self, cut: int | None, data: st.DataObject) -> None:
+        self.rollout_commits(data.draw(st.sampled_from(sorted(self.specs)), label="rid"), cut)
+
+    def rollout_commits(self, rid: str, cut: int | None) -> None:
+        spec = self.specs[rid]
+        if spec.kind == "trust.retire":
+            return  # a retire has no commit
+        body = bundle_body(spec, PushStep.COMMIT, self.firmware.active_tags, self.clock)
+        bundle = self.bundle(body, rid, undo_by=int(self.clock.timestamp()) + UNDO_WINDOW)
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @precondition(lambda self: self.specs)
+    @rule(cut=CUTS, data=st.data())
+    def rollout_rolls_back(self, cut: int | None, data: st.DataObject) -> None:
+        self.send_rollback(data.draw(st.sampled_from(sorted(self.specs)), label="rid"), cut)
+
+    # -- manual sends (`certfleet device send`) --------------------------------------------
+
+    @rule(
+        ca=st.sampled_from("ABC"),
+        tag=st.sampled_from(TAGS),
+        active=st.lists(st.sampled_from(TAGS), min_size=1, max_size=3, unique=True),
+        outcome=OUTCOMES,
+        cut=CUTS,
+    )
+    def manual_stage(
+        self, ca: str, tag: int, active: list[int], outcome: str, cut: int | None
+    ) -> None:
+        self.outcome = outcome
+        now = int(self.clock.timestamp())
+        body = BundleBody(
+            op="stage",
+            tag=tag,
+            credentials=(Credential(CredentialType.CA_CHAIN, CAS[ca].pem.decode()),),
+            probe=Probe(host="broker.example.net", port=8883, tags=(tag,)),
+            active=tuple(active),
+            commit_by=now + DEVICE_TIMEOUT,
+        )
+        bundle = self.bundle(body, "")
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @rule(tag=st.sampled_from(TAGS), oversize=st.booleans(), cut=CUTS)
+    def manual_stage_the_modem_cannot_hold(self, tag: int, oversize: bool, cut: int | None) -> None:
+        """Two CA items for one tag (as `--ca a --ca b` once sent), or one over 4096 bytes."""
+        pem = CAS["B"].pem.decode()
+        if oversize:
+            pem += "\n" * (4097 - len(pem))  # CA_CHAIN_MAX_BYTES + 1
+        body = BundleBody(
+            op="stage",
+            tag=tag,
+            credentials=(Credential(CredentialType.CA_CHAIN, pem),),
+            probe=Probe(host="broker.example.net", port=8883, tags=(tag,)),
+            active=(tag,),
+            commit_by=int(self.clock.timestamp()) + DEVICE_TIMEOUT,
+        )
+        bundle = self.bundle(body, "")
+        payload = encode(bundle)
+        if not oversize:
+            document = cbor2.loads(payload)
+            document["creds"].append({"type": 0, "pem": CAS["A"].pem.decode()})
+            payload = cbor2.dumps(document, canonical=True)
+        key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
+        signed = sign1(payload, private_key=key, kid=key_id(key.public_key()))
+        ours = self.deliver(signed, bundle.seq, cut)
+        expected = Reason.TOO_LARGE if oversize else Reason.BAD_PAYLOAD
+        assert {(r.phase, r.reason) for r in ours} == {(Phase.REJECTED, expected)}
+
+    @rule(tag=st.sampled_from(TAGS), cut=CUTS)
+    def manual_commit(self, tag: int, cut: int | None) -> None:
+        bundle = self.bundle(BundleBody(op="commit", tag=tag), "")
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @rule(cut=CUTS)
+    def manual_rollback(self, cut: int | None) -> None:
+        self.send_rollback("", cut)
+
+    @rule(
+        tags=st.lists(st.sampled_from(TAGS), min_size=1, max_size=2, unique=True),
+        active=st.lists(st.sampled_from(TAGS), min_size=1, max_size=3, unique=True),
+        cut=CUTS,
+    )
+    def manual_retire(self, tags: list[int], active: list[int], cut: int | None) -> None:
+        bundle = self.bundle(BundleBody(op="retire", tags=tuple(tags), active=tuple(active)), "")
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @rule(new=st.integers(min_value=0, max_value=len(KEYS) - 1), retire=st.booleans(), cut=CUTS)
+    def signer_rotates(self, new: int, retire: bool, cut: int | None) -> None:
+        trusted = set(self.firmware.signers)
+        key = KEYS[new].public_key()
+        point = key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        old = next(key_id(k.public_key()) for k in KEYS if key_id(k.public_key()) in trusted)
+        body = BundleBody(
+            op="trust-signer",
+            signer=SignerKey(kid=key_id(key), public_point=point),
+            retire_kid=old if retire else None,
+        )
+        bundle = self.bundle(body, "")
+        ours = self.deliver(self.sign(bundle), bundle.seq, cut)
+        after = (trusted | {key_id(key)}) - ({old} if retire else set())
+        if not after or len(after) > SIGNERS_MAX:
+            assert {(r.phase, r.reason) for r in ours} == {
+                (Phase.REJECTED, Reason.INVALID_OPERATION)
+            }
+            assert set(self.firmware.signers) == trusted
+        else:
+            assert set(self.firmware.signers) == after
+
+    # -- time, the network, the power -----------------------------------------------------
+
+    @rule(seconds=st.sampled_from([60, 700, 4000]), cut=CUTS)
+    def time_passes(self, seconds: int, cut: int | None) -> None:
+        self.clock += timedelta(seconds=seconds)
+        start = len(self.firmware.reports)
+        if cut is not None:
+            self.firmware.flash.fuse.arm(cut)
+        try:
+            self.firmware.check_commit_deadline()
+            self.settle()
+        except PowerCut:
+            self.reboot(None)
+        self.firmware.flash.fuse.disarm()
+        self.learn(self.firmware.reports[start:])
+
+    @rule(cut=CUTS)
+    def reconnects(self, cut: int | None) -> None:
+        start = len(self.firmware.reports)
+        if cut is not None:
+            self.firmware.flash.fuse.arm(cut)
+        try:
+            self.settle(connect=True)
+        except PowerCut:
+            self.reboot(None)
+        self.firmware.flash.fuse.disarm()
+        self.learn(self.firmware.reports[start:])
+
+    @precondition(lambda self: self.received)
+    @rule(data=st.data())
+    def an_old_bundle_comes_again(self, data: st.DataObject) -> None:
+        payload = data.draw(st.sampled_from(self.received))
+        start = len(self.firmware.reports)
+        run(self.firmware.handle(self.link, payload))
+        reasons = {(r.phase, r.reason) for r in self.firmware.reports[start:]}
+        assert reasons <= {(Phase.REJECTED, Reason.REPLAY), (Phase.REJECTED, Reason.UNKNOWN_KEY)}
+
+    # -- what must hold after every step ---------------------------------------------------
+
+    @invariant()
+    def the_trust_set_works(self) -> None:
+        firmware = self.firmware
+        active = firmware.active_tags
+        assert active, "the active list is empty"
+        assert len(active) <= TAG_LIST_MAX, active
+        assert len(set(active)) == len(active), active
+        for tag in active:
+            assert firmware.modem.exists(tag, CredentialType.CA_CHAIN), (tag, active)
+        assert broker_accepts(firmware.broker_ca_chains()), "the device lost its broker"
+        assert not firmware.needs_offline
+        assert not firmware.needs_reconnect
+
+
+FirmwareMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_firmware_keeps_working_trust = FirmwareMachine.TestCase
