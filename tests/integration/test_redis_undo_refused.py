@@ -3,11 +3,16 @@ refusal to the rollback bundle and the inventory decides, as with the in-memory 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
 
 from orchestrator.bootstrap import Container
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.services.report import rollout_report
+from tests.procs import certfleet
 from tests.undo_refusals import (
     NOW,
     RID,
@@ -54,3 +59,25 @@ def test_the_html_report_lists_devices_that_refused_their_undo(container: Contai
     assert "undo_refused" in row
     assert "rejected: superseded" in row
     assert "the latest change belongs to ro-other" in row
+
+
+def test_rollout_status_prints_the_devices_that_refused_their_undo(container: Container) -> None:
+    """`certfleet rollout status` says how many refused the rollback and names them; its
+    JSON lists them under undo_refused."""
+    bench = UndoBench.given(container.rollouts, container.inventory)
+    a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench)
+
+    def status(*flags: str) -> str:
+        result = subprocess.run(
+            certfleet("rollout", "status", RID, *flags),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "1 devices refused the rollback (nothing to undo, or superseded)" in status()
+    assert json.loads(status("--json"))["undo_refused"] == {"count": 1, "devices": ["b"]}
