@@ -7,7 +7,9 @@ change would leave the first one nothing to roll back.
 Rollouts stored before claims were per device hold `certfleet:claims:{sec_tag}`
 (hash: device -> rollout) per (device, sec_tag). A device such a rollout holds is held
 for every new claim, and `release_devices` drops those claims too, so stored rollouts
-keep working; the per-tag hashes empty (and vanish) as those rollouts end.
+keep working; the per-tag hashes empty (and vanish) as those rollouts end. They are
+found once, by one SCAN of the keyspace, and listed in `certfleet:claims:legacy`
+(set), so a claim never walks a large keyspace again; this code writes no new ones.
 """
 
 from __future__ import annotations
@@ -21,14 +23,33 @@ __all__ = ["CLAIMS", "DEVICE_CLAIMS", "claim_devices", "release_devices"]
 
 CLAIMS: Final = "certfleet:claims:"
 DEVICE_CLAIMS: Final = CLAIMS + "device"
+LEGACY: Final = CLAIMS + "legacy"
+"""The per-tag claim hashes found by the one SCAN (set), and `…:scanned` once it ran."""
 CHUNK: Final = 1000
 """Devices per script call, so Redis never runs one script for long."""
 
 
 def _tag_claims(client: Any) -> list[str]:
     """The per-(device, sec_tag) claim hashes still stored (one per sec_tag in use, few)."""
-    keys = client.scan_iter(match=CLAIMS + "*", count=1000)
-    return sorted(k for k in keys if k[len(CLAIMS) :].isdigit())
+    if not client.exists(LEGACY + ":scanned"):
+        found = [
+            k
+            for k in client.scan_iter(match=CLAIMS + "*", count=1000)
+            if k[len(CLAIMS) :].isdigit()
+        ]
+        if found:
+            client.sadd(LEGACY, *found)
+        client.set(LEGACY + ":scanned", "1")
+    listed = sorted(client.smembers(LEGACY))
+    if not listed:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in listed:
+        pipe.exists(key)
+    alive = [k for k, n in zip(listed, pipe.execute(), strict=True) if n]
+    if len(alive) < len(listed):  # emptied as their rollouts ended: forget them
+        client.srem(LEGACY, *(k for k in listed if k not in alive))
+    return alive
 
 
 def claim_devices(client: Any, rollout_id: str, device_ids: Sequence[str]) -> list[str]:
