@@ -34,6 +34,10 @@ DOCS = {
     "certfleet_devices": "(device, sec_tag) pairs of the last scan, by expiry class.",
     "certfleet_devices_reported": "Devices that have reported their credentials.",
     "certfleet_rollouts": "Rollouts (the newest 1000), by state.",
+    "certfleet_rollout_unconfirmed_devices": (
+        "Devices the newest 1000 rollouts ended without a confirmation "
+        "(completed_with_timeouts), which keep the old trust."
+    ),
     "certfleet_library_evicted_total": (
         "Credential library entries evicted from a device's share (over 16 per device)."
     ),
@@ -91,7 +95,7 @@ class FleetCollector(Collector):
         computed = [
             self._devices(),
             self._devices_reported(),
-            self._rollouts(),
+            *self._rollouts(),
             self._library_evicted(),
         ]
         taken = {family.name for family in computed}
@@ -123,16 +127,27 @@ class FleetCollector(Collector):
             value=self._container.library.evicted(),
         )
 
-    def _rollouts(self) -> Metric:
+    def _rollouts(self) -> tuple[Metric, Metric]:
+        """Rollouts by state, and the devices those that completed with timeouts left
+        unconfirmed (one read of the newest 1000 serves both)."""
         rollouts = self._container.rollouts
-        found = (rollouts.get(i) for i in rollouts.list_ids(limit=1000))
-        states = Counter(r.state.value for r in found if r is not None)
+        found = [r for i in rollouts.list_ids(limit=1000) if (r := rollouts.get(i)) is not None]
+        states = Counter(r.state.value for r in found)
         family = GaugeMetricFamily(
             "certfleet_rollouts", DOCS["certfleet_rollouts"], labels=["state"]
         )
         for state in RolloutState:
             family.add_metric([state.value], states.get(state.value, 0))
-        return family
+        unconfirmed = sum(
+            len(r.unconfirmed or ())
+            for r in found
+            if r.state is RolloutState.COMPLETED_WITH_TIMEOUTS
+        )
+        return family, GaugeMetricFamily(
+            "certfleet_rollout_unconfirmed_devices",
+            DOCS["certfleet_rollout_unconfirmed_devices"],
+            value=unconfirmed,
+        )
 
     def _shared(self, taken: set[str]) -> Iterator[Metric]:
         """The counters and gauges every process keeps in `RedisMetrics`."""

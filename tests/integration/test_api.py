@@ -694,9 +694,24 @@ def test_metrics_count_webhooks_and_show_the_fleet(
     assert families["certfleet_devices_reported"].samples[0].value == 0
     assert families["certfleet_library_evicted"].type == "counter"
     assert families["certfleet_library_evicted"].samples[0].value == 0
+    assert families["certfleet_rollout_unconfirmed_devices"].samples[0].value == 0
     rollouts = {s.labels["state"]: s.value for s in families["certfleet_rollouts"].samples}
     assert rollouts["running"] == 1
     assert rollouts["completed"] == 0
+
+
+def test_metrics_count_the_devices_rollouts_left_unconfirmed(
+    client: TestClient, api_container: Container, rollout_id: str
+) -> None:
+    """A rollout completed_with_timeouts adds its unconfirmed devices to the gauge."""
+    assert api_container.rollouts.change(
+        rollout_id,
+        Change(state=RolloutState.COMPLETED_WITH_TIMEOUTS, unconfirmed=("dev-a", "dev-b")),
+    )
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    assert families["certfleet_rollout_unconfirmed_devices"].samples[0].value == 2
 
 
 # -- the OpenAPI contract -----------------------------------------------------------------------
