@@ -87,6 +87,14 @@ def _target(report: DeviceReport) -> DeviceRolloutState | None:
     return PHASE_TO_STATE.get(report.phase)
 
 
+def _cause(report: DeviceReport, target: DeviceRolloutState) -> str:
+    """The audit log's cause of the move: the report, and for a refused undo what it means."""
+    cause = f"report {report.phase}/{report.reason} seq {report.seq}"
+    if target is D.UNDO_REFUSED:
+        return f"{cause}: the device undid nothing, not a confirmed undo"
+    return cause
+
+
 def _answered_step(report: DeviceReport) -> PushStep | None:
     """The step of the bundle the report answers, or None if its op cannot say."""
     if report.op is None or report.op not in PHASE_OPS[report.phase]:
@@ -126,12 +134,7 @@ def _answers(
             device_id=report.device_id,
             new=target,
             allowed=_SOURCES[target],
-            cause=f"report {report.phase}/{report.reason} seq {report.seq}"
-            + (
-                ": the device undid nothing, not a confirmed undo"
-                if target is D.UNDO_REFUSED
-                else ""
-            ),
+            cause=_cause(report, target),
             clear_deadline=target in _TERMINAL,
             match=(step, report.seq),
         )
