@@ -14,6 +14,7 @@ from orchestrator.conformance.inbox import Inbox, trust_of
 from orchestrator.conformance.material import KeyHolder, SuiteKey, public_point
 from orchestrator.conformance.model import Step, Trust
 from orchestrator.conformance.plan import PlanInputs, Script
+from orchestrator.conformance.restore import restore
 from orchestrator.conformance.runner import (
     Broker,
     ConformanceError,
@@ -168,5 +169,11 @@ async def run_suite(
             step_timeout=options.step_timeout,
             on_result=on_result,
         )
-        results = await runner.run(build_plan(inputs), trust)
+        steps = build_plan(inputs)
+        results = await runner.run(steps)
+        restored = await restore(runner, inputs, steps, results)
+        if restored is not None:
+            results.append(restored)
+            if on_result is not None:
+                on_result(restored)
     return Outcome(device_id, [first, *results])

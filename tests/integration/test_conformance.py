@@ -21,7 +21,6 @@ from tests.tlsserver import tls_server
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NOW = datetime.now(UTC)
-DEVICE = "conf-00000"
 SUITE_TIMEOUT_S = 240
 
 
@@ -82,14 +81,23 @@ def env(service_env: dict[str, str], tmp_path: Path, pki: Pki) -> dict[str, str]
 
 
 def run_suite(
-    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path, *simulate: str
+    env: dict[str, str],
+    servers: Servers,
+    tmp_path: Path,
+    log_dir: Path,
+    prefix: str,
+    *simulate: str,
 ) -> tuple[int, dict[str, Any], str]:
-    """Start the suite, then the device (it publishes its state on CONNECT); the suite's
-    exit code, JSON document and stderr."""
+    """Start the suite, then the device `{prefix}00000` (it publishes its state on CONNECT);
+    the suite's exit code, JSON document and stderr.
+
+    Each test has a device id of its own: the broker keeps a device's session, and the
+    bundles queued in it, from one test to the next.
+    """
     stdout, stderr = tmp_path / "suite.json", tmp_path / "suite.err"
     argv = certfleet(
         "conformance",
-        DEVICE,
+        f"{prefix}00000",
         "--probe-good",
         servers.good,
         "--probe-bad",
@@ -122,7 +130,7 @@ def run_suite(
                 "--devices",
                 "1",
                 "--id-prefix",
-                "conf-",
+                prefix,
                 "--ca",
                 str(tmp_path / "device-ca.pem"),
                 "--tag",
@@ -153,12 +161,12 @@ def test_the_per_device_simulator_passes_every_step(
 ) -> None:
     """A device that follows the contract passes the whole suite and ends as it started."""
     # when
-    code, document, stderr = run_suite(env, servers, tmp_path, log_dir)
+    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "conf-a-")
 
     # then
     assert _failures(document) == {}, stderr
     assert code == 0
-    assert document["device_id"] == DEVICE
+    assert document["device_id"] == "conf-a-00000"
     assert document["passed"] is True
     names = [s["name"] for s in document["steps"]]
     assert names[0] == "state"
@@ -172,7 +180,7 @@ def test_the_scale_mode_simulator_passes_every_step(
 ) -> None:
     """The multiplexed simulator speaks the same contract: the suite passes on it too."""
     # when
-    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "--scale")
+    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "conf-b-", "--scale")
 
     # then
     assert _failures(document) == {}, stderr
@@ -185,7 +193,9 @@ def test_a_device_that_accepts_replays_fails_naming_the_replay_steps(
 ) -> None:
     """A firmware that skips the sequence check fails exactly at the replay steps."""
     # when
-    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "--fault", "accept-replay")
+    code, document, stderr = run_suite(
+        env, servers, tmp_path, log_dir, "conf-c-", "--fault", "accept-replay"
+    )
 
     # then
     failures = _failures(document)
@@ -194,3 +204,24 @@ def test_a_device_that_accepts_replays_fails_naming_the_replay_steps(
     assert {"replay (same seq)", "replay (older seq)"} <= set(failures)
     assert "phases ['received'" in failures["replay (same seq)"]
     assert "replay (same seq)" in stderr.splitlines()[-1]
+
+
+def test_a_device_whose_probes_fail_fails_the_stage_steps_and_ends_as_it_started(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
+) -> None:
+    """Every stage fails health, so the steps built on one fail, the refusals still pass,
+    and the device ends with the trust it started with."""
+    # when
+    code, document, _ = run_suite(
+        env, servers, tmp_path, log_dir, "conf-d-", "--fault", "probe-refused"
+    )
+
+    # then
+    failures = _failures(document)
+    assert code == 1
+    assert "stage" in failures
+    assert "health_failed/handshake_error" in next(
+        s["got"] for s in document["steps"] if s["name"] == "stage"
+    )
+    assert "tampered signature" not in failures
+    assert "ends as it started" not in failures

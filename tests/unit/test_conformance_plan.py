@@ -16,6 +16,7 @@ from orchestrator.conformance.inbox import Heard, trust_problems
 from orchestrator.conformance.material import SuiteKey, chain_of_size, public_point, throwaway_ca
 from orchestrator.conformance.model import Expect, Send, Step, Trust
 from orchestrator.conformance.plan import PlanInputs
+from orchestrator.conformance.restore import restore_bundles
 from orchestrator.conformance.suite import build_plan, spare_tags
 from orchestrator.conformance.verdict import Sent, judge
 from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
@@ -259,3 +260,36 @@ def test_the_docs_list_every_step_and_only_real_options() -> None:
     assert shown
     unknown = [option for option in shown if f'"{option}"' not in source]
     assert unknown == []
+
+
+def test_nothing_is_restored_after_a_run_that_passed() -> None:
+    """A device that ends with its first trust and no failed signer step gets no bundle."""
+    assert restore_bundles(_inputs(), PLAN, set(), INITIAL) == []
+
+
+def test_a_failed_signer_step_makes_the_original_key_the_trusted_one_again() -> None:
+    """Each temporary key is retired by temp1, then temp1 itself by temp1 and by main."""
+    bundles = restore_bundles(_inputs(), PLAN, {"trust-signer: add temp3"}, INITIAL)
+
+    ops = {send.op for send, _ in bundles}
+    last = bundles[-1][0]
+    assert ops == {"trust-signer"}
+    assert (last.signer, last.fields["retire_kid"]) == ("main", KEYS["temp1"].key_id)
+    assert {send.fields["retire_kid"] for send, _ in bundles} == {
+        KEYS[name].key_id for name in ("temp1", "temp2", "temp3", "temp4", "temp9")
+    }
+
+
+def test_a_left_spare_tag_is_retired_only_while_the_first_trust_is_intact() -> None:
+    """An extra committed tag is retired back to the first active list; if the device's own
+    CA is gone, no retire could make that list safe, so none is sent."""
+    left = INITIAL.with_ca(43, "c" * 64).activating((42, 43))
+    broken = left.without(42).with_ca(42, "d" * 64)
+
+    bundles = restore_bundles(_inputs(), PLAN, {"case 3: clean up"}, left)
+    none = restore_bundles(_inputs(), PLAN, {"case 3: clean up"}, broken)
+
+    assert [(s.op, s.fields["tags"], s.fields["active"]) for s, _ in bundles] == [
+        ("retire", [43], [42])
+    ]
+    assert none == []
