@@ -13,15 +13,14 @@ broker. Each rollback is checked against the undo record rules, and a rejection 
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -38,46 +37,18 @@ from orchestrator.services.rollout.push import bundle_body
 from simulator.firmware import Firmware
 from simulator.flash import PowerCut
 from simulator.modem import Modem
-from simulator.pki import make_ca
 from simulator.probe import ProbeResult
 from tests.fake_rollouts import trust_add_spec
+from tests.unit.firmware_world import CAS, KEYS, START, Link, broker_accepts, run
 
 pytestmark = pytest.mark.unit
 
-START = datetime.now(UTC).replace(microsecond=0)
-_VALID = {"not_before": START - timedelta(days=10), "not_after": START + timedelta(days=900)}
-CAS = {name: make_ca(f"CA {name}", **_VALID) for name in "ABC"}
-BROKER_CAS = (CAS["A"].pem, CAS["B"].pem)
-"""The broker's chain validates with CA A or CA B (cross-signed); CA C is unrelated."""
-KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
 TAGS = (42, 43, 44)
 UNDO_WINDOW = 3600
 DEVICE_TIMEOUT = 600
 OUTCOMES = st.sampled_from(["truth", "truth", "ok", "unknown_ca", "timeout"])
 CUTS = st.none() | st.integers(min_value=0, max_value=14)
 RIDS = st.sampled_from(["r1", "r2"])
-
-
-def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run a firmware coroutine whose fakes never wait (no event loop needed)."""
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return
-    coroutine.close()
-    raise AssertionError("the firmware awaited something the fakes never deliver")
-
-
-def broker_accepts(chains: Sequence[bytes]) -> bool:
-    """Whether a TLS connection validating with `chains` reaches the broker."""
-    return any(ca in chain for chain in chains for ca in BROKER_CAS)
-
-
-class Link:
-    """The MQTT connection: takes every publish."""
-
-    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        """Acknowledged at once."""
 
 
 @dataclass(frozen=True)

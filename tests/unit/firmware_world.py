@@ -1,0 +1,171 @@
+"""A simulated device's surroundings for firmware tests: CAs, signer keys, a broker, a link.
+
+The broker's chain validates with CA A or CA B (think cross-signed); CA C is unrelated.
+`World` carries one `Firmware` as `simulator.agent` does (offline for key store work,
+a reconnect to prove a list change), with a fake prober and power cuts on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from orchestrator.protocol import CredentialType, Topics
+from orchestrator.protocol.bundle import Bundle, Credential, Probe, encode_payload
+from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.report import ReportMessage
+from simulator.firmware import Firmware
+from simulator.flash import PowerCut
+from simulator.modem import Modem
+from simulator.pki import make_ca
+from simulator.probe import ProbeResult
+
+__all__ = ["BROKER_CAS", "CAS", "KEYS", "START", "Link", "World", "broker_accepts", "run"]
+
+START = datetime.now(UTC).replace(microsecond=0)
+_VALID = {"not_before": START - timedelta(days=10), "not_after": START + timedelta(days=900)}
+CAS = {name: make_ca(f"CA {name}", **_VALID) for name in "ABC"}
+BROKER_CAS = (CAS["A"].pem, CAS["B"].pem)
+"""The broker's chain validates with CA A or CA B (cross-signed); CA C is unrelated."""
+KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a firmware coroutine whose fakes never wait (no event loop needed)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise AssertionError("the firmware awaited something the fakes never deliver")
+
+
+def broker_accepts(chains: Sequence[bytes]) -> bool:
+    """Whether a TLS connection validating with `chains` reaches the broker."""
+    return any(ca in chain for chain in chains for ca in BROKER_CAS)
+
+
+class Link:
+    """The MQTT connection: takes every publish."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        """Acknowledged at once."""
+
+
+class World:
+    """One device (CA A in sec_tag 42, active [42]) and what it talks to."""
+
+    def __init__(self, *, tls_broker: bool = True, **options: Any) -> None:
+        self.clock = START
+        self.outcome = "truth"
+        modem = Modem()
+        modem.write(42, CredentialType.CA_CHAIN, CAS["A"].pem)
+        self.firmware = Firmware(
+            "dev-1",
+            modem,
+            topics=Topics("certfleet"),
+            signers={key_id(KEYS[0].public_key()): KEYS[0].public_key()},
+            active_tags=[42],
+            clock=lambda: self.clock,
+            prober=self.probe,
+            tls_broker=tls_broker,
+            **options,
+        )
+        self.link = Link()
+        self.seq = 0
+
+    def bundle(self, op: str, rid: str = "", **fields: Any) -> Bundle:
+        """The next bundle for the device (its seq, valid for an hour from now)."""
+        self.seq += 1
+        now = int(self.clock.timestamp())
+        return Bundle(
+            device_id="dev-1",
+            rollout_id=rid,
+            seq=self.seq,
+            op=op,  # type: ignore[arg-type]  # an Operation
+            issued_at=now,
+            expires_at=now + 3600,
+            **fields,
+        )
+
+    def stage(self, tag: int, pem: str, active: Sequence[int], rid: str = "") -> Bundle:
+        """A stage of one CA chain item into `tag`, probed with `tag` alone."""
+        return self.bundle(
+            "stage",
+            rid,
+            tag=tag,
+            credentials=(Credential(CredentialType.CA_CHAIN, pem),),
+            probe=Probe(host="broker.example.net", port=8883, tags=(tag,)),
+            active=tuple(active),
+            commit_by=int(self.clock.timestamp()) + 600,
+        )
+
+    async def probe(
+        self, host: str, port: int, chains: Sequence[bytes], timeout: float
+    ) -> ProbeResult:
+        """The truth about the staged trust ("truth"), or the outcome set for the test."""
+        if self.outcome == "ok" or (self.outcome == "truth" and broker_accepts(chains)):
+            return ProbeResult(ok=True, reason=None, detail="ok", chain_bytes=None)
+        reason = "unknown_ca" if self.outcome == "truth" else self.outcome
+        return ProbeResult(ok=False, reason=reason, detail=reason, chain_bytes=None)  # type: ignore[arg-type]  # a ProbeReason
+
+    def sign(self, bundle: Bundle | bytes) -> bytes:
+        """Signed by the first of `KEYS` the device trusts."""
+        payload = bundle if isinstance(bundle, bytes) else encode_payload(bundle)
+        key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
+        return sign1(payload, private_key=key, kid=key_id(key.public_key()))
+
+    def settle(self, *, connect: bool = False) -> None:
+        """Carry the device as `simulator.agent` does until it needs nothing more."""
+        firmware = self.firmware
+        for _ in range(8):
+            if not (connect or firmware.needs_offline or firmware.needs_reconnect):
+                return
+            firmware.go_offline()
+            if broker_accepts(firmware.broker_ca_chains()):
+                firmware.connect_succeeded()
+                run(firmware.come_online(self.link))
+                connect = False
+            else:
+                assert firmware.connect_failed(), "the device cannot reach its broker"
+                connect = True
+        raise AssertionError("the device did not settle")
+
+    def deliver(self, payload: bytes, *, cut: int | None = None) -> list[ReportMessage]:
+        """Deliver a bundle (power cut `cut` steps in, then reboot); the reports it caused."""
+        firmware = self.firmware
+        start = len(firmware.reports)
+        if cut is not None:
+            firmware.flash.fuse.arm(cut)
+        handled = False
+        try:
+            run(firmware.handle(self.link, payload))
+            handled = True
+            firmware.check_commit_deadline()
+            self.settle()
+        except PowerCut:
+            self.reboot(None if handled else payload)
+        firmware.flash.fuse.disarm()
+        return firmware.reports[start:]
+
+    def reboot(self, redelivered: bytes | None) -> None:
+        """Power back: reconnect, then the broker sends the unacknowledged bundle again."""
+        self.firmware.reboot()
+        self.settle(connect=True)
+        if redelivered is not None:
+            run(self.firmware.handle(self.link, redelivered))
+            self.firmware.check_commit_deadline()
+            self.settle()
+
+    def trusts_a_working_ca(self) -> bool:
+        """Active list not empty, every tag holds a CA, and the list validates the broker."""
+        firmware = self.firmware
+        active = firmware.active_tags
+        return (
+            bool(active)
+            and all(firmware.modem.exists(t, CredentialType.CA_CHAIN) for t in active)
+            and broker_accepts(firmware.broker_ca_chains())
+        )
