@@ -81,11 +81,19 @@ retry whose send fails is dropped by Celery (`Reject(requeue=False)`), so this m
 outlast a Redis restart."""
 
 
+def _redis_transport(broker_url: str) -> dict[str, str]:
+    """A Redis broker goes through `celery_redis.Transport` (it survives a Redis restart)."""
+    if broker_url.split("://", 1)[0] in ("redis", "rediss"):
+        return {"broker_transport": "orchestrator.adapters.celery_redis:Transport"}
+    return {}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings of every certfleet process, from certfleet's settings."""
     interval = settings.scan_interval_seconds
     return {
         "broker_url": settings.celery_broker_url,
+        **_redis_transport(settings.celery_broker_url),
         "result_backend": settings.celery_result_backend,
         # Riding out a broker restart (docs/operations.md): reconnect forever,
         # redeliver what a lost worker held after the visibility timeout.

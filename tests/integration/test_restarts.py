@@ -134,6 +134,56 @@ def test_worker_and_beat_survive_redis_restarts_and_keep_working(
     assert "beat raised exception" not in beat.log()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_a_worker_holding_a_task_survives_a_redis_restart(
+    own_redis: list[LocalService],
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    log_dir: Path,
+    sig: signal.Signals,
+) -> None:
+    """A worker with an unacknowledged task when Redis goes reconnects instead of exiting.
+
+    The task is one with a countdown: the worker takes it from the queue at once and holds
+    it, unacknowledged, until it is due, as it holds a task it runs or has prefetched.
+    """
+    # given a worker on a Redis of its own, holding an evaluate_rollout due in 10 minutes
+    url = f"redis://{own_redis[0].host}:{own_redis[0].port}/0"
+    env = {**service_env, "CERTFLEET_REDIS_URL": url}
+    monkeypatch.setenv("CERTFLEET_REDIS_URL", url)
+    worker = _worker_as_deployed(log_dir, env)
+    container = bootstrap(Settings(), logging=False)
+    try:
+        container.tasks.evaluate_rollout("ro-held", countdown=600)
+        wait_until(
+            lambda: "evaluate_rollout" in worker.log() and " received" in worker.log(),
+            timeout=30,
+            what="the worker to take the task",
+        )
+
+        # when Redis stops with that task unacknowledged, and comes back
+        old = own_redis[-1]
+        old.process.send_signal(sig)
+        old.process.wait(timeout=30)
+        wait_until(
+            lambda: (
+                "Restoring 1 unacknowledged message" in worker.log()
+                or worker.process.poll() is not None
+            ),
+            timeout=60,
+            what="the worker to find Redis away",
+        )
+        own_redis.append(start_redis(old.workdir, port=old.port))
+
+        # then the worker is still there and runs the next task sent
+        assert container.tasks.run_scan(timeout=60)["devices"] == 0
+        assert not _exited(worker), _exited(worker)
+    finally:
+        container.close()
+        worker.stop()
+    assert "Unrecoverable error" not in worker.log()
+
+
 def _changed(client: redis.Redis, key: str, last: str) -> str | None:
     """The value of `key` once it is set and differs from `last`."""
     value = _get(client, key)
