@@ -187,6 +187,54 @@ static bool peek_version(const uint8_t *payload, size_t len, uint64_t *version)
 	       zcbor_uint64_decode(state, version);
 }
 
+/*
+ * rid, seq and op of a signed payload the schema refused, read best effort so the
+ * rejection still names the bundle: a map whose "rid" is UTF-8 text of at most 128
+ * bytes (or absent) and whose "seq" is an unsigned integer (or absent); "op" only if it
+ * is text of at most 32 bytes. Anything else names nothing (seq 0, rid "", no op).
+ */
+static void read_ids(const uint8_t *payload, size_t len, struct cf_bundle *out)
+{
+	ZCBOR_STATE_D(state, 2, payload, len, 1, 0);
+	struct zcbor_string rid = {(const uint8_t *)"", 0}, op = {NULL, 0}, key;
+	uint64_t seq = 0;
+
+	if (!zcbor_map_start_decode(state)) {
+		return;
+	}
+	for (int pairs = 0; pairs < 64 && !zcbor_array_at_end(state); pairs++) {
+		if (!zcbor_tstr_decode(state, &key)) {
+			if (!zcbor_any_skip(state, NULL) || !zcbor_any_skip(state, NULL)) {
+				return;
+			}
+			continue;
+		}
+		bool ok = true;
+		if (key.len == 3 && memcmp(key.value, "rid", 3) == 0) {
+			ok = zcbor_tstr_decode(state, &rid) && rid.len <= CF_REPORT_RID_MAX_BYTES &&
+			     utf8_valid(&rid);
+		} else if (key.len == 3 && memcmp(key.value, "seq", 3) == 0) {
+			ok = zcbor_uint64_decode(state, &seq);
+		} else if (key.len == 2 && memcmp(key.value, "op", 2) == 0) {
+			struct zcbor_string text;
+			if (zcbor_tstr_decode(state, &text)) {
+				op = text.len <= CF_REPORT_OP_MAX_BYTES && utf8_valid(&text) ? text : op;
+			} else {
+				ok = zcbor_any_skip(state, NULL);
+			}
+		} else {
+			ok = zcbor_any_skip(state, NULL);
+		}
+		if (!ok) {
+			return; /* a rid or seq of the wrong kind: the payload names nothing */
+		}
+	}
+	out->ids_known = true;
+	out->named_rid = rid;
+	out->named_seq = seq;
+	out->named_op = op;
+}
+
 enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bundle_env *env,
 			      struct cf_bundle *out)
 {
@@ -233,6 +281,7 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	    used != msg.payload_len) {
 		uint64_t version = 0;
 		memset(p, 0, sizeof(*p));
+		read_ids(msg.payload, msg.payload_len, out);
 		if (peek_version(msg.payload, msg.payload_len, &version) &&
 		    (version < CF_VERSION_MIN || version > CF_VERSION_MAX)) {
 			out->detail = "payload version not supported";
@@ -243,6 +292,12 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	}
 	out->op = parse_op(&p->Bundle_payload_op);
 	out->ids_known = utf8_valid(&p->Bundle_payload_rid);
+	out->named_rid = p->Bundle_payload_rid;
+	out->named_seq = p->Bundle_payload_seq;
+	out->named_op = p->Bundle_payload_op;
+	if (out->named_op.len > CF_REPORT_OP_MAX_BYTES || !utf8_valid(&out->named_op)) {
+		out->named_op = (struct zcbor_string){NULL, 0};
+	}
 	/* 7 before the payload's own rules, as the orchestrator's decoder orders them */
 	if (p->Bundle_payload_v < CF_VERSION_MIN || p->Bundle_payload_v > CF_VERSION_MAX) {
 		out->detail = "payload version not supported";

@@ -134,9 +134,10 @@ int cf_report_json(const struct cf_report *r, const char *device_id, char *buf, 
 	put_json_string(&w, r->rollout_id, strlen(r->rollout_id));
 	put_key(&w, "seq");
 	put_uint(&w, r->seq);
-	if (r->op != CF_OP_NONE) {
+	const char *op = r->op != CF_OP_NONE ? cf_op_str(r->op) : r->op_name;
+	if (op[0] != '\0') {
 		put_key(&w, "op");
-		put_json_string(&w, cf_op_str(r->op), strlen(cf_op_str(r->op)));
+		put_json_string(&w, op, strlen(op));
 	}
 	put_key(&w, "phase");
 	put_json_string(&w, cf_phase_str(r->phase), strlen(cf_phase_str(r->phase)));

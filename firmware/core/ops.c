@@ -32,10 +32,12 @@ void cf_report_begin(struct cf_device *dev, const struct cf_bundle *b, enum cf_p
 	memcpy(r->active_tags, dev->state.active, dev->state.n_active * sizeof(uint32_t));
 	r->n_active = dev->state.n_active;
 	if (b != NULL && b->ids_known) {
-		const struct zcbor_string *rid = &b->p.Bundle_payload_rid;
-		memcpy(r->rollout_id, rid->value, rid->len);
-		r->seq = b->p.Bundle_payload_seq;
+		memcpy(r->rollout_id, b->named_rid.value, b->named_rid.len);
+		r->seq = b->named_seq;
 		r->op = b->op;
+		if (b->op == CF_OP_NONE && b->named_op.value != NULL) {
+			memcpy(r->op_name, b->named_op.value, b->named_op.len);
+		}
 	}
 }
 

@@ -5,7 +5,8 @@
 the fixture signer of make_bundles.py; the staged CA is fresh and `openssl s_server`
 serves a chain under it on a free loopback port, so the device's probe passes for real.
 What must hold: every report parses as the listener's `ReportMessage`, in the order of
-docs/protocol.md §5; a commit's state (active list 42, 43) arrives before `committed`;
+docs/protocol.md §5; the stage's state (back online after writing) comes before `staged`;
+a commit's state (active list 42, 43) arrives before `committed`;
 after a SIGKILL the restarted device resumes from its record and states the same list;
 the rollback returns it to 42 alone.
 """
@@ -115,7 +116,7 @@ def main(binary: str, workdir: Path) -> None:
             probe=Probe(host="localhost", port=tls_port, tags=(43,)),
         )
         watcher.send(mb.from_bundle(stage))
-        watcher.expect("received", "staged", "health_ok")
+        watcher.expect("received", "state:[42]", "staged", "health_ok")
         watcher.send(mb.from_bundle(mb.bundle("commit", seq=stage.seq + 1)))
         watcher.expect("received", "state:[42, 43]", "committed")
         device.send_signal(signal.SIGKILL)

@@ -74,6 +74,35 @@ static void test_rejection_names_the_bundle_only_once_verified(void **state)
 	assert_int_equal(bundle.p.Bundle_payload_rid.len, 3);
 }
 
+/* A signed payload the schema refuses still names its rid, seq and op, read best effort. */
+static void test_refused_payload_names_the_bundle(void **state)
+{
+	(void)state;
+	static struct cf_bundle bundle;
+	struct cf_bundle_env e = env();
+	const char *const named[] = {"payload-unknown-key", "payload-rid-65", "payload-creds-5",
+				     "payload-unknown-op", "payload-active-8"};
+
+	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
+		size_t len = fixture_bundle(named[i], buf, sizeof(buf));
+		assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_PAYLOAD);
+		assert_true(bundle.ids_known);
+		assert_int_equal(bundle.named_seq, ctx.last_seq + 1);
+		assert_true(bundle.named_rid.len == 3 || bundle.named_rid.len == CF_RID_MAX_BYTES + 1);
+		assert_non_null(bundle.named_op.value);
+	}
+	size_t len = fixture_bundle("payload-unknown-op", buf, sizeof(buf));
+	cf_bundle_open(buf, len, &e, &bundle);
+	assert_int_equal(bundle.named_op.len, 6);
+	assert_memory_equal(bundle.named_op.value, "reboot", 6);
+	len = fixture_bundle("payload-not-a-map", buf, sizeof(buf));
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_PAYLOAD);
+	assert_false(bundle.ids_known);
+	len = fixture_bundle("payload-seq-text", buf, sizeof(buf));
+	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_PAYLOAD);
+	assert_false(bundle.ids_known); /* a seq of the wrong kind: nothing is named */
+}
+
 /* Every byte flip of a valid bundle is refused (or still the same valid bundle). */
 static void test_any_single_byte_flip_is_refused(void **state)
 {
@@ -114,6 +143,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_case_gives_its_reason),
 		cmocka_unit_test(test_rejection_names_the_bundle_only_once_verified),
+		cmocka_unit_test(test_refused_payload_names_the_bundle),
 		cmocka_unit_test(test_any_single_byte_flip_is_refused),
 		cmocka_unit_test(test_no_trusted_signer_is_unknown_key),
 	};

@@ -40,7 +40,10 @@ struct cf_bundle {
 	struct Bundle_payload p; /**< the payload as decoded (generated type) */
 	enum cf_op op;
 	bool verified;		 /**< the signature verified (checks 1 to 5 passed) */
-	bool ids_known;		 /**< p's rid, seq and op name the bundle (for a rejection) */
+	bool ids_known;		 /**< the bundle's rid, seq and op were read (for a rejection) */
+	struct zcbor_string named_rid; /**< what a report names: read from the payload, even */
+	uint64_t named_seq;	       /**< from one the schema refused (best effort, as the */
+	struct zcbor_string named_op;  /**< orchestrator's model reads it) */
 	const char *detail;	 /**< for people: why it was refused, or "" */
 };
 

@@ -31,9 +31,10 @@ _Static_assert(CF_REPORT_DETAIL_LEN <= CF_DETAIL_MAX_BYTES, "details fit the con
 /** A report message (docs/protocol.md §7) before its JSON encoding. */
 struct cf_report {
 	uint8_t version;
-	char rollout_id[CF_RID_MAX_BYTES + 1];
+	char rollout_id[CF_REPORT_RID_MAX_BYTES + 1];
 	uint64_t seq;
-	enum cf_op op;
+	enum cf_op op;	/**< the bundle's op when it is one the contract names */
+	char op_name[CF_REPORT_OP_MAX_BYTES + 1]; /**< the op as the payload said it, if not */
 	enum cf_phase phase;
 	enum cf_reason reason;
 	char detail[CF_REPORT_DETAIL_LEN + 1];

@@ -15,6 +15,10 @@
 #define CF_DEVICE_ID_MAX 64
 /** The rollout id (`rid`): UTF-8, may be empty. */
 #define CF_RID_MAX_BYTES 64
+/** A report's `rollout_id` and `op` as the report schema bounds them: a rejection names
+ * what a signed payload said even past the bundle's own limits (best effort, §4). */
+#define CF_REPORT_RID_MAX_BYTES 128
+#define CF_REPORT_OP_MAX_BYTES 32
 /** Entries of `creds`, one per credential type. */
 #define CF_CREDS_MAX 4
 /** `probe.host`. */

@@ -10,10 +10,10 @@
 
 #include "certfleet/device.h"
 
-/* Worst case: every rid and detail byte a 6-byte \u escape. */
+/* Worst case: every rid, op and detail byte a 6-byte \u escape. */
 #define CF_REPORT_JSON_MAX                                                                         \
-	(256 + CF_DEVICE_ID_MAX + 6 * CF_RID_MAX_BYTES + 6 * CF_REPORT_DETAIL_LEN +                \
-	 11 * CF_TAG_LIST_MAX)
+	(256 + CF_DEVICE_ID_MAX + 6 * CF_REPORT_RID_MAX_BYTES + 6 * CF_REPORT_OP_MAX_BYTES +       \
+	 6 * CF_REPORT_DETAIL_LEN + 11 * CF_TAG_LIST_MAX)
 
 /** One stored item as the state message lists it (`AT%CMNG=1`, `AT%CERTEXPIRY`). */
 struct cf_state_item {

@@ -38,6 +38,19 @@ static uint64_t offset_now(void *ctx)
 	return (uint64_t)((int64_t)time(NULL) + clock_offset);
 }
 
+/* The key store port, with CFUN=1 telling the transport that the link restarted. */
+static struct cf_keystore modem;
+static struct cf_host_mqtt mqtt;
+
+static int set_online(void *ctx, bool online)
+{
+	int err = modem.set_online(ctx, online);
+	if (err == 0 && online) {
+		cf_host_mqtt_link_restarted(&mqtt);
+	}
+	return err;
+}
+
 static int hex(const char *text, uint8_t *out, size_t len)
 {
 	if (strlen(text) < 2 * len) {
@@ -130,7 +143,6 @@ int main(int argc, char **argv)
 	static struct options o;
 	static struct cf_host_keystore keystore;
 	static struct cf_host_record record;
-	static struct cf_host_mqtt mqtt;
 	static struct cf_device device;
 	static uint8_t bundle[CF_BUNDLE_MAX_BYTES];
 	static struct cf_host_probe probe;
@@ -156,8 +168,9 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/record", o.dir);
 	cf_host_record_init(&record, path);
 	probe = (struct cf_host_probe){.keystore = &keystore, .timeout_ms = o.probe_timeout_ms};
+	modem = cf_host_keystore_port(&keystore);
 	struct cf_device_ports ports = {
-		.keystore = cf_host_keystore_port(&keystore),
+		.keystore = {modem.ctx, set_online, modem.write, modem.remove, modem.exists, modem.digest},
 		.record = cf_host_record_port(&record),
 		.clock = {NULL, offset_now},
 		.probe = cf_host_probe_port(&probe),

@@ -162,8 +162,13 @@ static int publish_report(void *ctx, const struct cf_report *report)
 	static char json[CF_REPORT_JSON_MAX];
 	size_t len = 0;
 
-	/* §2: a change of the active list is in the inventory before the report says so */
-	if (report->phase == CF_PHASE_COMMITTED || report->phase == CF_PHASE_ROLLED_BACK ||
+	/* §2: a change of the active list is in the inventory before the report says so, and
+	 * a device back online states its key store first, as after any CONNECT */
+	pthread_mutex_lock(&m->lock);
+	bool due = m->state_due;
+	m->state_due = false;
+	pthread_mutex_unlock(&m->lock);
+	if (due || report->phase == CF_PHASE_COMMITTED || report->phase == CF_PHASE_ROLLED_BACK ||
 	    report->phase == CF_PHASE_RETIRED || report->phase == CF_PHASE_FALLBACK) {
 		publish_state(m);
 	}
@@ -234,6 +239,13 @@ void cf_host_mqtt_stop(struct cf_host_mqtt *m)
 	mosquitto_loop_stop(m->mosq, false);
 	mosquitto_destroy(m->mosq);
 	mosquitto_lib_cleanup();
+}
+
+void cf_host_mqtt_link_restarted(struct cf_host_mqtt *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->state_due = true;
+	pthread_mutex_unlock(&m->lock);
 }
 
 struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m)

@@ -52,6 +52,11 @@ void cf_host_mqtt_stop(struct cf_host_mqtt *m);
 size_t cf_host_mqtt_next_bundle(struct cf_host_mqtt *m, uint8_t *buf, uint32_t wait_ms);
 /** Publish the state message if a CONNECT made one due; 0 or a negative errno. */
 int cf_host_mqtt_publish_state_if_due(struct cf_host_mqtt *m);
+/**
+ * The modem came back online (CFUN=1 after a key store change): on a device that is a
+ * new CONNECT, so the state message is due before the next report.
+ */
+void cf_host_mqtt_link_restarted(struct cf_host_mqtt *m);
 /** The transport port (no TLS to the broker yet: reconnect is NULL). */
 struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m);
 
