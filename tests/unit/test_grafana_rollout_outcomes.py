@@ -37,11 +37,14 @@ def test_rollouts_by_state_colours_every_state() -> None:
 
 
 def test_rollouts_that_left_devices_unconfirmed_and_timed_out_devices_are_shown() -> None:
-    """Stat panels count the completed_with_timeouts rollouts and the devices that timed out."""
+    """Stat panels count the completed_with_timeouts rollouts, the devices they left
+    unconfirmed and the devices that timed out."""
     ended = _titled("Completed with timeouts")["targets"][0]["expr"]
+    unconfirmed = _titled("Unconfirmed devices")["targets"][0]["expr"]
     timed_out = _titled("Devices timed out (range)")["targets"][0]["expr"]
 
     assert ended == 'max(certfleet_rollouts{state="completed_with_timeouts"})'
+    assert unconfirmed == "max(certfleet_rollout_unconfirmed_devices)"
     assert 'certfleet_device_transitions_total{to="timed_out"}' in timed_out
     assert "[$__range]" in timed_out
 
