@@ -31,6 +31,7 @@ import redis
 
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
+from orchestrator.domain.errors import TransientError
 from orchestrator.services.rollout.commands import rollout_status
 from tests.chaos.stack import ChaosStack, chaos_stack
 from tests.chaos.witness import Witness, recorded_reports
@@ -101,13 +102,34 @@ class FaultResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _status(chaos: ChaosStack, rollout_id: str) -> dict[str, Any] | None:
-    """The status, or None while certfleet cannot say (Redis away)."""
-    done = chaos.stack.run("rollout", "status", rollout_id, "--json")
-    if done.returncode != 0:
-        return None
-    status: dict[str, Any] = json.loads(done.stdout)
-    return status
+class _Reader:
+    """Reads status and audit log in-process, as `rollout status/log --json` make them.
+
+    The CLI starts a Python each call (seconds on a busy machine); these reads are
+    milliseconds, so the wave's middle is found and the end is seen without delay.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        settings = Settings(
+            redis_url=env["CERTFLEET_REDIS_URL"],
+            mqtt_host=env["CERTFLEET_MQTT_HOST"],
+            mqtt_port=int(env["CERTFLEET_MQTT_PORT"]),
+            signing_key_file=Path(env["CERTFLEET_SIGNING_KEY_FILE"]),
+        )
+        self.container = bootstrap(settings, logging=False)
+
+    def status(self, rollout_id: str) -> dict[str, Any] | None:
+        """The status, or None while certfleet cannot say (Redis away)."""
+        try:
+            return rollout_status(self.container.rollout_deps(), rollout_id)
+        except (TransientError, redis.RedisError):
+            return None
+
+    def log(self, rollout_id: str) -> list[dict[str, str]]:
+        return self.container.rollouts.log(rollout_id)
+
+    def close(self) -> None:
+        self.container.close()
 
 
 def _create(chaos: ChaosStack, name: str, push_rate: float) -> str:
@@ -123,58 +145,46 @@ def _create(chaos: ChaosStack, name: str, push_rate: float) -> str:
     return str(json.loads(done.stdout)["id"])
 
 
-def _mid_wave(chaos: ChaosStack, rollout_id: str) -> dict[str, Any]:
-    """Wait until half of the 50 % wave was sent, polled in-process every 0.1 s.
-
-    A wave's stage bundles go out in one push and its devices answer within seconds;
-    the CLI takes about a second per call on a busy machine, too slow to find the
-    middle, so this one poll reads the status as `rollout status --json` makes it.
-    """
-    env = chaos.env
-    settings = Settings(
-        redis_url=env["CERTFLEET_REDIS_URL"],
-        mqtt_host=env["CERTFLEET_MQTT_HOST"],
-        mqtt_port=int(env["CERTFLEET_MQTT_PORT"]),
-        signing_key_file=Path(env["CERTFLEET_SIGNING_KEY_FILE"]),
-    )
-    container = bootstrap(settings, logging=False)
+def _mid_wave(reader: _Reader, rollout_id: str) -> dict[str, Any]:
+    """Wait until half of the 50 % wave was sent (its bundles go out in one push, and
+    its devices answer within seconds: polled every 0.1 s)."""
 
     def probe() -> dict[str, Any] | None:
-        status = rollout_status(container.rollout_deps(), rollout_id)
+        status = reader.status(rollout_id)
+        if status is None:
+            return None
         if status["state"] in ENDED or status["current_wave"] > MID_WAVE:
             return status
         wave = status["waves"][MID_WAVE]
         sent = wave["size"] - wave["counts"]["pending"]
         return status if status["current_wave"] == MID_WAVE and 2 * sent >= wave["size"] else None
 
-    try:
-        return wait_until(probe, timeout=300, interval=0.1, what="the middle of the 50% wave")
-    finally:
-        container.close()
+    return wait_until(probe, timeout=300, interval=0.1, what="the middle of the 50% wave")
 
 
-def _until_ended(chaos: ChaosStack, rollout_id: str, timeout: float) -> dict[str, Any] | None:
+def _until_ended(
+    chaos: ChaosStack, reader: _Reader, rollout_id: str, timeout: float
+) -> dict[str, Any] | None:
     """The status once the rollout ended; the last one seen after `timeout`, or a minute
     after a worker, beat or listener exited (nothing restarts it, so nothing moves on)."""
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        status = _status(chaos, rollout_id) or status
+        status = reader.status(rollout_id) or status
         if status is not None and status["state"] in ENDED:
             return status
         if chaos.exited():
             deadline = min(deadline, time.monotonic() + AFTER_EXIT_SECONDS)
-        time.sleep(1.0)
+        time.sleep(0.2)
     return status
 
 
 def _replayed(
-    chaos: ChaosStack, rollout_id: str, status: dict[str, Any]
+    reader: _Reader, rollout_id: str, status: dict[str, Any]
 ) -> tuple[dict[str, str], str]:
     """Each device's last state in the audit log, and a finding if it disagrees with status."""
-    done = chaos.stack.run("rollout", "log", rollout_id, "--json")
     last: dict[str, str] = {}
-    for entry in json.loads(done.stdout):
+    for entry in reader.log(rollout_id):
         if entry["kind"] == "device":
             last[entry["subject"]] = entry["to"]
     replayed = {state: list(last.values()).count(state) for state in status["totals"]}
@@ -184,7 +194,9 @@ def _replayed(
     return last, ""
 
 
-def _judge(chaos: ChaosStack, result: FaultResult, rollout_id: str, status: dict[str, Any]) -> None:
+def _judge(
+    chaos: ChaosStack, reader: _Reader, result: FaultResult, rollout_id: str, status: dict[str, Any]
+) -> None:
     """Hold the ended rollout to what the devices' modems say."""
     new_ca = hashlib.sha256(chaos.stack.ca2.pem).hexdigest()
     old_ca = hashlib.sha256(chaos.stack.ca1.pem).hexdigest()
@@ -224,7 +236,7 @@ def _judge(chaos: ChaosStack, result: FaultResult, rollout_id: str, status: dict
         sizes_add_up(status)
     except AssertionError as exc:
         problems.append(f"wave counts do not add up: {exc}")
-    last, replay_problem = _replayed(chaos, rollout_id, status)
+    last, replay_problem = _replayed(reader, rollout_id, status)
     if replay_problem:
         problems.append(replay_problem)
     said = sorted(d for d, state in last.items() if state == "committed" and d not in on_new)
@@ -274,17 +286,18 @@ def run_fault(
     inject = FAULTS[fault][1]
     with chaos_stack(base, count) as chaos:
         witness = Witness(chaos.stack.mqtt.host, chaos.stack.mqtt.port)
+        reader = _Reader(chaos.env)
         try:
             started = time.monotonic()
             rate = push_rate or max(2.0, count / 40)
             rollout_id = _create(chaos, f"chaos-{fault}", rate)
-            at = _mid_wave(chaos, rollout_id)
+            at = _mid_wave(reader, rollout_id)
             result.injected_at = _where(at)
             if at["state"] in ENDED or at["current_wave"] > MID_WAVE:
                 result.problems.append(f"the fault came after the 50% wave: {result.injected_at}")
             injected = time.monotonic()
             inject(chaos)
-            status = _until_ended(chaos, rollout_id, end_timeout)
+            status = _until_ended(chaos, reader, rollout_id, end_timeout)
             ended = time.monotonic()
             if status is None:
                 result.end_state = "unknown"
@@ -299,13 +312,23 @@ def run_fault(
                 result.problems.append(
                     f"not ended {ended - injected:.0f}s after the fault: {status['state']}"
                 )
-            time.sleep(3)  # the devices' last key store work, and a fresh modem dump
-            status = _status(chaos, rollout_id) or status  # what the log is replayed against
-            _judge(chaos, result, rollout_id, status)
+            _settled(chaos)
+            status = reader.status(rollout_id) or status  # what the log is replayed against
+            _judge(chaos, reader, result, rollout_id, status)
             _count_lost(chaos, witness, result)
         finally:
+            reader.close()
             witness.close()
             exited = chaos.exited()
             if exited:
                 result.problems.append(f"exited by itself: {', '.join(exited)}")
     return result
+
+
+def _settled(chaos: ChaosStack) -> None:
+    """A second for the devices' last key store work, then a modem dump made after it."""
+    time.sleep(1.0)
+    since = time.time()
+    wait_until(
+        lambda: chaos.modems_file.stat().st_mtime > since, timeout=30, what="a fresh modem dump"
+    )

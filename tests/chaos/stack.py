@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -193,7 +194,11 @@ def chaos_stack(base: Path, count: int) -> Iterator[ChaosStack]:
             yield chaos
     finally:
         if chaos is not None:
-            for proc in reversed(list(chaos.procs.values())):
+            running = [p for p in chaos.procs.values() if p.process.poll() is None]
+            for proc in running:  # all at once: each takes its seconds to shut down
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.process.pid, signal.SIGTERM)
+            for proc in running:
                 proc.stop()
             redis_service = chaos.redis_service
             mqtt_service = chaos.stack.mqtt
