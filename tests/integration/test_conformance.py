@@ -80,6 +80,45 @@ def env(service_env: dict[str, str], tmp_path: Path, pki: Pki) -> dict[str, str]
     return env
 
 
+def suite_argv(servers: Servers, tmp_path: Path, device_id: str, *, state_wait: float) -> list[str]:
+    """`certfleet conformance DEVICE_ID ... --json` with the test's servers and short waits."""
+    return certfleet(
+        "conformance",
+        device_id,
+        "--probe-good",
+        servers.good,
+        "--probe-bad",
+        servers.bad,
+        "--ca-good",
+        str(tmp_path / "good-ca.pem"),
+        "--step-timeout",
+        "20",
+        "--state-wait",
+        str(state_wait),
+        "--fallback-after",
+        "2",
+        "--undo-window",
+        "3",
+        "--json",
+    )
+
+
+def simulate_argv(tmp_path: Path, prefix: str, *options: str) -> list[str]:
+    """`certfleet simulate` of one device `{prefix}00000` holding the device CA in tag 42."""
+    return certfleet(
+        "simulate",
+        "--devices",
+        "1",
+        "--id-prefix",
+        prefix,
+        "--ca",
+        str(tmp_path / "device-ca.pem"),
+        "--tag",
+        "42",
+        *options,
+    )
+
+
 def run_suite(
     env: dict[str, str],
     servers: Servers,
@@ -95,25 +134,7 @@ def run_suite(
     bundles queued in it, from one test to the next.
     """
     stdout, stderr = tmp_path / "suite.json", tmp_path / "suite.err"
-    argv = certfleet(
-        "conformance",
-        f"{prefix}00000",
-        "--probe-good",
-        servers.good,
-        "--probe-bad",
-        servers.bad,
-        "--ca-good",
-        str(tmp_path / "good-ca.pem"),
-        "--step-timeout",
-        "20",
-        "--state-wait",
-        "30",
-        "--fallback-after",
-        "2",
-        "--undo-window",
-        "3",
-        "--json",
-    )
+    argv = suite_argv(servers, tmp_path, f"{prefix}00000", state_wait=30)
     device: Proc | None = None
     with stdout.open("wb") as out, stderr.open("wb") as err:
         suite = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=err)
@@ -124,21 +145,7 @@ def run_suite(
             what="the suite listening",
         )
         device = start(
-            "simulate",
-            certfleet(
-                "simulate",
-                "--devices",
-                "1",
-                "--id-prefix",
-                prefix,
-                "--ca",
-                str(tmp_path / "device-ca.pem"),
-                "--tag",
-                "42",
-                *simulate,
-            ),
-            env=env,
-            log_dir=log_dir,
+            "simulate", simulate_argv(tmp_path, prefix, *simulate), env=env, log_dir=log_dir
         )
         code = suite.wait(timeout=SUITE_TIMEOUT_S)
     finally:
@@ -150,6 +157,19 @@ def run_suite(
     text = stdout.read_text()
     assert text, f"{stderr.read_text()}\n{device.log() if device else ''}"
     return code, json.loads(text), stderr.read_text()
+
+
+def _devices_known(env: dict[str, str]) -> int:
+    """How many devices certfleet's inventory holds (`fleet status`)."""
+    done = subprocess.run(
+        certfleet("fleet", "status", "--json"),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return int(json.loads(done.stdout)["devices"]) if done.returncode == 0 else 0
 
 
 def _failures(document: dict[str, Any]) -> dict[str, str]:
@@ -225,3 +245,58 @@ def test_a_device_whose_probes_fail_fails_the_stage_steps_and_ends_as_it_started
     )
     assert "tampered signature" not in failures
     assert "ends as it started" not in failures
+
+
+def test_without_a_state_or_an_inventory_entry_the_suite_exits_2_saying_what_to_do(
+    env: dict[str, str], servers: Servers, tmp_path: Path
+) -> None:
+    """A device that never speaks, and that certfleet never recorded, is not tested blind."""
+    # when
+    done = subprocess.run(
+        suite_argv(servers, tmp_path, "conf-silent-00000", state_wait=1),
+        env={**os.environ, **env, "COLUMNS": "500"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+    # then
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "no state from conf-silent-00000 within 1 s" in done.stderr
+    assert "reset the device" in done.stderr
+
+
+def test_a_device_already_connected_is_read_from_certfleets_inventory(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
+) -> None:
+    """With the listener recording the device, the suite needs no reconnect: it builds its
+    plan from the inventory's state and the device passes."""
+    # given: the listener, then the device, until certfleet knows it
+    listener = start("listener", certfleet("listener"), env=env, log_dir=log_dir)
+    device: Proc | None = None
+    try:
+        wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="listener")
+        device = start("simulate", simulate_argv(tmp_path, "conf-e-"), env=env, log_dir=log_dir)
+        wait_until(lambda: _devices_known(env) == 1, timeout=30, what="the device in the inventory")
+
+        # when
+        done = subprocess.run(
+            suite_argv(servers, tmp_path, "conf-e-00000", state_wait=1),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=SUITE_TIMEOUT_S,
+        )
+    finally:
+        if device is not None:
+            device.stop()
+        listener.stop()
+
+    # then
+    document = json.loads(done.stdout)
+    assert _failures(document) == {}, done.stderr
+    assert done.returncode == 0
+    assert document["steps"][0]["got"].startswith("certfleet's inventory: active [42]")
