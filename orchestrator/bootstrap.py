@@ -107,6 +107,7 @@ class Container:
             sequences=self.sequences,
             publisher=self.publisher,
             metrics=self.metrics,
+            undo_window_seconds=self.settings.undo_window_seconds,
         )
 
     def renewal_deps(self) -> RenewalDeps:
