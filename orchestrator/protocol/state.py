@@ -168,6 +168,7 @@ class StateMessage(BaseModel):
             reported_at=self.time,
             credentials=tuple(c.to_domain() for c in self.credentials),
             active_tags=tuple(self.active_tags) if self.active_tags is not None else None,
+            protocol_version=self.v,
         )
 
     def known_pems(self) -> dict[str, str]:
