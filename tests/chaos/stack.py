@@ -67,7 +67,7 @@ def start_durable_redis(workdir: Path, *, port: int | None = None) -> LocalServi
 
 @dataclass
 class ChaosStack:
-    """The running stack; `stack` gives the e2e helpers (status, log, wait_final)."""
+    """The running stack; `stack` is the e2e `Stack` of it (run, status, wait_final)."""
 
     stack: Stack
     redis_service: LocalService
