@@ -316,26 +316,29 @@ int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
 	struct cf_state *st = &dev->state;
 	const struct Signer *signer = &b->p.Bundle_payload_signer.Bundle_payload_signer;
 	const struct zcbor_string *retire = &b->p.Bundle_payload_retire_kid.Bundle_payload_retire_kid;
-	size_t n = 0;
+	/* the keys before the retirement may be one more than the device keeps */
+	struct cf_signer keys[CF_SIGNERS_MAX + 1];
+	size_t n_keys = 0, n = 0;
 	bool replaced = false;
 
 	for (size_t i = 0; i < st->n_signers; i++) {
-		struct cf_signer *s = &st->signers[i];
-		if (memcmp(s->kid, signer->Signer_kid.value, CF_KID_LEN) == 0) {
-			memcpy(s->pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
+		keys[n_keys] = st->signers[i];
+		if (memcmp(keys[n_keys].kid, signer->Signer_kid.value, CF_KID_LEN) == 0) {
+			memcpy(keys[n_keys].pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
 			replaced = true;
 		}
+		n_keys++;
 	}
 	if (!replaced) {
-		memcpy(st->signers[st->n_signers].kid, signer->Signer_kid.value, CF_KID_LEN);
-		memcpy(st->signers[st->n_signers].pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
-		st->n_signers++;
+		memcpy(keys[n_keys].kid, signer->Signer_kid.value, CF_KID_LEN);
+		memcpy(keys[n_keys].pub, signer->Signer_pub.value, CF_P256_POINT_LEN);
+		n_keys++;
 	}
-	for (size_t i = 0; i < st->n_signers; i++) {
+	for (size_t i = 0; i < n_keys; i++) {
 		bool retired = b->p.Bundle_payload_retire_kid_present && retire->len == CF_KID_LEN &&
-			       memcmp(retire->value, st->signers[i].kid, CF_KID_LEN) == 0;
-		if (!retired) {
-			st->signers[n++] = st->signers[i];
+			       memcmp(retire->value, keys[i].kid, CF_KID_LEN) == 0;
+		if (!retired && n < CF_SIGNERS_MAX) { /* check 13 keeps it at CF_SIGNERS_MAX */
+			st->signers[n++] = keys[i];
 		}
 	}
 	st->n_signers = (uint8_t)n;

@@ -1,9 +1,11 @@
 /*
  * The persisted record: `struct cf_state` framed by a magic, a format version, its
- * size and a CRC-32, so a device never acts on a record it did not write. The
- * record port stores the frame atomically; this file only frames and checks it.
+ * size and a CRC-32, and checked for counts within their arrays, so a device never
+ * acts on a record it did not write. The record port stores the frame atomically;
+ * this file only frames and checks it.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "certfleet/device.h"
@@ -47,6 +49,16 @@ size_t cf_record_frame(const struct cf_state *state, uint8_t out[CF_RECORD_FRAME
 	return CF_RECORD_FRAME_LEN;
 }
 
+/* Every count within its array and every enum known: a record that is not is refused. */
+static bool state_sane(const struct cf_state *st)
+{
+	return st->n_active >= 1 && st->n_active <= CF_TAG_LIST_MAX && st->n_signers >= 1 &&
+	       st->n_signers <= CF_SIGNERS_MAX && st->n_stage_active <= CF_TAG_LIST_MAX &&
+	       st->n_undo_previous <= CF_TAG_LIST_MAX && st->undo_rid_len <= CF_RID_MAX_BYTES &&
+	       st->n_pending_delete <= CF_TAG_LIST_MAX + 1 && st->stage_phase <= CF_STAGE_HEALTHY &&
+	       st->undo_kind <= CF_UNDO_COMMIT && st->commit_unproven <= 1;
+}
+
 int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)
 {
 	if (len != CF_RECORD_FRAME_LEN || get32(in) != RECORD_MAGIC ||
@@ -55,5 +67,5 @@ int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)
 		return -EBADMSG;
 	}
 	memcpy(state, in + 8, sizeof(*state));
-	return 0;
+	return state_sane(state) ? 0 : -EBADMSG;
 }

@@ -696,6 +696,7 @@ def scenario_cases() -> list[Case]:
         ("s-ts-3", "ok", True, ts(2)),
         ("s-ts-4", "ok", True, ts(3)),
         ("s-ts-retire-only", "ok", True, ts(0, retire_kid=KID)),
+        ("s-ts-4-retire-0", "ok", True, ts(3, retire_kid=key_id(NEW_KEYS[0].public_key()))),
         (
             "s-ts-retire-all",
             "ok",

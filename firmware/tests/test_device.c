@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "device_harness.h"
+#include "record_frame.h"
 
 static struct harness h;
 
@@ -260,6 +261,26 @@ static void test_trust_signer(void **state)
 	expect_rejected("s-ts-4", CF_REASON_INVALID_OPERATION);
 }
 
+/* With 4 keys, adding a fifth while retiring one keeps 4 and touches nothing else. */
+static void test_trust_signer_swap_at_the_limit(void **state)
+{
+	(void)state;
+	assert_int_equal(harness_send(&h, "s-ts-1"), 0);
+	assert_int_equal(harness_send(&h, "s-ts-2"), 0);
+	assert_int_equal(harness_send(&h, "s-ts-3"), 0);
+	struct cf_state before = h.dev.state;
+	assert_int_equal(harness_send(&h, "s-ts-4-retire-0"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_COMMITTED);
+	assert_int_equal(h.dev.state.n_signers, CF_SIGNERS_MAX);
+	assert_memory_equal(h.dev.state.signers[0].kid, h.ctx.keys[0].kid, CF_KID_LEN);
+	assert_memory_equal(h.dev.state.signers[1].kid, h.ctx.keys[2].kid, CF_KID_LEN);
+	assert_memory_equal(h.dev.state.signers[3].kid, h.ctx.keys[4].kid, CF_KID_LEN);
+	/* everything after the signer keys is as it was (the seq aside) */
+	before.last_seq = h.dev.state.last_seq;
+	memcpy(before.signers, h.dev.state.signers, sizeof(before.signers));
+	assert_memory_equal(&before, &h.dev.state, sizeof(before));
+}
+
 /* Once its key is retired, the old signer's bundles are unknown_key. */
 static void test_retired_signer_is_unknown(void **state)
 {
@@ -309,6 +330,28 @@ static void test_tls_commit_proven(void **state)
 	assert_int_equal(h.dev.state.n_active, 2);
 }
 
+/* A record with a flipped bit, or with a count past its array, is refused at init. */
+static void test_corrupt_record_is_refused(void **state)
+{
+	(void)state;
+	uint8_t frame[CF_RECORD_FRAME_LEN];
+	struct cf_device_ports ports = fake_ports(&h.world);
+	struct cf_state bad = h.dev.state;
+	static struct cf_device again;
+
+	cf_record_frame(&h.dev.state, frame);
+	frame[20] ^= 0x01;
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, sizeof(frame)), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), -EBADMSG);
+	bad.n_undo_previous = CF_TAG_LIST_MAX + 1;
+	cf_record_frame(&bad, frame);
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, sizeof(frame)), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), -EBADMSG);
+	cf_record_frame(&h.dev.state, frame);
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, sizeof(frame)), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), 0);
+}
+
 #define PLAIN(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 #define TLS(test) cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &h)
 
@@ -330,8 +373,10 @@ int main(void)
 		PLAIN(test_retire),
 		PLAIN(test_retire_refusals),
 		PLAIN(test_trust_signer),
+		PLAIN(test_trust_signer_swap_at_the_limit),
 		PLAIN(test_retired_signer_is_unknown),
 		PLAIN(test_unacknowledged_received_does_nothing),
+		PLAIN(test_corrupt_record_is_refused),
 		TLS(test_tls_commit_falls_back_when_the_broker_refuses),
 		TLS(test_tls_commit_proven),
 	};
