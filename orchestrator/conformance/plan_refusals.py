@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orchestrator.conformance.material import chain_of_size
-from orchestrator.conformance.model import Send, rejected
+from orchestrator.conformance.model import Send, Tamper, rejected
 from orchestrator.conformance.plan import ROLLED_BACK, STAGED, Script, sha256_text
 from orchestrator.protocol.limits import (
     CA_CHAIN_MAX_BYTES,
@@ -45,7 +45,7 @@ def refusals(s: Script) -> None:
         Send(op="rollback", resend="rollback of a commit"),
         rejected("replay"),
     )
-    unnamed = [
+    unnamed: list[tuple[str, Tamper, str, str]] = [
         ("tampered signature", "signature", "bad_signature", "a flipped signature bit"),
         ("tampered payload", "payload", "bad_signature", "a flipped bit in the signed payload"),
         ("unsupported algorithm", "algorithm", "unsupported_algorithm", "alg ES384, not ES256"),
@@ -56,7 +56,7 @@ def refusals(s: Script) -> None:
         s.add(
             name,
             f"{what}: refused as {reason}, the report names no bundle",
-            Send(op="rollback", tamper=tamper),  # type: ignore[arg-type]  # a Tamper literal
+            Send(op="rollback", tamper=tamper),
             rejected(reason, named=False),
         )
     s.add(
@@ -210,8 +210,14 @@ def limits(s: Script) -> None:
     cases: list[tuple[str, Send, Send, tuple[str, ...]]] = [
         (
             f"dev of {DEVICE_ID_MAX_CHARS} chars",
-            Send(op="rollback", fields={"dev": _other_device(s.inputs.device_id, 64)}),
-            Send(op="rollback", fields={"dev": _other_device(s.inputs.device_id, 65)}),
+            Send(
+                op="rollback",
+                fields={"dev": _other_device(s.inputs.device_id, DEVICE_ID_MAX_CHARS)},
+            ),
+            Send(
+                op="rollback",
+                fields={"dev": _other_device(s.inputs.device_id, DEVICE_ID_MAX_CHARS + 1)},
+            ),
             ("wrong_device",),
         ),
         (

@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Heard, Inbox, trust_of, trust_problems
 from orchestrator.conformance.model import FINAL_PHASES, Expect, Send, Step, Trust
-from orchestrator.conformance.verdict import Sent, StepResult, judge
+from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.mqtt import mqtt5_client
 from orchestrator.protocol.topics import Topics
@@ -222,9 +222,11 @@ class Runner:
             sent.append(bundle)
             if not step.burst:
                 heard.append(await self._collect(starts[-1], bundle, expect, self._wait(expect)))
+        order: list[str] = []
         if step.burst:
             for start, bundle, expect in zip(starts, sent, step.expects, strict=True):
                 heard.append(await self._collect(start, bundle, expect, self._wait(expect)))
+            order = order_problems([h.get("seq") for h in inbox.reports[starts[0] :]], sent)
         expected = step.trust
         assert expected is not None  # noqa: S101 -- the script sets it on every step
 
@@ -249,6 +251,7 @@ class Runner:
             state=inbox.latest_state(),
             states_seen=inbox.states[first_state:],
             timeout=self._timeout,
+            problems=order,
         )
 
     def _wait(self, expect: Expect) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.conformance.inbox import Heard, trust_of, trust_problems
 from orchestrator.conformance.model import Expect, Step, Trust
 
-__all__ = ["Sent", "StepResult", "judge", "judge_state"]
+__all__ = ["Sent", "StepResult", "judge", "judge_state", "order_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +104,15 @@ def judge(
     state: Heard | None,
     states_seen: Sequence[Heard],
     timeout: float,
+    problems: Sequence[str] = (),
 ) -> StepResult:
-    """The result of `step`: every report as expected, and the trust as `step.trust`."""
+    """The result of `step`: every report as expected, and the trust as `step.trust`.
+
+    Args:
+        problems: what the runner found wrong besides (bundles answered out of order).
+    """
     assert step.trust is not None  # noqa: S101 -- the script sets it on every step
-    problems: list[str] = []
+    problems = list(problems)
     got_parts: list[str] = []
     for expect, bundle, reports in zip(step.expects, sent, heard, strict=True):
         got_parts.append(", ".join(_phase(h) for h in reports) or "no report")
@@ -132,3 +137,14 @@ def judge(
         got=f"{'; '.join(got_parts)} -> {state_got}" if got_parts else state_got,
         detail="; ".join(problems),
     )
+
+
+def order_problems(answered: Sequence[object], sent: Sequence[Sent]) -> list[str]:
+    """Bundles sent at once must be answered in the order sent (`answered`: the seqs of
+    the reports in arrival order)."""
+    answered = list(answered)
+    firsts = [answered.index(b.seq) for b in sent if b.seq in answered]
+    if firsts != sorted(firsts):
+        order = [answered[i] for i in sorted(firsts)]
+        return [f"bundles sent in seq order {[b.seq for b in sent]} were answered {order}"]
+    return []

@@ -18,7 +18,7 @@ from orchestrator.conformance.model import Expect, Send, Step, Trust
 from orchestrator.conformance.plan import PlanInputs
 from orchestrator.conformance.restore import restore_bundles
 from orchestrator.conformance.suite import build_plan, spare_tags
-from orchestrator.conformance.verdict import Sent, judge
+from orchestrator.conformance.verdict import Sent, judge, order_problems
 from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
 
 pytestmark = pytest.mark.unit
@@ -293,3 +293,14 @@ def test_a_left_spare_tag_is_retired_only_while_the_first_trust_is_intact() -> N
         ("retire", [43], [42])
     ]
     assert none == []
+
+
+def test_bundles_sent_at_once_must_be_answered_in_order() -> None:
+    """The queue step fails when the device answers a later bundle before an earlier one."""
+    sent = [Sent(seq, "", "rollback") for seq in (1, 2, 3, 4)]
+
+    shuffled = order_problems([2, 1, 1, 3, 4], sent)
+    in_order = order_problems([1, 1, 2, 3, 4], sent)
+
+    assert shuffled == ["bundles sent in seq order [1, 2, 3, 4] were answered [2, 1, 3, 4]"]
+    assert in_order == []
