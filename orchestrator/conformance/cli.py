@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from orchestrator.conformance.suite import Outcome
     from orchestrator.conformance.verdict import StepResult
 
-__all__ = ["conformance"]
+__all__ = ["conformance", "print_table"]
 
 out = Console()
 err = Console(stderr=True)
@@ -57,7 +57,8 @@ def _pem(path: Path | None, what: str) -> str | None:
     return text
 
 
-def _print_table(outcome: Outcome) -> None:
+def print_table(outcome: Outcome) -> None:
+    """One row per step: its result, what the contract expects, what the device did."""
     table = Table("step", "result", "expected", "got", "detail")
     table.title = f"conformance of {outcome.device_id}"
     for r in outcome.results:
@@ -227,7 +228,7 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     if as_json:
         print_json(outcome.to_json())
     else:
-        _print_table(outcome)
+        print_table(outcome)
     if not outcome.passed:
         err.print(
             f"[bold red]{len(outcome.failed)} of {len(outcome.results)} steps failed:[/] "

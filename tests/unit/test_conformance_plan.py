@@ -17,8 +17,8 @@ from orchestrator.conformance.material import SuiteKey, chain_of_size, public_po
 from orchestrator.conformance.model import Expect, Send, Step, Trust
 from orchestrator.conformance.plan import PlanInputs
 from orchestrator.conformance.restore import restore_bundles
-from orchestrator.conformance.suite import build_plan, spare_tags
-from orchestrator.conformance.verdict import Sent, judge, order_problems
+from orchestrator.conformance.suite import Outcome, build_plan, spare_tags
+from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
 from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
 
 pytestmark = pytest.mark.unit
@@ -304,3 +304,26 @@ def test_bundles_sent_at_once_must_be_answered_in_order() -> None:
 
     assert shuffled == ["bundles sent in seq order [1, 2, 3, 4] were answered [2, 1, 3, 4]"]
     assert in_order == []
+
+
+def test_the_table_shows_each_step_with_its_result() -> None:
+    """Without --json the command prints one row per step, the failed one marked FAIL."""
+    from orchestrator.conformance import cli  # noqa: PLC0415 -- the command module
+
+    outcome = Outcome(
+        DEVICE,
+        [
+            StepResult("state", True, "a state", "state message: active [42]"),
+            StepResult("replay (same seq)", False, "rejected/replay", "received", "phases"),
+        ],
+    )
+    cli.out.width = 200
+    with cli.out.capture() as captured:
+        cli.print_table(outcome)
+
+    text = captured.get()
+    assert f"conformance of {DEVICE}" in text
+    assert re.search(r"state\s*│\s*pass", text)
+    assert re.search(r"replay \(same seq\)\s*│\s*FAIL", text)
+    assert outcome.failed == ["replay (same seq)"]
+    assert outcome.to_json()["passed"] is False
