@@ -141,6 +141,12 @@ async def run_suite(
                 "none: reset the device (it publishes its state on every CONNECT) after the "
                 "suite says it is waiting, or run `certfleet listener` while it connects"
             )
+        used = {tag for tag, _ in trust.items} | set(trust.active)
+        if options.spare and used & set(options.spare):
+            raise ConformanceError(
+                f"--spare-tags {sorted(used & set(options.spare))} hold items or are active on "
+                f"{device_id}; name tags it holds nothing in"
+            )
         temp = {f"temp{n}": SuiteKey.generate() for n in (*range(1, SIGNERS_MAX + 1), 9)}
         keys: dict[str, KeyHolder] = {"main": main_key, "foreign": SuiteKey.generate(), **temp}
         inputs = PlanInputs(
