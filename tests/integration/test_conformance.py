@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
+from simulator.services import free_port, start_mosquitto
 from tests.procs import Proc, certfleet, start, wait_until
 from tests.tlsserver import tls_server
 
@@ -126,6 +127,7 @@ def run_suite(
     log_dir: Path,
     prefix: str,
     *simulate: str,
+    suite: tuple[str, ...] = (),
 ) -> tuple[int, dict[str, Any], str]:
     """Start the suite, then the device `{prefix}00000` (it publishes its state on CONNECT);
     the suite's exit code, JSON document and stderr.
@@ -134,7 +136,7 @@ def run_suite(
     bundles queued in it, from one test to the next.
     """
     stdout, stderr = tmp_path / "suite.json", tmp_path / "suite.err"
-    argv = suite_argv(servers, tmp_path, f"{prefix}00000", state_wait=30)
+    argv = [*suite_argv(servers, tmp_path, f"{prefix}00000", state_wait=30), *suite]
     device: Proc | None = None
     with stdout.open("wb") as out, stderr.open("wb") as err:
         suite = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=err)
@@ -300,3 +302,47 @@ def test_a_device_already_connected_is_read_from_certfleets_inventory(
     assert _failures(document) == {}, done.stderr
     assert done.returncode == 0
     assert document["steps"][0]["got"].startswith("certfleet's inventory: active [42]")
+
+
+def test_over_a_tls_broker_every_commit_is_proven_on_a_new_connection_and_passes(
+    env: dict[str, str],
+    servers: Servers,
+    tmp_path: Path,
+    log_dir: Path,
+    pki: Pki,
+) -> None:
+    """The suite connects over TLS like the device, whose every active list must validate
+    the broker (a commit reconnects first): the per-device simulator passes over TLS."""
+    # given: a broker whose TLS listener presents a certificate under the device's CA
+    base = tmp_path / "tls-broker"
+    base.mkdir()
+    port = free_port()
+    since, until = NOW - timedelta(days=1), NOW + timedelta(days=60)
+    server = issue_server_cert(pki.device_ca, not_before=since, not_after=until)
+    (base / "cert.pem").write_bytes(server.pem)
+    (base / "key.pem").write_bytes(server.key_pem)
+    broker = start_mosquitto(
+        base / "mosquitto",
+        extra_config=(
+            f"listener {port} 127.0.0.1\ncertfile {base / 'cert.pem'}\n"
+            f"keyfile {base / 'key.pem'}\ntls_version tlsv1.2\n"
+        ),
+    )
+    tls = ("--tls", "--broker-port", str(port))
+    try:
+        # when
+        code, document, stderr = run_suite(
+            {**env, "CERTFLEET_MQTT_PORT": str(broker.port)},
+            servers,
+            tmp_path,
+            log_dir,
+            "conf-f-",
+            *tls,
+            suite=(*tls, "--broker-ca", str(tmp_path / "device-ca.pem")),
+        )
+    finally:
+        broker.stop()
+
+    # then
+    assert _failures(document) == {}, stderr
+    assert code == 0
