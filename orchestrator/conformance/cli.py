@@ -130,8 +130,12 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     ] = 5.0,
     undo_window: Annotated[
         float,
-        typer.Option("--undo-window", min=1, help="undo_by of the undo_by step, seconds."),
-    ] = 10.0,
+        typer.Option(
+            "--undo-window",
+            min=1,
+            help="undo_by of the undo_by step, seconds: more than a commit and a rollback take.",
+        ),
+    ] = 60.0,
     broker_host: Annotated[
         str | None,
         typer.Option("--broker-host", help="MQTT broker host (default: CERTFLEET_MQTT_HOST)."),

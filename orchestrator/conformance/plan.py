@@ -73,7 +73,7 @@ class PlanInputs:
     trusted_keys: int = 1
     stage_window: float = 900.0
     fallback_after: float = 5.0
-    undo_window: float = 10.0
+    undo_window: float = 60.0
     undo_default: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:

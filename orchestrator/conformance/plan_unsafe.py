@@ -92,7 +92,7 @@ def _rollback_after_undo_by(s: Script) -> None:
     s.add("case 2: stage", "a healthy stage", s.stage(rid, s1), STAGED, trust=with_s1)
     s.add(
         "case 2: commit with undo_by",
-        f"a commit undoable for {window:g} s",
+        f"a commit undoable for {window:g} s (--undo-window)",
         s.commit(rid, s1, undo_in=window),
         COMMITTED,
         trust=with_s1.activating((*initial.active, s1)),

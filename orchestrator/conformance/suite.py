@@ -73,7 +73,7 @@ class SuiteOptions:
     step_timeout: float = 60.0
     state_wait: float = 60.0
     fallback_after: float = 5.0
-    undo_window: float = 10.0
+    undo_window: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
