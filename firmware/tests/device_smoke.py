@@ -1,4 +1,4 @@
-"""certfleet-device on a real mosquitto with a real TLS endpoint: stage, commit, kill, rollback.
+"""certfleet-device on a real mosquitto with a real TLS endpoint, plain and TLS brokers.
 
 `make -C firmware test` runs it with the project's .venv (ctest `device_smoke`):
 `device_smoke.py BINARY WORKDIR`. Bundles are signed with the project's encoder and
@@ -8,7 +8,8 @@ What must hold: every report parses as the listener's `ReportMessage`, in the or
 docs/protocol.md §5; the stage's state (back online after writing) comes before `staged`;
 a commit's state (active list 42, 43) arrives before `committed`;
 after a SIGKILL the restarted device resumes from its record and states the same list;
-the rollback returns it to 42 alone.
+the rollback returns it to 42 alone. Over a TLS broker, a commit whose list cannot
+validate the broker falls back (`broker_unreachable`) and one that can stands.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,21 +67,24 @@ class Watcher:
         self.client.publish(f"certfleet/{mb.DEVICE}/bundle", bundle, qos=1).wait_for_publish(5)
 
     def expect(self, *steps: str) -> None:
-        """Wait for these messages in order: `state:<active list>` or a report phase."""
+        """Wait for these messages in order: `state:<active list>`, or a report's phase (with
+        `/reason` unless it is ok)."""
         for step in steps:
             kind, body = self.messages.get(timeout=TIMEOUT_S)
-            got = f"state:{body['active_tags']}" if kind == "state" else body["phase"]
+            phase = body.get("phase")
+            reason = "" if body.get("reason") in (None, "ok") else f"/{body['reason']}"
+            got = f"state:{body['active_tags']}" if kind == "state" else f"{phase}{reason}"
             if got != step:
                 raise SystemExit(f"expected {step}, got {got}: {body}")
 
 
 def start_device(
-    binary: str, workdir: Path, broker: int, factory_ca: Path
+    binary: str, workdir: Path, broker: int, factory_ca: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
     signer = f"{mb.KID.hex()}:{mb.point(mb.KEY).hex()}"
     argv = [binary, "--dir", str(workdir / "device"), "--device-id", mb.DEVICE]
     argv += ["--port", str(broker), "--clock", str(mb.NOW), "--probe-timeout-ms", "5000"]
-    argv += ["--signer", signer, "--ca", f"42={factory_ca}", "--active", "42"]
+    argv += ["--signer", signer, "--ca", f"42={factory_ca}", "--active", "42", *extra]
     log = (workdir / "device.log").open("ab")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 -- our binary
 
@@ -98,9 +103,8 @@ def tls_endpoint(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     return process, port, ca.pem.decode()
 
 
-def main(binary: str, workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)  # a fresh device, broker and endpoint
-    workdir.mkdir(parents=True)
+def plain_broker(binary: str, workdir: Path) -> None:
+    """Stage, commit, SIGKILL and restart, rollback, over a plain MQTT connection."""
     factory_ca = workdir / "factory-ca.pem"
     factory_ca.write_text(mb.FACTORY_CA)
     broker = start_mosquitto(workdir / "mosquitto")
@@ -126,8 +130,7 @@ def main(binary: str, workdir: Path) -> None:
         watcher.send(mb.from_bundle(mb.bundle("rollback", seq=stage.seq + 2)))
         watcher.expect("received", "state:[42]", "rolled_back")
         watcher.send(mb.from_bundle(mb.bundle("rollback", seq=stage.seq + 3)))
-        watcher.expect("rejected")
-        print("device_smoke: stage, commit, restart after SIGKILL, rollback: all as expected")
+        watcher.expect("rejected/nothing_to_undo")
     except (queue.Empty, SystemExit):
         print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
@@ -138,6 +141,66 @@ def main(binary: str, workdir: Path) -> None:
         tls.terminate()
         tls.wait(timeout=10)
         broker.stop()
+
+
+def tls_broker(binary: str, workdir: Path) -> None:
+    """Over a TLS broker under the factory CA: a commit whose list drops that CA cannot
+    reach the broker, so the device falls back (broker_unreachable) before reporting; a
+    commit that keeps it stands once the broker validated with the new list."""
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), mb.VALID_TO
+    factory = make_ca("smoke factory CA", not_before=start, not_after=end)
+    broker_cert = issue_server_cert(factory, not_before=start, not_after=end)
+    for name, data in (
+        ("factory-ca.pem", factory.pem),
+        ("broker.pem", broker_cert.pem),
+        ("broker.key", broker_cert.key_pem),
+    ):
+        (workdir / name).write_bytes(data)
+    tls_port = free_port("127.0.0.1")
+    listener = f"listener {tls_port} 127.0.0.1\ncafile {workdir / 'factory-ca.pem'}\n"
+    listener += f"certfile {workdir / 'broker.pem'}\nkeyfile {workdir / 'broker.key'}\n"
+    broker = start_mosquitto(workdir / "mosquitto", extra_config=listener)
+    endpoint, endpoint_port, staged_ca = tls_endpoint(workdir)
+    device = None
+    try:
+        watcher = Watcher(broker.port)
+        device = start_device(
+            binary, workdir, tls_port, workdir / "factory-ca.pem", "--tls", "--host", "localhost"
+        )
+        watcher.expect("state:[42]")
+        stage = mb.bundle(
+            "stage",
+            credentials=(Credential(CredentialType.CA_CHAIN, staged_ca),),
+            probe=Probe(host="localhost", port=endpoint_port, tags=(43,)),
+        )
+        watcher.send(mb.from_bundle(stage))
+        watcher.expect("received", "state:[42]", "staged", "health_ok")
+        watcher.send(mb.from_bundle(mb.bundle("commit", seq=stage.seq + 1, active=(43,))))
+        watcher.expect("received", "state:[42]", "fallback/broker_unreachable")
+        again = replace(stage, seq=stage.seq + 2)
+        watcher.send(mb.from_bundle(again))
+        watcher.expect("received", "state:[42]", "staged", "health_ok")
+        watcher.send(mb.from_bundle(mb.bundle("commit", seq=stage.seq + 3)))
+        watcher.expect("received", "state:[42, 43]", "committed")
+    except (queue.Empty, SystemExit):
+        print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        if device is not None:
+            device.terminate()
+            device.wait(timeout=10)
+        endpoint.terminate()
+        endpoint.wait(timeout=10)
+        broker.stop()
+
+
+def main(binary: str, workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)  # fresh devices, brokers and endpoints
+    for scenario in (plain_broker, tls_broker):
+        (workdir / scenario.__name__).mkdir(parents=True)
+        scenario(binary, workdir / scenario.__name__)
+    print("device_smoke: plain broker (stage, commit, SIGKILL restart, rollback) and TLS broker")
+    print("  (a commit the broker refuses falls back, one it accepts stands): all as expected")
 
 
 if __name__ == "__main__":

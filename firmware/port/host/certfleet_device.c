@@ -3,11 +3,13 @@
  * the host port (file key store and record under --dir, Mbed TLS probe, libmosquitto).
  *
  *   certfleet-device --dir DIR --device-id ID [--host 127.0.0.1] [--port 1883]
- *       [--prefix certfleet] [--probe-timeout-ms 10000] [--clock EPOCH]
+ *       [--prefix certfleet] [--tls] [--probe-timeout-ms 10000] [--clock EPOCH]
  *       [--signer KIDHEX:POINTHEX]... [--ca TAG=PEMFILE]... [--active TAG]...
  *
  * The first run provisions the device from --signer, --ca and --active (as a factory
  * would); later runs resume from the record in DIR, finishing what a kill interrupted.
+ * --tls: the broker is TLS, validated with the CA chains of the active tags only, and a
+ * commit stands only once the broker validated with the new list (else fallback).
  * --clock starts the device clock at EPOCH (it then advances with the system's), for
  * tests whose bundles were signed for a fixed time. SIGINT or SIGTERM stop it.
  */
@@ -92,6 +94,7 @@ struct options {
 	const char *dir, *device_id, *host, *prefix;
 	int port;
 	uint32_t probe_timeout_ms;
+	bool tls;
 	struct cf_signer signers[CF_SIGNERS_MAX];
 	size_t n_signers;
 	uint32_t active[CF_TAG_LIST_MAX];
@@ -104,9 +107,12 @@ static int parse(int argc, char **argv, struct options *o)
 {
 	*o = (struct options){.host = "127.0.0.1", .prefix = "certfleet", .port = 1883,
 			      .probe_timeout_ms = 10000};
-	for (int i = 1; i + 1 < argc; i += 2) {
-		const char *flag = argv[i], *value = argv[i + 1];
-		if (strcmp(flag, "--dir") == 0) {
+	for (int i = 1; i < argc; i += 2) {
+		const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : "";
+		if (strcmp(flag, "--tls") == 0) {
+			o->tls = true;
+			i--; /* a flag without a value */
+		} else if (strcmp(flag, "--dir") == 0) {
 			o->dir = value;
 		} else if (strcmp(flag, "--device-id") == 0) {
 			o->device_id = value;
@@ -151,7 +157,7 @@ int main(int argc, char **argv)
 
 	if (parse(argc, argv, &o) != 0) {
 		fprintf(stderr, "usage: certfleet-device --dir DIR --device-id ID [--host H] "
-				"[--port P] [--prefix P] [--probe-timeout-ms MS] [--clock EPOCH] "
+				"[--port P] [--prefix P] [--tls] [--probe-timeout-ms MS] [--clock EPOCH] "
 				"[--signer KIDHEX:POINTHEX]... [--ca TAG=PEMFILE]... [--active TAG]...\n");
 		return 2;
 	}
@@ -169,6 +175,7 @@ int main(int argc, char **argv)
 	cf_host_record_init(&record, path);
 	probe = (struct cf_host_probe){.keystore = &keystore, .timeout_ms = o.probe_timeout_ms};
 	modem = cf_host_keystore_port(&keystore);
+	mqtt.tls = o.tls;
 	struct cf_device_ports ports = {
 		.keystore = {modem.ctx, set_online, modem.write, modem.remove, modem.exists, modem.digest},
 		.record = cf_host_record_port(&record),

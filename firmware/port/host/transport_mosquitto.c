@@ -196,10 +196,105 @@ size_t cf_host_mqtt_next_bundle(struct cf_host_mqtt *m, uint8_t *buf, uint32_t w
 	return len;
 }
 
+/* The CA chains of `tags`, one PEM file, for OpenSSL in libmosquitto; -ENOENT if none. */
+static int write_ca_file(struct cf_host_mqtt *m, const uint32_t *tags, size_t n)
+{
+	static uint8_t pem[CF_CA_CHAIN_MAX_BYTES];
+	char tmp[sizeof(m->ca_path) + 4];
+	size_t found = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", m->ca_path);
+	FILE *f = fopen(tmp, "wb");
+	if (f == NULL) {
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t len = 0;
+		if (cf_host_keystore_read(m->keystore, tags[i], CF_CRED_TYPE_CA_CHAIN, pem, sizeof(pem),
+					  &len) == 0) {
+			fwrite(pem, 1, len, f);
+			fputc('\n', f);
+			found++;
+		}
+	}
+	fclose(f);
+	if (found == 0 || rename(tmp, m->ca_path) != 0) {
+		remove(tmp);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/*
+ * A fresh client: libmosquitto keeps its first TLS context for the client's life, so a
+ * new CA list needs a new client (same id, Clean Start 0: the broker keeps the session).
+ */
+static int client_create(struct cf_host_mqtt *m)
+{
+	m->mosq = mosquitto_new(m->device->device_id, false, m);
+	if (m->mosq == NULL) {
+		return -ENOMEM;
+	}
+	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
+	mosquitto_message_v5_callback_set(m->mosq, on_message);
+	mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
+	if (m->tls && (mosquitto_tls_set(m->mosq, m->ca_path, NULL, NULL, NULL, NULL) != MOSQ_ERR_SUCCESS ||
+		       mosquitto_tls_opts_set(m->mosq, 1, "tlsv1.2", NULL) != MOSQ_ERR_SUCCESS)) {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int connect_broker(struct cf_host_mqtt *m)
+{
+	mosquitto_property *props = NULL;
+
+	mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_SECONDS);
+	mosquitto_property_add_int16(&props, MQTT_PROP_RECEIVE_MAXIMUM, RECEIVE_MAXIMUM);
+	int rc = mosquitto_connect_bind_v5(m->mosq, m->host, m->port, 60, NULL, props);
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
+/*
+ * A new connection validating the broker with `tags` only: the proof a commit needs
+ * before it stands (docs/protocol.md §5). 0 once the broker accepted the connection.
+ */
+static int reconnect(void *ctx, const uint32_t *tags, size_t n)
+{
+	struct cf_host_mqtt *m = ctx;
+	struct timespec deadline;
+	int err = 0;
+
+	mosquitto_disconnect_v5(m->mosq, 0, NULL);
+	mosquitto_loop_stop(m->mosq, false);
+	mosquitto_destroy(m->mosq);
+	pthread_mutex_lock(&m->lock);
+	m->connected = false;
+	pthread_mutex_unlock(&m->lock);
+	if (write_ca_file(m, tags, n) != 0 || client_create(m) != 0) {
+		return -ECONNREFUSED; /* no CA chain to validate the broker with */
+	}
+	if (connect_broker(m) != MOSQ_ERR_SUCCESS) {
+		mosquitto_loop_start(m->mosq); /* keep trying in the background */
+		return -ECONNREFUSED;
+	}
+	mosquitto_loop_start(m->mosq);
+	deadline_in(&deadline, m->ack_timeout_ms);
+	pthread_mutex_lock(&m->lock);
+	while (!m->connected && err == 0) {
+		err = pthread_cond_timedwait(&m->changed, &m->lock, &deadline);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return err == 0 ? 0 : -ETIMEDOUT;
+}
+
 int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const char *prefix,
 		       const struct cf_device *device, struct cf_host_keystore *keystore)
 {
-	mosquitto_property *props = NULL;
 	const char *id = device->device_id;
 
 	m->device = device;
@@ -213,20 +308,23 @@ int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->changed, NULL);
 	mosquitto_lib_init();
-	m->mosq = mosquitto_new(id, false, m); /* Clean Start 0: the session outlives us */
-	if (m->mosq == NULL) {
-		return -ENOMEM;
+	if (strlen(host) >= sizeof(m->host)) {
+		return -ENAMETOOLONG;
 	}
-	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
-	mosquitto_message_v5_callback_set(m->mosq, on_message);
-	mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
-	mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_SECONDS);
-	mosquitto_property_add_int16(&props, MQTT_PROP_RECEIVE_MAXIMUM, RECEIVE_MAXIMUM);
-	int rc = mosquitto_connect_bind_v5(m->mosq, host, port, 60, NULL, props);
-	mosquitto_property_free_all(&props);
+	strcpy(m->host, host);
+	m->port = port;
+	if (m->tls) {
+		const struct cf_state *st = &device->state;
+		snprintf(m->ca_path, sizeof(m->ca_path), "%s/broker-ca.pem", keystore->dir);
+		if (write_ca_file(m, st->active, st->n_active) != 0) {
+			return -ENOENT;
+		}
+	}
+	int err = client_create(m);
+	if (err != 0) {
+		return err;
+	}
+	int rc = connect_broker(m);
 	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
 		return -ECONNREFUSED;
 	}
@@ -250,5 +348,5 @@ void cf_host_mqtt_link_restarted(struct cf_host_mqtt *m)
 
 struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m)
 {
-	return (struct cf_transport){m, publish_report, NULL};
+	return (struct cf_transport){m, publish_report, m->tls ? reconnect : NULL};
 }

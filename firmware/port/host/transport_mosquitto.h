@@ -1,7 +1,9 @@
 /*
  * The host transport over libmosquitto: MQTT 5, client id = device id, Clean Start 0
  * with a 7-day session, Receive Maximum 4, the bundle topic subscribed QoS 1 after
- * every CONNECT, reports and states published QoS 1 and awaited until PUBACK.
+ * every CONNECT, reports and states published QoS 1 and awaited until PUBACK. Over TLS
+ * the broker is validated with the CA chains of the active tags only, as the modem's
+ * socket is given the active tag list.
  */
 #ifndef CERTFLEET_TRANSPORT_MOSQUITTO_H_
 #define CERTFLEET_TRANSPORT_MOSQUITTO_H_
@@ -27,6 +29,10 @@ struct cf_host_mqtt {
 	char state_topic[CF_HOST_TOPIC_MAX];
 	char bundle_topic[CF_HOST_TOPIC_MAX];
 	uint32_t ack_timeout_ms;
+	bool tls;	    /**< the broker is TLS, validated with the active tags' CA chains */
+	char host[CF_PROBE_HOST_MAX_BYTES + 1];
+	int port;
+	char ca_path[CF_HOST_PATH_MAX + 16]; /**< the CA chains the broker is validated with */
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
 	bool connected;
@@ -38,7 +44,10 @@ struct cf_host_mqtt {
 	uint8_t inbox[CF_HOST_INBOX][CF_BUNDLE_MAX_BYTES];
 };
 
-/** Connect (in the background, reconnecting by itself) and subscribe. */
+/**
+ * Connect (in the background, reconnecting by itself) and subscribe. With `m->tls` set
+ * beforehand, the broker must validate with the CA chains of the device's active tags.
+ */
 int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const char *prefix,
 		       const struct cf_device *device, struct cf_host_keystore *keystore);
 /** Disconnect and stop the network thread. */
@@ -57,7 +66,7 @@ int cf_host_mqtt_publish_state_if_due(struct cf_host_mqtt *m);
  * new CONNECT, so the state message is due before the next report.
  */
 void cf_host_mqtt_link_restarted(struct cf_host_mqtt *m);
-/** The transport port (no TLS to the broker yet: reconnect is NULL). */
+/** The transport port; over TLS its reconnect proves a new active list on the broker. */
 struct cf_transport cf_host_mqtt_transport(struct cf_host_mqtt *m);
 
 #endif /* CERTFLEET_TRANSPORT_MOSQUITTO_H_ */
