@@ -13,10 +13,9 @@ broker. Each rollback is checked against the undo record rules, and a rejection 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import cbor2
 import pytest
@@ -26,20 +25,18 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_states import PushStep
-from orchestrator.protocol import SIGNERS_MAX, TAG_LIST_MAX, CredentialType, Topics
+from orchestrator.protocol import SIGNERS_MAX, TAG_LIST_MAX, CredentialType
 from orchestrator.protocol.bundle import Bundle, Credential, Probe, Reason, SignerKey
 from orchestrator.protocol.bundle import encode_payload as encode
-from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.cose import key_id
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import BundleBody
 from orchestrator.services.rollout.push import bundle_body
-from simulator.firmware import Firmware
 from simulator.flash import PowerCut
-from simulator.modem import Modem
-from simulator.probe import ProbeResult
 from tests.fake_rollouts import trust_add_spec
-from tests.unit.firmware_world import CAS, KEYS, START, Link, broker_accepts, run
+from tests.unit.firmware_world import CAS, KEYS, World, broker_accepts, run
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +46,18 @@ DEVICE_TIMEOUT = 600
 OUTCOMES = st.sampled_from(["truth", "truth", "ok", "unknown_ca", "timeout"])
 CUTS = st.none() | st.integers(min_value=0, max_value=14)
 RIDS = st.sampled_from(["r1", "r2"])
+
+
+def _spec(kind: str, ca: str, tag: int, spare: int, probe_with: str) -> RolloutSpec:
+    """An operator's rollout of CA `ca` (none for a retire), as certfleet stores it."""
+    return trust_add_spec(
+        kind=kind,
+        ca_pems=() if kind == "trust.retire" else (CAS[ca].pem.decode(),),
+        tag=tag,
+        spare_tag=spare,
+        probe_with=probe_with,
+        device_timeout_seconds=DEVICE_TIMEOUT,
+    )
 
 
 @dataclass(frozen=True)
@@ -65,69 +74,26 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = START
-        self.outcome = "truth"
-        modem = Modem()
-        modem.write(42, CredentialType.CA_CHAIN, CAS["A"].pem)
-        self.firmware = Firmware(
-            "dev-1",
-            modem,
-            topics=Topics("certfleet"),
-            signers={key_id(KEYS[0].public_key()): KEYS[0].public_key()},
-            active_tags=[42],
-            clock=lambda: self.clock,
-            prober=self.probe,
-            tls_broker=True,
-        )
-        self.link = Link()
-        self.seq = 0
-        self.specs: dict[str, Any] = {}
+        self.world = World()
+        self.firmware = self.world.firmware
+        self.specs: dict[str, RolloutSpec] = {}
         self.undo_by: dict[int, int | None] = {}
         self.undo: Undo | None = None
         self.received: list[bytes] = []
 
-    # -- the world around the device -------------------------------------------------------
-
-    async def probe(
-        self, host: str, port: int, chains: Sequence[bytes], timeout: float
-    ) -> ProbeResult:
-        """The probe's outcome: the truth about the staged trust, or what the rule drew."""
-        if self.outcome == "ok" or (self.outcome == "truth" and broker_accepts(chains)):
-            return ProbeResult(ok=True, reason=None, detail="ok", chain_bytes=None)
-        reason = "unknown_ca" if self.outcome == "truth" else self.outcome
-        return ProbeResult(ok=False, reason=reason, detail=reason, chain_bytes=None)  # type: ignore[arg-type]  # drawn from ProbeReason
-
-    def settle(self, *, connect: bool = False) -> None:
-        """Carry the device as `simulator.agent` does until it needs nothing more."""
-        firmware = self.firmware
-        for _ in range(8):
-            if not (connect or firmware.needs_offline or firmware.needs_reconnect):
-                return
-            firmware.go_offline()
-            if broker_accepts(firmware.broker_ca_chains()):
-                firmware.connect_succeeded()
-                run(firmware.come_online(self.link))
-                connect = False
-            else:
-                assert firmware.connect_failed(), "the device cannot reach its broker"
-                connect = True
-        raise AssertionError("the device did not settle")
+    @property
+    def clock(self) -> datetime:
+        """The device's clock (the world's)."""
+        return self.world.clock
 
     def sign(self, bundle: Bundle) -> bytes:
-        key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
-        return sign1(encode(bundle), private_key=key, kid=key_id(key.public_key()))
+        return self.world.sign(bundle)
 
     def bundle(self, body: BundleBody, rid: str, undo_by: int | None = None) -> Bundle:
-        self.seq += 1
-        now = int(self.clock.timestamp())
-        self.undo_by[self.seq] = undo_by
-        return Bundle(
-            device_id="dev-1",
-            rollout_id=rid,
-            seq=self.seq,
-            op=body.op,
-            issued_at=now,
-            expires_at=now + 3600,
+        """The bundle certfleet would sign for `body` (with `undo_by` for a commit)."""
+        bundle = self.world.bundle(
+            body.op,
+            rid,
             tag=body.tag,
             tags=body.tags,
             credentials=body.credentials,
@@ -138,26 +104,16 @@ class FirmwareMachine(RuleBasedStateMachine):
             retire_kid=body.retire_kid,
             undo_by=undo_by,
         )
+        self.undo_by[bundle.seq] = undo_by
+        return bundle
 
     # -- delivery --------------------------------------------------------------------------
 
     def deliver(self, payload: bytes, seq: int, cut: int | None) -> list[ReportMessage]:
         """Deliver a bundle, cutting the power `cut` steps in; the reports about it."""
         firmware = self.firmware
-        start = len(firmware.reports)
         items, active = firmware.modem.items(), firmware.active_tags
-        if cut is not None:
-            firmware.flash.fuse.arm(cut)
-        handled = False
-        try:
-            run(firmware.handle(self.link, payload))
-            handled = True
-            firmware.check_commit_deadline()
-            self.settle()
-        except PowerCut:
-            self.reboot(None if handled else payload)
-        firmware.flash.fuse.disarm()
-        new = firmware.reports[start:]
+        new = self.world.deliver(payload, cut=cut)
         self.learn(new)
         ours = [r for r in new if r.seq == seq]
         phases = [r.phase for r in ours]
@@ -173,14 +129,17 @@ class FirmwareMachine(RuleBasedStateMachine):
             assert (firmware.modem.items(), firmware.active_tags) == (items, active)
         return ours
 
-    def reboot(self, redelivered: bytes | None) -> None:
-        """Power back: the device reconnects, then the broker sends the unacknowledged bundle."""
-        self.firmware.reboot()
-        self.settle(connect=True)
-        if redelivered is not None:
-            run(self.firmware.handle(self.link, redelivered))
-            self.firmware.check_commit_deadline()
-            self.settle()
+    def power_or_network(self, cut: int | None, action: Callable[[], None]) -> None:
+        """Run `action` (no bundle), cutting the power `cut` steps in; learn its reports."""
+        start = len(self.firmware.reports)
+        if cut is not None:
+            self.firmware.flash.fuse.arm(cut)
+        try:
+            action()
+        except PowerCut:
+            self.world.reboot(None)
+        self.firmware.flash.fuse.disarm()
+        self.learn(self.firmware.reports[start:])
 
     def learn(self, reports: Sequence[ReportMessage]) -> None:
         """Follow the undo record the contract says the device holds now."""
@@ -223,48 +182,19 @@ class FirmwareMachine(RuleBasedStateMachine):
     def provisioned(self, history: str, rid: str) -> None:
         """A device new from the factory, or one whose last change was a committed rollout."""
         if history != "fresh":
-            self.start_rollout(
-                history,
-                ca="B",
-                tag=42,
-                spare=43,
-                probe_with="spare",
-                rid=rid,
-                outcome="truth",
-                cut=None,
-            )
+            self.start_rollout(_spec(history, "B", 42, 43, "spare"), rid, "truth", None)
             self.rollout_commits(rid, None)
             if not rid:
                 del self.specs[rid]  # a manual send, not a rollout
             assert self.firmware.record.undo is not None
 
-    def start_rollout(
-        self,
-        kind: str,
-        *,
-        ca: str,
-        tag: int,
-        spare: int,
-        probe_with: str,
-        rid: str,
-        outcome: str,
-        cut: int | None,
-    ) -> None:
-        pems = () if kind == "trust.retire" else (CAS[ca].pem.decode(),)
-        spec = trust_add_spec(
-            kind=kind,
-            ca_pems=pems,
-            tag=tag,
-            spare_tag=spare,
-            probe_with=probe_with,
-            device_timeout_seconds=DEVICE_TIMEOUT,
-        )
+    def start_rollout(self, spec: RolloutSpec, rid: str, outcome: str, cut: int | None) -> None:
         try:
             body = bundle_body(spec, PushStep.STAGE, self.firmware.active_tags, self.clock)
         except CertfleetError:
             return  # certfleet would not send it (no tag left, or more than 7)
         self.specs[rid] = spec
-        self.outcome = outcome
+        self.world.outcome = outcome
         bundle = self.bundle(body, rid)
         self.deliver(self.sign(bundle), bundle.seq, cut)
 
@@ -292,16 +222,7 @@ class FirmwareMachine(RuleBasedStateMachine):
         active = self.firmware.active_tags
         tag = data.draw(st.sampled_from(active), label="tag")
         spare = data.draw(st.sampled_from([t for t in TAGS if t != tag]), label="spare")
-        self.start_rollout(
-            kind,
-            ca=ca,
-            tag=tag,
-            spare=spare,
-            probe_with=probe_with,
-            rid=rid,
-            outcome=outcome,
-            cut=cut,
-        )
+        self.start_rollout(_spec(kind, ca, tag, spare, probe_with), rid, outcome, cut)
 
     @precondition(lambda self: self.specs)
     @rule(cut=CUTS, data=st.data())
@@ -333,7 +254,7 @@ class FirmwareMachine(RuleBasedStateMachine):
     def manual_stage(
         self, ca: str, tag: int, active: list[int], outcome: str, cut: int | None
     ) -> None:
-        self.outcome = outcome
+        self.world.outcome = outcome
         now = int(self.clock.timestamp())
         body = BundleBody(
             op="stage",
@@ -366,9 +287,7 @@ class FirmwareMachine(RuleBasedStateMachine):
             document = cbor2.loads(payload)
             document["creds"].append({"type": 0, "pem": CAS["A"].pem.decode()})
             payload = cbor2.dumps(document, canonical=True)
-        key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
-        signed = sign1(payload, private_key=key, kid=key_id(key.public_key()))
-        ours = self.deliver(signed, bundle.seq, cut)
+        ours = self.deliver(self.world.sign(payload), bundle.seq, cut)
         expected = Reason.TOO_LARGE if oversize else Reason.BAD_PAYLOAD
         assert {(r.phase, r.reason) for r in ours} == {(Phase.REJECTED, expected)}
 
@@ -418,36 +337,24 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([60, 700, 4000]), cut=CUTS)
     def time_passes(self, seconds: int, cut: int | None) -> None:
-        self.clock += timedelta(seconds=seconds)
-        start = len(self.firmware.reports)
-        if cut is not None:
-            self.firmware.flash.fuse.arm(cut)
-        try:
+        self.world.clock += timedelta(seconds=seconds)
+
+        def deadline() -> None:
             self.firmware.check_commit_deadline()
-            self.settle()
-        except PowerCut:
-            self.reboot(None)
-        self.firmware.flash.fuse.disarm()
-        self.learn(self.firmware.reports[start:])
+            self.world.settle()
+
+        self.power_or_network(cut, deadline)
 
     @rule(cut=CUTS)
     def reconnects(self, cut: int | None) -> None:
-        start = len(self.firmware.reports)
-        if cut is not None:
-            self.firmware.flash.fuse.arm(cut)
-        try:
-            self.settle(connect=True)
-        except PowerCut:
-            self.reboot(None)
-        self.firmware.flash.fuse.disarm()
-        self.learn(self.firmware.reports[start:])
+        self.power_or_network(cut, lambda: self.world.settle(connect=True))
 
     @precondition(lambda self: self.received)
     @rule(data=st.data())
     def an_old_bundle_comes_again(self, data: st.DataObject) -> None:
         payload = data.draw(st.sampled_from(self.received))
         start = len(self.firmware.reports)
-        run(self.firmware.handle(self.link, payload))
+        run(self.firmware.handle(self.world.link, payload))
         reasons = {(r.phase, r.reason) for r in self.firmware.reports[start:]}
         assert reasons <= {(Phase.REJECTED, Reason.REPLAY), (Phase.REJECTED, Reason.UNKNOWN_KEY)}
 
