@@ -1,7 +1,9 @@
 """What a device checks of a verified bundle against its own state, and how it names a refused one.
 
 The signature, addressing, freshness and payload rules are `open_bundle`'s
-(docs/protocol.md §4); these are the checks only the device's state can decide. A
+(docs/protocol.md §4); these are the checks only the device's state can decide (check
+13): that the active list an operation leaves is safe (`unsafe_active`), and that a
+rollback undoes the device's one undo record (`nothing_to_undo`, `superseded`). A
 rejection names the bundle's rollout and seq only if its signature verified: a
 stranger's bundle must not be able to speak for a rollout.
 """

@@ -5,7 +5,7 @@ NVS entry is): the last accepted seq, the active tag list, the trusted signers, 
 undo record, and the work it decided but has not done yet (`Intent`, `Pending`). The
 order is MCUboot's swap state: the intent is written before the key store is touched,
 the outcome after, so `Firmware.reboot` finds in flash and the modem's key store
-everything it needs to finish an interrupted operation (docs/protocol.md §11).
+everything it needs to finish an interrupted operation (docs/protocol.md §13).
 
 `Fuse` counts the firmware's steps (flash writes, key store writes and deletes,
 publishes); armed, it raises `PowerCut` before one of them, and the firmware stops there

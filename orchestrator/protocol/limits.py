@@ -1,4 +1,4 @@
-"""The version and every size limit of the device contract (docs/protocol.md §3a).
+"""The version and every size limit of the device contract (docs/protocol.md §3, Limits).
 
 A firmware sizes its static buffers from these, so each is a named constant that both
 sides enforce: the device refuses a bundle past one with its reason, the orchestrator

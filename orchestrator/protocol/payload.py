@@ -132,7 +132,7 @@ class Bundle:
                 raise _bad("undo_by must be an unsigned integer")
 
     def _check_limits(self) -> None:
-        """The sizes of docs/protocol.md §3a: a firmware's buffers hold no more."""
+        """The limits of docs/protocol.md §3: a firmware's buffers hold no more."""
         if len(self.rollout_id.encode()) > RID_MAX_BYTES:
             raise _bad(f"rid is over {RID_MAX_BYTES} bytes")
         lists = {"tags": self.tags, "active": self.active}

@@ -47,7 +47,7 @@ MAX_MESSAGE_BYTES = 16 * 1024
 """Device messages above this size are rejected unread."""
 
 STATE_VERSION: Final = PROTOCOL_VERSION
-"""What a v2 device puts in `v`; certfleet accepts 1 and 2 (docs/protocol.md §Versions)."""
+"""What a v2 device puts in `v`; certfleet accepts 1 and 2 (docs/protocol.md §12)."""
 
 RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"

@@ -1,4 +1,4 @@
-"""Every size limit of the device contract at its boundary (docs/protocol.md §3a).
+"""Every size limit of the device contract at its boundary (docs/protocol.md §3, Limits).
 
 For each limit: a bundle at the limit is taken, one past it is refused with its reason
 before `received`, and the device changed nothing (key store, active list, last seq).
