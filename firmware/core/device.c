@@ -66,6 +66,24 @@ int cf_device_provision(struct cf_device *dev, const struct cf_signer *signers, 
 
 /* -------------------------------------------------------------------- entry points */
 
+/*
+ * A port failed in the middle of an op: the state in memory may hold changes the record
+ * does not. Take the record back and finish or undo from it, as after a power cut.
+ */
+static int recover(struct cf_device *dev, int err)
+{
+	uint8_t frame[CF_RECORD_FRAME_LEN];
+	size_t len = 0;
+	struct cf_state stored;
+
+	if (dev->ports.record.load(dev->ports.record.ctx, frame, sizeof(frame), &len) == 0 &&
+	    cf_record_unframe(frame, len, &stored) == 0) {
+		dev->state = stored;
+	}
+	cf_device_boot(dev);
+	return err;
+}
+
 int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 {
 	struct cf_bundle bundle;
@@ -92,18 +110,25 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 		return -EAGAIN; /* not acknowledged: nothing done, the seq stays unused */
 	}
 	dev->state.last_seq = bundle.p.Bundle_payload_seq;
+	int err;
 	switch (bundle.op) {
 	case CF_OP_STAGE:
-		return cf_op_stage(dev, &bundle);
+		err = cf_op_stage(dev, &bundle);
+		break;
 	case CF_OP_COMMIT:
-		return cf_op_commit(dev, &bundle);
+		err = cf_op_commit(dev, &bundle);
+		break;
 	case CF_OP_ROLLBACK:
-		return cf_op_rollback(dev, &bundle);
+		err = cf_op_rollback(dev, &bundle);
+		break;
 	case CF_OP_RETIRE:
-		return cf_op_retire(dev, &bundle);
+		err = cf_op_retire(dev, &bundle);
+		break;
 	default:
-		return cf_op_trust_signer(dev, &bundle);
+		err = cf_op_trust_signer(dev, &bundle);
+		break;
 	}
+	return err != 0 ? recover(dev, err) : 0;
 }
 
 int cf_device_boot(struct cf_device *dev)
@@ -156,7 +181,7 @@ int cf_device_tick(struct cf_device *dev)
 			     "no commit before commit_by; the staged items were deleted");
 		int err = cf_discard_stage(dev);
 		if (err != 0) {
-			return err;
+			return recover(dev, err);
 		}
 		cf_publish(dev);
 	}

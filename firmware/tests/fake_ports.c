@@ -15,7 +15,8 @@
 
 #include "fake_ports.h"
 
-static void step(struct fake_world *w)
+/* Count a step; cut power before it, or say it fails. */
+static bool step(struct fake_world *w)
 {
 	w->steps++;
 	if (w->cut_at != 0 && w->steps == w->cut_at) {
@@ -23,12 +24,15 @@ static void step(struct fake_world *w)
 		w->online = w->keystore.online = true;
 		longjmp(*w->power_cut, 1);
 	}
+	return w->fail_at != 0 && w->steps == w->fail_at;
 }
 
 static int ks_set_online(void *ctx, bool online)
 {
 	struct fake_world *w = ctx;
-	step(w);
+	if (step(w)) {
+		return -EIO;
+	}
 	w->online = online;
 	return cf_host_keystore_port(&w->keystore).set_online(&w->keystore, online);
 }
@@ -36,7 +40,9 @@ static int ks_set_online(void *ctx, bool online)
 static int ks_write(void *ctx, uint32_t tag, uint8_t type, const uint8_t *data, size_t len)
 {
 	struct fake_world *w = ctx;
-	step(w);
+	if (step(w)) {
+		return -EIO;
+	}
 	if (w->writes_refused != 0 && !w->keystore.online) {
 		return -w->writes_refused;
 	}
@@ -49,7 +55,9 @@ static int ks_remove(void *ctx, uint32_t tag, uint8_t type)
 	if (!fake_keystore_has(w, tag, type)) {
 		return w->keystore.online ? -EPERM : -ENOENT; /* changes nothing: not a step */
 	}
-	step(w);
+	if (step(w)) {
+		return -EIO;
+	}
 	return cf_host_keystore_port(&w->keystore).remove(&w->keystore, tag, type);
 }
 
@@ -74,7 +82,9 @@ static int record_load(void *ctx, uint8_t *buf, size_t len, size_t *out_len)
 static int record_store(void *ctx, const uint8_t *buf, size_t len)
 {
 	struct fake_world *w = ctx;
-	step(w);
+	if (step(w)) {
+		return -EIO;
+	}
 	return cf_host_record_port(&w->record).store(&w->record, buf, len);
 }
 

@@ -22,6 +22,7 @@ struct fake_world {
 	bool online;		/* the key store's link, mirrored after each call */
 	int steps;		/* port calls that change something, so far */
 	int cut_at;		/* cut power before this step (0: never) */
+	int fail_at;		/* this step fails with -EIO instead (0: never) */
 	jmp_buf *power_cut;	/* where a cut returns to */
 	uint64_t now;
 	enum cf_reason probe_result;
