@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test chaos lint format bench services worker beat listener flower clean
+.PHONY: install demo test chaos fuzz lint format bench services worker beat listener flower clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ lint: install
 
 chaos: install
 	$(BIN)/python -m tests.chaos.run
+
+# Property tests at random with many more examples (tests/properties.py), then the C
+# library's libFuzzer targets for FUZZ_SECONDS each; a failure found becomes a regression example.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/unit
+	$(MAKE) -C firmware fuzz
 
 bench: install
 	$(BIN)/python -m tests.bench.run

@@ -11,6 +11,9 @@ import redis
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.properties import load_profile
+
+load_profile()
 
 
 @pytest.fixture(scope="session")

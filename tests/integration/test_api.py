@@ -42,6 +42,7 @@ from orchestrator.domain.rollout_states import (
     WaveState,
 )
 from tests.pem_sizes import ca_cert_pem_of_size
+from tests.properties import examples
 
 pytestmark = pytest.mark.integration
 
@@ -766,9 +767,7 @@ def test_every_response_matches_the_openapi_schema(
 
             @given(case=strategy)
             @settings(
-                max_examples=12,
-                derandomize=True,
-                database=None,
+                max_examples=examples(12),
                 deadline=None,
                 phases=[Phase.generate],
                 suppress_health_check=list(HealthCheck),

@@ -29,6 +29,7 @@ from orchestrator.protocol.cose import (
     key_id,
     sign1,
 )
+from tests.properties import examples
 
 pytestmark = pytest.mark.unit
 
@@ -310,7 +311,7 @@ def test_constructed_message_must_match_its_protected_bytes() -> None:
         )
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(data=st.data(), tagged=st.booleans())
 def test_any_single_byte_flip_is_rejected(data: st.DataObject, tagged: bool) -> None:
     """Flipping any bits of any one byte of a signed message makes decode+verify fail."""
@@ -325,7 +326,7 @@ def test_any_single_byte_flip_is_rejected(data: st.DataObject, tagged: bool) -> 
         _decode_and_verify(bytes(flipped), KEY.public_key())
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(data=st.binary(max_size=512))
 def test_arbitrary_bytes_raise_only_cose_errors(data: bytes) -> None:
     """Sign1Message.decode on any bytes either succeeds or raises a CoseError."""
@@ -357,7 +358,7 @@ _SIGN1_SHAPED = st.tuples(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(body=_SIGN1_SHAPED, tag=st.sampled_from([None, 18, 998, 55799]))
 def test_sign1_shaped_input_raises_only_cose_errors(
     body: tuple[Any, Any, Any, Any], tag: int | None

@@ -22,6 +22,7 @@ from simulator.firmware import Firmware
 from simulator.flash import UndoRecord
 from simulator.modem import Modem
 from simulator.pki import make_ca
+from tests.properties import examples
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +86,7 @@ def _handle(agent: Firmware, payload: bytes) -> FakeClient:
 GENUINE = _signed(_stage(seq=10_000))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     position=st.integers(min_value=0, max_value=len(GENUINE) - 1),
     mask=st.integers(min_value=1, max_value=255),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from orchestrator.domain.errors import InvalidRolloutSpecError
 from orchestrator.domain.window import MaintenanceWindow, parse_window
+from tests.properties import examples
 
 pytestmark = pytest.mark.unit
 
@@ -226,7 +227,7 @@ crons = st.builds(
 )
 
 
-@settings(max_examples=300, derandomize=True, database=None)
+@settings(max_examples=examples(300))
 @given(
     cron=crons,
     duration=st.integers(1, 4 * 3600),
