@@ -131,6 +131,42 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 	return err != 0 ? recover(dev, err) : 0;
 }
 
+/* A retire's list the broker has not validated yet: prove it, then delete; else return. */
+static int prove_retire(struct cf_device *dev)
+{
+	struct cf_state *st = &dev->state;
+	const struct cf_transport *t = &dev->ports.transport;
+	const bool proven = t->reconnect(t->ctx, st->active, st->n_active) == 0;
+
+	if (proven) {
+		for (size_t i = 0; i < st->n_retire_tags; i++) {
+			cf_pend_delete(st, st->retire_tags[i]);
+		}
+	} else {
+		memcpy(st->active, st->retire_previous, sizeof(st->active));
+		st->n_active = st->n_retire_previous;
+	}
+	st->retire_unproven = 0;
+	int err = cf_device_persist(dev);
+	if (err == 0) {
+		err = cf_finish_deletes(dev);
+	}
+	if (err != 0) {
+		return err;
+	}
+	if (!proven) {
+		t->reconnect(t->ctx, st->active, st->n_active); /* the old, working trust */
+	}
+	cf_report_begin(dev, NULL, proven ? CF_PHASE_RETIRED : CF_PHASE_FALLBACK,
+			proven ? CF_REASON_OK : CF_REASON_BROKER_UNREACHABLE,
+			proven ? "" : "the broker's chain did not validate with the new tag list");
+	memcpy(dev->report.rollout_id, st->undo_rid, st->undo_rid_len);
+	dev->report.seq = st->last_seq;
+	dev->report.op = CF_OP_RETIRE;
+	cf_publish(dev);
+	return 0;
+}
+
 int cf_device_boot(struct cf_device *dev)
 {
 	struct cf_state *st = &dev->state;
@@ -144,6 +180,9 @@ int cf_device_boot(struct cf_device *dev)
 	}
 	if (err == 0) {
 		err = cf_finish_deletes(dev);
+	}
+	if (err == 0 && st->retire_unproven) {
+		return prove_retire(dev);
 	}
 	if (err != 0 || !st->commit_unproven) {
 		return err;

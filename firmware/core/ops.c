@@ -289,22 +289,29 @@ int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b)
 {
 	struct cf_state *st = &dev->state;
 	const struct Tag_list *tags = &b->p.Bundle_payload_tags.Bundle_payload_tags;
+	const bool prove = dev->ports.transport.reconnect != NULL;
 
+	memcpy(st->retire_previous, st->active, sizeof(st->active));
+	st->n_retire_previous = st->n_active;
 	copy_list(st->active, &st->n_active, &b->p.Bundle_payload_active.Bundle_payload_active);
 	if (st->stage_phase != CF_STAGE_NONE) {
 		cf_pend_delete(st, st->stage_tag); /* the open stage ends with the record */
 		st->stage_phase = CF_STAGE_NONE;
 	}
-	for (size_t i = 0; i < tags->Tag_list_Sec_tag_m_count; i++) {
-		cf_pend_delete(st, (uint32_t)tags->Tag_list_Sec_tag_m[i]);
+	copy_list(st->retire_tags, &st->n_retire_tags, tags);
+	for (size_t i = 0; !prove && i < st->n_retire_tags; i++) {
+		cf_pend_delete(st, st->retire_tags[i]);
 	}
 	st->undo_kind = CF_UNDO_NONE;
+	st->retire_unproven = prove;
+	st->undo_rid_len = (uint8_t)b->p.Bundle_payload_rid.len;
+	memcpy(st->undo_rid, b->p.Bundle_payload_rid.value, b->p.Bundle_payload_rid.len);
 	int err = cf_device_persist(dev);
 	if (err == 0) {
 		err = cf_finish_deletes(dev);
 	}
-	if (err != 0) {
-		return err;
+	if (err != 0 || prove) {
+		return err != 0 ? err : cf_device_boot(dev); /* proves the list, then deletes */
 	}
 	cf_report_begin(dev, b, CF_PHASE_RETIRED, CF_REASON_OK, "");
 	cf_publish(dev);

@@ -146,7 +146,8 @@ def plain_broker(binary: str, workdir: Path) -> None:
 def tls_broker(binary: str, workdir: Path) -> None:
     """Over a TLS broker under the factory CA: a commit whose list drops that CA cannot
     reach the broker, so the device falls back (broker_unreachable) before reporting; a
-    commit that keeps it stands once the broker validated with the new list."""
+    commit that keeps it stands once the broker validated with the new list; a retire
+    of the factory CA's tag falls back the same way and deletes nothing."""
     start, end = datetime(2026, 1, 1, tzinfo=UTC), mb.VALID_TO
     factory = make_ca("smoke factory CA", not_before=start, not_after=end)
     broker_cert = issue_server_cert(factory, not_before=start, not_after=end)
@@ -182,6 +183,9 @@ def tls_broker(binary: str, workdir: Path) -> None:
         watcher.expect("received", "state:[42]", "staged", "health_ok")
         watcher.send(mb.from_bundle(mb.bundle("commit", seq=stage.seq + 3)))
         watcher.expect("received", "state:[42, 43]", "committed")
+        retire = mb.bundle("retire", seq=stage.seq + 4, tags=(42,), active=(43,))
+        watcher.send(mb.from_bundle(retire))
+        watcher.expect("received", "state:[42, 43]", "fallback/broker_unreachable")
     except (queue.Empty, SystemExit):
         print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise

@@ -352,6 +352,39 @@ static void test_corrupt_record_is_refused(void **state)
 	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), 0);
 }
 
+/* Over TLS a retire's list is proven on the broker before the retired tags go. */
+static void test_tls_retire_proven_then_deletes(void **state)
+{
+	(void)state;
+	commit();
+	assert_int_equal(harness_send(&h, "s-retire"), 0);
+	assert_int_equal(fake_last_report(&h.world)->phase, CF_PHASE_RETIRED);
+	assert_int_equal(fake_last_report(&h.world)->op, CF_OP_RETIRE);
+	assert_string_equal(fake_last_report(&h.world)->rollout_id, "r-1");
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_int_equal(h.dev.state.active[0], SPARE_TAG);
+	assert_false(fake_keystore_has(&h.world, ACTIVE_TAG, 0));
+	harness_assert_trust_works(&h);
+}
+
+/* A retire whose list the broker refuses returns to the previous list, deleting nothing. */
+static void test_tls_retire_refused_by_the_broker_falls_back(void **state)
+{
+	(void)state;
+	commit();
+	h.world.reconnect_result = -ECONNREFUSED;
+	assert_int_equal(harness_send(&h, "s-retire"), 0);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_FALLBACK);
+	assert_int_equal(r->reason, CF_REASON_BROKER_UNREACHABLE);
+	assert_int_equal(r->op, CF_OP_RETIRE);
+	assert_int_equal(h.dev.state.n_active, 2);
+	assert_true(fake_keystore_has(&h.world, ACTIVE_TAG, 0));
+	assert_true(fake_keystore_has(&h.world, SPARE_TAG, 0));
+	assert_int_equal(h.dev.state.retire_unproven, 0);
+	harness_assert_trust_works(&h);
+}
+
 #define PLAIN(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 #define TLS(test) cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &h)
 
@@ -379,6 +412,8 @@ int main(void)
 		PLAIN(test_corrupt_record_is_refused),
 		TLS(test_tls_commit_falls_back_when_the_broker_refuses),
 		TLS(test_tls_commit_proven),
+		TLS(test_tls_retire_proven_then_deletes),
+		TLS(test_tls_retire_refused_by_the_broker_falls_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

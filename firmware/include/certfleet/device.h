@@ -84,6 +84,14 @@ struct cf_state {
 	/* intent: sec_tags whose items must be deleted (offline) before anything else */
 	uint8_t n_pending_delete;
 	uint32_t pending_delete[CF_TAG_LIST_MAX + 1];
+	/* a retire over a TLS broker, its new list not yet validated by the broker: the
+	 * previous list to return to, and the tags to delete once the list is proven (the
+	 * retire's rid is kept in undo_rid) */
+	uint8_t retire_unproven;
+	uint8_t n_retire_previous;
+	uint8_t n_retire_tags;
+	uint32_t retire_previous[CF_TAG_LIST_MAX];
+	uint32_t retire_tags[CF_TAG_LIST_MAX];
 };
 
 /** The ports a device runs on. */
