@@ -376,7 +376,7 @@ class FirmwareMachine(RuleBasedStateMachine):
 
 FirmwareMachine.TestCase.settings = settings(
     max_examples=200,
-    stateful_step_count=30,
+    stateful_step_count=40,
     derandomize=True,
     database=None,
     deadline=None,
