@@ -36,6 +36,7 @@ from orchestrator.services.bundles import BundleBody
 from orchestrator.services.rollout.push import bundle_body
 from simulator.flash import PowerCut
 from tests.fake_rollouts import trust_add_spec
+from tests.properties import examples
 from tests.unit.firmware_world import CAS, KEYS, World, broker_accepts, run
 
 pytestmark = pytest.mark.unit
@@ -375,10 +376,8 @@ class FirmwareMachine(RuleBasedStateMachine):
 
 
 FirmwareMachine.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=examples(200),  # derandomized in make test (tests/properties.py)
     stateful_step_count=40,
-    derandomize=True,
-    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
