@@ -15,7 +15,13 @@ from orchestrator.cli.main import app
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "docs/operations.md", "docs/webhooks.md", "deploy/README.md", "docs/conformance.md"]
+DOCS = [
+    "README.md",
+    "docs/operations.md",
+    "docs/webhooks.md",
+    "deploy/README.md",
+    "docs/conformance.md",
+]
 CLI = typer.main.get_command(app)
 MAKE_TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
 
