@@ -1,8 +1,8 @@
 """C devices in the whole certfleet stack, next to simulated ones: `make -C firmware e2e`.
 
 Real Redis, Mosquitto, Celery worker and beat, the listener and a TLS probe endpoint
-(tests/e2e/stack.py), with `certfleet-device` processes and `certfleet simulate` devices
-as one fleet, all on CA1 in sec_tag 42. What must hold:
+(tests/e2e/stack.py), with the devices of one `certfleet-device --devices N` process and
+`certfleet simulate` devices as one fleet, all on CA1 in sec_tag 42. What must hold:
 
 1. a trust.replace to CA2 completes; every device, C or simulated, ends active on [43]
    holding CA1 in 42 and CA2 in 43 as its state message says, with the very same reports
@@ -47,17 +47,14 @@ def signer_option(stack: Stack) -> str:
     return f"{key_id(public).hex()}:{point.hex()}"
 
 
-def start_c_fleet(binary: str, stack: Stack, count: int) -> list[subprocess.Popen[bytes]]:
-    signer = signer_option(stack)
-    procs = []
-    for i in range(count):
-        device = f"cdev-{i:03d}"
-        argv = [binary, "--dir", str(stack.dir / device), "--device-id", device]
-        argv += ["--port", str(stack.mqtt.port), "--signer", signer, "--active", "42"]
-        argv += ["--ca", f"42={stack.dir / 'ca1.pem'}", "--probe-timeout-ms", "5000"]
-        log = (stack.logs / f"{device}.log").open("ab")
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))  # noqa: S603
-    return procs
+def start_c_fleet(binary: str, stack: Stack, count: int) -> subprocess.Popen[bytes]:
+    """One `certfleet-device` process running `count` devices cdev-00000 and on."""
+    argv = [binary, "--dir", str(stack.dir / "c-fleet"), "--devices", str(count)]
+    argv += ["--id-prefix", "cdev-", "--port", str(stack.mqtt.port), "--active", "42"]
+    argv += ["--signer", signer_option(stack), "--ca", f"42={stack.dir / 'ca1.pem'}"]
+    argv += ["--probe-timeout-ms", "5000"]
+    log = (stack.logs / "c-fleet.log").open("ab")
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 def rollout(stack: Stack, *args: str) -> dict[str, Any]:
@@ -122,10 +119,10 @@ def main(binary: str, workdir: Path, c_devices: int, simulated: int) -> None:
         not_before=NOW - timedelta(days=1),
         not_after=NOW + timedelta(days=99),
     )
-    c_ids = [f"cdev-{i:03d}" for i in range(c_devices)]
+    c_ids = [f"cdev-{i:05d}" for i in range(c_devices)]
     sim_ids = [f"sim-{i:05d}" for i in range(simulated)]
     with running_stack(workdir, [("sim-", simulated, ())] if simulated else []) as stack:
-        procs = start_c_fleet(binary, stack, c_devices)
+        c_fleet = start_c_fleet(binary, stack, c_devices)
         try:
             wait_until(
                 lambda: stack.redis.zcard("certfleet:inv:devices") == c_devices + simulated,
@@ -191,9 +188,8 @@ def main(binary: str, workdir: Path, c_devices: int, simulated: int) -> None:
                 f"  the wrong CA rolled back in the canary ({len(failed)} devices, {in_canary} C)"
             )
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
+            c_fleet.terminate()
+            c_fleet.wait(timeout=30)
 
 
 if __name__ == "__main__":

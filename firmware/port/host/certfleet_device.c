@@ -1,13 +1,17 @@
 /*
- * certfleet-device: one device of docs/protocol.md as a host process, the C core on
- * the host port (file key store and record under --dir, Mbed TLS probe, libmosquitto).
+ * certfleet-device: devices of docs/protocol.md as a host process, the C core on the
+ * host port (file key store and record under --dir, Mbed TLS probe, libmosquitto).
  *
- *   certfleet-device --dir DIR --device-id ID [--host 127.0.0.1] [--port 1883]
+ *   certfleet-device --dir DIR (--device-id ID | --devices N [--id-prefix P])
+ *       [--host 127.0.0.1] [--port 1883]
  *       [--prefix certfleet] [--tls] [--probe-timeout-ms 10000] [--clock EPOCH]
  *       [--signer KIDHEX:POINTHEX]... [--ca TAG=PEMFILE]... [--active TAG]...
  *
- * The first run provisions the device from --signer, --ca and --active (as a factory
- * would); later runs resume from the record in DIR, finishing what a kill interrupted.
+ * One device keeps its key store and record in DIR; with --devices N, device P00000 to
+ * P{N-1} (prefix "cdev-" by default) each keep theirs in DIR/<id> and run on a thread of
+ * their own, with a connection of their own. The first run provisions each device from
+ * --signer, --ca and --active (as a factory would); later runs resume from the record,
+ * finishing what a kill interrupted.
  * --tls: the broker is TLS, validated with the CA chains of the active tags only, and a
  * commit stands only once the broker validated with the new list (else fallback).
  * --clock starts the device clock at EPOCH (it then advances with the system's), for
@@ -20,6 +24,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include <mosquitto.h>
+#include <pthread.h>
 
 #include "certfleet/device.h"
 #include "host_ports.h"
@@ -40,17 +47,59 @@ static uint64_t offset_now(void *ctx)
 	return (uint64_t)((int64_t)time(NULL) + clock_offset);
 }
 
-/* The key store port, with CFUN=1 telling the transport that the link restarted. */
-static struct cf_keystore modem;
-static struct cf_host_mqtt mqtt;
+/* Everything one device owns. */
+struct host_device {
+	char id[CF_DEVICE_ID_MAX + 1];
+	char dir[CF_HOST_PATH_MAX];
+	struct cf_host_keystore keystore;
+	struct cf_host_record record;
+	struct cf_host_probe probe;
+	struct cf_keystore modem; /* the key store port the wrapper below calls */
+	struct cf_host_mqtt mqtt;
+	struct cf_device device;
+	uint8_t bundle[CF_BUNDLE_MAX_BYTES];
+	pthread_t thread;
+};
 
+/*
+ * Mbed TLS 2.28's PSA key slots are shared and not thread safe: the devices of one
+ * process take turns in the core (the network runs on libmosquitto's threads).
+ */
+static pthread_mutex_t core_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The key store port, with CFUN=1 telling the transport that the link restarted. */
 static int set_online(void *ctx, bool online)
 {
-	int err = modem.set_online(ctx, online);
+	struct host_device *d = ctx;
+	int err = d->modem.set_online(d->modem.ctx, online);
 	if (err == 0 && online) {
-		cf_host_mqtt_link_restarted(&mqtt);
+		cf_host_mqtt_link_restarted(&d->mqtt);
 	}
 	return err;
+}
+
+static int ks_write(void *ctx, uint32_t tag, uint8_t type, const uint8_t *data, size_t len)
+{
+	struct host_device *d = ctx;
+	return d->modem.write(d->modem.ctx, tag, type, data, len);
+}
+
+static int ks_remove(void *ctx, uint32_t tag, uint8_t type)
+{
+	struct host_device *d = ctx;
+	return d->modem.remove(d->modem.ctx, tag, type);
+}
+
+static int ks_exists(void *ctx, uint32_t tag, uint8_t type, bool *exists)
+{
+	struct host_device *d = ctx;
+	return d->modem.exists(d->modem.ctx, tag, type, exists);
+}
+
+static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
+{
+	struct host_device *d = ctx;
+	return d->modem.digest(d->modem.ctx, tag, type, digest);
 }
 
 static int hex(const char *text, uint8_t *out, size_t len)
@@ -91,8 +140,9 @@ static int put_ca(struct cf_host_keystore *ks, const char *spec)
 }
 
 struct options {
-	const char *dir, *device_id, *host, *prefix;
+	const char *dir, *device_id, *host, *prefix, *id_prefix;
 	int port;
+	unsigned devices;
 	uint32_t probe_timeout_ms;
 	bool tls;
 	struct cf_signer signers[CF_SIGNERS_MAX];
@@ -106,7 +156,7 @@ struct options {
 static int parse(int argc, char **argv, struct options *o)
 {
 	*o = (struct options){.host = "127.0.0.1", .prefix = "certfleet", .port = 1883,
-			      .probe_timeout_ms = 10000};
+			      .probe_timeout_ms = 10000, .id_prefix = "cdev-"};
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : "";
 		if (strcmp(flag, "--tls") == 0) {
@@ -116,6 +166,10 @@ static int parse(int argc, char **argv, struct options *o)
 			o->dir = value;
 		} else if (strcmp(flag, "--device-id") == 0) {
 			o->device_id = value;
+		} else if (strcmp(flag, "--devices") == 0) {
+			o->devices = (unsigned)strtoul(value, NULL, 10);
+		} else if (strcmp(flag, "--id-prefix") == 0) {
+			o->id_prefix = value;
 		} else if (strcmp(flag, "--host") == 0) {
 			o->host = value;
 		} else if (strcmp(flag, "--port") == 0) {
@@ -141,88 +195,149 @@ static int parse(int argc, char **argv, struct options *o)
 			return -EINVAL;
 		}
 	}
-	return o->dir != NULL && o->device_id != NULL ? 0 : -EINVAL;
+	return o->dir != NULL && (o->device_id != NULL) != (o->devices > 0) && o->devices <= 100000
+		       ? 0
+		       : -EINVAL;
+}
+
+/* Set up one device from its directory, provisioning it on its first run. */
+static int open_device(struct host_device *d, const struct options *o)
+{
+	char path[CF_HOST_PATH_MAX + 16];
+	int err;
+
+	if (mkdir(d->dir, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "certfleet-device: cannot create %s: %s\n", d->dir, strerror(errno));
+		return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/keystore", d->dir);
+	if ((err = cf_host_keystore_init(&d->keystore, path)) != 0) {
+		fprintf(stderr, "certfleet-device: cannot use %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	d->keystore.online = true; /* the device runs online; it goes offline only to write */
+	snprintf(path, sizeof(path), "%s/record", d->dir);
+	if ((err = cf_host_record_init(&d->record, path)) != 0) {
+		return err;
+	}
+	d->probe = (struct cf_host_probe){.keystore = &d->keystore, .timeout_ms = o->probe_timeout_ms};
+	d->modem = cf_host_keystore_port(&d->keystore);
+	d->mqtt.tls = o->tls;
+	struct cf_device_ports ports = {
+		.keystore = {d, set_online, ks_write, ks_remove, ks_exists, ks_digest},
+		.record = cf_host_record_port(&d->record),
+		.clock = {NULL, offset_now},
+		.probe = cf_host_probe_port(&d->probe),
+		.transport = cf_host_mqtt_transport(&d->mqtt),
+	};
+	err = cf_device_init(&d->device, d->id, &ports);
+	if (err == -ENOENT) { /* first run: the factory's provisioning */
+		for (size_t i = 0; i < o->n_cas; i++) {
+			int put = put_ca(&d->keystore, o->cas[i]);
+			if (put != 0) {
+				fprintf(stderr, "certfleet-device: --ca %s: %s\n", o->cas[i], strerror(-put));
+				return put;
+			}
+		}
+		err = cf_device_provision(&d->device, o->signers, o->n_signers, o->active, o->n_active);
+	}
+	if (err != 0) {
+		fprintf(stderr, "certfleet-device: no usable record in %s (%s); provision with "
+				"--signer, --ca and --active\n", d->dir, strerror(-err));
+	}
+	return err;
+}
+
+/* One device's loop: the state when due, bundles in order, deadlines. */
+static void *run_device(void *arg)
+{
+	struct host_device *d = arg;
+	size_t pending = 0;
+
+	pthread_mutex_lock(&core_lock);
+	cf_device_boot(&d->device);
+	pthread_mutex_unlock(&core_lock);
+	while (!stopping) {
+		cf_host_mqtt_publish_state_if_due(&d->mqtt);
+		if (pending == 0) {
+			pending = cf_host_mqtt_next_bundle(&d->mqtt, d->bundle, 200);
+		}
+		pthread_mutex_lock(&core_lock);
+		int err = pending > 0 ? cf_device_handle(&d->device, d->bundle, pending) : 0;
+		cf_device_tick(&d->device);
+		pthread_mutex_unlock(&core_lock);
+		if (err == -EAGAIN) {
+			/* an unacknowledged `received` did nothing: hand the same bundle again */
+			struct timespec pause = {0, 200 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		} else {
+			pending = 0;
+		}
+	}
+	return NULL;
 }
 
 int main(int argc, char **argv)
 {
 	static struct options o;
-	static struct cf_host_keystore keystore;
-	static struct cf_host_record record;
-	static struct cf_device device;
-	static uint8_t bundle[CF_BUNDLE_MAX_BYTES];
-	static struct cf_host_probe probe;
-	char path[CF_HOST_PATH_MAX];
-	int err;
+	int err = 0;
 
 	if (parse(argc, argv, &o) != 0) {
-		fprintf(stderr, "usage: certfleet-device --dir DIR --device-id ID [--host H] "
-				"[--port P] [--prefix P] [--tls] [--probe-timeout-ms MS] [--clock EPOCH] "
-				"[--signer KIDHEX:POINTHEX]... [--ca TAG=PEMFILE]... [--active TAG]...\n");
+		fprintf(stderr, "usage: certfleet-device --dir DIR (--device-id ID | --devices N "
+				"[--id-prefix P]) [--host H] [--port P] [--prefix P] [--tls] "
+				"[--probe-timeout-ms MS] [--clock EPOCH] [--signer KIDHEX:POINTHEX]... "
+				"[--ca TAG=PEMFILE]... [--active TAG]...\n");
 		return 2;
 	}
-	snprintf(path, sizeof(path), "%s/keystore", o.dir);
-	if (mkdir(o.dir, 0700) != 0 && errno != EEXIST) {
-		fprintf(stderr, "certfleet-device: cannot create %s: %s\n", o.dir, strerror(errno));
+	size_t n = o.devices > 0 ? o.devices : 1;
+	struct host_device *devices = calloc(n, sizeof(*devices)); /* the host's, not the core's */
+	if (devices == NULL || (o.devices > 0 && mkdir(o.dir, 0700) != 0 && errno != EEXIST)) {
+		fprintf(stderr, "certfleet-device: cannot set up %zu devices in %s\n", n, o.dir);
 		return 1;
 	}
-	if ((err = cf_host_keystore_init(&keystore, path)) != 0) {
-		fprintf(stderr, "certfleet-device: cannot use %s: %s\n", path, strerror(-err));
-		return 1;
-	}
-	keystore.online = true; /* the device runs online; it goes offline only to write */
-	snprintf(path, sizeof(path), "%s/record", o.dir);
-	cf_host_record_init(&record, path);
-	probe = (struct cf_host_probe){.keystore = &keystore, .timeout_ms = o.probe_timeout_ms};
-	modem = cf_host_keystore_port(&keystore);
-	mqtt.tls = o.tls;
-	struct cf_device_ports ports = {
-		.keystore = {modem.ctx, set_online, modem.write, modem.remove, modem.exists, modem.digest},
-		.record = cf_host_record_port(&record),
-		.clock = {NULL, offset_now},
-		.probe = cf_host_probe_port(&probe),
-		.transport = cf_host_mqtt_transport(&mqtt),
-	};
-	err = cf_device_init(&device, o.device_id, &ports);
-	if (err == -ENOENT) { /* first run: the factory's provisioning */
-		for (size_t i = 0; i < o.n_cas && err == -ENOENT; i++) {
-			int put = put_ca(&keystore, o.cas[i]);
-			if (put != 0) {
-				fprintf(stderr, "certfleet-device: --ca %s: %s\n", o.cas[i], strerror(-put));
-				return 1;
-			}
+	for (size_t i = 0; i < n && err == 0; i++) {
+		struct host_device *d = &devices[i];
+		char id[128], dir[2 * CF_HOST_PATH_MAX];
+		if (o.devices > 0) {
+			snprintf(id, sizeof(id), "%.100s%05u", o.id_prefix, (unsigned)i);
+			snprintf(dir, sizeof(dir), "%.200s/%s", o.dir, id);
+		} else {
+			snprintf(id, sizeof(id), "%.100s", o.device_id);
+			snprintf(dir, sizeof(dir), "%.200s", o.dir);
 		}
-		err = cf_device_provision(&device, o.signers, o.n_signers, o.active, o.n_active);
+		if (strlen(id) > CF_DEVICE_ID_MAX || strlen(dir) >= sizeof(d->dir) - 16) {
+			fprintf(stderr, "certfleet-device: device id %s or directory %s too long\n", id, dir);
+			return 1;
+		}
+		memcpy(d->id, id, strlen(id) + 1);
+		memcpy(d->dir, dir, strlen(dir) + 1);
+		err = open_device(d, &o);
 	}
 	if (err != 0) {
-		fprintf(stderr, "certfleet-device: no usable record in %s (%s); provision with "
-				"--signer, --ca and --active\n", o.dir, strerror(-err));
 		return 1;
 	}
 	signal(SIGINT, stop);
 	signal(SIGTERM, stop);
-	if ((err = cf_host_mqtt_start(&mqtt, o.host, o.port, o.prefix, &device, &keystore)) != 0) {
-		fprintf(stderr, "certfleet-device: MQTT: %s\n", strerror(-err));
-		return 1;
-	}
-	cf_device_boot(&device);
-	size_t pending = 0;
-	while (!stopping) {
-		cf_host_mqtt_publish_state_if_due(&mqtt);
-		if (pending == 0) {
-			pending = cf_host_mqtt_next_bundle(&mqtt, bundle, 200);
+	mosquitto_lib_init();
+	for (size_t i = 0; i < n; i++) {
+		struct host_device *d = &devices[i];
+		err = cf_host_mqtt_start(&d->mqtt, o.host, o.port, o.prefix, &d->device, &d->keystore);
+		if (err != 0 || pthread_create(&d->thread, NULL, run_device, d) != 0) {
+			fprintf(stderr, "certfleet-device: %s: MQTT: %s\n", d->id, strerror(-err));
+			stopping = 1;
+			n = i;
+			break;
 		}
-		if (pending > 0) {
-			/* an unacknowledged `received` did nothing: hand the same bundle again */
-			if (cf_device_handle(&device, bundle, pending) != -EAGAIN) {
-				pending = 0;
-			} else {
-				struct timespec pause = {0, 200 * 1000 * 1000};
-				nanosleep(&pause, NULL);
-			}
-		}
-		cf_device_tick(&device);
 	}
-	cf_host_mqtt_stop(&mqtt);
-	return 0;
+	if (n > 1 || o.devices > 0) {
+		printf("ready: %zu devices\n", n);
+		fflush(stdout);
+	}
+	for (size_t i = 0; i < n; i++) {
+		pthread_join(devices[i].thread, NULL);
+		cf_host_mqtt_stop(&devices[i].mqtt);
+	}
+	mosquitto_lib_cleanup();
+	free(devices);
+	return err != 0 ? 1 : 0;
 }

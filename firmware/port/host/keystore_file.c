@@ -56,7 +56,7 @@ static int read_file(const char *path, uint8_t *buf, size_t len, size_t *out_len
 /* The earliest notAfter of a PEM chain, or 0 when it does not parse. */
 static uint64_t chain_not_after(const uint8_t *pem, size_t len)
 {
-	static uint8_t text[ITEM_MAX_BYTES + 1];
+	static _Thread_local uint8_t text[ITEM_MAX_BYTES + 1];
 	mbedtls_x509_crt chain;
 	uint64_t earliest = 0;
 
@@ -189,7 +189,7 @@ static int ks_exists(void *ctx, uint32_t tag, uint8_t type, bool *exists)
 
 static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 {
-	static uint8_t content[ITEM_MAX_BYTES];
+	static _Thread_local uint8_t content[ITEM_MAX_BYTES];
 	char path[CF_HOST_PATH_MAX + 32];
 	size_t len = 0, digest_len = 0;
 	int err = slot_valid(tag, type);
@@ -259,7 +259,7 @@ static int item_order(const void *a, const void *b)
 int cf_host_keystore_list(struct cf_host_keystore *ks, struct cf_state_item *items, size_t max,
 			  size_t *n)
 {
-	static uint8_t content[ITEM_MAX_BYTES];
+	static _Thread_local uint8_t content[ITEM_MAX_BYTES];
 	DIR *dir = opendir(ks->dir);
 	struct dirent *entry;
 	int err = 0;

@@ -54,7 +54,7 @@ static int send_scanned(void *ctx, const unsigned char *buf, size_t len)
 /* The body length of the server's Certificate message, or 0 if none was seen. */
 static size_t certificate_bytes(const struct scan *scan)
 {
-	static uint8_t messages[SCAN_MAX];
+	static _Thread_local uint8_t messages[SCAN_MAX];
 	size_t n = 0, at = 0;
 
 	while (at + 5 <= scan->len) {
@@ -84,7 +84,7 @@ static size_t certificate_bytes(const struct scan *scan)
 static int load_trust(struct cf_host_keystore *ks, const uint32_t *tags, size_t n,
 		      mbedtls_x509_crt *trust)
 {
-	static uint8_t pem[CF_CA_CHAIN_MAX_BYTES + 1];
+	static _Thread_local uint8_t pem[CF_CA_CHAIN_MAX_BYTES + 1];
 	size_t loaded = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -171,7 +171,7 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 				const uint32_t *tags, size_t n_tags)
 {
 	struct cf_host_probe *probe = ctx;
-	static struct scan scan;
+	static _Thread_local struct scan scan;
 	char hostname[CF_PROBE_HOST_MAX_BYTES + 1], service[8];
 	mbedtls_net_context net;
 	mbedtls_entropy_context entropy;
@@ -212,7 +212,7 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	mbedtls_ssl_conf_ca_chain(&conf, &trust, NULL);
 	mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
 	mbedtls_ssl_conf_read_timeout(&conf, probe->timeout_ms);
-	static struct address addr;
+	static _Thread_local struct address addr;
 	addr.len = inet_pton(AF_INET, hostname, addr.bytes) == 1	   ? 4
 		   : inet_pton(AF_INET6, hostname, addr.bytes) == 1 ? 16
 								    : 0;

@@ -125,8 +125,8 @@ static int publish_acked(struct cf_host_mqtt *m, const char *topic, const char *
 
 static int publish_state(struct cf_host_mqtt *m)
 {
-	static struct cf_state_item items[STATE_ITEMS_MAX];
-	static char json[CF_STATE_JSON_MAX(STATE_ITEMS_MAX)];
+	static _Thread_local struct cf_state_item items[STATE_ITEMS_MAX];
+	static _Thread_local char json[CF_STATE_JSON_MAX(STATE_ITEMS_MAX)];
 	size_t n = 0, len = 0;
 	const struct cf_state *st = &m->device->state;
 	int err = cf_host_keystore_list(m->keystore, items, STATE_ITEMS_MAX, &n);
@@ -159,7 +159,7 @@ int cf_host_mqtt_publish_state_if_due(struct cf_host_mqtt *m)
 static int publish_report(void *ctx, const struct cf_report *report)
 {
 	struct cf_host_mqtt *m = ctx;
-	static char json[CF_REPORT_JSON_MAX];
+	static _Thread_local char json[CF_REPORT_JSON_MAX];
 	size_t len = 0;
 
 	/* §2: a change of the active list is in the inventory before the report says so, and
@@ -199,7 +199,7 @@ size_t cf_host_mqtt_next_bundle(struct cf_host_mqtt *m, uint8_t *buf, uint32_t w
 /* The CA chains of `tags`, one PEM file, for OpenSSL in libmosquitto; -ENOENT if none. */
 static int write_ca_file(struct cf_host_mqtt *m, const uint32_t *tags, size_t n)
 {
-	static uint8_t pem[CF_CA_CHAIN_MAX_BYTES];
+	static _Thread_local uint8_t pem[CF_CA_CHAIN_MAX_BYTES];
 	char tmp[sizeof(m->ca_path) + 4];
 	size_t found = 0;
 
@@ -307,7 +307,6 @@ int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const
 	}
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->changed, NULL);
-	mosquitto_lib_init();
 	if (strlen(host) >= sizeof(m->host)) {
 		return -ENAMETOOLONG;
 	}
@@ -336,7 +335,6 @@ void cf_host_mqtt_stop(struct cf_host_mqtt *m)
 	mosquitto_disconnect_v5(m->mosq, 0, NULL);
 	mosquitto_loop_stop(m->mosq, false);
 	mosquitto_destroy(m->mosq);
-	mosquitto_lib_cleanup();
 }
 
 void cf_host_mqtt_link_restarted(struct cf_host_mqtt *m)
