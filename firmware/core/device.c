@@ -172,14 +172,20 @@ int cf_device_boot(struct cf_device *dev)
 	struct cf_state *st = &dev->state;
 	int err = 0;
 
-	/* a stage that had not passed its probe is not worth finishing: undo it */
-	if (st->stage_phase == CF_STAGE_WRITING || st->stage_phase == CF_STAGE_WRITTEN) {
+	/* a stage cut while writing is undone (its credentials are not kept in flash) */
+	if (st->stage_phase == CF_STAGE_WRITING) {
 		cf_pend_delete(st, st->stage_tag);
 		cf_drop_stage(st);
 		err = cf_device_persist(dev);
 	}
 	if (err == 0) {
 		err = cf_finish_deletes(dev);
+	}
+	/* a stage written but not probed is probed once online, as §13 says */
+	if (err == 0 && st->stage_phase == CF_STAGE_WRITTEN) {
+		cf_report_stage(dev, CF_PHASE_STAGED, CF_REASON_OK, "");
+		cf_publish(dev);
+		err = cf_stage_probe(dev);
 	}
 	if (err == 0 && st->retire_unproven) {
 		return prove_retire(dev);

@@ -146,6 +146,10 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 	st->stage_seq = p->Bundle_payload_seq;
 	st->commit_by = p->Bundle_payload_commit_by.Bundle_payload_commit_by;
 	copy_list(st->stage_active, &st->n_stage_active, &p->Bundle_payload_active.Bundle_payload_active);
+	copy_list(st->probe_tags, &st->n_probe_tags, &probe->Probe_tags);
+	st->probe_port = (uint16_t)probe->Probe_port;
+	st->probe_host_len = (uint8_t)probe->Probe_host.len;
+	memcpy(st->probe_host, probe->Probe_host.value, probe->Probe_host.len);
 	st->undo_kind = CF_UNDO_STAGE;
 	st->undo_tag = tag;
 	st->undo_by = 0;
@@ -207,23 +211,26 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 	}
 	cf_report_begin(dev, b, CF_PHASE_STAGED, CF_REASON_OK, "");
 	cf_publish(dev);
+	return cf_stage_probe(dev);
+}
 
-	uint32_t probe_tags[CF_TAG_LIST_MAX];
-	uint8_t n_probe_tags;
-	copy_list(probe_tags, &n_probe_tags, &probe->Probe_tags);
-	enum cf_reason result = dev->ports.probe.run(
-		dev->ports.probe.ctx, (const char *)probe->Probe_host.value, probe->Probe_host.len,
-		(uint16_t)probe->Probe_port, probe_tags, n_probe_tags);
+int cf_stage_probe(struct cf_device *dev)
+{
+	struct cf_state *st = &dev->state;
+	enum cf_reason result = dev->ports.probe.run(dev->ports.probe.ctx, st->probe_host,
+						     st->probe_host_len, st->probe_port,
+						     st->probe_tags, st->n_probe_tags);
 	if (result == CF_REASON_OK) {
 		st->stage_phase = CF_STAGE_HEALTHY;
-		if ((err = cf_device_persist(dev)) != 0) {
+		int err = cf_device_persist(dev);
+		if (err != 0) {
 			return err;
 		}
-		cf_report_begin(dev, b, CF_PHASE_HEALTH_OK, CF_REASON_OK, "");
+		cf_report_stage(dev, CF_PHASE_HEALTH_OK, CF_REASON_OK, "");
 		cf_publish(dev);
 		return 0;
 	}
-	cf_report_begin(dev, b, CF_PHASE_HEALTH_FAILED, result, "the probe failed with the staged tag");
+	cf_report_stage(dev, CF_PHASE_HEALTH_FAILED, result, "the probe failed with the staged tag");
 	cf_publish(dev);
 	return cf_discard_stage(dev);
 }

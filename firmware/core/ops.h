@@ -24,6 +24,8 @@ void cf_pend_delete(struct cf_state *st, uint32_t tag);
 void cf_drop_stage(struct cf_state *st);
 
 int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b);
+/** Probe the written stage (persisted parameters) and report; a failure discards it. */
+int cf_stage_probe(struct cf_device *dev);
 int cf_op_commit(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_rollback(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b);

@@ -58,7 +58,8 @@ static bool state_sane(const struct cf_state *st)
 	       st->n_pending_delete <= CF_TAG_LIST_MAX + 1 && st->stage_phase <= CF_STAGE_HEALTHY &&
 	       st->undo_kind <= CF_UNDO_COMMIT && st->commit_unproven <= 1 &&
 	       st->retire_unproven <= 1 && st->n_retire_previous <= CF_TAG_LIST_MAX &&
-	       st->n_retire_tags <= CF_TAG_LIST_MAX;
+	       st->n_retire_tags <= CF_TAG_LIST_MAX && st->n_probe_tags <= CF_TAG_LIST_MAX &&
+	       st->probe_host_len <= CF_PROBE_HOST_MAX_BYTES;
 }
 
 int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)

@@ -139,6 +139,47 @@ static void test_port_failure_at_every_step(void **state)
 	}
 }
 
+/* A stage cut after its items were written, before its probe, is probed after the reboot. */
+static void test_written_stage_is_probed_after_a_reboot(void **state)
+{
+	(void)state;
+	static struct cf_device peek;
+	int written_cuts = 0;
+
+	for (int cut = 1; cut < 20; cut++) {
+		jmp_buf power_cut;
+		harness_init(&h, false);
+		h.world.power_cut = &power_cut;
+		h.world.steps = 0;
+		h.world.cut_at = cut;
+		bool cut_happened = setjmp(power_cut) != 0;
+		if (!cut_happened) {
+			run(scenarios[0]); /* s-stage */
+		}
+		h.world.cut_at = 0;
+		struct cf_device_ports ports = fake_ports(&h.world);
+		assert_int_equal(cf_device_init(&peek, h.ctx.device_id, &ports), 0);
+		if (cut_happened && peek.state.stage_phase == CF_STAGE_WRITTEN) {
+			written_cuts++;
+			size_t before = h.world.n_reports;
+			harness_reboot(&h);
+			assert_int_equal(h.world.n_reports, before + 2);
+			assert_int_equal(h.world.reports[before].phase, CF_PHASE_STAGED);
+			assert_int_equal(h.world.reports[before + 1].phase, CF_PHASE_HEALTH_OK);
+			assert_int_equal(h.world.reports[before + 1].seq, h.ctx.last_seq + 1);
+			assert_int_equal(h.world.reports[before + 1].op, CF_OP_STAGE);
+			assert_string_equal(h.world.reports[before + 1].rollout_id, "r-1");
+			assert_int_equal(h.dev.state.stage_phase, CF_STAGE_HEALTHY);
+			assert_true(fake_keystore_has(&h.world, SPARE_TAG, 0));
+		}
+		fake_world_free(&h.world);
+		if (!cut_happened) {
+			break;
+		}
+	}
+	assert_true(written_cuts >= 1);
+}
+
 /* A cut before any port call of any op ends, after a reboot, with a working trust set. */
 static void test_power_cut_at_every_step(void **state)
 {
@@ -159,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_power_cut_at_every_step),
 		cmocka_unit_test(test_power_cut_at_every_step_over_tls),
 		cmocka_unit_test(test_port_failure_at_every_step),
+		cmocka_unit_test(test_written_stage_is_probed_after_a_reboot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

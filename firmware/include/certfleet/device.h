@@ -47,7 +47,7 @@ struct cf_report {
 enum cf_stage_phase {
 	CF_STAGE_NONE = 0,
 	CF_STAGE_WRITING,    /**< intent: items being written into the spare tag */
-	CF_STAGE_WRITTEN,    /**< written, the probe has not passed */
+	CF_STAGE_WRITTEN,    /**< written, not yet probed: a reboot probes it */
 	CF_STAGE_HEALTHY,    /**< the probe passed; waiting for commit until commit_by */
 };
 
@@ -72,6 +72,12 @@ struct cf_state {
 	uint64_t stage_seq;
 	uint64_t commit_by;
 	uint32_t stage_active[CF_TAG_LIST_MAX];
+	/* the stage's probe, so a reboot after the write still probes (§13) */
+	uint8_t n_probe_tags;
+	uint8_t probe_host_len;
+	uint16_t probe_port;
+	uint32_t probe_tags[CF_TAG_LIST_MAX];
+	char probe_host[CF_PROBE_HOST_MAX_BYTES];
 	/* the undo record: {rid, kind, tag, previous active list, undo_by} */
 	uint8_t undo_kind; /* enum cf_undo_kind */
 	uint8_t undo_rid_len;
