@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test chaos fuzz lint format bench services worker beat listener flower clean
+.PHONY: install demo test firmware chaos fuzz lint format bench services worker beat listener flower clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: install
 
 test: install lint
 	$(BIN)/pytest
+	$(MAKE) -C firmware test conformance e2e size
+
+# The C device library's host build: the library, its tests and the certfleet-device binary.
+firmware:
+	$(MAKE) -C firmware build
 
 lint: install
 	$(BIN)/ruff check .

@@ -134,7 +134,12 @@ void fake_world_init(struct fake_world *world)
 {
 	char path[128];
 	memset(world, 0, sizeof(*world));
-	snprintf(world->dir, sizeof(world->dir), "cf-test-XXXXXX");
+	/* Under TMPDIR (or /tmp), never in the source tree, whatever the working directory. */
+	const char *tmp = getenv("TMPDIR");
+	if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > sizeof(world->dir) - 16) {
+		tmp = "/tmp";
+	}
+	snprintf(world->dir, sizeof(world->dir), "%s/cf-test-XXXXXX", tmp);
 	assert_non_null(mkdtemp(world->dir));
 	snprintf(path, sizeof(path), "%s/keystore", world->dir);
 	assert_int_equal(cf_host_keystore_init(&world->keystore, path), 0);
