@@ -14,6 +14,9 @@
 #include "certfleet/bundle.h"
 #include "certfleet/cose.h"
 
+#define CF_STR_(x) #x
+#define CF_STR(x) CF_STR_(x)
+
 bool cf_tags_contain(const uint64_t *tags, size_t n, uint64_t tag)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -245,7 +248,7 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	out->detail = "";
 	/* 1 */
 	if (len > CF_BUNDLE_MAX_BYTES) {
-		out->detail = "bundle over 12288 bytes";
+		out->detail = "bundle over " CF_STR(CF_BUNDLE_MAX_BYTES) " bytes";
 		return CF_REASON_TOO_LARGE;
 	}
 	/* 2 */

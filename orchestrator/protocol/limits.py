@@ -32,8 +32,13 @@ PROTOCOL_VERSION: Final = 2
 SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (1, 2)
 """Bundle versions a v2 device accepts (a v1 bundle carries no v2-only key)."""
 
-MAX_BUNDLE_BYTES: Final = 12 * 1024
-"""The whole COSE_Sign1 as received; a device refuses a larger one before decoding it."""
+MAX_BUNDLE_BYTES: Final = 6 * 1024
+"""The whole COSE_Sign1 as received; a device refuses a larger one before decoding it.
+
+Contract v2 lowered it from v1's 12288 so that a device's RAM, this buffer included,
+fits 8 KB (docs/protocol.md §3, Limits): the largest bundle certfleet builds is 4770
+bytes, and a v1 device, which accepts up to 12288, gets nothing larger either.
+"""
 DEVICE_ID_MAX_CHARS: Final = 64
 """`dev`: the device id rules of docs/protocol.md §1."""
 RID_MAX_BYTES: Final = 64

@@ -24,7 +24,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orchestrator.protocol import CredentialType, Topics
+from orchestrator.protocol import CA_CHAIN_MAX_BYTES, CredentialType, Topics
 from orchestrator.protocol.bundle import MAX_BUNDLE_BYTES, Bundle, Probe, encode_payload
 from orchestrator.protocol.bundle import Credential as BundleCredential
 from orchestrator.protocol.cose import Sign1Message, key_id, sign1
@@ -263,8 +263,10 @@ def _payload_mutation(m: _Maker) -> bytes:
 
 
 def _oversized_chain(m: _Maker) -> bytes:
+    """A CA item over 4096 bytes in a bundle within the bundle limit: check 12, not check 1."""
     pem = m.keys.new_ca.pem.decode()
-    big = (pem * (4096 // len(pem) + 1 + m.rng.randrange(3)))[: 4097 + m.rng.randrange(2000)]
+    extra = m.rng.randrange(MAX_BUNDLE_BYTES - CA_CHAIN_MAX_BYTES - 1024)  # the rest of a stage
+    big = (pem * (4096 // len(pem) + 1 + m.rng.randrange(3)))[: CA_CHAIN_MAX_BYTES + 1 + extra]
     return m.sign(m.stage(credentials=(BundleCredential(CredentialType.CA_CHAIN, big),)))
 
 

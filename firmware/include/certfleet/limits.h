@@ -7,8 +7,10 @@
 #ifndef CERTFLEET_LIMITS_H_
 #define CERTFLEET_LIMITS_H_
 
-/** A whole COSE_Sign1 as received; larger is `too_large` before decoding. */
-#define CF_BUNDLE_MAX_BYTES 12288
+/** A whole COSE_Sign1 as received; larger is `too_large` before decoding. Contract v2
+ * lowered it from v1's 12288 so that the received bundle's buffer, the device context
+ * and the opened bundle fit 8 KB of RAM; the largest bundle certfleet builds is 4770. */
+#define CF_BUNDLE_MAX_BYTES 6144
 /** A CA chain item (type 0): the PEM bytes written to the modem; more is `too_large`. */
 #define CF_CA_CHAIN_MAX_BYTES 4096
 /** The device id (`dev`): 1 to 64 characters of A-Z a-z 0-9 . _ : - */

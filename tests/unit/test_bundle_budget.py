@@ -1,0 +1,88 @@
+"""The largest bundle certfleet builds fits contract v2's bundle limit with margin.
+
+Contract v2 lowered the bundle limit to 6144 bytes so a device's RAM fits 8 KB (issue
+13). certfleet's largest bundle is a stage: one CA chain item at the modem's 4096
+bytes, every other field at its longest. docs/protocol.md §3 gives its byte budget.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import cbor2
+import pytest
+
+from orchestrator.domain.credentials import SEC_TAG_MAX
+from orchestrator.protocol.bundle import UINT64_MAX, encode_payload
+from orchestrator.protocol.limits import (
+    CA_CHAIN_MAX_BYTES,
+    DEVICE_ID_MAX_CHARS,
+    MAX_BUNDLE_BYTES,
+    PROBE_HOST_MAX_BYTES,
+    RID_MAX_BYTES,
+    TAG_LIST_MAX,
+)
+from orchestrator.services.bundles import IssuedBundle, issue_bundle, stage_body
+from tests.fake_rollouts import FakeSequences, FakeSigner
+
+pytestmark = pytest.mark.unit
+
+PROTOCOL_MD: Final = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+WORST_CASE_BYTES: Final = 4770
+"""The figure docs/protocol.md §3 gives for the largest bundle certfleet builds."""
+NOW: Final = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _pem_of(size: int) -> str:
+    """PEM-shaped ASCII of exactly `size` bytes (only its length matters here)."""
+    head, tail = "-----BEGIN CERTIFICATE-----\n", "\n-----END CERTIFICATE-----\n"
+    body = size - len(head) - len(tail)
+    return head + "".join("\n" if (i + 1) % 65 == 0 else "A" for i in range(body)) + tail
+
+
+def _largest_stage() -> IssuedBundle:
+    """A stage at every limit: a 4096-byte CA item, longest dev, rid and host, 7 tags."""
+    tags = [SEC_TAG_MAX - i for i in range(TAG_LIST_MAX)]
+    body = stage_body(
+        ca_pems=[_pem_of(CA_CHAIN_MAX_BYTES)],
+        tag=tags[0],
+        probe_host="h" * PROBE_HOST_MAX_BYTES,
+        probe_port=65535,
+        probe_tags=tags,
+        active_after=tags,
+        commit_by=NOW,
+    )
+    return issue_bundle(
+        signer=FakeSigner(),
+        sequences=FakeSequences(),
+        device_id="d" * DEVICE_ID_MAX_CHARS,
+        rollout_id="r" * RID_MAX_BYTES,
+        body=body,
+        now=NOW,
+        ttl_seconds=86400,
+        seq=UINT64_MAX,
+    )
+
+
+def test_the_largest_stage_fits_the_bundle_limit_with_a_kilobyte_to_spare() -> None:
+    """The worst case is the documented 4770 bytes, over 1 KB under the 6144-byte limit."""
+    issued = _largest_stage()
+
+    assert len(issued.bundle.credentials[0].pem.encode()) == CA_CHAIN_MAX_BYTES
+    assert len(issued.data) == WORST_CASE_BYTES
+    assert MAX_BUNDLE_BYTES - len(issued.data) > 1024
+
+
+def test_the_protocol_doc_gives_the_worst_case_field_by_field() -> None:
+    """docs/protocol.md states the worst case and its payload's size as measured here."""
+    issued = _largest_stage()
+    payload = encode_payload(issued.bundle)
+    doc = PROTOCOL_MD.read_text()
+
+    assert f"| **bundle** | **{len(issued.data)}** |" in doc
+    assert f"| payload map | {len(payload)} |" in doc
+    for key, value in cbor2.loads(payload).items():
+        pair = len(cbor2.dumps(key)) + len(cbor2.dumps(value, canonical=True))
+        assert f"| `{key}` | {pair} |" in doc
