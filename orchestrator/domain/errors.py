@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BundleTooLargeError",
     "CaChainTooLargeError",
     "CertfleetError",
     "DeviceUnknownError",
@@ -30,6 +31,10 @@ class InvalidCredentialError(CertfleetError, ValueError):
 
 class CaChainTooLargeError(InvalidCredentialError):
     """A CA chain item larger than the modem stores; refused before anything is sent."""
+
+
+class BundleTooLargeError(CertfleetError, ValueError):
+    """A signed bundle over the contract's size limit; never sent (a device would refuse it)."""
 
 
 class TransientError(CertfleetError):

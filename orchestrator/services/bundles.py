@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Final
 
 from orchestrator.domain.credentials import CredentialType, ca_chain_item
+from orchestrator.domain.errors import BundleTooLargeError
 from orchestrator.logs import get_logger
 from orchestrator.ports import BundlePublisher, BundleSigner, SequenceStore
 from orchestrator.protocol.bundle import (
@@ -19,7 +20,7 @@ from orchestrator.protocol.bundle import (
     encode_payload,
 )
 from orchestrator.protocol.cose import sign1
-from orchestrator.protocol.limits import PROTOCOL_VERSION
+from orchestrator.protocol.limits import MAX_BUNDLE_BYTES, PROTOCOL_VERSION
 
 __all__ = [
     "UNDO_WINDOW_SECONDS",
@@ -130,6 +131,13 @@ def issue_bundle(
         version=version,
     )
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
+    if len(data) > MAX_BUNDLE_BYTES:
+        # Unreachable with the bodies certfleet builds (protocol.md's budget, 4,770 bytes at
+        # most); kept so a new kind of body can never send what every device refuses.
+        raise BundleTooLargeError(
+            f"the {bundle.op} bundle for {device_id} is {len(data)} bytes, over the "
+            f"contract's {MAX_BUNDLE_BYTES}-byte limit; nothing was sent"
+        )
     return IssuedBundle(bundle=bundle, data=data)
 
 

@@ -7,6 +7,7 @@ bytes, every other field at its longest. docs/protocol.md §3 gives its byte bud
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -14,8 +15,9 @@ from typing import Final
 import cbor2
 import pytest
 
-from orchestrator.domain.credentials import SEC_TAG_MAX
-from orchestrator.protocol.bundle import UINT64_MAX, encode_payload
+from orchestrator.domain.credentials import SEC_TAG_MAX, CredentialType
+from orchestrator.domain.errors import BundleTooLargeError
+from orchestrator.protocol.bundle import UINT64_MAX, Credential, encode_payload
 from orchestrator.protocol.limits import (
     CA_CHAIN_MAX_BYTES,
     DEVICE_ID_MAX_CHARS,
@@ -86,3 +88,35 @@ def test_the_protocol_doc_gives_the_worst_case_field_by_field() -> None:
     for key, value in cbor2.loads(payload).items():
         pair = len(cbor2.dumps(key)) + len(cbor2.dumps(value, canonical=True))
         assert f"| `{key}` | {pair} |" in doc
+
+
+def test_a_bundle_over_the_limit_is_never_issued() -> None:
+    """A body no kind builds today (CA item and client certificate, 4 KB each) is refused."""
+    # given a stage body carrying two 4096-byte items: well-formed, but over 6144 bytes signed
+    two_items = replace(
+        stage_body(
+            ca_pems=[_pem_of(CA_CHAIN_MAX_BYTES)],
+            tag=43,
+            probe_host="probe.example",
+            probe_port=443,
+            probe_tags=[43],
+            active_after=[43],
+            commit_by=NOW,
+        ),
+        credentials=(
+            Credential(CredentialType.CA_CHAIN, _pem_of(CA_CHAIN_MAX_BYTES)),
+            Credential(CredentialType.CLIENT_CERT, _pem_of(CA_CHAIN_MAX_BYTES)),
+        ),
+    )
+
+    # when certfleet signs it, then it refuses, naming the limit
+    with pytest.raises(BundleTooLargeError, match=str(MAX_BUNDLE_BYTES)):
+        issue_bundle(
+            signer=FakeSigner(),
+            sequences=FakeSequences(),
+            device_id="nrf-1",
+            rollout_id="ro-1",
+            body=two_items,
+            now=NOW,
+            ttl_seconds=86400,
+        )
