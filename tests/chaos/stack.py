@@ -20,16 +20,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from orchestrator.adapters.file_signer import generate_key_file
-from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, free_port, start_mosquitto, wait_for_port
-from tests.e2e.stack import NOW, Stack
+from tests.e2e.stack import Stack, prepare_stack
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
 from tests.tlsserver import tls_server
 
@@ -153,29 +150,8 @@ def chaos_stack(base: Path, count: int) -> Iterator[ChaosStack]:
     """Everything running, `count` devices on CA1 in sec_tag 42 reported; a probe under CA2."""
     redis_service = start_durable_redis(base / "redis")
     mqtt_service = start_mosquitto(base / "mosquitto", persistent=True, extra_config=BROKER_CONFIG)
-    key = base / "signing-key.pem"
-    generate_key_file(key)
-    env = {
-        "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
-        "CERTFLEET_MQTT_HOST": mqtt_service.host,
-        "CERTFLEET_MQTT_PORT": str(mqtt_service.port),
-        "CERTFLEET_SIGNING_KEY_FILE": str(key),
-        "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
-        "CERTFLEET_LOG_FORMAT": "json",
-    }
-    ca1 = make_ca(
-        "Fleet CA 2025", not_before=NOW - timedelta(days=300), not_after=NOW + timedelta(days=30)
-    )
-    ca2 = make_ca(
-        "Fleet CA 2026", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=700)
-    )
-    (base / "ca1.pem").write_bytes(ca1.pem)
-    (base / "ca2.pem").write_bytes(ca2.pem)
-    server = issue_server_cert(
-        ca2, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=90)
-    )
-    logs = base / "logs"
-    logs.mkdir()
+    setup = prepare_stack(base, redis_service, mqtt_service)
+    env, ca1, ca2, server, logs = setup.env, setup.ca1, setup.ca2, setup.server, setup.logs
     client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
     chaos: ChaosStack | None = None
     try:

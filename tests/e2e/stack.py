@@ -17,7 +17,7 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from orchestrator.adapters.file_signer import generate_key_file
-from simulator.pki import IssuedCA, issue_server_cert, make_ca
+from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
 from tests.tlsserver import tls_server
@@ -97,20 +97,26 @@ def start_fleet(
     return start(f"fleet-{prefix.rstrip('-')}", certfleet(*args), env=env, log_dir=logs)
 
 
-@contextlib.contextmanager
-def running_stack(
-    base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]], *, scale: Sequence[str] = ()
-) -> Iterator[Stack]:
-    """Everything running; each fleet (id prefix, devices, faults) on CA1 in sec_tag 42;
-    a probe endpoint under CA2. `scale`: the fleets run in scale mode with these options."""
-    redis_service = start_redis(base / "redis")
-    mqtt_service = start_mosquitto(base / "mosquitto")
+@dataclass(frozen=True)
+class StackSetup:
+    """What every whole-stack run prepares before it starts a process."""
+
+    env: dict[str, str]
+    ca1: IssuedCA
+    ca2: IssuedCA
+    server: IssuedCert
+    logs: Path
+
+
+def prepare_stack(base: Path, redis_service: LocalService, mqtt: LocalService) -> StackSetup:
+    """A signing key, the settings naming the services, CA1 and CA2 (PEMs in `base`), a
+    probe server certificate under CA2, and the log directory."""
     key = base / "signing-key.pem"
     generate_key_file(key)
     env = {
         "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
-        "CERTFLEET_MQTT_HOST": mqtt_service.host,
-        "CERTFLEET_MQTT_PORT": str(mqtt_service.port),
+        "CERTFLEET_MQTT_HOST": mqtt.host,
+        "CERTFLEET_MQTT_PORT": str(mqtt.port),
         "CERTFLEET_SIGNING_KEY_FILE": str(key),
         "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
         "CERTFLEET_LOG_FORMAT": "json",
@@ -128,6 +134,19 @@ def running_stack(
     )
     logs = base / "logs"
     logs.mkdir()
+    return StackSetup(env, ca1, ca2, server, logs)
+
+
+@contextlib.contextmanager
+def running_stack(
+    base: Path, fleets: Sequence[tuple[str, int, Sequence[str]]], *, scale: Sequence[str] = ()
+) -> Iterator[Stack]:
+    """Everything running; each fleet (id prefix, devices, faults) on CA1 in sec_tag 42;
+    a probe endpoint under CA2. `scale`: the fleets run in scale mode with these options."""
+    redis_service = start_redis(base / "redis")
+    mqtt_service = start_mosquitto(base / "mosquitto")
+    setup = prepare_stack(base, redis_service, mqtt_service)
+    env, ca1, ca2, server, logs = setup.env, setup.ca1, setup.ca2, setup.server, setup.logs
     procs: list[Proc] = []
     client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
     try:
