@@ -38,7 +38,7 @@ from tests.fake_rollouts import (
 )
 from tests.fakes import FakeInventory
 
-__all__ = ["SCENARIOS", "Bench", "Scenario"]
+__all__ = ["SCENARIOS", "SPEC", "Bench", "Scenario", "start_rollout"]
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 CA = make_ca("New", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=99))
@@ -46,6 +46,26 @@ RID = "ro-bound"
 DEVICES = ["a", "b", "c"]
 D = DeviceRolloutState
 UNMATCHED = "certfleet_reports_unmatched_total"
+SPEC = RolloutSpec(
+    kind="trust.add",
+    ca_pems=(CA.pem.decode(),),
+    tag=42,
+    spare_tag=43,
+    probe_host="probe.invalid",
+    probe_port=8443,
+    waves=parse_waves("100%"),
+)
+
+
+def start_rollout(store: RolloutStore) -> None:
+    """`RID` created in `store` for `DEVICES` (one wave, all on tag 42) and running."""
+    store.create(
+        Rollout.planned(RID, SPEC, seed="test", sizes=[len(DEVICES)], now=NOW),
+        waves=[DEVICES],
+        active={d: [42] for d in DEVICES},
+        actor="test",
+    )
+    assert store.change(RID, Change(state=RolloutState.RUNNING))
 
 
 @dataclass
@@ -60,22 +80,7 @@ class Bench:
 
     @classmethod
     def given(cls, store: RolloutStore) -> Bench:
-        spec = RolloutSpec(
-            kind="trust.add",
-            ca_pems=(CA.pem.decode(),),
-            tag=42,
-            spare_tag=43,
-            probe_host="probe.invalid",
-            probe_port=8443,
-            waves=parse_waves("100%"),
-        )
-        store.create(
-            Rollout.planned(RID, spec, seed="test", sizes=[len(DEVICES)], now=NOW),
-            waves=[DEVICES],
-            active={d: [42] for d in DEVICES},
-            actor="test",
-        )
-        assert store.change(RID, Change(state=RolloutState.RUNNING))
+        start_rollout(store)
         return cls(store)
 
     def push(self, step: PushStep, *devices: str) -> None:
@@ -96,6 +101,10 @@ class Bench:
             for to, data in self.publisher.sent
             if to == device_id
         ]
+
+    def last_sent(self, device_id: str, op: str) -> Bundle:
+        """The last `op` bundle published to the device."""
+        return [b for b in self.sent(device_id) if b.op == op][-1]
 
     def report(
         self,

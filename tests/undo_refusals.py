@@ -13,89 +13,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout import RolloutSpec, parse_waves
-from orchestrator.domain.rollout_aggregate import Rollout
-from orchestrator.domain.rollout_changes import Change
-from orchestrator.domain.rollout_states import (
-    DeviceRolloutState,
-    DeviceTransition,
-    PushStep,
-    RolloutState,
-)
+from orchestrator.domain.rollout_states import DeviceTransition, PushStep, RolloutState
 from orchestrator.ports import InventoryStore, RolloutStore
-from orchestrator.protocol.bundle import Bundle, decode_payload
-from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.rollout import (
-    PushDeps,
     RolloutDeps,
     abort_rollout,
     apply_reports,
     evaluate_rollout,
-    push_batch,
     rollout_status,
 )
-from simulator.pki import make_ca
-from tests.fake_rollouts import (
-    FakeMetrics,
-    FakePublisher,
-    FakeSequences,
-    FakeSigner,
-    RecordingTasks,
-)
+from tests.fake_rollouts import RecordingTasks
+from tests.fakes import FakeInventory
+from tests.report_binding import DEVICES, NOW, RID, SPEC, Bench, D, start_rollout
 from tests.unit.builders import credential
 
 __all__ = ["SCENARIOS", "UndoBench", "UndoScenario"]
 
-NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
-CA = make_ca("New", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=99))
-RID = "ro-undo"
-DEVICES = ["a", "b", "c"]
-D = DeviceRolloutState
-SPEC = RolloutSpec(
-    kind="trust.add",
-    ca_pems=(CA.pem.decode(),),
-    tag=42,
-    spare_tag=43,
-    probe_host="probe.invalid",
-    probe_port=8443,
-    waves=parse_waves("100%"),
-)
-
 
 @dataclass
-class UndoBench:
-    """A rollout of `DEVICES`, all committed, aborted, each sent its rollback bundle."""
+class UndoBench(Bench):
+    """The rollout of `Bench`, all devices committed, aborted, each sent its rollback bundle;
+    with an inventory, which the rollback's evaluation reads."""
 
-    store: RolloutStore
-    inventory: InventoryStore
-    metrics: FakeMetrics = field(default_factory=FakeMetrics)
-    publisher: FakePublisher = field(default_factory=FakePublisher)
-    sequences: FakeSequences = field(default_factory=FakeSequences)
-    signer: FakeSigner = field(default_factory=FakeSigner)
+    inventory: InventoryStore = field(default_factory=FakeInventory)
     tasks: RecordingTasks = field(default_factory=RecordingTasks)
 
     @classmethod
-    def given(cls, store: RolloutStore, inventory: InventoryStore) -> UndoBench:
-        store.create(
-            Rollout.planned(RID, SPEC, seed="test", sizes=[len(DEVICES)], now=NOW),
-            waves=[DEVICES],
-            active={d: [42] for d in DEVICES},
-            actor="test",
-        )
-        assert store.change(RID, Change(state=RolloutState.RUNNING))
-        bench = cls(store, inventory)
-        bench.push(PushStep.STAGE)
+    def given_with(cls, store: RolloutStore, inventory: InventoryStore) -> UndoBench:
+        start_rollout(store)
+        bench = cls(store=store, inventory=inventory)
+        bench.push(PushStep.STAGE, *DEVICES)
         committed = [
             DeviceTransition(d, D.COMMITTED, frozenset({D.SENT}), "test: committed")
             for d in DEVICES
         ]
         assert all(r.applied for r in store.transition(RID, committed, now=NOW, actor="test"))
         assert abort_rollout(bench.deps, RID, cause="test", actor="op", now=NOW, wave=None)
-        bench.push(PushStep.ROLLBACK)
+        bench.push(PushStep.ROLLBACK, *DEVICES)
         assert store.devices_in(RID, [D.ROLLBACK_SENT]) == DEVICES
         return bench
 
@@ -105,31 +63,11 @@ class UndoBench:
             store=self.store, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
         )
 
-    def push(self, step: PushStep) -> None:
-        """Issue and publish `step`'s bundles to every device, as a push_batch task does."""
-        deps = PushDeps(
-            store=self.store,
-            signer=self.signer,
-            sequences=self.sequences,
-            publisher=self.publisher,
-            metrics=self.metrics,
-        )
-        push_batch(deps, RID, DEVICES, step, now=NOW)
-
-    def sent(self, device_id: str, op: str) -> Bundle:
-        """The last `op` bundle published to the device."""
-        bundles = [
-            decode_payload(Sign1Message.decode(data).payload)
-            for to, data in self.publisher.sent
-            if to == device_id
-        ]
-        return [b for b in bundles if b.op == op][-1]
-
-    def answer(
+    def reply(
         self, device_id: str, phase: str, reason: str, *, seq: int | None = None, op: str = ""
     ) -> set[str]:
         """The device's report about its rollback bundle (or the given seq and op)."""
-        rollback = self.sent(device_id, "rollback")
+        rollback = self.last_sent(device_id, "rollback")
         report = DeviceReport(
             device_id=device_id,
             rollout_id=RID,
@@ -157,9 +95,6 @@ class UndoBench:
         )
         assert self.inventory.record_states([state], received_at=NOW) == 1
 
-    def state(self, device_id: str) -> DeviceRolloutState:
-        return self.store.device_states(RID, [device_id])[device_id]
-
     def evaluate(self) -> str:
         return evaluate_rollout(self.deps, RID, now=NOW + timedelta(seconds=5))
 
@@ -175,7 +110,7 @@ def a_refused_undo_whose_inventory_shows_no_new_ca_counts_as_rolled_back(bench: 
     """nothing_to_undo, and no active tag holds the new CA: undo_refused, then rolled_back
     "verified by inventory", both in the audit log."""
     bench.reports_state("a", new_ca_in=None)
-    assert bench.answer("a", "rejected", "nothing_to_undo") == {RID}
+    assert bench.reply("a", "rejected", "nothing_to_undo") == {RID}
     assert bench.state("a") is D.UNDO_REFUSED
     bench.evaluate()
     assert bench.state("a") is D.ROLLED_BACK
@@ -190,9 +125,9 @@ def a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench: Undo
     """superseded, and the new CA is still in an active tag: the device stays undo_refused and
     status lists it; the rollout does not wait for it."""
     bench.reports_state("b", new_ca_in=43)
-    bench.answer("b", "rejected", "superseded")
+    bench.reply("b", "rejected", "superseded")
     for other in ("a", "c"):
-        bench.answer(other, "rolled_back", "ok")
+        bench.reply(other, "rolled_back", "ok")
     assert bench.evaluate() == RolloutState.ROLLED_BACK.value
     assert bench.state("b") is D.UNDO_REFUSED
     status = rollout_status(bench.deps, RID)
@@ -203,7 +138,7 @@ def a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench: Undo
 
 def a_device_without_a_reported_active_list_is_not_verified(bench: UndoBench) -> None:
     """An inventory that holds no active list for the device proves nothing: undo_refused."""
-    bench.answer("c", "rejected", "nothing_to_undo")
+    bench.reply("c", "rejected", "nothing_to_undo")
     bench.evaluate()
     assert bench.state("c") is D.UNDO_REFUSED
 
@@ -211,9 +146,9 @@ def a_device_without_a_reported_active_list_is_not_verified(bench: UndoBench) ->
 def an_undo_refusal_must_answer_the_rollback_bundle(bench: UndoBench) -> None:
     """nothing_to_undo about the stage's seq, or with the stage op, moves nothing: the
     refusal is bound to the rollback bundle as every report is."""
-    stage = bench.sent("a", "stage")
-    bench.answer("a", "rejected", "nothing_to_undo", seq=stage.seq)
-    bench.answer("a", "rejected", "nothing_to_undo", seq=stage.seq, op="stage")
+    stage = bench.last_sent("a", "stage")
+    bench.reply("a", "rejected", "nothing_to_undo", seq=stage.seq)
+    bench.reply("a", "rejected", "nothing_to_undo", seq=stage.seq, op="stage")
     assert bench.state("a") is D.ROLLBACK_SENT
 
 
@@ -221,8 +156,8 @@ def another_rejection_of_the_rollback_is_no_undo_refusal(bench: UndoBench) -> No
     """A rollback rejected for another reason (expired, unsafe_active) leaves the device
     rollback_sent: it is neither rolled back nor an undo refusal."""
     bench.reports_state("a", new_ca_in=None)
-    bench.answer("a", "rejected", "bundle_expired")
-    bench.answer("a", "rejected", "unsafe_active")
+    bench.reply("a", "rejected", "bundle_expired")
+    bench.reply("a", "rejected", "unsafe_active")
     bench.evaluate()
     assert bench.state("a") is D.ROLLBACK_SENT
 
@@ -233,7 +168,7 @@ def a_refusal_after_the_rollback_ended_is_still_checked(bench: UndoBench) -> Non
     late = NOW + timedelta(hours=1)
     assert evaluate_rollout(bench.deps, RID, now=late) == RolloutState.ROLLED_BACK.value
     bench.reports_state("a", new_ca_in=None)
-    bench.answer("a", "rejected", "nothing_to_undo")
+    bench.reply("a", "rejected", "nothing_to_undo")
     assert bench.state("a") is D.UNDO_REFUSED
     assert evaluate_rollout(bench.deps, RID, now=late) == RolloutState.ROLLED_BACK.value
     assert bench.state("a") is D.ROLLED_BACK

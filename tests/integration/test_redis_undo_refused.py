@@ -30,19 +30,19 @@ def test_an_undo_refusal_is_no_confirmed_undo_in_redis(
     container: Container, scenario: UndoScenario
 ) -> None:
     """Each scenario of tests/undo_refusals.py holds in Redis (its docstring says what)."""
-    scenario(UndoBench.given(container.rollouts, container.inventory))
+    scenario(UndoBench.given_with(container.rollouts, container.inventory))
 
 
 def test_the_html_report_lists_devices_that_refused_their_undo(container: Container) -> None:
     """The report says how many devices refused the rollback and lists each with its reason."""
-    bench = UndoBench.given(container.rollouts, container.inventory)
+    bench = UndoBench.given_with(container.rollouts, container.inventory)
     a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench)
     container.inventory.record_reports(
         [
             DeviceReport(
                 device_id="b",
                 rollout_id=RID,
-                seq=bench.sent("b", "rollback").seq,
+                seq=bench.last_sent("b", "rollback").seq,
                 op="rollback",
                 phase="rejected",
                 reason="superseded",
@@ -64,7 +64,7 @@ def test_the_html_report_lists_devices_that_refused_their_undo(container: Contai
 def test_rollout_status_prints_the_devices_that_refused_their_undo(container: Container) -> None:
     """`certfleet rollout status` says how many refused the rollback and names them; its
     JSON lists them under undo_refused."""
-    bench = UndoBench.given(container.rollouts, container.inventory)
+    bench = UndoBench.given_with(container.rollouts, container.inventory)
     a_superseded_device_still_trusting_the_new_ca_stays_undo_refused(bench)
 
     def status(*flags: str) -> str:

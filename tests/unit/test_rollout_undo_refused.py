@@ -17,7 +17,7 @@ D = DeviceRolloutState
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 def test_an_undo_refusal_is_no_confirmed_undo(scenario: UndoScenario) -> None:
     """Each scenario of tests/undo_refusals.py holds (its docstring says what)."""
-    scenario(UndoBench.given(FakeRollouts(), FakeInventory()))
+    scenario(UndoBench.given_with(FakeRollouts(), FakeInventory()))
 
 
 def test_undo_refused_comes_only_from_rollback_sent_and_leads_only_to_rolled_back() -> None:
