@@ -8,15 +8,12 @@ import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
-from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.mqtt import MqttSession
-from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
 from orchestrator.protocol import QUEUED_BUNDLES_MAX
 from orchestrator.protocol.cose import key_id
@@ -34,21 +31,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
 CA1 = make_ca("Acks CA 1", not_before=NOW - timedelta(days=300), not_after=NOW + timedelta(days=60))
 CA2 = make_ca("Acks CA 2", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=800))
-
-
-@pytest.fixture
-def orchestrator(
-    service_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Orchestrator]:
-    """A signing key of its own, sequences in the test Redis, a publisher on the test broker."""
-    key = tmp_path / "signing-key.pem"
-    generate_key_file(key)
-    monkeypatch.setenv("CERTFLEET_SIGNING_KEY_FILE", str(key))
-    container = bootstrap(Settings(), logging=False)
-    session = MqttSession(container.settings)
-    yield Orchestrator(container, session)
-    session.close()
-    container.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ with real TLS servers for the health probe."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +12,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from orchestrator.adapters.file_signer import FileSigner, generate_key_file
-from orchestrator.adapters.mqtt import MqttSession
-from orchestrator.bootstrap import bootstrap
-from orchestrator.config import Settings
 from orchestrator.protocol import CredentialType
 from orchestrator.protocol.bundle import Credential, Probe, Reason, SignerKey
 from orchestrator.protocol.report import Phase
@@ -71,21 +67,6 @@ def pki() -> Pki:
             old, not_before=NOW - timedelta(days=700), not_after=NOW + timedelta(days=30)
         ),
     )
-
-
-@pytest.fixture
-def orchestrator(
-    service_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Orchestrator]:
-    """A signing key of its own, sequences in the test Redis, a publisher on the test broker."""
-    key = tmp_path / "signing-key.pem"
-    generate_key_file(key)
-    monkeypatch.setenv("CERTFLEET_SIGNING_KEY_FILE", str(key))
-    container = bootstrap(Settings(), logging=False)
-    session = MqttSession(container.settings)
-    yield Orchestrator(container, session)
-    session.close()
-    container.close()
 
 
 def _server(cert: IssuedCert) -> tuple[bytes, bytes]:
