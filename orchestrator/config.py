@@ -54,6 +54,31 @@ class Settings(BaseSettings):
     retire_soak_seconds: float = Field(default=86400, ge=0)
     endpoint_check_seconds: float = Field(default=60, gt=0)
 
+    # -- identity rotation (docs/operations.md, "Rotating device identities") --
+
+    identity_tags: str = "44,45"
+    identity_renew_days: int = Field(default=30, ge=0)
+    """Beat plans an identity rotation for devices whose client certificate expires
+    within this many days."""
+    issuer: str = "local"
+    """Who signs device certificates: `local` (a CA key file) or `cfssl` (CFSSL's API)."""
+    issuer_ca_cert_file: Path | None = None
+    issuer_ca_key_file: Path | None = None
+    issuer_cert_days: int = Field(default=365, ge=1)
+    issuer_url: str | None = None
+    issuer_profile: str | None = None
+    issuer_timeout_seconds: float = Field(default=10.0, gt=0)
+    crl_file: Path | None = None
+    """Where certfleet writes the CRL of revoked device certificates (the broker's `crlfile`)."""
+    crl_ca_cert_file: Path | None = None
+    crl_ca_key_file: Path | None = None
+    """The CRL signer, when the issuer cannot make CRLs itself (default: the local issuer's CA)."""
+    crl_next_update_seconds: int = Field(default=86400, ge=60)
+    crl_reload_pid_file: Path | None = None
+    """After writing the CRL, send SIGHUP to the process whose pid this file holds (the broker)."""
+    attestation_keys_file: Path | None = None
+    """JSON object: device id -> PEM public key of its modem's attestation key."""
+
     log_level: str = "INFO"
     log_format: str = "auto"
 
@@ -77,6 +102,21 @@ class Settings(BaseSettings):
         tags = [int(t) for t in self.ca_tags.split(",") if t.strip()]
         if len(tags) != 2 or tags[0] == tags[1]:
             raise ValueError("CERTFLEET_CA_TAGS must name two different sec_tags, e.g. 42,43")
+        return tags[0], tags[1]
+
+    @field_validator("issuer")
+    @classmethod
+    def _known_issuer(cls, value: str) -> str:
+        if value not in ("local", "cfssl"):
+            raise ValueError("issuer must be local or cfssl")
+        return value
+
+    @property
+    def identity_tag_pair(self) -> tuple[int, int]:
+        """The two sec_tags a device's client identity alternates between."""
+        tags = [int(t) for t in self.identity_tags.split(",") if t.strip()]
+        if len(tags) != 2 or tags[0] == tags[1]:
+            raise ValueError("CERTFLEET_IDENTITY_TAGS must name two different sec_tags, e.g. 44,45")
         return tags[0], tags[1]
 
     @property

@@ -11,6 +11,8 @@ __all__ = [
     "InvalidGateInputError",
     "InvalidRolloutSpecError",
     "InvalidSecTagError",
+    "IssuerRefusedError",
+    "IssuerUnavailableError",
     "SigningKeyError",
     "StoreUnavailableError",
     "TransientError",
@@ -43,6 +45,14 @@ class TransientError(CertfleetError):
 
 class StoreUnavailableError(TransientError):
     """The state store (Redis) could not be reached; the operation may be retried."""
+
+
+class IssuerUnavailableError(TransientError):
+    """The certificate issuer could not be reached or failed for now; retried with backoff."""
+
+
+class IssuerRefusedError(CertfleetError):
+    """The certificate issuer refused the request for good (its answer says why)."""
 
 
 class SigningKeyError(CertfleetError):

@@ -21,3 +21,5 @@ class DeviceReport:
     detail: str
     time: datetime
     active_tags: tuple[int, ...] | None = None
+    csr: str | None = None
+    """With phase `csr`: the modem's `%KEYGEN` output, CSR and attestation in base64url."""

@@ -43,6 +43,7 @@ from orchestrator.domain.window import MaintenanceWindow, parse_window
 __all__ = [
     "DECIDED",
     "FAILURES",
+    "IDENTITY_KIND",
     "MAX_ACTIVE_TAGS",
     "RANK",
     "ROLLBACK_TARGETS",
@@ -68,7 +69,9 @@ __all__ = [
     "wave_sizes",
 ]
 
-Kind = Literal["trust.add", "trust.replace", "trust.retire"]
+Kind = Literal["trust.add", "trust.replace", "trust.retire", "identity.rotate"]
+IDENTITY_KIND: Final = "identity.rotate"
+"""The kind that rotates a device's client identity (docs/protocol.md, identity rotation)."""
 Advance = Literal["auto", "manual"]
 ProbeWith = Literal["spare", "active"]
 SelectorKind = Literal["all", "expiring", "digest", "file"]
@@ -157,6 +160,10 @@ class RolloutSpec:
     `tag` is the live sec_tag (for trust.retire: the tag to retire); `spare_tag` is
     where the new CA is staged (for trust.retire: the tag that stays). The probe is
     required for trust.add and trust.replace; trust.retire may leave it unset.
+
+    identity.rotate: `tag` is the identity tag in use, `spare_tag` the one the new key is
+    made in; no CA; the probe is the broker's mutual-TLS listener, required; the active
+    list does not change.
     """
 
     kind: Kind
@@ -195,7 +202,9 @@ class RolloutSpec:
             all(isinstance(pem, str) and pem for pem in self.ca_pems),
             "every CA PEM must be non-empty text",
         )
-        if self.kind != "trust.retire":
+        if self.kind == IDENTITY_KIND:
+            _require(not self.ca_pems, f"{self.kind} takes no CA certificate")
+        elif self.kind != "trust.retire":
             _require(bool(self.ca_pems), f"{self.kind} needs at least one CA certificate")
         if self.kind != "trust.retire" or self.probe_host or self.probe_port:
             _require(bool(self.probe_host), f"{self.kind} needs a probe host")
@@ -271,6 +280,11 @@ class RolloutSpec:
         return ca_chain_item(self.ca_pems, what=f"the CAs for sec_tag {self.spare_tag}")
 
     @property
+    def is_identity(self) -> bool:
+        """Whether this rollout rotates the devices' client identity rather than their trust."""
+        return self.kind == IDENTITY_KIND
+
+    @property
     def new_ca_digest(self) -> str | None:
         """The digest a device reports for the staged item (None: trust.retire stages none)."""
         return sha256_hex(self.ca_chain.encode()) if self.ca_pems else None
@@ -290,6 +304,9 @@ class RolloutSpec:
     def active_after(self, current: Sequence[int]) -> tuple[int, ...]:
         """The device's active sec_tags once this rollout has committed on it."""
         tags = set(current)
+        if self.kind == IDENTITY_KIND:
+            _require(bool(tags), f"{self.kind} needs a device with an active sec_tag")
+            return tuple(sorted(tags))
         if self.kind != "trust.add":
             tags.discard(self.tag)
         if self.kind != "trust.retire":

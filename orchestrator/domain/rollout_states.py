@@ -58,6 +58,10 @@ class DeviceRolloutState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     RECEIVED = "received"
+    CSR = "csr"
+    """identity.rotate: the device made its new key and reported the CSR; certfleet issues."""
+    ISSUED = "issued"
+    """identity.rotate: the new certificate went out in the device's identity stage."""
     STAGED = "staged"
     HEALTH_OK = "health_ok"
     COMMITTED = "committed"
@@ -67,6 +71,10 @@ class DeviceRolloutState(enum.StrEnum):
     FALLBACK = "fallback"
     ROLLBACK_SENT = "rollback_sent"
     ROLLED_BACK = "rolled_back"
+    CSR_REFUSED = "csr_refused"
+    """identity.rotate: the CSR (or its issuance) was refused; the device keeps its identity."""
+    RETIRED = "retired"
+    """identity.rotate: after the soak, the device deleted its old identity (final success)."""
     UNDO_REFUSED = "undo_refused"
     """The device answered its rollback `nothing_to_undo` or `superseded`: it undid nothing.
     Not a confirmed undo; it counts as rolled back only once its inventory shows none of
@@ -84,6 +92,8 @@ class PushStep(enum.StrEnum):
     COMMIT = "commit"
     ROLLBACK = "rollback"
     RESEND = "resend"
+    RETIRE = "retire"
+    """identity.rotate: the old identity's deletion, after the wave's soak."""
 
     @property
     def bundle_step(self) -> PushStep:
@@ -97,24 +107,37 @@ RANK: Final[Mapping[DeviceRolloutState, int]] = MappingProxyType(
         _S.PENDING: 0,
         _S.SENT: 1,
         _S.RECEIVED: 2,
-        _S.STAGED: 3,
-        _S.HEALTH_OK: 4,
-        _S.COMMITTED: 5,
-        _S.REJECTED: 5,
-        _S.HEALTH_FAILED: 5,
-        _S.TIMED_OUT: 5,
-        _S.FALLBACK: 5,
-        _S.ROLLBACK_SENT: 6,
-        _S.UNDO_REFUSED: 7,
-        _S.ROLLED_BACK: 7,
+        _S.CSR: 3,
+        _S.ISSUED: 4,
+        _S.STAGED: 5,
+        _S.HEALTH_OK: 6,
+        _S.COMMITTED: 7,
+        _S.REJECTED: 7,
+        _S.HEALTH_FAILED: 7,
+        _S.TIMED_OUT: 7,
+        _S.FALLBACK: 7,
+        _S.CSR_REFUSED: 7,
+        _S.RETIRED: 8,
+        _S.ROLLBACK_SENT: 9,
+        _S.UNDO_REFUSED: 10,
+        _S.ROLLED_BACK: 10,
     }
 )
-FAILURES: Final = frozenset({_S.REJECTED, _S.HEALTH_FAILED, _S.FALLBACK})
+FAILURES: Final = frozenset({_S.REJECTED, _S.HEALTH_FAILED, _S.FALLBACK, _S.CSR_REFUSED})
 """Failures in any case; `TIMED_OUT` counts as one only when the policy says so."""
-SUCCESS: Final = frozenset({_S.COMMITTED})
+SUCCESS: Final = frozenset({_S.COMMITTED, _S.RETIRED})
 DECIDED: Final = SUCCESS | FAILURES | {_S.TIMED_OUT}
 ROLLBACK_TARGETS: Final = frozenset(
-    {_S.SENT, _S.RECEIVED, _S.STAGED, _S.HEALTH_OK, _S.COMMITTED, _S.TIMED_OUT}
+    {
+        _S.SENT,
+        _S.RECEIVED,
+        _S.CSR,
+        _S.ISSUED,
+        _S.STAGED,
+        _S.HEALTH_OK,
+        _S.COMMITTED,
+        _S.TIMED_OUT,
+    }
 )
 """Devices that may hold the new credential, and so must be told to roll back: a device
 that timed out may still have committed just before its deadline, unseen."""

@@ -13,7 +13,10 @@ from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES
 
 __all__ = [
     "CA_CHAIN_MAX_BYTES",
+    "CERT_ITEM_MAX_BYTES",
     "CREDS_MAX",
+    "CSR_DER_MAX_BYTES",
+    "CSR_FIELD_MAX_BYTES",
     "DETAIL_MAX_BYTES",
     "DEVICE_ID_MAX_CHARS",
     "MAX_BUNDLE_BYTES",
@@ -23,6 +26,7 @@ __all__ = [
     "RID_MAX_BYTES",
     "SIGNERS_MAX",
     "STATE_CREDENTIALS_MAX",
+    "SUBJECT_MAX_BYTES",
     "SUPPORTED_VERSIONS",
     "TAG_LIST_MAX",
 ]
@@ -57,3 +61,11 @@ DETAIL_MAX_BYTES: Final = 1024
 """A report's `detail`, UTF-8 bytes; the device truncates a longer text."""
 STATE_CREDENTIALS_MAX: Final = 256
 """Entries of a state message's `credentials`."""
+CERT_ITEM_MAX_BYTES: Final = CA_CHAIN_MAX_BYTES
+"""A client certificate item (type 1) in an identity stage: PEM bytes, counted like a CA item."""
+SUBJECT_MAX_BYTES: Final = 64
+"""`subject` of a `keygen` bundle: UTF-8 bytes of the CSR's common name (the device id)."""
+CSR_DER_MAX_BYTES: Final = 1024
+"""The CSR a `%KEYGEN` makes, DER bytes (a P-256 CSR with a 64-character CN is about 250)."""
+CSR_FIELD_MAX_BYTES: Final = 2048
+"""A `csr` report's `csr` field: `base64url(CSR DER).base64url(COSE_Sign1)`, bytes."""

@@ -35,6 +35,8 @@ class Reason(enum.StrEnum):
     """A rollback, and the device holds no undo record."""
     SUPERSEDED = "superseded"
     """A rollback whose rid is not the rid of the device's undo record."""
+    KEY_MISMATCH = "key_mismatch"
+    """An identity stage whose certificate does not carry the key the device's keygen made."""
     MODEM_ERROR = "modem_error"
     """The modem refused a write; the only rejection that may follow `received`."""
     # health_failed: the TLS probe with the staged trust failed
@@ -43,6 +45,8 @@ class Reason(enum.StrEnum):
     CHAIN_TOO_LARGE = "chain_too_large"
     TIMEOUT = "timeout"
     HANDSHAKE_ERROR = "handshake_error"
+    IDENTITY_REFUSED = "identity_refused"
+    """The server refused the staged client certificate (a TLS alert after the client sent it)."""
     # fallback: the device returned to its previous trust by itself
     COMMIT_TIMEOUT = "commit_timeout"
     BROKER_UNREACHABLE = "broker_unreachable"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.domain.credentials import SEC_TAG_MAX, SEC_TAG_MIN
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.protocol.limits import DETAIL_MAX_BYTES, TAG_LIST_MAX
+from orchestrator.protocol.limits import CSR_FIELD_MAX_BYTES, DETAIL_MAX_BYTES, TAG_LIST_MAX
 from orchestrator.protocol.reasons import Reason
 from orchestrator.protocol.state import parse_device_message, rfc3339_time
 from orchestrator.protocol.topics import DEVICE_ID_PATTERN
@@ -31,6 +31,8 @@ class Phase(enum.StrEnum):
     FALLBACK = "fallback"
     ROLLED_BACK = "rolled_back"
     RETIRED = "retired"
+    CSR = "csr"
+    """A `keygen` made the key: the report's `csr` carries the CSR and the modem's attestation."""
 
 
 def truncate_detail(text: str) -> str:
@@ -62,9 +64,18 @@ class ReportMessage(BaseModel):
     detail: str = Field(default="", max_length=DETAIL_MAX_BYTES)
     time: AwareDatetime
     active_tags: list[SecTag] | None = Field(default=None, max_length=TAG_LIST_MAX)
+    csr: str | None = Field(
+        default=None, max_length=CSR_FIELD_MAX_BYTES, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+    )
 
     _strict_time = field_validator("time", mode="before")(rfc3339_time)
     _detail_limit = field_validator("detail")(_detail_bytes)
+
+    @model_validator(mode="after")
+    def _csr_with_its_phase(self) -> ReportMessage:
+        if (self.csr is not None) != (self.phase is Phase.CSR):
+            raise ValueError("a report carries `csr` exactly when its phase is `csr`")
+        return self
 
     def to_json(self) -> bytes:
         """The wire form."""
@@ -82,6 +93,7 @@ class ReportMessage(BaseModel):
             detail=self.detail,
             time=self.time,
             active_tags=tuple(self.active_tags) if self.active_tags is not None else None,
+            csr=self.csr,
         )
 
 

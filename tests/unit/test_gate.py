@@ -242,7 +242,7 @@ def test_no_abort_without_failures(
 ) -> None:
     """Whatever the counts and policy, a rollout without failures never aborts."""
     # given
-    failing = {S.REJECTED, S.HEALTH_FAILED, S.FALLBACK}
+    failing = {S.REJECTED, S.HEALTH_FAILED, S.FALLBACK, S.CSR_REFUSED}
     if policy.timeouts_fail:
         failing.add(S.TIMED_OUT)
     cumulative = {state: count for state, count in cumulative.items() if state not in failing}

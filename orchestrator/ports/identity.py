@@ -1,0 +1,98 @@
+"""The identity rotation ports: the certificate issuer, the CRL signer, the devices'
+attestation keys and what certfleet keeps about identities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from orchestrator.domain.identity import IssuedCertificate, RevokedCertificate
+
+__all__ = ["AttestationKeys", "CrlSigner", "IdentityStore", "Issuer"]
+
+
+class Issuer(Protocol):
+    """A certificate authority that signs device CSRs and revokes what it signed."""
+
+    name: str
+    """For logs and status: `local`, `cfssl`."""
+
+    def issue(self, csr_pem: str, *, device_id: str) -> IssuedCertificate:
+        """Sign a checked CSR for `device_id`.
+
+        Raises:
+            IssuerUnavailableError: unreachable, timed out or failing for now (retried).
+            IssuerRefusedError: the issuer refused this request for good.
+        """
+        ...
+
+    def revoke(self, certificate_pem: str, *, reason: str) -> bool:
+        """Revoke a certificate at the issuer; False when the issuer keeps no revocations
+        (the CRL certfleet writes still lists it).
+
+        Raises:
+            IssuerUnavailableError: unreachable or failing for now (retried).
+        """
+        ...
+
+    def crl(self) -> bytes | None:
+        """The issuer's own current CRL (PEM), or None when it cannot make one."""
+        ...
+
+
+class CrlSigner(Protocol):
+    """Signs the CRL the broker reads, with the key of the CA that issued the certificates."""
+
+    def sign_crl(
+        self, revoked: Sequence[RevokedCertificate], *, now: datetime, next_update: datetime
+    ) -> bytes:
+        """A PEM CRL listing `revoked`."""
+        ...
+
+
+class AttestationKeys(Protocol):
+    """The modems' attestation public keys, by device id (from provisioning)."""
+
+    def key_for(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        """The device's attestation key, or None when none is configured for it."""
+        ...
+
+
+class IdentityStore(Protocol):
+    """What certfleet keeps about identity rotations (Redis in production)."""
+
+    def put_csrs(self, rollout_id: str, csrs: Mapping[str, str]) -> None:
+        """Keep each device's reported `csr` field for the rollout (public data only)."""
+        ...
+
+    def csrs(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, str]:
+        """The kept `csr` fields of these devices (absent: none kept)."""
+        ...
+
+    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
+        """Record a public key (SHA-256 of its SPKI DER, hex) as used; False if it was seen
+        before (by any device), in which case nothing changes."""
+        ...
+
+    def put_certificates(
+        self, rollout_id: str, certificates: Mapping[str, tuple[str | None, str]]
+    ) -> None:
+        """Per device: (the old certificate's PEM or None when unknown, the new one's PEM)."""
+        ...
+
+    def certificates(
+        self, rollout_id: str, device_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str]]:
+        """What `put_certificates` kept for these devices."""
+        ...
+
+    def add_revoked(self, revoked: Sequence[RevokedCertificate]) -> int:
+        """Record revocations (by serial; a repeat changes nothing); return how many were new."""
+        ...
+
+    def revoked(self, *, now: datetime) -> list[RevokedCertificate]:
+        """Every revocation whose certificate has not expired by `now` (the CRL's content)."""
+        ...
