@@ -92,6 +92,8 @@ class DeviceState:
     protocol_version: int = 1
     """The contract version of the state message (`v`): certfleet sends v2 bundles only
     to a device that reported v2. A state recorded before versions were is a v1's."""
+    identity_tag: int | None = None
+    """The sec_tag whose client certificate and key the device presents (None: none)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -150,6 +150,8 @@ class StateMessage(BaseModel):
     active_tags: list[Annotated[int, Field(ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)]] | None = (
         Field(default=None, max_length=TAG_LIST_MAX)
     )
+    identity_tag: int | None = Field(default=None, ge=SEC_TAG_MIN, le=SEC_TAG_MAX, strict=True)
+    """The sec_tag whose client certificate and key the device presents to the broker."""
 
     _strict_v = field_validator("v", mode="before")(_json_integer)
     _strict_time = field_validator("time", mode="before")(rfc3339_time)
@@ -169,6 +171,7 @@ class StateMessage(BaseModel):
             credentials=tuple(c.to_domain() for c in self.credentials),
             active_tags=tuple(self.active_tags) if self.active_tags is not None else None,
             protocol_version=self.v,
+            identity_tag=self.identity_tag,
         )
 
     def known_pems(self) -> dict[str, str]:
