@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.domain.identity import RevokedCertificate
 from orchestrator.domain.inventory import (
     DeviceState,
     ExpiringItem,
@@ -21,7 +23,7 @@ from orchestrator.domain.renewal import RenewalPlan
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
-__all__ = ["FakeInventory", "FakeLibrary", "FakePlanStore"]
+__all__ = ["FakeIdentityStore", "FakeInventory", "FakeLibrary", "FakePlanStore"]
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -306,3 +308,64 @@ class FakePlanStore:
     def open_plans(self, limit: int = 200) -> list[RenewalPlan]:
         """The latest plans still open, newest first."""
         return [plan for plan in self.recent(limit) if plan.is_open]
+
+
+class FakeIdentityStore:
+    """`IdentityStore` in memory, behaving as `RedisIdentityStore` does.
+
+    A claimed key stays claimed (whoever asks again is told it was seen); a revocation is
+    kept once per serial and read back in UTC, ordered by serial, until its certificate
+    expires (then it is dropped, as Redis drops it when the CRL is read).
+    """
+
+    def __init__(self) -> None:
+        self.csr_fields: dict[str, dict[str, str]] = {}
+        self.keys: dict[str, str] = {}
+        self.issued: dict[str, dict[str, tuple[str | None, str]]] = {}
+        self.revocations: dict[int, RevokedCertificate] = {}
+
+    def put_csrs(self, rollout_id: str, csrs: Mapping[str, str]) -> None:
+        """Keep each device's `csr` field (a later one replaces it)."""
+        self.csr_fields.setdefault(rollout_id, {}).update(csrs)
+
+    def csrs(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, str]:
+        """The kept fields of these devices."""
+        kept = self.csr_fields.get(rollout_id, {})
+        return {device: kept[device] for device in device_ids if device in kept}
+
+    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
+        """True the first time a key is claimed, False ever after."""
+        if spki_sha256 in self.keys:
+            return False
+        self.keys[spki_sha256] = device_id
+        return True
+
+    def put_certificates(
+        self, rollout_id: str, certificates: Mapping[str, tuple[str | None, str]]
+    ) -> None:
+        """Keep (old PEM or None, new PEM) per device."""
+        self.issued.setdefault(rollout_id, {}).update(certificates)
+
+    def certificates(
+        self, rollout_id: str, device_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str]]:
+        """What `put_certificates` kept for these devices."""
+        kept = self.issued.get(rollout_id, {})
+        return {device: kept[device] for device in device_ids if device in kept}
+
+    def add_revoked(self, revoked: Sequence[RevokedCertificate]) -> int:
+        """Record revocations by serial (a repeat changes nothing); how many were new."""
+        new = 0
+        for entry in revoked:
+            if entry.serial not in self.revocations:
+                self.revocations[entry.serial] = dataclasses.replace(
+                    entry, revoked_at=_as_utc(entry.revoked_at), not_after=_as_utc(entry.not_after)
+                )
+                new += 1
+        return new
+
+    def revoked(self, *, now: datetime) -> list[RevokedCertificate]:
+        """Every revocation whose certificate has not expired by `now`, by serial."""
+        for serial in [s for s, e in self.revocations.items() if e.not_after < now]:
+            del self.revocations[serial]
+        return [self.revocations[serial] for serial in sorted(self.revocations)]
