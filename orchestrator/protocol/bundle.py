@@ -26,7 +26,12 @@ from orchestrator.protocol.cose import (
     SignatureMismatchError,
     UnsupportedAlgorithmError,
 )
-from orchestrator.protocol.limits import MAX_BUNDLE_BYTES, PROTOCOL_VERSION, SUPPORTED_VERSIONS
+from orchestrator.protocol.limits import (
+    CERT_ITEM_MAX_BYTES,
+    MAX_BUNDLE_BYTES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+)
 from orchestrator.protocol.payload import (
     BUNDLE_VERSION,
     MAX_ACTIVE_TAGS,
@@ -131,9 +136,22 @@ def open_bundle(
         raise BundleRejectedError(Reason.NOT_YET_VALID, "issued in the future")
     for credential in bundle.credentials:
         size = len(credential.pem.encode())
-        if credential.type is CredentialType.CA_CHAIN and size > CA_CHAIN_MAX_BYTES:
+        limit = _ITEM_LIMITS.get(credential.type)
+        if limit is not None and size > limit:
             raise BundleRejectedError(
                 Reason.TOO_LARGE,
-                f"CA chain of {size} bytes exceeds the modem's {CA_CHAIN_MAX_BYTES}-byte limit",
+                f"{_ITEM_NAMES[credential.type]} of {size} bytes exceeds the modem's "
+                f"{limit}-byte limit",
             )
     return bundle
+
+
+_ITEM_LIMITS: Final[Mapping[CredentialType, int]] = {
+    CredentialType.CA_CHAIN: CA_CHAIN_MAX_BYTES,
+    CredentialType.CLIENT_CERT: CERT_ITEM_MAX_BYTES,
+}
+"""Check 12: the items a modem stores as PEM, and the most it stores of each."""
+_ITEM_NAMES: Final[Mapping[CredentialType, str]] = {
+    CredentialType.CA_CHAIN: "CA chain",
+    CredentialType.CLIENT_CERT: "client certificate",
+}

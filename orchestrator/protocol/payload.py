@@ -22,6 +22,7 @@ from orchestrator.protocol.limits import (
     PROBE_HOST_MAX_BYTES,
     PROTOCOL_VERSION,
     RID_MAX_BYTES,
+    SUBJECT_MAX_BYTES,
     SUPPORTED_VERSIONS,
     TAG_LIST_MAX,
 )
@@ -52,7 +53,7 @@ MAX_ACTIVE_TAGS: Final = TAG_LIST_MAX
 V2_ONLY_KEYS: Final = frozenset({"undo_by"})
 """Payload keys a v1 bundle must not carry."""
 
-Operation = Literal["stage", "commit", "rollback", "retire", "trust-signer"]
+Operation = Literal["stage", "commit", "rollback", "retire", "trust-signer", "keygen"]
 OPERATIONS: Final[tuple[str, ...]] = get_args(Operation)
 
 
@@ -104,6 +105,8 @@ class Bundle:
     signer: SignerKey | None = None
     retire_kid: bytes | None = None
     undo_by: int | None = None
+    subject: str | None = None
+    """keygen: the common name of the CSR the device makes (certfleet sends the device id)."""
     version: int = field(default=BUNDLE_VERSION)
 
     def __post_init__(self) -> None:
@@ -143,16 +146,38 @@ class Bundle:
         for key, tags in lists.items():
             if len(tags) > TAG_LIST_MAX or len(set(tags)) != len(tags):
                 raise _bad(f"{key} must list at most {TAG_LIST_MAX} distinct sec_tags")
+        if self.subject is not None and (
+            not 1 <= len(self.subject.encode(errors="replace")) <= SUBJECT_MAX_BYTES
+            or "\0" in self.subject
+            or not self.subject.isprintable()
+        ):
+            raise _bad(f"subject must be 1 to {SUBJECT_MAX_BYTES} bytes of printable UTF-8")
+        self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        """One item per type, PEM items ASCII, and a client certificate alone (identity stage)."""
         if len(self.credentials) > CREDS_MAX:
             raise _bad(f"creds holds {len(self.credentials)} items, at most {CREDS_MAX}")
         types = [c.type for c in self.credentials]
         if len(set(types)) != len(types):
             raise _bad("creds names one credential type twice: a sec_tag holds one item per type")
+        if CredentialType.CLIENT_CERT in types and len(types) != 1:
+            raise _bad(
+                "a client certificate (type 1) travels alone: an identity stage's creds is "
+                "exactly that item, its key is the one the device's keygen made"
+            )
         for credential in self.credentials:
-            if credential.type is CredentialType.CA_CHAIN and (
+            if credential.type in _PEM_ITEMS and (
                 not credential.pem.isascii() or "\0" in credential.pem
             ):
-                raise _bad("a CA chain is ASCII PEM text without NUL")
+                raise _bad(f"a type-{int(credential.type)} item is ASCII PEM text without NUL")
+
+    @property
+    def is_identity_stage(self) -> bool:
+        """A stage of a client certificate into the tag a keygen made its key in."""
+        return self.op == "stage" and any(
+            c.type is CredentialType.CLIENT_CERT for c in self.credentials
+        )
 
     @property
     def expires(self) -> datetime:
@@ -160,12 +185,16 @@ class Bundle:
         return datetime.fromtimestamp(self.expires_at, UTC)
 
 
+_PEM_ITEMS: Final = frozenset({CredentialType.CA_CHAIN, CredentialType.CLIENT_CERT})
+"""Items the device stores as PEM text, counted in bytes against `CA_CHAIN_MAX_BYTES`."""
+
 _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "stage": ("tag", "credentials", "probe", "active", "commit_by"),
     "commit": ("tag",),
     "rollback": (),
     "retire": ("tags", "active"),
     "trust-signer": ("signer",),
+    "keygen": ("tag", "subject", "commit_by"),
 }
 
 
@@ -199,6 +228,8 @@ def encode_payload(bundle: Bundle) -> bytes:
         document["retire_kid"] = bundle.retire_kid
     if bundle.undo_by is not None:
         document["undo_by"] = bundle.undo_by
+    if bundle.subject is not None:
+        document["subject"] = bundle.subject
     return cbor2.dumps(document, canonical=True)
 
 
@@ -245,6 +276,7 @@ _KNOWN_KEYS: Final = frozenset(
         "signer",
         "retire_kid",
         "undo_by",
+        "subject",
     }
 )
 
@@ -316,5 +348,6 @@ def decode_payload(data: bytes, *, versions: Collection[int] = SUPPORTED_VERSION
         signer=signer,
         retire_kid=_get(document, "retire_kid", bytes, required=False),
         undo_by=_get(document, "undo_by", int, required=False),
+        subject=_get(document, "subject", str, required=False),
         version=version,
     )

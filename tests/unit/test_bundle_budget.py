@@ -91,7 +91,7 @@ def test_the_protocol_doc_gives_the_worst_case_field_by_field() -> None:
 
 
 def test_a_bundle_over_the_limit_is_never_issued() -> None:
-    """A body no kind builds today (CA item and client certificate, 4 KB each) is refused."""
+    """A body no kind builds today (CA item and PSK identity, 4 KB each) is refused."""
     # given a stage body carrying two 4096-byte items: well-formed, but over 6144 bytes signed
     two_items = replace(
         stage_body(
@@ -105,7 +105,7 @@ def test_a_bundle_over_the_limit_is_never_issued() -> None:
         ),
         credentials=(
             Credential(CredentialType.CA_CHAIN, _pem_of(CA_CHAIN_MAX_BYTES)),
-            Credential(CredentialType.CLIENT_CERT, _pem_of(CA_CHAIN_MAX_BYTES)),
+            Credential(CredentialType.PSK_IDENTITY, _pem_of(CA_CHAIN_MAX_BYTES)),
         ),
     )
 
