@@ -1,4 +1,12 @@
-"""Issue and send signed bundles: sequence, payload, COSE_Sign1 envelope, publish."""
+"""Issue and send signed bundles: sequence, payload, COSE_Sign1 envelope, publish.
+
+The bodies of an identity rotation (docs/protocol.md §11), in the order a device gets them:
+`keygen_body` (make a key in the spare identity tag, answer with the CSR),
+`identity_stage_body` (the issued certificate into that tag, probed by a mutual-TLS
+handshake), `identity_commit_body` (present it from now on), and after the soak
+`identity_retire_body` (delete the old identity). On abort the rollback is the trust
+kinds' `BundleBody(op="rollback", tag=spare)`: the device's undo record says what to undo.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from cryptography import x509
+
 from orchestrator.domain.credentials import CredentialType, ca_chain_item
-from orchestrator.domain.errors import BundleTooLargeError
+from orchestrator.domain.errors import BundleTooLargeError, InvalidCredentialError
 from orchestrator.logs import get_logger
 from orchestrator.ports import BundlePublisher, BundleSigner, SequenceStore
 from orchestrator.protocol.bundle import (
@@ -20,13 +30,17 @@ from orchestrator.protocol.bundle import (
     encode_payload,
 )
 from orchestrator.protocol.cose import sign1
-from orchestrator.protocol.limits import MAX_BUNDLE_BYTES, PROTOCOL_VERSION
+from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, MAX_BUNDLE_BYTES, PROTOCOL_VERSION
 
 __all__ = [
     "UNDO_WINDOW_SECONDS",
     "BundleBody",
     "IssuedBundle",
+    "identity_commit_body",
+    "identity_retire_body",
+    "identity_stage_body",
     "issue_bundle",
+    "keygen_body",
     "send_bundle",
     "stage_body",
 ]
@@ -53,6 +67,8 @@ class BundleBody:
     retire_kid: bytes | None = None
     undo_by: int | None = None
     """A commit's end of undo (epoch seconds); a v2 key, left out of a v1 bundle."""
+    subject: str | None = None
+    """A keygen's CSR common name (certfleet sends the device id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,76 @@ def stage_body(
     )
 
 
+def keygen_body(*, tag: int, subject: str, commit_by: datetime) -> BundleBody:
+    """Make a P-256 key in the empty identity `tag` and report its CSR for `CN=subject`.
+
+    `commit_by` bounds the whole exchange: without an identity stage by then, the
+    device deletes the key and reports `fallback` (`commit_timeout`).
+    """
+    return BundleBody(op="keygen", tag=tag, subject=subject, commit_by=int(commit_by.timestamp()))
+
+
+def identity_stage_body(
+    *,
+    cert_pem: str,
+    tag: int,
+    probe_host: str,
+    probe_port: int,
+    probe_tags: Sequence[int],
+    active: Sequence[int],
+    commit_by: datetime,
+) -> BundleBody:
+    """Write the certificate issued for the keygen's key into `tag`, and prove it.
+
+    The probe presents `tag`'s certificate and key to `probe_host:probe_port` (the
+    broker's mutual-TLS listener) and validates the server with `probe_tags` (the
+    device's CA tags). `active` is the device's active list, unchanged: an identity
+    is not a CA tag.
+
+    Raises:
+        InvalidCredentialError: `cert_pem` is not ASCII PEM certificates, or is over the
+            modem's 4096-byte item; nothing is signed.
+    """
+    size = len(cert_pem.encode())
+    if size > CERT_ITEM_MAX_BYTES:
+        raise InvalidCredentialError(
+            f"the client certificate for sec_tag {tag} is {size} bytes, over the "
+            f"{CERT_ITEM_MAX_BYTES}-byte item a modem stores"
+        )
+    if not cert_pem.isascii() or "\0" in cert_pem:
+        raise InvalidCredentialError("a client certificate item is ASCII PEM text without NUL")
+    try:
+        x509.load_pem_x509_certificates(cert_pem.encode())
+    except ValueError as exc:
+        raise InvalidCredentialError(f"not PEM certificates: {exc}") from None
+    return BundleBody(
+        op="stage",
+        tag=tag,
+        credentials=(Credential(CredentialType.CLIENT_CERT, cert_pem),),
+        probe=Probe(host=probe_host, port=probe_port, tags=tuple(probe_tags)),
+        active=tuple(active),
+        commit_by=int(commit_by.timestamp()),
+    )
+
+
+def identity_commit_body(*, tag: int, undo_by: int | None) -> BundleBody:
+    """Present the staged identity `tag` from now on (no `active`: the CA tags stay).
+
+    `undo_by` is as for a trust commit: until then a rollback returns the device to
+    its previous identity.
+    """
+    return BundleBody(op="commit", tag=tag, undo_by=undo_by)
+
+
+def identity_retire_body(*, old_tag: int, active: Sequence[int]) -> BundleBody:
+    """Delete the old identity `old_tag` (certificate and key); `active` stays as it is.
+
+    Sent only after the new identity was committed and proven by the reconnect, at the
+    end of the wave's soak; a device refuses to retire the identity it uses (`tag_in_use`).
+    """
+    return BundleBody(op="retire", tags=(old_tag,), active=tuple(active))
+
+
 def issue_bundle(
     *,
     signer: BundleSigner,
@@ -128,6 +214,7 @@ def issue_bundle(
         signer=body.signer,
         retire_kid=body.retire_kid,
         undo_by=body.undo_by if version > 1 else None,
+        subject=body.subject,
         version=version,
     )
     data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
