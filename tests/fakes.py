@@ -50,12 +50,21 @@ class _Device:
     items: Mapping[tuple[int, CredentialType], ReportedCredential]
     active_tags: tuple[int, ...] | None = None
     protocol_version: int = 1
+    identity_tag: int | None = None
 
     def tags(self) -> set[int]:
         return {tag for tag, _ in self.items}
 
     def earliest(self) -> dict[int, datetime]:
         return earliest_not_after_by_tag(self.items.values())
+
+    def identities(self) -> dict[int, datetime]:
+        """The notAfter of each client certificate (type 1), by sec_tag."""
+        return {
+            tag: item.not_after
+            for (tag, typ), item in self.items.items()
+            if typ is CredentialType.CLIENT_CERT and item.not_after is not None
+        }
 
 
 class FakeInventory:
@@ -97,6 +106,7 @@ class FakeInventory:
                 items={(c.sec_tag, c.type): _stored(c) for c in state.credentials},
                 active_tags=state.active_tags,
                 protocol_version=state.protocol_version,
+                identity_tag=state.identity_tag,
             )
             applied += 1
         return applied
@@ -181,6 +191,7 @@ class FakeInventory:
             credentials=tuple(device.items[slot] for slot in sorted(device.items)),
             active_tags=device.active_tags,
             protocol_version=device.protocol_version,
+            identity_tag=device.identity_tag,
         )
 
     def sec_tags(self) -> list[int]:
@@ -245,6 +256,60 @@ class FakeInventory:
                 )
             )
         return items
+
+    def identity_tags_of(self, device_ids: Sequence[str]) -> dict[str, int | None]:
+        """Each device's identity tag (None where none was reported)."""
+        return {
+            d: self._devices[d].identity_tag if d in self._devices else None for d in device_ids
+        }
+
+    def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
+        """Devices whose client certificate in `sec_tag` expires at or before `before`."""
+        return sorted(
+            d
+            for d, device in self._devices.items()
+            if (na := device.identities().get(sec_tag)) is not None and na <= before
+        )
+
+    def identity_expiry_counts(
+        self, sec_tags: Sequence[int], window: ExpiryWindow
+    ) -> dict[int, ExpiryCounts]:
+        """Per sec_tag, (expired, expiring, ok) over the devices' client certificates."""
+        result: dict[int, ExpiryCounts] = {}
+        for tag in sec_tags:
+            classes = [
+                classify(na, window)
+                for device in self._devices.values()
+                if (na := device.identities().get(tag)) is not None
+            ]
+            result[tag] = (
+                classes.count(ExpiryClass.EXPIRED),
+                classes.count(ExpiryClass.EXPIRING),
+                classes.count(ExpiryClass.OK),
+            )
+        return result
+
+    def expiring_identity_items(
+        self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
+    ) -> list[ExpiringItem]:
+        """Expired and expiring client certificates, soonest first, at most `limit`."""
+        if limit <= 0 or not sec_tags:
+            return []
+        found = sorted(
+            (na.timestamp(), device_id, tag)
+            for device_id, device in self._devices.items()
+            for tag, na in device.identities().items()
+            if tag in sec_tags and na.timestamp() <= window.expiring_until
+        )
+        return [
+            ExpiringItem(
+                device_id=device_id,
+                sec_tag=tag,
+                not_after=datetime.fromtimestamp(score, UTC),
+                subject=self._devices[device_id].items[(tag, CredentialType.CLIENT_CERT)].subject,
+            )
+            for score, device_id, tag in found[:limit]
+        ]
 
     def save_summary(self, summary: FleetSummary) -> None:
         """Keep the summary in its JSON form, as Redis does."""

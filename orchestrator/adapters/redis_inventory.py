@@ -6,6 +6,8 @@ Layout (all keys under `certfleet:inv:`):
 - `dev:{id}` (hash): `"{sec_tag}:{type}"` -> JSON of the item, `_received` -> receive time,
   `_active` -> the device's active tag list (JSON) when it reports one;
 - `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
+- `idexp:{sec_tag}` (zset): device id -> notAfter of its client certificate (type 1) in that
+  tag (the identity index, `redis_inventory_identities`);
 - `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
 - `cadev:{sec_tag}:{sha256}` (set): the devices holding that CA chain in that tag;
 - `tags` (hash): sec_tag -> devices holding any item in it;
@@ -15,7 +17,8 @@ Layout (all keys under `certfleet:inv:`):
   recorded reports -> when recorded, so a report sent again is recorded once;
 - `report_phases` (hash): phase -> distinct reports received;
 - `scan:last` (string): JSON of the last scan summary;
-- `_v` in `dev:{id}`: the protocol version of the device's last applied state;
+- `_v` in `dev:{id}`: the protocol version of the device's last applied state; `_identity`:
+  its identity tag (the sec_tag whose client certificate it presents), when it reports one;
 - the credential library (`certfleet:lib`, see `redis_library`): a device's pems are
   written with its state, by the same script, only when the state is applied, and
   count against the device's bounded share of the library.
@@ -38,6 +41,7 @@ from datetime import UTC, datetime
 import redis
 
 from orchestrator.adapters.redis_errors import load_script, store_errors
+from orchestrator.adapters.redis_inventory_identities import INV, IdentityIndexReads
 from orchestrator.adapters.redis_library import (
     LIB,
     LIB_EVICTED,
@@ -53,7 +57,6 @@ from orchestrator.ports import ExpiryCounts
 
 __all__ = ["RedisCredentialLibrary", "RedisInventory"]  # the library re-exported for callers
 
-INV = "certfleet:inv:"
 REPORTS_KEPT = 50
 """Reports kept per device (approximately: XADD MAXLEN ~)."""
 REPORT_KEYS_KEPT = 200
@@ -112,7 +115,7 @@ def _item_from_json(field: str, value: str) -> ReportedCredential:
     )
 
 
-class RedisInventory:
+class RedisInventory(IdentityIndexReads):
     """`InventoryStore` on Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -150,6 +153,7 @@ class RedisInventory:
                     [_item_args(c) for c in state.credentials],
                     list(pems[i + j].items()) if pems else [],
                     str(state.protocol_version),
+                    str(state.identity_tag) if state.identity_tag is not None else "",
                 ]
                 for j, state in enumerate(states[i : i + SCRIPT_CHUNK])
             ]
@@ -253,6 +257,7 @@ class RedisInventory:
             reported_at=datetime.fromtimestamp(float(reported), UTC),
             active_tags=tuple(json.loads(active)) if active else None,
             protocol_version=int(fields.get("_v", 1)),
+            identity_tag=int(fields["_identity"]) if fields.get("_identity") else None,
             credentials=tuple(
                 sorted(
                     (_item_from_json(f, v) for f, v in fields.items() if not f.startswith("_")),

@@ -16,6 +16,8 @@ __all__ = [
     "ExpiryClass",
     "ExpiryWindow",
     "FleetSummary",
+    "IdentityCounts",
+    "IdentitySummary",
     "TagCounts",
     "classify",
     "earliest_not_after_by_tag",
@@ -134,6 +136,80 @@ class TagCounts:
         }
 
 
+@dataclass(slots=True)
+class IdentityCounts:
+    """Per identity tag: devices whose client certificate (type 1) there is in each class."""
+
+    ok: int = 0
+    expiring: int = 0
+    expired: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        """The `identities.by_tag` entry of `fleet status --json`."""
+        return {"ok": self.ok, "expiring": self.expiring, "expired": self.expired}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentitySummary:
+    """The client certificates (type 1) of a scan, classified like the CAs.
+
+    Kept apart from the CA classes: a device's identity is renewed by an
+    `identity.rotate` rollout within `renew_days` of its notAfter, not by a CA renewal.
+    """
+
+    renew_days: int
+    by_tag: Mapping[int, IdentityCounts] = field(default_factory=dict)
+    expiring: tuple[ExpiringItem, ...] = ()
+    expiring_total: int = 0
+
+    @property
+    def expiring_truncated(self) -> bool:
+        """Whether `expiring` holds fewer items than the scan found."""
+        return len(self.expiring) < self.expiring_total
+
+    def as_json(self) -> dict[str, Any]:
+        """The `identities` entry of `fleet status --json`."""
+        return {
+            "renew_days": self.renew_days,
+            "by_tag": {str(tag): counts.as_json() for tag, counts in sorted(self.by_tag.items())},
+            "expiring": [item.as_json() for item in self.expiring],
+            "expiring_total": self.expiring_total,
+            "expiring_truncated": self.expiring_truncated,
+        }
+
+    @staticmethod
+    def none_json() -> dict[str, Any]:
+        """The `identities` entry before any scan classified them (`renew_days` None)."""
+        return {
+            "renew_days": None,
+            "by_tag": {},
+            "expiring": [],
+            "expiring_total": 0,
+            "expiring_truncated": False,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IdentitySummary | None:
+        """Read back what `as_json` wrote (None for `none_json`)."""
+        if data.get("renew_days") is None:
+            return None
+        return cls(
+            renew_days=int(data["renew_days"]),
+            by_tag={int(tag): IdentityCounts(**c) for tag, c in data["by_tag"].items()},
+            expiring=tuple(_expiring_item(item) for item in data["expiring"]),
+            expiring_total=int(data["expiring_total"]),
+        )
+
+
+def _expiring_item(item: Mapping[str, Any]) -> ExpiringItem:
+    return ExpiringItem(
+        device_id=item["device_id"],
+        sec_tag=int(item["sec_tag"]),
+        not_after=datetime.fromisoformat(item["not_after"]),
+        subject=item["subject"],
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetSummary:
     """The result of a fleet scan."""
@@ -145,6 +221,8 @@ class FleetSummary:
     expiring: tuple[ExpiringItem, ...]
     expiring_total: int
     unknown_digests: tuple[str, ...] = field(default=())
+    identities: IdentitySummary | None = None
+    """The client certificates' classes (None: a summary stored before they were scanned)."""
 
     @property
     def expiring_truncated(self) -> bool:
@@ -162,6 +240,9 @@ class FleetSummary:
             "expiring_total": self.expiring_total,
             "expiring_truncated": self.expiring_truncated,
             "unknown_digests": list(self.unknown_digests),
+            "identities": (
+                self.identities.as_json() if self.identities else IdentitySummary.none_json()
+            ),
         }
 
     @classmethod
@@ -172,15 +253,8 @@ class FleetSummary:
             warning_days=int(data["warning_days"]),
             devices=int(data["devices"]),
             by_tag={int(tag): TagCounts(**counts) for tag, counts in data["by_tag"].items()},
-            expiring=tuple(
-                ExpiringItem(
-                    device_id=item["device_id"],
-                    sec_tag=int(item["sec_tag"]),
-                    not_after=datetime.fromisoformat(item["not_after"]),
-                    subject=item["subject"],
-                )
-                for item in data["expiring"]
-            ),
+            expiring=tuple(_expiring_item(item) for item in data["expiring"]),
             expiring_total=int(data["expiring_total"]),
             unknown_digests=tuple(data.get("unknown_digests", ())),
+            identities=IdentitySummary.from_json(data.get("identities") or {}),
         )

@@ -115,6 +115,27 @@ class InventoryStore(Protocol):
         """Per device, the CA chain digest in each of its active sec_tags."""
         ...
 
+    def identity_tags_of(self, device_ids: Sequence[str]) -> dict[str, int | None]:
+        """Each device's identity tag from its last applied state (None where none)."""
+        ...
+
+    def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
+        """Devices whose client certificate (type 1) in `sec_tag` has notAfter at or before
+        `before`, sorted; every type-1 item counts, whatever the device's identity tag."""
+        ...
+
+    def identity_expiry_counts(
+        self, sec_tags: Sequence[int], window: ExpiryWindow
+    ) -> dict[int, ExpiryCounts]:
+        """Per sec_tag, how many devices' client certificates fall in each expiry class."""
+        ...
+
+    def expiring_identity_items(
+        self, sec_tags: Sequence[int], window: ExpiryWindow, *, limit: int
+    ) -> list[ExpiringItem]:
+        """Expired and expiring client certificates, soonest first, at most `limit`."""
+        ...
+
     def save_summary(self, summary: FleetSummary) -> None:
         """Keep the result of the last scan."""
         ...

@@ -9,11 +9,13 @@
 -- ARGV[2]  the receive time (epoch seconds);
 -- ARGV[3]  the JSON list of device states, applied in order, each as if alone:
 --          [device_id, reported_at, active tags JSON ('' if not reported), items, pems,
---           protocol version], an item [field, json, sec_tag, type, sha256, not_after
+--           protocol version, identity tag ('' if not reported)], an item [field, json, sec_tag, type, sha256, not_after
 --          ('' if none)] (numbers as strings), a pem [sha256, PEM] for the library;
 -- ARGV[4]  the most library entries one device's share holds.
 -- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
--- cadev:{sec_tag}:{sha256}, libshare:{id} (zset: digest -> when the device first brought it).
+-- cadev:{sec_tag}:{sha256}, idexp:{sec_tag} (zset: device -> notAfter of its client
+-- certificate, type 1, in that tag), libshare:{id} (zset: digest -> when the device first
+-- brought it).
 -- Returns how many states were applied (a state older than the stored is skipped,
 -- its pems too: a stale state changes nothing, the library included).
 local devices, lib, refs, pinned, evicted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -29,16 +31,17 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
   local previous = redis.call('ZSCORE', devices, id)
   if not (previous and tonumber(previous) > reported) then
     local old = redis.call('HGETALL', dev)
-    local oldtags = {}
+    local oldtags, oldid = {}, {}
     for i = 1, #old, 2 do
       local tag, typ = string.match(old[i], '^(%d+):(%d+)$')
       if tag then
         if oldtags[tag] == nil then oldtags[tag] = '' end
         if typ == '0' then oldtags[tag] = cjson.decode(old[i + 1])['sha256'] end
+        if typ == '1' then oldid[tag] = true end
       end
     end
     redis.call('DEL', dev)
-    local newtags, newexp = {}, {}
+    local newtags, newexp, newid = {}, {}, {}
     for _, item in ipairs(items) do
       local field, value, tag, typ, sha, na = item[1], item[2], item[3], item[4], item[5], item[6]
       redis.call('HSET', dev, field, value)
@@ -47,10 +50,17 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
       if na ~= '' then
         local x = tonumber(na)
         if newexp[tag] == nil or x < newexp[tag] then newexp[tag] = x end
+        if typ == '1' then newid[tag] = x end
       end
     end
     redis.call('HSET', dev, '_received', received, '_v', state[6])
     if active ~= '' then redis.call('HSET', dev, '_active', active) end
+    if state[7] ~= nil and state[7] ~= '' then redis.call('HSET', dev, '_identity', state[7]) end
+    -- The client certificates' own index: what identity rotation plans by.
+    for tag in pairs(oldid) do
+      if newid[tag] == nil then redis.call('ZREM', p .. 'idexp:' .. tag, id) end
+    end
+    for tag, x in pairs(newid) do redis.call('ZADD', p .. 'idexp:' .. tag, x, id) end
     for tag, sha in pairs(oldtags) do
       if newtags[tag] == nil then
         decr(p .. 'tags', tag)
