@@ -1,0 +1,242 @@
+"""Checking a device's CSR before any issuer sees it.
+
+A `csr` report carries what `%KEYGEN` printed: the CSR and the modem's attestation over
+it. certfleet gives it a certificate only if every check passes, in this order:
+
+1. the field has the contract's form and limits;
+2. it is a PKCS#10 CSR whose own signature verifies;
+3. its key is an EC P-256 key (the only kind `%KEYGEN` makes), signing with SHA-256;
+4. its subject is exactly `CN=<device id>`: one RDN of one attribute, and the request
+   carries no attributes (no extension request an issuer might honour);
+5. when an attestation key is configured for the device: the attestation names that
+   key (kid), its signature verifies, and it binds this device, the keygen bundle's seq
+   and tag, and the SHA-256 of this CSR's DER;
+6. the public key was never seen before (`IdentityStore.claim_key`), checked last so
+   that a CSR refused for another reason does not use up its key.
+
+A refusal is a `RefusedCsr`: the `CsrRefusal` the rollout counts and a detail for the
+log. Nothing in a CSR is secret, and no detail quotes more than its public parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+
+from orchestrator.domain.identity import CsrRefusal
+from orchestrator.domain.identity_keys import spki_sha256
+from orchestrator.ports.identity import AttestationKeys, IdentityStore
+from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
+from orchestrator.services.identity.keygen_field import (
+    KeygenFieldError,
+    decode_attestation_claims,
+    split_keygen_field,
+)
+
+__all__ = ["CheckedCsr", "RefusedCsr", "check_csr"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedCsr:
+    """A CSR that passed every check; its key is claimed, the issuer may sign it."""
+
+    device_id: str
+    csr_pem: str
+    """The CSR as PEM, what `Issuer.issue` takes."""
+    spki_sha256: str
+    """SHA-256 of the key's SubjectPublicKeyInfo DER, hex: the issued certificate must
+    carry this key (`domain.identity_keys.certificate_matches_key`)."""
+    attested: bool
+    """Whether the modem's attestation was verified (an attestation key is configured)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefusedCsr:
+    """Why a CSR gets no certificate: the reason counted, and a detail for the log."""
+
+    reason: CsrRefusal
+    detail: str
+
+
+class _Refused(Exception):
+    """Raised inside the checks; `check_csr` turns it into a `RefusedCsr`."""
+
+    def __init__(self, reason: CsrRefusal, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_der_x509_csr(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _Refused(CsrRefusal.MALFORMED, f"not a DER PKCS#10 CSR: {exc}") from exc
+
+
+def _check_signature(csr: x509.CertificateSigningRequest) -> x509.ObjectIdentifier:
+    """Check the CSR's own signature; return its algorithm for `_check_algorithm`."""
+    try:
+        algorithm = csr.signature_algorithm_oid
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _Refused(
+            CsrRefusal.BAD_SIGNATURE, f"the CSR's signature cannot be checked: {exc}"
+        ) from exc
+    if not valid:
+        raise _Refused(CsrRefusal.BAD_SIGNATURE, "the CSR's signature does not verify")
+    return algorithm
+
+
+def _check_algorithm(algorithm: x509.ObjectIdentifier) -> None:
+    """A P-256 key's CSR signed with another digest is not what `%KEYGEN` makes."""
+    if algorithm != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        raise _Refused(
+            CsrRefusal.BAD_SIGNATURE,
+            f"the CSR is signed with {algorithm.dotted_string}, not ECDSA with SHA-256",
+        )
+
+
+def _p256_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:
+    try:
+        key = csr.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _Refused(CsrRefusal.WRONG_KEY_TYPE, f"the CSR's key cannot be read: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise _Refused(CsrRefusal.WRONG_KEY_TYPE, f"the key is {type(key).__name__}, not EC P-256")
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise _Refused(CsrRefusal.WRONG_KEY_TYPE, f"the key is on {key.curve.name}, not P-256")
+    return key
+
+
+def _check_subject(csr: x509.CertificateSigningRequest, device_id: str) -> None:
+    try:
+        rdns = list(csr.subject.rdns)
+        attributes = list(csr.attributes)
+    except (ValueError, TypeError) as exc:
+        raise _Refused(CsrRefusal.WRONG_SUBJECT, f"the subject cannot be read: {exc}") from exc
+    wanted = f"CN={device_id}"
+    if len(rdns) != 1 or len(rdns[0]) != 1:
+        raise _Refused(
+            CsrRefusal.WRONG_SUBJECT,
+            f"the subject has {len(rdns)} RDNs, {sum(map(len, rdns))} attributes; wanted {wanted}",
+        )
+    (attribute,) = rdns[0]
+    if attribute.oid != NameOID.COMMON_NAME or attribute.value != device_id:
+        raise _Refused(
+            CsrRefusal.WRONG_SUBJECT,
+            f"the subject is {csr.subject.rfc4514_string()!r}, not {wanted}",
+        )
+    if attributes:
+        oids = ", ".join(sorted(item.oid.dotted_string for item in attributes))
+        raise _Refused(
+            CsrRefusal.WRONG_SUBJECT, f"the CSR carries attributes ({oids}); none allowed"
+        )
+
+
+def _check_attestation(
+    attestation: bytes,
+    key: ec.EllipticCurvePublicKey,
+    *,
+    csr_der: bytes,
+    device_id: str,
+    keygen_seq: int,
+    keygen_tag: int,
+) -> None:
+    bad = CsrRefusal.BAD_ATTESTATION
+    try:
+        message = Sign1Message.decode(attestation)
+    except CoseError as exc:
+        raise _Refused(bad, f"the attestation is not a COSE_Sign1: {exc}") from exc
+    if message.protected.get(4) != key_id(key):
+        raise _Refused(bad, "the attestation is not signed by the device's attestation key (kid)")
+    try:
+        message.verify(key)
+    except CoseError as exc:
+        raise _Refused(bad, f"the attestation's signature does not verify: {exc}") from exc
+    try:
+        claims = decode_attestation_claims(message.payload)
+    except KeygenFieldError as exc:
+        raise _Refused(bad, str(exc)) from exc
+    if claims.dev != device_id:
+        raise _Refused(bad, f"the attestation is for device {claims.dev!r}")
+    if claims.seq != keygen_seq or claims.tag != keygen_tag:
+        raise _Refused(
+            bad,
+            f"the attestation answers seq {claims.seq} tag {claims.tag}, "
+            f"not the keygen bundle's seq {keygen_seq} tag {keygen_tag}",
+        )
+    if claims.csr_sha256 != hashlib.sha256(csr_der).digest():
+        raise _Refused(bad, "the attestation is over another CSR")
+
+
+def _checked(
+    csr_field: str,
+    *,
+    device_id: str,
+    keygen_seq: int,
+    keygen_tag: int,
+    attestation_keys: AttestationKeys,
+    identity_store: IdentityStore,
+) -> CheckedCsr:
+    try:
+        output = split_keygen_field(csr_field)
+    except KeygenFieldError as exc:
+        raise _Refused(CsrRefusal.MALFORMED, str(exc)) from exc
+    csr = _load_csr(output.csr_der)
+    algorithm = _check_signature(csr)
+    key = _p256_key(csr)
+    _check_algorithm(algorithm)
+    _check_subject(csr, device_id)
+    attestation_key = attestation_keys.key_for(device_id)
+    if attestation_key is not None:
+        _check_attestation(
+            output.attestation,
+            attestation_key,
+            csr_der=output.csr_der,
+            device_id=device_id,
+            keygen_seq=keygen_seq,
+            keygen_tag=keygen_tag,
+        )
+    digest = spki_sha256(key)
+    if not identity_store.claim_key(digest, device_id):
+        raise _Refused(CsrRefusal.KEY_REUSED, f"the public key {digest[:16]}… was seen before")
+    return CheckedCsr(
+        device_id=device_id,
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        spki_sha256=digest,
+        attested=attestation_key is not None,
+    )
+
+
+def check_csr(
+    csr_field: str,
+    *,
+    device_id: str,
+    keygen_seq: int,
+    keygen_tag: int,
+    attestation_keys: AttestationKeys,
+    identity_store: IdentityStore,
+) -> CheckedCsr | RefusedCsr:
+    """Check a device's `csr` field (module docstring); claim its key if every check passes.
+
+    Raises:
+        StoreUnavailableError: the identity store is unreachable (nothing was claimed).
+    """
+    try:
+        return _checked(
+            csr_field,
+            device_id=device_id,
+            keygen_seq=keygen_seq,
+            keygen_tag=keygen_tag,
+            attestation_keys=attestation_keys,
+            identity_store=identity_store,
+        )
+    except _Refused as refused:
+        return RefusedCsr(reason=refused.reason, detail=refused.detail)

@@ -1,0 +1,422 @@
+"""A device's CSR gets a certificate only when every check passes; each refusal says why."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import hashlib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.domain.identity import CsrRefusal
+from orchestrator.domain.identity_keys import certificate_matches_key, spki_sha256
+from orchestrator.protocol.cose import key_id
+from orchestrator.protocol.limits import CSR_DER_MAX_BYTES, CSR_FIELD_MAX_BYTES
+from orchestrator.services.identity import CheckedCsr, RefusedCsr, check_csr
+from tests.csr_fields import (
+    FixedAttestationKeys,
+    attestation,
+    attestation_key,
+    b64url,
+    common_name,
+    csr_der,
+    keygen_field,
+)
+from tests.fakes import FakeIdentityStore
+from tests.properties import examples
+
+pytestmark = pytest.mark.unit
+
+DEVICE = "dev-0001"
+SEQ = 7
+TAG = 45
+
+
+def attested() -> FixedAttestationKeys:
+    """Attestation keys with one configured for DEVICE."""
+    return FixedAttestationKeys({DEVICE: attestation_key(DEVICE).public_key()})
+
+
+def check(
+    field: str,
+    *,
+    store: FakeIdentityStore | None = None,
+    keys: FixedAttestationKeys | None = None,
+    device_id: str = DEVICE,
+) -> CheckedCsr | RefusedCsr:
+    return check_csr(
+        field,
+        device_id=device_id,
+        keygen_seq=SEQ,
+        keygen_tag=TAG,
+        attestation_keys=keys if keys is not None else attested(),
+        identity_store=store if store is not None else FakeIdentityStore(),
+    )
+
+
+def refusal(field: str, **kwargs: object) -> CsrRefusal:
+    """The reason `field` is refused, failing the test if it passes."""
+    store = FakeIdentityStore()
+    result = check(field, store=store, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(result, RefusedCsr), f"expected a refusal, got {result!r}"
+    assert result.detail
+    assert store.keys == {}, "a refused CSR must not use up its key"
+    return result.reason
+
+
+def with_der(der: bytes) -> str:
+    """A field for `der`, honestly attested (so only the CSR itself is at fault)."""
+    return keygen_field(DEVICE, seq=SEQ, tag=TAG, der=der).field
+
+
+P256 = ec.generate_private_key(ec.SECP256R1())
+
+
+@functools.cache
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+# -- the good path -----------------------------------------------------------------------------
+
+
+def test_an_honest_attested_csr_passes_and_claims_its_key() -> None:
+    """An honest CSR passes; its key is claimed, its PEM is what an issuer takes."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG)
+    store = FakeIdentityStore()
+    result = check(made.field, store=store)
+    assert isinstance(result, CheckedCsr)
+    assert result.attested is True
+    assert result.device_id == DEVICE
+    assert result.spki_sha256 == spki_sha256(made.key.public_key())
+    assert store.keys == {result.spki_sha256: DEVICE}
+    pem_der = x509.load_pem_x509_csr(result.csr_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert pem_der == made.der
+
+
+def test_without_an_attestation_key_the_attestation_is_not_checked() -> None:
+    """A device with no attestation key configured passes on the CSR's own checks."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG, signer=ec.generate_private_key(ec.SECP256R1()))
+    result = check(made.field, keys=FixedAttestationKeys())
+    assert isinstance(result, CheckedCsr)
+    assert result.attested is False
+
+
+def test_a_certificate_matches_the_csr_key_it_was_issued_for() -> None:
+    """The domain helper tells the CSR's key from another in an issued certificate."""
+    made = keygen_field(DEVICE)
+    result = check(made.field)
+    assert isinstance(result, CheckedCsr)
+    ca = ec.generate_private_key(ec.SECP256R1())
+
+    def issued(public_key: ec.EllipticCurvePublicKey) -> str:
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(common_name(DEVICE))
+            .issuer_name(common_name("ca"))
+            .public_key(public_key)
+            .serial_number(1)
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(ca, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+    assert isinstance(made.key, ec.EllipticCurvePrivateKey)
+    assert certificate_matches_key(issued(made.key.public_key()), result.spki_sha256)
+    assert not certificate_matches_key(issued(P256.public_key()), result.spki_sha256)
+    assert not certificate_matches_key("not a certificate", result.spki_sha256)
+
+
+# -- the field's form and limits ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda f: f.replace(".", ""), id="no-dot"),
+        pytest.param(lambda f: f + ".AAAA", id="three-parts"),
+        pytest.param(lambda f: f.split(".")[0] + "==." + f.split(".")[1], id="padding"),
+        pytest.param(lambda f: "+" + f, id="base64-not-url"),
+        pytest.param(lambda f: " " + f, id="whitespace"),
+        pytest.param(lambda f: "." + f.split(".")[1], id="empty-csr"),
+        pytest.param(lambda f: f.split(".")[0] + ".", id="empty-attestation"),
+        pytest.param(lambda f: "A" + f, id="length-1-mod-4-or-not-der"),
+        pytest.param(lambda f: "", id="empty"),
+        pytest.param(lambda f: f"{b64url(b'not a csr')}.{f.split('.')[1]}", id="not-der"),
+        pytest.param(lambda f: f"{b64url(b'')}.{f.split('.')[1]}", id="no-bytes"),
+    ],
+)
+def test_a_field_not_in_the_contract_form_is_malformed(mangle: object) -> None:
+    """Anything but `base64url(CSR DER).base64url(COSE_Sign1)` is csr_malformed."""
+    field = mangle(keygen_field(DEVICE, seq=SEQ, tag=TAG).field)  # type: ignore[operator]
+    assert refusal(field) is CsrRefusal.MALFORMED
+
+
+def test_a_non_canonical_base64url_is_malformed() -> None:
+    """Spare bits set in the last character make another text of the same bytes: refused."""
+    csr_part, attestation_part = keygen_field(DEVICE).field.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = {2: 0b1111, 3: 0b11}.get(len(csr_part) % 4)
+    assert spare is not None, "the CSR part's length leaves spare bits in this test"
+    last = alphabet[alphabet.index(csr_part[-1]) | 1]
+    assert last != csr_part[-1] or spare == 0
+    assert base64.urlsafe_b64decode(csr_part[:-1] + last + "=" * (-len(csr_part) % 4))
+    assert refusal(f"{csr_part[:-1]}{last}.{attestation_part}") is CsrRefusal.MALFORMED
+
+
+def test_a_field_over_its_limit_is_malformed() -> None:
+    """A field over CSR_FIELD_MAX_BYTES is refused before it is decoded."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG).field
+    csr_part, attestation_part = made.split(".")
+    padded = csr_part + "A" * (CSR_FIELD_MAX_BYTES - len(made) + 1 + 3)
+    assert len(f"{padded}.{attestation_part}") > CSR_FIELD_MAX_BYTES
+    assert refusal(f"{padded}.{attestation_part}") is CsrRefusal.MALFORMED
+
+
+def test_a_csr_over_its_der_limit_is_malformed() -> None:
+    """A CSR DER over CSR_DER_MAX_BYTES is refused even inside the field's limit."""
+    big_name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, DEVICE)]
+        + [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60) for _ in range(16)]
+    )
+    der = csr_der(P256, big_name)
+    assert len(der) > CSR_DER_MAX_BYTES
+    field = with_der(der)
+    assert len(field) <= CSR_FIELD_MAX_BYTES
+    assert refusal(field) is CsrRefusal.MALFORMED
+
+
+# -- the CSR's own signature, its key and subject ----------------------------------------------
+
+
+def test_a_tampered_csr_has_a_bad_signature() -> None:
+    """A CSR changed after signing (its subject edited in place) fails its own signature."""
+    der = csr_der(P256, common_name("dev-0002"))
+    tampered = der.replace(b"dev-0002", DEVICE.encode())
+    assert tampered != der
+    assert refusal(with_der(tampered)) is CsrRefusal.BAD_SIGNATURE
+
+
+def test_a_csr_with_a_flipped_signature_byte_has_a_bad_signature() -> None:
+    """The last byte of the CSR's signature changed: csr_bad_signature."""
+    der = bytearray(csr_der(P256, common_name(DEVICE)))
+    der[-1] ^= 0x01
+    assert refusal(with_der(bytes(der))) is CsrRefusal.BAD_SIGNATURE
+
+
+def test_a_csr_signed_with_sha384_is_refused() -> None:
+    """`%KEYGEN` signs with ECDSA-with-SHA256; another digest is a bad signature for us."""
+    der = csr_der(P256, common_name(DEVICE), algorithm=hashes.SHA384())
+    assert refusal(with_der(der)) is CsrRefusal.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(lambda: ec.generate_private_key(ec.SECP384R1()), id="p384"),
+        pytest.param(lambda: ec.generate_private_key(ec.SECP256K1()), id="secp256k1"),
+        pytest.param(rsa_key, id="rsa2048"),
+    ],
+)
+def test_a_key_other_than_p256_is_the_wrong_key_type(key: object) -> None:
+    """Only EC P-256 keys are accepted (the only kind the modem makes)."""
+    der = csr_der(key(), common_name(DEVICE))  # type: ignore[operator]
+    assert refusal(with_der(der)) is CsrRefusal.WRONG_KEY_TYPE
+
+
+def test_an_ed25519_key_is_the_wrong_key_type() -> None:
+    """An Ed25519 CSR (signed without a digest) is refused, not crashed on."""
+    der = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(common_name(DEVICE))
+        .sign(ed25519.Ed25519PrivateKey.generate(), None)
+        .public_bytes(serialization.Encoding.DER)
+    )
+    assert refusal(with_der(der)) is CsrRefusal.WRONG_KEY_TYPE
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        pytest.param(common_name("dev-0002"), id="another-device"),
+        pytest.param(common_name(DEVICE.upper()), id="case"),
+        pytest.param(common_name(DEVICE + " "), id="trailing-space"),
+        pytest.param(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "acme"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, DEVICE),
+                ]
+            ),
+            id="extra-rdn",
+        ),
+        pytest.param(
+            x509.Name(
+                [
+                    x509.RelativeDistinguishedName(
+                        [
+                            x509.NameAttribute(NameOID.COMMON_NAME, DEVICE),
+                            x509.NameAttribute(NameOID.SERIAL_NUMBER, "1"),
+                        ]
+                    )
+                ]
+            ),
+            id="multi-valued-rdn",
+        ),
+        pytest.param(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, DEVICE)]), id="not-a-cn"),
+        pytest.param(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, DEVICE),
+                    x509.NameAttribute(NameOID.COMMON_NAME, DEVICE),
+                ]
+            ),
+            id="cn-twice",
+        ),
+        pytest.param(x509.Name([]), id="empty"),
+    ],
+)
+def test_a_subject_other_than_exactly_cn_device_is_wrong(subject: x509.Name) -> None:
+    """The subject is exactly `CN=<device id>`: one RDN with one attribute."""
+    assert refusal(with_der(csr_der(P256, subject))) is CsrRefusal.WRONG_SUBJECT
+
+
+def test_a_csr_requesting_extensions_is_a_wrong_subject() -> None:
+    """A CSR asking for a SAN (an identity beyond the CN) is refused."""
+    san = x509.SubjectAlternativeName([x509.DNSName("broker.example")])
+    der = csr_der(P256, common_name(DEVICE), extensions=(san,))
+    assert refusal(with_der(der)) is CsrRefusal.WRONG_SUBJECT
+
+
+# -- the modem's attestation -------------------------------------------------------------------
+
+
+def test_an_attestation_by_another_devices_key_is_refused() -> None:
+    """A foreign modem's attestation (another kid) does not vouch for this device."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG, signer=attestation_key("dev-0002"))
+    assert refusal(made.field) is CsrRefusal.BAD_ATTESTATION
+
+
+def test_an_attestation_with_the_right_kid_but_another_signer_is_refused() -> None:
+    """The kid claims the device's key but the signature is by another: refused."""
+    der = csr_der(P256, common_name(DEVICE))
+    forged = attestation(
+        ec.generate_private_key(ec.SECP256R1()),
+        claims={"dev": DEVICE, "seq": SEQ, "tag": TAG, "csr": hashlib.sha256(der).digest()},
+        kid=key_id(attestation_key(DEVICE).public_key()),
+    )
+    assert refusal(f"{b64url(der)}.{b64url(forged)}") is CsrRefusal.BAD_ATTESTATION
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"dev": "dev-0002"}, id="other-dev"),
+        pytest.param({"seq": SEQ + 1}, id="other-seq"),
+        pytest.param({"tag": TAG - 1}, id="other-tag"),
+        pytest.param({"csr": hashlib.sha256(b"another csr").digest()}, id="other-csr"),
+        pytest.param({"csr": b"short"}, id="csr-not-32-bytes"),
+        pytest.param({"seq": -1}, id="negative-seq"),
+        pytest.param({"tag": "45"}, id="tag-as-text"),
+        pytest.param({"extra": 1}, id="extra-claim"),
+    ],
+)
+def test_an_attestation_binding_anything_else_is_refused(claims: dict[str, object]) -> None:
+    """The attestation must bind this device, the keygen's seq and tag, and this CSR."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG, claims=claims)
+    assert refusal(made.field) is CsrRefusal.BAD_ATTESTATION
+
+
+def test_an_attestation_that_is_not_cose_is_refused() -> None:
+    """Garbage in the attestation part is refused when a key is configured."""
+    csr_part = keygen_field(DEVICE).field.split(".")[0]
+    assert refusal(f"{csr_part}.{b64url(b'garbage')}") is CsrRefusal.BAD_ATTESTATION
+
+
+def test_an_attestation_with_a_flipped_signature_byte_is_refused() -> None:
+    """A changed attestation signature does not verify."""
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG)
+    csr_part, attestation_part = made.field.split(".")
+    cose = bytearray(
+        base64.urlsafe_b64decode(attestation_part + "=" * (-len(attestation_part) % 4))
+    )
+    cose[-1] ^= 0x80
+    assert refusal(f"{csr_part}.{b64url(bytes(cose))}") is CsrRefusal.BAD_ATTESTATION
+
+
+# -- a key seen before -------------------------------------------------------------------------
+
+
+def test_a_reused_key_is_refused_the_second_time() -> None:
+    """A key claimed once (by any device, any rollout) never gets a second certificate."""
+    store = FakeIdentityStore()
+    first = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
+    assert isinstance(check(first.field, store=store), CheckedCsr)
+    again = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
+    result = check(again.field, store=store)
+    assert isinstance(result, RefusedCsr)
+    assert result.reason is CsrRefusal.KEY_REUSED
+    other = keygen_field("dev-0002", seq=SEQ, tag=TAG, key=P256)
+    result = check(other.field, store=store, keys=FixedAttestationKeys(), device_id="dev-0002")
+    assert isinstance(result, RefusedCsr)
+    assert result.reason is CsrRefusal.KEY_REUSED
+
+
+def test_a_refused_csr_does_not_use_up_its_key() -> None:
+    """The key is claimed last: a CSR refused for its subject leaves the key unclaimed."""
+    store = FakeIdentityStore()
+    key = ec.generate_private_key(ec.SECP256R1())
+    wrong = with_der(csr_der(key, common_name("dev-0002")))
+    assert isinstance(check(wrong, store=store), RefusedCsr)
+    assert store.keys == {}
+    assert isinstance(
+        check(keygen_field(DEVICE, seq=SEQ, tag=TAG, key=key).field, store=store), CheckedCsr
+    )
+
+
+# -- every mutation of an honest field is refused ----------------------------------------------
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
+
+
+@functools.cache
+def honest_field() -> str:
+    return keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256).field
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> str:
+    """An honest field with one character changed, added or removed, or cut short."""
+    field = honest_field()
+    at = draw(st.integers(min_value=0, max_value=len(field) - 1))
+    char = draw(st.sampled_from(ALPHABET))
+    kind = draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+    if kind == "replace":
+        return field[:at] + char + field[at + 1 :]
+    if kind == "insert":
+        return field[:at] + char + field[at:]
+    if kind == "delete":
+        return field[:at] + field[at + 1 :]
+    return field[:at]
+
+
+@settings(max_examples=examples(300))
+@given(field=mutated())
+def test_no_mutated_field_passes(field: str) -> None:
+    """Whatever one edit does to an honest attested field, certfleet refuses it."""
+    assume(field != honest_field())
+    store = FakeIdentityStore()
+    result = check(field, store=store)
+    assert isinstance(result, RefusedCsr), f"a mutated field passed: {field!r}"
+    assert store.keys == {}
