@@ -15,6 +15,7 @@ from orchestrator.bootstrap import bootstrap
 from orchestrator.cli.api import api
 from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
 from orchestrator.cli.device import bundle_app, device_app
+from orchestrator.cli.fleet_view import identity_tables
 from orchestrator.cli.keys import keys_app
 from orchestrator.cli.renewal import impact
 from orchestrator.cli.rollout import rollout_app
@@ -158,6 +159,7 @@ def _status_tables(status: dict[str, Any]) -> None:
             f"{len(status['unknown_digests'])} CA digests are not in the library "
             "(`certfleet creds import FILE.pem` makes them known)"
         )
+    identity_tables(status, now=utcnow())
     if status["rejected_reports"]:
         rejected = ", ".join(f"{k}={v}" for k, v in status["rejected_reports"].items())
         out.print(f"Rejected device messages: {rejected}")
@@ -190,7 +192,7 @@ def fleet_scan(
 
 @fleet_app.command("status")
 def fleet_status(as_json: JsonFlag = False) -> None:
-    """Show the last scan's summary and the rejected-message counts."""
+    """Show the last scan's summary (CAs and identities) and the rejected-message counts."""
     from orchestrator.services.scan import fleet_status as read_status  # noqa: PLC0415
 
     with connected() as container:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +14,7 @@ from orchestrator.domain.credentials import CredentialType, ReportedCredential, 
 from orchestrator.domain.inventory import DeviceState, ExpiryWindow
 from orchestrator.services.scan import scan_fleet
 from tests.fakes import FakeInventory
+from tests.procs import certfleet
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +190,38 @@ def test_the_scan_summary_round_trips_with_identities(container: Container) -> N
         45: {"expired": 0, "expiring": 0, "ok": 1},
     }
     assert inv.last_summary() == summary
+
+
+def test_fleet_status_shows_identities_by_tag(
+    container: Container, service_env: dict[str, str]
+) -> None:
+    """`fleet status --json` adds `identities` and keeps its keys; the table shows them."""
+    inv = container.inventory
+    inv.record_states(_fleet(), received_at=NOW)
+    scan_fleet(inv, container.library, now=NOW, warning_days=30, list_limit=10, identity_days=30)
+    env = {**os.environ, **service_env, "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = certfleet("fleet", "status", *args)
+        return subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    as_json, table = run("--json"), run()
+
+    assert as_json.returncode == 0, as_json.stderr
+    status = json.loads(as_json.stdout)
+    assert {"by_tag", "expiring", "expiring_total", "unknown_digests", "rejected_reports"} <= set(
+        status
+    )
+    identities = status["identities"]
+    assert identities["renew_days"] == 30
+    assert identities["by_tag"] == {
+        "44": {"ok": 1, "expiring": 1, "expired": 1},
+        "45": {"ok": 0, "expiring": 1, "expired": 0},
+    }
+    assert [i["device_id"] for i in identities["expiring"]] == ["a", "b", "c"]
+    assert identities["expiring_total"] == 3
+    assert table.returncode == 0, table.stderr
+    assert "Device identities" in table.stdout
+    assert "CN=c" in table.stdout
