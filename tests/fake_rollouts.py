@@ -373,6 +373,15 @@ class RecordingTasks:
     def rollback_rollout(self, rollout_id: str) -> None:
         self.calls.append(("rollback_rollout", (rollout_id,)))
 
+    def issue_identities(self, rollout_id: str, wave: int, device_ids: Sequence[str]) -> None:
+        self.calls.append(("issue_identities", (rollout_id, wave, list(device_ids))))
+
+    def revoke_identities(self, rollout_id: str, device_ids: Sequence[str]) -> None:
+        self.calls.append(("revoke_identities", (rollout_id, list(device_ids))))
+
+    def refresh_crl(self) -> None:
+        self.calls.append(("refresh_crl", ()))
+
     def named(self, name: str) -> list[tuple[object, ...]]:
         """The arguments of every call of `name`, in order."""
         return [args for n, args in self.calls if n == name]

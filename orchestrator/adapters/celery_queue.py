@@ -23,7 +23,11 @@ __all__ = [
     "QUEUE_OF",
     "TASK_DISPATCH_WAVE",
     "TASK_EVALUATE_ROLLOUT",
+    "TASK_ISSUE_IDENTITIES",
+    "TASK_PLAN_IDENTITY_ROTATIONS",
     "TASK_PUSH_BATCH",
+    "TASK_REFRESH_CRL",
+    "TASK_REVOKE_IDENTITIES",
     "TASK_ROLLBACK_ROLLOUT",
     "TASK_SCAN_FLEET",
     "TASK_START_ROLLOUT",
@@ -43,6 +47,10 @@ TASK_EVALUATE_ROLLOUT = "certfleet.evaluate_rollout"
 TASK_TICK_ROLLOUTS = "certfleet.tick_rollouts"
 TASK_ROLLBACK_ROLLOUT = "certfleet.rollback_rollout"
 TASK_WATCH_RENEWALS = "certfleet.watch_renewals"
+TASK_ISSUE_IDENTITIES = "certfleet.issue_identities"
+TASK_REVOKE_IDENTITIES = "certfleet.revoke_identities"
+TASK_REFRESH_CRL = "certfleet.refresh_crl"
+TASK_PLAN_IDENTITY_ROTATIONS = "certfleet.plan_identity_rotations"
 
 QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -54,6 +62,11 @@ QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
         TASK_TICK_ROLLOUTS: "control",
         TASK_ROLLBACK_ROLLOUT: "control",
         TASK_WATCH_RENEWALS: "control",
+        # issuance waits on the issuer and publishes bundles: beside the other pushes
+        TASK_ISSUE_IDENTITIES: "push",
+        TASK_REVOKE_IDENTITIES: "control",
+        TASK_REFRESH_CRL: "control",
+        TASK_PLAN_IDENTITY_ROTATIONS: "control",
     }
 )
 """Each task's queue, named here only: the workers' routes, the clients' sends and the
@@ -219,3 +232,15 @@ class CeleryTaskQueue:
     def rollback_rollout(self, rollout_id: str) -> None:
         """Enqueue `rollback_rollout`."""
         self._send(TASK_ROLLBACK_ROLLOUT, rollout_id)
+
+    def issue_identities(self, rollout_id: str, wave: int, device_ids: Sequence[str]) -> None:
+        """Enqueue one `issue_identities` of up to a push batch of devices."""
+        self._send(TASK_ISSUE_IDENTITIES, rollout_id, wave, list(device_ids))
+
+    def revoke_identities(self, rollout_id: str, device_ids: Sequence[str]) -> None:
+        """Enqueue `revoke_identities`."""
+        self._send(TASK_REVOKE_IDENTITIES, rollout_id, list(device_ids))
+
+    def refresh_crl(self) -> None:
+        """Enqueue `refresh_crl`."""
+        self._send(TASK_REFRESH_CRL)

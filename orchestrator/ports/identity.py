@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.domain.identity import IssuedCertificate, RevokedCertificate
 
-__all__ = ["AttestationKeys", "CrlSigner", "IdentityStore", "Issuer"]
+__all__ = ["AttestationKeys", "CrlPublisher", "CrlSigner", "IdentityStore", "Issuer"]
 
 
 class Issuer(Protocol):
@@ -50,6 +50,18 @@ class CrlSigner(Protocol):
         self, revoked: Sequence[RevokedCertificate], *, now: datetime, next_update: datetime
     ) -> bytes:
         """A PEM CRL listing `revoked`."""
+        ...
+
+
+class CrlPublisher(Protocol):
+    """Puts a signed CRL where the broker reads it (a file written atomically, then a reload)."""
+
+    def publish(self, pem: bytes) -> None:
+        """Replace the published CRL with `pem`; the broker sees the old or the new, never half.
+
+        Raises:
+            OSError: the CRL could not be written (the old one stays in place).
+        """
         ...
 
 

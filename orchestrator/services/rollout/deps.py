@@ -17,6 +17,7 @@ from orchestrator.ports import (
     RolloutStore,
     SequenceStore,
 )
+from orchestrator.ports.identity import IdentityStore
 from orchestrator.services.bundles import UNDO_WINDOW_SECONDS
 
 __all__ = [
@@ -59,15 +60,32 @@ class RolloutTasks(Protocol):
 
     def rollback_rollout(self, rollout_id: str) -> None: ...
 
+    def issue_identities(self, rollout_id: str, wave: int, device_ids: Sequence[str]) -> None:
+        """identity.rotate: check the CSRs of devices in `csr`, issue, stage the certificates."""
+        ...
+
+    def revoke_identities(self, rollout_id: str, device_ids: Sequence[str]) -> None:
+        """identity.rotate: revoke the certificates the devices no longer use."""
+        ...
+
+    def refresh_crl(self) -> None:
+        """Sign and publish the CRL of every revoked certificate not yet expired."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RolloutDeps:
-    """What planning, evaluating, rolling back and the commands work with."""
+    """What planning, evaluating, rolling back and the commands work with.
+
+    `identity` keeps the CSRs identity.rotate devices report (None where no identity
+    rollout runs: a `csr` report is then logged and its device times out).
+    """
 
     store: RolloutStore
     inventory: InventoryStore
     tasks: RolloutTasks
     metrics: Metrics
+    identity: IdentityStore | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,11 @@ from orchestrator.services.rollout.deps import (
     batched,
     load,
 )
+from orchestrator.services.rollout.identity_steps import (
+    issue_csrs,
+    retire_due,
+    retirements_pending,
+)
 from orchestrator.services.rollout.rollback import (
     abort_rollout,
     evaluate_rollback,
@@ -69,6 +74,10 @@ def _evaluate(deps: RolloutDeps, rollout: Rollout, *, now: datetime, actor: str)
             verify_by_inventory(deps, rollout, now=now)
         return state.value
     if state is RolloutState.PAUSED:
+        # A pause stops new stages; devices already under way get their certificate
+        # and their commit, or they would fall back and count as failures.
+        if rollout.spec.is_identity:
+            issue_csrs(deps, rollout, rollout.current, now=now)
         commit_healthy(deps, rollout, rollout.current, now=now)
         return state.value
     if state is not RolloutState.RUNNING:
@@ -144,6 +153,10 @@ def _wave_running(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str
     """Commit healthy devices; let the gate pass the wave or abort the rollout."""
     wave, spec = rollout.current, rollout.spec
     counts = deps.store.wave_counts(rollout.id, wave + 1)
+    if spec.is_identity:
+        if counts[wave].get(D.CSR):
+            issue_csrs(deps, rollout, wave, now=now)
+        retire_due(deps, rollout, now=now)  # earlier waves' devices still to retire
     if counts[wave].get(D.HEALTH_OK):
         commit_healthy(deps, rollout, wave, now=now)
     _redispatch_stalled(deps, rollout, counts[wave].get(D.PENDING, 0), now)
@@ -171,11 +184,21 @@ def _wave_running(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str
 
 
 def _wave_baking(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str) -> RolloutState:
-    """After the bake: pass the wave; complete, or move on (auto) or wait (manual)."""
+    """After the bake: pass the wave; complete, or move on (auto) or wait (manual).
+
+    identity.rotate: the soak's end retires the wave's old identities, and the last wave
+    waits for the retirements (`retirements_pending`).
+    """
+    if rollout.spec.is_identity:
+        retire_due(deps, rollout, now=now)
+        if retirements_pending(deps, rollout, now=now):
+            return rollout.state
     # After the last wave, every device of the rollout that did not commit (timed out,
-    # failed within the gate's allowance) keeps the rollout from a plain `completed`.
+    # failed within the gate's allowance) keeps the rollout from a plain `completed`;
+    # for identity.rotate, every device that did not retire its old identity.
+    done = D.RETIRED if rollout.spec.is_identity else D.COMMITTED
     unconfirmed = (
-        deps.store.devices_in(rollout.id, [s for s in D if s is not D.COMMITTED])
+        deps.store.devices_in(rollout.id, [s for s in D if s is not done])
         if rollout.is_last_wave
         else []
     )

@@ -1,4 +1,10 @@
-"""Pushing one step's bundles (stage, commit or rollback) to a batch of devices."""
+"""Pushing one step's bundles (stage, commit, rollback or retire) to a batch of devices.
+
+identity.rotate: the stage step's bundle is the `keygen`; the certificate's stage that
+follows the CSR is issued by `services.identity.issue` (it needs the issuer), stored
+under the same step with a fresh seq. The retire of the old identity is its own step
+(`PushStep.RETIRE`), sent to committed devices after their wave's soak.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ from orchestrator.logs import get_logger
 from orchestrator.services.bundles import (
     UNDO_WINDOW_SECONDS,
     BundleBody,
+    identity_commit_body,
+    identity_retire_body,
     issue_bundle,
+    keygen_body,
     stage_body,
 )
 from orchestrator.services.rollout.deps import PushDeps, count, load
@@ -61,6 +70,11 @@ _RULES: Final[Mapping[PushStep, _StepRule]] = {
     PushStep.RESEND: _StepRule(
         frozenset({RolloutState.RUNNING, RolloutState.PAUSED}), frozenset({D.SENT}), None
     ),
+    # identity.rotate, after the wave's soak: the device stays `committed` until it
+    # reports `retired`; the bundle is re-sent byte for byte while it does not.
+    PushStep.RETIRE: _StepRule(
+        frozenset({RolloutState.RUNNING, RolloutState.PAUSED}), frozenset({D.COMMITTED}), None
+    ),
 }
 
 
@@ -71,8 +85,9 @@ def bundle_body(
     now: datetime,
     *,
     undo_window_seconds: int = UNDO_WINDOW_SECONDS,
+    device_id: str = "",
 ) -> BundleBody:
-    """What `step`'s bundle says to a device whose active tag list is `active`.
+    """What `step`'s bundle says to the device `device_id` whose active tag list is `active`.
 
     A commit says until when it may be undone (`undo_by`, now + the undo window);
     `issue_bundle` leaves that out of a v1 device's bundle.
@@ -80,6 +95,10 @@ def bundle_body(
     step = step.bundle_step
     if step is PushStep.ROLLBACK:
         return BundleBody(op="rollback", tag=spec.spare_tag)
+    if spec.is_identity:
+        return _identity_body(
+            spec, step, active, now, undo_window_seconds=undo_window_seconds, device_id=device_id
+        )
     if step is PushStep.COMMIT:
         return BundleBody(
             op="commit",
@@ -96,6 +115,30 @@ def bundle_body(
         probe_port=spec.probe_port,
         probe_tags=[spec.spare_tag] if spec.probe_with == "spare" else spec.active_after(active),
         active_after=spec.active_after(active),
+        commit_by=now + timedelta(seconds=spec.device_timeout_seconds),
+    )
+
+
+def _identity_body(
+    spec: RolloutSpec,
+    step: PushStep,
+    active: Sequence[int],
+    now: datetime,
+    *,
+    undo_window_seconds: int,
+    device_id: str,
+) -> BundleBody:
+    """identity.rotate's keygen (the stage step), commit and retire of the old identity."""
+    if step is PushStep.COMMIT:
+        undo_by = int(now.timestamp()) + undo_window_seconds
+        return identity_commit_body(tag=spec.spare_tag, undo_by=undo_by)
+    if step is PushStep.RETIRE:
+        return identity_retire_body(old_tag=spec.tag, active=active)
+    if not device_id:
+        raise ValueError("a keygen names its device: the CSR's subject is the device id")
+    return keygen_body(
+        tag=spec.spare_tag,
+        subject=device_id,
         commit_by=now + timedelta(seconds=spec.device_timeout_seconds),
     )
 
@@ -132,7 +175,14 @@ class _Batch:
             sequences=self.deps.sequences,
             device_id=device_id,
             rollout_id=self.rollout.id,
-            body=bundle_body(spec, self.step, active, self.now, undo_window_seconds=window),
+            body=bundle_body(
+                spec,
+                self.step,
+                active,
+                self.now,
+                undo_window_seconds=window,
+                device_id=device_id,
+            ),
             now=self.now,
             ttl_seconds=self.ttl,
             seq=self.seqs[device_id],

@@ -9,17 +9,26 @@ A `rejected` answering a rollback with `nothing_to_undo` or `superseded` is no
 confirmed undo: it moves the device from `rollback_sent` to `undo_refused`, bound to
 the rollback bundle like any report; the rollback's evaluation then looks at the
 device's inventory (`rollback.verify_by_inventory`).
+
+identity.rotate: a `csr` answers the `keygen` (the stage step) and moves its device to
+`csr`, its CSR kept for the issuance (`IdentityStore.put_csrs`); a `retired` answers the
+retire of the old identity, sent after the wave's soak (`PushStep.RETIRE`), and moves the
+device from `committed` to `retired`. For a trust.retire the retire is the stage itself
+and `retired` means committed; so the op's step and the phase's state depend on the
+rollout's kind. A `fallback` answering the keygen (the device waited for its certificate
+until its `commit_by`) is a timeout, not a failure: certfleet did not deliver. A device
+that retired gets its old certificate revoked (`revoke_identities`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
 from orchestrator.domain.reports import DeviceReport
+from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
     DECIDED,
     UNDO_REFUSALS,
@@ -39,6 +48,7 @@ log = get_logger(__name__)
 D = DeviceRolloutState
 PHASE_TO_STATE: Final[Mapping[str, DeviceRolloutState]] = {
     "received": D.RECEIVED,
+    "csr": D.CSR,
     "staged": D.STAGED,
     "health_ok": D.HEALTH_OK,
     "health_failed": D.HEALTH_FAILED,
@@ -48,24 +58,35 @@ PHASE_TO_STATE: Final[Mapping[str, DeviceRolloutState]] = {
     "fallback": D.FALLBACK,
     "rolled_back": D.ROLLED_BACK,
 }
-"""The device state each reported phase moves a device to."""
+"""The device state each reported phase moves a device to (trust kinds; identity.rotate
+reads `retired` as `IDENTITY_PHASE_TO_STATE` says)."""
+IDENTITY_PHASE_TO_STATE: Final[Mapping[str, DeviceRolloutState]] = {
+    **PHASE_TO_STATE,
+    "retired": D.RETIRED,
+}
+"""identity.rotate: `retired` confirms the old identity's deletion, after the commit."""
 OP_STEP: Final[Mapping[str, PushStep]] = {
     "stage": PushStep.STAGE,
+    "keygen": PushStep.STAGE,
     "retire": PushStep.STAGE,
     "commit": PushStep.COMMIT,
     "rollback": PushStep.ROLLBACK,
 }
-"""The push step whose bundle carries each op a rollout sends."""
+"""The push step whose bundle carries each op a trust rollout sends (a keygen is an
+identity rollout's stage step; its certificate's `stage` is stored under it too)."""
+IDENTITY_OP_STEP: Final[Mapping[str, PushStep]] = {**OP_STEP, "retire": PushStep.RETIRE}
+"""identity.rotate: the retire of the old identity is a step of its own, after the soak."""
 _ANY_OP: Final = frozenset(OP_STEP)
 PHASE_OPS: Final[Mapping[str, frozenset[str]]] = {
     "received": _ANY_OP,
     "rejected": _ANY_OP,
+    "csr": frozenset({"keygen"}),
     "staged": frozenset({"stage"}),
     "health_ok": frozenset({"stage"}),
     "health_failed": frozenset({"stage"}),
     "committed": frozenset({"commit"}),
     "retired": frozenset({"retire"}),
-    "fallback": frozenset({"stage", "commit"}),
+    "fallback": frozenset({"keygen", "stage", "commit"}),
     "rolled_back": frozenset({"rollback"}),
 }
 """The ops of the bundles a phase may answer: a `committed` answers a commit, never a stage."""
@@ -73,18 +94,27 @@ UNMATCHED_OP: Final = "op"
 """Unmatched reason: the report's op is none a rollout sends, or not one its phase answers."""
 UNKNOWN_ROLLOUT: Final = "unknown_rollout"
 """Unmatched reason: no rollout has the report's id."""
-_TARGETS: Final = {*PHASE_TO_STATE.values(), D.UNDO_REFUSED}
+_TARGETS: Final = {
+    *PHASE_TO_STATE.values(),
+    *IDENTITY_PHASE_TO_STATE.values(),
+    D.UNDO_REFUSED,
+    D.TIMED_OUT,
+}
 _SOURCES: Final = {target: sources_of(target) for target in _TARGETS}
 _TERMINAL: Final = frozenset(
     t for t in _TARGETS if t in DECIDED or t in (D.ROLLED_BACK, D.UNDO_REFUSED)
 )
 
 
-def _target(report: DeviceReport) -> DeviceRolloutState | None:
+def _target(report: DeviceReport, *, identity: bool) -> DeviceRolloutState | None:
     """The state the report moves its device to (None: a phase that moves none)."""
     if report.phase == "rejected" and report.op == "rollback" and report.reason in UNDO_REFUSALS:
         return D.UNDO_REFUSED
-    return PHASE_TO_STATE.get(report.phase)
+    if identity and report.phase == "fallback" and report.op == "keygen":
+        # The device waited for its certificate until its `commit_by` and dropped the new
+        # key: certfleet did not deliver in time (the issuer away, say), no device failure.
+        return D.TIMED_OUT
+    return (IDENTITY_PHASE_TO_STATE if identity else PHASE_TO_STATE).get(report.phase)
 
 
 def _cause(report: DeviceReport, target: DeviceRolloutState) -> str:
@@ -92,14 +122,16 @@ def _cause(report: DeviceReport, target: DeviceRolloutState) -> str:
     cause = f"report {report.phase}/{report.reason} seq {report.seq}"
     if target is D.UNDO_REFUSED:
         return f"{cause}: the device undid nothing, not a confirmed undo"
+    if target is D.TIMED_OUT:
+        return f"{cause}: no certificate reached the device in time; it keeps its identity"
     return cause
 
 
-def _answered_step(report: DeviceReport) -> PushStep | None:
+def _answered_step(report: DeviceReport, *, identity: bool) -> PushStep | None:
     """The step of the bundle the report answers, or None if its op cannot say."""
-    if report.op is None or report.op not in PHASE_OPS[report.phase]:
+    if report.op is None or report.op not in PHASE_OPS.get(report.phase, ()):
         return None
-    return OP_STEP[report.op]
+    return (IDENTITY_OP_STEP if identity else OP_STEP)[report.op]
 
 
 def _unmatched(unmatched: Counter[str], report: DeviceReport, reason: str) -> None:
@@ -115,31 +147,72 @@ def _unmatched(unmatched: Counter[str], report: DeviceReport, reason: str) -> No
     )
 
 
-def _answers(
-    reports: Iterable[DeviceReport], rejected: Counter[str], unmatched: Counter[str]
-) -> dict[str, list[tuple[DeviceReport, DeviceTransition]]]:
-    """By rollout, each report with the transition it asks for; rejections counted."""
-    by_rollout: dict[str, list[tuple[DeviceReport, DeviceTransition]]] = {}
+def _by_rollout(
+    reports: Iterable[DeviceReport], rejected: Counter[str]
+) -> dict[str, list[DeviceReport]]:
+    """The reports that may move a device, by rollout; rejections counted, replays dropped."""
+    by_rollout: dict[str, list[DeviceReport]] = {}
     for report in reports:
-        target = _target(report)
         if report.phase == "rejected":
             rejected[report.reason] += 1
-        if not report.rollout_id or target is None or report.reason == "replay":
+        if not report.rollout_id or report.reason == "replay":
             continue
-        step = _answered_step(report)
-        if step is None:
+        if _target(report, identity=True) is None and _target(report, identity=False) is None:
+            continue
+        by_rollout.setdefault(report.rollout_id, []).append(report)
+    return by_rollout
+
+
+def _answers(
+    rollout: Rollout, reports: Sequence[DeviceReport], unmatched: Counter[str], *, until: float
+) -> list[tuple[DeviceReport, DeviceTransition]]:
+    """Each report of the rollout with the transition it asks for, read by the rollout's kind.
+
+    A device that answered has a device timeout from its answer to go on (`until`): the
+    deadline it had (a re-send time, or none if it answered before its send was
+    acknowledged) gives way to that.
+    """
+    identity = rollout.spec.is_identity
+    answers = []
+    for report in reports:
+        target = _target(report, identity=identity)
+        step = _answered_step(report, identity=identity)
+        if target is None or step is None:
             _unmatched(unmatched, report, UNMATCHED_OP)
             continue
+        terminal = target in _TERMINAL
         transition = DeviceTransition(
             device_id=report.device_id,
             new=target,
             allowed=_SOURCES[target],
             cause=_cause(report, target),
-            clear_deadline=target in _TERMINAL,
+            clear_deadline=terminal,
+            deadline=None if terminal else until,
             match=(step, report.seq),
         )
-        by_rollout.setdefault(report.rollout_id, []).append((report, transition))
-    return by_rollout
+        answers.append((report, transition))
+    return answers
+
+
+def _keep_csrs(
+    deps: RolloutDeps, rollout: Rollout, answers: Sequence[tuple[DeviceReport, DeviceTransition]]
+) -> None:
+    """Keep the CSR of each `csr` report whose device may still move to `csr`, before it moves.
+
+    Stored first, so a device never stands in `csr` without its CSR; a report refused
+    afterwards (a late one, a race) leaves a CSR that nothing reads (issuance reads the
+    CSRs of devices in `csr` only, and a device leaves `csr` for good).
+    """
+    wanted = {r.device_id: r.csr for r, t in answers if t.new is D.CSR and r.csr is not None}
+    if not wanted:
+        return
+    if deps.identity is None:
+        log.error("csr_not_kept", rollout_id=rollout.id, devices=len(wanted), why="no store")
+        return
+    states = deps.store.device_states(rollout.id, sorted(wanted))
+    movable = {d: csr for d, csr in wanted.items() if states.get(d) in _SOURCES[D.CSR]}
+    if movable:
+        deps.identity.put_csrs(rollout.id, movable)
 
 
 def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: datetime) -> set[str]:
@@ -153,30 +226,37 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
     """
     rejected: Counter[str] = Counter()
     unmatched: Counter[str] = Counter()
-    by_rollout = _answers(reports, rejected, unmatched)
+    by_rollout = _by_rollout(reports, rejected)
     # One counter update per label and batch, not one round trip per report.
     for reason, n in sorted(rejected.items()):
         count(deps.metrics, "certfleet_bundles_rejected_total", {"reason": reason}, n)
     moved: set[str] = set()
     arrived: Counter[str] = Counter()
-    for rollout_id, answers in by_rollout.items():
+    for rollout_id, batch in by_rollout.items():
         rollout = deps.store.get(rollout_id)
         if rollout is None:
-            for report, _ in answers:
+            for report in batch:
                 _unmatched(unmatched, report, UNKNOWN_ROLLOUT)
             continue
-        # A device that answered has a device timeout from its answer to go on: the
-        # deadline it had (a re-send time, or none if it answered before its send was
-        # acknowledged) gives way to that.
         until = now.timestamp() + rollout.spec.device_timeout_seconds
-        transitions = [t if t.clear_deadline else replace(t, deadline=until) for _, t in answers]
-        results = deps.store.transition(rollout_id, transitions, now=now, actor="device")
+        answers = _answers(rollout, batch, unmatched, until=until)
+        if not answers:
+            continue
+        _keep_csrs(deps, rollout, answers)
+        results = deps.store.transition(
+            rollout_id, [t for _, t in answers], now=now, actor="device"
+        )
+        retired = []
         for (report, transition), result in zip(answers, results, strict=True):
             if result.applied:
                 moved.add(rollout_id)
                 arrived[transition.new.value] += 1
+                if transition.new is D.RETIRED:
+                    retired.append(report.device_id)
             elif result.reason in UNMATCHED:
                 _unmatched(unmatched, report, str(result.reason))
+        if retired:
+            deps.tasks.revoke_identities(rollout_id, retired)
     for state, n in sorted(arrived.items()):
         count(deps.metrics, "certfleet_device_transitions_total", {"to": state}, n)
     for reason, n in sorted(unmatched.items()):

@@ -20,6 +20,7 @@ from orchestrator.domain.rollout_states import (
 )
 from orchestrator.logs import get_logger
 from orchestrator.services.rollout.deps import PUSH_BATCH_SIZE, RolloutDeps, batched, count, load
+from orchestrator.services.rollout.identity_steps import revoke_unused
 
 __all__ = [
     "abort_rollout",
@@ -138,9 +139,15 @@ def evaluate_rollback(deps: RolloutDeps, rollout: Rollout, *, now: datetime, act
 def finish(
     deps: RolloutDeps, rollout: Rollout, outcome: RolloutState, *, now: datetime, actor: str
 ) -> None:
-    """Stop ticking an ended rollout and release its claims on its devices."""
+    """Stop ticking an ended rollout and release its claims on its devices.
+
+    identity.rotate: the certificates its devices no longer use are revoked (again for
+    those revoked as they retired: it changes nothing).
+    """
     deps.store.set_active(rollout.id, False)
     devices = deps.store.device_states(rollout.id)
     deps.store.release(rollout.id, [rollout.spec.tag, rollout.spec.spare_tag], devices)
+    if rollout.spec.is_identity:
+        revoke_unused(deps, rollout)
     deps.store.change(rollout.id, rollout.finish(outcome, now=now, actor=actor))
     log.info("rollout_finished", rollout_id=rollout.id, outcome=outcome.value)
