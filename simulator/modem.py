@@ -1,9 +1,15 @@
-"""The nRF9160 modem's credential store, as `modem_key_mgmt` and `AT%CMNG` behave.
+"""The nRF9160 modem's credential store, as `modem_key_mgmt`, `AT%CMNG` and `AT%KEYGEN` behave.
 
 Rules modelled: sec_tags 0..2147483647; six credential types; one item per
-(sec_tag, type); writes and deletes only while the modem is offline (`CFUN=4`);
-a CA chain item of at most 4 KB; a store of limited size; and the modem's error
-codes, raised as typed exceptions.
+(sec_tag, type); writes, deletes and key generation only while the modem is offline
+(`CFUN=4`); a CA chain item of at most 4 KB; a store of limited size; and the modem's
+error codes, raised as typed exceptions.
+
+A private key (type 2) never leaves the modem: it cannot be read back, and its
+`%CMNG=1` digest is SHA-256 of its public key's SubjectPublicKeyInfo DER. `keygen`
+makes one inside the modem and returns the CSR and the modem's attestation over it.
+The simulator's own TLS code (`simulator.tls_identity`) gets the key object from
+`client_identity` to present the certificate as the modem would; nothing else does.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ import enum
 import errno
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import (
     CA_CHAIN_MAX_BYTES,
@@ -23,10 +33,14 @@ from orchestrator.protocol import (
     CredentialType,
     sha256_hex,
 )
+from simulator.attestation import DEFAULT_FLEET_SEED, attestation_key, keygen_output, make_csr
+from simulator.tls_identity import ClientIdentity
 
 __all__ = [
     "DEFAULT_CAPACITY_BYTES",
+    "KEYGEN_FAULTS",
     "AlreadyExistsError",
+    "ClientIdentity",
     "FunctionalMode",
     "InvalidContentError",
     "Modem",
@@ -39,6 +53,13 @@ __all__ = [
 
 DEFAULT_CAPACITY_BYTES = 32 * 1024
 """Room this model gives all items together (the real figure depends on firmware)."""
+
+KEYGEN_FAULTS: Final = frozenset(
+    {"csr-wrong-subject", "csr-reused-key", "csr-bad-signature", "attestation-forged"}
+)
+"""A broken `%KEYGEN` (fault injection, for certfleet's CSR checks): a CSR for another
+subject; a CSR over the key the modem made or was given before (its identity in use);
+a CSR whose self-signature does not verify; an attestation signed by another key."""
 
 
 class ModemError(Exception):
@@ -115,6 +136,23 @@ class StoredItem:
         )
 
 
+def _spki_der(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _private_key(content: bytes) -> ec.EllipticCurvePrivateKey | None:
+    """The P-256 key a written type-2 item holds, if the model can use it for TLS."""
+    try:
+        key = serialization.load_pem_private_key(content, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    return None
+
+
 def _check_slot(sec_tag: int, cred_type: int) -> CredentialType:
     if isinstance(sec_tag, bool) or not isinstance(sec_tag, int):
         raise InvalidContentError(f"sec_tag must be an integer, got {sec_tag!r}")
@@ -149,10 +187,28 @@ def _describe(
 class Modem:
     """One modem's key store and functional mode. Starts offline, as after boot."""
 
-    def __init__(self, *, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        capacity_bytes: int = DEFAULT_CAPACITY_BYTES,
+        device_id: str = "",
+        fleet_seed: str = DEFAULT_FLEET_SEED,
+        faults: frozenset[str] = frozenset(),
+    ) -> None:
         self._items: dict[tuple[int, CredentialType], StoredItem] = {}
+        self._keys: dict[int, ec.EllipticCurvePrivateKey] = {}
+        self._last_key: ec.EllipticCurvePrivateKey | None = None
         self._mode = FunctionalMode.OFFLINE
         self._capacity = capacity_bytes
+        self.device_id = device_id
+        """Whom the attestation names (the modem's IMEI-based id on a real device)."""
+        self._attestation = attestation_key(device_id, fleet_seed)
+        self.faults = faults & KEYGEN_FAULTS
+
+    @property
+    def attestation_public_key(self) -> ec.EllipticCurvePublicKey:
+        """The public half of the modem's attestation key (what certfleet is given)."""
+        return self._attestation.public_key()
 
     @property
     def mode(self) -> FunctionalMode:
@@ -186,10 +242,10 @@ class Modem:
             )
         if (sec_tag, slot_type) in self._items:
             raise AlreadyExistsError(f"sec_tag {sec_tag} already holds type {slot_type.name}")
-        if self.used_bytes + len(content) > self._capacity:
-            raise StoreFullError(
-                f"{len(content)} bytes do not fit: {self.used_bytes} of {self._capacity} used"
-            )
+        key = _private_key(content) if slot_type is CredentialType.CLIENT_KEY else None
+        if key is not None:
+            return self._store_key(sec_tag, key)
+        self._check_room(len(content))
         not_after, subject, issuer = _describe(slot_type, content)
         item = StoredItem(
             sec_tag=sec_tag,
@@ -203,6 +259,75 @@ class Modem:
         self._items[(sec_tag, slot_type)] = item
         return item
 
+    def _check_room(self, size: int) -> None:
+        if self.used_bytes + size > self._capacity:
+            raise StoreFullError(
+                f"{size} bytes do not fit: {self.used_bytes} of {self._capacity} used"
+            )
+
+    def _store_key(self, sec_tag: int, key: ec.EllipticCurvePrivateKey) -> StoredItem:
+        """Keep a private key inside the modem; the store shows its public key's digest."""
+        spki = _spki_der(key)
+        self._check_room(len(spki))
+        item = StoredItem(
+            sec_tag=sec_tag,
+            type=CredentialType.CLIENT_KEY,
+            content=spki,
+            sha256=sha256_hex(spki),
+            not_after=None,
+            subject=None,
+            issuer=None,
+        )
+        self._items[(sec_tag, CredentialType.CLIENT_KEY)] = item
+        self._keys[sec_tag] = key
+        self._last_key = key
+        return item
+
+    def keygen(self, sec_tag: int, *, subject: str, seq: int) -> str:
+        """`AT%KEYGEN=<sec_tag>,2,0`: a P-256 key made and kept in (sec_tag, type 2).
+
+        Returns `base64url(CSR DER).base64url(COSE_Sign1)`: a CSR for exactly
+        `CN=<subject>`, and the modem's attestation naming the device, `seq` (the keygen
+        bundle's), the tag and the CSR's SHA-256.
+
+        Raises:
+            NotPermittedError: the modem is online (EPERM).
+            AlreadyExistsError: the slot holds a key; delete it first (519).
+        """
+        _check_slot(sec_tag, CredentialType.CLIENT_KEY)
+        if self.online:
+            raise NotPermittedError("%KEYGEN runs only while offline (CFUN=4)")
+        if (sec_tag, CredentialType.CLIENT_KEY) in self._items:
+            raise AlreadyExistsError(f"sec_tag {sec_tag} already holds a private key")
+        reused = "csr-reused-key" in self.faults and self._last_key is not None
+        key = (
+            self._last_key if reused and self._last_key else ec.generate_private_key(ec.SECP256R1())
+        )
+        self._store_key(sec_tag, key)
+        name = f"{subject}-not-me" if "csr-wrong-subject" in self.faults else subject
+        csr_der = make_csr(key, name)
+        if "csr-bad-signature" in self.faults:
+            csr_der = csr_der[:-1] + bytes([csr_der[-1] ^ 0x01])  # the signature's last byte
+        forger = (
+            ec.generate_private_key(ec.SECP256R1()) if "attestation-forged" in self.faults else None
+        )
+        return keygen_output(
+            csr_der,
+            attestation=self._attestation,
+            device_id=self.device_id,
+            seq=seq,
+            tag=sec_tag,
+            forged_by=forger,
+        )
+
+    def client_identity(self, sec_tag: int) -> ClientIdentity:
+        """The certificate and key a TLS socket given `sec_tag` presents (never sent anywhere)."""
+        certificate = self._get(sec_tag, CredentialType.CLIENT_CERT).content
+        key = self._keys.get(sec_tag)
+        if key is None:
+            raise NotFoundError(f"sec_tag {sec_tag} holds no private key the modem can use")
+        return ClientIdentity(certificate_pem=certificate, key=key)
+
     def delete(self, sec_tag: int, cred_type: int) -> None:
         """`modem_key_mgmt_delete` / `AT%CMNG=3`."""
         slot_type = _check_slot(sec_tag, cred_type)
@@ -210,6 +335,8 @@ class Modem:
             raise NotPermittedError("the key store is changed only while offline (CFUN=4)")
         if self._items.pop((sec_tag, slot_type), None) is None:
             raise NotFoundError(f"sec_tag {sec_tag} holds no type {slot_type.name}")
+        if slot_type is CredentialType.CLIENT_KEY:
+            self._keys.pop(sec_tag, None)
 
     def read(self, sec_tag: int, cred_type: int) -> bytes:
         """`modem_key_mgmt_read` (certificates only, as on the modem)."""
@@ -219,7 +346,7 @@ class Modem:
         return self._get(sec_tag, slot_type).content
 
     def digest(self, sec_tag: int, cred_type: int) -> str:
-        """`modem_key_mgmt_digest`: SHA-256 of the stored item, hex."""
+        """`modem_key_mgmt_digest`: SHA-256 of the stored item (of a key: its SPKI DER), hex."""
         return self._get(sec_tag, _check_slot(sec_tag, cred_type)).sha256
 
     def exists(self, sec_tag: int, cred_type: int) -> bool:
