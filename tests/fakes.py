@@ -399,10 +399,11 @@ class FakeIdentityStore:
         return {device: kept[device] for device in device_ids if device in kept}
 
     def claim_key(self, spki_sha256: str, device_id: str) -> bool:
-        """True the first time a key is claimed, False ever after."""
-        if spki_sha256 in self.keys:
+        """True the first time a key (hex, any case) is claimed, False ever after."""
+        key = spki_sha256.lower()
+        if key in self.keys:
             return False
-        self.keys[spki_sha256] = device_id
+        self.keys[key] = device_id
         return True
 
     def put_certificates(

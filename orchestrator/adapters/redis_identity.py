@@ -1,0 +1,152 @@
+"""What certfleet keeps about identity rotations, in Redis: public data only.
+
+CSRs, certificates, key digests and revocations; never a private key (none ever
+reaches certfleet: `%KEYGEN` keeps it in the modem).
+
+Per rollout, under the rollout's hash tag `{rollout_id}` like `redis_rollouts`:
+
+- `certfleet:ro:{id}:csr` (hash): device -> the `csr` field it reported (CSR and attestation);
+- `certfleet:ro:{id}:idcerts` (hash): device -> JSON `{"old": PEM or null, "new": PEM}`, the
+  certificate it had (to revoke once retired) and the one issued to it.
+
+Global:
+
+- `certfleet:id:keys` (hash): SHA-256 of a public key's SPKI DER (hex) -> the device whose CSR
+  claimed it first; HSETNX answers "seen before", and the value tells an operator who had it;
+- `certfleet:id:revoked` (hash): certificate serial (decimal) -> JSON of the revocation
+  (`RevokedCertificate`): what the CRL lists;
+- `certfleet:id:revoked:exp` (zset): serial -> the certificate's notAfter (epoch seconds), so
+  reading the revocations drops those whose certificate has expired (a CRL need not list them).
+
+The revocation pair is written in one MULTI; like the inventory, the global keys assume a
+single Redis or Sentinel (on Redis Cluster they would need one hash tag).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import redis
+
+from orchestrator.adapters.redis_errors import store_errors
+from orchestrator.adapters.redis_rollout_plan import rollout_key
+from orchestrator.domain.identity import RevokedCertificate
+
+__all__ = ["CLAIMED_KEYS", "REVOKED", "REVOKED_EXPIRY", "RedisIdentityStore"]
+
+CLAIMED_KEYS: Final = "certfleet:id:keys"
+REVOKED: Final = "certfleet:id:revoked"
+REVOKED_EXPIRY: Final = "certfleet:id:revoked:exp"
+
+
+def _encode_revoked(entry: RevokedCertificate) -> str:
+    """A revocation as JSON; the serial as text (it can pass 2**64), times as epoch seconds."""
+    return json.dumps(
+        {
+            "serial": str(entry.serial),
+            "revoked_at": entry.revoked_at.timestamp(),
+            "not_after": entry.not_after.timestamp(),
+            "device_id": entry.device_id,
+            "reason": entry.reason,
+        },
+        sort_keys=True,
+    )
+
+
+def _decode_revoked(raw: str) -> RevokedCertificate:
+    document = json.loads(raw)
+    return RevokedCertificate(
+        serial=int(document["serial"]),
+        revoked_at=datetime.fromtimestamp(document["revoked_at"], UTC),
+        not_after=datetime.fromtimestamp(document["not_after"], UTC),
+        device_id=document["device_id"],
+        reason=document["reason"],
+    )
+
+
+class RedisIdentityStore:
+    """`IdentityStore` on Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis: Any = client
+
+    @store_errors()
+    def put_csrs(self, rollout_id: str, csrs: Mapping[str, str]) -> None:
+        """Keep each device's reported `csr` field (a later report replaces it)."""
+        if csrs:
+            self._redis.hset(rollout_key(rollout_id, "csr"), mapping=dict(csrs))
+
+    @store_errors()
+    def csrs(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, str]:
+        """The kept `csr` fields of these devices (absent: none kept)."""
+        if not device_ids:
+            return {}
+        fields: list[str | None] = self._redis.hmget(rollout_key(rollout_id, "csr"), device_ids)
+        return {device: field for device, field in zip(device_ids, fields, strict=True) if field}
+
+    @store_errors()
+    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
+        """Record a public key as used; False (and nothing changes) if it was seen before."""
+        return bool(self._redis.hsetnx(CLAIMED_KEYS, spki_sha256.lower(), device_id))
+
+    @store_errors()
+    def put_certificates(
+        self, rollout_id: str, certificates: Mapping[str, tuple[str | None, str]]
+    ) -> None:
+        """Per device: (the old certificate's PEM or None when unknown, the new one's PEM)."""
+        if certificates:
+            self._redis.hset(
+                rollout_key(rollout_id, "idcerts"),
+                mapping={
+                    device: json.dumps({"old": old, "new": new})
+                    for device, (old, new) in certificates.items()
+                },
+            )
+
+    @store_errors()
+    def certificates(
+        self, rollout_id: str, device_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str]]:
+        """What `put_certificates` kept for these devices."""
+        if not device_ids:
+            return {}
+        raws: list[str | None] = self._redis.hmget(rollout_key(rollout_id, "idcerts"), device_ids)
+        kept: dict[str, tuple[str | None, str]] = {}
+        for device, raw in zip(device_ids, raws, strict=True):
+            if raw:
+                document = json.loads(raw)
+                kept[device] = (document["old"], document["new"])
+        return kept
+
+    @store_errors()
+    def add_revoked(self, revoked: Sequence[RevokedCertificate]) -> int:
+        """Record revocations by serial, in one MULTI (a repeat changes nothing); return how
+        many were new."""
+        if not revoked:
+            return 0
+        pipe = self._redis.pipeline(transaction=True)
+        for entry in revoked:
+            pipe.hsetnx(REVOKED, str(entry.serial), _encode_revoked(entry))
+            pipe.zadd(REVOKED_EXPIRY, {str(entry.serial): entry.not_after.timestamp()}, nx=True)
+        answers = pipe.execute()
+        return sum(1 for added in answers[::2] if added)
+
+    @store_errors()
+    def revoked(self, *, now: datetime) -> list[RevokedCertificate]:
+        """Every revocation whose certificate has not expired by `now`, by serial; the expired
+        ones are dropped on the way (a serial is never revoked again once it expired)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrangebyscore(REVOKED_EXPIRY, "-inf", f"({now.timestamp()}")
+        pipe.hgetall(REVOKED)
+        expired, raws = pipe.execute()
+        if expired:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(REVOKED, *expired)
+            pipe.zrem(REVOKED_EXPIRY, *expired)
+            pipe.execute()
+        gone = set(expired)
+        current = [_decode_revoked(raw) for serial, raw in raws.items() if serial not in gone]
+        return sorted(current, key=lambda entry: entry.serial)
