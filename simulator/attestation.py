@@ -3,31 +3,33 @@
 Every simulated modem has its own P-256 attestation key, derived from the fleet seed and
 the device id (docs/protocol.md, `keygen`), so certfleet can be given the fleet's public
 attestation keys ahead (`attestation_keys`) and the simulator need keep none of them.
-The attestation is a COSE_Sign1 (ES256, protected `{1: -7, 4: kid}`) over the CBOR map
-`{"dev", "seq", "tag", "csr": SHA-256 of the CSR DER}`; the `%KEYGEN` output is
-`base64url(CSR DER) "." base64url(COSE_Sign1)`, base64url without padding.
+The attestation and the `%KEYGEN` output are `orchestrator.protocol.keygen`'s, the
+same code certfleet reads them with.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable
 from typing import Final
 
-import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.cose import sign1
+from orchestrator.protocol.keygen import (
+    attestation_kid,
+    attestation_payload,
+    encode_keygen_output,
+    sign_attestation,
+)
 
 __all__ = [
     "DEFAULT_FLEET_SEED",
     "attestation_key",
     "attestation_keys_json",
-    "attestation_payload",
     "keygen_output",
     "make_csr",
 ]
@@ -70,16 +72,6 @@ def make_csr(key: ec.EllipticCurvePrivateKey, subject: str) -> bytes:
     return request.public_bytes(serialization.Encoding.DER)
 
 
-def attestation_payload(*, device_id: str, seq: int, tag: int, csr_der: bytes) -> bytes:
-    """The CBOR map the modem signs: which device, for which keygen bundle and tag, which CSR."""
-    document = {"dev": device_id, "seq": seq, "tag": tag, "csr": hashlib.sha256(csr_der).digest()}
-    return cbor2.dumps(document, canonical=True)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def keygen_output(
     csr_der: bytes,
     *,
@@ -94,7 +86,10 @@ def keygen_output(
     `forged_by` (fault injection) signs instead, under the kid of `attestation`: only the
     signature gives it away, as a cloned modem's would.
     """
-    payload = attestation_payload(device_id=device_id, seq=seq, tag=tag, csr_der=csr_der)
-    kid = key_id(attestation.public_key())
-    signed = sign1(payload, private_key=forged_by or attestation, kid=kid)
-    return f"{_b64url(csr_der)}.{_b64url(signed)}"
+    if forged_by is None:
+        signed = sign_attestation(attestation, device_id, seq, tag, csr_der)
+    else:
+        payload = attestation_payload(device_id, seq, tag, csr_der)
+        kid = attestation_kid(attestation.public_key())
+        signed = sign1(payload, private_key=forged_by, kid=kid)
+    return encode_keygen_output(csr_der, signed)

@@ -2,20 +2,27 @@
 
 The signature, addressing, freshness and payload rules are `open_bundle`'s
 (docs/protocol.md §4); these are the checks only the device's state can decide (check
-13): that the active list an operation leaves is safe (`unsafe_active`), and that a
-rollback undoes the device's one undo record (`nothing_to_undo`, `superseded`). A
+13): that the active list an operation leaves is safe (`unsafe_active`), that a
+rollback undoes the device's one undo record (`nothing_to_undo`, `superseded`), that
+no change touches the active tags or the identity in use (`tag_in_use`), and that an
+identity stage carries a certificate of the key its rollout's keygen made
+(`nothing_staged`, `key_mismatch`). A
 rejection names the bundle's rollout and seq only if its signature verified: a
 stranger's bundle must not be able to speak for a rollout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Final
 
 import cbor2
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
-from orchestrator.protocol import CredentialType
+from orchestrator.protocol import CredentialType, sha256_hex
 from orchestrator.protocol.bundle import (
     MAX_BUNDLE_BYTES,
     UINT64_MAX,
@@ -23,10 +30,10 @@ from orchestrator.protocol.bundle import (
     BundleRejectedError,
     Reason,
 )
-from orchestrator.protocol.limits import SIGNERS_MAX
+from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, SIGNERS_MAX
 from simulator.flash import UndoRecord
 
-__all__ = ["UNVERIFIED", "check_operation", "rejection_ids"]
+__all__ = ["UNVERIFIED", "DeviceView", "check_operation", "rejection_ids"]
 
 UNVERIFIED: Final = frozenset(
     {Reason.BAD_ENVELOPE, Reason.UNSUPPORTED_ALGORITHM, Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE}
@@ -35,62 +42,121 @@ UNVERIFIED: Final = frozenset(
 `too_large`, too when the whole bundle is over its limit)."""
 
 
-def check_operation(
-    bundle: Bundle,
-    *,
-    active_tags: Sequence[int],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What check 13 sees of the device: its flash record and, through callables, its modem.
+
+    `undo` is the undo record (an expired one already dropped); `holds_ca(tag)` whether
+    a tag holds a CA chain item that no decided work deletes, `holds_identity(tag)` a
+    client certificate and key; `key_digest(tag)` the `%CMNG=1` digest of its key (of
+    the public key's SPKI DER), if it holds one; `signers` the key ids trusted now.
+    """
+
+    active: tuple[int, ...]
+    identity: int | None
+    undo: UndoRecord | None
+    holds_ca: Callable[[int], bool]
+    holds_identity: Callable[[int], bool]
+    key_digest: Callable[[int], str | None]
+    signers: Collection[bytes]
+
+
+def check_operation(bundle: Bundle, device: DeviceView) -> None:
     """Raise `BundleRejectedError` when the operation makes no sense on this device (check 13).
 
     Every refusal here comes before `received`: the seq is not consumed and nothing
     is written.
-
-    Args:
-        undo: the device's undo record (an expired one already dropped).
-        holds_ca: whether a sec_tag holds a CA chain item that no decided work deletes.
-        signers: the key ids the device trusts now.
     """
     check = _CHECKS.get(bundle.op)
     if check is not None:
-        check(bundle, tuple(active_tags), undo, holds_ca, signers)
+        check(bundle, device)
 
 
 def _unsafe(detail: str) -> BundleRejectedError:
     return BundleRejectedError(Reason.UNSAFE_ACTIVE, detail)
 
 
-def _stage(
-    bundle: Bundle,
-    active: tuple[int, ...],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
-    if bundle.tag in active:
+def _in_use(tag: int | None, device: DeviceView, what: str) -> None:
+    if tag in device.active:
         raise BundleRejectedError(
-            Reason.TAG_IN_USE, f"sec_tag {bundle.tag} is active; a stage never overwrites it"
+            Reason.TAG_IN_USE, f"sec_tag {tag} is active; {what} never overwrites it"
         )
+    if tag is not None and tag == device.identity:
+        raise BundleRejectedError(
+            Reason.TAG_IN_USE, f"sec_tag {tag} is the identity in use; {what} never overwrites it"
+        )
+
+
+def _open_tag(undo: UndoRecord | None) -> int | None:
+    """The tag of an open stage or keygen, deleted when another change replaces it."""
+    return undo.tag if undo is not None and undo.open else None
+
+
+def _stage(bundle: Bundle, device: DeviceView) -> None:
+    if bundle.is_identity_stage:
+        _identity_stage(bundle, device)
+        return
+    _in_use(bundle.tag, device, "a stage")
     brings_ca = any(c.type is CredentialType.CA_CHAIN for c in bundle.credentials)
     # A stage replaces the undo record: an open stage's tag is wiped with it.
-    wiped = undo.tag if undo is not None and undo.kind == "stage" else None
+    wiped = _open_tag(device.undo)
     for tag in bundle.active:
         staged = tag == bundle.tag and brings_ca
-        if not staged and (tag in (wiped, bundle.tag) or not holds_ca(tag)):
+        if not staged and (tag in (wiped, bundle.tag) or not device.holds_ca(tag)):
             raise _unsafe(
                 f"active list {list(bundle.active)} would name sec_tag {tag} without a CA"
             )
 
 
-def _commit(
-    bundle: Bundle,
-    active: tuple[int, ...],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
+def _spki_digest(pem: str) -> str:
+    """SHA-256 of a PEM certificate's SubjectPublicKeyInfo DER, hex (`bad_payload` if none)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BundleRejectedError(Reason.BAD_PAYLOAD, f"not a PEM certificate: {exc}") from None
+    return sha256_hex(spki)
+
+
+def _identity_stage(bundle: Bundle, device: DeviceView) -> None:
+    """A client certificate into the tag the keygen of this rollout made its key in."""
+    undo = device.undo
+    if len(bundle.credentials) != 1:
+        raise BundleRejectedError(Reason.BAD_PAYLOAD, "a client certificate travels alone")
+    (item,) = bundle.credentials
+    if len(item.pem.encode()) > CERT_ITEM_MAX_BYTES:
+        raise BundleRejectedError(
+            Reason.TOO_LARGE, f"client certificate over {CERT_ITEM_MAX_BYTES} bytes"
+        )
+    if (
+        undo is None
+        or undo.kind != "keygen"
+        or not undo.written
+        or undo.rid != bundle.rollout_id
+        or undo.tag != bundle.tag
+    ):
+        raise BundleRejectedError(
+            Reason.NOTHING_STAGED, f"no key made in sec_tag {bundle.tag} by this rollout's keygen"
+        )
+    made = device.key_digest(undo.tag)
+    if made is None or _spki_digest(item.pem) != made:
+        raise BundleRejectedError(
+            Reason.KEY_MISMATCH,
+            f"the certificate's key is not the key made in sec_tag {undo.tag}",
+        )
+    for tag in bundle.active:
+        if not device.holds_ca(tag):
+            raise _unsafe(f"active list {list(bundle.active)} names sec_tag {tag} without a CA")
+
+
+def _keygen(bundle: Bundle, device: DeviceView) -> None:
+    _in_use(bundle.tag, device, "a keygen")
+
+
+def _commit(bundle: Bundle, device: DeviceView) -> None:
+    undo = device.undo
     if (
         undo is None
         or undo.kind != "stage"
@@ -101,19 +167,16 @@ def _commit(
         raise BundleRejectedError(
             Reason.NOTHING_STAGED, f"no healthy stage of sec_tag {bundle.tag} to commit"
         )
+    if undo.identity:
+        return  # the active list stays; the identity becomes the staged tag
     after = bundle.active or undo.stage.active
-    missing = [tag for tag in after if not holds_ca(tag)]
+    missing = [tag for tag in after if not device.holds_ca(tag)]
     if missing:
         raise _unsafe(f"active list {list(after)} names {missing}, which hold no CA chain")
 
 
-def _rollback(
-    bundle: Bundle,
-    active: tuple[int, ...],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
+def _rollback(bundle: Bundle, device: DeviceView) -> None:
+    undo = device.undo
     if undo is None:
         raise BundleRejectedError(Reason.NOTHING_TO_UNDO, "no change to undo")
     if undo.rid != bundle.rollout_id:
@@ -121,21 +184,26 @@ def _rollback(
         raise BundleRejectedError(
             Reason.SUPERSEDED, f"the latest change (sec_tag {undo.tag}) belongs to {owner}"
         )
-    missing = [tag for tag in undo.previous if not holds_ca(tag)]
-    if undo.kind == "commit" and (missing or not undo.previous):
+    if undo.kind != "commit":
+        return
+    if undo.identity:
+        previous = undo.previous_identity
+        if previous is not None and not device.holds_identity(previous):
+            raise _unsafe(f"the previous identity sec_tag {previous} lost its certificate or key")
+        return
+    missing = [tag for tag in undo.previous if not device.holds_ca(tag)]
+    if missing or not undo.previous:
         raise _unsafe(f"the previous list {list(undo.previous)} lost its CA in {missing}")
 
 
-def _retire(
-    bundle: Bundle,
-    active: tuple[int, ...],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
+def _retire(bundle: Bundle, device: DeviceView) -> None:
+    if device.identity in bundle.tags:
+        raise BundleRejectedError(
+            Reason.TAG_IN_USE, f"sec_tag {device.identity} is the identity in use"
+        )
     # A retire drops the undo record: an open stage's tag is wiped with it.
-    wiped = {*bundle.tags, *([undo.tag] if undo is not None and undo.kind == "stage" else [])}
-    bad = [tag for tag in bundle.active if tag in wiped or not holds_ca(tag)]
+    wiped = {*bundle.tags, _open_tag(device.undo)}
+    bad = [tag for tag in bundle.active if tag in wiped or not device.holds_ca(tag)]
     if bad:
         raise _unsafe(
             f"active list {list(bundle.active)} would name {bad} without a CA "
@@ -143,20 +211,14 @@ def _retire(
         )
 
 
-def _trust_signer(
-    bundle: Bundle,
-    active: tuple[int, ...],
-    undo: UndoRecord | None,
-    holds_ca: Callable[[int], bool],
-    signers: Collection[bytes],
-) -> None:
+def _trust_signer(bundle: Bundle, device: DeviceView) -> None:
     signer = bundle.signer
     assert signer is not None  # noqa: S101 -- required by the payload rules
     try:
         signer.public_key()
     except ValueError:
         raise BundleRejectedError(Reason.BAD_PAYLOAD, "signer is not a P-256 point") from None
-    remaining = set(signers) | {signer.kid}
+    remaining = set(device.signers) | {signer.kid}
     if bundle.retire_kid is not None:
         remaining.discard(bundle.retire_kid)
     if not remaining:
@@ -168,15 +230,13 @@ def _trust_signer(
         )
 
 
-_Check = Callable[
-    [Bundle, tuple[int, ...], UndoRecord | None, Callable[[int], bool], Collection[bytes]], None
-]
-_CHECKS: Final[dict[str, _Check]] = {
+_CHECKS: Final[dict[str, Callable[[Bundle, DeviceView], None]]] = {
     "stage": _stage,
     "commit": _commit,
     "rollback": _rollback,
     "retire": _retire,
     "trust-signer": _trust_signer,
+    "keygen": _keygen,
 }
 
 

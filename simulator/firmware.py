@@ -8,8 +8,11 @@ record, and its state in flash (`simulator.flash`), written before each key stor
 change that must survive a power cut; `reboot` resumes from flash and the modem.
 It knows no MQTT library: it publishes through a `Link`, and says through
 `needs_offline` and `needs_reconnect` when whoever carries it must take it offline
-or reconnect. `simulator.agent` gives each device its own MQTT connection,
-`simulator.scale` multiplexes many devices on a few.
+or reconnect. An identity (a client certificate and the key the modem made for it)
+rotates the same way: a `keygen` makes the key in a spare tag and reports the CSR, an
+identity stage writes the certificate and probes with it, a commit reconnects with it.
+`simulator.agent` gives each device its own MQTT connection, `simulator.scale`
+multiplexes many devices on a few.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from orchestrator.protocol import (
 )
 from orchestrator.protocol.bundle import Bundle, BundleRejectedError, Reason, open_bundle
 from orchestrator.protocol.report import Phase, ReportMessage
-from simulator.bundle_checks import check_operation, rejection_ids
+from simulator.bundle_checks import DeviceView, check_operation, rejection_ids
 from simulator.flash import Flash, FlashRecord, Intent, UndoRecord
 from simulator.modem import FunctionalMode, Modem, ModemError
 from simulator.operations import OPERATIONS
-from simulator.probe import Prober, uncached_probe
+from simulator.probe import IdentityProber, Prober, uncached_identity_probe, uncached_probe
 from simulator.reporting import Link, Reporter
+from simulator.tls_identity import ClientIdentity
 
 __all__ = ["Firmware", "Link"]
 
@@ -48,8 +52,9 @@ class Firmware:
     A transport calls `handle` for each bundle in order, `check_commit_deadline` after
     it and when `commit_deadline` passes, and `go_offline` then `come_online` while
     `needs_offline` holds (the key store changes only in between). With `tls_broker`
-    (the MQTT connection is TLS, validated with the active tags) a commit or retire
-    leaves `needs_reconnect` set: the transport reconnects and says how it went with
+    (the MQTT connection is TLS, validated with the active tags, presenting
+    `client_identity` when the device has one) a commit or retire leaves
+    `needs_reconnect` set: the transport reconnects and says how it went with
     `connect_succeeded` or `connect_failed`.
     """
 
@@ -65,15 +70,23 @@ class Firmware:
         clock: Callable[[], datetime] | None = None,
         faults: frozenset[str] = frozenset(),
         prober: Prober = uncached_probe,
+        identity_prober: IdentityProber = uncached_identity_probe,
         tls_broker: bool = False,
         protocol_version: int = PROTOCOL_VERSION,
         flash: Flash | None = None,
+        identity_tag: int | None = None,
     ) -> None:
         topics.state(device_id)  # validates the id as a topic level
         if flash is None:
             cas = {item.sec_tag for item in modem.items() if item.type is CredentialType.CA_CHAIN}
             active = tuple(active_tags) or tuple(sorted(cas))
-            flash = Flash(FlashRecord(active=active, signers=tuple((signers or {}).items())))
+            flash = Flash(
+                FlashRecord(
+                    active=active,
+                    identity=identity_tag,
+                    signers=tuple((signers or {}).items()),
+                )
+            )
         self.device_id = device_id
         self.modem = modem
         self.flash = flash
@@ -93,6 +106,7 @@ class Firmware:
         self.tls_broker = tls_broker
         self._probe_timeout = probe_timeout
         self._prober = prober
+        self._identity_prober = identity_prober
         self._versions = SUPPORTED_VERSIONS if protocol_version == PROTOCOL_VERSION else (1,)
 
     # -- what the device holds and tells ---------------------------------------------------
@@ -117,6 +131,18 @@ class Firmware:
         return list(self.record.active)
 
     @property
+    def identity_tag(self) -> int | None:
+        """The sec_tag whose client certificate and key the broker connection presents."""
+        return self.record.identity
+
+    def client_identity(self) -> ClientIdentity | None:
+        """What the broker connection presents: the identity tag's certificate and key."""
+        tag = self.record.identity
+        if tag is None or not self._holds_identity(tag):
+            return None
+        return self.modem.client_identity(tag)
+
+    @property
     def reports(self) -> list[ReportMessage]:
         """Every report the device made, in order."""
         return self._io.reports
@@ -126,13 +152,23 @@ class Firmware:
         return self._clock()
 
     def state_message(self, *, now: datetime | None = None) -> StateMessage:
-        """What `AT%CMNG=1` and `AT%CERTEXPIRY` give, with the active tag list."""
+        """What `AT%CMNG=1` and `AT%CERTEXPIRY` give, with the active and identity tags.
+
+        Client certificates go in full (`pem`), so certfleet learns them (to revoke one).
+        """
+        credentials = [
+            item.to_entry().model_copy(update={"pem": item.content.decode("ascii")})
+            if item.type is CredentialType.CLIENT_CERT and item.content.isascii()
+            else item.to_entry()
+            for item in self.modem.items()
+        ]
         return StateMessage(
             v=1 if self.protocol_version == 1 else 2,
             device_id=self.device_id,
             time=now or self._clock(),
-            credentials=[item.to_entry() for item in self.modem.items()],
+            credentials=credentials,
             active_tags=list(self.record.active),
+            identity_tag=self.record.identity if self.protocol_version != 1 else None,
         )
 
     def _report(
@@ -146,6 +182,7 @@ class Firmware:
         seq: int = 0,
         rollout_id: str = "",
         op: str | None = None,
+        csr: str | None = None,
     ) -> ReportMessage:
         return self._io.report(
             bundle,
@@ -156,6 +193,7 @@ class Firmware:
             seq=seq,
             rollout_id=rollout_id,
             op=op,
+            csr=csr,
         )
 
     async def _flush(self, link: Link) -> None:
@@ -177,11 +215,12 @@ class Firmware:
 
     @property
     def commit_deadline(self) -> float | None:
-        """When a healthy stage falls back without a commit (a POSIX timestamp), if one is open."""
+        """When a healthy stage (or a keygen that reported its CSR) falls back by itself."""
         undo = self.record.undo
-        if undo is None or undo.stage is None or not undo.health_ok:
+        if undo is None or undo.stage is None:
             return None
-        return float(undo.stage.commit_by or 0)
+        waiting = undo.health_ok or (undo.kind == "keygen" and undo.written)
+        return float(undo.stage.commit_by or 0) if waiting else None
 
     def go_offline(self) -> None:
         """`CFUN=4`, then the key store work that was waiting for it."""
@@ -211,7 +250,9 @@ class Firmware:
         if pending is None:
             return
         bundle = pending.bundle
-        if bundle.op == "commit":
+        if bundle.op == "commit" and self.record.identity != pending.previous_identity:
+            done = self._report(bundle, Phase.COMMITTED, detail=f"identity sec_tag {bundle.tag}")
+        elif bundle.op == "commit":
             done = self._report(bundle, Phase.COMMITTED)
         else:
             done = self._report(bundle, Phase.RETIRED, detail=f"deleted {list(bundle.tags)}")
@@ -225,18 +266,24 @@ class Firmware:
         pending = self.record.pending
         if pending is None:
             return False
+        detail = (
+            "the broker refused the new identity or its chain did not validate"
+            if self.record.identity != pending.previous_identity
+            else "the broker's chain did not validate with the new tag list"
+        )
         fallback = self._report(
             pending.bundle,
             Phase.FALLBACK,
             Reason.BROKER_UNREACHABLE,
-            "the broker's chain did not validate with the new tag list",
+            detail,
             active=pending.previous,
         )
         self._decide(
-            "list refused by the broker",
+            "change refused by the broker",
             Intent(wipe=pending.otherwise_wipe, reports=(fallback,)),
             pending=None,
             active=pending.previous,
+            identity=pending.previous_identity,
             undo=None,
         )
         return True
@@ -274,13 +321,7 @@ class Firmware:
                 now=now,
                 versions=self._versions,
             )
-            check_operation(
-                bundle,
-                active_tags=self.record.active,
-                undo=self.record.undo,
-                holds_ca=self._holds_ca,
-                signers=self.signers,
-            )
+            check_operation(bundle, self._view())
         except BundleRejectedError as exc:
             seq, rollout_id, op = rejection_ids(payload, exc.reason)
             rejected = self._report(
@@ -299,6 +340,32 @@ class Firmware:
             if self.record.active != before:
                 await self._io.publish(link, self.state_message().to_json(), "state")
             await self._flush(link)
+
+    def _view(self) -> DeviceView:
+        return DeviceView(
+            active=self.record.active,
+            identity=self.record.identity,
+            undo=self.record.undo,
+            holds_ca=self._holds_ca,
+            holds_identity=self._holds_identity,
+            key_digest=self._key_digest,
+            signers=tuple(self.signers),
+        )
+
+    def _holds_identity(self, tag: int) -> bool:
+        """Whether `tag` holds a client certificate and key that no decided work deletes."""
+        intent = self.record.intent
+        if intent is not None and tag in intent.wipe:
+            return False
+        return self.modem.exists(tag, CredentialType.CLIENT_CERT) and self.modem.exists(
+            tag, CredentialType.CLIENT_KEY
+        )
+
+    def _key_digest(self, tag: int) -> str | None:
+        """The `%CMNG=1` digest of `tag`'s key (of its public key's SPKI DER), if it holds one."""
+        if not self.modem.exists(tag, CredentialType.CLIENT_KEY):
+            return None
+        return self.modem.digest(tag, CredentialType.CLIENT_KEY)
 
     def _holds_ca(self, tag: int) -> bool:
         """Whether `tag` holds a CA chain item once the work already decided is done."""
@@ -339,7 +406,11 @@ class Firmware:
         host, port = probe.host, probe.port
         if "probe-refused" in self.faults:
             host, port = "127.0.0.1", 1  # fault injection: the device's network refuses the probe
-        result = await self._prober(host, port, chains, self._probe_timeout)
+        if undo.identity:
+            identity = self.modem.client_identity(undo.tag)
+            result = await self._identity_prober(host, port, chains, identity, self._probe_timeout)
+        else:
+            result = await self._prober(host, port, chains, self._probe_timeout)
         if result.ok:
             self.flash.write("probe passed", undo=dataclasses.replace(undo, health_ok=True))
             await self._io.send(link, self._report(stage, Phase.HEALTH_OK, detail=result.detail))
@@ -371,11 +442,16 @@ class Firmware:
         undo = self.record.undo
         staging = undo if undo is not None and undo.kind == "stage" else None
         changes: dict[str, object] = {}
+        if intent.keygen is not None:
+            self._keygen(intent.keygen, reports, changes)
         if intent.write_tag is not None:
             ours = staging is not None and staging.tag == intent.write_tag
             stage = staging.stage if staging is not None and ours else None
             try:
                 for item in intent.items:
+                    if self.modem.exists(intent.write_tag, item.type):  # written before a cut
+                        self.flash.fuse.step(f"AT%CMNG=3 sec_tag {intent.write_tag}")
+                        self.modem.delete(intent.write_tag, item.type)
                     self.flash.fuse.step(f"AT%CMNG=0 sec_tag {intent.write_tag}")
                     self.modem.write(intent.write_tag, item.type, item.pem.encode())
             except ModemError as exc:
@@ -390,6 +466,27 @@ class Firmware:
                     reports.append(self._report(stage, Phase.STAGED))
         self._io.outbox.extend(reports)
         self.flash.write("intent done", intent=None, outbox=tuple(self._io.outbox), **changes)
+
+    def _keygen(
+        self, bundle: Bundle, reports: list[ReportMessage], changes: dict[str, object]
+    ) -> None:
+        """`%KEYGEN` in the keygen's (just emptied) tag; the CSR is reported once back online."""
+        tag, undo = bundle.tag, self.record.undo
+        assert tag is not None  # noqa: S101 -- required by the payload rules
+        ours = undo is not None and undo.kind == "keygen" and undo.stage == bundle
+        try:
+            self.flash.fuse.step(f"AT%KEYGEN={tag},2,0")
+            csr = self.modem.keygen(tag, subject=bundle.subject or "", seq=bundle.seq)
+        except ModemError as exc:
+            self._wipe(tag)
+            detail = f"{exc} (errno {exc.errno})"
+            reports.append(self._report(bundle, Phase.REJECTED, Reason.MODEM_ERROR, detail))
+            if ours:
+                changes["undo"] = None
+            return
+        if ours and undo is not None:
+            changes["undo"] = dataclasses.replace(undo, written=True)
+            reports.append(self._report(bundle, Phase.CSR, csr=csr, detail=f"key in sec_tag {tag}"))
 
     def _wipe(self, tag: int) -> None:
         for cred_type in CredentialType:

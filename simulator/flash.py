@@ -1,8 +1,9 @@
 """What a device keeps in flash, and the power supply that can fail between any two steps.
 
 The firmware's state lives in one `FlashRecord`, replaced whole by each write (as one
-NVS entry is): the last accepted seq, the active tag list, the trusted signers, the
-undo record, and the work it decided but has not done yet (`Intent`, `Pending`). The
+NVS entry is): the last accepted seq, the active tag list, the identity tag, the
+trusted signers, the undo record, and the work it decided but has not done yet
+(`Intent`, `Pending`). The
 order is MCUboot's swap state: the intent is written before the key store is touched,
 the outcome after, so `Firmware.reboot` finds in flash and the modem's key store
 everything it needs to finish an interrupted operation (docs/protocol.md §13).
@@ -34,7 +35,7 @@ __all__ = [
     "UndoRecord",
 ]
 
-UndoKind = Literal["stage", "commit"]
+UndoKind = Literal["stage", "commit", "keygen"]
 
 
 class PowerCut(Exception):
@@ -76,6 +77,10 @@ class UndoRecord:
 
     A stage record carries its stage bundle (probe, active list after commit,
     commit_by) and how far the stage got; a commit record the commit's `undo_by`.
+    An identity change (`identity`) starts as a keygen record (its bundle in `stage`,
+    `written` once the key is made and the CSR reported), becomes a stage record with
+    the certificate's stage, then a commit record; each keeps the identity tag in use
+    before it (`previous_identity`).
     """
 
     rid: str
@@ -87,6 +92,13 @@ class UndoRecord:
     stage: Bundle | None = None
     written: bool = False
     health_ok: bool = False
+    identity: bool = False
+    previous_identity: int | None = None
+
+    @property
+    def open(self) -> bool:
+        """A stage or keygen not committed: its tag is live nowhere, deleting it is safe."""
+        return self.kind != "commit"
 
     def expired(self, now: float) -> bool:
         """A commit record past its `undo_by`: the commit is permanent."""
@@ -99,29 +111,37 @@ class Intent:
 
     Carrying it out again after a power cut gives the same result: a wipe deletes
     what is there, and a stage's intent wipes the tag it writes. A write into the
-    tag of the stage record marks the record written and reports `staged`.
+    tag of the stage record marks the record written and reports `staged`. A write
+    replaces an item of its type the tag holds (an identity stage's certificate goes
+    next to the key, which stays). A `keygen` (the keygen bundle) runs `%KEYGEN` in its
+    tag after the wipe, and reports `csr`.
     """
 
     wipe: tuple[int, ...] = ()
     write_tag: int | None = None
     items: tuple[Credential, ...] = ()
     reports: tuple[ReportMessage, ...] = ()
+    keygen: Bundle | None = None
 
     @property
     def touches_store(self) -> bool:
         """Whether it needs the modem offline."""
-        return bool(self.wipe or self.items)
+        return bool(self.wipe or self.items or self.keygen)
 
     def then(self, later: Intent) -> Intent:
         """This intent followed by `later`, as one (a write that `later` wipes is dropped)."""
         write_tag, items = later.write_tag, later.items
         if write_tag is None and self.write_tag is not None and self.write_tag not in later.wipe:
             write_tag, items = self.write_tag, self.items
+        keygen = later.keygen
+        if keygen is None and self.keygen is not None and self.keygen.tag not in later.wipe:
+            keygen = self.keygen
         return Intent(
             wipe=tuple(dict.fromkeys((*self.wipe, *later.wipe))),
             write_tag=write_tag,
             items=items,
             reports=(*self.reports, *later.reports),
+            keygen=keygen,
         )
 
 
@@ -132,11 +152,13 @@ class Pending:
     `bundle` is the commit or retire that made it. Until the device reconnected with
     the new list, `previous` stays in flash: a connection that works wipes `then_wipe`
     and reports the bundle done; one that fails restores `previous`, wipes
-    `otherwise_wipe` and reports `fallback` (`broker_unreachable`).
+    `otherwise_wipe` and reports `fallback` (`broker_unreachable`). An identity commit
+    changes the identity tag instead; a failed connection restores `previous_identity`.
     """
 
     previous: tuple[int, ...]
     bundle: Bundle
+    previous_identity: int | None = None
     then_wipe: tuple[int, ...] = ()
     otherwise_wipe: tuple[int, ...] = ()
 
@@ -147,6 +169,8 @@ class FlashRecord:
 
     last_seq: int = 0
     active: tuple[int, ...] = ()
+    identity: int | None = None
+    """The sec_tag whose client certificate and key the broker connection presents."""
     signers: tuple[tuple[bytes, ec.EllipticCurvePublicKey], ...] = ()
     undo: UndoRecord | None = None
     intent: Intent | None = None

@@ -3,8 +3,9 @@
 Each function turns a bundle and the flash record into a `Decision`: the flash fields
 to change, and the key store work (`Intent`) with the reports that follow it, all
 persisted in one write before any of the work is done. The undo record rules live
-here: a stage replaces the record, a commit turns it into a commit record, a rollback
-undoes it, a retire drops it, a trust-signer leaves it alone.
+here: a stage or keygen replaces the record, an identity stage continues its keygen's,
+a commit turns it into a commit record, a rollback undoes it, a retire drops it, a
+trust-signer leaves it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class MakeReport(Protocol):
         detail: str = ...,
         *,
         active: tuple[int, ...] | None = ...,
+        csr: str | None = ...,
     ) -> ReportMessage:
         """The report (kept in the device's history)."""
 
@@ -44,11 +46,52 @@ class Decision:
     changes: Mapping[str, object] = field(default_factory=dict)
 
 
-def _stage(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
+def _earlier(record: FlashRecord) -> tuple[int, ...]:
+    """The tag of an open stage or keygen, which a new change replaces (and deletes)."""
+    undo = record.undo
+    return (undo.tag,) if undo is not None and undo.open else ()
+
+
+def _keygen(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
     tag = bundle.tag
     assert tag is not None  # noqa: S101 -- required by the payload rules
+    keygen = UndoRecord(
+        rid=bundle.rollout_id,
+        kind="keygen",
+        tag=tag,
+        previous=record.active,
+        stage=bundle,
+        identity=True,
+        previous_identity=record.identity,
+    )
+    # %KEYGEN needs an empty slot: whatever the spare tag holds goes first.
+    work = Intent(wipe=tuple(dict.fromkeys((*_earlier(record), tag))), keygen=bundle)
+    return Decision("keygen", work, {"last_seq": bundle.seq, "undo": keygen})
+
+
+def _identity_stage(bundle: Bundle, record: FlashRecord) -> Decision:
     undo = record.undo
-    earlier = (undo.tag,) if undo is not None and undo.kind == "stage" else ()
+    assert undo is not None  # noqa: S101 -- check_operation: the keygen record of this tag
+    stage = UndoRecord(
+        rid=bundle.rollout_id,
+        kind="stage",
+        tag=undo.tag,
+        previous=record.active,
+        stage=bundle,
+        identity=True,
+        previous_identity=undo.previous_identity,
+    )
+    # The key stays: only the certificate is written next to it.
+    work = Intent(write_tag=undo.tag, items=bundle.credentials)
+    return Decision("identity stage", work, {"last_seq": bundle.seq, "undo": stage})
+
+
+def _stage(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
+    if bundle.is_identity_stage:
+        return _identity_stage(bundle, record)
+    tag = bundle.tag
+    assert tag is not None  # noqa: S101 -- required by the payload rules
+    earlier = _earlier(record)
     stage = UndoRecord(
         rid=bundle.rollout_id, kind="stage", tag=tag, previous=record.active, stage=bundle
     )
@@ -57,10 +100,40 @@ def _stage(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -
     return Decision("stage", work, {"last_seq": bundle.seq, "undo": stage})
 
 
+def _identity_commit(
+    bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport
+) -> Decision:
+    undo = record.undo
+    assert undo is not None  # noqa: S101 -- check_operation
+    commit = UndoRecord(
+        rid=bundle.rollout_id,
+        kind="commit",
+        tag=undo.tag,
+        previous=record.active,
+        undo_by=bundle.undo_by,
+        identity=True,
+        previous_identity=record.identity,
+    )
+    changes: dict[str, object] = {"last_seq": bundle.seq, "identity": undo.tag, "undo": commit}
+    if tls:
+        # Proven by reconnecting with it; refused, the old identity comes back.
+        changes["pending"] = Pending(
+            previous=record.active,
+            bundle=bundle,
+            otherwise_wipe=(undo.tag,),
+            previous_identity=record.identity,
+        )
+        return Decision("identity commit, to be proven", Intent(), changes)
+    done = report(bundle, Phase.COMMITTED, detail=f"identity sec_tag {undo.tag}")
+    return Decision("identity commit", Intent(reports=(done,)), changes)
+
+
 def _commit(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
     undo = record.undo
     assert undo is not None  # noqa: S101 -- check_operation
     assert undo.stage is not None  # noqa: S101 -- a stage record's
+    if undo.identity:
+        return _identity_commit(bundle, record, tls, report)
     previous = record.active
     after = tuple(bundle.active or undo.stage.active)
     commit = UndoRecord(
@@ -83,27 +156,37 @@ def _commit(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) 
 def _rollback(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
     undo = record.undo
     assert undo is not None  # noqa: S101 -- check_operation
-    if undo.kind == "stage":
+    if undo.open:
         done = report(bundle, Phase.ROLLED_BACK, detail="staged item discarded")
         work = Intent(wipe=(undo.tag,), reports=(done,))
         return Decision("rollback of a stage", work, {"last_seq": bundle.seq, "undo": None})
+    if undo.identity:
+        # check_operation saw the previous identity's certificate and key still there.
+        detail = f"identity sec_tag {undo.previous_identity}"
+        done = report(bundle, Phase.ROLLED_BACK, detail=detail)
+        work = Intent(wipe=(undo.tag,), reports=(done,))
+        restored = {"last_seq": bundle.seq, "identity": undo.previous_identity, "undo": None}
+        return Decision("rollback of an identity commit", work, restored)
     previous = undo.previous
     done = report(
         bundle, Phase.ROLLED_BACK, detail=f"active tags {list(previous)}", active=previous
     )
     work = Intent(wipe=(undo.tag,) if undo.tag not in previous else (), reports=(done,))
-    changes = {"last_seq": bundle.seq, "active": previous, "undo": None}
+    changes: dict[str, object] = {"last_seq": bundle.seq, "active": previous, "undo": None}
     return Decision("rollback of a commit", work, changes)
 
 
 def _retire(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
-    undo = record.undo
-    staged = (undo.tag,) if undo is not None and undo.kind == "stage" else ()
+    staged = _earlier(record)
     wipe = tuple(dict.fromkeys((*bundle.tags, *staged)))
     changes: dict[str, object] = {"last_seq": bundle.seq, "active": bundle.active, "undo": None}
     if tls:
         changes["pending"] = Pending(
-            previous=record.active, bundle=bundle, then_wipe=wipe, otherwise_wipe=staged
+            previous=record.active,
+            bundle=bundle,
+            then_wipe=wipe,
+            otherwise_wipe=staged,
+            previous_identity=record.identity,
         )
         return Decision("retire, to be proven", Intent(), changes)
     done = report(
@@ -131,5 +214,6 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     "rollback": _rollback,
     "retire": _retire,
     "trust-signer": _trust_signer,
+    "keygen": _keygen,
 }
 """op -> (bundle, flash record, TLS broker?, report maker) -> decision."""

@@ -4,36 +4,63 @@ The modem trusts only the CA chains under the sec_tags a socket is given and ref
 a server certificate chain over 4 KB. The handshake runs over memory BIOs so the
 server's records can be read as they pass: in TLS 1.2 its Certificate message is
 plaintext, which lets the probe size the chain before OpenSSL verifies it.
+
+An identity probe also presents a client certificate and key (a staged identity).
+A server that refuses them answers the client's certificate with a TLS alert
+(bad_certificate, unsupported_certificate, certificate_revoked, certificate_expired,
+unknown_ca, access_denied): `identity_refused`, which is not the local verification
+failure of the server's chain (`unknown_ca`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from simulator.tls_identity import ClientIdentity, present
+
 __all__ = [
+    "CLIENT_CERTIFICATE_REFUSALS",
     "MAX_SERVER_CHAIN_BYTES",
+    "IdentityProber",
     "ProbeCache",
     "ProbeReason",
     "ProbeResult",
     "Prober",
     "tls_probe",
+    "uncached_identity_probe",
     "uncached_probe",
 ]
 
-ProbeReason = Literal["unknown_ca", "expired", "chain_too_large", "timeout", "handshake_error"]
+ProbeReason = Literal[
+    "unknown_ca", "expired", "chain_too_large", "timeout", "handshake_error", "identity_refused"
+]
 
 MAX_SERVER_CHAIN_BYTES: Final = 4096
 """Largest server certificate chain (Certificate message body) the modem accepts."""
 
+CLIENT_CERTIFICATE_REFUSALS: Final[dict[int, str]] = {
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    48: "unknown_ca",
+    49: "access_denied",
+}
+"""TLS alerts by which a server refuses the client certificate it was just sent."""
+_ALERT_REASONS: Final = re.compile(r"ALERT_([A-Z_]+)")
+
 _CHANGE_CIPHER_SPEC: Final = 20
+_ALERT: Final = 21
 _HANDSHAKE: Final = 22
 _CERTIFICATE: Final = 11
+_CERTIFICATE_REQUEST: Final = 13
 _EXPIRED: Final = frozenset({9, 10})  # not yet valid, has expired: leaf or trust anchor
 _UNKNOWN_CA: Final = frozenset({2, 18, 19, 20, 21})
 _MISMATCH: Final = {62: "host name", 63: "email address", 64: "IP address"}
@@ -73,6 +100,10 @@ class _Handshake:
         self._encrypted = False
         self.chain_bytes: int | None = None
         """Body size of the server's Certificate message, once it is whole."""
+        self.certificate_requested = False
+        """The server asked for a client certificate (its CertificateRequest passed)."""
+        self.alert: int | None = None
+        """The description of a plaintext alert the server sent, if one passed."""
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ProbeResult:
         """Handshake; raises what OpenSSL raises, returns early on a chain too large."""
@@ -117,6 +148,8 @@ class _Handshake:
             del self._records[:end]
             if content_type == _HANDSHAKE:
                 self._messages += fragment
+            elif content_type == _ALERT and len(fragment) >= 2 and self.alert is None:
+                self.alert = fragment[1]
             self._encrypted = content_type == _CHANGE_CIPHER_SPEC  # what follows is encrypted
         while len(self._messages) >= 4:
             end = 4 + int.from_bytes(self._messages[1:4])
@@ -124,6 +157,8 @@ class _Handshake:
                 return
             if self._messages[0] == _CERTIFICATE and self.chain_bytes is None:
                 self.chain_bytes = end - 4
+            if self._messages[0] == _CERTIFICATE_REQUEST:
+                self.certificate_requested = True
             del self._messages[:end]
 
 
@@ -138,7 +173,10 @@ def _client_context(ca_chains: Sequence[bytes]) -> ssl.SSLContext:
 
 
 def _prepare(
-    ca_chains: Sequence[bytes], server_hostname: str, max_chain_bytes: int
+    ca_chains: Sequence[bytes],
+    server_hostname: str,
+    max_chain_bytes: int,
+    identity: ClientIdentity | None = None,
 ) -> _Handshake | ProbeResult:
     """The handshake to run, or why there can be none."""
     if not ca_chains:
@@ -147,6 +185,11 @@ def _prepare(
         context = _client_context(ca_chains)
     except (ssl.SSLError, UnicodeDecodeError) as exc:
         return _failed("unknown_ca", f"no usable CA certificate in the given chains: {exc}", None)
+    if identity is not None:
+        try:
+            present(context, identity)
+        except (ssl.SSLError, OSError) as exc:
+            return _failed("handshake_error", f"the client certificate is not usable: {exc}", None)
     try:
         return _Handshake(context, server_hostname, max_chain_bytes)
     except ValueError as exc:
@@ -168,6 +211,31 @@ def _verify_failed(
     return _failed("handshake_error", f"certificate verify failed: {message} ({code})", chain_bytes)
 
 
+def _alert_of(exc: ssl.SSLError) -> int | None:
+    """The TLS alert OpenSSL names in `exc` (`SSLV3_ALERT_BAD_CERTIFICATE`), if one of ours."""
+    match = _ALERT_REASONS.search(str(exc.reason or ""))
+    if match is None:
+        return None
+    name = match.group(1).lower()
+    return next(
+        (code for code, known in CLIENT_CERTIFICATE_REFUSALS.items() if known == name), None
+    )
+
+
+def _refused_identity(
+    exc: ssl.SSLError, handshake: _Handshake, presented: bool
+) -> ProbeResult | None:
+    """`identity_refused` when the server alerted after the client sent its certificate."""
+    if not presented or not handshake.certificate_requested:
+        return None
+    alert = handshake.alert if handshake.alert is not None else _alert_of(exc)
+    if alert not in CLIENT_CERTIFICATE_REFUSALS:
+        return None
+    detail = f"the server refused the client certificate: TLS alert {alert}"
+    detail += f" ({CLIENT_CERTIFICATE_REFUSALS[alert]})"
+    return _failed("identity_refused", detail, handshake.chain_bytes)
+
+
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
@@ -185,6 +253,7 @@ async def tls_probe(
     timeout: float = 10.0,
     server_hostname: str | None = None,
     max_chain_bytes: int = MAX_SERVER_CHAIN_BYTES,
+    identity: ClientIdentity | None = None,
 ) -> ProbeResult:
     """Handshake with `host:port` as the modem would, trusting only `ca_chains`; never raises.
 
@@ -193,9 +262,10 @@ async def tls_probe(
         timeout: seconds for connect and handshake together.
         server_hostname: the name (or IP) the certificate must carry; `host` by default.
         max_chain_bytes: largest server Certificate message body accepted.
+        identity: the client certificate and key to present when the server asks.
     """
     expected = server_hostname or host
-    handshake = _prepare(ca_chains, expected, max_chain_bytes)
+    handshake = _prepare(ca_chains, expected, max_chain_bytes, identity)
     if isinstance(handshake, ProbeResult):
         return handshake
     writer: asyncio.StreamWriter | None = None
@@ -208,7 +278,11 @@ async def tls_probe(
         return _failed("timeout", detail, handshake.chain_bytes)
     except ssl.SSLCertVerificationError as exc:
         return _verify_failed(exc, expected, handshake.chain_bytes)
-    except (OSError, ValueError) as exc:  # refused, reset, DNS, any other SSLError
+    except ssl.SSLError as exc:
+        refused = _refused_identity(exc, handshake, identity is not None)
+        detail = f"{type(exc).__name__}: {exc}"
+        return refused or _failed("handshake_error", detail, handshake.chain_bytes)
+    except (OSError, ValueError) as exc:  # refused, reset, DNS
         detail = f"{type(exc).__name__}: {exc}"
         return _failed("handshake_error", detail, handshake.chain_bytes)
     finally:
@@ -225,6 +299,19 @@ async def uncached_probe(
 ) -> ProbeResult:
     """A handshake of its own for every probe, as each real device makes."""
     return await tls_probe(host, port, ca_chains=ca_chains, timeout=timeout)
+
+
+IdentityProber = Callable[
+    [str, int, Sequence[bytes], ClientIdentity, float], Awaitable[ProbeResult]
+]
+"""How a device probes a staged identity: (host, port, CA chains, identity, timeout) -> result."""
+
+
+async def uncached_identity_probe(
+    host: str, port: int, ca_chains: Sequence[bytes], identity: ClientIdentity, timeout: float
+) -> ProbeResult:
+    """A handshake presenting `identity`; never shared (each device's identity is its own)."""
+    return await tls_probe(host, port, ca_chains=ca_chains, timeout=timeout, identity=identity)
 
 
 _ProbeKey = tuple[tuple[bytes, ...], str, int, float]

@@ -57,6 +57,7 @@ class Reporter:
         seq: int = 0,
         rollout_id: str = "",
         op: str | None = None,
+        csr: str | None = None,
     ) -> ReportMessage:
         """A report about `bundle` (or, refused unread, about the ids given), kept in order."""
         report = ReportMessage(
@@ -70,6 +71,7 @@ class Reporter:
             detail=truncate_detail(detail),
             time=self._clock(),
             active_tags=list(active),
+            csr=csr,
         )
         self.reports.append(report)
         return report
