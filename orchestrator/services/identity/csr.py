@@ -20,7 +20,6 @@ log. Nothing in a CSR is secret, and no detail quotes more than its public parts
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -32,12 +31,7 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from orchestrator.domain.identity import CsrRefusal
 from orchestrator.domain.identity_keys import spki_sha256
 from orchestrator.ports.identity import AttestationKeys, IdentityStore
-from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
-from orchestrator.services.identity.keygen_field import (
-    KeygenFieldError,
-    decode_attestation_claims,
-    split_keygen_field,
-)
+from orchestrator.protocol.keygen import KeygenError, parse_keygen_output, verify_attestation
 
 __all__ = ["CheckedCsr", "RefusedCsr", "check_csr"]
 
@@ -149,31 +143,11 @@ def _check_attestation(
     keygen_seq: int,
     keygen_tag: int,
 ) -> None:
-    bad = CsrRefusal.BAD_ATTESTATION
     try:
-        message = Sign1Message.decode(attestation)
-    except CoseError as exc:
-        raise _Refused(bad, f"the attestation is not a COSE_Sign1: {exc}") from exc
-    if message.protected.get(4) != key_id(key):
-        raise _Refused(bad, "the attestation is not signed by the device's attestation key (kid)")
-    try:
-        message.verify(key)
-    except CoseError as exc:
-        raise _Refused(bad, f"the attestation's signature does not verify: {exc}") from exc
-    try:
-        claims = decode_attestation_claims(message.payload)
-    except KeygenFieldError as exc:
-        raise _Refused(bad, str(exc)) from exc
-    if claims.dev != device_id:
-        raise _Refused(bad, f"the attestation is for device {claims.dev!r}")
-    if claims.seq != keygen_seq or claims.tag != keygen_tag:
-        raise _Refused(
-            bad,
-            f"the attestation answers seq {claims.seq} tag {claims.tag}, "
-            f"not the keygen bundle's seq {keygen_seq} tag {keygen_tag}",
-        )
-    if claims.csr_sha256 != hashlib.sha256(csr_der).digest():
-        raise _Refused(bad, "the attestation is over another CSR")
+        claims = verify_attestation(attestation, key)
+        claims.check(device_id=device_id, seq=keygen_seq, tag=keygen_tag, csr_der=csr_der)
+    except KeygenError as exc:
+        raise _Refused(CsrRefusal.BAD_ATTESTATION, f"the attestation: {exc}") from exc
 
 
 def _checked(
@@ -186,9 +160,9 @@ def _checked(
     identity_store: IdentityStore,
 ) -> CheckedCsr:
     try:
-        output = split_keygen_field(csr_field)
-    except KeygenFieldError as exc:
-        raise _Refused(CsrRefusal.MALFORMED, str(exc)) from exc
+        output = parse_keygen_output(csr_field)
+    except KeygenError as exc:
+        raise _Refused(CsrRefusal.MALFORMED, f"the csr field: {exc}") from exc
     csr = _load_csr(output.csr_der)
     algorithm = _check_signature(csr)
     key = _p256_key(csr)
