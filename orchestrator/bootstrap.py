@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import redis
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
 from orchestrator.adapters.file_signer import FileSigner
+from orchestrator.adapters.issuers import (
+    attestation_keys_from_settings,
+    crl_publisher_from_settings,
+    crl_signer_from_settings,
+    issuer_from_settings,
+)
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_connection import command_retry, socket_options
+from orchestrator.adapters.redis_identity import RedisIdentityStore
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_plans import RedisPlans
@@ -23,12 +31,28 @@ from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.adapters.tls_probe import SocketTlsProbe
 from orchestrator.config import Settings
+from orchestrator.domain.errors import CertfleetError
 from orchestrator.logs import configure_logging
+from orchestrator.ports.identity import AttestationKeys, CrlPublisher, CrlSigner, Issuer
 from orchestrator.protocol.topics import Topics
+from orchestrator.services.identity.crl import CrlDeps
+from orchestrator.services.identity.issue import IdentityDeps
 from orchestrator.services.renewals import RenewalDeps, RenewalPolicy
 from orchestrator.services.rollout import PushDeps, RolloutDeps
 
-__all__ = ["Container", "bootstrap"]
+__all__ = ["Container", "IssuerNotConfiguredError", "NoAttestationKeys", "bootstrap"]
+
+
+class IssuerNotConfiguredError(CertfleetError):
+    """An identity rotation needs an issuer, and none is configured."""
+
+
+class NoAttestationKeys:
+    """`AttestationKeys` without any key: CSRs are checked without the modem's attestation."""
+
+    def key_for(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        """None: no attestation key is configured for any device."""
+        return None
 
 
 @dataclass
@@ -93,10 +117,78 @@ class Container:
         """This process's one persistent MQTT publisher (connected on first use)."""
         return MqttSession(self.settings)
 
+    @cached_property
+    def identity(self) -> RedisIdentityStore:
+        """What certfleet keeps about identity rotations (CSRs, keys seen, revocations)."""
+        return RedisIdentityStore(self.redis)
+
+    @cached_property
+    def issuer(self) -> Issuer | None:
+        """The certificate issuer of identity rotations (None: not configured)."""
+        return issuer_from_settings(self.settings)
+
+    @cached_property
+    def crl_signer(self) -> CrlSigner | None:
+        """Who signs certfleet's CRL (None: the issuer's own CRL, if it makes one)."""
+        return crl_signer_from_settings(self.settings)
+
+    @cached_property
+    def crl_publisher(self) -> CrlPublisher | None:
+        """Where the CRL goes (None: `CERTFLEET_CRL_FILE` unset)."""
+        return crl_publisher_from_settings(self.settings)
+
+    @cached_property
+    def attestation_keys(self) -> AttestationKeys:
+        """The modems' attestation keys (none configured: CSRs are checked without)."""
+        return attestation_keys_from_settings(self.settings) or NoAttestationKeys()
+
     def rollout_deps(self) -> RolloutDeps:
         """What planning, evaluating, rolling back and the rollout commands work with."""
         return RolloutDeps(
-            store=self.rollouts, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
+            store=self.rollouts,
+            inventory=self.inventory,
+            tasks=self.tasks,
+            metrics=self.metrics,
+            identity=self.identity,
+        )
+
+    def identity_deps(self) -> IdentityDeps:
+        """What issuing and revoking identities work with.
+
+        Raises:
+            IssuerNotConfiguredError: no issuer is configured (`CERTFLEET_ISSUER*`).
+        """
+        issuer = self.issuer
+        if issuer is None:
+            raise IssuerNotConfiguredError(
+                "identity rotation needs an issuer: set CERTFLEET_ISSUER_CA_CERT_FILE and "
+                "CERTFLEET_ISSUER_CA_KEY_FILE, or CERTFLEET_ISSUER=cfssl with CERTFLEET_ISSUER_URL"
+            )
+        return IdentityDeps(
+            push=self.push_deps(),
+            inventory=self.inventory,
+            library=self.library,
+            identity=self.identity,
+            issuer=issuer,
+            attestation=self.attestation_keys,
+        )
+
+    def crl_deps(self) -> CrlDeps:
+        """What refreshing the CRL works with.
+
+        Raises:
+            IssuerNotConfiguredError: no issuer is configured.
+        """
+        issuer = self.issuer
+        if issuer is None:
+            raise IssuerNotConfiguredError("the CRL needs an issuer (CERTFLEET_ISSUER*)")
+        return CrlDeps(
+            identity=self.identity,
+            issuer=issuer,
+            signer=self.crl_signer,
+            publisher=self.crl_publisher,
+            metrics=self.metrics,
+            next_update_seconds=self.settings.crl_next_update_seconds,
         )
 
     def push_deps(self) -> PushDeps:

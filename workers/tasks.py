@@ -13,7 +13,10 @@ from celery import Task
 from orchestrator.adapters.celery_queue import (
     TASK_DISPATCH_WAVE,
     TASK_EVALUATE_ROLLOUT,
+    TASK_ISSUE_IDENTITIES,
     TASK_PUSH_BATCH,
+    TASK_REFRESH_CRL,
+    TASK_REVOKE_IDENTITIES,
     TASK_ROLLBACK_ROLLOUT,
     TASK_SCAN_FLEET,
     TASK_START_ROLLOUT,
@@ -25,6 +28,9 @@ from orchestrator.clock import utcnow
 from orchestrator.domain.errors import TransientError
 from orchestrator.domain.rollout_states import PushStep
 from orchestrator.services import renewals, rollout, scan
+from orchestrator.services.identity.crl import refresh_crl as refresh_crl_now
+from orchestrator.services.identity.issue import issue_identities as issue_identities_now
+from orchestrator.services.identity.revoke import revoke_identities as revoke_identities_now
 from workers.app import app, container
 
 __all__ = [
@@ -32,7 +38,10 @@ __all__ = [
     "CertfleetTask",
     "dispatch_wave",
     "evaluate_rollout",
+    "issue_identities",
     "push_batch",
+    "refresh_crl",
+    "revoke_identities",
     "rollback_rollout",
     "scan_fleet",
     "start_rollout",
@@ -51,6 +60,9 @@ undone is picked up by the rollout's own clock (`tick_rollouts`)."""
 
 class CertfleetTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic over its signature
     """The base of every certfleet task: late ack, bounded time, retries only when transient.
+
+    Transient: Redis unreachable (`StoreUnavailableError`), the issuer away
+    (`IssuerUnavailableError`), both `TransientError`s.
 
     The time limits hold under the prefork pool (the deployed one); the solo and
     thread pools cannot interrupt a task and ignore them.
@@ -78,6 +90,7 @@ def scan_fleet() -> dict[str, Any]:
         now=utcnow(),
         warning_days=c.settings.expiry_warning_days,
         list_limit=c.settings.status_list_limit,
+        identity_days=c.settings.identity_renew_days,
     )
     c.metrics.set("certfleet_scan_duration_seconds", time.perf_counter() - started)
     return scan.fleet_status(c.inventory)
@@ -129,3 +142,35 @@ def rollback_rollout(rollout_id: str) -> int:
 def watch_renewals() -> dict[str, str]:
     """Beat: move renewal plans on (endpoint switch, soak, retire); returns each plan's state."""
     return renewals.watch_renewals(container().renewal_deps(), now=utcnow())
+
+
+@app.task(base=CertfleetTask, name=TASK_ISSUE_IDENTITIES)
+def issue_identities(rollout_id: str, wave: int, device_ids: list[str]) -> int:
+    """Check the CSRs of devices in `csr`, issue and stage their certificates; how many sent.
+
+    An issuer away (`IssuerUnavailableError`) retries the task with backoff; the devices
+    handled before stay handled.
+    """
+    return issue_identities_now(
+        container().identity_deps(), rollout_id, wave, device_ids, now=utcnow()
+    )
+
+
+@app.task(base=CertfleetTask, name=TASK_REVOKE_IDENTITIES)
+def revoke_identities(rollout_id: str, device_ids: list[str]) -> int:
+    """Revoke the certificates the devices no longer use; returns how many were new."""
+    c = container()
+    return revoke_identities_now(c.identity_deps(), c.tasks, rollout_id, device_ids, now=utcnow())
+
+
+@app.task(base=CertfleetTask, name=TASK_REFRESH_CRL)
+def refresh_crl() -> int:
+    """Sign and publish the CRL; returns how many certificates it lists (-1: none published).
+
+    Beat runs it twice per CRL lifetime too, so the broker never holds an expired CRL
+    (which would refuse every client); without `CERTFLEET_CRL_FILE` it does nothing.
+    """
+    c = container()
+    if c.crl_publisher is None:
+        return -1
+    return refresh_crl_now(c.crl_deps(), now=utcnow())

@@ -66,7 +66,6 @@ QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
         TASK_ISSUE_IDENTITIES: "push",
         TASK_REVOKE_IDENTITIES: "control",
         TASK_REFRESH_CRL: "control",
-        TASK_PLAN_IDENTITY_ROTATIONS: "control",
     }
 )
 """Each task's queue, named here only: the workers' routes, the clients' sends and the
@@ -161,6 +160,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "options": {
                     "queue": QUEUE_OF[TASK_WATCH_RENEWALS],
                     "expires": settings.endpoint_check_seconds,
+                },
+            },
+            # The CRL is signed again well before its nextUpdate: a broker holding an
+            # expired CRL refuses every client certificate.
+            "refresh-crl": {
+                "task": TASK_REFRESH_CRL,
+                "schedule": settings.crl_next_update_seconds / 2,
+                "options": {
+                    "queue": QUEUE_OF[TASK_REFRESH_CRL],
+                    "expires": settings.crl_next_update_seconds / 2,
                 },
             },
             "tick-rollouts": {
