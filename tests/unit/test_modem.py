@@ -8,8 +8,12 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, SEC_TAG_MAX, CredentialType
+from orchestrator.protocol.keygen import KeygenError, parse_keygen_output, verify_attestation
+from simulator.attestation import attestation_key
 from simulator.modem import (
     AlreadyExistsError,
     FunctionalMode,
@@ -310,3 +314,144 @@ def test_empty_content_rejected() -> None:
     with pytest.raises(InvalidContentError):
         modem.write(7, PSK, b"")
     assert modem.used_bytes == 0
+
+
+# -- %KEYGEN ---------------------------------------------------------------------------------
+
+
+def _csr_of(output: str) -> x509.CertificateSigningRequest:
+    return x509.load_der_x509_csr(parse_keygen_output(output).csr_der)
+
+
+def _spki_sha256(public_key: object) -> str:
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def test_keygen_makes_a_p256_key_kept_in_the_modem() -> None:
+    """The CSR's key is stored as type 2, digested by its SPKI, and cannot be read back."""
+    # given
+    modem = Modem(device_id="dev-1")
+    # when
+    output = modem.keygen(44, subject="dev-1", seq=9)
+    # then
+    csr = _csr_of(output)
+    assert csr.is_signature_valid
+    assert isinstance(csr.public_key(), ec.EllipticCurvePublicKey)
+    assert isinstance(csr.public_key().curve, ec.SECP256R1)  # type: ignore[union-attr]
+    assert csr.subject.rfc4514_string() == "CN=dev-1"
+    assert modem.digest(44, CredentialType.CLIENT_KEY) == _spki_sha256(csr.public_key())
+    with pytest.raises(NotPermittedError):
+        modem.read(44, CredentialType.CLIENT_KEY)
+
+
+def test_keygen_refused_while_online() -> None:
+    """EPERM: %KEYGEN needs CFUN=4; nothing is stored."""
+    # given
+    modem = Modem(device_id="dev-1")
+    modem.cfun(FunctionalMode.ONLINE)
+    # when
+    with pytest.raises(NotPermittedError) as refused:
+        modem.keygen(44, subject="dev-1", seq=1)
+    # then
+    assert refused.value.errno == errno.EPERM
+    assert modem.items() == []
+
+
+def test_keygen_into_a_slot_that_holds_a_key_is_refused() -> None:
+    """EALREADY (519): the key stays; deleted first, a new one is made."""
+    # given
+    modem = Modem(device_id="dev-1")
+    modem.keygen(44, subject="dev-1", seq=1)
+    first = modem.digest(44, CredentialType.CLIENT_KEY)
+    # when
+    with pytest.raises(AlreadyExistsError) as refused:
+        modem.keygen(44, subject="dev-1", seq=2)
+    modem.delete(44, CredentialType.CLIENT_KEY)
+    modem.keygen(44, subject="dev-1", seq=3)
+    # then
+    assert refused.value.modem_error == 519
+    assert modem.digest(44, CredentialType.CLIENT_KEY) != first
+
+
+def test_the_attestation_is_signed_by_the_key_derived_from_seed_and_device() -> None:
+    """It verifies with attestation_key(device, seed) and binds device, seq, tag and CSR."""
+    # given
+    modem = Modem(device_id="dev-7", fleet_seed="lab")
+    # when
+    output = parse_keygen_output(modem.keygen(45, subject="dev-7", seq=12))
+    # then
+    public = attestation_key("dev-7", "lab").public_key()
+    assert modem.attestation_public_key.public_numbers() == public.public_numbers()
+    claims = verify_attestation(output.attestation, public)
+    claims.check(device_id="dev-7", seq=12, tag=45, csr_der=output.csr_der)
+    with pytest.raises(KeygenError):
+        verify_attestation(output.attestation, attestation_key("dev-7").public_key())
+
+
+def test_a_written_private_key_is_digested_by_its_public_key_and_usable_for_tls(
+    root: IssuedCA,
+) -> None:
+    """A factory-written key: its digest is its SPKI's, never its private bytes'."""
+    # given
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    modem = Modem()
+    # when
+    modem.write(44, CredentialType.CLIENT_KEY, pem)
+    modem.write(44, CredentialType.CLIENT_CERT, root.pem)
+    # then
+    assert modem.digest(44, CredentialType.CLIENT_KEY) == _spki_sha256(key.public_key())
+    assert modem.digest(44, CredentialType.CLIENT_KEY) != hashlib.sha256(pem).hexdigest()
+    identity = modem.client_identity(44)
+    assert identity.certificate_pem == root.pem
+    assert identity.key.private_numbers() == key.private_numbers()
+    assert "PRIVATE" not in repr(identity)
+
+
+@pytest.mark.parametrize(
+    ("fault", "broken"),
+    [
+        ("csr-wrong-subject", "subject"),
+        ("csr-bad-signature", "signature"),
+        ("attestation-forged", "attestation"),
+        ("csr-reused-key", "key"),
+    ],
+)
+def test_keygen_faults_break_what_they_name(root: IssuedCA, fault: str, broken: str) -> None:
+    """Each fault breaks exactly one thing certfleet checks."""
+    # given
+    modem = Modem(device_id="dev-1", faults=frozenset({fault}))
+    old = ec.generate_private_key(ec.SECP256R1())
+    modem.write(
+        44,
+        CredentialType.CLIENT_KEY,
+        old.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    # when
+    output = parse_keygen_output(modem.keygen(45, subject="dev-1", seq=1))
+    # then
+    csr = x509.load_der_x509_csr(output.csr_der)
+    public = attestation_key("dev-1").public_key()
+    found = {
+        "subject": csr.subject.rfc4514_string() != "CN=dev-1",
+        "signature": not csr.is_signature_valid,
+        "key": _spki_sha256(csr.public_key()) == _spki_sha256(old.public_key()),
+    }
+    try:
+        verify_attestation(output.attestation, public)
+        found["attestation"] = False
+    except KeygenError:
+        found["attestation"] = True
+    assert {name for name, bad in found.items() if bad} == {broken}
