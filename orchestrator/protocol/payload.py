@@ -166,6 +166,15 @@ class Bundle:
                 "a client certificate (type 1) travels alone: an identity stage's creds is "
                 "exactly that item, its key is the one the device's keygen made"
             )
+        if (
+            self.is_identity_stage
+            and self.probe is not None
+            and len(self.probe.tags) >= TAG_LIST_MAX
+        ):
+            raise _bad(
+                f"an identity stage's probe.tags name at most {TAG_LIST_MAX - 1} sec_tags: "
+                "the probe's socket takes them and the staged identity tag, 7 in all"
+            )
         for credential in self.credentials:
             if credential.type in _PEM_ITEMS and (
                 not credential.pem.isascii() or "\0" in credential.pem

@@ -3,6 +3,9 @@
 Contract v2 lowered the bundle limit to 6144 bytes so a device's RAM fits 8 KB (issue
 13). certfleet's largest bundle is a stage: one CA chain item at the modem's 4096
 bytes, every other field at its longest. docs/protocol.md §3 gives its byte budget.
+An identity rotation adds two bodies: a keygen, small, and an identity stage, whose one
+client certificate item has the CA item's limit and the same encoded size, and whose
+probe has room for one tag less.
 """
 
 from __future__ import annotations
@@ -20,13 +23,21 @@ from orchestrator.domain.errors import BundleTooLargeError
 from orchestrator.protocol.bundle import UINT64_MAX, Credential, encode_payload
 from orchestrator.protocol.limits import (
     CA_CHAIN_MAX_BYTES,
+    CERT_ITEM_MAX_BYTES,
     DEVICE_ID_MAX_CHARS,
     MAX_BUNDLE_BYTES,
     PROBE_HOST_MAX_BYTES,
     RID_MAX_BYTES,
+    SUBJECT_MAX_BYTES,
     TAG_LIST_MAX,
 )
-from orchestrator.services.bundles import IssuedBundle, issue_bundle, stage_body
+from orchestrator.services.bundles import (
+    BundleBody,
+    IssuedBundle,
+    issue_bundle,
+    keygen_body,
+    stage_body,
+)
 from tests.fake_rollouts import FakeSequences, FakeSigner
 
 pytestmark = pytest.mark.unit
@@ -34,6 +45,10 @@ pytestmark = pytest.mark.unit
 PROTOCOL_MD: Final = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 WORST_CASE_BYTES: Final = 4770
 """The figure docs/protocol.md §3 gives for the largest bundle certfleet builds."""
+KEYGEN_WORST_CASE_BYTES: Final = 369
+"""The figure docs/protocol.md §3 gives for the largest keygen bundle."""
+IDENTITY_STAGE_WORST_CASE_BYTES: Final = 4765
+"""The figure docs/protocol.md §3 gives for the largest identity stage."""
 NOW: Final = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -44,18 +59,8 @@ def _pem_of(size: int) -> str:
     return head + "".join("\n" if (i + 1) % 65 == 0 else "A" for i in range(body)) + tail
 
 
-def _largest_stage() -> IssuedBundle:
-    """A stage at every limit: a 4096-byte CA item, longest dev, rid and host, 7 tags."""
-    tags = [SEC_TAG_MAX - i for i in range(TAG_LIST_MAX)]
-    body = stage_body(
-        ca_pems=[_pem_of(CA_CHAIN_MAX_BYTES)],
-        tag=tags[0],
-        probe_host="h" * PROBE_HOST_MAX_BYTES,
-        probe_port=65535,
-        probe_tags=tags,
-        active_after=tags,
-        commit_by=NOW,
-    )
+def _issued_at_the_limits(body: BundleBody) -> IssuedBundle:
+    """`body` signed for the longest dev and rid, with the largest seq."""
     return issue_bundle(
         signer=FakeSigner(),
         sequences=FakeSequences(),
@@ -68,6 +73,25 @@ def _largest_stage() -> IssuedBundle:
     )
 
 
+def _largest_stage_body() -> BundleBody:
+    """A stage body at every limit: a 4096-byte CA item, the longest host, 7 tags twice."""
+    tags = [SEC_TAG_MAX - i for i in range(TAG_LIST_MAX)]
+    return stage_body(
+        ca_pems=[_pem_of(CA_CHAIN_MAX_BYTES)],
+        tag=tags[0],
+        probe_host="h" * PROBE_HOST_MAX_BYTES,
+        probe_port=65535,
+        probe_tags=tags,
+        active_after=tags,
+        commit_by=NOW,
+    )
+
+
+def _largest_stage() -> IssuedBundle:
+    """A stage at every limit: a 4096-byte CA item, longest dev, rid and host, 7 tags."""
+    return _issued_at_the_limits(_largest_stage_body())
+
+
 def test_the_largest_stage_fits_the_bundle_limit_with_a_kilobyte_to_spare() -> None:
     """The worst case is the documented 4770 bytes, over 1 KB under the 6144-byte limit."""
     issued = _largest_stage()
@@ -75,6 +99,38 @@ def test_the_largest_stage_fits_the_bundle_limit_with_a_kilobyte_to_spare() -> N
     assert len(issued.bundle.credentials[0].pem.encode()) == CA_CHAIN_MAX_BYTES
     assert len(issued.data) == WORST_CASE_BYTES
     assert MAX_BUNDLE_BYTES - len(issued.data) > 1024
+
+
+def test_the_largest_identity_stage_is_five_bytes_under_the_largest_stage() -> None:
+    """A 4096-byte client certificate in place of the CA item, and 6 probe tags, not 7.
+
+    The probe presents the staged identity tag besides its CA tags, and a socket takes 7
+    sec_tags at most. (The body is `_largest_stage_body` with its item and probe swapped:
+    `identity_stage_body` would want a parseable certificate; only lengths count here.)
+    """
+    # given
+    largest = _largest_stage_body()
+    assert largest.probe is not None
+    item = Credential(CredentialType.CLIENT_CERT, _pem_of(CERT_ITEM_MAX_BYTES))
+    probe = replace(largest.probe, tags=largest.probe.tags[: TAG_LIST_MAX - 1])
+    # when
+    issued = _issued_at_the_limits(replace(largest, credentials=(item,), probe=probe))
+    # then
+    assert issued.bundle.is_identity_stage
+    assert len(issued.data) == IDENTITY_STAGE_WORST_CASE_BYTES == WORST_CASE_BYTES - 5
+
+
+def test_the_largest_keygen_is_small() -> None:
+    """A keygen at every limit (64-byte subject, longest dev and rid) is 369 bytes."""
+    # when
+    issued = _issued_at_the_limits(
+        keygen_body(tag=SEC_TAG_MAX, subject="s" * SUBJECT_MAX_BYTES, commit_by=NOW)
+    )
+    # then
+    assert len(issued.data) == KEYGEN_WORST_CASE_BYTES
+    doc = PROTOCOL_MD.read_text()
+    assert f"| keygen | {KEYGEN_WORST_CASE_BYTES} |" in doc
+    assert f"| identity stage | {IDENTITY_STAGE_WORST_CASE_BYTES} |" in doc
 
 
 def test_the_protocol_doc_gives_the_worst_case_field_by_field() -> None:

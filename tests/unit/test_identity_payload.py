@@ -204,6 +204,20 @@ def test_a_client_certificate_is_ascii_pem_without_nul() -> None:
         assert error.reason is Reason.BAD_PAYLOAD
 
 
+def test_an_identity_probe_leaves_room_for_the_identity_tag() -> None:
+    """The probe socket takes probe.tags and the staged tag: 6 CA tags at most, 7 in all."""
+    # given
+    six, seven = tuple(range(50, 56)), tuple(range(50, 57))
+    # when
+    bundle = _identity_stage(probe=Probe(host="broker.example", port=8884, tags=six))
+    error = _refused(_identity_stage, probe=Probe(host="broker.example", port=8884, tags=seven))
+    # then
+    assert bundle.probe is not None
+    assert len(bundle.probe.tags) == len(six)
+    assert error.reason is Reason.BAD_PAYLOAD
+    assert "at most 6" in error.detail
+
+
 @pytest.mark.parametrize(
     ("size", "reason"),
     [(CERT_ITEM_MAX_BYTES, None), (CERT_ITEM_MAX_BYTES + 1, Reason.TOO_LARGE)],
