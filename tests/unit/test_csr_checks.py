@@ -84,6 +84,25 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+CA_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def issued_certificate(public_key: ec.EllipticCurvePublicKey) -> str:
+    """A certificate for `public_key`, as an issuer would return it (PEM)."""
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(common_name(DEVICE))
+        .issuer_name(common_name("ca"))
+        .public_key(public_key)
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(CA_KEY, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
 # -- the good path -----------------------------------------------------------------------------
 
 
@@ -116,25 +135,9 @@ def test_a_certificate_matches_the_csr_key_it_was_issued_for() -> None:
     made = keygen_field(DEVICE)
     result = check(made.field)
     assert isinstance(result, CheckedCsr)
-    ca = ec.generate_private_key(ec.SECP256R1())
-
-    def issued(public_key: ec.EllipticCurvePublicKey) -> str:
-        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(common_name(DEVICE))
-            .issuer_name(common_name("ca"))
-            .public_key(public_key)
-            .serial_number(1)
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(ca, hashes.SHA256())
-        )
-        return certificate.public_bytes(serialization.Encoding.PEM).decode()
-
     assert isinstance(made.key, ec.EllipticCurvePrivateKey)
-    assert certificate_matches_key(issued(made.key.public_key()), result.spki_sha256)
-    assert not certificate_matches_key(issued(P256.public_key()), result.spki_sha256)
+    assert certificate_matches_key(issued_certificate(made.key.public_key()), result.spki_sha256)
+    assert not certificate_matches_key(issued_certificate(P256.public_key()), result.spki_sha256)
     assert not certificate_matches_key("not a certificate", result.spki_sha256)
 
 
@@ -165,14 +168,15 @@ def test_a_field_not_in_the_contract_form_is_malformed(mangle: object) -> None:
 
 def test_a_non_canonical_base64url_is_malformed() -> None:
     """Spare bits set in the last character make another text of the same bytes: refused."""
-    csr_part, attestation_part = keygen_field(DEVICE).field.split(".")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    spare = {2: 0b1111, 3: 0b11}.get(len(csr_part) % 4)
-    assert spare is not None, "the CSR part's length leaves spare bits in this test"
-    last = alphabet[alphabet.index(csr_part[-1]) | 1]
-    assert last != csr_part[-1] or spare == 0
-    assert base64.urlsafe_b64decode(csr_part[:-1] + last + "=" * (-len(csr_part) % 4))
-    assert refusal(f"{csr_part[:-1]}{last}.{attestation_part}") is CsrRefusal.MALFORMED
+    fields = (keygen_field(DEVICE, seq=SEQ, tag=TAG).field for _ in range(30))
+    field = next(f for f in fields if len(f.split(".")[0]) % 4 in (2, 3))
+    csr_part, attestation_part = field.split(".")
+    last = alphabet[alphabet.index(csr_part[-1]) ^ 1]  # the lowest bit is a spare one
+    other = csr_part[:-1] + last
+    padding = "=" * (-len(csr_part) % 4)
+    assert base64.urlsafe_b64decode(other + padding) == base64.urlsafe_b64decode(csr_part + padding)
+    assert refusal(f"{other}.{attestation_part}") is CsrRefusal.MALFORMED
 
 
 def test_a_field_over_its_limit_is_malformed() -> None:
@@ -420,3 +424,33 @@ def test_no_mutated_field_passes(field: str) -> None:
     result = check(field, store=store)
     assert isinstance(result, RefusedCsr), f"a mutated field passed: {field!r}"
     assert store.keys == {}
+
+
+def test_the_key_of_the_identity_in_use_is_reused() -> None:
+    """A CSR for the key of the device's current certificate is refused, though never claimed."""
+    store = FakeIdentityStore()
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
+    current = issued_certificate(P256.public_key())
+    result = check_csr(
+        made.field,
+        device_id=DEVICE,
+        keygen_seq=SEQ,
+        keygen_tag=TAG,
+        attestation_keys=attested(),
+        identity_store=store,
+        current_certificate_pem=current,
+    )
+    assert isinstance(result, RefusedCsr)
+    assert result.reason is CsrRefusal.KEY_REUSED
+    assert store.keys == {}
+    fresh = keygen_field(DEVICE, seq=SEQ, tag=TAG)
+    passed = check_csr(
+        fresh.field,
+        device_id=DEVICE,
+        keygen_seq=SEQ,
+        keygen_tag=TAG,
+        attestation_keys=attested(),
+        identity_store=store,
+        current_certificate_pem=current,
+    )
+    assert isinstance(passed, CheckedCsr)

@@ -11,8 +11,10 @@ it. certfleet gives it a certificate only if every check passes, in this order:
 5. when an attestation key is configured for the device: the attestation names that
    key (kid), its signature verifies, and it binds this device, the keygen bundle's seq
    and tag, and the SHA-256 of this CSR's DER;
-6. the public key was never seen before (`IdentityStore.claim_key`), checked last so
-   that a CSR refused for another reason does not use up its key.
+6. the public key is not the key of the device's current certificate (the identity in
+   use, which certfleet may never have claimed: a factory-provisioned one), and was
+   never seen before (`IdentityStore.claim_key`), checked last so that a CSR refused
+   for another reason does not use up its key.
 
 A refusal is a `RefusedCsr`: the `CsrRefusal` the rollout counts and a detail for the
 log. Nothing in a CSR is secret, and no detail quotes more than its public parts.
@@ -29,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from orchestrator.domain.identity import CsrRefusal
-from orchestrator.domain.identity_keys import spki_sha256
+from orchestrator.domain.identity_keys import certificate_matches_key, spki_sha256
 from orchestrator.ports.identity import AttestationKeys, IdentityStore
 from orchestrator.protocol.keygen import KeygenError, parse_keygen_output, verify_attestation
 
@@ -158,6 +160,7 @@ def _checked(
     keygen_tag: int,
     attestation_keys: AttestationKeys,
     identity_store: IdentityStore,
+    current_certificate_pem: str | None,
 ) -> CheckedCsr:
     try:
         output = parse_keygen_output(csr_field)
@@ -179,6 +182,10 @@ def _checked(
             keygen_tag=keygen_tag,
         )
     digest = spki_sha256(key)
+    if current_certificate_pem is not None and certificate_matches_key(
+        current_certificate_pem, digest
+    ):
+        raise _Refused(CsrRefusal.KEY_REUSED, "the key is the one of the identity in use")
     if not identity_store.claim_key(digest, device_id):
         raise _Refused(CsrRefusal.KEY_REUSED, f"the public key {digest[:16]}… was seen before")
     return CheckedCsr(
@@ -197,8 +204,12 @@ def check_csr(
     keygen_tag: int,
     attestation_keys: AttestationKeys,
     identity_store: IdentityStore,
+    current_certificate_pem: str | None = None,
 ) -> CheckedCsr | RefusedCsr:
     """Check a device's `csr` field (module docstring); claim its key if every check passes.
+
+    `current_certificate_pem` is the device's certificate in use, when known: a CSR for its
+    key is a reused key even if certfleet never claimed it.
 
     Raises:
         StoreUnavailableError: the identity store is unreachable (nothing was claimed).
@@ -211,6 +222,7 @@ def check_csr(
             keygen_tag=keygen_tag,
             attestation_keys=attestation_keys,
             identity_store=identity_store,
+            current_certificate_pem=current_certificate_pem,
         )
     except _Refused as refused:
         return RefusedCsr(reason=refused.reason, detail=refused.detail)
