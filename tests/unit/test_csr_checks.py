@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import functools
 import hashlib
 
@@ -12,13 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 from orchestrator.domain.identity import CsrRefusal
 from orchestrator.domain.identity_keys import certificate_matches_key, spki_sha256
 from orchestrator.protocol.cose import key_id
-from orchestrator.protocol.limits import CSR_DER_MAX_BYTES, CSR_FIELD_MAX_BYTES
 from orchestrator.services.identity import CheckedCsr, RefusedCsr, check_csr
 from tests.csr_fields import (
     FixedAttestationKeys,
@@ -30,51 +26,18 @@ from tests.csr_fields import (
     keygen_field,
 )
 from tests.fakes import FakeIdentityStore
-from tests.properties import examples
+from tests.unit.csr_checking import (
+    DEVICE,
+    SEQ,
+    TAG,
+    attested,
+    check,
+    issued_certificate,
+    refusal,
+    with_der,
+)
 
 pytestmark = pytest.mark.unit
-
-DEVICE = "dev-0001"
-SEQ = 7
-TAG = 45
-
-
-def attested() -> FixedAttestationKeys:
-    """Attestation keys with one configured for DEVICE."""
-    return FixedAttestationKeys({DEVICE: attestation_key(DEVICE).public_key()})
-
-
-def check(
-    field: str,
-    *,
-    store: FakeIdentityStore | None = None,
-    keys: FixedAttestationKeys | None = None,
-    device_id: str = DEVICE,
-) -> CheckedCsr | RefusedCsr:
-    return check_csr(
-        field,
-        device_id=device_id,
-        keygen_seq=SEQ,
-        keygen_tag=TAG,
-        attestation_keys=keys if keys is not None else attested(),
-        identity_store=store if store is not None else FakeIdentityStore(),
-    )
-
-
-def refusal(field: str, **kwargs: object) -> CsrRefusal:
-    """The reason `field` is refused, failing the test if it passes."""
-    store = FakeIdentityStore()
-    result = check(field, store=store, **kwargs)  # type: ignore[arg-type]
-    assert isinstance(result, RefusedCsr), f"expected a refusal, got {result!r}"
-    assert result.detail
-    assert store.keys == {}, "a refused CSR must not use up its key"
-    return result.reason
-
-
-def with_der(der: bytes) -> str:
-    """A field for `der`, honestly attested (so only the CSR itself is at fault)."""
-    return keygen_field(DEVICE, seq=SEQ, tag=TAG, der=der).field
-
 
 P256 = ec.generate_private_key(ec.SECP256R1())
 
@@ -82,25 +45,6 @@ P256 = ec.generate_private_key(ec.SECP256R1())
 @functools.cache
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-CA_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def issued_certificate(public_key: ec.EllipticCurvePublicKey) -> str:
-    """A certificate for `public_key`, as an issuer would return it (PEM)."""
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(common_name(DEVICE))
-        .issuer_name(common_name("ca"))
-        .public_key(public_key)
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(CA_KEY, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 # -- the good path -----------------------------------------------------------------------------
@@ -139,66 +83,6 @@ def test_a_certificate_matches_the_csr_key_it_was_issued_for() -> None:
     assert certificate_matches_key(issued_certificate(made.key.public_key()), result.spki_sha256)
     assert not certificate_matches_key(issued_certificate(P256.public_key()), result.spki_sha256)
     assert not certificate_matches_key("not a certificate", result.spki_sha256)
-
-
-# -- the field's form and limits ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "mangle",
-    [
-        pytest.param(lambda f: f.replace(".", ""), id="no-dot"),
-        pytest.param(lambda f: f + ".AAAA", id="three-parts"),
-        pytest.param(lambda f: f.split(".")[0] + "==." + f.split(".")[1], id="padding"),
-        pytest.param(lambda f: "+" + f, id="base64-not-url"),
-        pytest.param(lambda f: " " + f, id="whitespace"),
-        pytest.param(lambda f: "." + f.split(".")[1], id="empty-csr"),
-        pytest.param(lambda f: f.split(".")[0] + ".", id="empty-attestation"),
-        pytest.param(lambda f: "A" + f, id="length-1-mod-4-or-not-der"),
-        pytest.param(lambda f: "", id="empty"),
-        pytest.param(lambda f: f"{b64url(b'not a csr')}.{f.split('.')[1]}", id="not-der"),
-        pytest.param(lambda f: f"{b64url(b'')}.{f.split('.')[1]}", id="no-bytes"),
-    ],
-)
-def test_a_field_not_in_the_contract_form_is_malformed(mangle: object) -> None:
-    """Anything but `base64url(CSR DER).base64url(COSE_Sign1)` is csr_malformed."""
-    field = mangle(keygen_field(DEVICE, seq=SEQ, tag=TAG).field)  # type: ignore[operator]
-    assert refusal(field) is CsrRefusal.MALFORMED
-
-
-def test_a_non_canonical_base64url_is_malformed() -> None:
-    """Spare bits set in the last character make another text of the same bytes: refused."""
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    fields = (keygen_field(DEVICE, seq=SEQ, tag=TAG).field for _ in range(30))
-    field = next(f for f in fields if len(f.split(".")[0]) % 4 in (2, 3))
-    csr_part, attestation_part = field.split(".")
-    last = alphabet[alphabet.index(csr_part[-1]) ^ 1]  # the lowest bit is a spare one
-    other = csr_part[:-1] + last
-    padding = "=" * (-len(csr_part) % 4)
-    assert base64.urlsafe_b64decode(other + padding) == base64.urlsafe_b64decode(csr_part + padding)
-    assert refusal(f"{other}.{attestation_part}") is CsrRefusal.MALFORMED
-
-
-def test_a_field_over_its_limit_is_malformed() -> None:
-    """A field over CSR_FIELD_MAX_BYTES is refused before it is decoded."""
-    made = keygen_field(DEVICE, seq=SEQ, tag=TAG).field
-    csr_part, attestation_part = made.split(".")
-    padded = csr_part + "A" * (CSR_FIELD_MAX_BYTES - len(made) + 1 + 3)
-    assert len(f"{padded}.{attestation_part}") > CSR_FIELD_MAX_BYTES
-    assert refusal(f"{padded}.{attestation_part}") is CsrRefusal.MALFORMED
-
-
-def test_a_csr_over_its_der_limit_is_malformed() -> None:
-    """A CSR DER over CSR_DER_MAX_BYTES is refused even inside the field's limit."""
-    big_name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, DEVICE)]
-        + [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60) for _ in range(16)]
-    )
-    der = csr_der(P256, big_name)
-    assert len(der) > CSR_DER_MAX_BYTES
-    field = with_der(der)
-    assert len(field) <= CSR_FIELD_MAX_BYTES
-    assert refusal(field) is CsrRefusal.MALFORMED
 
 
 # -- the CSR's own signature, its key and subject ----------------------------------------------
@@ -387,43 +271,6 @@ def test_a_refused_csr_does_not_use_up_its_key() -> None:
     assert isinstance(
         check(keygen_field(DEVICE, seq=SEQ, tag=TAG, key=key).field, store=store), CheckedCsr
     )
-
-
-# -- every mutation of an honest field is refused ----------------------------------------------
-
-ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
-
-
-@functools.cache
-def honest_field() -> str:
-    return keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256).field
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> str:
-    """An honest field with one character changed, added or removed, or cut short."""
-    field = honest_field()
-    at = draw(st.integers(min_value=0, max_value=len(field) - 1))
-    char = draw(st.sampled_from(ALPHABET))
-    kind = draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
-    if kind == "replace":
-        return field[:at] + char + field[at + 1 :]
-    if kind == "insert":
-        return field[:at] + char + field[at:]
-    if kind == "delete":
-        return field[:at] + field[at + 1 :]
-    return field[:at]
-
-
-@settings(max_examples=examples(300))
-@given(field=mutated())
-def test_no_mutated_field_passes(field: str) -> None:
-    """Whatever one edit does to an honest attested field, certfleet refuses it."""
-    assume(field != honest_field())
-    store = FakeIdentityStore()
-    result = check(field, store=store)
-    assert isinstance(result, RefusedCsr), f"a mutated field passed: {field!r}"
-    assert store.keys == {}
 
 
 def test_the_key_of_the_identity_in_use_is_reused() -> None:
