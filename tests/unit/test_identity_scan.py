@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.domain.credentials import CredentialType
+from orchestrator.domain.credentials import CredentialType, sha256_hex
 from orchestrator.domain.inventory import (
     DeviceState,
     ExpiryClass,
@@ -17,9 +17,12 @@ from orchestrator.domain.inventory import (
     IdentitySummary,
     classify,
 )
+from orchestrator.protocol import Topics
+from orchestrator.services.inventory import ingest_batch
 from orchestrator.services.scan import fleet_status, scan_fleet
+from simulator.pki import issue_server_cert, make_ca
 from tests.fakes import FakeInventory, FakeLibrary
-from tests.unit.builders import NOW, credential
+from tests.unit.builders import NOW, credential, digest, entry, state_payload
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +203,50 @@ def test_counts_agree_with_classify(days: list[int]) -> None:
         classes.count(ExpiryClass.EXPIRING),
         classes.count(ExpiryClass.OK),
     )
+
+
+def test_an_ingested_state_brings_its_identity_into_the_scan() -> None:
+    """A state message naming its identity tag, with the certificate's pem, is indexed and
+    classified, and the certificate joins the library (to be revoked by serial later)."""
+    # given
+    ca = make_ca("Device CA", not_before=NOW - DAY, not_after=NOW + 365 * DAY)
+    cert = issue_server_cert(ca, hosts=("dev-1",), not_before=NOW - DAY, not_after=NOW + 9 * DAY)
+    pem = cert.pem.decode()
+    payload = state_payload(
+        "dev-1",
+        v=2,
+        active_tags=[42],
+        identity_tag=44,
+        credentials=[
+            entry(42),
+            entry(
+                44,
+                type=1,
+                sha256=sha256_hex(pem.encode()),
+                not_after=cert.certificate.not_valid_after_utc.isoformat(),
+                subject="CN=dev-1",
+                issuer="CN=Device CA",
+                pem=pem,
+            ),
+            entry(44, type=2, sha256=digest("key"), not_after=None, subject=None, issuer=None),
+        ],
+    )
+    store = FakeInventory()
+    # when
+    result = ingest_batch(
+        store,
+        Topics("certfleet"),
+        [("certfleet/dev-1/state", payload)],
+        received_at=NOW,
+        clock_skew=timedelta(minutes=5),
+    )
+    summary = scan_fleet(
+        store, store.library, now=NOW, warning_days=7, list_limit=10, identity_days=30
+    )
+    # then
+    assert result.applied == 1
+    assert store.identity_tags_of(["dev-1"]) == {"dev-1": 44}
+    assert store.library.get(sha256_hex(pem.encode())) == pem
+    assert summary.identities is not None
+    assert summary.identities.by_tag[44].expiring == 1
+    assert [i.subject for i in summary.identities.expiring] == ["CN=dev-1"]
