@@ -6,8 +6,9 @@ whose identity tag is A and whose certificate there expires within
 `CERTFLEET_IDENTITY_RENEW_DAYS` (or has expired) goes into a rollout from A to the spare
 B, and a device on B into one from B to A. A device a rollout holds (any rollout, from
 its creation to its end: a held one too) is left out, so a tick never plans a device
-twice; a device whose rotation ended without a new identity (refused CSR, timeout,
-rollback) is planned again by a later tick, while it still expires. The rollouts are
+twice; so is a device whose last state says contract v1 (it has no `keygen`). A device
+whose rotation ended without a new identity (refused CSR, timeout, rollback) is planned
+again by a later tick, while it still expires. The rollouts are
 created held, for an operator to `certfleet rollout resume`, or started when
 `CERTFLEET_AUTO_ROLLOUT` is true. The same rollout by hand:
 `certfleet rollout create --kind identity.rotate --select file:PATH`.
@@ -33,6 +34,9 @@ log = get_logger(__name__)
 
 ACTOR: Final = "identity-plan"
 """Who the rollout log names as the creator of a planned rotation."""
+KEYGEN_VERSION: Final = 2
+"""The contract version that knows `keygen`: a v1 device would refuse it (`bad_payload`),
+counting as a failure against the gate, so it is never planned."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +62,8 @@ class PlanOutcome:
     """Rollout id -> devices in it."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Reason -> expiring devices not planned: `held` (a rollout holds them), `other_tag`
-    (their identity is another tag), `refused` (the rollout could not be created)."""
+    (their identity is another tag), `protocol_v1` (their contract has no keygen),
+    `refused` (the rollout could not be created)."""
     errors: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, devices: int) -> None:
@@ -117,9 +122,12 @@ def _due(deps: IdentityPlanDeps, tag: int, *, now: datetime, outcome: PlanOutcom
     identity = inventory.identity_tags_of(expiring)
     using = [d for d in expiring if identity.get(d) == tag]
     outcome.skip("other_tag", len(expiring) - len(using))
-    held = held_devices(deps.rollouts.store, using)
+    versions = inventory.protocol_versions(using)
+    able = [d for d in using if versions.get(d, 1) >= KEYGEN_VERSION]
+    outcome.skip("protocol_v1", len(using) - len(able))
+    held = held_devices(deps.rollouts.store, able)
     outcome.skip("held", len(held))
-    return [d for d in using if d not in held]
+    return [d for d in able if d not in held]
 
 
 def _plan_tag(
