@@ -3,11 +3,12 @@ moves a test makes on them (a device's report, the queued pushes carried out).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.ports.identity import IdentityStore
 from orchestrator.protocol.bundle import Bundle, decode_payload, open_bundle
 from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.rollout import PushDeps, RolloutDeps, apply_reports, push_batch
@@ -36,11 +37,17 @@ class Engine:
     publisher: FakePublisher
     metrics: FakeMetrics
     signer: FakeSigner
+    sequences: FakeSequences = field(default_factory=FakeSequences)
+    identity: IdentityStore | None = None
 
     @property
     def deps(self) -> RolloutDeps:
         return RolloutDeps(
-            store=self.store, inventory=self.inventory, tasks=self.tasks, metrics=self.metrics
+            store=self.store,
+            inventory=self.inventory,
+            tasks=self.tasks,
+            metrics=self.metrics,
+            identity=self.identity,
         )
 
     @property
@@ -48,7 +55,7 @@ class Engine:
         return PushDeps(
             store=self.store,
             signer=self.signer,
-            sequences=FakeSequences(),
+            sequences=self.sequences,
             publisher=self.publisher,
             metrics=self.metrics,
         )

@@ -42,14 +42,22 @@ def _seed(spec: RolloutSpec) -> str:
 def _targets(
     inventory: InventoryStore, spec: RolloutSpec, now: datetime, devices: Sequence[str] | None
 ) -> dict[str, list[int]]:
-    """Selected devices whose active list holds the sec_tag the rollout changes."""
+    """Selected devices whose active list holds the sec_tag the rollout changes.
+
+    identity.rotate: devices whose identity tag is the rollout's `tag` (their active
+    list, which the rotation leaves as it is, is kept for the probe); `expiring:DAYS`
+    reads the client certificates' expiry in that tag.
+    """
     selector = spec.selector
+    until = now + timedelta(days=selector.days or 0)
     if devices is not None:
         selected = list(devices)
     elif selector.kind == "all":
         selected = inventory.device_ids()
+    elif selector.kind == "expiring" and spec.is_identity:
+        selected = inventory.expiring_identities(spec.tag, until)
     elif selector.kind == "expiring":
-        selected = inventory.expiring_devices(spec.tag, now + timedelta(days=selector.days or 0))
+        selected = inventory.expiring_devices(spec.tag, until)
     elif selector.kind == "digest":
         selected = inventory.devices_with_ca(spec.tag, selector.digest or "")
     else:
@@ -61,6 +69,13 @@ def _targets(
         except OSError as exc:
             raise RolloutError(f"cannot read the device list {selector.path}: {exc}") from None
     active = inventory.active_tags_of(sorted(set(selected)))
+    if spec.is_identity:
+        identity = inventory.identity_tags_of(sorted(active))
+        return {
+            d: list(tags)
+            for d, tags in active.items()
+            if tags is not None and identity.get(d) == spec.tag
+        }
     return {d: list(tags) for d, tags in active.items() if tags is not None and spec.tag in tags}
 
 
@@ -121,9 +136,10 @@ def create_rollout(
     _ = spec.ca_chain  # refused here, before anything is claimed or stored
     plan = plan_rollout(deps.inventory, spec, now=now, devices=devices)
     if not plan.active:
+        where = "as its identity tag" if spec.is_identity else "in its active tag list"
         raise RolloutError(
-            f"no device matches: none of the selected devices has sec_tag {spec.tag} in its "
-            "active tag list (see `certfleet fleet status`)"
+            f"no device matches: none of the selected devices has sec_tag {spec.tag} {where} "
+            "(see `certfleet fleet status`)"
         )
     rollout_id = f"ro-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     conflicts = deps.store.claim(rollout_id, [spec.tag, spec.spare_tag], sorted(plan.active))

@@ -41,7 +41,14 @@ from orchestrator.domain.rollout_states import (
 from orchestrator.logs import get_logger
 from orchestrator.services.rollout.deps import RolloutDeps, count
 
-__all__ = ["OP_STEP", "PHASE_OPS", "PHASE_TO_STATE", "apply_reports"]
+__all__ = [
+    "OP_STEP",
+    "PHASE_OPS",
+    "PHASE_TO_STATE",
+    "apply_reports",
+    "kept_csr",
+    "split_kept_csr",
+]
 
 log = get_logger(__name__)
 
@@ -104,6 +111,23 @@ _SOURCES: Final = {target: sources_of(target) for target in _TARGETS}
 _TERMINAL: Final = frozenset(
     t for t in _TARGETS if t in DECIDED or t in (D.ROLLED_BACK, D.UNDO_REFUSED)
 )
+
+
+def kept_csr(seq: int, csr_field: str) -> str:
+    """What is kept of a `csr` report: the keygen seq it answered and its field, one text.
+
+    The modem's attestation binds the seq the device answered, which may be an earlier
+    keygen than the latest stored (a re-send that crossed the report).
+    """
+    return f"{seq} {csr_field}"
+
+
+def split_kept_csr(kept: str) -> tuple[int | None, str]:
+    """(seq answered, csr field) of what `kept_csr` made (seq None: no seq kept with it)."""
+    head, sep, rest = kept.partition(" ")
+    if sep and head.isdigit():
+        return int(head), rest
+    return None, kept
 
 
 def _target(report: DeviceReport, *, identity: bool) -> DeviceRolloutState | None:
@@ -203,7 +227,11 @@ def _keep_csrs(
     afterwards (a late one, a race) leaves a CSR that nothing reads (issuance reads the
     CSRs of devices in `csr` only, and a device leaves `csr` for good).
     """
-    wanted = {r.device_id: r.csr for r, t in answers if t.new is D.CSR and r.csr is not None}
+    wanted = {
+        r.device_id: kept_csr(r.seq, r.csr)
+        for r, t in answers
+        if t.new is D.CSR and r.csr is not None
+    }
     if not wanted:
         return
     if deps.identity is None:

@@ -77,17 +77,23 @@ def verify_by_inventory(deps: RolloutDeps, rollout: Rollout, *, now: datetime) -
     refused = deps.store.devices_in(rollout.id, [DeviceRolloutState.UNDO_REFUSED])
     if not refused:
         return 0
-    active = deps.inventory.active_tags_of(refused)
-    digests = deps.inventory.active_ca_digests(refused)
     spec = rollout.spec
-    verified = [
-        d for d in refused if active.get(d) is not None and spec.undone_on(digests.get(d, {}))
-    ]
-    what = (
-        f"sec_tag {spec.tag} active with its CA again"
-        if spec.new_ca_digest is None
-        else f"no active sec_tag holds the new CA {spec.new_ca_digest[:16]}"
-    )
+    if spec.is_identity:
+        # undone: the device presents its old identity (tag), not the new one
+        identity = deps.inventory.identity_tags_of(refused)
+        verified = [d for d in refused if identity.get(d) == spec.tag]
+        what = f"the device presents its identity in sec_tag {spec.tag} again"
+    else:
+        active = deps.inventory.active_tags_of(refused)
+        digests = deps.inventory.active_ca_digests(refused)
+        verified = [
+            d for d in refused if active.get(d) is not None and spec.undone_on(digests.get(d, {}))
+        ]
+        what = (
+            f"sec_tag {spec.tag} active with its CA again"
+            if spec.new_ca_digest is None
+            else f"no active sec_tag holds the new CA {spec.new_ca_digest[:16]}"
+        )
     results = deps.store.transition(
         rollout.id,
         [
