@@ -378,7 +378,8 @@ class FakePlanStore:
 class FakeIdentityStore:
     """`IdentityStore` in memory, behaving as `RedisIdentityStore` does.
 
-    A claimed key stays claimed (whoever asks again is told it was seen); a revocation is
+    A claimed key stays claimed (any other device or rollout asking is told it was seen; the
+    same device and rollout, a retried task, is told yes again); a revocation is
     kept once per serial and read back in UTC, ordered by serial, until its certificate
     expires (then it is dropped, as Redis drops it when the CRL is read).
     """
@@ -398,13 +399,11 @@ class FakeIdentityStore:
         kept = self.csr_fields.get(rollout_id, {})
         return {device: kept[device] for device in device_ids if device in kept}
 
-    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
-        """True the first time a key (hex, any case) is claimed, False ever after."""
-        key = spki_sha256.lower()
-        if key in self.keys:
-            return False
-        self.keys[key] = device_id
-        return True
+    def claim_key(self, spki_sha256: str, device_id: str, rollout_id: str) -> bool:
+        """True the first time a key (hex, any case) is claimed and when the same device and
+        rollout claim it again; False for any other claim."""
+        key, owner = spki_sha256.lower(), f"{rollout_id}/{device_id}"
+        return self.keys.setdefault(key, owner) == owner
 
     def put_certificates(
         self, rollout_id: str, certificates: Mapping[str, tuple[str | None, str]]

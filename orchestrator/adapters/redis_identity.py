@@ -11,8 +11,9 @@ Per rollout, under the rollout's hash tag `{rollout_id}` like `redis_rollouts`:
 
 Global:
 
-- `certfleet:id:keys` (hash): SHA-256 of a public key's SPKI DER (hex) -> the device whose CSR
-  claimed it first; HSETNX answers "seen before", and the value tells an operator who had it;
+- `certfleet:id:keys` (hash): SHA-256 of a public key's SPKI DER (hex) -> `{rollout}/{device}`
+  whose CSR claimed it first; HSETNX answers "seen before" (unless by the same claim again: a
+  retried task), and the value tells an operator who had the key and when;
 - `certfleet:id:revoked` (hash): certificate serial (decimal) -> JSON of the revocation
   (`RevokedCertificate`): what the CRL lists;
 - `certfleet:id:revoked:exp` (zset): serial -> the certificate's notAfter (epoch seconds), so
@@ -40,6 +41,11 @@ __all__ = ["CLAIMED_KEYS", "REVOKED", "REVOKED_EXPIRY", "RedisIdentityStore"]
 CLAIMED_KEYS: Final = "certfleet:id:keys"
 REVOKED: Final = "certfleet:id:revoked"
 REVOKED_EXPIRY: Final = "certfleet:id:revoked:exp"
+
+
+def _claim_owner(device_id: str, rollout_id: str) -> str:
+    """`{rollout}/{device}`: one text per pair, as a device id never holds a `/`."""
+    return f"{rollout_id}/{device_id}"
 
 
 def _encode_revoked(entry: RevokedCertificate) -> str:
@@ -88,9 +94,14 @@ class RedisIdentityStore:
         return {device: field for device, field in zip(device_ids, fields, strict=True) if field}
 
     @store_errors()
-    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
-        """Record a public key as used; False (and nothing changes) if it was seen before."""
-        return bool(self._redis.hsetnx(CLAIMED_KEYS, spki_sha256.lower(), device_id))
+    def claim_key(self, spki_sha256: str, device_id: str, rollout_id: str) -> bool:
+        """Record a public key as certified for this device in this rollout; True when new or
+        claimed by the same (device, rollout) before, False (nothing changes) otherwise."""
+        key, owner = spki_sha256.lower(), _claim_owner(device_id, rollout_id)
+        if self._redis.hsetnx(CLAIMED_KEYS, key, owner):
+            return True
+        # A claim is never changed once made, so reading it after HSETNX cannot race.
+        return bool(self._redis.hget(CLAIMED_KEYS, key) == owner)
 
     @store_errors()
     def put_certificates(

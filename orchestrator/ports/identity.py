@@ -84,9 +84,10 @@ class IdentityStore(Protocol):
         """The kept `csr` fields of these devices (absent: none kept)."""
         ...
 
-    def claim_key(self, spki_sha256: str, device_id: str) -> bool:
-        """Record a public key (SHA-256 of its SPKI DER, hex) as used; False if it was seen
-        before (by any device), in which case nothing changes."""
+    def claim_key(self, spki_sha256: str, device_id: str, rollout_id: str) -> bool:
+        """Record a public key (SHA-256 of its SPKI DER, hex) as certified for `device_id` in
+        `rollout_id`; True when new or already claimed by this same device and rollout (a
+        retried task), False if claimed by anything else before (then nothing changes)."""
         ...
 
     def put_certificates(

@@ -95,28 +95,34 @@ def test_csr_fields_are_kept_per_rollout(make_store: MakeStore) -> None:
 
 
 def test_a_key_is_claimed_once_by_anyone(make_store: MakeStore) -> None:
-    """The first claim of a key wins; every later one, by any device, is told it was seen."""
+    """The first claim of a key wins; the same (device, rollout) may claim it again (a retried
+    task), any other device or rollout is told it was seen."""
     # given
     store = make_store()
     # when
-    first = store.claim_key(KEY, "dev-1")
-    again = [store.claim_key(KEY, "dev-1"), store.claim_key(KEY.upper(), "dev-2")]
-    other = store.claim_key("ab" * 32, "dev-2")
+    first = store.claim_key(KEY, "dev-1", "ro-1")
+    retried = store.claim_key(KEY.upper(), "dev-1", "ro-1")
+    others = [
+        store.claim_key(KEY, "dev-1", "ro-2"),
+        store.claim_key(KEY, "dev-2", "ro-1"),
+        store.claim_key(KEY, "ro-1", "dev-1"),
+    ]
+    other = store.claim_key("ab" * 32, "dev-2", "ro-2")
     # then
-    assert first is True
-    assert again == [False, False]
+    assert (first, retried) == (True, True)
+    assert others == [False, False, False]
     assert other is True
 
 
 def test_the_redis_claim_remembers_who_had_the_key(client: redis.Redis) -> None:
-    """In Redis the claimed key names the device that claimed it first (for an operator)."""
+    """In Redis the claimed key names the rollout and device that claimed it first."""
     # given
     store = RedisIdentityStore(client)
     # when
-    store.claim_key(KEY, "dev-1")
-    store.claim_key(KEY, "dev-2")
+    store.claim_key(KEY, "dev-1", "ro-1")
+    store.claim_key(KEY, "dev-2", "ro-1")
     # then
-    assert client.hgetall(CLAIMED_KEYS) == {KEY: "dev-1"}
+    assert client.hgetall(CLAIMED_KEYS) == {KEY: "ro-1/dev-1"}
 
 
 def test_certificates_are_kept_per_rollout(make_store: MakeStore) -> None:
@@ -194,6 +200,6 @@ def test_an_unreachable_redis_is_store_unavailable() -> None:
     store = RedisIdentityStore(dead)
     # when / then
     with pytest.raises(StoreUnavailableError):
-        store.claim_key(KEY, "dev-1")
+        store.claim_key(KEY, "dev-1", "ro-1")
     with pytest.raises(StoreUnavailableError):
         store.revoked(now=NOW)

@@ -15,6 +15,7 @@ from tests.fakes import FakeIdentityStore
 
 __all__ = [
     "DEVICE",
+    "ROLLOUT",
     "SEQ",
     "TAG",
     "attested",
@@ -27,6 +28,7 @@ __all__ = [
 DEVICE = "dev-0001"
 SEQ = 7
 TAG = 45
+ROLLOUT = "ro-identity-1"
 
 
 def attested() -> FixedAttestationKeys:
@@ -40,10 +42,12 @@ def check(
     store: FakeIdentityStore | None = None,
     keys: FixedAttestationKeys | None = None,
     device_id: str = DEVICE,
+    rollout_id: str = ROLLOUT,
 ) -> CheckedCsr | RefusedCsr:
     return check_csr(
         field,
         device_id=device_id,
+        rollout_id=rollout_id,
         keygen_seq=SEQ,
         keygen_tag=TAG,
         attestation_keys=keys if keys is not None else attested(),

@@ -28,6 +28,7 @@ from tests.csr_fields import (
 from tests.fakes import FakeIdentityStore
 from tests.unit.csr_checking import (
     DEVICE,
+    ROLLOUT,
     SEQ,
     TAG,
     attested,
@@ -59,7 +60,7 @@ def test_an_honest_attested_csr_passes_and_claims_its_key() -> None:
     assert result.attested is True
     assert result.device_id == DEVICE
     assert result.spki_sha256 == spki_sha256(made.key.public_key())
-    assert store.keys == {result.spki_sha256: DEVICE}
+    assert store.keys == {result.spki_sha256: f"{ROLLOUT}/{DEVICE}"}
     pem_der = x509.load_pem_x509_csr(result.csr_pem.encode()).public_bytes(
         serialization.Encoding.DER
     )
@@ -246,19 +247,25 @@ def test_an_attestation_with_a_flipped_signature_byte_is_refused() -> None:
 # -- a key seen before -------------------------------------------------------------------------
 
 
-def test_a_reused_key_is_refused_the_second_time() -> None:
-    """A key claimed once (by any device, any rollout) never gets a second certificate."""
+def test_a_reused_key_is_refused_in_another_rollout_or_device() -> None:
+    """A key claimed once gets no certificate for another rollout or device; the same check
+    run again (a retried task) still passes."""
     store = FakeIdentityStore()
     first = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
-    assert isinstance(check(first.field, store=store), CheckedCsr)
-    again = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
-    result = check(again.field, store=store)
-    assert isinstance(result, RefusedCsr)
-    assert result.reason is CsrRefusal.KEY_REUSED
+    checked = check(first.field, store=store)
+    assert isinstance(checked, CheckedCsr)
+    retried = check(first.field, store=store)
+    assert retried == checked
+    later = check(
+        keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256).field, store=store, rollout_id="ro-2"
+    )
+    assert isinstance(later, RefusedCsr)
+    assert later.reason is CsrRefusal.KEY_REUSED
     other = keygen_field("dev-0002", seq=SEQ, tag=TAG, key=P256)
     result = check(other.field, store=store, keys=FixedAttestationKeys(), device_id="dev-0002")
     assert isinstance(result, RefusedCsr)
     assert result.reason is CsrRefusal.KEY_REUSED
+    assert store.keys == {checked.spki_sha256: f"{ROLLOUT}/{DEVICE}"}
 
 
 def test_a_refused_csr_does_not_use_up_its_key() -> None:
@@ -281,6 +288,7 @@ def test_the_key_of_the_identity_in_use_is_reused() -> None:
     result = check_csr(
         made.field,
         device_id=DEVICE,
+        rollout_id=ROLLOUT,
         keygen_seq=SEQ,
         keygen_tag=TAG,
         attestation_keys=attested(),
@@ -294,6 +302,7 @@ def test_the_key_of_the_identity_in_use_is_reused() -> None:
     passed = check_csr(
         fresh.field,
         device_id=DEVICE,
+        rollout_id=ROLLOUT,
         keygen_seq=SEQ,
         keygen_tag=TAG,
         attestation_keys=attested(),

@@ -14,7 +14,10 @@ it. certfleet gives it a certificate only if every check passes, in this order:
 6. the public key is not the key of the device's current certificate (the identity in
    use, which certfleet may never have claimed: a factory-provisioned one), and was
    never seen before (`IdentityStore.claim_key`), checked last so that a CSR refused
-   for another reason does not use up its key.
+   for another reason does not use up its key. The claim names the device and the
+   rollout, so the same check run again (a retried task) passes, while the same key
+   in another rollout (an old identity's key sent again) or from another device is
+   refused.
 
 A refusal is a `RefusedCsr`: the `CsrRefusal` the rollout counts and a detail for the
 log. Nothing in a CSR is secret, and no detail quotes more than its public parts.
@@ -156,6 +159,7 @@ def _checked(
     csr_field: str,
     *,
     device_id: str,
+    rollout_id: str,
     keygen_seq: int,
     keygen_tag: int,
     attestation_keys: AttestationKeys,
@@ -186,7 +190,7 @@ def _checked(
         current_certificate_pem, digest
     ):
         raise _Refused(CsrRefusal.KEY_REUSED, "the key is the one of the identity in use")
-    if not identity_store.claim_key(digest, device_id):
+    if not identity_store.claim_key(digest, device_id, rollout_id):
         raise _Refused(CsrRefusal.KEY_REUSED, f"the public key {digest[:16]}… was seen before")
     return CheckedCsr(
         device_id=device_id,
@@ -200,6 +204,7 @@ def check_csr(
     csr_field: str,
     *,
     device_id: str,
+    rollout_id: str,
     keygen_seq: int,
     keygen_tag: int,
     attestation_keys: AttestationKeys,
@@ -218,6 +223,7 @@ def check_csr(
         return _checked(
             csr_field,
             device_id=device_id,
+            rollout_id=rollout_id,
             keygen_seq=keygen_seq,
             keygen_tag=keygen_tag,
             attestation_keys=attestation_keys,
