@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from orchestrator.domain.identity import CsrRefusal
 from orchestrator.protocol.limits import CSR_DER_MAX_BYTES, CSR_FIELD_MAX_BYTES
 from orchestrator.services.identity import RefusedCsr
-from tests.csr_fields import b64url, csr_der, keygen_field
+from tests.csr_fields import b64url, common_name, csr_der, keygen_field
 from tests.fakes import FakeIdentityStore
 from tests.properties import examples
 from tests.unit.csr_checking import DEVICE, SEQ, TAG, check, refusal, with_der
@@ -121,3 +121,9 @@ def test_no_mutated_field_passes(field: str) -> None:
     result = check(field, store=store)
     assert isinstance(result, RefusedCsr), f"a mutated field passed: {field!r}"
     assert store.keys == {}
+
+
+def test_a_csr_with_trailing_bytes_is_malformed() -> None:
+    """Bytes after the CSR's DER are not a PKCS#10 CSR (one encoding, nothing smuggled)."""
+    der = csr_der(P256, common_name(DEVICE))
+    assert refusal(with_der(der + b"\x00")) is CsrRefusal.MALFORMED
