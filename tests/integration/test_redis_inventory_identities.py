@@ -225,3 +225,43 @@ def test_fleet_status_shows_identities_by_tag(
     assert table.returncode == 0, table.stderr
     assert "Device identities" in table.stdout
     assert "CN=c" in table.stdout
+
+
+def _identity_keys(container: Container) -> dict[str, object]:
+    """The identity index and every device's `_identity`, as stored."""
+    client = container.redis
+    found: dict[str, object] = {
+        key: client.zrange(key, 0, -1, withscores=True)
+        for key in sorted(client.scan_iter("certfleet:inv:idexp:*"))
+    }
+    for key in sorted(client.scan_iter("certfleet:inv:dev:*")):
+        found[key] = client.hget(key, "_identity")
+    return found
+
+
+def test_a_batch_moves_identities_as_its_states_one_by_one(container: Container) -> None:
+    """Rotations, a stale state and a dropped certificate in one batch: as one call each."""
+    minute = timedelta(minutes=1)
+    history = [
+        _state("a", _cert(44, 5, "a"), _key(44)),
+        _state("b", _cert(45, 50, "b"), _key(45), identity=45),
+        _state("a", _cert(44, 5, "a"), _key(44), _cert(45, 365, "a"), _key(45), at=NOW + minute),
+        _state("a", _cert(45, 365, "a"), _key(45), identity=45, at=NOW + 2 * minute),
+        _state("a", _cert(44, 5, "a"), _key(44), at=NOW + minute),  # stale
+        _state("b", identity=None, at=NOW + minute),  # b's key store emptied
+    ]
+    inv = container.inventory
+    one_by_one = [inv.record_states([s], received_at=NOW) for s in history]
+    expected = _identity_keys(container)
+    container.redis.flushdb()
+
+    applied = inv.record_states(history, received_at=NOW)
+
+    assert one_by_one == [1, 1, 1, 1, 0, 1]
+    assert applied == 5
+    assert _identity_keys(container) == expected
+    assert expected == {
+        "certfleet:inv:idexp:45": [("a", (NOW + 365 * DAY).timestamp())],
+        "certfleet:inv:dev:a": "45",
+        "certfleet:inv:dev:b": None,
+    }
