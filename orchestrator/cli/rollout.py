@@ -14,9 +14,11 @@ from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
 from orchestrator.cli.report import report
 from orchestrator.cli.rollout_view import rollouts_table, status_table, watch_status
 from orchestrator.clock import utcnow
+from orchestrator.config import Settings
 from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.rollout import (
+    IDENTITY_KIND,
     RolloutSpec,
     parse_duration,
     parse_percent,
@@ -43,13 +45,26 @@ SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="Spec file (YAML or JSON).", dir_okay=False)
 ]
 Kind = Annotated[
-    str | None, typer.Option("--kind", help="trust.add, trust.replace or trust.retire.")
+    str | None,
+    typer.Option("--kind", help="trust.add, trust.replace, trust.retire or identity.rotate."),
 ]
 Ca = Annotated[list[Path] | None, typer.Option("--ca", help="New CA PEM (repeat for several).")]
 Tag = Annotated[
-    int | None, typer.Option("--tag", help="The live sec_tag (retire: the one to retire).")
+    int | None,
+    typer.Option(
+        "--tag",
+        help="The live sec_tag (retire: the one to retire; identity.rotate: the identity "
+        "tag in use, default the first of CERTFLEET_IDENTITY_TAGS).",
+    ),
 ]
-Spare = Annotated[int | None, typer.Option("--spare-tag", help="Where the new CA is staged.")]
+Spare = Annotated[
+    int | None,
+    typer.Option(
+        "--spare-tag",
+        help="Where the new CA is staged (identity.rotate: where the new key is made, "
+        "default the other of CERTFLEET_IDENTITY_TAGS).",
+    ),
+]
 Probe = Annotated[
     str | None, typer.Option("--probe", help="HOST:PORT the devices' TLS check connects to.")
 ]
@@ -101,10 +116,27 @@ def _load_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _identity_tags(data: dict[str, Any]) -> None:
+    """Fill an identity rotation's missing tags from `CERTFLEET_IDENTITY_TAGS` (A,B): the
+    tag given is the one in use and the spare is the other; neither given: A to B."""
+    try:
+        first, second = Settings().identity_tag_pair
+    except (ValueError, CertfleetError) as exc:
+        raise fail(f"CERTFLEET_IDENTITY_TAGS: {exc}") from None
+    if "tag" in data:
+        data["spare_tag"] = second if int(data["tag"]) == first else first
+    elif "spare_tag" in data:
+        data["tag"] = second if int(data["spare_tag"]) == first else first
+    else:
+        data["tag"], data["spare_tag"] = first, second
+
+
 def _spec(spec_file: Path | None, **flags: Any) -> RolloutSpec:
     """The spec file's settings, overridden by the flags given."""
     data = _load_file(spec_file) if spec_file is not None else {}
     data.update({k: v for k, v in flags.items() if v is not None and v != []})
+    if data.get("kind") == IDENTITY_KIND and ("tag" not in data or "spare_tag" not in data):
+        _identity_tags(data)
     try:
         ca_pems = read_pem_files(Path(p) for p in data.get("ca", []))
         probe = data.get("probe")

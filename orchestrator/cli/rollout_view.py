@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from orchestrator.cli.common import err
+from orchestrator.domain.rollout import IDENTITY_KIND
 from orchestrator.domain.rollout_states import (
     FAILURES,
     DeviceRolloutState,
@@ -34,46 +35,71 @@ DONE: Final = (
     D.UNDO_REFUSED,
 )
 """Device states a wave's progress bar counts as done, in the status table's column order."""
+IDENTITY_DONE: Final = (
+    D.RETIRED,
+    D.CSR_REFUSED,
+    D.REJECTED,
+    D.HEALTH_FAILED,
+    D.TIMED_OUT,
+    D.FALLBACK,
+    D.ROLLED_BACK,
+    D.UNDO_REFUSED,
+)
+"""identity.rotate: a device is done once it retired its old identity (or failed)."""
+IDENTITY_UNDER_WAY: Final = (D.CSR, D.ISSUED, D.COMMITTED)
+"""identity.rotate: the states shown beside the done ones: issuing, staged, waiting to retire."""
 FAILED: Final = (*sorted(FAILURES), D.TIMED_OUT)
 """What the tables count as failed: the failures and the timeouts."""
 
 
 def rollouts_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """One line per rollout status document: devices, committed, failed."""
+    """One line per rollout status document: devices, committed (or retired), failed."""
     table = Table("id", "kind", "state", "created", "devices", "committed", "failed")
     for r in rows:
         totals = r["totals"]
-        failed = sum(totals[s] for s in FAILED)
+        failed = sum(totals.get(s, 0) for s in FAILED)
         table.add_row(
             r["id"],
             r["kind"],
             r["state"],
             r["created_at"][:19],
             str(sum(totals.values())),
-            str(totals[D.COMMITTED]),
+            str(totals[D.COMMITTED] + totals.get(D.RETIRED, 0)),
             str(failed),
         )
     return table
 
 
+def _columns(status: dict[str, Any]) -> tuple[tuple[DeviceRolloutState, ...], tuple[D, ...]]:
+    """(states shown under way, states counted done) for the rollout's kind."""
+    if status["kind"] == IDENTITY_KIND:
+        return IDENTITY_UNDER_WAY, IDENTITY_DONE
+    return (), DONE
+
+
 def status_table(status: dict[str, Any]) -> Table:
-    """A rollout's waves: size, state, the done states' counts, and what is in flight."""
+    """A rollout's waves: size, state, the done states' counts, and what is in flight.
+
+    identity.rotate shows `csr`, `issued` and `committed` (waiting for the retire) too,
+    and counts `retired` and `csr_refused` among the done states.
+    """
+    shown, done = _columns(status)
     table = Table(
         "wave",
         "size",
         "state",
-        *(s.value for s in DONE),
+        *(s.value for s in (*shown, *done)),
         "in flight",
         title=f"{status['id']} · {status['kind']} · {status['state']}",
     )
     for wave in status["waves"]:
         counts = wave["counts"]
-        in_flight = wave["size"] - counts[D.PENDING] - sum(counts[s] for s in DONE)
+        in_flight = wave["size"] - counts[D.PENDING] - sum(counts[s] for s in done)
         table.add_row(
             str(wave["index"]),
             str(wave["size"]),
             wave["state"],
-            *(str(counts[s]) for s in DONE),
+            *(str(counts[s]) for s in (*shown, *done)),
             str(in_flight),
         )
     return table
@@ -94,9 +120,10 @@ def watch_status(deps: RolloutDeps, rollout_id: str, interval: float) -> dict[st
     ]
     with Live(progress, console=err, refresh_per_second=4):
         while True:
+            _, done_states = _columns(current)
             for bar, wave in zip(bars, current["waves"], strict=True):
                 counts = wave["counts"]
-                done = sum(counts[s] for s in DONE)
+                done = sum(counts[s] for s in done_states)
                 failed = sum(counts[s] for s in FAILED)
                 progress.update(bar, completed=done, info=f"{wave['state']} · {failed} failed")
             if current["state"] in ENDED:
