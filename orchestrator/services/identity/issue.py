@@ -52,6 +52,7 @@ from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.bundles import BundleBody, identity_stage_body, issue_bundle
 from orchestrator.services.identity.csr import CheckedCsr, RefusedCsr, check_csr
 from orchestrator.services.rollout.deps import PushDeps, count, load
+from orchestrator.services.rollout.reports import split_kept_csr
 
 __all__ = ["CSR_REFUSED_METRIC", "IdentityDeps", "issue_identities", "old_certificates"]
 
@@ -87,7 +88,8 @@ class _Keygen:
 
 
 def _keygens(deps: IdentityDeps, rollout_id: str, devices: Sequence[str]) -> dict[str, _Keygen]:
-    """The keygen bundle stored for each device (its latest, the one it answered)."""
+    """The keygen bundle stored for each device (its latest; the seq answered is kept with
+    the CSR, this one's tag is every keygen's of the rollout)."""
     found = {}
     for device, data in deps.push.store.bundles(rollout_id, devices, PushStep.STAGE).items():
         bundle = decode_payload(Sign1Message.decode(data).payload)
@@ -231,17 +233,23 @@ class _Run:
 
 
 def _check(
-    deps: IdentityDeps, device_id: str, csr_field: str | None, keygen: _Keygen | None
+    run: _Run, device_id: str, kept: str | None, keygen: _Keygen | None
 ) -> CheckedCsr | RefusedCsr:
-    if csr_field is None or keygen is None:
+    """Check the kept CSR against the keygen it answered (its seq kept with it); a CSR for
+    the key of the certificate the device presents now is a reused key."""
+    deps = run.deps
+    if kept is None or keygen is None:
         return RefusedCsr(reason=CsrRefusal.MALFORMED, detail="no CSR or keygen kept for it")
+    seq, csr_field = split_kept_csr(kept)
     return check_csr(
         csr_field,
         device_id=device_id,
-        keygen_seq=keygen.seq,
+        keygen_seq=seq if seq is not None else keygen.seq,
         keygen_tag=keygen.tag,
         attestation_keys=deps.attestation,
         identity_store=deps.identity,
+        rollout_id=run.rollout.id,
+        current_certificate_pem=run.old.get(device_id),
     )
 
 
@@ -322,7 +330,7 @@ def _issue(
     outgoing: list[tuple[str, bytes]] = list(store.bundles(rid, again, PushStep.STAGE).items())
     try:
         for device in waiting:
-            checked = _check(deps, device, csrs.get(device), keygens.get(device))
+            checked = _check(run, device, csrs.get(device), keygens.get(device))
             if isinstance(checked, RefusedCsr):
                 run.refused[device] = (checked.reason, checked.detail)
             else:
