@@ -298,13 +298,16 @@ def _host(length: int) -> str:
 
 
 def _creds(s: Script, count: int) -> list[dict[str, object]]:
-    """`count` credentials of distinct types: the good CA, then the other item kinds."""
+    """`count` credentials of distinct types: the good CA, then the other item kinds.
+
+    No client certificate (type 1): it travels alone, in an identity stage, so next to
+    another item it is `bad_payload` whatever the count.
+    """
     contents = {
         0: s.inputs.ca_good,
-        1: s.inputs.ca_good,
         2: "-----BEGIN PRIVATE KEY-----\nconformance\n-----END PRIVATE KEY-----\n",
         3: "00112233445566778899aabbccddeeff",
         4: "conformance",
         5: "-----BEGIN PUBLIC KEY-----\nconformance\n-----END PUBLIC KEY-----\n",
     }
-    return [{"type": t, "pem": contents[t]} for t in range(count)]
+    return [{"type": t, "pem": pem} for t, pem in list(contents.items())[:count]]
