@@ -31,12 +31,14 @@ from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.adapters.tls_probe import SocketTlsProbe
 from orchestrator.config import Settings
+from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.logs import configure_logging
 from orchestrator.ports.identity import AttestationKeys, CrlPublisher, CrlSigner, Issuer
 from orchestrator.protocol.topics import Topics
 from orchestrator.services.identity.crl import CrlDeps
 from orchestrator.services.identity.issue import IdentityDeps
+from orchestrator.services.identity.plan import IdentityPlanDeps
 from orchestrator.services.renewals import RenewalDeps, RenewalPolicy
 from orchestrator.services.rollout import PushDeps, RolloutDeps
 
@@ -221,6 +223,21 @@ class Container:
                 rollout_min_sample=settings.rollout_min_sample,
                 rollout_device_timeout_seconds=settings.rollout_device_timeout_seconds,
             ),
+        )
+
+    def identity_plan_deps(self) -> IdentityPlanDeps:
+        """What beat's identity rotation planning works with: the renewal policy's waves and
+        gate, the identity tags, the renew days, and the broker's mutual-TLS listener to probe
+        (`CERTFLEET_IDENTITY_PROBE`; unset: nothing is planned)."""
+        settings = self.settings
+        probe_text: str | None = getattr(settings, "identity_probe", None)
+        probe = parse_endpoint(probe_text, what="CERTFLEET_IDENTITY_PROBE") if probe_text else None
+        return IdentityPlanDeps(
+            rollouts=self.rollout_deps(),
+            policy=self.renewal_deps().policy,
+            identity_tags=settings.identity_tag_pair,
+            renew_days=settings.identity_renew_days,
+            probe=probe,
         )
 
     @property

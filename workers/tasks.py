@@ -14,6 +14,7 @@ from orchestrator.adapters.celery_queue import (
     TASK_DISPATCH_WAVE,
     TASK_EVALUATE_ROLLOUT,
     TASK_ISSUE_IDENTITIES,
+    TASK_PLAN_IDENTITY_ROTATIONS,
     TASK_PUSH_BATCH,
     TASK_REFRESH_CRL,
     TASK_REVOKE_IDENTITIES,
@@ -30,6 +31,7 @@ from orchestrator.domain.rollout_states import PushStep
 from orchestrator.services import renewals, rollout, scan
 from orchestrator.services.identity.crl import refresh_crl as refresh_crl_now
 from orchestrator.services.identity.issue import issue_identities as issue_identities_now
+from orchestrator.services.identity.plan import plan_identity_rotations as plan_rotations_now
 from orchestrator.services.identity.revoke import revoke_identities as revoke_identities_now
 from workers.app import app, container
 
@@ -39,6 +41,7 @@ __all__ = [
     "dispatch_wave",
     "evaluate_rollout",
     "issue_identities",
+    "plan_identity_rotations",
     "push_batch",
     "refresh_crl",
     "revoke_identities",
@@ -174,3 +177,10 @@ def refresh_crl() -> int:
     if c.crl_publisher is None:
         return -1
     return refresh_crl_now(c.crl_deps(), now=utcnow())
+
+
+@app.task(base=CertfleetTask, name=TASK_PLAN_IDENTITY_ROTATIONS)
+def plan_identity_rotations() -> dict[str, Any]:
+    """Beat: an identity.rotate rollout per identity tag for its devices whose certificate
+    expires within CERTFLEET_IDENTITY_RENEW_DAYS; returns what was planned and skipped."""
+    return plan_rotations_now(container().identity_plan_deps(), now=utcnow()).as_json()

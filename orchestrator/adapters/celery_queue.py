@@ -66,6 +66,7 @@ QUEUE_OF: Final[Mapping[str, str]] = MappingProxyType(
         TASK_ISSUE_IDENTITIES: "push",
         TASK_REVOKE_IDENTITIES: "control",
         TASK_REFRESH_CRL: "control",
+        TASK_PLAN_IDENTITY_ROTATIONS: "control",
     }
 )
 """Each task's queue, named here only: the workers' routes, the clients' sends and the
@@ -170,6 +171,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "options": {
                     "queue": QUEUE_OF[TASK_REFRESH_CRL],
                     "expires": settings.crl_next_update_seconds / 2,
+                },
+            },
+            # Identity rotations are planned on the scan's clock: a scan classifies the
+            # client certificates the planner reads.
+            "plan-identity-rotations": {
+                "task": TASK_PLAN_IDENTITY_ROTATIONS,
+                "schedule": interval,
+                "options": {
+                    "queue": QUEUE_OF[TASK_PLAN_IDENTITY_ROTATIONS],
+                    "expires": interval,
                 },
             },
             "tick-rollouts": {
