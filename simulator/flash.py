@@ -158,7 +158,8 @@ class Pending:
 
     previous: tuple[int, ...]
     bundle: Bundle
-    previous_identity: int | None = None
+    previous_identity: int | None
+    """The identity tag before the change (the same as now, unless it changes the identity)."""
     then_wipe: tuple[int, ...] = ()
     otherwise_wipe: tuple[int, ...] = ()
 

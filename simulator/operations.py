@@ -147,7 +147,12 @@ def _commit(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) 
     if tls:
         # The report waits for the reconnect, which publishes the state before it.
         wipe = (undo.tag,) if undo.tag not in previous else ()
-        changes["pending"] = Pending(previous=previous, bundle=bundle, otherwise_wipe=wipe)
+        changes["pending"] = Pending(
+            previous=previous,
+            bundle=bundle,
+            otherwise_wipe=wipe,
+            previous_identity=record.identity,
+        )
         return Decision("commit, to be proven", Intent(), changes)
     done = report(bundle, Phase.COMMITTED, active=after)
     return Decision("commit", Intent(reports=(done,)), changes)

@@ -9,6 +9,13 @@ device's trust must work (docs/protocol.md §5, invariants): the active list is 
 empty, names at most 7 distinct tags, each holding a CA chain item, and validates the
 broker. Each rollback is checked against the undo record rules, and a rejection after
 `received` may only be `modem_error` (or `replay`, a duplicate delivery).
+
+`IdentityFirmwareMachine` runs the same device with an identity (a client certificate
+and key in sec_tag 44, a broker that requires one of the device CA) and adds
+identity.rotate's bundles: keygen, the certificate's stage (from the device CA, a CA the
+broker does not know, or for another key), the commit, the retire of the old identity,
+the broker revoking a staged certificate. After every step the device must also keep a
+working identity: its identity tag holds a certificate and key the broker takes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from datetime import datetime, timedelta
 
 import cbor2
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -32,12 +40,20 @@ from orchestrator.protocol.bundle import Bundle, Credential, Probe, Reason, Sign
 from orchestrator.protocol.bundle import encode_payload as encode
 from orchestrator.protocol.cose import key_id
 from orchestrator.protocol.report import Phase, ReportMessage
-from orchestrator.services.bundles import BundleBody
+from orchestrator.services.bundles import BundleBody, identity_stage_body
 from orchestrator.services.rollout.push import bundle_body
 from simulator.flash import PowerCut
 from tests.fake_rollouts import trust_add_spec
 from tests.properties import examples
-from tests.unit.firmware_world import CAS, KEYS, World, broker_accepts, run
+from tests.unit.firmware_world import (
+    CAS,
+    DEVICE_CA,
+    KEYS,
+    World,
+    broker_accepts,
+    certificate_for,
+    run,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -75,12 +91,18 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.world = World()
+        self.world = self.make_world()
         self.firmware = self.world.firmware
         self.specs: dict[str, RolloutSpec] = {}
         self.undo_by: dict[int, int | None] = {}
         self.undo: Undo | None = None
         self.received: list[bytes] = []
+        self.csrs: dict[str, tuple[str, int]] = {}
+        """rid -> the last CSR field a keygen of it reported, and its tag."""
+
+    def make_world(self) -> World:
+        """The device and its surroundings."""
+        return World()
 
     @property
     def clock(self) -> datetime:
@@ -104,6 +126,7 @@ class FirmwareMachine(RuleBasedStateMachine):
             signer=body.signer,
             retire_kid=body.retire_kid,
             undo_by=undo_by,
+            subject=body.subject,
         )
         self.undo_by[bundle.seq] = undo_by
         return bundle
@@ -146,7 +169,11 @@ class FirmwareMachine(RuleBasedStateMachine):
         """Follow the undo record the contract says the device holds now."""
         for report in reports:
             phase, op = report.phase, report.op
-            if phase is Phase.RECEIVED and op == "stage":
+            if phase is Phase.CSR and report.csr is not None:
+                undo = self.firmware.record.undo
+                if undo is not None and undo.kind == "keygen":
+                    self.csrs[report.rollout_id] = (report.csr, undo.tag)
+            if phase is Phase.RECEIVED and op in ("stage", "keygen"):
                 self.undo = Undo(report.rollout_id, "stage")
             elif phase is Phase.RECEIVED and op == "retire":
                 self.undo = None
@@ -191,7 +218,9 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     def start_rollout(self, spec: RolloutSpec, rid: str, outcome: str, cut: int | None) -> None:
         try:
-            body = bundle_body(spec, PushStep.STAGE, self.firmware.active_tags, self.clock)
+            body = bundle_body(
+                spec, PushStep.STAGE, self.firmware.active_tags, self.clock, device_id="dev-1"
+            )
         except CertfleetError:
             return  # certfleet would not send it (no tag left, or more than 7)
         self.specs[rid] = spec
@@ -375,10 +404,145 @@ class FirmwareMachine(RuleBasedStateMachine):
         assert not firmware.needs_reconnect
 
 
-FirmwareMachine.TestCase.settings = settings(
+IDENTITY_TAGS = (44, 45)
+IDENTITY_OUTCOMES = st.sampled_from(["truth", "ok", "ok", "identity_refused", "timeout"])
+
+
+class IdentityFirmwareMachine(FirmwareMachine):
+    """The device with an identity in sec_tag 44 and a broker that requires one."""
+
+    def make_world(self) -> World:
+        """The device holds a device CA certificate and key in 44; the broker checks them."""
+        return World(identity=True)
+
+    @rule(rid=RIDS, cut=CUTS)
+    def identity_rotation_starts(self, rid: str, cut: int | None) -> None:
+        """certfleet's identity.rotate: keygen into the spare identity tag."""
+        identity = self.firmware.identity_tag
+        assert identity is not None
+        spare = next(t for t in IDENTITY_TAGS if t != identity)
+        spec = trust_add_spec(
+            kind="identity.rotate",
+            ca_pems=(),
+            tag=identity,
+            spare_tag=spare,
+            device_timeout_seconds=DEVICE_TIMEOUT,
+        )
+        self.start_rollout(spec, rid, "truth", cut)
+
+    @rule(
+        rid=RIDS,
+        issuer=st.sampled_from(["device CA", "device CA", "unknown CA"]),
+        outcome=IDENTITY_OUTCOMES,
+        revoked=st.booleans(),
+        cuts=st.tuples(CUTS, CUTS, CUTS),
+    )
+    def identity_rotation_runs(
+        self,
+        rid: str,
+        issuer: str,
+        outcome: str,
+        revoked: bool,
+        cuts: tuple[int | None, int | None, int | None],
+    ) -> None:
+        """keygen, the certificate's stage and the commit in a row, each maybe cut short."""
+        self.csrs.pop(rid, None)
+        self.identity_rotation_starts(rid, cuts[0])
+        if rid not in self.csrs:
+            return
+        self.stage_certificate(rid, issuer, outcome, cuts[1])
+        if revoked:
+            self.broker_revokes_the_staged_certificate()
+        self.rollout_commits(rid, cuts[2])
+
+    @rule(tag=st.sampled_from((*TAGS, 45)), cut=CUTS)
+    def manual_keygen(self, tag: int, cut: int | None) -> None:
+        bundle = self.world.keygen(tag, "")
+        self.deliver(self.sign(bundle), bundle.seq, cut)
+
+    @precondition(lambda self: self.csrs)
+    @rule(
+        issuer=st.sampled_from(["device CA", "device CA", "unknown CA", "another key"]),
+        outcome=IDENTITY_OUTCOMES,
+        cut=CUTS,
+        data=st.data(),
+    )
+    def certificate_staged(
+        self, issuer: str, outcome: str, cut: int | None, data: st.DataObject
+    ) -> None:
+        """certfleet issues a certificate for a reported CSR and stages it."""
+        self.stage_certificate(
+            data.draw(st.sampled_from(sorted(self.csrs)), label="rid"), issuer, outcome, cut
+        )
+
+    def stage_certificate(self, rid: str, issuer: str, outcome: str, cut: int | None) -> None:
+        csr, tag = self.csrs[rid]
+        if issuer == "another key":
+            other = KEYS[5].public_key()
+            pem = certificate_for(other, "dev-1")
+        else:
+            pem = self.world.issue(csr, ca=DEVICE_CA if issuer == "device CA" else CAS["C"])
+        active = self.firmware.active_tags
+        body = identity_stage_body(
+            cert_pem=pem,
+            tag=tag,
+            probe_host="broker.example.net",
+            probe_port=8883,
+            probe_tags=active,
+            active=active,
+            commit_by=self.clock + timedelta(seconds=DEVICE_TIMEOUT),
+        )
+        self.world.identity_outcome = outcome
+        bundle = self.bundle(body, rid)
+        ours = self.deliver(self.sign(bundle), bundle.seq, cut)
+        if issuer == "another key" and ours:
+            assert (ours[0].phase, ours[0].reason) in {
+                (Phase.REJECTED, Reason.KEY_MISMATCH),
+                (Phase.REJECTED, Reason.NOTHING_STAGED),
+            }, ours
+
+    @precondition(lambda self: self.specs)
+    @rule(cut=CUTS, data=st.data())
+    def old_identity_retired(self, cut: int | None, data: st.DataObject) -> None:
+        """After the soak: the retire of the identity the rollout started from."""
+        rid = data.draw(st.sampled_from(sorted(self.specs)), label="rid")
+        spec = self.specs[rid]
+        if not spec.is_identity:
+            return
+        in_use = self.firmware.identity_tag
+        body = bundle_body(spec, PushStep.RETIRE, self.firmware.active_tags, self.clock)
+        bundle = self.bundle(body, rid)
+        ours = self.deliver(self.sign(bundle), bundle.seq, cut)
+        if spec.tag == in_use:
+            assert {(r.phase, r.reason) for r in ours} == {(Phase.REJECTED, Reason.TAG_IN_USE)}
+
+    @rule()
+    def broker_revokes_the_staged_certificate(self) -> None:
+        """The broker refuses a certificate staged but not in use (revoked, say)."""
+        undo = self.firmware.record.undo
+        modem = self.firmware.modem
+        if undo is None or not undo.identity or undo.kind == "commit":
+            return
+        if undo.tag == self.firmware.identity_tag or not modem.exists(
+            undo.tag, CredentialType.CLIENT_CERT
+        ):
+            return
+        pem = modem.read(undo.tag, CredentialType.CLIENT_CERT)
+        self.world.refused.add(x509.load_pem_x509_certificate(pem).serial_number)
+
+    @invariant()
+    def the_identity_works(self) -> None:
+        assert self.world.has_a_working_identity(), "the device lost a working identity"
+        assert self.firmware.identity_tag in IDENTITY_TAGS
+
+
+_SETTINGS = settings(
     max_examples=examples(200),  # derandomized in make test (tests/properties.py)
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+FirmwareMachine.TestCase.settings = _SETTINGS
+IdentityFirmwareMachine.TestCase.settings = _SETTINGS
 test_firmware_keeps_working_trust = FirmwareMachine.TestCase
+test_firmware_keeps_working_trust_and_identity = IdentityFirmwareMachine.TestCase
