@@ -218,9 +218,19 @@ def mosquitto_binary() -> str:
 
 
 def start_mtls_broker(
-    directory: Path, pki: MtlsPki, *, acl_file: Path = SHIPPED_ACL, persistent: bool = False
+    directory: Path,
+    pki: MtlsPki,
+    *,
+    acl_file: Path = SHIPPED_ACL,
+    persistent: bool = False,
+    wrapper: Path | None = None,
+    crl_check_seconds: int = 1,
 ) -> MtlsBroker:
-    """Start mosquitto with both listeners on free loopback ports."""
+    """Start mosquitto with both listeners on free loopback ports.
+
+    `wrapper`: run it through this script instead (deploy/mosquitto/run-with-crl-reload.sh),
+    which is given the config, the CRL file and how often to look at it.
+    """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     port, device_port = free_port(), free_port()
@@ -244,9 +254,19 @@ def start_mtls_broker(
         f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         + mtls_listener_config(pki, device_port, acl_file=acl_file)
     )
+    argv, env = [mosquitto_binary(), "-c", str(config)], dict(os.environ)
+    if wrapper is not None:
+        argv = ["sh", str(wrapper)]
+        env |= {
+            "MOSQUITTO_CONF": str(config),
+            "CRL_FILE": str(pki.crl_file),
+            "CRL_CHECK_SECONDS": str(crl_check_seconds),
+            "PATH": f"{Path(mosquitto_binary()).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
     with (directory / "mosquitto.out").open("ab") as log:
         process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(config)],
+            argv,
+            env=env,
             cwd=directory,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -25,7 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
@@ -54,6 +54,7 @@ REWRITTEN_KEYS = frozenset(
         "keyfile",
         "password_file",
         "acl_file",
+        "crlfile",
         "persistence_location",
     }
 )
@@ -101,6 +102,18 @@ def issue_device_cert(ca: IssuedCA, device_id: str) -> IssuedCert:
         .sign(ca.key, hashes.SHA256())
     )
     return IssuedCert(certificate=certificate, key=key)
+
+
+def empty_crl(ca: IssuedCA) -> bytes:
+    """A CRL of `ca` revoking nothing: the broker's `crlfile` before any revocation."""
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(NOW)
+        .next_update(NOT_AFTER)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -177,6 +190,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             "keyfile": _write(certs / "server-key.pem", server.key_pem),
             "password_file": passwd,
             "acl_file": DEPLOY / "acl",  # the shipped ACL itself
+            "crlfile": _write(certs / "devices.crl.pem", empty_crl(device_ca)),
             "persistence_location": Path(f"{data}/"),
         },
     )

@@ -35,6 +35,7 @@ from base64 import b64encode
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,13 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.adapters.crl_file import CrlFilePublisher
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.issuer_local import LocalCaIssuer
 from orchestrator.config import Settings
+from orchestrator.domain.identity import RevokedCertificate
 from simulator.services import LocalService, free_port, start_mosquitto
+from tests.mtls import device_identity, make_pki, start_mtls_broker, try_connect
 from tests.procs import BIN, REPO, Proc, start, wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,6 +67,10 @@ CLIENT_ID = "CERTFLEET_LISTENER_CLIENT_ID"
 CONTAINER_PORTS = {"api": 8080, "flower": 5555}
 READY_TIMEOUT = 45.0
 BROKER_LOG = "connections.log"
+MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
+CRL_RELOAD_SCRIPT = DEPLOY / "mosquitto" / "run-with-crl-reload.sh"
+# systemd units that run as root on the broker's side, not certfleet processes.
+BROKER_SIDE_UNITS = frozenset({"certfleet-crl-reload.service"})
 
 
 # -- what the files say ---------------------------------------------------------------------
@@ -219,6 +228,8 @@ def systemd_expand(value: str, unit: str, instance: str, env: Mapping[str, str])
 def systemd_roles(env_example: dict[str, str]) -> list[Role]:
     roles = []
     for path in sorted(SYSTEMD.glob("*.service")):
+        if path.name in BROKER_SIDE_UNITS:
+            continue
         unit = read_unit(path)["Service"]
         assert unit["EnvironmentFile"] == [ENV_FILE], path.name
         for key, value in {
@@ -369,6 +380,129 @@ def test_grafana_dashboard_queries_metrics_that_exist() -> None:
     } <= queried
 
 
+def conf_value(text: str, key: str) -> list[str]:
+    """Every value of `key` in a mosquitto.conf."""
+    return [
+        line.split(None, 1)[1]
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#") and line.split()[0] == key
+    ]
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """A compose service's bind mounts: container path -> host path (":ro" dropped)."""
+    return {parts[1]: parts[0] for parts in (str(v).split(":") for v in service.get("volumes", []))}
+
+
+def test_the_crl_certfleet_writes_is_the_one_the_broker_reads(
+    env_example: dict[str, str],
+) -> None:
+    """compose, systemd and Kubernetes put CERTFLEET_CRL_FILE where the broker's crlfile is.
+
+    compose mounts one host directory into the workers (read-write) and the broker
+    (read-only) and runs the broker under the script that reloads it; systemd watches
+    the file inside the workers' state directory and reloads mosquitto; the Kubernetes
+    workers mount the claim that the broker is told to mount. The device listener is
+    the one with the crlfile, and the issuer's CA is the broker's cafile there.
+    """
+    conf = MOSQUITTO_CONF.read_text()
+    (crlfile,) = conf_value(conf, "crlfile")
+    device_listener = conf.split("listener 8883", 1)[1].split("\nlistener ", 1)[0]
+    assert f"crlfile {crlfile}" in device_listener
+    assert "require_certificate true" in device_listener
+    assert "use_identity_as_username true" in device_listener
+
+    crl = Path(env_example["CERTFLEET_CRL_FILE"])
+    assert crl.name == Path(crlfile).name
+    assert "CERTFLEET_CRL_RELOAD_PID_FILE" not in env_example, "the broker's side reloads"
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    worker, broker = mounts(services["worker"]), mounts(services["mosquitto"])
+    assert worker[str(crl.parent)] == broker[str(Path(crlfile).parent)] == "./crl"
+    assert services["mosquitto"]["volumes"].count(f"./crl:{Path(crlfile).parent}:ro") == 1
+    script = f"/mosquitto/config/{CRL_RELOAD_SCRIPT.name}"
+    assert broker[script] == f"./mosquitto/{CRL_RELOAD_SCRIPT.name}"
+    assert services["mosquitto"]["command"] == ["sh", script]
+    secrets = {
+        f"/run/secrets/{name}": spec["file"]
+        for name, spec in yaml.safe_load(COMPOSE.read_text())["secrets"].items()
+    }
+    assert (
+        secrets[env_example["CERTFLEET_ISSUER_CA_CERT_FILE"]] == "./mosquitto/certs/device-ca.pem"
+    )
+    (cafile,) = conf_value(device_listener, "cafile")
+    assert cafile.endswith("/certs/device-ca.pem")
+    assert env_example["CERTFLEET_ISSUER_CA_KEY_FILE"] in secrets
+
+    path_unit = read_unit(SYSTEMD / "certfleet-crl-reload.path")
+    assert path_unit["Path"]["PathChanged"] == [str(crl)]
+    assert path_unit["Path"]["Unit"] == ["certfleet-crl-reload.service"]
+    reload_unit = read_unit(SYSTEMD / "certfleet-crl-reload.service")
+    assert reload_unit["Service"]["ExecStart"] == ["/bin/systemctl reload mosquitto.service"]
+    assert "certfleet-crl-reload.path" in " ".join(
+        read_unit(SYSTEMD / "certfleet.target")["Unit"]["Wants"]
+    )
+    (state,) = read_unit(SYSTEMD / "certfleet-worker@.service")["Service"]["StateDirectory"]
+    assert Path("/var/lib", state) == crl.parent
+
+    docs = k8s_documents()
+    (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
+    (worker_pod,) = [
+        d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "certfleet-worker"
+    ]
+    (container,) = worker_pod["containers"]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in worker_pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    k8s_crl = Path(config["CERTFLEET_CRL_FILE"])
+    (volume,) = [name for name, path in mounted.items() if Path(path) == k8s_crl.parent]
+    assert claims[volume] in {
+        d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"
+    }
+    (init,) = worker_pod["initContainers"]
+    copied = " ".join(init["command"])
+    for name in ("CERTFLEET_ISSUER_CA_CERT_FILE", "CERTFLEET_ISSUER_CA_KEY_FILE"):
+        assert config[name] in copied, f"the init container copies {name}"
+    assert (
+        f"install -m 0600 /secret/device-ca-key.pem {config['CERTFLEET_ISSUER_CA_KEY_FILE']}"
+        in copied
+    )
+
+
+def test_the_broker_script_reloads_the_crl_when_certfleet_replaces_it(tmp_path: Path) -> None:
+    """Under run-with-crl-reload.sh a revocation counts for new connections within seconds.
+
+    Mosquitto 2.0 alone would keep accepting the revoked certificate until a SIGHUP or
+    a restart (tests/integration/test_broker_mtls.py shows that); the script sends it.
+    """
+    pki = make_pki(tmp_path / "pki")
+    broker = start_mtls_broker(tmp_path / "broker", pki, wrapper=CRL_RELOAD_SCRIPT)
+    try:
+        device = device_identity(pki.device_ca, "dev-1")
+        assert try_connect(broker, device.pem, device.key_pem) == "accepted"
+        now = datetime.now(UTC)
+        revoked = RevokedCertificate(
+            serial=device.certificate.serial_number,
+            revoked_at=now,
+            not_after=device.certificate.not_valid_after_utc,
+            device_id="dev-1",
+        )
+        issuer = LocalCaIssuer(pki.device_ca_file, pki.device_ca_key_file)
+        reloads = broker.reloads()
+        CrlFilePublisher(pki.crl_file).publish(
+            issuer.sign_crl([revoked], now=now, next_update=now + timedelta(days=1))
+        )
+        broker.wait_reloaded(reloads)
+        assert try_connect(broker, device.pem, device.key_pem) == "certificate_revoked"
+    finally:
+        broker.stop()
+    assert broker.service.process.returncode is not None, "SIGTERM reaches mosquitto"
+
+
 def test_every_listener_has_a_stable_client_id_of_its_own(env_example: dict[str, str]) -> None:
     """compose, Kubernetes and systemd each give every listener a fixed, distinct client id.
 
@@ -449,7 +583,11 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
         assert services[name]["command"] == ["certfleet", "listener"], name
         assert services[name].get("deploy", {}).get("replicas", 1) == 1, name
     assert services["worker"]["deploy"]["replicas"] == 2
-    assert [s["source"] for s in services["worker"]["secrets"]] == ["signing_key"]
+    assert [s["source"] for s in services["worker"]["secrets"]] == [
+        "signing_key",
+        "device_ca_cert",
+        "device_ca_key",
+    ]
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
     assert services["redis"]["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
     published = {
