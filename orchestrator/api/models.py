@@ -15,6 +15,8 @@ __all__ = [
     "FailedDevice",
     "FleetStatusBody",
     "Health",
+    "IdentitiesBody",
+    "IdentityCountsBody",
     "PlanBody",
     "RolloutStatusBody",
     "RolloutSummary",
@@ -88,6 +90,25 @@ class ExpiringItemBody(BaseModel):
     subject: str | None
 
 
+class IdentityCountsBody(BaseModel):
+    """Per identity sec_tag: how many devices' client certificates fall in each class."""
+
+    ok: int
+    expiring: int
+    expired: int
+
+
+class IdentitiesBody(BaseModel):
+    """The client certificates (type 1) of the last scan, classified against
+    CERTFLEET_IDENTITY_RENEW_DAYS (`renew_days` None: no scan classified them yet)."""
+
+    renew_days: int | None
+    by_tag: dict[str, IdentityCountsBody]
+    expiring: list[ExpiringItemBody]
+    expiring_total: int
+    expiring_truncated: bool
+
+
 class FleetStatusBody(BaseModel):
     """The last scan's summary (`certfleet fleet status --json`)."""
 
@@ -100,6 +121,7 @@ class FleetStatusBody(BaseModel):
     expiring_truncated: bool
     unknown_digests: list[str]
     rejected_reports: dict[str, int]
+    identities: IdentitiesBody
 
 
 # -- rollouts -----------------------------------------------------------------------------------
@@ -151,7 +173,8 @@ class RolloutStatusBody(RolloutSummary):
     abort_reason: str | None = None
     unconfirmed_rollback: list[str] | None = None
     unconfirmed: list[str] | None = None
-    """Devices that never confirmed the new trust (a rollout `completed_with_timeouts`)."""
+    """Devices that never confirmed the new trust (a rollout `completed_with_timeouts`), or
+    for identity.rotate never confirmed the retire of their old identity."""
 
 
 class CommandResult(BaseModel):

@@ -569,6 +569,13 @@ def test_fleet_status_before_any_scan(client: TestClient) -> None:
         "expiring_truncated": False,
         "unknown_digests": [],
         "rejected_reports": {},
+        "identities": {
+            "renew_days": None,
+            "by_tag": {},
+            "expiring": [],
+            "expiring_total": 0,
+            "expiring_truncated": False,
+        },
     }
 
 
