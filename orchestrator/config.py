@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     identity_renew_days: int = Field(default=30, ge=0)
     """Beat plans an identity rotation for devices whose client certificate expires
     within this many days."""
+    identity_probe: str | None = None
+    """host:port of the broker's mutual-TLS device listener, the probe of the identity
+    rotations beat plans (unset: beat plans none)."""
     issuer: str = "local"
     """Who signs device certificates: `local` (a CA key file) or `cfssl` (CFSSL's API)."""
     issuer_ca_cert_file: Path | None = None
