@@ -29,7 +29,7 @@ from orchestrator.services.rollout import (
     tick_rollouts,
 )
 from tests.csr_fields import common_name, csr_der, keygen_field
-from tests.fake_rollouts import DEVICE_TIMEOUT
+from tests.fake_rollouts import DEVICE_TIMEOUT, trust_add_spec
 from tests.identity_rig import (
     CA_TAG,
     IDENTITY_TAG,
@@ -426,3 +426,40 @@ def test_completion_waits_for_retirements_until_their_deadline(ie: IdentityEngin
 def decode_op(data: bytes) -> str:
     """The op of a published bundle."""
     return decode_payload(Sign1Message.decode(data).payload).op
+
+
+def _with_active(ie: IdentityEngine, *tags: int) -> None:
+    ie.engine.inventory.record_states(
+        [
+            DeviceState(
+                device_id="dev-00",
+                reported_at=NOW + timedelta(seconds=len(tags)),
+                credentials=tuple(credential(t) for t in tags),
+                active_tags=tags,
+                identity_tag=IDENTITY_TAG,
+            )
+        ],
+        received_at=NOW + timedelta(seconds=len(tags)),
+    )
+
+
+def test_a_socket_over_seven_tags_is_refused_at_create(ie: IdentityEngine) -> None:
+    """A device presenting an identity keeps at most 6 active tags: a trust.add taking one
+    from 6 to 7 active is refused, and so is an identity rotation of one with 7 (its probe
+    would take 8); 6 active tags and the identity are fine."""
+    _with_active(ie, CA_TAG, 1, 2, 3, 4, 5)
+    with pytest.raises(RolloutError, match=r"1 devices present an identity .*dev-00"):
+        create_rollout(
+            ie.engine.deps,
+            trust_add_spec(tag=CA_TAG, spare_tag=43),
+            now=NOW,
+            actor="t",
+            start=False,
+        )
+    rid = create_rollout(ie.engine.deps, identity_spec(), now=NOW, actor="t", start=False)
+    command(ie.engine.deps, rid, "abort", now=NOW, actor="t")
+    evaluate_rollout(ie.engine.deps, rid, now=NOW + timedelta(seconds=DEVICE_TIMEOUT + 1))
+    assert ie.engine.rollout(rid).state is R.ROLLED_BACK
+    _with_active(ie, CA_TAG, 1, 2, 3, 4, 5, 6)
+    with pytest.raises(RolloutError, match="more than 7 sec_tags"):
+        create_rollout(ie.engine.deps, identity_spec(name="b"), now=NOW, actor="t", start=False)

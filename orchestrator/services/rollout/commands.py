@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.domain.rollout import RolloutSpec, plan_waves
+from orchestrator.domain.rollout import MAX_ACTIVE_TAGS, RolloutSpec, plan_waves
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
     FAILURES,
@@ -116,6 +116,30 @@ def plan_rollout(
     )
 
 
+def _over_socket_room(
+    inventory: InventoryStore, spec: RolloutSpec, active: dict[str, list[int]]
+) -> list[str]:
+    """Devices whose socket would take more than 7 sec_tags after the rollout.
+
+    A device presenting an identity gives its MQTT socket the active list and the identity
+    tag, and a modem socket takes at most 7: such a device keeps at most 6 active tags, and
+    an identity stage's probe takes its CA tags and the staged tag. A device would refuse
+    the stage (`unsafe_active`, or `bad_payload` for the probe) and count against the gate.
+    """
+    identity = inventory.identity_tags_of(sorted(active))
+    over = []
+    for device, tags in active.items():
+        if spec.is_identity:
+            needed = len(tags) + 1
+        elif identity.get(device) is not None:
+            needed = len(spec.active_after(tags)) + 1
+        else:
+            continue
+        if needed > MAX_ACTIVE_TAGS:
+            over.append(device)
+    return sorted(over)
+
+
 def create_rollout(
     deps: RolloutDeps,
     spec: RolloutSpec,
@@ -140,6 +164,13 @@ def create_rollout(
         raise RolloutError(
             f"no device matches: none of the selected devices has sec_tag {spec.tag} {where} "
             "(see `certfleet fleet status`)"
+        )
+    over = _over_socket_room(deps.inventory, spec, plan.active)
+    if over:
+        raise RolloutError(
+            f"{len(over)} devices present an identity and would need more than "
+            f"{MAX_ACTIVE_TAGS} sec_tags on their socket (e.g. {', '.join(over[:10])}): "
+            "a device with an identity keeps at most 6 active tags"
         )
     rollout_id = f"ro-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     conflicts = deps.store.claim(rollout_id, [spec.tag, spec.spare_tag], sorted(plan.active))
