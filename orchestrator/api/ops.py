@@ -44,6 +44,15 @@ DOCS = {
     "certfleet_rollback_verified_by_inventory_total": (
         "Devices that refused their rollback's undo and whose inventory showed the new CA gone."
     ),
+    "certfleet_csr_refused_total": (
+        "Device CSRs given no certificate in identity rotations, by reason (the device keeps "
+        "its identity)."
+    ),
+    "certfleet_identities_issued_total": "Certificates issued and staged to devices.",
+    "certfleet_certificates_revoked_total": (
+        "Device certificates certfleet revoked (old ones retired, new ones never used)."
+    ),
+    "certfleet_crl_entries": "Certificates the last CRL certfleet published lists.",
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 

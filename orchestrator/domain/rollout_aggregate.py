@@ -354,7 +354,11 @@ class Rollout:
                 "rollout",
                 old=R.RUNNING,
                 new=R.COMPLETED_WITH_TIMEOUTS,
-                cause=f"{len(unconfirmed)} devices did not confirm the new trust",
+                cause=(
+                    f"{len(unconfirmed)} devices did not retire their old identity"
+                    if self.spec.is_identity
+                    else f"{len(unconfirmed)} devices did not confirm the new trust"
+                ),
                 actor=actor,
                 now=now,
             )
