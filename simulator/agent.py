@@ -10,6 +10,10 @@ it. One whose handling failed (its `received` report could not be published, the
 connection dropped) or that was still waiting when the device went offline stays
 unacknowledged in the device's session, and the broker sends it again on the next
 connection, as a device that lost power with a bundle in hand would get it again.
+
+Over TLS, a device with an identity presents its identity tag's client certificate and
+key (mutual TLS); a commit of a new identity reconnects with it, and a broker that
+refuses it sends the device back to the old one (`Firmware.connect_failed`).
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from orchestrator.protocol.mqtt import DEVICE_SESSION_EXPIRY_SECONDS, acknowledg
 from orchestrator.protocol.report import ReportMessage
 from simulator.firmware import Firmware
 from simulator.modem import FunctionalMode, Modem
+from simulator.tls_identity import present
 
 __all__ = ["BrokerAddress", "DeviceAgent"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerAddress:
-    """Where the devices connect; with `tls`, the server chain is validated by the active tags."""
+    """Where the devices connect; with `tls`, the server chain is validated by the active tags
+    and a device with an identity presents it."""
 
     host: str
     port: int
@@ -98,6 +104,9 @@ class DeviceAgent:
         chains = [chain.decode() for chain in self.firmware.broker_ca_chains()]
         if chains:
             context.load_verify_locations(cadata="".join(chains))
+        identity = self.firmware.client_identity()
+        if identity is not None:
+            present(context, identity)
         return context
 
     def _client(self) -> aiomqtt.Client:

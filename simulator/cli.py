@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 
-__all__ = ["FAULTS", "simulate"]
+if TYPE_CHECKING:
+    from simulator.fleet import IdentityProvisioning
 
-FAULTS = frozenset({"probe-refused", "accept-replay"})
-"""Fault injection the simulator knows (`certfleet simulate --fault`): `probe-refused`, the
-devices' network refuses every probe; `accept-replay`, a deliberately broken firmware that
-skips the sequence check (what `certfleet conformance` must catch)."""
+from simulator.cli_options import FAULTS, identity_not_after, parse_faults, write_attestation_keys
+
+__all__ = ["FAULTS", "simulate"]
 
 err = Console(stderr=True)
 
@@ -69,6 +69,26 @@ def _trusted_signers(
     return {key_id(public): public}
 
 
+def _identity(
+    ca: Path | None, ca_key: Path | None, tag: int, days: float, *, scale: bool
+) -> IdentityProvisioning | None:
+    """How the devices get their first identity, if `--identity-ca` asks for one."""
+    from simulator.fleet import IdentityProvisioning, ca_issuer  # noqa: PLC0415
+    from simulator.pki import load_ca  # noqa: PLC0415
+
+    if ca is None and ca_key is None:
+        return None
+    if ca is None or ca_key is None:
+        raise _fail("--identity-ca and --identity-ca-key go together")
+    if scale:
+        raise _fail("identities need a connection of each device's own; drop --scale")
+    try:
+        issuer = load_ca(ca, ca_key)
+    except (ValueError, TypeError, OSError) as exc:
+        raise _fail(f"cannot use {ca} to issue identities: {exc}") from None
+    return IdentityProvisioning(ca_issuer(issuer, not_after=identity_not_after(days)), tag=tag)
+
+
 def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     devices: Annotated[int, typer.Option("--devices", min=1, help="How many devices.")],
     ca: Annotated[Path, typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM.")],
@@ -96,8 +116,49 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         list[str] | None,
         typer.Option(
             "--fault",
-            help="Fault injection: probe-refused (the devices' network refuses every probe); "
-            "accept-replay (a broken firmware that accepts replayed bundles).",
+            help="Fault injection, NAME for every device or NAME@N,M for devices N and M: "
+            "probe-refused (the devices' network refuses every probe); accept-replay (a "
+            "broken firmware that accepts replayed bundles); csr-wrong-subject, "
+            "csr-reused-key, csr-bad-signature, attestation-forged (a keygen whose CSR "
+            "certfleet must refuse).",
+        ),
+    ] = None,
+    identity_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-ca",
+            exists=True,
+            dir_okay=False,
+            help="Give each device a client certificate of this CA (PEM) and its key in "
+            "--identity-tag, presented to a TLS broker; needs --identity-ca-key.",
+        ),
+    ] = None,
+    identity_ca_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-ca-key", exists=True, dir_okay=False, help="The --identity-ca's key."
+        ),
+    ] = None,
+    identity_tag: Annotated[
+        int, typer.Option("--identity-tag", help="sec_tag of the devices' first identity.")
+    ] = 44,
+    identity_days: Annotated[
+        float,
+        typer.Option("--identity-days", min=0, help="Days until the first identities expire."),
+    ] = 10.0,
+    fleet_seed: Annotated[
+        str,
+        typer.Option(
+            "--fleet-seed", help="Seed of the modems' attestation keys (with each device id)."
+        ),
+    ] = "certfleet",
+    attestation_keys_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--attestation-keys-out",
+            dir_okay=False,
+            help="Write the devices' public attestation keys as JSON {device id: PEM} "
+            "(CERTFLEET_ATTESTATION_KEYS_FILE); with --duration 0, write it and exit.",
         ),
     ] = None,
     broker_port: Annotated[
@@ -132,11 +193,17 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 
-    unknown = set(fault or ()) - FAULTS
-    if unknown:
-        raise _fail(
-            f"unknown --fault {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
-        )
+    try:
+        plan = parse_faults(fault or (), devices)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    identity = _identity(identity_ca, identity_ca_key, identity_tag, identity_days, scale=scale)
+    if attestation_keys_out is not None:
+        ids = [device_id(id_prefix, n) for n in range(devices)]
+        write_attestation_keys(attestation_keys_out, ids, fleet_seed)
+        err.print(f"attestation keys of {devices} devices -> {attestation_keys_out}")
+        if duration == 0:
+            return
     if not scale and (connections != 4 or processes != 1):
         raise _fail("--connections and --processes belong to scale mode; add --scale")
     if scale and tls:
@@ -165,7 +232,7 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             topics.state(device_id(id_prefix, n))
     except ValueError as exc:
         raise _fail(f"--id-prefix {id_prefix!r} makes no valid device id: {exc}") from None
-    faults = frozenset(fault or ())
+    faults = plan.everywhere
     err.print(
         f"{devices} devices ({id_prefix}00000..) with {ca.name} in sec_tag {tag} "
         f"-> {'mqtts' if tls else 'mqtt'}://{settings.mqtt_host}:{broker.port}"
@@ -207,5 +274,8 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         topics=topics,
         signers=signers,
         faults=faults,
+        identity=identity,
+        fleet_seed=fleet_seed,
+        device_faults=plan.by_device,
     )
     asyncio.run(run_fleet(agents, duration=duration))

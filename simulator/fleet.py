@@ -1,27 +1,112 @@
-"""A simulated fleet: provisioned devices, and the per-device mode (one connection each)."""
+"""A simulated fleet: provisioned devices, and the per-device mode (one connection each).
+
+A device may leave the factory with an identity (`IdentityProvisioning`): a key made
+for it and a client certificate of that key, issued by a CA of the caller's choosing,
+in the identity tag. Each modem attests its keygens with the key derived from the
+fleet seed and its device id (`simulator.attestation.attestation_keys_json` gives
+certfleet the public halves).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import CredentialType, Topics
 from simulator.agent import BrokerAddress, DeviceAgent
+from simulator.attestation import DEFAULT_FLEET_SEED
 from simulator.firmware import Firmware
 from simulator.modem import FunctionalMode, Modem
+from simulator.pki import IssuedCA, issue_client_cert
 from simulator.probe import Prober, uncached_probe
 
-__all__ = ["build_firmwares", "build_fleet", "device_id", "provisioned_modem", "run_fleet"]
+__all__ = [
+    "DEFAULT_IDENTITY_TAG",
+    "IdentityProvisioning",
+    "IssueIdentity",
+    "build_firmwares",
+    "build_fleet",
+    "ca_issuer",
+    "device_id",
+    "provisioned_modem",
+    "run_fleet",
+]
+
+DEFAULT_IDENTITY_TAG = 44
+"""Identity tag A of CERTFLEET_IDENTITY_TAGS' default "44,45"."""
+
+IssueIdentity = Callable[[str, ec.EllipticCurvePublicKey], bytes]
+"""(device id, public key) -> the PEM client certificate the factory installs."""
 
 
-def provisioned_modem(ca_chain: bytes, sec_tag: int) -> Modem:
-    """A modem as the factory leaves it: `ca_chain` in `sec_tag`, offline."""
-    modem = Modem()
+def ca_issuer(
+    ca: IssuedCA, *, not_after: datetime, not_before: datetime | None = None
+) -> IssueIdentity:
+    """Client certificates for `CN=<device id>` signed by `ca`, valid until `not_after`."""
+    start = not_before or datetime.now(UTC) - timedelta(days=1)
+
+    def issue(device: str, public_key: ec.EllipticCurvePublicKey) -> bytes:
+        certificate = issue_client_cert(
+            ca, device, public_key, not_before=start, not_after=not_after
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    return issue
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProvisioning:
+    """Give each device an identity at the factory: a key and `issue`'s certificate in `tag`."""
+
+    issue: IssueIdentity
+    tag: int = DEFAULT_IDENTITY_TAG
+
+
+@dataclass(frozen=True, slots=True)
+class _Factory:
+    """How every device of a fleet leaves the factory."""
+
+    ca_chain: bytes
+    sec_tag: int
+    identity: IdentityProvisioning | None = None
+    fleet_seed: str = DEFAULT_FLEET_SEED
+    faults: frozenset[str] = frozenset()
+    device_faults: Mapping[int, frozenset[str]] = field(default_factory=dict)
+
+    def faults_of(self, n: int) -> frozenset[str]:
+        return self.faults | self.device_faults.get(n, frozenset())
+
+
+def provisioned_modem(
+    ca_chain: bytes,
+    sec_tag: int,
+    *,
+    device_id: str = "",
+    identity: IdentityProvisioning | None = None,
+    fleet_seed: str = DEFAULT_FLEET_SEED,
+    faults: frozenset[str] = frozenset(),
+) -> Modem:
+    """A modem as the factory leaves it: `ca_chain` in `sec_tag` (and an identity), offline."""
+    modem = Modem(device_id=device_id, fleet_seed=fleet_seed, faults=faults)
     modem.cfun(FunctionalMode.OFFLINE)
     modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
+    if identity is not None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        modem.write(
+            identity.tag, CredentialType.CLIENT_CERT, identity.issue(device_id, key.public_key())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        modem.write(identity.tag, CredentialType.CLIENT_KEY, key_pem)  # kept inside from now on
     return modem
 
 
@@ -41,10 +126,15 @@ def build_fleet(
     signers: Mapping[bytes, ec.EllipticCurvePublicKey] | None = None,
     probe_timeout: float = 10.0,
     faults: frozenset[str] = frozenset(),
+    identity: IdentityProvisioning | None = None,
+    fleet_seed: str = DEFAULT_FLEET_SEED,
+    device_faults: Mapping[int, frozenset[str]] | None = None,
 ) -> list[DeviceAgent]:
     """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`.
 
     Each device's active tag list is `[sec_tag]`, and it trusts bundles signed by `signers`.
+    With `identity`, each also has a client certificate and key in `identity.tag`, which
+    it presents to a TLS broker. `device_faults` adds faults to the devices numbered.
     """
     firmwares = build_firmwares(
         range(count),
@@ -56,6 +146,9 @@ def build_fleet(
         probe_timeout=probe_timeout,
         faults=faults,
         tls_broker=broker.tls,
+        identity=identity,
+        fleet_seed=fleet_seed,
+        device_faults=device_faults,
     )
     return [DeviceAgent(firmware, broker=broker) for firmware in firmwares]
 
@@ -72,22 +165,67 @@ def build_firmwares(
     faults: frozenset[str] = frozenset(),
     prober: Prober = uncached_probe,
     tls_broker: bool = False,
+    identity: IdentityProvisioning | None = None,
+    fleet_seed: str = DEFAULT_FLEET_SEED,
+    device_faults: Mapping[int, frozenset[str]] | None = None,
 ) -> list[Firmware]:
     """The devices numbered `numbers` as `build_fleet` makes them, without a connection each."""
+    factory = _Factory(
+        ca_chain=ca_chain,
+        sec_tag=sec_tag,
+        identity=identity,
+        fleet_seed=fleet_seed,
+        faults=faults,
+        device_faults=device_faults or {},
+    )
     return [
-        Firmware(
-            device_id(id_prefix, n),
-            provisioned_modem(ca_chain, sec_tag),
+        _firmware(
+            factory,
+            n,
+            id_prefix=id_prefix,
             topics=topics,
             signers=signers,
-            active_tags=[sec_tag],
             probe_timeout=probe_timeout,
-            faults=faults,
             prober=prober,
             tls_broker=tls_broker,
         )
-        for n in range(numbers.start, numbers.stop, numbers.step)
+        for n in numbers
     ]
+
+
+def _firmware(
+    factory: _Factory,
+    n: int,
+    *,
+    id_prefix: str,
+    topics: Topics,
+    signers: Mapping[bytes, ec.EllipticCurvePublicKey] | None,
+    probe_timeout: float,
+    prober: Prober,
+    tls_broker: bool,
+) -> Firmware:
+    name = device_id(id_prefix, n)
+    faults = factory.faults_of(n)
+    modem = provisioned_modem(
+        factory.ca_chain,
+        factory.sec_tag,
+        device_id=name,
+        identity=factory.identity,
+        fleet_seed=factory.fleet_seed,
+        faults=faults,
+    )
+    return Firmware(
+        name,
+        modem,
+        topics=topics,
+        signers=signers,
+        active_tags=[factory.sec_tag],
+        probe_timeout=probe_timeout,
+        faults=faults,
+        prober=prober,
+        tls_broker=tls_broker,
+        identity_tag=factory.identity.tag if factory.identity is not None else None,
+    )
 
 
 async def run_fleet(

@@ -202,8 +202,16 @@ class Modem:
         self._capacity = capacity_bytes
         self.device_id = device_id
         """Whom the attestation names (the modem's IMEI-based id on a real device)."""
-        self._attestation = attestation_key(device_id, fleet_seed)
+        self._fleet_seed = fleet_seed
+        self._attestation_key: ec.EllipticCurvePrivateKey | None = None
         self.faults = faults & KEYGEN_FAULTS
+
+    @property
+    def _attestation(self) -> ec.EllipticCurvePrivateKey:
+        """Derived when first needed: a fleet of 100,000 modems is built without 100,000."""
+        if self._attestation_key is None:
+            self._attestation_key = attestation_key(self.device_id, self._fleet_seed)
+        return self._attestation_key
 
     @property
     def attestation_public_key(self) -> ec.EllipticCurvePublicKey:

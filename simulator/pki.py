@@ -1,4 +1,5 @@
-"""Certificates made for simulations and tests: CAs with chosen validity windows."""
+"""Certificates made for simulations and tests: CAs with chosen validity windows, server
+certificates, and the client certificates of devices' identities."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["IssuedCA", "IssuedCert", "issue_intermediate", "issue_server_cert", "make_ca"]
+__all__ = [
+    "IssuedCA",
+    "IssuedCert",
+    "issue_client_cert",
+    "issue_intermediate",
+    "issue_server_cert",
+    "load_ca",
+    "make_ca",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,3 +201,47 @@ def issue_intermediate(
         .sign(ca.key, hashes.SHA256())
     )
     return IssuedCA(certificate=certificate, key=key)
+
+
+def load_ca(cert_file: Path, key_file: Path) -> IssuedCA:
+    """A CA from its PEM certificate and unencrypted PEM P-256 key files."""
+    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_file} must hold an EC private key")
+    if key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]  # an EC certificate, else not equal
+        raise ValueError(f"{key_file} is not the key of {cert_file}")
+    return IssuedCA(certificate=certificate, key=key)
+
+
+def issue_client_cert(
+    ca: IssuedCA,
+    subject: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """A TLS client certificate of `public_key` for `CN=<subject>`, signed by `ca`.
+
+    The key is the device's (made in its modem): the CA never sees the private half.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
