@@ -38,7 +38,12 @@ def trust_of(state: dict[str, Any]) -> Trust:
     items: dict[tuple[int, int], str] = {}
     for entry in state.get("credentials") or ():
         items[(int(entry["sec_tag"]), int(entry["type"]))] = str(entry["sha256"])
-    return Trust(items=items, active=tuple(state.get("active_tags") or ()))
+    identity = state.get("identity_tag")
+    return Trust(
+        items=items,
+        active=tuple(state.get("active_tags") or ()),
+        identity=identity if isinstance(identity, int) and not isinstance(identity, bool) else None,
+    )
 
 
 def trust_problems(trust: Trust) -> list[str]:
@@ -51,6 +56,24 @@ def trust_problems(trust: Trust) -> list[str]:
     empty = [tag for tag in trust.active if (tag, 0) not in trust.items]
     if empty:
         problems.append(f"active tags {empty} hold no CA chain item")
+    if trust.identity is not None:
+        problems.extend(_identity_problems(trust, trust.identity))
+    return problems
+
+
+def _identity_problems(trust: Trust, identity: int) -> list[str]:
+    """The identity invariants: a tag of its own, holding a certificate and its key."""
+    problems = []
+    if identity in trust.active:
+        problems.append(f"the identity tag {identity} is in the active list")
+    if len(trust.active) > TAG_LIST_MAX - 1:
+        problems.append(
+            f"the active list {list(trust.active)} with the identity tag is over "
+            f"{TAG_LIST_MAX} tags"
+        )
+    missing = [kind for kind in (1, 2) if (identity, kind) not in trust.items]
+    if missing:
+        problems.append(f"the identity tag {identity} holds no item of type {missing}")
     return problems
 
 

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from orchestrator.protocol.cose import es256_sign, key_id
 
-__all__ = ["KeyHolder", "SuiteKey", "chain_of_size", "throwaway_ca"]
+__all__ = ["KeyHolder", "SuiteKey", "chain_of_size", "foreign_identity", "throwaway_ca"]
 
 
 class KeyHolder(Protocol):
@@ -97,6 +97,28 @@ def _self_signed(common_name: str, now: datetime, *, padding: int = 0) -> str:
 def throwaway_ca(now: datetime | None = None) -> str:
     """A self-signed CA that validates no server: the CA whose probe must fail."""
     return _self_signed("certfleet conformance throwaway CA", now or datetime.now(UTC))
+
+
+def foreign_identity(device_id: str, now: datetime | None = None) -> str:
+    """A client certificate for the device id and a key the device never made.
+
+    An identity stage carrying it must be refused (`key_mismatch`): the certificate is
+    not for the key the device's keygen made.
+    """
+    now = now or datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certfleet conformance")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def chain_of_size(first: str, size: int, *, filler: Callable[[int], str] | None = None) -> str:

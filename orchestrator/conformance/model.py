@@ -12,6 +12,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "FINAL_PHASES",
+    "RESTING_PHASES",
     "Expect",
     "In",
     "Send",
@@ -26,6 +27,9 @@ FINAL_PHASES: Final = frozenset(
 )
 """Phases after which a device says nothing more about a bundle (health_ok may be followed
 by a fallback, so it ends a bundle only when the step expects it last)."""
+RESTING_PHASES: Final = frozenset({"health_ok", "csr"})
+"""Phases after which a device waits for the next bundle, or falls back at its deadline:
+they end a bundle's reports when the step expects them last."""
 
 Tamper = Literal["signature", "payload", "algorithm", "no-kid", "trailing", "pad", "list"]
 """How a signed bundle is spoiled: after signing; `pad`: grown to exactly `Send.size` bytes
@@ -110,6 +114,8 @@ class Trust:
     items: Mapping[tuple[int, int], str]
     """(sec_tag, type) -> SHA-256 of the stored bytes."""
     active: tuple[int, ...]
+    identity: int | None = None
+    """The identity tag the device presents (its state's `identity_tag`), if it has one."""
 
     def with_ca(self, tag: int, sha256: str) -> Trust:
         """`tag` holds a CA chain item with this digest."""
@@ -124,13 +130,19 @@ class Trust:
         return replace(self, active=tuple(tags))
 
     def same_as(self, other: Trust) -> bool:
-        """Equal items and the same set of active tags (the order carries no meaning)."""
-        return dict(self.items) == dict(other.items) and sorted(self.active) == sorted(other.active)
+        """Equal items, the same set of active tags (the order carries no meaning), the
+        same identity tag."""
+        return (
+            dict(self.items) == dict(other.items)
+            and sorted(self.active) == sorted(other.active)
+            and self.identity == other.identity
+        )
 
     def describe(self) -> str:
-        """`active [42]; 42:0=9f2c1a0b, 43:0=...` with digests shortened."""
+        """`active [42]; 42:0=9f2c1a0b, 43:0=...` with digests shortened (and the identity)."""
         items = ", ".join(f"{t}:{k}={d[:8]}" for (t, k), d in sorted(self.items.items()))
-        return f"active {sorted(self.active)}; {items}"
+        identity = "" if self.identity is None else f"; identity {self.identity}"
+        return f"active {sorted(self.active)}{identity}; {items}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,9 @@ from orchestrator.conformance.model import Expect, In, Send, Step, Trust
 
 __all__ = [
     "COMMITTED",
+    "CSR",
     "FALLBACK",
+    "KEYGEN_FALLBACK",
     "RETIRED",
     "ROLLED_BACK",
     "STAGED",
@@ -34,6 +36,11 @@ FALLBACK: Final = Expect(
 COMMITTED: Final = Expect(phases=("received", "committed"))
 ROLLED_BACK: Final = Expect(phases=("received", "rolled_back"))
 RETIRED: Final = Expect(phases=("received", "retired"))
+CSR: Final = Expect(phases=("received", "csr"))
+"""A keygen: the key made, the CSR and attestation reported; the device waits for its stage."""
+KEYGEN_FALLBACK: Final = Expect(
+    phases=("received", "csr", "fallback"), reasons=frozenset({"commit_timeout"})
+)
 
 
 def health_failed(*reasons: str) -> Expect:
@@ -83,6 +90,11 @@ class PlanInputs:
             raise ValueError("the device reports no active tag list")
         if len(self.initial.active) > 5:
             raise ValueError("the suite adds two tags to the active list: at most 5 at the start")
+        if self.initial.identity is not None and len(self.initial.active) > 4:
+            raise ValueError(
+                "the suite adds two tags to the active list, and with the identity tag a "
+                "socket takes 7: at most 4 active tags at the start on a device with an identity"
+            )
 
 
 @dataclass
@@ -183,6 +195,29 @@ class Script:
     def retire(self, rid: str, tags: tuple[int, ...], active: tuple[int, ...]) -> Send:
         """Delete `tags`, `active` becoming the active list."""
         return Send(op="retire", rid=rid, fields={"tags": list(tags), "active": list(active)})
+
+    def keygen(self, rid: str, tag: int, *, commit_in: float | None = None, **extra: Any) -> Send:
+        """Make a key in `tag` and report its CSR for the device id; `commit_in`: the deadline."""
+        fields: dict[str, Any] = {
+            "tag": tag,
+            "subject": self.inputs.device_id,
+            "commit_by": In(commit_in if commit_in is not None else self.inputs.stage_window),
+        }
+        fields.update(extra)
+        return Send(op="keygen", rid=rid, fields=fields)
+
+    def identity_stage(self, rid: str, tag: int, certificate: str, **extra: Any) -> Send:
+        """Write a client certificate into `tag`, probing the good server with the CA tags."""
+        host, port = self.inputs.probe_good
+        fields: dict[str, Any] = {
+            "tag": tag,
+            "creds": [{"type": 1, "pem": certificate}],
+            "probe": {"host": host, "port": port, "tags": list(self.trust.active)},
+            "active": list(self.trust.active),
+            "commit_by": In(self.inputs.stage_window),
+        }
+        fields.update(extra)
+        return Send(op="stage", rid=rid, fields=fields)
 
     def trust_signer(self, add: str, *, retire: str | None = None, signer: str) -> Send:
         """Trust the suite key `add` (and stop trusting `retire`), signed by `signer`."""

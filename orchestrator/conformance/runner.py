@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Heard, Inbox, trust_of, trust_problems
-from orchestrator.conformance.model import FINAL_PHASES, Expect, Send, Step, Trust
+from orchestrator.conformance.model import FINAL_PHASES, RESTING_PHASES, Expect, Send, Step, Trust
 from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.mqtt import mqtt5_client
@@ -199,7 +199,7 @@ class Runner:
             phases = [h.get("phase") for h in self._reports_of(start, sent)]
             return (
                 any(p in FINAL_PHASES for p in phases)
-                or (expect.last == "health_ok" and "health_ok" in phases)
+                or (expect.last in RESTING_PHASES and expect.last in phases)
                 or len(phases) > len(expect.phases) + 1
             )
 

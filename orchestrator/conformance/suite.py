@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestrator.conformance import plan_ops, plan_refusals, plan_unsafe
+from orchestrator.conformance import plan_identity, plan_ops, plan_refusals, plan_unsafe
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Inbox, trust_of
 from orchestrator.conformance.material import KeyHolder, SuiteKey, public_point
@@ -37,9 +37,10 @@ def build_plan(inputs: PlanInputs) -> list[Step]:
     plan_refusals.limits(script)
     plan_ops.signers(script)
     plan_unsafe.unsafe_sequences(script)
+    plan_identity.identity(script)
     script.add(
         "ends as it started",
-        "after the suite the device holds exactly its first trust (items and active list)",
+        "after the suite the device holds exactly its first trust (items, active list, identity)",
         (),
         (),
         trust=inputs.initial,

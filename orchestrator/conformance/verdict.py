@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.conformance.csr_form import csr_problems
 from orchestrator.conformance.inbox import Heard, trust_of, trust_problems
 from orchestrator.conformance.model import Expect, Step, Trust
 
@@ -64,6 +65,8 @@ def _report_problems(expect: Expect, sent: Sent, heard: Sequence[Heard]) -> list
     elif any(h.get("reason") != "ok" for h in heard[:-1]):
         problems.append("a phase before the last carries a reason other than ok")
     for h in heard:
+        if h.get("phase") == "csr":
+            problems.extend(csr_problems(h))
         names = (h.get("seq"), h.get("rollout_id"), h.get("op"))
         if expect.named and sent.seq and names != (sent.seq, sent.rid, sent.op):
             problems.append(
