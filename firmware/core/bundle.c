@@ -140,6 +140,12 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 			return "trust-signer needs signer";
 		}
 		break;
+	case CF_OP_KEYGEN:
+		if (!p->Bundle_payload_tag_present || !p->Bundle_payload_subject_present ||
+		    !p->Bundle_payload_commit_by_present) {
+			return "keygen needs tag, subject and commit_by";
+		}
+		break;
 	default:
 		break;
 	}
@@ -154,18 +160,37 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 	    !utf8_valid(&p->Bundle_payload_probe.Bundle_payload_probe.Probe_host)) {
 		return "probe.host is not UTF-8";
 	}
+	const struct zcbor_string *subject = &p->Bundle_payload_subject.Bundle_payload_subject;
+	for (size_t i = 0; p->Bundle_payload_subject_present && i < subject->len; i++) {
+		if (subject->value[i] < 0x20 || subject->value[i] == 0x7f) {
+			return "subject holds a control character";
+		}
+	}
+	if (p->Bundle_payload_subject_present && !utf8_valid(subject)) {
+		return "subject is not UTF-8";
+	}
 	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
 	for (size_t i = 0; p->Bundle_payload_creds_present && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
 		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
 		if (!utf8_valid(&cred->Credential_pem)) {
 			return "a credential is not UTF-8 text";
 		}
-		for (size_t k = 0; cred->Credential_type == CF_CRED_TYPE_CA_CHAIN &&
-				   k < cred->Credential_pem.len; k++) {
+		const bool pem_item = cred->Credential_type == CF_CRED_TYPE_CA_CHAIN ||
+				      cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT;
+		for (size_t k = 0; pem_item && k < cred->Credential_pem.len; k++) {
 			uint8_t c = cred->Credential_pem.value[k];
 			if (c == 0 || c > 0x7f) {
-				return "a CA chain is ASCII PEM text without NUL";
+				return "a CA chain or certificate is ASCII PEM text without NUL";
 			}
+		}
+		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT &&
+		    creds->Bundle_payload_creds_Credential_m_count != 1) {
+			return "a client certificate travels alone (an identity stage)";
+		}
+		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT && p->Bundle_payload_probe_present &&
+		    p->Bundle_payload_probe.Bundle_payload_probe.Probe_tags.Tag_list_Sec_tag_m_count >
+			    CF_TAG_LIST_MAX - 1) {
+			return "an identity stage's probe names at most 6 tags (with the staged one, 7)";
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (creds->Bundle_payload_creds_Credential_m[j].Credential_type ==
@@ -338,6 +363,11 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		if (cred->Credential_type == CF_CRED_TYPE_CA_CHAIN &&
 		    cred->Credential_pem.len > CF_CA_CHAIN_MAX_BYTES) {
 			out->detail = "a CA chain item is over 4096 bytes";
+			return CF_REASON_TOO_LARGE;
+		}
+		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT &&
+		    cred->Credential_pem.len > CF_CERT_ITEM_MAX_BYTES) {
+			out->detail = "a client certificate item is over 4096 bytes";
 			return CF_REASON_TOO_LARGE;
 		}
 	}

@@ -5,9 +5,13 @@
  * consumed. The undo rules are contract v2's: one record at most; a rollback undoes
  * that record only, and only for its own rollout (an empty rid, a manual send, undoes
  * only a manual change); nothing may leave the active list empty, over seven tags, or
- * naming a tag without a CA chain item.
+ * naming a tag without a CA chain item. The identity (issue 14): the tag in use is never
+ * written, deleted or retired; a certificate is staged only into the tag whose key this
+ * device's keygen made for the same rollout, and only when it certifies that key.
  */
 #include <string.h>
+
+#include <psa/crypto.h>
 
 #include "certfleet/cose.h"
 #include "checks.h"
@@ -21,9 +25,115 @@ static bool holds_ca(struct cf_device *dev, uint32_t tag)
 	       exists;
 }
 
+static bool holds(struct cf_device *dev, uint32_t tag, uint8_t type)
+{
+	bool exists = false;
+
+	return dev->ports.keystore.exists(dev->ports.keystore.ctx, tag, type, &exists) == 0 &&
+	       exists;
+}
+
+static bool identity_is(const struct cf_state *st, uint64_t tag)
+{
+	return st->has_identity && st->identity_tag == tag;
+}
+
+/*
+ * Whether a PEM certificate certifies the key in (tag, 2): its first P-256
+ * SubjectPublicKeyInfo (the subject's key: in a certificate it comes before anything
+ * else that could hold one) hashes to the key store's digest of the made key. The
+ * base64 is decoded as a stream through a window of the SPKI's 91 bytes, no DER buffer.
+ */
+#define SPKI_LEN 91
+static const uint8_t spki_head[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+				    0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+				    0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
+
+static int b64_value(uint8_t c)
+{
+	return c >= 'A' && c <= 'Z'   ? c - 'A'
+	       : c >= 'a' && c <= 'z' ? c - 'a' + 26
+	       : c >= '0' && c <= '9' ? c - '0' + 52
+	       : c == '+'	      ? 62
+	       : c == '/'	      ? 63
+				      : -1;
+}
+
+static bool certifies_key(struct cf_device *dev, const struct zcbor_string *pem, uint32_t tag)
+{
+	uint8_t window[SPKI_LEN], digest[32], made[32];
+	size_t filled = 0, i = 0, hash_len = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	if (dev->ports.keystore.digest(dev->ports.keystore.ctx, tag, CF_CRED_TYPE_CLIENT_KEY,
+				       made) != 0) {
+		return false;
+	}
+	while (i < pem->len && pem->value[i] != '\n') { /* past the BEGIN line */
+		i++;
+	}
+	for (; i < pem->len && pem->value[i] != '-' && pem->value[i] != '='; i++) {
+		int v = b64_value(pem->value[i]);
+		if (v < 0) {
+			continue; /* line breaks */
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits < 8) {
+			continue;
+		}
+		bits -= 8;
+		if (filled == SPKI_LEN) {
+			memmove(window, window + 1, SPKI_LEN - 1);
+			filled--;
+		}
+		window[filled++] = (uint8_t)(acc >> bits);
+		if (filled == SPKI_LEN && memcmp(window, spki_head, sizeof(spki_head)) == 0) {
+			return psa_hash_compute(PSA_ALG_SHA_256, window, SPKI_LEN, digest,
+						sizeof(digest), &hash_len) == PSA_SUCCESS &&
+			       memcmp(digest, made, sizeof(digest)) == 0;
+		}
+	}
+	return false;
+}
+
+/* An identity stage: the keygen record of its rollout and tag, a certificate of that key. */
+static enum cf_reason check_identity_stage(struct cf_device *dev, const struct cf_bundle *b,
+					   const char **detail)
+{
+	const struct cf_state *st = &dev->state;
+	const struct zcbor_string *rid = &b->p.Bundle_payload_rid;
+	const uint64_t tag = b->p.Bundle_payload_tag.Bundle_payload_tag;
+
+	if (st->stage_phase != CF_STAGE_KEYGEN || !st->stage_identity || st->stage_tag != tag ||
+	    st->undo_kind != CF_UNDO_STAGE || rid->len != st->undo_rid_len ||
+	    memcmp(rid->value, st->undo_rid, rid->len) != 0) {
+		*detail = "no key made by a keygen of this rollout in this sec_tag";
+		return CF_REASON_NOTHING_STAGED;
+	}
+	const struct Credential *cert = &b->p.Bundle_payload_creds.Bundle_payload_creds_Credential_m[0];
+	if (!certifies_key(dev, &cert->Credential_pem, (uint32_t)tag)) {
+		*detail = "the certificate's public key is not the key the keygen made";
+		return CF_REASON_KEY_MISMATCH;
+	}
+	if (b->p.Bundle_payload_active.Bundle_payload_active.Tag_list_Sec_tag_m_count >
+	    CF_TAG_LIST_MAX - 1) {
+		*detail = "with an identity the active list names at most 6 tags";
+		return CF_REASON_UNSAFE_ACTIVE;
+	}
+	return CF_REASON_OK;
+}
+
+/* The most active tags the device may name: a socket takes 7 sec_tags, the identity one. */
+static size_t list_max(const struct cf_state *st)
+{
+	return st->has_identity ? CF_TAG_LIST_MAX - 1 : CF_TAG_LIST_MAX;
+}
+
 static bool list_safe(struct cf_device *dev, const uint32_t *tags, size_t n)
 {
-	if (n < 1 || n > CF_TAG_LIST_MAX) {
+	if (n < 1 || n > list_max(&dev->state)) {
 		return false;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -76,6 +186,10 @@ static enum cf_reason check_stage_list(struct cf_device *dev, const struct cf_bu
 	const struct Bundle_payload_creds_r *creds = &b->p.Bundle_payload_creds;
 	bool brings_ca = false;
 
+	if (after->Tag_list_Sec_tag_m_count > list_max(st)) {
+		*detail = "with an identity the active list names at most 6 tags";
+		return CF_REASON_UNSAFE_ACTIVE;
+	}
 	for (size_t i = 0; i < creds->Bundle_payload_creds_Credential_m_count; i++) {
 		brings_ca |= creds->Bundle_payload_creds_Credential_m[i].Credential_type ==
 			     CF_CRED_TYPE_CA_CHAIN;
@@ -109,6 +223,12 @@ static enum cf_reason check_rollback(struct cf_device *dev, const struct cf_bund
 	if (st->undo_kind == CF_UNDO_COMMIT &&
 	    !list_safe(dev, st->undo_previous, st->n_undo_previous)) {
 		*detail = "the previous active list names a tag without a CA chain";
+		return CF_REASON_UNSAFE_ACTIVE;
+	}
+	if (st->undo_kind == CF_UNDO_COMMIT && st->undo_identity && st->undo_had_identity &&
+	    (!holds(dev, st->undo_prev_identity, CF_CRED_TYPE_CLIENT_CERT) ||
+	     !holds(dev, st->undo_prev_identity, CF_CRED_TYPE_CLIENT_KEY))) {
+		*detail = "the previous identity's certificate or key is gone";
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	return CF_REASON_OK;
@@ -157,17 +277,34 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 
 	switch (b->op) {
 	case CF_OP_STAGE:
-		if (active_contains(st, tag)) {
-			*detail = "the sec_tag is active; a stage never overwrites it";
+		if (active_contains(st, tag) || identity_is(st, tag)) {
+			*detail = "the sec_tag is in use; a stage never overwrites it";
 			return CF_REASON_TAG_IN_USE;
 		}
+		if (b->p.Bundle_payload_creds.Bundle_payload_creds_Credential_m[0].Credential_type ==
+		    CF_CRED_TYPE_CLIENT_CERT) {
+			enum cf_reason reason = check_identity_stage(dev, b, detail);
+			if (reason != CF_REASON_OK) {
+				return reason;
+			}
+		}
 		return check_stage_list(dev, b, detail);
+	case CF_OP_KEYGEN:
+		if (active_contains(st, tag) || identity_is(st, tag)) {
+			*detail = "the sec_tag is in use; a keygen never overwrites it";
+			return CF_REASON_TAG_IN_USE;
+		}
+		return CF_REASON_OK;
 	case CF_OP_COMMIT:
 		if (st->stage_phase != CF_STAGE_HEALTHY || st->stage_tag != tag) {
 			*detail = "no healthy stage of this sec_tag to commit";
 			return CF_REASON_NOTHING_STAGED;
 		}
-		if (!list_safe(dev, list, cf_commit_list(st, b, list))) {
+		if (st->stage_identity && st->n_active > CF_TAG_LIST_MAX - 1) {
+			*detail = "with an identity the active list names at most 6 tags";
+			return CF_REASON_UNSAFE_ACTIVE;
+		}
+		if (!st->stage_identity && !list_safe(dev, list, cf_commit_list(st, b, list))) {
 			*detail = "the new active list names a tag without a CA chain";
 			return CF_REASON_UNSAFE_ACTIVE;
 		}
@@ -177,6 +314,16 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 	case CF_OP_RETIRE: {
 		const struct Tag_list *tags = &b->p.Bundle_payload_tags.Bundle_payload_tags;
 		const struct Tag_list *active = &b->p.Bundle_payload_active.Bundle_payload_active;
+		if (st->has_identity &&
+		    cf_tags_contain(tags->Tag_list_Sec_tag_m, tags->Tag_list_Sec_tag_m_count,
+				    st->identity_tag)) {
+			*detail = "the identity in use is never retired";
+			return CF_REASON_TAG_IN_USE;
+		}
+		if (active->Tag_list_Sec_tag_m_count > list_max(st)) {
+			*detail = "with an identity the active list names at most 6 tags";
+			return CF_REASON_UNSAFE_ACTIVE;
+		}
 		/* a retire drops the undo record: an open stage's tag is deleted with it */
 		for (size_t i = 0; i < active->Tag_list_Sec_tag_m_count; i++) {
 			const uint64_t t = active->Tag_list_Sec_tag_m[i];

@@ -64,6 +64,25 @@ int cf_device_provision(struct cf_device *dev, const struct cf_signer *signers, 
 	return cf_device_persist(dev);
 }
 
+int cf_device_provision_identity(struct cf_device *dev, uint32_t tag)
+{
+	const struct cf_keystore *ks = &dev->ports.keystore;
+	bool cert = false, key = false;
+
+	for (size_t i = 0; i < dev->state.n_active; i++) {
+		if (dev->state.active[i] == tag) {
+			return -EINVAL;
+		}
+	}
+	if (ks->exists(ks->ctx, tag, CF_CRED_TYPE_CLIENT_CERT, &cert) != 0 ||
+	    ks->exists(ks->ctx, tag, CF_CRED_TYPE_CLIENT_KEY, &key) != 0 || !cert || !key) {
+		return -EINVAL;
+	}
+	dev->state.has_identity = 1;
+	dev->state.identity_tag = tag;
+	return cf_device_persist(dev);
+}
+
 /* -------------------------------------------------------------------- entry points */
 
 /*
@@ -124,6 +143,9 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 	case CF_OP_RETIRE:
 		err = cf_op_retire(dev, &bundle);
 		break;
+	case CF_OP_KEYGEN:
+		err = cf_op_keygen(dev, &bundle);
+		break;
 	default:
 		err = cf_op_trust_signer(dev, &bundle);
 		break;
@@ -135,8 +157,7 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 static int prove_retire(struct cf_device *dev)
 {
 	struct cf_state *st = &dev->state;
-	const struct cf_transport *t = &dev->ports.transport;
-	const bool proven = t->reconnect(t->ctx, st->active, st->n_active) == 0;
+	const bool proven = cf_reconnect(dev) == 0;
 
 	if (proven) {
 		for (size_t i = 0; i < st->n_retire_tags; i++) {
@@ -155,7 +176,7 @@ static int prove_retire(struct cf_device *dev)
 		return err;
 	}
 	if (!proven) {
-		t->reconnect(t->ctx, st->active, st->n_active); /* the old, working trust */
+		cf_reconnect(dev); /* the old, working trust */
 	}
 	cf_report_begin(dev, NULL, proven ? CF_PHASE_RETIRED : CF_PHASE_FALLBACK,
 			proven ? CF_REASON_OK : CF_REASON_BROKER_UNREACHABLE,
@@ -193,9 +214,9 @@ int cf_device_boot(struct cf_device *dev)
 	if (err != 0 || !st->commit_unproven) {
 		return err;
 	}
-	/* a commit the broker has not validated yet: prove it, else fall back */
-	const struct cf_transport *t = &dev->ports.transport;
-	if (t->reconnect(t->ctx, st->active, st->n_active) == 0) {
+	/* a commit (of a list or an identity) the broker has not accepted yet: prove it, else
+	 * fall back */
+	if (cf_reconnect(dev) == 0) {
 		st->commit_unproven = 0;
 		err = cf_device_persist(dev);
 		cf_report_stage(dev, CF_PHASE_COMMITTED, CF_REASON_OK, "");
@@ -205,12 +226,14 @@ int cf_device_boot(struct cf_device *dev)
 		return err;
 	}
 	uint64_t stage_seq = st->stage_seq;
+	const bool identity = st->undo_identity;
 	if ((err = cf_undo_commit(dev)) != 0) {
 		return err;
 	}
-	t->reconnect(t->ctx, st->active, st->n_active);
+	cf_reconnect(dev);
 	cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_BROKER_UNREACHABLE,
-		     "the broker's chain did not validate with the new tag list");
+			identity ? "the broker refused the connection with the new identity"
+				 : "the broker's chain did not validate with the new tag list");
 	dev->report.seq = stage_seq;
 	cf_publish(dev);
 	return 0;
@@ -221,9 +244,12 @@ int cf_device_tick(struct cf_device *dev)
 	struct cf_state *st = &dev->state;
 	uint64_t t = now(dev);
 
-	if (st->stage_phase == CF_STAGE_HEALTHY && t >= st->commit_by) {
+	if ((st->stage_phase == CF_STAGE_HEALTHY || st->stage_phase == CF_STAGE_KEYGEN) &&
+	    t >= st->commit_by) {
 		cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_COMMIT_TIMEOUT,
-			     "no commit before commit_by; the staged items were deleted");
+				st->stage_phase == CF_STAGE_KEYGEN
+					? "no certificate before commit_by; the key was deleted"
+					: "no commit before commit_by; the staged items were deleted");
 		int err = cf_discard_stage(dev);
 		if (err != 0) {
 			return recover(dev, err);
@@ -232,6 +258,7 @@ int cf_device_tick(struct cf_device *dev)
 	}
 	if (st->undo_kind == CF_UNDO_COMMIT && !cf_undo_live(st, t)) {
 		st->undo_kind = CF_UNDO_NONE;
+		st->undo_identity = 0;
 		return cf_device_persist(dev);
 	}
 	return 0;

@@ -149,12 +149,16 @@ int cf_report_json(const struct cf_report *r, const char *device_id, char *buf, 
 	put_time(&w, r->time);
 	put_key(&w, "active_tags");
 	put_tags(&w, r->active_tags, r->n_active);
+	if (r->csr != NULL) {
+		put_key(&w, "csr");
+		put_json_string(&w, r->csr, strlen(r->csr));
+	}
 	return finish(&w, out_len);
 }
 
 int cf_state_json(const char *device_id, uint64_t time, const struct cf_state_item *items,
-		  size_t n_items, const uint32_t *active, size_t n_active, char *buf, size_t len,
-		  size_t *out_len)
+		  size_t n_items, const uint32_t *active, size_t n_active, const uint32_t *identity,
+		  char *buf, size_t len, size_t *out_len)
 {
 	static const char hex[] = "0123456789abcdef";
 	struct writer w = {buf, len, 0, 0};
@@ -189,5 +193,9 @@ int cf_state_json(const char *device_id, uint64_t time, const struct cf_state_it
 	put(&w, "]", 1);
 	put_key(&w, "active_tags");
 	put_tags(&w, active, n_active);
+	if (identity != NULL) {
+		put_key(&w, "identity_tag");
+		put_uint(&w, *identity);
+	}
 	return finish(&w, out_len);
 }

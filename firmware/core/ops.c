@@ -48,7 +48,16 @@ void cf_report_stage(struct cf_device *dev, enum cf_phase phase, enum cf_reason 
 	cf_report_begin(dev, NULL, phase, reason, detail);
 	memcpy(dev->report.rollout_id, dev->state.undo_rid, dev->state.undo_rid_len);
 	dev->report.seq = dev->state.stage_seq;
-	dev->report.op = CF_OP_STAGE;
+	dev->report.op = dev->state.stage_phase == CF_STAGE_KEYGEN ? CF_OP_KEYGEN : CF_OP_STAGE;
+}
+
+int cf_reconnect(struct cf_device *dev)
+{
+	const struct cf_transport *t = &dev->ports.transport;
+	const struct cf_state *st = &dev->state;
+
+	return t->reconnect(t->ctx, st->active, st->n_active,
+			    st->has_identity ? &st->identity_tag : NULL);
 }
 
 int cf_publish(struct cf_device *dev)
@@ -104,8 +113,10 @@ int cf_finish_deletes(struct cf_device *dev)
 void cf_drop_stage(struct cf_state *st)
 {
 	st->stage_phase = CF_STAGE_NONE;
+	st->stage_identity = 0;
 	if (st->undo_kind == CF_UNDO_STAGE) {
 		st->undo_kind = CF_UNDO_NONE;
+		st->undo_identity = 0;
 	}
 }
 
@@ -128,6 +139,69 @@ static void copy_list(uint32_t *out, uint8_t *n_out, const struct Tag_list *list
 	*n_out = (uint8_t)list->Tag_list_Sec_tag_m_count;
 }
 
+/* Intent of a new open stage (or keygen) of `b` in `tag`: an earlier open stage goes,
+ * leftovers in the tag go, the undo record is this bundle's. */
+static void open_stage(struct cf_state *st, const struct cf_bundle *b, uint32_t tag)
+{
+	const struct Bundle_payload *p = &b->p;
+
+	if (st->stage_phase != CF_STAGE_NONE && st->stage_tag != tag) {
+		cf_pend_delete(st, st->stage_tag);
+	}
+	cf_pend_delete(st, tag);
+	st->stage_identity = 0;
+	st->undo_kind = CF_UNDO_STAGE;
+	st->undo_identity = 0;
+	st->undo_tag = tag;
+	st->undo_by = 0;
+	st->commit_unproven = 0;
+	st->undo_rid_len = (uint8_t)p->Bundle_payload_rid.len;
+	memcpy(st->undo_rid, p->Bundle_payload_rid.value, p->Bundle_payload_rid.len);
+	memcpy(st->undo_previous, st->active, sizeof(st->active));
+	st->n_undo_previous = st->n_active;
+}
+
+/* The modem refused a write or keygen (key store offline): what the tag holds goes, the
+ * stage and its record end, `rejected` with modem_error after `received`. */
+static int modem_refused(struct cf_device *dev, const struct cf_bundle *b, uint32_t tag, int code)
+{
+	const struct cf_keystore *ks = &dev->ports.keystore;
+	int err = delete_tag(dev, tag);
+
+	err = err != 0 ? err : ks->set_online(ks->ctx, true);
+	if (err != 0) {
+		return err;
+	}
+	cf_drop_stage(&dev->state);
+	dev->state.n_pending_delete = 0;
+	err = cf_device_persist(dev);
+	char detail[48] = "the modem refused the write (errno ";
+	code = code < 0 ? -code : code;
+	size_t at = strlen(detail), digits = 1;
+	for (int rest = code; rest >= 10; rest /= 10) {
+		digits++;
+	}
+	for (int rest = code, i = 1; i <= (int)digits; rest /= 10, i++) {
+		detail[at + digits - (size_t)i] = (char)('0' + rest % 10);
+	}
+	memcpy(detail + at + digits, ")", 2);
+	cf_report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
+	cf_publish(dev);
+	return err;
+}
+
+/* Offline, then the intent's deletes (the key store stays offline for the op's writes). */
+static int offline_deletes(struct cf_device *dev)
+{
+	const struct cf_keystore *ks = &dev->ports.keystore;
+	int err = ks->set_online(ks->ctx, false);
+
+	for (size_t i = 0; err == 0 && i < dev->state.n_pending_delete; i++) {
+		err = delete_tag(dev, dev->state.pending_delete[i]);
+	}
+	return err;
+}
+
 int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 {
 	struct cf_state *st = &dev->state;
@@ -135,12 +209,14 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 	const uint32_t tag = (uint32_t)p->Bundle_payload_tag.Bundle_payload_tag;
 	const struct cf_keystore *ks = &dev->ports.keystore;
 	const struct Probe *probe = &p->Bundle_payload_probe.Bundle_payload_probe;
+	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
+	/* check 13 let an identity stage through only onto its keygen's record and key */
+	const bool identity = creds->Bundle_payload_creds_Credential_m[0].Credential_type ==
+			      CF_CRED_TYPE_CLIENT_CERT;
 
-	/* intent: an earlier open stage goes, leftovers in the spare tag go, the record is ours */
-	if (st->stage_phase != CF_STAGE_NONE && st->stage_tag != tag) {
-		cf_pend_delete(st, st->stage_tag);
+	if (!identity) {
+		open_stage(st, b, tag);
 	}
-	cf_pend_delete(st, tag);
 	st->stage_phase = CF_STAGE_WRITING;
 	st->stage_tag = tag;
 	st->stage_seq = p->Bundle_payload_seq;
@@ -150,26 +226,13 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 	st->probe_port = (uint16_t)probe->Probe_port;
 	st->probe_host_len = (uint8_t)probe->Probe_host.len;
 	memcpy(st->probe_host, probe->Probe_host.value, probe->Probe_host.len);
-	st->undo_kind = CF_UNDO_STAGE;
-	st->undo_tag = tag;
-	st->undo_by = 0;
-	st->commit_unproven = 0;
-	st->undo_rid_len = (uint8_t)p->Bundle_payload_rid.len;
-	memcpy(st->undo_rid, p->Bundle_payload_rid.value, p->Bundle_payload_rid.len);
-	memcpy(st->undo_previous, st->active, sizeof(st->active));
-	st->n_undo_previous = st->n_active;
 	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	err = ks->set_online(ks->ctx, false);
-	for (size_t i = 0; err == 0 && i < st->n_pending_delete; i++) {
-		err = delete_tag(dev, st->pending_delete[i]);
+	if (err == 0) {
+		err = offline_deletes(dev);
 	}
 	if (err != 0) {
 		return err;
 	}
-	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
 	int written = 0;
 	for (size_t i = 0; written == 0 && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
 		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
@@ -177,28 +240,7 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 				    cred->Credential_pem.value, cred->Credential_pem.len);
 	}
 	if (written != 0) {
-		/* the modem refused: what was written goes, the stage ends */
-		err = delete_tag(dev, tag);
-		err = err != 0 ? err : ks->set_online(ks->ctx, true);
-		if (err != 0) {
-			return err;
-		}
-		cf_drop_stage(st);
-		st->n_pending_delete = 0;
-		err = cf_device_persist(dev);
-		char detail[48] = "the modem refused the write (errno ";
-		const int code = written < 0 ? -written : written;
-		size_t at = strlen(detail), digits = 1;
-		for (int rest = code; rest >= 10; rest /= 10) {
-			digits++;
-		}
-		for (int rest = code, i = 1; i <= (int)digits; rest /= 10, i++) {
-			detail[at + digits - (size_t)i] = (char)('0' + rest % 10);
-		}
-		memcpy(detail + at + digits, ")", 2);
-		cf_report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
-		cf_publish(dev);
-		return err;
+		return modem_refused(dev, b, tag, written);
 	}
 	err = ks->set_online(ks->ctx, true);
 	if (err != 0) {
@@ -214,12 +256,82 @@ int cf_op_stage(struct cf_device *dev, const struct cf_bundle *b)
 	return cf_stage_probe(dev);
 }
 
+/* The %KEYGEN answer is base64url, one '.', base64url: JSON-safe as it is. */
+static bool csr_field_valid(const char *csr, size_t len)
+{
+	size_t dots = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = csr[i];
+		bool b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			   c == '-' || c == '_';
+		dots += c == '.';
+		if (!b64 && c != '.') {
+			return false;
+		}
+	}
+	return len >= 3 && dots == 1 && csr[0] != '.' && csr[len - 1] != '.';
+}
+
+int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b)
+{
+	struct cf_state *st = &dev->state;
+	const struct Bundle_payload *p = &b->p;
+	const uint32_t tag = (uint32_t)p->Bundle_payload_tag.Bundle_payload_tag;
+	const struct zcbor_string *subject = &p->Bundle_payload_subject.Bundle_payload_subject;
+	const struct cf_keystore *ks = &dev->ports.keystore;
+	char csr[CF_CSR_FIELD_MAX_BYTES + 1]; /* on the stack while it is reported */
+	size_t csr_len = 0;
+
+	/* intent: the tag's items go and a key is made; the record returns to this identity */
+	open_stage(st, b, tag);
+	st->stage_identity = 1;
+	st->undo_identity = 1;
+	st->undo_had_identity = st->has_identity;
+	st->undo_prev_identity = st->identity_tag;
+	st->stage_phase = CF_STAGE_WRITING;
+	st->stage_tag = tag;
+	st->stage_seq = p->Bundle_payload_seq;
+	st->commit_by = p->Bundle_payload_commit_by.Bundle_payload_commit_by;
+	st->n_stage_active = 0;
+	int err = cf_device_persist(dev);
+	if (err == 0) {
+		err = offline_deletes(dev);
+	}
+	if (err != 0) {
+		return err;
+	}
+	int made = ks->keygen(ks->ctx, tag, (const char *)subject->value, subject->len,
+			      p->Bundle_payload_seq, csr, sizeof(csr), &csr_len);
+	if (made == 0 && (csr_len >= sizeof(csr) || !csr_field_valid(csr, csr_len))) {
+		made = -EBADMSG; /* not what %KEYGEN answers: the key is not used */
+	}
+	if (made != 0) {
+		return modem_refused(dev, b, tag, made);
+	}
+	if ((err = ks->set_online(ks->ctx, true)) != 0) {
+		return err;
+	}
+	st->n_pending_delete = 0;
+	st->stage_phase = CF_STAGE_KEYGEN;
+	if ((err = cf_device_persist(dev)) != 0) {
+		return err;
+	}
+	csr[csr_len] = '\0';
+	cf_report_begin(dev, b, CF_PHASE_CSR, CF_REASON_OK, "");
+	dev->report.csr = csr;
+	cf_publish(dev);
+	dev->report.csr = NULL;
+	return 0;
+}
+
 int cf_stage_probe(struct cf_device *dev)
 {
 	struct cf_state *st = &dev->state;
 	enum cf_reason result = dev->ports.probe.run(dev->ports.probe.ctx, st->probe_host,
 						     st->probe_host_len, st->probe_port,
-						     st->probe_tags, st->n_probe_tags);
+						     st->probe_tags, st->n_probe_tags,
+						     st->stage_identity ? &st->stage_tag : NULL);
 	if (result == CF_REASON_OK) {
 		st->stage_phase = CF_STAGE_HEALTHY;
 		int err = cf_device_persist(dev);
@@ -230,7 +342,10 @@ int cf_stage_probe(struct cf_device *dev)
 		cf_publish(dev);
 		return 0;
 	}
-	cf_report_stage(dev, CF_PHASE_HEALTH_FAILED, result, "the probe failed with the staged tag");
+	cf_report_stage(dev, CF_PHASE_HEALTH_FAILED, result,
+			result == CF_REASON_IDENTITY_REFUSED
+				? "the server refused the staged client certificate"
+				: "the probe failed with the staged tag");
 	cf_publish(dev);
 	return cf_discard_stage(dev);
 }
@@ -239,9 +354,16 @@ int cf_op_commit(struct cf_device *dev, const struct cf_bundle *b)
 {
 	struct cf_state *st = &dev->state;
 	uint32_t list[CF_TAG_LIST_MAX];
-	size_t n = cf_commit_list(st, b, list);
+	size_t n = st->stage_identity ? st->n_active : cf_commit_list(st, b, list);
 
+	if (st->stage_identity) { /* the identity changes, the active list stays */
+		memcpy(list, st->active, sizeof(list));
+		st->has_identity = 1;
+		st->identity_tag = st->stage_tag;
+		st->stage_identity = 0;
+	}
 	st->undo_kind = CF_UNDO_COMMIT;
+	st->undo_tag = st->stage_tag;
 	st->undo_by = b->p.Bundle_payload_undo_by_present ? b->p.Bundle_payload_undo_by.Bundle_payload_undo_by : 0;
 	memcpy(st->undo_previous, st->active, sizeof(st->active));
 	st->n_undo_previous = st->n_active;
@@ -272,10 +394,16 @@ int cf_undo_commit(struct cf_device *dev)
 	for (size_t i = 0; i < st->n_active; i++) {
 		kept |= st->active[i] == st->undo_tag;
 	}
+	if (st->undo_identity) { /* back to the identity before the commit */
+		st->has_identity = st->undo_had_identity;
+		st->identity_tag = st->undo_prev_identity;
+		kept = st->has_identity && st->identity_tag == st->undo_tag;
+	}
 	if (!kept) {
 		cf_pend_delete(st, st->undo_tag);
 	}
 	st->undo_kind = CF_UNDO_NONE;
+	st->undo_identity = 0;
 	st->commit_unproven = 0;
 	int err = cf_device_persist(dev);
 	return err != 0 ? err : cf_finish_deletes(dev);
@@ -283,9 +411,13 @@ int cf_undo_commit(struct cf_device *dev)
 
 int cf_op_rollback(struct cf_device *dev, const struct cf_bundle *b)
 {
+	const bool identity_commit = dev->state.undo_kind == CF_UNDO_COMMIT && dev->state.undo_identity;
 	int err = dev->state.undo_kind == CF_UNDO_STAGE ? cf_discard_stage(dev) : cf_undo_commit(dev);
 	if (err != 0) {
 		return err;
+	}
+	if (identity_commit && dev->ports.transport.reconnect != NULL) {
+		cf_reconnect(dev); /* the broker connection presents the previous identity again */
 	}
 	cf_report_begin(dev, b, CF_PHASE_ROLLED_BACK, CF_REASON_OK, "");
 	cf_publish(dev);
@@ -304,12 +436,14 @@ int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b)
 	if (st->stage_phase != CF_STAGE_NONE) {
 		cf_pend_delete(st, st->stage_tag); /* the open stage ends with the record */
 		st->stage_phase = CF_STAGE_NONE;
+		st->stage_identity = 0;
 	}
 	copy_list(st->retire_tags, &st->n_retire_tags, tags);
 	for (size_t i = 0; !prove && i < st->n_retire_tags; i++) {
 		cf_pend_delete(st, st->retire_tags[i]);
 	}
 	st->undo_kind = CF_UNDO_NONE;
+	st->undo_identity = 0;
 	st->retire_unproven = prove;
 	st->undo_rid_len = (uint8_t)b->p.Bundle_payload_rid.len;
 	memcpy(st->undo_rid, b->p.Bundle_payload_rid.value, b->p.Bundle_payload_rid.len);

@@ -10,6 +10,8 @@ void cf_report_begin(struct cf_device *dev, const struct cf_bundle *b, enum cf_p
 /** Fill dev->report about the open stage, whose bundle is gone. */
 void cf_report_stage(struct cf_device *dev, enum cf_phase phase, enum cf_reason reason,
 		     const char *detail);
+/** Reconnect to the broker with the active list and the identity (if any). */
+int cf_reconnect(struct cf_device *dev);
 /** Publish dev->report; 0 once acknowledged. */
 int cf_publish(struct cf_device *dev);
 /** Offline, delete what the intent names, online, persist it done. */
@@ -30,5 +32,6 @@ int cf_op_commit(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_rollback(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b);
+int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b);
 
 #endif /* CERTFLEET_OPS_H_ */

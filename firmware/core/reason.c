@@ -25,11 +25,13 @@ static const char *const reason_names[] = {
 	[CF_REASON_NOTHING_TO_UNDO] = "nothing_to_undo",
 	[CF_REASON_SUPERSEDED] = "superseded",
 	[CF_REASON_MODEM_ERROR] = "modem_error",
+	[CF_REASON_KEY_MISMATCH] = "key_mismatch",
 	[CF_REASON_UNKNOWN_CA] = "unknown_ca",
 	[CF_REASON_EXPIRED] = "expired",
 	[CF_REASON_CHAIN_TOO_LARGE] = "chain_too_large",
 	[CF_REASON_TIMEOUT] = "timeout",
 	[CF_REASON_HANDSHAKE_ERROR] = "handshake_error",
+	[CF_REASON_IDENTITY_REFUSED] = "identity_refused",
 	[CF_REASON_COMMIT_TIMEOUT] = "commit_timeout",
 	[CF_REASON_BROKER_UNREACHABLE] = "broker_unreachable",
 };
@@ -41,7 +43,7 @@ static const char *const phase_names[] = {
 	[CF_PHASE_STAGED] = "staged",		  [CF_PHASE_HEALTH_OK] = "health_ok",
 	[CF_PHASE_HEALTH_FAILED] = "health_failed", [CF_PHASE_COMMITTED] = "committed",
 	[CF_PHASE_FALLBACK] = "fallback",	  [CF_PHASE_ROLLED_BACK] = "rolled_back",
-	[CF_PHASE_RETIRED] = "retired",
+	[CF_PHASE_RETIRED] = "retired",	  [CF_PHASE_CSR] = "csr",
 };
 _Static_assert(sizeof(phase_names) / sizeof(phase_names[0]) == CF_PHASE_COUNT_,
 	       "every phase has a wire name");
@@ -53,6 +55,7 @@ static const char *const op_names[] = {
 	[CF_OP_ROLLBACK] = "rollback",
 	[CF_OP_RETIRE] = "retire",
 	[CF_OP_TRUST_SIGNER] = "trust-signer",
+	[CF_OP_KEYGEN] = "keygen",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == CF_OP_COUNT_, "every op has a name");
 

@@ -9,7 +9,10 @@
  *   trusted key, so checks 6 to 13 and every op run on fuzzed content.
  *
  * After each input the device must still hold a working trust set: 1 to 7 distinct
- * active tags, each with a CA chain item, no delete pending. The ports are in memory.
+ * active tags, each with a CA chain item, no delete pending; and an identity tag, when
+ * it has one, holds a client certificate and key. The ports are in memory; a keygen
+ * makes the key of tests/make_bundles.py's IDENTITY_KEY (its digest is the SHA-256 of
+ * that key's SubjectPublicKeyInfo), so an identity stage of the seeds gets through.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -51,6 +54,7 @@ static struct {
 	size_t reports;
 	psa_key_id_t signing_key;
 	struct cf_signer signer;
+	uint8_t identity_spki_sha256[32];
 } world;
 
 static struct item *find(uint32_t tag, uint8_t type)
@@ -80,7 +84,7 @@ static int ks_write(void *ctx, uint32_t tag, uint8_t type, const uint8_t *data, 
 	if (find(tag, type) != NULL) {
 		return -EALREADY;
 	}
-	if (len < 10 || memcmp(data, "-----BEGIN", 10) != 0) {
+	if (type != CF_CRED_TYPE_CLIENT_KEY && (len < 10 || memcmp(data, "-----BEGIN", 10) != 0)) {
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < ITEMS_MAX; i++) {
@@ -115,8 +119,28 @@ static int ks_exists(void *ctx, uint32_t tag, uint8_t type, bool *exists)
 
 static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 {
-	(void)ctx, (void)tag, (void)type, (void)digest;
-	return -ENOTSUP;
+	(void)ctx;
+	if (type != CF_CRED_TYPE_CLIENT_KEY || find(tag, type) == NULL) {
+		return find(tag, type) == NULL ? -ENOENT : -ENOTSUP;
+	}
+	memcpy(digest, world.identity_spki_sha256, 32);
+	return 0;
+}
+
+static int ks_keygen(void *ctx, uint32_t tag, const char *subject, size_t subject_len,
+		     uint64_t seq, char *out, size_t len, size_t *out_len)
+{
+	static const char answer[] = "MIIB.0oRD";
+	(void)seq;
+	CHECK(subject != NULL && subject_len >= 1 && subject_len <= CF_SUBJECT_MAX_BYTES);
+	CHECK(len > CF_CSR_FIELD_MAX_BYTES);
+	int err = ks_write(ctx, tag, CF_CRED_TYPE_CLIENT_KEY, (const uint8_t *)"key", 3);
+	if (err != 0) {
+		return err;
+	}
+	memcpy(out, answer, sizeof(answer));
+	*out_len = sizeof(answer) - 1;
+	return 0;
 }
 
 static int record_load(void *ctx, uint8_t *buf, size_t len, size_t *out_len)
@@ -144,9 +168,11 @@ static uint64_t clock_now(void *ctx)
 }
 
 static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, uint16_t port,
-				const uint32_t *tags, size_t n_tags)
+				const uint32_t *tags, size_t n_tags, const uint32_t *client_tag)
 {
 	(void)ctx, (void)port;
+	CHECK(client_tag == NULL || (find(*client_tag, CF_CRED_TYPE_CLIENT_CERT) != NULL &&
+				     find(*client_tag, CF_CRED_TYPE_CLIENT_KEY) != NULL));
 	CHECK(host != NULL && host_len >= 1 && host_len <= CF_PROBE_HOST_MAX_BYTES);
 	CHECK(n_tags >= 1 && n_tags <= CF_TAG_LIST_MAX);
 	return tags[0] % 2 == 0 ? CF_REASON_OK : CF_REASON_UNKNOWN_CA;
@@ -174,6 +200,8 @@ static void check_trust(const struct cf_device *dev)
 			CHECK(st->active[i] != st->active[j]);
 		}
 	}
+	CHECK(!st->has_identity || (find(st->identity_tag, CF_CRED_TYPE_CLIENT_CERT) != NULL &&
+				    find(st->identity_tag, CF_CRED_TYPE_CLIENT_KEY) != NULL));
 	CHECK(st->n_pending_delete == 0);
 	CHECK(world.online);
 }
@@ -182,7 +210,7 @@ static void provision(struct cf_device *dev)
 {
 	const uint32_t active[] = {42};
 	struct cf_device_ports ports = {
-		.keystore = {NULL, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest},
+		.keystore = {NULL, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest, ks_keygen},
 		.record = {NULL, record_load, record_store},
 		.clock = {NULL, clock_now},
 		.probe = {NULL, probe_run},
@@ -190,10 +218,13 @@ static void provision(struct cf_device *dev)
 	};
 	psa_key_id_t key = world.signing_key;
 	struct cf_signer signer = world.signer;
+	uint8_t identity[32];
 
+	memcpy(identity, world.identity_spki_sha256, sizeof(identity));
 	memset(&world, 0, sizeof(world));
 	world.signing_key = key;
 	world.signer = signer;
+	memcpy(world.identity_spki_sha256, identity, sizeof(identity));
 	world.online = true;
 	world.items[0] = (struct item){42, 0, true};
 	CHECK(cf_device_init(dev, DEVICE_ID, &ports) == -ENOENT);
@@ -260,6 +291,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	CHECK(psa_export_public_key(world.signing_key, world.signer.pub, sizeof(world.signer.pub),
 				    &len) == PSA_SUCCESS);
 	memcpy(world.signer.kid, KID, CF_KID_LEN);
+	/* the identity key's SubjectPublicKeyInfo: the P-256 header and its point */
+	static const uint8_t identity_scalar[32] = {[28] = 0x5e, [29] = 0xed, [30] = 0x01, [31] = 0x00};
+	static const uint8_t spki_head[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
+	uint8_t spki[26 + CF_P256_POINT_LEN];
+	psa_key_id_t identity;
+	CHECK(psa_import_key(&attributes, identity_scalar, sizeof(identity_scalar), &identity) ==
+	      PSA_SUCCESS);
+	memcpy(spki, spki_head, sizeof(spki_head));
+	CHECK(psa_export_public_key(identity, spki + sizeof(spki_head), CF_P256_POINT_LEN, &len) ==
+	      PSA_SUCCESS);
+	CHECK(psa_hash_compute(PSA_ALG_SHA_256, spki, sizeof(spki), world.identity_spki_sha256, 32,
+			       &len) == PSA_SUCCESS);
+	psa_destroy_key(identity);
 	return 0;
 }
 

@@ -16,6 +16,8 @@ void harness_init(struct harness *h, bool tls_broker)
 	memset(h, 0, sizeof(*h));
 	fixture_context(&h->ctx);
 	fake_world_init(&h->world);
+	assert_int_equal(cf_host_keystore_attestation(&h->world.keystore, h->ctx.device_id,
+						      CF_HOST_FLEET_SEED), 0);
 	h->world.now = h->ctx.now;
 	h->world.tls_broker = tls_broker;
 	char path[512];
@@ -27,6 +29,22 @@ void harness_init(struct harness *h, bool tls_broker)
 	assert_int_equal(cf_device_provision(&h->dev, h->ctx.keys, 1, active, 1), 0);
 	h->dev.state.last_seq = h->ctx.last_seq;
 	assert_int_equal(cf_device_persist(&h->dev), 0);
+}
+
+void harness_provision_identity(struct harness *h)
+{
+	static char pem[4097];
+	char path[512];
+	const char *files[] = {"old-identity.pem", "old-identity-key.pem"};
+
+	for (uint8_t type = 1; type <= 2; type++) {
+		snprintf(path, sizeof(path), "%s/bundles/%s", CF_TEST_VECTORS, files[type - 1]);
+		memset(pem, 0, sizeof(pem));
+		fixture_read(path, (uint8_t *)pem, sizeof(pem) - 1);
+		fake_keystore_put(&h->world, OLD_IDENTITY_TAG, type, pem);
+	}
+	assert_int_equal(cf_device_provision_identity(&h->dev, OLD_IDENTITY_TAG), 0);
+	h->world.fixed_key = true;
 }
 
 void harness_reboot(struct harness *h)
@@ -45,7 +63,17 @@ int harness_send(struct harness *h, const char *name)
 void harness_assert_trust_works(struct harness *h)
 {
 	const struct cf_state *st = &h->dev.state;
-	assert_in_range(st->n_active, 1, CF_TAG_LIST_MAX);
+	assert_in_range(st->n_active, 1, st->has_identity ? CF_TAG_LIST_MAX - 1 : CF_TAG_LIST_MAX);
+	if (st->has_identity) {
+		for (size_t i = 0; i < st->n_active; i++) {
+			assert_int_not_equal(st->active[i], st->identity_tag);
+		}
+		if (!fake_keystore_has(&h->world, st->identity_tag, 1) ||
+		    !fake_keystore_has(&h->world, st->identity_tag, 2)) {
+			fail_msg("identity sec_tag %u lacks its certificate or key",
+				 (unsigned)st->identity_tag);
+		}
+	}
 	for (size_t i = 0; i < st->n_active; i++) {
 		for (size_t j = 0; j < i; j++) {
 			assert_int_not_equal(st->active[i], st->active[j]);

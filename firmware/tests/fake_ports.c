@@ -73,6 +73,31 @@ static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 	return cf_host_keystore_port(&w->keystore).digest(&w->keystore, tag, type, digest);
 }
 
+static int ks_keygen(void *ctx, uint32_t tag, const char *subject, size_t subject_len,
+		     uint64_t seq, char *out, size_t len, size_t *out_len)
+{
+	struct fake_world *w = ctx;
+	if (step(w)) {
+		return -EIO;
+	}
+	if (w->keygen_refused != 0 && !w->keystore.online) {
+		return -w->keygen_refused;
+	}
+	if (!w->fixed_key) {
+		return cf_host_keystore_keygen(&w->keystore, tag, subject, subject_len, seq, out, len,
+					       out_len);
+	}
+	char path[512];
+	mbedtls_pk_context key;
+	mbedtls_pk_init(&key);
+	snprintf(path, sizeof(path), "%s/bundles/identity-key.pem", CF_TEST_VECTORS);
+	assert_int_equal(mbedtls_pk_parse_keyfile(&key, path, NULL), 0);
+	int err = cf_host_keystore_keygen_with(&w->keystore, tag, subject, subject_len, seq, &key,
+					       out, len, out_len);
+	mbedtls_pk_free(&key);
+	return err;
+}
+
 static int record_load(void *ctx, uint8_t *buf, size_t len, size_t *out_len)
 {
 	struct fake_world *w = ctx;
@@ -94,11 +119,15 @@ static uint64_t clock_now(void *ctx)
 }
 
 static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, uint16_t port,
-				const uint32_t *tags, size_t n_tags)
+				const uint32_t *tags, size_t n_tags, const uint32_t *client_tag)
 {
 	struct fake_world *w = ctx;
 	(void)host, (void)port;
 	assert_true(host_len > 0);
+	if (client_tag != NULL && (!fake_keystore_has(w, *client_tag, 1) ||
+				   !fake_keystore_has(w, *client_tag, 2) || w->identity_refused)) {
+		return CF_REASON_IDENTITY_REFUSED;
+	}
 	/* the probe trusts only its sec_tags: each must hold a CA chain */
 	for (size_t i = 0; i < n_tags; i++) {
 		if (!fake_keystore_has(w, tags[i], 0)) {
@@ -116,16 +145,27 @@ static int publish_report(void *ctx, const struct cf_report *report)
 	}
 	assert_true(w->n_reports < FAKE_REPORTS_MAX);
 	w->reports[w->n_reports++] = *report;
+	if (report->csr != NULL) {
+		assert_true(strlen(report->csr) <= CF_CSR_FIELD_MAX_BYTES);
+		strcpy(w->csr, report->csr);
+		w->reports[w->n_reports - 1].csr = w->csr;
+	}
 	return 0;
 }
 
-static int reconnect(void *ctx, const uint32_t *tags, size_t n_tags)
+static int reconnect(void *ctx, const uint32_t *tags, size_t n_tags, const uint32_t *identity)
 {
 	struct fake_world *w = ctx;
+	w->last_identity = identity != NULL ? &w->last_identity_tag : NULL;
+	w->last_identity_tag = identity != NULL ? *identity : 0;
 	for (size_t i = 0; i < n_tags; i++) {
 		if (!fake_keystore_has(w, tags[i], 0)) {
 			return -ECONNREFUSED;
 		}
+	}
+	if (identity != NULL && (!fake_keystore_has(w, *identity, 1) ||
+				 !fake_keystore_has(w, *identity, 2) || w->broker_refuses == *identity)) {
+		return -ECONNREFUSED;
 	}
 	return w->reconnect_result;
 }
@@ -176,7 +216,7 @@ void fake_world_free(struct fake_world *world)
 struct cf_device_ports fake_ports(struct fake_world *w)
 {
 	return (struct cf_device_ports){
-		.keystore = {w, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest},
+		.keystore = {w, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest, ks_keygen},
 		.record = {w, record_load, record_store},
 		.clock = {w, clock_now},
 		.probe = {w, probe_run},

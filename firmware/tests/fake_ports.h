@@ -30,6 +30,13 @@ struct fake_world {
 	int reconnect_result;	/* what a reconnect with a new list gives */
 	int publish_result;	/* what publishing gives (0: acknowledged) */
 	int writes_refused;	/* errno the key store gives every write, 0 for none */
+	int keygen_refused;	/* errno the modem gives every keygen, 0 for none */
+	bool fixed_key;		/* keygen makes tests/vectors/bundles/identity-key.pem */
+	bool identity_refused;	/* the probe's server refuses any client certificate */
+	uint32_t broker_refuses; /* the broker refuses this identity tag (0: none) */
+	const uint32_t *last_identity; /* what the last reconnect presented (NULL: none) */
+	uint32_t last_identity_tag;
+	char csr[CF_CSR_FIELD_MAX_BYTES + 1]; /* the last `csr` report's field */
 	struct cf_report reports[FAKE_REPORTS_MAX];
 	size_t n_reports;
 };

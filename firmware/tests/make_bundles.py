@@ -5,8 +5,11 @@ It writes firmware/tests/vectors/bundles/: one `<name>.cbor` per case, `MANIFEST
 (one line per case: name, the reason checks 1 to 12 of docs/protocol.md §4 give,
 and whether the orchestrator's `open_bundle` must agree), `CONTEXT` (the device
 the bundles are for: id, clock, last accepted seq, trusted signer) and
-`factory-ca.pem`, the CA the test device holds in its active sec_tag; and
-firmware/tests/vectors/tls/, server chains under the staged CA for the probe tests.
+`factory-ca.pem`, the CA the test device holds in its active sec_tag, the identity
+files (`identity-key.pem`: the key the tests' %KEYGEN makes, so a certificate can be
+issued for it ahead; `old-identity.pem` and `old-identity-key.pem`: the identity the
+device is provisioned with in sec_tag 45); and firmware/tests/vectors/tls/, server chains
+under the staged CA for the probe tests.
 
 Valid bundles come from `Bundle` + `encode_payload` + `sign1`, as the orchestrator
 sends them; invalid ones are payload maps or envelopes built by hand around the same
@@ -26,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -47,6 +58,7 @@ from orchestrator.protocol.limits import (
     MAX_BUNDLE_BYTES,
     PROBE_HOST_MAX_BYTES,
     RID_MAX_BYTES,
+    SUBJECT_MAX_BYTES,
 )
 from simulator.pki import IssuedCA, issue_intermediate, issue_server_cert, make_ca
 
@@ -60,6 +72,13 @@ NEW_KEYS = [ec.derive_private_key(0x5EED_0010 + i, ec.SECP256R1()) for i in rang
 KID = key_id(KEY.public_key())
 ACTIVE_TAG = 42
 SPARE_TAG = 43
+IDENTITY_TAG = 44
+"""The spare identity tag a keygen makes its key in."""
+OLD_IDENTITY_TAG = 45
+"""The identity the identity tests provision the device with."""
+IDENTITY_KEY = ec.derive_private_key(0x5EED_0100, ec.SECP256R1())
+"""The key the tests' %KEYGEN makes (fuzz/fuzz_device.c knows its scalar too)."""
+OLD_IDENTITY_KEY = ec.derive_private_key(0x5EED_0101, ec.SECP256R1())
 
 
 def point(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -84,7 +103,32 @@ def real_ca(name: str) -> IssuedCA:
     return make_ca(name, not_before=VALID_FROM, not_after=VALID_TO)
 
 
+def client_cert(issuer: IssuedCA, key: ec.EllipticCurvePrivateKey) -> str:
+    """A client certificate for `key`, subject CN=<the device id>, as an issuer makes it."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DEVICE)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(VALID_FROM)
+        .not_valid_after(VALID_TO)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return certificate.public_bytes(Encoding.PEM).decode()
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+
+
 STAGED_CA = real_ca("certfleet staged CA")
+IDENTITY_CA = real_ca("certfleet identity CA")
+NEW_IDENTITY = client_cert(IDENTITY_CA, IDENTITY_KEY)
+OLD_IDENTITY = client_cert(IDENTITY_CA, OLD_IDENTITY_KEY)
+FOREIGN_IDENTITY = client_cert(IDENTITY_CA, OTHER_KEY)
 CA = STAGED_CA.pem.decode()
 FACTORY_CA = real_ca("certfleet factory CA").pem.decode()
 
@@ -148,6 +192,8 @@ def bundle(op: str, seq: int = LAST_SEQ + 1, **fields: Any) -> Bundle:
         base |= {"tag": SPARE_TAG, "undo_by": NOW + 7 * 86400}
     elif op == "retire":
         base |= {"tags": (ACTIVE_TAG,), "active": (SPARE_TAG,)}
+    elif op == "keygen":
+        base |= {"tag": IDENTITY_TAG, "subject": DEVICE, "commit_by": NOW + 1800}
     elif op == "trust-signer":
         key = NEW_KEYS[0]
         base |= {"signer": SignerKey(kid=key_id(key.public_key()), public_point=point(key))}
@@ -190,12 +236,12 @@ def flipped_last(data: bytes) -> bytes:
 
 
 def sized_stage(total: int) -> bytes:
-    """A stage bundle of exactly `total` bytes, padded with a client certificate item."""
+    """A stage bundle of exactly `total` bytes, padded with a PSK item."""
     filler = 400
     for _ in range(8):
         creds = (
             Credential(CredentialType.CA_CHAIN, CA),
-            Credential(CredentialType.CLIENT_CERT, pem(filler)),
+            Credential(CredentialType.PSK, pem(filler)),
         )
         data = from_bundle(bundle("stage", credentials=creds))
         if len(data) == total:
@@ -463,7 +509,7 @@ def cases() -> list[Case]:
                     "stage",
                     credentials=tuple(
                         Credential(CredentialType(t), CA if t == 0 else pem(200, "X"))
-                        for t in range(4)
+                        for t in (0, 2, 3, 4)
                     ),
                 )
             ),
@@ -587,6 +633,107 @@ def cases() -> list[Case]:
             True,
             lambda: altered(
                 "stage", lambda d: d.update(creds=[{"type": 0, "pem": pem(CA_CHAIN_MAX_BYTES + 1)}])
+            ),
+        ),
+        *identity_payload_cases(),
+    ]
+
+
+def identity_stage(seq: int, cert: str = NEW_IDENTITY, **fields: Any) -> Bundle:
+    """The certificate's stage into the keygen's tag, probed with the device's CA tag."""
+    return bundle(
+        "stage",
+        seq=seq,
+        **(
+            {
+                "tag": IDENTITY_TAG,
+                "credentials": (Credential(CredentialType.CLIENT_CERT, cert),),
+                "probe": Probe(host="broker.example.net", port=8884, tags=(ACTIVE_TAG,)),
+                "active": (ACTIVE_TAG,),
+            }
+            | fields
+        ),
+    )
+
+
+def identity_payload_cases() -> list[Case]:
+    """Checks 6 and 12 on the keygen op and the identity stage (issue 14)."""
+    cert = {"type": 1, "pem": NEW_IDENTITY}
+    return [
+        ("keygen-ok", "ok", True, lambda: from_bundle(bundle("keygen"))),
+        (
+            "keygen-subject-64",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("keygen", subject="s" * SUBJECT_MAX_BYTES)),
+        ),
+        (
+            "keygen-subject-65",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.update(subject="s" * (SUBJECT_MAX_BYTES + 1))),
+        ),
+        (
+            "keygen-subject-empty",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.update(subject="")),
+        ),
+        (
+            "keygen-subject-control",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.update(subject="a\nb")),
+        ),
+        (
+            "keygen-no-subject",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.pop("subject")),
+        ),
+        (
+            "keygen-no-commit-by",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.pop("commit_by")),
+        ),
+        (
+            "keygen-undo-by",
+            "bad_payload",
+            True,
+            lambda: altered("keygen", lambda d: d.update(undo_by=NOW + 60)),
+        ),
+        ("identity-stage-ok", "ok", True, lambda: from_bundle(identity_stage(LAST_SEQ + 1))),
+        (
+            "identity-stage-with-ca",
+            "bad_payload",
+            True,
+            lambda: altered("stage", lambda d: d.update(creds=[{"type": 0, "pem": CA}, cert])),
+        ),
+        (
+            "identity-probe-tags-7",
+            "bad_payload",
+            True,
+            lambda: altered(
+                "stage",
+                lambda d: d.update(
+                    creds=[cert], probe=d["probe"] | {"tags": list(range(100, 107))}
+                ),
+            ),
+        ),
+        (
+            "identity-cert-4096",
+            "ok",
+            True,
+            lambda: from_bundle(identity_stage(LAST_SEQ + 1, cert=pem(CA_CHAIN_MAX_BYTES))),
+        ),
+        (
+            "identity-cert-4097",
+            "too_large",
+            True,
+            lambda: altered(
+                "stage",
+                lambda d: d.update(creds=[{"type": 1, "pem": pem(CA_CHAIN_MAX_BYTES + 1)}]),
             ),
         ),
     ]
@@ -721,6 +868,90 @@ def scenario_cases() -> list[Case]:
             ),
         ),
         ("s-after-ts-retire", "ok", True, lambda: from_bundle(bundle("commit", seq=seq + 1))),
+        *identity_scenario_cases(),
+    ]
+
+
+def identity_scenario_cases() -> list[Case]:
+    """An identity rotation in sequence: keygen (seq 11), stage (12), commit (13), then a
+    rollback or retire (14); and the bundles check 13 refuses on the way."""
+    keygen = LAST_SEQ + 1
+    return [
+        ("i-keygen", "ok", True, lambda: from_bundle(bundle("keygen"))),
+        (
+            "i-keygen-into-active",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("keygen", tag=ACTIVE_TAG)),
+        ),
+        (
+            "i-keygen-into-identity",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("keygen", tag=OLD_IDENTITY_TAG)),
+        ),
+        ("i-stage", "ok", True, lambda: from_bundle(identity_stage(keygen + 1))),
+        (
+            "i-stage-foreign-key",
+            "ok",
+            True,
+            lambda: from_bundle(identity_stage(keygen + 1, cert=FOREIGN_IDENTITY)),
+        ),
+        (
+            "i-stage-other-rollout",
+            "ok",
+            True,
+            lambda: from_bundle(identity_stage(keygen + 1, rollout_id="r-2")),
+        ),
+        (
+            "i-stage-other-tag",
+            "ok",
+            True,
+            lambda: from_bundle(identity_stage(keygen + 1, tag=46)),
+        ),
+        (
+            "i-stage-into-identity",
+            "ok",
+            True,
+            lambda: from_bundle(identity_stage(keygen + 1, tag=OLD_IDENTITY_TAG)),
+        ),
+        (
+            "i-commit",
+            "ok",
+            True,
+            lambda: from_bundle(bundle("commit", seq=keygen + 2, tag=IDENTITY_TAG)),
+        ),
+        ("i-rollback", "ok", True, lambda: from_bundle(bundle("rollback", seq=keygen + 3))),
+        (
+            "i-retire-old",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle("retire", seq=keygen + 3, tags=(OLD_IDENTITY_TAG,), active=(ACTIVE_TAG,))
+            ),
+        ),
+        (
+            "i-retire-identity",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle("retire", seq=keygen + 3, tags=(IDENTITY_TAG,), active=(ACTIVE_TAG,))
+            ),
+        ),
+        (
+            "i-stage-trust-into-identity",
+            "ok",
+            True,
+            lambda: from_bundle(
+                bundle(
+                    "stage",
+                    seq=keygen + 3,
+                    tag=IDENTITY_TAG,
+                    active=(ACTIVE_TAG, IDENTITY_TAG),
+                    probe=Probe(host="staging.example.net", port=8883, tags=(IDENTITY_TAG,)),
+                )
+            ),
+        ),
     ]
 
 
@@ -759,6 +990,9 @@ def main() -> None:
     ]
     (OUT / "CONTEXT").write_text("".join(context))
     (OUT / "factory-ca.pem").write_text(FACTORY_CA)
+    (OUT / "identity-key.pem").write_text(key_pem(IDENTITY_KEY))
+    (OUT / "old-identity.pem").write_text(OLD_IDENTITY)
+    (OUT / "old-identity-key.pem").write_text(key_pem(OLD_IDENTITY_KEY))
     write_tls_fixtures(OUT.parent / "tls")
     print(f"{len(manifest)} bundles in {OUT.relative_to(Path.cwd())}")
 

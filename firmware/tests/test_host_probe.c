@@ -115,7 +115,7 @@ static int teardown(void **state)
 static enum cf_reason run(const char *host, uint32_t tag)
 {
 	struct cf_probe port_ = cf_host_probe_port(&probe);
-	return port_.run(port_.ctx, host, strlen(host), port, &tag, 1);
+	return port_.run(port_.ctx, host, strlen(host), port, &tag, 1, NULL);
 }
 
 /* A chain that leads to the staged CA, for the probed name, passes. */

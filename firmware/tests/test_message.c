@@ -105,6 +105,34 @@ static void test_worst_case_report_fits(void **state)
 	r.reason = CF_REASON_UNSUPPORTED_ALGORITHM;
 	r.op = CF_OP_TRUST_SIGNER;
 	assert_int_equal(cf_report_json(&r, id, buf, sizeof(buf), &len), 0);
+	/* and with the longest `csr` field a keygen may report */
+	static char csr[CF_CSR_FIELD_MAX_BYTES + 1];
+	memset(csr, 'A', CF_CSR_FIELD_MAX_BYTES);
+	csr[CF_CSR_FIELD_MAX_BYTES / 2] = '.';
+	r.csr = csr;
+	r.phase = CF_PHASE_CSR;
+	assert_int_equal(cf_report_json(&r, id, buf, sizeof(buf), &len), 0);
+}
+
+/* A `csr` report carries the %KEYGEN answer in `csr`, after the other keys. */
+static void test_csr_report_bytes(void **state)
+{
+	(void)state;
+	char buf[CF_REPORT_JSON_MAX];
+	size_t len = 0;
+	struct cf_report r = sample();
+
+	r.op = CF_OP_KEYGEN;
+	r.phase = CF_PHASE_CSR;
+	r.reason = CF_REASON_OK;
+	r.detail[0] = '\0';
+	r.csr = "MIIB.0oRD";
+	assert_int_equal(cf_report_json(&r, "nrf-1", buf, sizeof(buf), &len), 0);
+	buf[len] = '\0';
+	assert_string_equal(buf, "{\"v\":2,\"device_id\":\"nrf-1\",\"rollout_id\":\"r-7\",\"seq\":18,"
+				 "\"op\":\"keygen\",\"phase\":\"csr\",\"reason\":\"ok\",\"detail\":\"\","
+				 "\"time\":\"2027-01-15T08:00:00Z\",\"active_tags\":[42],"
+				 "\"csr\":\"MIIB.0oRD\"}");
 }
 
 /* Epoch seconds become RFC 3339 UTC, leap days and the last second of a year included. */
@@ -136,8 +164,8 @@ static void test_state_exact_bytes(void **state)
 	const uint32_t active[] = {42};
 
 	memset(item.sha256, 0xab, sizeof(item.sha256));
-	assert_int_equal(cf_state_json("nrf-1", 1800000000, &item, 1, active, 1, buf, sizeof(buf),
-				       &len),
+	assert_int_equal(cf_state_json("nrf-1", 1800000000, &item, 1, active, 1, NULL, buf,
+				       sizeof(buf), &len),
 			 0);
 	buf[len] = '\0';
 	assert_string_equal(
@@ -145,6 +173,13 @@ static void test_state_exact_bytes(void **state)
 		     "\"credentials\":[{\"sec_tag\":42,\"type\":0,\"sha256\":"
 		     "\"abababababababababababababababababababababababababababababababab\","
 		     "\"not_after\":\"2027-01-15T08:00:00Z\"}],\"active_tags\":[42]}");
+	/* a device with an identity names its tag */
+	const uint32_t identity = 44;
+	assert_int_equal(cf_state_json("nrf-1", 1800000000, &item, 1, active, 1, &identity, buf,
+				       sizeof(buf), &len),
+			 0);
+	buf[len] = '\0';
+	assert_non_null(strstr(buf, "\"active_tags\":[42],\"identity_tag\":44}"));
 }
 
 static void write_file(const char *name, const char *data, size_t len)
@@ -162,26 +197,43 @@ static void test_write_messages_for_the_python_check(void **state)
 {
 	(void)state;
 	static struct harness h;
-	static const char *const bundles[] = {"s-stage", "s-commit", "s-rollback", "s-rollback-again",
-					      "sig-other-key", "s-ts-1"};
+	/* a trust rollout, then (a fresh device) an identity rotation: keygen, stage, commit */
+	static const char *const bundles[] = {"s-stage",	  "s-commit",	   "s-rollback",
+					      "s-rollback-again", "sig-other-key", "s-ts-1",
+					      NULL,		  "i-keygen",	   "i-stage",
+					      "i-commit"};
 	char buf[CF_REPORT_JSON_MAX], name[48];
 	size_t len = 0, files = 0;
 
 	mkdir("messages", 0755);
 	harness_init(&h, false);
 	for (size_t i = 0; i < sizeof(bundles) / sizeof(bundles[0]); i++) {
-		assert_int_equal(harness_send(&h, bundles[i]), 0);
+		if (bundles[i] != NULL) {
+			assert_int_equal(harness_send(&h, bundles[i]), 0);
+			continue;
+		}
+		for (size_t k = 0; k < h.world.n_reports; k++) {
+			assert_int_equal(cf_report_json(&h.world.reports[k], h.ctx.device_id, buf,
+							sizeof(buf), &len),
+					 0);
+			snprintf(name, sizeof(name), "report-%02zu.json", files++);
+			write_file(name, buf, len);
+		}
+		fake_world_free(&h.world);
+		harness_init(&h, false);
+		h.world.fixed_key = true;
 	}
 	for (size_t i = 0; i < h.world.n_reports; i++) {
 		assert_int_equal(cf_report_json(&h.world.reports[i], h.ctx.device_id, buf, sizeof(buf), &len), 0);
-		snprintf(name, sizeof(name), "report-%02zu.json", i);
+		snprintf(name, sizeof(name), "report-%02zu.json", files++);
 		write_file(name, buf, len);
-		files++;
 	}
 	struct cf_state_item item = {.sec_tag = ACTIVE_TAG, .type = 0};
 	char state_buf[CF_STATE_JSON_MAX(1)];
+	assert_true(h.dev.state.has_identity);
 	assert_int_equal(cf_state_json(h.ctx.device_id, h.ctx.now, &item, 1, h.dev.state.active,
-				       h.dev.state.n_active, state_buf, sizeof(state_buf), &len),
+				       h.dev.state.n_active, &h.dev.state.identity_tag, state_buf,
+				       sizeof(state_buf), &len),
 			 0);
 	write_file("state.json", state_buf, len);
 	fake_world_free(&h.world);
@@ -195,6 +247,7 @@ int main(void)
 		cmocka_unit_test(test_report_escapes),
 		cmocka_unit_test(test_short_buffers_are_refused),
 		cmocka_unit_test(test_worst_case_report_fits),
+		cmocka_unit_test(test_csr_report_bytes),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_state_exact_bytes),
 		cmocka_unit_test(test_write_messages_for_the_python_check),

@@ -25,6 +25,12 @@ psa_status_t psa_hash_finish(psa_hash_operation_t *op, uint8_t *hash, size_t siz
 	(void)op, (void)hash, (void)size, (void)len;
 	return PSA_ERROR_NOT_SUPPORTED;
 }
+psa_status_t psa_hash_compute(psa_algorithm_t alg, const uint8_t *in, size_t len, uint8_t *hash,
+			      size_t size, size_t *out_len)
+{
+	(void)alg, (void)in, (void)len, (void)hash, (void)size, (void)out_len;
+	return PSA_ERROR_NOT_SUPPORTED;
+}
 psa_status_t psa_hash_abort(psa_hash_operation_t *op)
 {
 	(void)op;
@@ -63,11 +69,12 @@ int main(void)
 
 	cf_device_init(&device, "d", (const struct cf_device_ports *)&ports);
 	cf_device_provision(&device, &signer, 1, &tag, 1);
+	cf_device_provision_identity(&device, 44);
 	cf_device_boot(&device);
 	cf_device_handle(&device, bundle, sizeof(bundle));
 	cf_device_tick(&device);
 	cf_report_json(&device.report, device.device_id, json, sizeof(json), &len);
-	cf_state_json(device.device_id, 0, NULL, 0, &tag, 1, json, sizeof(json), &len);
+	cf_state_json(device.device_id, 0, NULL, 0, &tag, 1, &tag, json, sizeof(json), &len);
 #endif
 	return 0;
 }

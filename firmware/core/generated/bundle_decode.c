@@ -33,6 +33,7 @@ static bool decode_repeated_Bundle_payload_probe(zcbor_state_t *state, struct Bu
 static bool decode_repeated_Bundle_payload_active(zcbor_state_t *state, struct Bundle_payload_active *result);
 static bool decode_Signer(zcbor_state_t *state, struct Signer *result);
 static bool decode_repeated_Bundle_payload_signer(zcbor_state_t *state, struct Bundle_payload_signer *result);
+static bool decode_repeated_Bundle_payload_subject(zcbor_state_t *state, struct Bundle_payload_subject *result);
 static bool decode_repeated_Bundle_payload_undo_by(zcbor_state_t *state, struct Bundle_payload_undo_by *result);
 static bool decode_repeated_Bundle_payload_commit_by(zcbor_state_t *state, struct Bundle_payload_commit_by *result);
 static bool decode_repeated_Bundle_payload_retire_kid(zcbor_state_t *state, struct Bundle_payload_retire_kid *result);
@@ -343,6 +344,27 @@ static bool decode_repeated_Bundle_payload_signer(
 	return tmp_result;
 }
 
+static bool decode_repeated_Bundle_payload_subject(
+		zcbor_state_t *state, struct Bundle_payload_subject *result)
+{
+	zcbor_log("%s\r\n", __func__);
+	struct zcbor_string tmp_str;
+
+	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"subject", tmp_str.len = sizeof("subject") - 1, &tmp_str)))))
+	&& (zcbor_tstr_decode(state, (&(*result).Bundle_payload_subject)))
+	&& ((((*result).Bundle_payload_subject.len >= 1)
+	&& ((*result).Bundle_payload_subject.len <= 64)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
 static bool decode_repeated_Bundle_payload_undo_by(
 		zcbor_state_t *state, struct Bundle_payload_undo_by *result)
 {
@@ -504,6 +526,7 @@ static bool decode_Bundle_payload(
 	&& zcbor_present_decode(&((*result).Bundle_payload_probe_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_probe, state, (&(*result).Bundle_payload_probe))
 	&& zcbor_present_decode(&((*result).Bundle_payload_active_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_active, state, (&(*result).Bundle_payload_active))
 	&& zcbor_present_decode(&((*result).Bundle_payload_signer_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_signer, state, (&(*result).Bundle_payload_signer))
+	&& zcbor_present_decode(&((*result).Bundle_payload_subject_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_subject, state, (&(*result).Bundle_payload_subject))
 	&& zcbor_present_decode(&((*result).Bundle_payload_undo_by_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_undo_by, state, (&(*result).Bundle_payload_undo_by))
 	&& zcbor_present_decode(&((*result).Bundle_payload_commit_by_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_commit_by, state, (&(*result).Bundle_payload_commit_by))
 	&& zcbor_present_decode(&((*result).Bundle_payload_retire_kid_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_retire_kid, state, (&(*result).Bundle_payload_retire_kid))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_map_end_decode(state))));

@@ -112,6 +112,10 @@ struct Bundle_payload_signer {
 	struct Signer Bundle_payload_signer;
 };
 
+struct Bundle_payload_subject {
+	struct zcbor_string Bundle_payload_subject;
+};
+
 struct Bundle_payload_undo_by {
 	uint64_t Bundle_payload_undo_by;
 };
@@ -144,6 +148,8 @@ struct Bundle_payload {
 	bool Bundle_payload_active_present;
 	struct Bundle_payload_signer Bundle_payload_signer;
 	bool Bundle_payload_signer_present;
+	struct Bundle_payload_subject Bundle_payload_subject;
+	bool Bundle_payload_subject_present;
 	struct Bundle_payload_undo_by Bundle_payload_undo_by;
 	bool Bundle_payload_undo_by_present;
 	struct Bundle_payload_commit_by Bundle_payload_commit_by;

@@ -41,6 +41,9 @@ struct cf_report {
 	uint64_t time;
 	uint32_t active_tags[CF_TAG_LIST_MAX];
 	size_t n_active;
+	/** phase `csr` only: the %KEYGEN answer, NUL-terminated, valid while it is published
+	 * (it lives on the keygen's stack, not in the device context); NULL otherwise */
+	const char *csr;
 };
 
 /** Where an open stage is; persisted so a reboot knows what to finish or undo. */
@@ -49,6 +52,8 @@ enum cf_stage_phase {
 	CF_STAGE_WRITING,    /**< intent: items being written into the spare tag */
 	CF_STAGE_WRITTEN,    /**< written, not yet probed: a reboot probes it */
 	CF_STAGE_HEALTHY,    /**< the probe passed; waiting for commit until commit_by */
+	CF_STAGE_KEYGEN,     /**< identity: the key is made and the CSR reported; waiting
+			      *   for the certificate's stage until commit_by */
 };
 
 /** The one undo record of contract v2. */
@@ -65,6 +70,16 @@ struct cf_state {
 	uint8_t n_active;
 	uint8_t n_signers;
 	struct cf_signer signers[CF_SIGNERS_MAX];
+	/* the identity: the sec_tag whose client certificate and key the broker connection
+	 * presents (not in the active list, which names CA tags only) */
+	uint8_t has_identity;
+	/* the open stage is an identity one (keygen, then the certificate's stage) */
+	uint8_t stage_identity;
+	/* the undo record is an identity one, and the identity it returns to */
+	uint8_t undo_identity;
+	uint8_t undo_had_identity;
+	uint32_t identity_tag;
+	uint32_t undo_prev_identity;
 	/* the open stage */
 	uint8_t stage_phase; /* enum cf_stage_phase */
 	uint8_t n_stage_active;
@@ -130,6 +145,14 @@ int cf_device_init(struct cf_device *dev, const char *device_id,
 /** Factory provisioning: trusted signers and the active list, persisted. */
 int cf_device_provision(struct cf_device *dev, const struct cf_signer *signers, size_t n_signers,
 			const uint32_t *active, size_t n_active);
+
+/**
+ * Factory provisioning of the identity: the sec_tag whose client certificate (type 1)
+ * and key (type 2), already in the key store, the broker connection presents; persisted.
+ *
+ * @retval -EINVAL the tag is active or does not hold both items.
+ */
+int cf_device_provision_identity(struct cf_device *dev, uint32_t tag);
 
 /** After every power-up: finish or undo what the record says was interrupted. */
 int cf_device_boot(struct cf_device *dev);

@@ -5,6 +5,11 @@
  * (-EPERM otherwise), one item per (sec_tag, type) (-EALREADY), a full store
  * (-ENOMEM), content it refuses (-EINVAL). The core writes only while offline and
  * deletes before it writes.
+ *
+ * `keygen` is `AT%KEYGEN=<sec_tag>,2,0`: the modem makes a P-256 key in (sec_tag, type 2)
+ * that never leaves it (no read of type 2 exists; the digest of a made key is SHA-256 of
+ * its public SubjectPublicKeyInfo DER) and answers base64url(CSR DER) "." base64url(a
+ * COSE_Sign1 attestation over it), without padding.
  */
 #ifndef CERTFLEET_KEYSTORE_H_
 #define CERTFLEET_KEYSTORE_H_
@@ -25,6 +30,18 @@ struct cf_keystore {
 	int (*exists)(void *ctx, uint32_t sec_tag, uint8_t type, bool *exists);
 	/** SHA-256 of an item's bytes (AT%CMNG=1); 0, -ENOENT or a negative errno. */
 	int (*digest)(void *ctx, uint32_t sec_tag, uint8_t type, uint8_t digest[32]);
+	/**
+	 * %KEYGEN: a new key in (sec_tag, 2), a CSR with subject CN=<subject>, and the
+	 * modem's attestation over it (`seq`, the keygen bundle's, is bound into the host
+	 * port's attestation; the nRF9160's carries its own fields). Writes the answer and a
+	 * NUL into `out`.
+	 *
+	 * @return 0 with *out_len bytes; -EPERM while online, -EALREADY when the slot is
+	 *         taken, -ENOMEM when the store is full, -ENOSPC when `len` is too small,
+	 *         another negative errno when the modem failed.
+	 */
+	int (*keygen)(void *ctx, uint32_t sec_tag, const char *subject, size_t subject_len,
+		      uint64_t seq, char *out, size_t len, size_t *out_len);
 };
 
 #endif /* CERTFLEET_KEYSTORE_H_ */

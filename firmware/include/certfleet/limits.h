@@ -44,8 +44,16 @@
 /** Bundle payload versions this device accepts (`v`); it speaks the highest. */
 #define CF_VERSION_MIN 1
 #define CF_VERSION_MAX 2
-/** Credential types: 0 CA chain ... 5 public key. */
+/** A client certificate item (type 1) of an identity stage: counted like a CA chain. */
+#define CF_CERT_ITEM_MAX_BYTES 4096
+/** A keygen's `subject`: UTF-8 bytes of the CSR's common name. */
+#define CF_SUBJECT_MAX_BYTES 64
+/** A `csr` report's `csr`: base64url(CSR DER) "." base64url(COSE_Sign1), no padding. */
+#define CF_CSR_FIELD_MAX_BYTES 2048
+/** Credential types: 0 CA chain, 1 client certificate, 2 client key ... 5 public key. */
 #define CF_CRED_TYPE_CA_CHAIN 0
+#define CF_CRED_TYPE_CLIENT_CERT 1
+#define CF_CRED_TYPE_CLIENT_KEY 2
 #define CF_CRED_TYPE_MAX 5
 
 #endif /* CERTFLEET_LIMITS_H_ */

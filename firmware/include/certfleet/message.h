@@ -10,10 +10,11 @@
 
 #include "certfleet/device.h"
 
-/* Worst case: every rid, op and detail byte a 6-byte \u escape. */
+/* Worst case: every rid, op and detail byte a 6-byte \u escape; a `csr` report's field
+ * (base64url and one '.', never escaped). */
 #define CF_REPORT_JSON_MAX                                                                         \
 	(256 + CF_DEVICE_ID_MAX + 6 * CF_REPORT_RID_MAX_BYTES + 6 * CF_REPORT_OP_MAX_BYTES +       \
-	 6 * CF_REPORT_DETAIL_LEN + 11 * CF_TAG_LIST_MAX)
+	 6 * CF_REPORT_DETAIL_LEN + 11 * CF_TAG_LIST_MAX + 8 + CF_CSR_FIELD_MAX_BYTES)
 
 /** One stored item as the state message lists it (`AT%CMNG=1`, `AT%CERTEXPIRY`). */
 struct cf_state_item {
@@ -24,7 +25,7 @@ struct cf_state_item {
 };
 
 /** The largest state message for `n` items. */
-#define CF_STATE_JSON_MAX(n) (160 + CF_DEVICE_ID_MAX + 11 * CF_TAG_LIST_MAX + (n) * 150)
+#define CF_STATE_JSON_MAX(n) (184 + CF_DEVICE_ID_MAX + 11 * CF_TAG_LIST_MAX + (n) * 150)
 
 /**
  * Write a report message.
@@ -36,14 +37,15 @@ int cf_report_json(const struct cf_report *report, const char *device_id, char *
 		   size_t *out_len);
 
 /**
- * Write a state message: the key store's items and the active tag list, at `time`.
+ * Write a state message: the key store's items, the active tag list and the identity
+ * tag (NULL: the device has none), at `time`.
  *
  * @retval 0 written, *out_len bytes.
  * @retval -ENOSPC `len` is too small.
  */
 int cf_state_json(const char *device_id, uint64_t time, const struct cf_state_item *items,
-		  size_t n_items, const uint32_t *active, size_t n_active, char *buf, size_t len,
-		  size_t *out_len);
+		  size_t n_items, const uint32_t *active, size_t n_active, const uint32_t *identity,
+		  char *buf, size_t len, size_t *out_len);
 
 /** RFC 3339 UTC time of epoch seconds: "YYYY-MM-DDTHH:MM:SSZ" and a NUL (21 bytes). */
 void cf_rfc3339(uint64_t epoch, char out[21]);

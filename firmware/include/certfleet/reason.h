@@ -26,12 +26,14 @@ enum cf_reason {
 	CF_REASON_NOTHING_TO_UNDO,
 	CF_REASON_SUPERSEDED,
 	CF_REASON_MODEM_ERROR,
+	CF_REASON_KEY_MISMATCH, /* identity stage: the certificate is not for the keygen's key */
 	/* health_failed: the TLS probe with the staged trust failed */
 	CF_REASON_UNKNOWN_CA,
 	CF_REASON_EXPIRED,
 	CF_REASON_CHAIN_TOO_LARGE,
 	CF_REASON_TIMEOUT,
 	CF_REASON_HANDSHAKE_ERROR,
+	CF_REASON_IDENTITY_REFUSED, /* the server refused the staged client certificate */
 	/* fallback: the device returned to its previous trust by itself */
 	CF_REASON_COMMIT_TIMEOUT,
 	CF_REASON_BROKER_UNREACHABLE,
@@ -49,6 +51,7 @@ enum cf_phase {
 	CF_PHASE_FALLBACK,
 	CF_PHASE_ROLLED_BACK,
 	CF_PHASE_RETIRED,
+	CF_PHASE_CSR, /* a keygen made its key: the report carries the CSR */
 	CF_PHASE_COUNT_,
 };
 
@@ -60,6 +63,7 @@ enum cf_op {
 	CF_OP_ROLLBACK,
 	CF_OP_RETIRE,
 	CF_OP_TRUST_SIGNER,
+	CF_OP_KEYGEN,
 	CF_OP_COUNT_,
 };
 

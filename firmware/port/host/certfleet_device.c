@@ -6,6 +6,7 @@
  *       [--host 127.0.0.1] [--port 1883]
  *       [--prefix certfleet] [--tls] [--probe-timeout-ms 10000] [--clock EPOCH]
  *       [--signer KIDHEX:POINTHEX]... [--ca TAG=PEMFILE]... [--active TAG]...
+ *       [--identity TAG=CERTFILE,KEYFILE] [--fleet-seed SEED]
  *
  * One device keeps its key store and record in DIR; with --devices N, device P00000 to
  * P{N-1} (prefix "cdev-" by default) each keep theirs in DIR/<id> and run on a thread of
@@ -16,6 +17,10 @@
  * commit stands only once the broker validated with the new list (else fallback).
  * --clock starts the device clock at EPOCH (it then advances with the system's), for
  * tests whose bundles were signed for a fixed time. SIGINT or SIGTERM stop it.
+ * --identity provisions the device's identity on its first run: the client certificate
+ * and key put into TAG (types 1 and 2), presented to a TLS broker. --fleet-seed (default
+ * "certfleet") derives each device's attestation key as the simulated modem's is:
+ * certfleet is given its public key the same way.
  */
 #include <errno.h>
 #include <signal.h>
@@ -102,6 +107,13 @@ static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 	return d->modem.digest(d->modem.ctx, tag, type, digest);
 }
 
+static int ks_keygen(void *ctx, uint32_t tag, const char *subject, size_t subject_len,
+		     uint64_t seq, char *out, size_t len, size_t *out_len)
+{
+	struct host_device *d = ctx;
+	return d->modem.keygen(d->modem.ctx, tag, subject, subject_len, seq, out, len, out_len);
+}
+
 static int hex(const char *text, uint8_t *out, size_t len)
 {
 	if (strlen(text) < 2 * len) {
@@ -139,8 +151,41 @@ static int put_ca(struct cf_host_keystore *ks, const char *spec)
 	return err == -EALREADY ? 0 : err;
 }
 
+/* Put one file's content into (tag, type), as a factory would. */
+static int put_file(struct cf_host_keystore *ks, uint32_t tag, uint8_t type, const char *path)
+{
+	static uint8_t content[8192];
+	struct cf_keystore port = cf_host_keystore_port(ks);
+	FILE *f = fopen(path, "rb");
+
+	if (f == NULL) {
+		return -errno;
+	}
+	size_t len = fread(content, 1, sizeof(content), f);
+	fclose(f);
+	port.set_online(port.ctx, false);
+	int err = port.write(port.ctx, tag, type, content, len);
+	port.set_online(port.ctx, true);
+	memset(content, 0, sizeof(content));
+	return err == -EALREADY ? 0 : err;
+}
+
+/* --identity TAG=CERTFILE,KEYFILE */
+static int put_identity(struct cf_host_keystore *ks, const char *spec, uint32_t *tag)
+{
+	char cert[512], key[512];
+	unsigned value;
+
+	if (sscanf(spec, "%u=%511[^,],%511s", &value, cert, key) != 3) {
+		return -EINVAL;
+	}
+	*tag = value;
+	int err = put_file(ks, value, CF_CRED_TYPE_CLIENT_CERT, cert);
+	return err != 0 ? err : put_file(ks, value, CF_CRED_TYPE_CLIENT_KEY, key);
+}
+
 struct options {
-	const char *dir, *device_id, *host, *prefix, *id_prefix;
+	const char *dir, *device_id, *host, *prefix, *id_prefix, *identity, *fleet_seed;
 	int port;
 	unsigned devices;
 	uint32_t probe_timeout_ms;
@@ -156,7 +201,8 @@ struct options {
 static int parse(int argc, char **argv, struct options *o)
 {
 	*o = (struct options){.host = "127.0.0.1", .prefix = "certfleet", .port = 1883,
-			      .probe_timeout_ms = 10000, .id_prefix = "cdev-"};
+			      .probe_timeout_ms = 10000, .id_prefix = "cdev-",
+			      .fleet_seed = CF_HOST_FLEET_SEED};
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : "";
 		if (strcmp(flag, "--tls") == 0) {
@@ -189,6 +235,10 @@ static int parse(int argc, char **argv, struct options *o)
 			}
 		} else if (strcmp(flag, "--active") == 0 && o->n_active < CF_TAG_LIST_MAX) {
 			o->active[o->n_active++] = (uint32_t)strtoul(value, NULL, 10);
+		} else if (strcmp(flag, "--identity") == 0) {
+			o->identity = value;
+		} else if (strcmp(flag, "--fleet-seed") == 0) {
+			o->fleet_seed = value;
 		} else if (strcmp(flag, "--ca") == 0 && o->n_cas < CF_TAG_LIST_MAX) {
 			o->cas[o->n_cas++] = value;
 		} else {
@@ -216,6 +266,10 @@ static int open_device(struct host_device *d, const struct options *o)
 		return err;
 	}
 	d->keystore.online = true; /* the device runs online; it goes offline only to write */
+	if ((err = cf_host_keystore_attestation(&d->keystore, d->id, o->fleet_seed)) != 0) {
+		fprintf(stderr, "certfleet-device: --fleet-seed over %d bytes\n", CF_HOST_SEED_MAX);
+		return err;
+	}
 	snprintf(path, sizeof(path), "%s/record", d->dir);
 	if ((err = cf_host_record_init(&d->record, path)) != 0) {
 		return err;
@@ -224,7 +278,7 @@ static int open_device(struct host_device *d, const struct options *o)
 	d->modem = cf_host_keystore_port(&d->keystore);
 	d->mqtt.tls = o->tls;
 	struct cf_device_ports ports = {
-		.keystore = {d, set_online, ks_write, ks_remove, ks_exists, ks_digest},
+		.keystore = {d, set_online, ks_write, ks_remove, ks_exists, ks_digest, ks_keygen},
 		.record = cf_host_record_port(&d->record),
 		.clock = {NULL, offset_now},
 		.probe = cf_host_probe_port(&d->probe),
@@ -240,6 +294,13 @@ static int open_device(struct host_device *d, const struct options *o)
 			}
 		}
 		err = cf_device_provision(&d->device, o->signers, o->n_signers, o->active, o->n_active);
+		uint32_t tag = 0;
+		if (err == 0 && o->identity != NULL &&
+		    ((err = put_identity(&d->keystore, o->identity, &tag)) != 0 ||
+		     (err = cf_device_provision_identity(&d->device, tag)) != 0)) {
+			fprintf(stderr, "certfleet-device: --identity %s: %s\n", o->identity, strerror(-err));
+			return err;
+		}
 	}
 	if (err != 0) {
 		fprintf(stderr, "certfleet-device: no usable record in %s (%s); provision with "
@@ -286,7 +347,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: certfleet-device --dir DIR (--device-id ID | --devices N "
 				"[--id-prefix P]) [--host H] [--port P] [--prefix P] [--tls] "
 				"[--probe-timeout-ms MS] [--clock EPOCH] [--signer KIDHEX:POINTHEX]... "
-				"[--ca TAG=PEMFILE]... [--active TAG]...\n");
+				"[--ca TAG=PEMFILE]... [--active TAG]... [--identity TAG=CERTFILE,KEYFILE] "
+				"[--fleet-seed SEED]\n");
 		return 2;
 	}
 	size_t n = o.devices > 0 ? o.devices : 1;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mbedtls/platform_util.h>
 #include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
 
@@ -187,9 +188,36 @@ static int ks_exists(void *ctx, uint32_t tag, uint8_t type, bool *exists)
 	return err;
 }
 
+/*
+ * What a key item's digest covers: its public SubjectPublicKeyInfo DER (the modem's
+ * %CMNG=1 of a made key), never private bytes. 0 with *out, or -EINVAL when `content`
+ * is no key (then the content itself is hashed, as for any other item).
+ */
+static int key_public_der(uint8_t *content, size_t len, const uint8_t **out, size_t *out_len)
+{
+	static _Thread_local uint8_t text[ITEM_MAX_BYTES + 1];
+	mbedtls_pk_context pk;
+	int der_len;
+
+	memcpy(text, content, len);
+	text[len] = '\0';
+	mbedtls_pk_init(&pk);
+	if (mbedtls_pk_parse_key(&pk, text, len + 1, NULL, 0) == 0 &&
+	    (der_len = mbedtls_pk_write_pubkey_der(&pk, content, ITEM_MAX_BYTES)) > 0) {
+		*out = content + ITEM_MAX_BYTES - der_len;
+		*out_len = (size_t)der_len;
+	} else {
+		der_len = -1;
+	}
+	mbedtls_pk_free(&pk);
+	mbedtls_platform_zeroize(text, sizeof(text));
+	return der_len > 0 ? 0 : -EINVAL;
+}
+
 static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 {
 	static _Thread_local uint8_t content[ITEM_MAX_BYTES];
+	const uint8_t *hashed = content;
 	char path[CF_HOST_PATH_MAX + 32];
 	size_t len = 0, digest_len = 0;
 	int err = slot_valid(tag, type);
@@ -203,11 +231,16 @@ static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 	if (err != 0) {
 		return err;
 	}
-	if (psa_crypto_init() != PSA_SUCCESS ||
-	    psa_hash_compute(PSA_ALG_SHA_256, content, len, digest, 32, &digest_len) != PSA_SUCCESS) {
-		return -EIO;
+	if (type == CF_CRED_TYPE_CLIENT_KEY) {
+		key_public_der(content, len, &hashed, &len);
 	}
-	return 0;
+	err = psa_crypto_init() != PSA_SUCCESS ||
+			      psa_hash_compute(PSA_ALG_SHA_256, hashed, len, digest, 32, &digest_len) !=
+				      PSA_SUCCESS
+		      ? -EIO
+		      : 0;
+	mbedtls_platform_zeroize(content, sizeof(content));
+	return err;
 }
 
 int cf_host_keystore_init(struct cf_host_keystore *ks, const char *dir)
@@ -218,6 +251,7 @@ int cf_host_keystore_init(struct cf_host_keystore *ks, const char *dir)
 	}
 	strcpy(ks->dir, dir);
 	ks->capacity = CF_HOST_KEYSTORE_CAPACITY;
+	strcpy(ks->fleet_seed, CF_HOST_FLEET_SEED);
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 		return -errno;
 	}
@@ -226,7 +260,30 @@ int cf_host_keystore_init(struct cf_host_keystore *ks, const char *dir)
 
 struct cf_keystore cf_host_keystore_port(struct cf_host_keystore *ks)
 {
-	return (struct cf_keystore){ks, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest};
+	return (struct cf_keystore){ks,	       ks_set_online, ks_write, ks_remove,
+				    ks_exists, ks_digest,     cf_host_keystore_keygen};
+}
+
+int cf_host_keystore_attestation(struct cf_host_keystore *ks, const char *device_id,
+				 const char *fleet_seed)
+{
+	if (strlen(device_id) > CF_DEVICE_ID_MAX || strlen(fleet_seed) > CF_HOST_SEED_MAX) {
+		return -ENAMETOOLONG;
+	}
+	strcpy(ks->device_id, device_id);
+	strcpy(ks->fleet_seed, fleet_seed);
+	return 0;
+}
+
+int cf_host_keystore_item_path(const struct cf_host_keystore *ks, uint32_t sec_tag, uint8_t type,
+			       char *out, size_t len)
+{
+	int err = slot_valid(sec_tag, type);
+
+	if (err == 0) {
+		err = item_path(ks, sec_tag, type, out, len);
+	}
+	return err != 0 ? err : access(out, F_OK) == 0 ? 0 : -ENOENT;
 }
 
 int cf_host_keystore_read(struct cf_host_keystore *ks, uint32_t sec_tag, uint8_t type,

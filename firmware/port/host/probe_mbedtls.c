@@ -5,6 +5,10 @@
  * Like the modem, it refuses a server Certificate message over 4096 bytes whatever the
  * chain's validity: the received records are scanned as they arrive and the size is
  * decided before verification is looked at (simulator/probe.py does the same).
+ *
+ * An identity stage's probe presents the client certificate and key of its sec_tag (the
+ * key store's files: the key is used in place, never copied out); a fatal alert the server
+ * sends against that certificate is `identity_refused`.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -156,6 +160,29 @@ static int verify_address(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t 
 	return 0;
 }
 
+/* The alerts a server sends against a client certificate (RFC 5246 §7.2.2). */
+static bool refuses_certificate(uint8_t alert)
+{
+	return alert == MBEDTLS_SSL_ALERT_MSG_BAD_CERT || alert == MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT ||
+	       alert == MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED || alert == MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED ||
+	       alert == MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA || alert == MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED;
+}
+
+/* The client certificate and key of `tag`, from the key store's files. */
+static int load_identity(struct cf_host_keystore *ks, uint32_t tag, mbedtls_x509_crt *cert,
+			 mbedtls_pk_context *key)
+{
+	char path[CF_HOST_PATH_MAX + 32];
+
+	if (cf_host_keystore_item_path(ks, tag, CF_CRED_TYPE_CLIENT_CERT, path, sizeof(path)) != 0 ||
+	    mbedtls_x509_crt_parse_file(cert, path) != 0 ||
+	    cf_host_keystore_item_path(ks, tag, CF_CRED_TYPE_CLIENT_KEY, path, sizeof(path)) != 0 ||
+	    mbedtls_pk_parse_keyfile(key, path, NULL) != 0) {
+		return -ENOENT;
+	}
+	return 0;
+}
+
 static enum cf_reason verify_reason(uint32_t flags)
 {
 	if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) {
@@ -168,7 +195,7 @@ static enum cf_reason verify_reason(uint32_t flags)
 }
 
 static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, uint16_t port,
-				const uint32_t *tags, size_t n_tags)
+				const uint32_t *tags, size_t n_tags, const uint32_t *client_tag)
 {
 	struct cf_host_probe *probe = ctx;
 	static _Thread_local struct scan scan;
@@ -178,7 +205,8 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	mbedtls_ctr_drbg_context drbg;
 	mbedtls_ssl_config conf;
 	mbedtls_ssl_context ssl;
-	mbedtls_x509_crt trust;
+	mbedtls_x509_crt trust, client_cert;
+	mbedtls_pk_context client_key;
 	enum cf_reason reason = CF_REASON_HANDSHAKE_ERROR;
 	int ret;
 
@@ -194,6 +222,8 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	mbedtls_ssl_config_init(&conf);
 	mbedtls_ssl_init(&ssl);
 	mbedtls_x509_crt_init(&trust);
+	mbedtls_x509_crt_init(&client_cert);
+	mbedtls_pk_init(&client_key);
 	memset(&scan, 0, sizeof(scan));
 	scan.net = &net;
 
@@ -212,6 +242,11 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	mbedtls_ssl_conf_ca_chain(&conf, &trust, NULL);
 	mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
 	mbedtls_ssl_conf_read_timeout(&conf, probe->timeout_ms);
+	if (client_tag != NULL &&
+	    (load_identity(probe->keystore, *client_tag, &client_cert, &client_key) != 0 ||
+	     mbedtls_ssl_conf_own_cert(&conf, &client_cert, &client_key) != 0)) {
+		goto out; /* no certificate and key to present: the handshake cannot be tried */
+	}
 	static _Thread_local struct address addr;
 	addr.len = inet_pton(AF_INET, hostname, addr.bytes) == 1	   ? 4
 		   : inet_pton(AF_INET6, hostname, addr.bytes) == 1 ? 16
@@ -238,6 +273,9 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 		mbedtls_ssl_close_notify(&ssl);
 	} else if (ret == MBEDTLS_ERR_SSL_TIMEOUT) {
 		reason = CF_REASON_TIMEOUT;
+	} else if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && client_tag != NULL &&
+		   ssl.in_msg != NULL && refuses_certificate(ssl.in_msg[1])) {
+		reason = CF_REASON_IDENTITY_REFUSED;
 	} else if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
 		reason = verify_reason(mbedtls_ssl_get_verify_result(&ssl));
 	}
@@ -247,6 +285,8 @@ out:
 	mbedtls_ctr_drbg_free(&drbg);
 	mbedtls_entropy_free(&entropy);
 	mbedtls_x509_crt_free(&trust);
+	mbedtls_x509_crt_free(&client_cert);
+	mbedtls_pk_free(&client_key);
 	mbedtls_net_free(&net);
 	return reason;
 }

@@ -133,7 +133,8 @@ static int publish_state(struct cf_host_mqtt *m)
 
 	if (err == 0) {
 		err = cf_state_json(m->device->device_id, (uint64_t)time(NULL), items, n, st->active,
-				    st->n_active, json, sizeof(json), &len);
+				    st->n_active, st->has_identity ? &st->identity_tag : NULL, json,
+				    sizeof(json), &len);
 	}
 	return err != 0 ? err : publish_acked(m, m->state_topic, json, len);
 }
@@ -231,6 +232,19 @@ static int write_ca_file(struct cf_host_mqtt *m, const uint32_t *tags, size_t n)
  */
 static int client_create(struct cf_host_mqtt *m)
 {
+	char cert[CF_HOST_PATH_MAX + 32], key[CF_HOST_PATH_MAX + 32];
+	const char *certfile = NULL, *keyfile = NULL;
+
+	if (m->tls && m->has_identity) {
+		if (cf_host_keystore_item_path(m->keystore, m->identity_tag, CF_CRED_TYPE_CLIENT_CERT,
+					       cert, sizeof(cert)) != 0 ||
+		    cf_host_keystore_item_path(m->keystore, m->identity_tag, CF_CRED_TYPE_CLIENT_KEY,
+					       key, sizeof(key)) != 0) {
+			return -ENOENT;
+		}
+		certfile = cert;
+		keyfile = key;
+	}
 	m->mosq = mosquitto_new(m->device->device_id, false, m);
 	if (m->mosq == NULL) {
 		return -ENOMEM;
@@ -241,7 +255,8 @@ static int client_create(struct cf_host_mqtt *m)
 	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
 	mosquitto_message_v5_callback_set(m->mosq, on_message);
 	mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
-	if (m->tls && (mosquitto_tls_set(m->mosq, m->ca_path, NULL, NULL, NULL, NULL) != MOSQ_ERR_SUCCESS ||
+	if (m->tls && (mosquitto_tls_set(m->mosq, m->ca_path, NULL, certfile, keyfile, NULL) !=
+			       MOSQ_ERR_SUCCESS ||
 		       mosquitto_tls_opts_set(m->mosq, 1, "tlsv1.2", NULL) != MOSQ_ERR_SUCCESS)) {
 		return -EINVAL;
 	}
@@ -260,15 +275,18 @@ static int connect_broker(struct cf_host_mqtt *m)
 }
 
 /*
- * A new connection validating the broker with `tags` only: the proof a commit needs
- * before it stands (docs/protocol.md §5). 0 once the broker accepted the connection.
+ * A new connection validating the broker with `tags` only and presenting `identity`: the
+ * proof a commit (of a list or an identity) needs before it stands (docs/protocol.md §5).
+ * 0 once the broker accepted the connection.
  */
-static int reconnect(void *ctx, const uint32_t *tags, size_t n)
+static int reconnect(void *ctx, const uint32_t *tags, size_t n, const uint32_t *identity)
 {
 	struct cf_host_mqtt *m = ctx;
 	struct timespec deadline;
 	int err = 0;
 
+	m->has_identity = identity != NULL;
+	m->identity_tag = identity != NULL ? *identity : 0;
 	mosquitto_disconnect_v5(m->mosq, 0, NULL);
 	mosquitto_loop_stop(m->mosq, false);
 	mosquitto_destroy(m->mosq);
@@ -314,6 +332,8 @@ int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const
 	m->port = port;
 	if (m->tls) {
 		const struct cf_state *st = &device->state;
+		m->has_identity = st->has_identity;
+		m->identity_tag = st->identity_tag;
 		snprintf(m->ca_path, sizeof(m->ca_path), "%s/broker-ca.pem", keystore->dir);
 		if (write_ca_file(m, st->active, st->n_active) != 0) {
 			return -ENOENT;

@@ -3,7 +3,8 @@
  * with a 7-day session, Receive Maximum 4, the bundle topic subscribed QoS 1 after
  * every CONNECT, reports and states published QoS 1 and awaited until PUBACK. Over TLS
  * the broker is validated with the CA chains of the active tags only, as the modem's
- * socket is given the active tag list.
+ * socket is given the active tag list, and a device with an identity presents its
+ * client certificate and key (the identity tag's key store files, used in place).
  */
 #ifndef CERTFLEET_TRANSPORT_MOSQUITTO_H_
 #define CERTFLEET_TRANSPORT_MOSQUITTO_H_
@@ -33,6 +34,8 @@ struct cf_host_mqtt {
 	char host[CF_PROBE_HOST_MAX_BYTES + 1];
 	int port;
 	char ca_path[CF_HOST_PATH_MAX + 16]; /**< the CA chains the broker is validated with */
+	bool has_identity;	/**< the connection presents the client certificate of: */
+	uint32_t identity_tag;
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
 	bool connected;

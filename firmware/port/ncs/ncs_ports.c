@@ -11,6 +11,7 @@
 #include <date_time.h>
 #include <modem/lte_lc.h>
 #include <modem/modem_key_mgmt.h>
+#include <nrf_modem_at.h>
 #include <zephyr/kernel.h>
 #include <zephyr/net/socket.h>
 #include <zephyr/settings/settings.h>
@@ -50,9 +51,46 @@ static int ks_digest(void *ctx, uint32_t tag, uint8_t type, uint8_t digest[32])
 	return modem_key_mgmt_digest(tag, (enum modem_key_mgmt_cred_type)type, digest, 32);
 }
 
+/*
+ * AT%KEYGEN=<sec_tag>,2,0,"CN=<subject>": the modem makes a P-256 key in (sec_tag, 2) and
+ * answers `%KEYGEN: "<base64url CSR>.<base64url COSE_Sign1>"` (needs CFUN=4, the core
+ * is offline here). The answer is copied out of its quotes; a CME error is mapped to
+ * the errno the core reports (519: the slot is taken).
+ */
+static int ks_keygen(void *ctx, uint32_t tag, const char *subject, size_t subject_len,
+		     uint64_t seq, char *out, size_t len, size_t *out_len)
+{
+	ARG_UNUSED(ctx);
+	ARG_UNUSED(seq); /* the modem's attestation carries its own fields */
+	static char response[CF_CSR_FIELD_MAX_BYTES + 32];
+
+	if (subject_len > CF_SUBJECT_MAX_BYTES || memchr(subject, '"', subject_len) != NULL) {
+		return -EINVAL;
+	}
+	int err = nrf_modem_at_cmd(response, sizeof(response), "AT%%KEYGEN=%u,2,0,\"CN=%.*s\"",
+				   (unsigned)tag, (int)subject_len, subject);
+	if (err != 0) {
+		return err > 0 && nrf_modem_at_err(err) == 519 ? -EALREADY : err > 0 ? -EIO : err;
+	}
+	const char *start = strchr(response, '"');
+	const char *end = start != NULL ? strchr(start + 1, '"') : NULL;
+	if (end == NULL) {
+		return -EBADMSG;
+	}
+	size_t n = (size_t)(end - start - 1);
+	if (n >= len) {
+		return -ENOSPC;
+	}
+	memcpy(out, start + 1, n);
+	out[n] = '\0';
+	*out_len = n;
+	return 0;
+}
+
 struct cf_keystore cf_ncs_keystore(void)
 {
-	return (struct cf_keystore){NULL, ks_set_online, ks_write, ks_remove, ks_exists, ks_digest};
+	return (struct cf_keystore){NULL,      ks_set_online, ks_write, ks_remove,
+				    ks_exists, ks_digest,     ks_keygen};
 }
 
 /* ------------------------------------------------------------ record */
@@ -128,11 +166,11 @@ struct cf_clock cf_ncs_clock(void)
 /* ------------------------------------------------------------ probe */
 
 static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, uint16_t port,
-				const uint32_t *tags, size_t n_tags)
+				const uint32_t *tags, size_t n_tags, const uint32_t *client_tag)
 {
 	ARG_UNUSED(ctx);
 	char name[CF_PROBE_HOST_MAX_BYTES + 1], service[8];
-	sec_tag_t sec_tags[CF_TAG_LIST_MAX];
+	sec_tag_t sec_tags[CF_TAG_LIST_MAX + 1];
 	struct zsock_addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
 	struct zsock_addrinfo *addr = NULL;
 	struct zsock_timeval timeout = {
@@ -151,6 +189,10 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	for (size_t i = 0; i < n_tags; i++) {
 		sec_tags[i] = (sec_tag_t)tags[i];
 	}
+	if (client_tag != NULL) {
+		/* the modem presents the client certificate and key of a listed sec_tag */
+		sec_tags[n_tags++] = (sec_tag_t)*client_tag;
+	}
 	if (zsock_getaddrinfo(name, service, &hints, &addr) != 0) {
 		return CF_REASON_HANDSHAKE_ERROR;
 	}
@@ -168,7 +210,13 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 			reason = CF_REASON_TIMEOUT;
 		}
 		/* Other errnos do not say unknown_ca, expired or chain_too_large apart; the
-		 * modem's handshake result would (see README.md): handshake_error until then. */
+		 * modem's handshake result would (see README.md): handshake_error until then.
+		 * Nor does the socket tell a server's alert against the client certificate
+		 * (identity_refused) from other failures: ECONNREFUSED/ECONNRESET after a
+		 * client certificate is the nearest sign, taken as identity_refused. */
+		else if (client_tag != NULL && (errno == ECONNREFUSED || errno == ECONNRESET)) {
+			reason = CF_REASON_IDENTITY_REFUSED;
+		}
 	}
 	if (fd >= 0) {
 		zsock_close(fd);
