@@ -230,7 +230,7 @@ class Container:
         gate, the identity tags, the renew days, and the broker's mutual-TLS listener to probe
         (`CERTFLEET_IDENTITY_PROBE`; unset: nothing is planned)."""
         settings = self.settings
-        probe_text: str | None = getattr(settings, "identity_probe", None)
+        probe_text = settings.identity_probe
         probe = parse_endpoint(probe_text, what="CERTFLEET_IDENTITY_PROBE") if probe_text else None
         return IdentityPlanDeps(
             rollouts=self.rollout_deps(),
