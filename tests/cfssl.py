@@ -1,8 +1,8 @@
 """A real `cfssl serve` (CFSSL's HTTP API) on a free loopback port, for the CFSSL issuer's tests.
 
     server = start_cfssl(tmp_path / "cfssl", device_ca)   # an IssuedCA from simulator.pki
-    settings: CERTFLEET_ISSUER=cfssl, CERTFLEET_ISSUER_URL=server.url,
-              CERTFLEET_CRL_CA_CERT_FILE=server.ca_cert_file, ..._KEY_FILE=server.ca_key_file
+    server.settings_env()    # CERTFLEET_ISSUER=cfssl, _ISSUER_URL, and CFSSL's CA as
+                             # CERTFLEET_CRL_CA_CERT_FILE/_KEY_FILE (1.2 makes no CRL)
     ...
     server.stop()            # the issuer is down (connection refused)
     server.start()           # and back, with the same CA and database
@@ -85,6 +85,16 @@ class CfsslServer:
     def url(self) -> str:
         """The base URL (CERTFLEET_ISSUER_URL)."""
         return f"http://127.0.0.1:{self.port}"
+
+    def settings_env(self) -> dict[str, str]:
+        """certfleet's settings for this server: the issuer, and its CA as the CRL signer."""
+        return {
+            "CERTFLEET_ISSUER": "cfssl",
+            "CERTFLEET_ISSUER_URL": self.url,
+            "CERTFLEET_ISSUER_TIMEOUT_SECONDS": "5",
+            "CERTFLEET_CRL_CA_CERT_FILE": str(self.ca_cert_file),
+            "CERTFLEET_CRL_CA_KEY_FILE": str(self.ca_key_file),
+        }
 
     def start(self) -> CfsslServer:
         """Start (or start again) on the same port, CA and database."""

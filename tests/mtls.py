@@ -6,15 +6,17 @@
     broker.device_port   # mutual TLS 1.2: require_certificate, use_identity_as_username,
                          # crlfile = pki.crl_file, the shipped ACL (deploy/mosquitto/acl)
     broker.pid_file      # CERTFLEET_CRL_RELOAD_PID_FILE; pki.crl_file is CERTFLEET_CRL_FILE
+    broker.settings_env()  # those, MQTT on the plain listener, the device CA as local issuer
     cert = device_identity(pki.device_ca, "dev-1")   # or any certificate the issuer made
     try_connect(broker, cert.pem, cert.key_pem)      # "accepted" or the TLS alert, e.g.
                                                      # "certificate_revoked", "unknown_ca"
     broker.usernames()   # the username of every client that connected (the CN)
     broker.stop()
 
-Settings for certfleet: CERTFLEET_ISSUER_CA_CERT_FILE=pki.device_ca_file and _KEY_FILE=
-pki.device_ca_key_file (local issuer), or start_cfssl(dir, pki.device_ca) for CFSSL; the
-devices trust pki.server_ca_file and connect to 127.0.0.1:broker.device_port.
+With CFSSL: start_cfssl(dir, pki.device_ca) and `{**broker.settings_env(issuer=False),
+**cfssl.settings_env()}`. Devices trust pki.server_ca_file and connect to
+127.0.0.1:broker.device_port (also the identity probe) with a certificate of
+pki.device_ca: `device_identity(pki.device_ca, id, not_after=...)` gives certificate and key.
 
 Mosquitto 2.0 reads `crlfile` when it starts and on SIGHUP only (orchestrator/adapters/
 crl_file.py), so a test that revokes either sets CERTFLEET_CRL_RELOAD_PID_FILE or calls
@@ -185,6 +187,23 @@ class MtlsBroker:
     def port(self) -> int:
         """The services' plain listener (CERTFLEET_MQTT_PORT)."""
         return self.service.port
+
+    def settings_env(self, *, issuer: bool = True) -> dict[str, str]:
+        """certfleet's settings for this broker: MQTT on the plain listener, the CRL file and
+        the pid to SIGHUP after writing it, and (`issuer`) the device CA as local issuer."""
+        env = {
+            "CERTFLEET_MQTT_HOST": "127.0.0.1",
+            "CERTFLEET_MQTT_PORT": str(self.port),
+            "CERTFLEET_CRL_FILE": str(self.pki.crl_file),
+            "CERTFLEET_CRL_RELOAD_PID_FILE": str(self.pid_file),
+        }
+        if issuer:
+            env |= {
+                "CERTFLEET_ISSUER": "local",
+                "CERTFLEET_ISSUER_CA_CERT_FILE": str(self.pki.device_ca_file),
+                "CERTFLEET_ISSUER_CA_KEY_FILE": str(self.pki.device_ca_key_file),
+            }
+        return env
 
     def reloads(self) -> int:
         """How many times mosquitto has reloaded its config (SIGHUP) so far."""

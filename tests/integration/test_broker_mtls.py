@@ -26,6 +26,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from orchestrator.adapters.crl_file import CrlFilePublisher
 from orchestrator.adapters.issuer_cfssl import CfsslIssuer
 from orchestrator.adapters.issuer_local import LocalCaIssuer
+from orchestrator.adapters.issuers import (
+    crl_publisher_from_settings,
+    crl_signer_from_settings,
+    issuer_from_settings,
+)
+from orchestrator.config import Settings
 from orchestrator.domain.identity import IssuedCertificate, RevokedCertificate
 from simulator.pki import IssuedCert, make_ca
 from tests.cfssl import cfssl_installed, start_cfssl
@@ -179,5 +185,28 @@ def test_certificates_from_cfssl_connect_and_are_refused_once_revoked(
     crl = issuer.sign_crl([_revoked(issued, "dev-9")], now=NOW, next_update=NOW + timedelta(1))
     reloads = broker.reloads()
     CrlFilePublisher(broker.pki.crl_file, reload_pid_file=broker.pid_file).publish(crl)
+    broker.wait_reloaded(reloads)
+    assert try_connect(broker, issued.pem.encode(), _key_pem(key)) == "certificate_revoked"
+
+
+def test_certfleet_settings_for_the_broker_revoke_through_its_own_reload(
+    broker: MtlsBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the broker's settings, the factories' issuer, signer and publisher revoke for real."""
+    for name, value in broker.settings_env().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    issuer, signer = issuer_from_settings(settings), crl_signer_from_settings(settings)
+    publisher = crl_publisher_from_settings(settings)
+    assert issuer is not None
+    assert signer is not None
+    assert publisher is not None
+    csr, key = _csr("dev-11")
+    issued = issuer.issue(csr, device_id="dev-11")
+    assert try_connect(broker, issued.pem.encode(), _key_pem(key)) == ACCEPTED
+    reloads = broker.reloads()
+    publisher.publish(
+        signer.sign_crl([_revoked(issued, "dev-11")], now=NOW, next_update=NOW + timedelta(1))
+    )
     broker.wait_reloaded(reloads)
     assert try_connect(broker, issued.pem.encode(), _key_pem(key)) == "certificate_revoked"

@@ -9,6 +9,8 @@ identifier), the local CA in the CRL certfleet signs. An unreachable CFSSL is
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from orchestrator.adapters.crl_file import CrlFilePublisher, CrlPublishError
+from orchestrator.adapters.crl_file import CrlFilePublisher, CrlPublishError, CrlReloadError
 from orchestrator.adapters.issuer_cfssl import CfsslIssuer
 from orchestrator.adapters.issuer_local import LocalCaIssuer
 from orchestrator.adapters.issuers import (
@@ -34,6 +36,7 @@ from orchestrator.domain.identity import RevokedCertificate
 from simulator.pki import IssuedCA, make_ca
 from simulator.services import free_port
 from tests.cfssl import CfsslServer, cfssl_installed, start_cfssl
+from tests.procs import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +224,39 @@ def test_crl_file_refuses_what_is_not_a_crl(tmp_path: Path, local: LocalCaIssuer
     with pytest.raises(CrlPublishError):
         publisher.publish(b"-----BEGIN X509 CRL-----\nbroken\n-----END X509 CRL-----\n")
     assert publisher.path.read_bytes() == good
+
+
+def test_crl_reload_signals_the_pid_in_the_file(tmp_path: Path, local: LocalCaIssuer) -> None:
+    """SIGHUP goes to the pid file's process; a dead pid or a bad file is CrlReloadError."""
+    marker = tmp_path / "hup"
+    child = subprocess.Popen(  # a process that records the SIGHUP it gets
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGHUP, lambda *_: pathlib.Path({str(marker)!r}).touch())\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(20)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"ready"
+        pid_file = tmp_path / "broker.pid"
+        pid_file.write_text(f"{child.pid}\n")
+        publisher = CrlFilePublisher(tmp_path / "crl.pem", reload_pid_file=pid_file)
+        publisher.publish(local.sign_crl([], now=NOW, next_update=NOW + timedelta(days=1)))
+        wait_until(marker.exists, timeout=5, what="the SIGHUP")
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(CrlReloadError, match="no process"):
+        publisher.reload()
+    pid_file.write_text("mosquitto\n")
+    with pytest.raises(CrlReloadError, match="does not hold a process id"):
+        publisher.reload()
+    assert (tmp_path / "crl.pem").exists(), "the CRL is written before the signal"
 
 
 # -- CFSSL ------------------------------------------------------------------------------------
