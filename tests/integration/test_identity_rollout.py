@@ -1,0 +1,306 @@
+"""An identity.rotate rollout end to end in one process: the engine over real Redis, the
+listener and simulated devices on a Mosquitto whose device listener requires client
+certificates (the shipped settings), the local CA issuer, the CRL file and the broker's reload.
+
+The engine's tasks run inline (`InlineTasks`) instead of on Celery workers, so the test
+drives each step; what it checks is that the parts fit: the keygen's CSR passes certfleet's
+checks, the staged certificate passes the device's key check and the broker's mutual-TLS
+probe, the commit reconnects with it, the retire deletes the old one, and the old
+certificates end up in the CRL the broker reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography import x509
+
+from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.bootstrap import Container, bootstrap
+from orchestrator.clock import utcnow
+from orchestrator.config import Settings
+from orchestrator.domain.credentials import CredentialType
+from orchestrator.domain.rollout import RolloutSpec, parse_waves
+from orchestrator.domain.rollout_states import DeviceRolloutState, PushStep, RolloutState
+from orchestrator.protocol import Topics
+from orchestrator.protocol.cose import key_id
+from orchestrator.services.identity.crl import refresh_crl
+from orchestrator.services.identity.issue import issue_identities
+from orchestrator.services.identity.revoke import revoke_identities
+from orchestrator.services.rollout import (
+    RolloutDeps,
+    create_rollout,
+    dispatch_wave,
+    evaluate_rollout,
+    push_batch,
+    rollback_rollout,
+    start_rollout,
+    tick_rollouts,
+)
+from simulator.agent import BrokerAddress, DeviceAgent
+from simulator.fleet import IdentityProvisioning, build_fleet, ca_issuer, run_fleet
+from simulator.services import LocalService
+from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
+from workers.listener import run_listener
+
+pytestmark = pytest.mark.integration
+
+D = DeviceRolloutState
+DEVICES = 4
+OLD_TAG, NEW_TAG, CA_TAG = 44, 45, 42
+
+
+@dataclass
+class InlineTasks:
+    """`RolloutTasks` that queues each call for the test to run (`pump`), in order."""
+
+    queue: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+
+    def start_rollout(self, rollout_id: str) -> None:
+        self.queue.append(("start_rollout", (rollout_id,)))
+
+    def dispatch_wave(self, rollout_id: str, wave: int) -> None:
+        self.queue.append(("dispatch_wave", (rollout_id, wave)))
+
+    def push_batch(
+        self, rollout_id: str, wave: int, device_ids: object, step: PushStep, *, countdown: float
+    ) -> None:
+        self.queue.append(("push_batch", (rollout_id, list(device_ids), step)))  # type: ignore[call-overload]
+
+    def evaluate_rollout(self, rollout_id: str, *, countdown: float = 0) -> None:
+        if ("evaluate_rollout", (rollout_id,)) not in self.queue:
+            self.queue.append(("evaluate_rollout", (rollout_id,)))
+
+    def rollback_rollout(self, rollout_id: str) -> None:
+        self.queue.append(("rollback_rollout", (rollout_id,)))
+
+    def issue_identities(self, rollout_id: str, wave: int, device_ids: object) -> None:
+        self.queue.append(("issue_identities", (rollout_id, wave, list(device_ids))))  # type: ignore[call-overload]
+
+    def revoke_identities(self, rollout_id: str, device_ids: object) -> None:
+        self.queue.append(("revoke_identities", (rollout_id, list(device_ids))))  # type: ignore[call-overload]
+
+    def refresh_crl(self) -> None:
+        self.queue.append(("refresh_crl", ()))
+
+
+@dataclass
+class Engine:
+    """The container's adapters with the inline task queue, as a worker would run them."""
+
+    container: Container
+    tasks: InlineTasks = field(default_factory=InlineTasks)
+    ran: list[str] = field(default_factory=list)
+
+    @property
+    def deps(self) -> RolloutDeps:
+        c = self.container
+        return RolloutDeps(
+            store=c.rollouts,
+            inventory=c.inventory,
+            tasks=self.tasks,
+            metrics=c.metrics,
+            identity=c.identity,
+        )
+
+    def pump(self, *, limit: int = 500) -> None:
+        """Run the queued tasks (and what they queue) now."""
+        c, deps = self.container, self.deps
+        for _ in range(limit):
+            if not self.tasks.queue:
+                return
+            name, args = self.tasks.queue.pop(0)
+            self.ran.append(name)
+            now = utcnow()
+            if name == "start_rollout":
+                start_rollout(deps, str(args[0]), now=now, actor="test")
+            elif name == "dispatch_wave":
+                dispatch_wave(deps, str(args[0]), int(str(args[1])), now=now)
+            elif name == "push_batch":
+                push_batch(c.push_deps(), str(args[0]), list(args[1]), args[2], now=now)  # type: ignore[call-overload, arg-type]
+            elif name == "evaluate_rollout":
+                evaluate_rollout(deps, str(args[0]), now=now)
+            elif name == "rollback_rollout":
+                rollback_rollout(deps, str(args[0]), now=now)
+            elif name == "issue_identities":
+                rid, wave, ids = args
+                issue_identities(c.identity_deps(), str(rid), int(str(wave)), list(ids), now=now)  # type: ignore[call-overload]
+            elif name == "revoke_identities":
+                rid, ids = args
+                revoke_identities(c.identity_deps(), self.tasks, str(rid), list(ids), now=now)  # type: ignore[call-overload]
+            elif name == "refresh_crl":
+                refresh_crl(c.crl_deps(), now=now)
+        raise AssertionError(f"the engine did not settle in {limit} tasks: {self.ran[-20:]}")
+
+    def tick(self) -> None:
+        tick_rollouts(self.deps, now=utcnow())
+        self.pump()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MtlsBroker]:
+    started = start_mtls_broker(tmp_path / "broker", make_pki(tmp_path / "pki"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def engine(
+    redis_service: LocalService,
+    broker: MtlsBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Engine]:
+    """certfleet's settings: the test Redis, the broker's service listener, a signing key,
+    the device CA as the local issuer and CRL signer, the broker's CRL file and pid."""
+    key = tmp_path / "signing-key.pem"
+    generate_key_file(key)
+    pki = broker.pki
+    env = {
+        "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
+        "CERTFLEET_MQTT_HOST": "127.0.0.1",
+        "CERTFLEET_MQTT_PORT": str(broker.port),
+        "CERTFLEET_TOPIC_PREFIX": "certfleet",
+        "CERTFLEET_SIGNING_KEY_FILE": str(key),
+        "CERTFLEET_ISSUER": "local",
+        "CERTFLEET_ISSUER_CA_CERT_FILE": str(pki.device_ca_file),
+        "CERTFLEET_ISSUER_CA_KEY_FILE": str(pki.device_ca_key_file),
+        "CERTFLEET_CRL_FILE": str(pki.crl_file),
+        "CERTFLEET_CRL_RELOAD_PID_FILE": str(broker.pid_file),
+        "CERTFLEET_LOG_FORMAT": "json",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = redis.Redis(host=redis_service.host, port=redis_service.port)
+    client.flushall()
+    client.close()
+    container = bootstrap(Settings(), logging=False)
+    yield Engine(container)
+    container.close()
+
+
+def _fleet(engine: Engine, broker: MtlsBroker) -> list[DeviceAgent]:
+    """Devices trusting the broker's CA in 42, presenting a factory identity in 44 that
+    expires in 10 days, issued by the device CA the broker accepts."""
+    public = engine.container.signer.public_key
+    return build_fleet(
+        count=DEVICES,
+        ca_chain=broker.pki.server_ca.pem,
+        sec_tag=CA_TAG,
+        id_prefix="idr-",
+        broker=BrokerAddress(host="127.0.0.1", port=broker.device_port, tls=True),
+        topics=Topics("certfleet"),
+        signers={key_id(public): public},
+        probe_timeout=5,
+        identity=IdentityProvisioning(
+            issue=ca_issuer(broker.pki.device_ca, not_after=datetime.now(UTC) + timedelta(days=10)),
+            tag=OLD_TAG,
+        ),
+    )
+
+
+def _spec(broker: MtlsBroker) -> RolloutSpec:
+    return RolloutSpec(
+        kind="identity.rotate",
+        ca_pems=(),
+        tag=OLD_TAG,
+        spare_tag=NEW_TAG,
+        probe_host="127.0.0.1",
+        probe_port=broker.device_port,
+        waves=parse_waves("1,100%"),
+        bake_seconds=1,
+        min_sample=1,
+        max_failure=0.0,
+        device_timeout_seconds=30,
+    )
+
+
+def _old_serials(engine: Engine, devices: list[str]) -> set[int]:
+    """The serials of the certificates the devices present now, as the inventory knows them."""
+    c = engine.container
+    serials = set()
+    for device in devices:
+        state = c.inventory.device_credentials(device)
+        assert state is not None
+        [item] = [
+            i
+            for i in state.credentials
+            if i.sec_tag == OLD_TAG and i.type is CredentialType.CLIENT_CERT
+        ]
+        pem = c.library.get(item.sha256)
+        assert pem is not None, "the device's state message carried its certificate"
+        serials.add(x509.load_pem_x509_certificate(pem.encode()).serial_number)
+    return serials
+
+
+async def _until(check: object, *, timeout: float, what: str, engine: Engine) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.to_thread(engine.tick)
+        if await asyncio.to_thread(check):  # type: ignore[arg-type]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: MtlsBroker) -> None:
+    """Every device ends on a certificate the issuer signed for a key its modem made, in 45,
+    the old identity deleted; the old certificates are in the CRL the broker reloaded."""
+    asyncio.run(_rotate(engine, broker))
+
+
+async def _rotate(engine: Engine, broker: MtlsBroker) -> None:
+    c = engine.container
+    agents = _fleet(engine, broker)
+    ids = sorted(a.firmware.device_id for a in agents)
+    stop = asyncio.Event()
+    listener = asyncio.create_task(run_listener(c, stop=stop, reconnect_interval=0.2))
+    fleet = asyncio.create_task(run_fleet(agents, stop=stop, handle_signals=False))
+    try:
+        await _until(
+            lambda: set(c.inventory.identity_tags_of(ids).values()) == {OLD_TAG},
+            timeout=20,
+            what="every device's state with its identity",
+            engine=engine,
+        )
+        old = _old_serials(engine, ids)
+        reloads = broker.reloads()
+        rid = create_rollout(engine.deps, _spec(broker), now=utcnow(), actor="test", start=True)
+
+        def ended() -> bool:
+            rollout = c.rollouts.get(rid)
+            return rollout is not None and rollout.ended
+
+        await _until(ended, timeout=90, what="the rollout to end", engine=engine)
+        await asyncio.to_thread(engine.pump)
+    finally:
+        stop.set()
+        await asyncio.gather(listener, fleet, return_exceptions=True)
+
+    rollout = c.rollouts.get(rid)
+    assert rollout is not None
+    states = c.rollouts.device_states(rid)
+    assert (rollout.state, set(states.values())) == (RolloutState.COMPLETED, {D.RETIRED}), (
+        c.rollouts.log(rid)[-15:]
+    )
+    for agent in agents:
+        firmware = agent.firmware
+        assert firmware.identity_tag == NEW_TAG
+        held = {(i.sec_tag, i.type) for i in firmware.modem.items()}
+        assert (OLD_TAG, CredentialType.CLIENT_CERT) not in held
+        assert (OLD_TAG, CredentialType.CLIENT_KEY) not in held
+        assert (NEW_TAG, CredentialType.CLIENT_KEY) in held
+    crl = x509.load_pem_x509_crl(broker.pki.crl_file.read_bytes())
+    assert {r.serial_number for r in crl} == old
+    assert broker.reloads() > reloads
+    kept = c.identity.certificates(rid, ids)
+    new = {x509.load_pem_x509_certificate(n.encode()).serial_number for _, n in kept.values()}
+    assert len(new) == DEVICES
+    assert not new & old
