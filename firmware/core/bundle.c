@@ -100,50 +100,50 @@ static enum cf_op parse_op(const struct zcbor_string *text)
 static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op)
 {
 	if (op == CF_OP_NONE) {
-		return "unknown operation";
+		return CF_DETAIL("unknown operation");
 	}
 	if (!device_id_valid(&p->Bundle_payload_dev)) {
-		return "dev is not a device id";
+		return CF_DETAIL("dev is not a device id");
 	}
 	if (!utf8_valid(&p->Bundle_payload_rid)) {
-		return "rid is not UTF-8";
+		return CF_DETAIL("rid is not UTF-8");
 	}
 	if (p->Bundle_payload_seq < 1) {
-		return "seq must be at least 1";
+		return CF_DETAIL("seq must be at least 1");
 	}
 	if (p->Bundle_payload_exp <= p->Bundle_payload_iat) {
-		return "exp must be after iat";
+		return CF_DETAIL("exp must be after iat");
 	}
 	if (p->Bundle_payload_undo_by_present && (p->Bundle_payload_v < 2 || op != CF_OP_COMMIT)) {
-		return "undo_by belongs to a version 2 commit only";
+		return CF_DETAIL("undo_by belongs to a version 2 commit only");
 	}
 	switch (op) {
 	case CF_OP_STAGE:
 		if (!p->Bundle_payload_tag_present || !p->Bundle_payload_creds_present ||
 		    !p->Bundle_payload_probe_present || !p->Bundle_payload_active_present ||
 		    !p->Bundle_payload_commit_by_present) {
-			return "stage needs tag, creds, probe, active and commit_by";
+			return CF_DETAIL("stage needs tag, creds, probe, active and commit_by");
 		}
 		break;
 	case CF_OP_COMMIT:
 		if (!p->Bundle_payload_tag_present) {
-			return "commit needs tag";
+			return CF_DETAIL("commit needs tag");
 		}
 		break;
 	case CF_OP_RETIRE:
 		if (!p->Bundle_payload_tags_present || !p->Bundle_payload_active_present) {
-			return "retire needs tags and active";
+			return CF_DETAIL("retire needs tags and active");
 		}
 		break;
 	case CF_OP_TRUST_SIGNER:
 		if (!p->Bundle_payload_signer_present) {
-			return "trust-signer needs signer";
+			return CF_DETAIL("trust-signer needs signer");
 		}
 		break;
 	case CF_OP_KEYGEN:
 		if (!p->Bundle_payload_tag_present || !p->Bundle_payload_subject_present ||
 		    !p->Bundle_payload_commit_by_present) {
-			return "keygen needs tag, subject and commit_by";
+			return CF_DETAIL("keygen needs tag, subject and commit_by");
 		}
 		break;
 	default:
@@ -154,48 +154,48 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 	     !tags_distinct(&p->Bundle_payload_active.Bundle_payload_active)) ||
 	    (p->Bundle_payload_probe_present &&
 	     !tags_distinct(&p->Bundle_payload_probe.Bundle_payload_probe.Probe_tags))) {
-		return "a sec_tag list names a tag twice";
+		return CF_DETAIL("a sec_tag list names a tag twice");
 	}
 	if (p->Bundle_payload_probe_present &&
 	    !utf8_valid(&p->Bundle_payload_probe.Bundle_payload_probe.Probe_host)) {
-		return "probe.host is not UTF-8";
+		return CF_DETAIL("probe.host is not UTF-8");
 	}
 	const struct zcbor_string *subject = &p->Bundle_payload_subject.Bundle_payload_subject;
 	for (size_t i = 0; p->Bundle_payload_subject_present && i < subject->len; i++) {
 		if (subject->value[i] < 0x20 || subject->value[i] == 0x7f) {
-			return "subject holds a control character";
+			return CF_DETAIL("subject holds a control character");
 		}
 	}
 	if (p->Bundle_payload_subject_present && !utf8_valid(subject)) {
-		return "subject is not UTF-8";
+		return CF_DETAIL("subject is not UTF-8");
 	}
 	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
 	for (size_t i = 0; p->Bundle_payload_creds_present && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
 		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
 		if (!utf8_valid(&cred->Credential_pem)) {
-			return "a credential is not UTF-8 text";
+			return CF_DETAIL("a credential is not UTF-8 text");
 		}
 		const bool pem_item = cred->Credential_type == CF_CRED_TYPE_CA_CHAIN ||
 				      cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT;
 		for (size_t k = 0; pem_item && k < cred->Credential_pem.len; k++) {
 			uint8_t c = cred->Credential_pem.value[k];
 			if (c == 0 || c > 0x7f) {
-				return "a CA chain or certificate is ASCII PEM text without NUL";
+				return CF_DETAIL("a CA chain or certificate is ASCII PEM text without NUL");
 			}
 		}
 		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT &&
 		    creds->Bundle_payload_creds_Credential_m_count != 1) {
-			return "a client certificate travels alone (an identity stage)";
+			return CF_DETAIL("a client certificate travels alone (an identity stage)");
 		}
 		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT && p->Bundle_payload_probe_present &&
 		    p->Bundle_payload_probe.Bundle_payload_probe.Probe_tags.Tag_list_Sec_tag_m_count >
 			    CF_TAG_LIST_MAX - 1) {
-			return "an identity stage's probe names at most 6 tags (with the staged one, 7)";
+			return CF_DETAIL("an identity stage's probe names at most 6 tags (with the staged one, 7)");
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (creds->Bundle_payload_creds_Credential_m[j].Credential_type ==
 			    cred->Credential_type) {
-				return "two credentials of one type (one item per sec_tag and type)";
+				return CF_DETAIL("two credentials of one type (one item per sec_tag and type)");
 			}
 		}
 	}
@@ -273,17 +273,17 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	out->detail = "";
 	/* 1 */
 	if (len > CF_BUNDLE_MAX_BYTES) {
-		out->detail = "bundle over " CF_STR(CF_BUNDLE_MAX_BYTES) " bytes";
+		out->detail = CF_DETAIL("bundle over " CF_STR(CF_BUNDLE_MAX_BYTES) " bytes");
 		return CF_REASON_TOO_LARGE;
 	}
 	/* 2 */
 	if (cf_cose_decode(buf, len, &msg) != 0) {
-		out->detail = "not a well-formed COSE_Sign1";
+		out->detail = CF_DETAIL("not a well-formed COSE_Sign1");
 		return CF_REASON_BAD_ENVELOPE;
 	}
 	/* 3 */
 	if (!msg.alg_is_es256) {
-		out->detail = "the protected header must carry alg ES256 (-7)";
+		out->detail = CF_DETAIL("the protected header must carry alg ES256 (-7)");
 		return CF_REASON_UNSUPPORTED_ALGORITHM;
 	}
 	/* 4 */
@@ -294,12 +294,12 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		}
 	}
 	if (signer == NULL) {
-		out->detail = "the protected header's kid is not a trusted signer";
+		out->detail = CF_DETAIL("the protected header's kid is not a trusted signer");
 		return CF_REASON_UNKNOWN_KEY;
 	}
 	/* 5 */
 	if (cf_cose_verify_es256(&msg, NULL, 0, signer->pub) != 0) {
-		out->detail = "the signature does not verify";
+		out->detail = CF_DETAIL("the signature does not verify");
 		return CF_REASON_BAD_SIGNATURE;
 	}
 	out->verified = true;
@@ -312,10 +312,10 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		read_ids(msg.payload, msg.payload_len, out);
 		if (peek_version(msg.payload, msg.payload_len, &version) &&
 		    (version < CF_VERSION_MIN || version > CF_VERSION_MAX)) {
-			out->detail = "payload version not supported";
+			out->detail = CF_DETAIL("payload version not supported");
 			return CF_REASON_UNSUPPORTED_VERSION;
 		}
-		out->detail = "the payload does not match docs/bundle.cddl";
+		out->detail = CF_DETAIL("the payload does not match docs/bundle.cddl");
 		return CF_REASON_BAD_PAYLOAD;
 	}
 	out->op = parse_op(&p->Bundle_payload_op);
@@ -328,7 +328,7 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	}
 	/* 7 before the payload's own rules, as the orchestrator's decoder orders them */
 	if (p->Bundle_payload_v < CF_VERSION_MIN || p->Bundle_payload_v > CF_VERSION_MAX) {
-		out->detail = "payload version not supported";
+		out->detail = CF_DETAIL("payload version not supported");
 		return CF_REASON_UNSUPPORTED_VERSION;
 	}
 	const char *problem = payload_problem(p, out->op);
@@ -338,22 +338,22 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	}
 	/* 8 */
 	if (!text_is(&p->Bundle_payload_dev, env->device_id)) {
-		out->detail = "the bundle is for another device";
+		out->detail = CF_DETAIL("the bundle is for another device");
 		return CF_REASON_WRONG_DEVICE;
 	}
 	/* 9 */
 	if (p->Bundle_payload_seq <= env->last_seq) {
-		out->detail = "seq is not above the last accepted";
+		out->detail = CF_DETAIL("seq is not above the last accepted");
 		return CF_REASON_REPLAY;
 	}
 	/* 10 */
 	if (env->now >= p->Bundle_payload_exp) {
-		out->detail = "the bundle expired";
+		out->detail = CF_DETAIL("the bundle expired");
 		return CF_REASON_BUNDLE_EXPIRED;
 	}
 	/* 11 */
 	if (p->Bundle_payload_iat > env->now + CF_CLOCK_SKEW_SECONDS) {
-		out->detail = "issued more than 300 s ahead of the device clock";
+		out->detail = CF_DETAIL("issued more than 300 s ahead of the device clock");
 		return CF_REASON_NOT_YET_VALID;
 	}
 	/* 12 */
@@ -362,12 +362,12 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		const struct Credential *cred = &creds->Bundle_payload_creds_Credential_m[i];
 		if (cred->Credential_type == CF_CRED_TYPE_CA_CHAIN &&
 		    cred->Credential_pem.len > CF_CA_CHAIN_MAX_BYTES) {
-			out->detail = "a CA chain item is over 4096 bytes";
+			out->detail = CF_DETAIL("a CA chain item is over 4096 bytes");
 			return CF_REASON_TOO_LARGE;
 		}
 		if (cred->Credential_type == CF_CRED_TYPE_CLIENT_CERT &&
 		    cred->Credential_pem.len > CF_CERT_ITEM_MAX_BYTES) {
-			out->detail = "a client certificate item is over 4096 bytes";
+			out->detail = CF_DETAIL("a client certificate item is over 4096 bytes");
 			return CF_REASON_TOO_LARGE;
 		}
 	}

@@ -109,17 +109,17 @@ static enum cf_reason check_identity_stage(struct cf_device *dev, const struct c
 	if (st->stage_phase != CF_STAGE_KEYGEN || !st->stage_identity || st->stage_tag != tag ||
 	    st->undo_kind != CF_UNDO_STAGE || rid->len != st->undo_rid_len ||
 	    memcmp(rid->value, st->undo_rid, rid->len) != 0) {
-		*detail = "no key made by a keygen of this rollout in this sec_tag";
+		*detail = CF_DETAIL("no key made by a keygen of this rollout in this sec_tag");
 		return CF_REASON_NOTHING_STAGED;
 	}
 	const struct Credential *cert = &b->p.Bundle_payload_creds.Bundle_payload_creds_Credential_m[0];
 	if (!certifies_key(dev, &cert->Credential_pem, (uint32_t)tag)) {
-		*detail = "the certificate's public key is not the key the keygen made";
+		*detail = CF_DETAIL("the certificate's public key is not the key the keygen made");
 		return CF_REASON_KEY_MISMATCH;
 	}
 	if (b->p.Bundle_payload_active.Bundle_payload_active.Tag_list_Sec_tag_m_count >
 	    CF_TAG_LIST_MAX - 1) {
-		*detail = "with an identity the active list names at most 6 tags";
+		*detail = CF_DETAIL("with an identity the active list names at most 6 tags");
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	return CF_REASON_OK;
@@ -187,7 +187,7 @@ static enum cf_reason check_stage_list(struct cf_device *dev, const struct cf_bu
 	bool brings_ca = false;
 
 	if (after->Tag_list_Sec_tag_m_count > list_max(st)) {
-		*detail = "with an identity the active list names at most 6 tags";
+		*detail = CF_DETAIL("with an identity the active list names at most 6 tags");
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	for (size_t i = 0; i < creds->Bundle_payload_creds_Credential_m_count; i++) {
@@ -200,7 +200,7 @@ static enum cf_reason check_stage_list(struct cf_device *dev, const struct cf_bu
 		if ((t == tag && brings_ca) || (!wiped && holds_ca(dev, (uint32_t)t))) {
 			continue;
 		}
-		*detail = "the stage's active list would name a tag without a CA chain";
+		*detail = CF_DETAIL("the stage's active list would name a tag without a CA chain");
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	return CF_REASON_OK;
@@ -213,22 +213,22 @@ static enum cf_reason check_rollback(struct cf_device *dev, const struct cf_bund
 	const struct zcbor_string *rid = &b->p.Bundle_payload_rid;
 
 	if (!cf_undo_live(st, now)) {
-		*detail = "no undo record: nothing to undo";
+		*detail = CF_DETAIL("no undo record: nothing to undo");
 		return CF_REASON_NOTHING_TO_UNDO;
 	}
 	if (rid->len != st->undo_rid_len || memcmp(rid->value, st->undo_rid, rid->len) != 0) {
-		*detail = "the latest change belongs to another rollout";
+		*detail = CF_DETAIL("the latest change belongs to another rollout");
 		return CF_REASON_SUPERSEDED;
 	}
 	if (st->undo_kind == CF_UNDO_COMMIT &&
 	    !list_safe(dev, st->undo_previous, st->n_undo_previous)) {
-		*detail = "the previous active list names a tag without a CA chain";
+		*detail = CF_DETAIL("the previous active list names a tag without a CA chain");
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	if (st->undo_kind == CF_UNDO_COMMIT && st->undo_identity && st->undo_had_identity &&
 	    (!holds(dev, st->undo_prev_identity, CF_CRED_TYPE_CLIENT_CERT) ||
 	     !holds(dev, st->undo_prev_identity, CF_CRED_TYPE_CLIENT_KEY))) {
-		*detail = "the previous identity's certificate or key is gone";
+		*detail = CF_DETAIL("the previous identity's certificate or key is gone");
 		return CF_REASON_UNSAFE_ACTIVE;
 	}
 	return CF_REASON_OK;
@@ -244,7 +244,7 @@ static enum cf_reason check_trust_signer(const struct cf_state *st, const struct
 
 	if (signer->Signer_kid.len != CF_KID_LEN ||
 	    !cf_p256_point_valid(signer->Signer_pub.value, signer->Signer_pub.len)) {
-		*detail = "signer needs an 8-byte kid and an uncompressed P-256 point";
+		*detail = CF_DETAIL("signer needs an 8-byte kid and an uncompressed P-256 point");
 		return CF_REASON_BAD_PAYLOAD;
 	}
 	for (size_t i = 0; i < st->n_signers; i++) {
@@ -258,11 +258,11 @@ static enum cf_reason check_trust_signer(const struct cf_state *st, const struct
 			   memcmp(retire->value, signer->Signer_kid.value, CF_KID_LEN) == 0;
 	remaining += (added || new_retired) ? 0 : 1;
 	if (remaining < 1) {
-		*detail = "the device would trust no signer";
+		*detail = CF_DETAIL("the device would trust no signer");
 		return CF_REASON_INVALID_OPERATION;
 	}
 	if (remaining > CF_SIGNERS_MAX) {
-		*detail = "the device would trust more than 4 signers";
+		*detail = CF_DETAIL("the device would trust more than 4 signers");
 		return CF_REASON_INVALID_OPERATION;
 	}
 	return CF_REASON_OK;
@@ -278,7 +278,7 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 	switch (b->op) {
 	case CF_OP_STAGE:
 		if (active_contains(st, tag) || identity_is(st, tag)) {
-			*detail = "the sec_tag is in use; a stage never overwrites it";
+			*detail = CF_DETAIL("the sec_tag is in use; a stage never overwrites it");
 			return CF_REASON_TAG_IN_USE;
 		}
 		if (b->p.Bundle_payload_creds.Bundle_payload_creds_Credential_m[0].Credential_type ==
@@ -291,21 +291,21 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 		return check_stage_list(dev, b, detail);
 	case CF_OP_KEYGEN:
 		if (active_contains(st, tag) || identity_is(st, tag)) {
-			*detail = "the sec_tag is in use; a keygen never overwrites it";
+			*detail = CF_DETAIL("the sec_tag is in use; a keygen never overwrites it");
 			return CF_REASON_TAG_IN_USE;
 		}
 		return CF_REASON_OK;
 	case CF_OP_COMMIT:
 		if (st->stage_phase != CF_STAGE_HEALTHY || st->stage_tag != tag) {
-			*detail = "no healthy stage of this sec_tag to commit";
+			*detail = CF_DETAIL("no healthy stage of this sec_tag to commit");
 			return CF_REASON_NOTHING_STAGED;
 		}
 		if (st->stage_identity && st->n_active > CF_TAG_LIST_MAX - 1) {
-			*detail = "with an identity the active list names at most 6 tags";
+			*detail = CF_DETAIL("with an identity the active list names at most 6 tags");
 			return CF_REASON_UNSAFE_ACTIVE;
 		}
 		if (!st->stage_identity && !list_safe(dev, list, cf_commit_list(st, b, list))) {
-			*detail = "the new active list names a tag without a CA chain";
+			*detail = CF_DETAIL("the new active list names a tag without a CA chain");
 			return CF_REASON_UNSAFE_ACTIVE;
 		}
 		return CF_REASON_OK;
@@ -317,11 +317,11 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 		if (st->has_identity &&
 		    cf_tags_contain(tags->Tag_list_Sec_tag_m, tags->Tag_list_Sec_tag_m_count,
 				    st->identity_tag)) {
-			*detail = "the identity in use is never retired";
+			*detail = CF_DETAIL("the identity in use is never retired");
 			return CF_REASON_TAG_IN_USE;
 		}
 		if (active->Tag_list_Sec_tag_m_count > list_max(st)) {
-			*detail = "with an identity the active list names at most 6 tags";
+			*detail = CF_DETAIL("with an identity the active list names at most 6 tags");
 			return CF_REASON_UNSAFE_ACTIVE;
 		}
 		/* a retire drops the undo record: an open stage's tag is deleted with it */
@@ -330,7 +330,7 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 			if (cf_tags_contain(tags->Tag_list_Sec_tag_m, tags->Tag_list_Sec_tag_m_count, t) ||
 			    (st->stage_phase != CF_STAGE_NONE && st->stage_tag == t) ||
 			    !holds_ca(dev, (uint32_t)t)) {
-				*detail = "the new active list would name a tag without a CA chain";
+				*detail = CF_DETAIL("the new active list would name a tag without a CA chain");
 				return CF_REASON_UNSAFE_ACTIVE;
 			}
 		}
@@ -339,7 +339,7 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 	case CF_OP_TRUST_SIGNER:
 		return check_trust_signer(st, b, detail);
 	default:
-		*detail = "unknown operation";
+		*detail = CF_DETAIL("unknown operation");
 		return CF_REASON_BAD_PAYLOAD;
 	}
 }

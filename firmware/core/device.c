@@ -180,7 +180,7 @@ static int prove_retire(struct cf_device *dev)
 	}
 	cf_report_begin(dev, NULL, proven ? CF_PHASE_RETIRED : CF_PHASE_FALLBACK,
 			proven ? CF_REASON_OK : CF_REASON_BROKER_UNREACHABLE,
-			proven ? "" : "the broker's chain did not validate with the new tag list");
+			proven ? "" : CF_DETAIL("the broker's chain did not validate with the new tag list"));
 	memcpy(dev->report.rollout_id, st->undo_rid, st->undo_rid_len);
 	dev->report.seq = st->last_seq;
 	dev->report.op = CF_OP_RETIRE;
@@ -232,8 +232,8 @@ int cf_device_boot(struct cf_device *dev)
 	}
 	cf_reconnect(dev);
 	cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_BROKER_UNREACHABLE,
-			identity ? "the broker refused the connection with the new identity"
-				 : "the broker's chain did not validate with the new tag list");
+			identity ? CF_DETAIL("the broker refused the connection with the new identity")
+				 : CF_DETAIL("the broker's chain did not validate with the new tag list"));
 	dev->report.seq = stage_seq;
 	cf_publish(dev);
 	return 0;
@@ -248,8 +248,8 @@ int cf_device_tick(struct cf_device *dev)
 	    t >= st->commit_by) {
 		cf_report_stage(dev, CF_PHASE_FALLBACK, CF_REASON_COMMIT_TIMEOUT,
 				st->stage_phase == CF_STAGE_KEYGEN
-					? "no certificate before commit_by; the key was deleted"
-					: "no commit before commit_by; the staged items were deleted");
+					? CF_DETAIL("no certificate before commit_by; the key was deleted")
+					: CF_DETAIL("no commit before commit_by; the staged items were deleted"));
 		int err = cf_discard_stage(dev);
 		if (err != 0) {
 			return recover(dev, err);

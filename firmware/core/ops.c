@@ -175,6 +175,10 @@ static int modem_refused(struct cf_device *dev, const struct cf_bundle *b, uint3
 	cf_drop_stage(&dev->state);
 	dev->state.n_pending_delete = 0;
 	err = cf_device_persist(dev);
+#ifdef CF_NO_DETAILS
+	(void)code;
+	const char *detail = "";
+#else
 	char detail[48] = "the modem refused the write (errno ";
 	code = code < 0 ? -code : code;
 	size_t at = strlen(detail), digits = 1;
@@ -185,6 +189,7 @@ static int modem_refused(struct cf_device *dev, const struct cf_bundle *b, uint3
 		detail[at + digits - (size_t)i] = (char)('0' + rest % 10);
 	}
 	memcpy(detail + at + digits, ")", 2);
+#endif
 	cf_report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
 	cf_publish(dev);
 	return err;
@@ -344,8 +349,8 @@ int cf_stage_probe(struct cf_device *dev)
 	}
 	cf_report_stage(dev, CF_PHASE_HEALTH_FAILED, result,
 			result == CF_REASON_IDENTITY_REFUSED
-				? "the server refused the staged client certificate"
-				: "the probe failed with the staged tag");
+				? CF_DETAIL("the server refused the staged client certificate")
+				: CF_DETAIL("the probe failed with the staged tag"));
 	cf_publish(dev);
 	return cf_discard_stage(dev);
 }
@@ -494,7 +499,7 @@ int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
 	if (err != 0) {
 		return err;
 	}
-	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, "the signer is trusted");
+	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, CF_DETAIL("the signer is trusted"));
 	cf_publish(dev);
 	return 0;
 }

@@ -4,6 +4,17 @@
 #ifndef CERTFLEET_REASON_H_
 #define CERTFLEET_REASON_H_
 
+/**
+ * A report's detail text, for people (docs/protocol.md §7: it may be empty). A build with
+ * CF_NO_DETAILS defined leaves every detail empty and saves the strings' flash (about
+ * 2.8 KB on the Cortex-M33, `make size`); reasons, phases and ops are unchanged.
+ */
+#ifdef CF_NO_DETAILS
+#define CF_DETAIL(text) ""
+#else
+#define CF_DETAIL(text) text
+#endif
+
 /** Why a step ended as it did; CF_REASON_OK for success. */
 enum cf_reason {
 	CF_REASON_OK = 0,
