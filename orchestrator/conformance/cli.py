@@ -73,7 +73,7 @@ def _known_trust(container: Container, device_id: str) -> Trust | None:
     if state is None or not state.active_tags:
         return None
     items = {(c.sec_tag, int(c.type)): c.sha256 for c in state.credentials}
-    return Trust(items=items, active=tuple(state.active_tags))
+    return Trust(items=items, active=tuple(state.active_tags), identity=state.identity_tag)
 
 
 def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter

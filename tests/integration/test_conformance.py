@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import free_port, start_mosquitto
@@ -139,21 +140,21 @@ def run_suite(
     argv = [*suite_argv(servers, tmp_path, f"{prefix}00000", state_wait=30), *suite]
     device: Proc | None = None
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        suite = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=err)
+        process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=err)
     try:
         wait_until(
-            lambda: "waiting up to" in stderr.read_text() or suite.poll() is not None,
+            lambda: "waiting up to" in stderr.read_text() or process.poll() is not None,
             timeout=60,
             what="the suite listening",
         )
         device = start(
             "simulate", simulate_argv(tmp_path, prefix, *simulate), env=env, log_dir=log_dir
         )
-        code = suite.wait(timeout=SUITE_TIMEOUT_S)
+        code = process.wait(timeout=SUITE_TIMEOUT_S)
     finally:
-        if suite.poll() is None:
-            suite.kill()
-            suite.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
         if device is not None:
             device.stop()
     text = stdout.read_text()
@@ -208,6 +209,48 @@ def test_the_scale_mode_simulator_passes_every_step(
     assert _failures(document) == {}, stderr
     assert code == 0
     assert document["passed"] is True
+
+
+def test_a_device_with_an_identity_passes_the_identity_steps_too(
+    env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path, pki: Pki
+) -> None:
+    """A device that presents an identity gets the identity group (keygen, its csr report
+    as certfleet checks it, key_mismatch, the keygen's deadline) and passes it, ending with
+    the identity it began with."""
+    # given: the device leaves the factory with a client certificate in sec_tag 44
+    ca, key = tmp_path / "identity-ca.pem", tmp_path / "identity-ca-key.pem"
+    ca.write_bytes(pki.device_ca.pem)
+    key.write_bytes(
+        pki.device_ca.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    # when
+    code, document, stderr = run_suite(
+        env,
+        servers,
+        tmp_path,
+        log_dir,
+        "conf-i-",
+        "--identity-ca",
+        str(ca),
+        "--identity-ca-key",
+        str(key),
+        "--identity-tag",
+        "44",
+    )
+
+    # then
+    assert _failures(document) == {}, stderr
+    assert code == 0
+    names = [s["name"] for s in document["steps"]]
+    assert {"keygen and its rollback", "identity stage for another key"} <= set(names)
+    keygen = next(s for s in document["steps"] if s["name"] == "keygen and its rollback")
+    assert keygen["got"].startswith("received, csr; received, rolled_back")
+    assert names[-1] == "ends as it started"
 
 
 def test_a_device_that_accepts_replays_fails_naming_the_replay_steps(
