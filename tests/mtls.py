@@ -10,7 +10,8 @@
     cert = device_identity(pki.device_ca, "dev-1")   # or any certificate the issuer made
     try_connect(broker, cert.pem, cert.key_pem)      # "accepted" or the TLS alert, e.g.
                                                      # "certificate_revoked", "unknown_ca"
-    broker.usernames()   # the username of every client that connected (the CN)
+    broker.usernames()   # (client id, username = CN) of every client that connected,
+                         # after_reload=n: only since the n-th reload (a CRL taking effect)
     broker.stop()
 
 With CFSSL: start_cfssl(dir, pki.device_ca) and `{**broker.settings_env(issuer=False),
@@ -219,9 +220,17 @@ class MtlsBroker:
         os.kill(self.service.process.pid, signal.SIGHUP)
         self.wait_reloaded(before)
 
-    def usernames(self) -> list[tuple[str, str]]:
-        """(client id, username) of every client that connected so far, from the broker log."""
-        return CONNECTED_LINE.findall(self.service.log_file.read_text(errors="replace"))
+    def usernames(self, *, after_reload: int = 0) -> list[tuple[str, str]]:
+        """(client id, username) of every client that connected, from the broker log; with
+        `after_reload=n`, only those that connected after the n-th reload (SIGHUP).
+
+        The username is the certificate's CN, the same for a device's old and new identity.
+        What shows that a device uses its new certificate is a connection after the reload
+        of a CRL that lists its old one (`broker.reloads()` before the CRL is published).
+        """
+        log = self.service.log_file.read_text(errors="replace")
+        since = "".join(log.split("Reloading config")[after_reload:])
+        return CONNECTED_LINE.findall(since)
 
     def stop(self) -> None:
         """Stop the broker."""

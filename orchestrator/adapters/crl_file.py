@@ -14,6 +14,7 @@ the next good one, so only a parsable CRL is ever written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -56,11 +57,15 @@ def write_atomically(path: Path, data: bytes, *, mode: int = CRL_MODE) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    # The rename itself survives a power cut once the directory is synced; some network
+    # filesystems (a shared volume) refuse fsync on a directory, and the new CRL is in
+    # place either way.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _read_pid(pid_file: Path) -> int:

@@ -97,6 +97,7 @@ def test_a_device_certificate_connects_and_is_refused_once_revoked(
     broker.wait_reloaded(reloads)
     assert try_connect(broker, old.pem.encode(), _key_pem(key)) == "certificate_revoked"
     assert try_connect(broker, other.pem.encode(), _key_pem(other_key)) == ACCEPTED
+    assert broker.usernames(after_reload=reloads + 1) == [("dev-2", "dev-2")]
 
 
 def test_a_certificate_from_another_ca_or_none_is_refused(broker: MtlsBroker) -> None:
