@@ -20,7 +20,13 @@ from rich.console import Console
 if TYPE_CHECKING:
     from simulator.fleet import IdentityProvisioning
 
-from simulator.cli_options import FAULTS, identity_not_after, parse_faults, write_attestation_keys
+from simulator.cli_options import (
+    FAULTS,
+    KeyEscrowFile,
+    identity_not_after,
+    parse_faults,
+    write_attestation_keys,
+)
 
 __all__ = ["FAULTS", "simulate"]
 
@@ -184,6 +190,15 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             "--processes", min=1, help="Scale mode: processes, each with a slice of the devices."
         ),
     ] = 1,
+    key_escrow: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-escrow",
+            dir_okay=False,
+            help="Tests only: append every private key the modems hold or make to this file "
+            "(JSON lines), for a test that searches what a run recorded for them.",
+        ),
+    ] = None,
 ) -> None:
     """Run N simulated nRF9160 devices holding the CA chain in a sec_tag."""
     from orchestrator.config import Settings  # noqa: PLC0415 -- loads only when the command runs
@@ -277,5 +292,6 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         identity=identity,
         fleet_seed=fleet_seed,
         device_faults=plan.by_device,
+        key_escrow=KeyEscrowFile(key_escrow) if key_escrow is not None else None,
     )
     asyncio.run(run_fleet(agents, duration=duration))

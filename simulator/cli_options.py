@@ -15,9 +15,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["FAULTS", "FaultPlan", "parse_faults", "write_attestation_keys"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = [
+    "FAULTS",
+    "FaultPlan",
+    "KeyEscrowFile",
+    "identity_not_after",
+    "parse_faults",
+    "write_attestation_keys",
+]
 
 FAULTS: Final = frozenset(
     {
@@ -85,3 +95,27 @@ def write_attestation_keys(path: Path, device_ids: Sequence[str], fleet_seed: st
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(document + "\n")
     temporary.replace(path)
+
+
+class KeyEscrowFile:
+    """Appends every private key the modems store to a file, one JSON line each (tests only).
+
+    A test that searches everything a run recorded for a device's private key needs the
+    keys; a real modem gives none. Lines: `{"device", "tag", "pem"}` (PKCS#8 PEM).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.touch(mode=0o600)
+
+    def __call__(self, device: str, tag: int, key: ec.EllipticCurvePrivateKey) -> None:
+        """Record one key."""
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 -- loads only when used
+
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+        with self._path.open("a") as escrow:
+            escrow.write(json.dumps({"device": device, "tag": tag, "pem": pem}) + "\n")

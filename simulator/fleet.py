@@ -22,7 +22,7 @@ from orchestrator.protocol import CredentialType, Topics
 from simulator.agent import BrokerAddress, DeviceAgent
 from simulator.attestation import DEFAULT_FLEET_SEED
 from simulator.firmware import Firmware
-from simulator.modem import FunctionalMode, Modem
+from simulator.modem import FunctionalMode, KeyEscrow, Modem
 from simulator.pki import IssuedCA, issue_client_cert
 from simulator.probe import Prober, uncached_probe
 
@@ -78,6 +78,7 @@ class _Factory:
     fleet_seed: str = DEFAULT_FLEET_SEED
     faults: frozenset[str] = frozenset()
     device_faults: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    key_escrow: KeyEscrow | None = None
 
     def faults_of(self, n: int) -> frozenset[str]:
         return self.faults | self.device_faults.get(n, frozenset())
@@ -91,9 +92,10 @@ def provisioned_modem(
     identity: IdentityProvisioning | None = None,
     fleet_seed: str = DEFAULT_FLEET_SEED,
     faults: frozenset[str] = frozenset(),
+    key_escrow: KeyEscrow | None = None,
 ) -> Modem:
     """A modem as the factory leaves it: `ca_chain` in `sec_tag` (and an identity), offline."""
-    modem = Modem(device_id=device_id, fleet_seed=fleet_seed, faults=faults)
+    modem = Modem(device_id=device_id, fleet_seed=fleet_seed, faults=faults, key_escrow=key_escrow)
     modem.cfun(FunctionalMode.OFFLINE)
     modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
     if identity is not None:
@@ -129,12 +131,14 @@ def build_fleet(
     identity: IdentityProvisioning | None = None,
     fleet_seed: str = DEFAULT_FLEET_SEED,
     device_faults: Mapping[int, frozenset[str]] | None = None,
+    key_escrow: KeyEscrow | None = None,
 ) -> list[DeviceAgent]:
     """`count` devices named `{id_prefix}{n:05d}`, each with `ca_chain` in `sec_tag`.
 
     Each device's active tag list is `[sec_tag]`, and it trusts bundles signed by `signers`.
     With `identity`, each also has a client certificate and key in `identity.tag`, which
-    it presents to a TLS broker. `device_faults` adds faults to the devices numbered.
+    it presents to a TLS broker. `device_faults` adds faults to the devices numbered;
+    `key_escrow` is told every private key the modems hold (a test's search for leaks).
     """
     firmwares = build_firmwares(
         range(count),
@@ -149,6 +153,7 @@ def build_fleet(
         identity=identity,
         fleet_seed=fleet_seed,
         device_faults=device_faults,
+        key_escrow=key_escrow,
     )
     return [DeviceAgent(firmware, broker=broker) for firmware in firmwares]
 
@@ -168,6 +173,7 @@ def build_firmwares(
     identity: IdentityProvisioning | None = None,
     fleet_seed: str = DEFAULT_FLEET_SEED,
     device_faults: Mapping[int, frozenset[str]] | None = None,
+    key_escrow: KeyEscrow | None = None,
 ) -> list[Firmware]:
     """The devices numbered `numbers` as `build_fleet` makes them, without a connection each."""
     factory = _Factory(
@@ -177,6 +183,7 @@ def build_firmwares(
         fleet_seed=fleet_seed,
         faults=faults,
         device_faults=device_faults or {},
+        key_escrow=key_escrow,
     )
     return [
         _firmware(
@@ -213,6 +220,7 @@ def _firmware(
         identity=factory.identity,
         fleet_seed=factory.fleet_seed,
         faults=faults,
+        key_escrow=factory.key_escrow,
     )
     return Firmware(
         name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -43,6 +44,7 @@ __all__ = [
     "ClientIdentity",
     "FunctionalMode",
     "InvalidContentError",
+    "KeyEscrow",
     "Modem",
     "ModemError",
     "NotFoundError",
@@ -136,6 +138,11 @@ class StoredItem:
         )
 
 
+KeyEscrow = Callable[[str, int, ec.EllipticCurvePrivateKey], None]
+"""Told (device id, sec_tag, key) of every private key a modem stores: only for a test that
+searches everything a run recorded for them (a real modem has no such thing)."""
+
+
 def _spki_der(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -194,6 +201,7 @@ class Modem:
         device_id: str = "",
         fleet_seed: str = DEFAULT_FLEET_SEED,
         faults: frozenset[str] = frozenset(),
+        key_escrow: KeyEscrow | None = None,
     ) -> None:
         self._items: dict[tuple[int, CredentialType], StoredItem] = {}
         self._keys: dict[int, ec.EllipticCurvePrivateKey] = {}
@@ -205,6 +213,7 @@ class Modem:
         self._fleet_seed = fleet_seed
         self._attestation_key: ec.EllipticCurvePrivateKey | None = None
         self.faults = faults & KEYGEN_FAULTS
+        self._escrow = key_escrow
 
     @property
     def _attestation(self) -> ec.EllipticCurvePrivateKey:
@@ -289,6 +298,8 @@ class Modem:
         self._items[(sec_tag, CredentialType.CLIENT_KEY)] = item
         self._keys[sec_tag] = key
         self._last_key = key
+        if self._escrow is not None:
+            self._escrow(self.device_id, sec_tag, key)
         return item
 
     def keygen(self, sec_tag: int, *, subject: str, seq: int) -> str:
