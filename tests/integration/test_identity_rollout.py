@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.bootstrap import Container, bootstrap
@@ -46,6 +47,7 @@ from orchestrator.services.rollout import (
 )
 from simulator.agent import BrokerAddress, DeviceAgent
 from simulator.fleet import IdentityProvisioning, build_fleet, ca_issuer, run_fleet
+from simulator.pki import make_ca
 from simulator.services import LocalService
 from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
 from workers.listener import run_listener
@@ -157,12 +159,19 @@ def engine(
     broker: MtlsBroker,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Engine]:
     """certfleet's settings: the test Redis, the broker's service listener, a signing key,
-    the device CA as the local issuer and CRL signer, the broker's CRL file and pid."""
+    the device CA as the local issuer and CRL signer, the broker's CRL file and pid.
+
+    Parametrized `foreign` (indirect): the issuer is a CA the broker does not accept.
+    """
     key = tmp_path / "signing-key.pem"
     generate_key_file(key)
     pki = broker.pki
+    issuer_ca, issuer_key = pki.device_ca_file, pki.device_ca_key_file
+    if getattr(request, "param", None) == "foreign":
+        issuer_ca, issuer_key = _foreign_ca(tmp_path / "foreign")
     env = {
         "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
         "CERTFLEET_MQTT_HOST": "127.0.0.1",
@@ -170,8 +179,10 @@ def engine(
         "CERTFLEET_TOPIC_PREFIX": "certfleet",
         "CERTFLEET_SIGNING_KEY_FILE": str(key),
         "CERTFLEET_ISSUER": "local",
-        "CERTFLEET_ISSUER_CA_CERT_FILE": str(pki.device_ca_file),
-        "CERTFLEET_ISSUER_CA_KEY_FILE": str(pki.device_ca_key_file),
+        "CERTFLEET_ISSUER_CA_CERT_FILE": str(issuer_ca),
+        "CERTFLEET_ISSUER_CA_KEY_FILE": str(issuer_key),
+        "CERTFLEET_CRL_CA_CERT_FILE": str(pki.device_ca_file),
+        "CERTFLEET_CRL_CA_KEY_FILE": str(pki.device_ca_key_file),
         "CERTFLEET_CRL_FILE": str(pki.crl_file),
         "CERTFLEET_CRL_RELOAD_PID_FILE": str(broker.pid_file),
         "CERTFLEET_LOG_FORMAT": "json",
@@ -186,9 +197,31 @@ def engine(
     container.close()
 
 
-def _fleet(engine: Engine, broker: MtlsBroker) -> list[DeviceAgent]:
+def _foreign_ca(directory: Path) -> tuple[Path, Path]:
+    """A CA (certificate file, key file) the broker's device listener does not accept."""
+    directory.mkdir()
+    now = datetime.now(UTC)
+    ca = make_ca(
+        "not the device CA", not_before=now - timedelta(days=1), not_after=now + timedelta(days=900)
+    )
+    cert, key = directory / "ca.pem", directory / "ca-key.pem"
+    cert.write_bytes(ca.pem)
+    key.write_bytes(
+        ca.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    return cert, key
+
+
+def _fleet(
+    engine: Engine, broker: MtlsBroker, faults: dict[int, frozenset[str]] | None = None
+) -> list[DeviceAgent]:
     """Devices trusting the broker's CA in 42, presenting a factory identity in 44 that
-    expires in 10 days, issued by the device CA the broker accepts."""
+    expires in 10 days, issued by the device CA the broker accepts; `faults` by device."""
     public = engine.container.signer.public_key
     return build_fleet(
         count=DEVICES,
@@ -203,10 +236,15 @@ def _fleet(engine: Engine, broker: MtlsBroker) -> list[DeviceAgent]:
             issue=ca_issuer(broker.pki.device_ca, not_after=datetime.now(UTC) + timedelta(days=10)),
             tag=OLD_TAG,
         ),
+        device_faults=faults,
     )
 
 
-def _spec(broker: MtlsBroker) -> RolloutSpec:
+def _spec(broker: MtlsBroker, **overrides: object) -> RolloutSpec:
+    values: dict[str, object] = {
+        "max_failure": 0.0,
+        **overrides,
+    }
     return RolloutSpec(
         kind="identity.rotate",
         ca_pems=(),
@@ -217,8 +255,8 @@ def _spec(broker: MtlsBroker) -> RolloutSpec:
         waves=parse_waves("1,100%"),
         bake_seconds=1,
         min_sample=1,
-        max_failure=0.0,
         device_timeout_seconds=30,
+        **values,  # type: ignore[arg-type]
     )
 
 
@@ -250,15 +288,28 @@ async def _until(check: object, *, timeout: float, what: str, engine: Engine) ->
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: MtlsBroker) -> None:
-    """Every device ends on a certificate the issuer signed for a key its modem made, in 45,
-    the old identity deleted; the old certificates are in the CRL the broker reloaded."""
-    asyncio.run(_rotate(engine, broker))
+@dataclass
+class Outcome:
+    """What a rotation left: the rollout, its devices' states, the agents, the old serials."""
+
+    rollout_id: str
+    state: RolloutState
+    states: dict[str, DeviceRolloutState]
+    agents: list[DeviceAgent]
+    old: set[int]
+    reloads_before: int
 
 
-async def _rotate(engine: Engine, broker: MtlsBroker) -> None:
+async def _rotate(
+    engine: Engine,
+    broker: MtlsBroker,
+    *,
+    faults: dict[int, frozenset[str]] | None = None,
+    **spec: object,
+) -> Outcome:
+    """Run the fleet and the listener, create the rotation, drive the engine until it ends."""
     c = engine.container
-    agents = _fleet(engine, broker)
+    agents = _fleet(engine, broker, faults)
     ids = sorted(a.firmware.device_id for a in agents)
     stop = asyncio.Event()
     listener = asyncio.create_task(run_listener(c, stop=stop, reconnect_interval=0.2))
@@ -272,7 +323,9 @@ async def _rotate(engine: Engine, broker: MtlsBroker) -> None:
         )
         old = _old_serials(engine, ids)
         reloads = broker.reloads()
-        rid = create_rollout(engine.deps, _spec(broker), now=utcnow(), actor="test", start=True)
+        rid = create_rollout(
+            engine.deps, _spec(broker, **spec), now=utcnow(), actor="test", start=True
+        )
 
         def ended() -> bool:
             rollout = c.rollouts.get(rid)
@@ -280,16 +333,36 @@ async def _rotate(engine: Engine, broker: MtlsBroker) -> None:
 
         await _until(ended, timeout=90, what="the rollout to end", engine=engine)
         await asyncio.to_thread(engine.pump)
+        # every device connected again and told its identity (the one it ended with)
+        await _until(
+            lambda: (
+                c.inventory.identity_tags_of(ids)
+                == {a.firmware.device_id: a.firmware.identity_tag for a in agents}
+            ),
+            timeout=20,
+            what="every device's last state in the inventory",
+            engine=engine,
+        )
     finally:
         stop.set()
         await asyncio.gather(listener, fleet, return_exceptions=True)
-
     rollout = c.rollouts.get(rid)
     assert rollout is not None
-    states = c.rollouts.device_states(rid)
-    assert (rollout.state, set(states.values())) == (RolloutState.COMPLETED, {D.RETIRED}), (
-        c.rollouts.log(rid)[-15:]
-    )
+    return Outcome(rid, rollout.state, c.rollouts.device_states(rid), agents, old, reloads)
+
+
+def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: MtlsBroker) -> None:
+    """Every device ends on a certificate the issuer signed for a key its modem made, in 45,
+    the old identity deleted; the old certificates are in the CRL the broker reloaded."""
+    c = engine.container
+    outcome = asyncio.run(_rotate(engine, broker))
+    rid, old, agents = outcome.rollout_id, outcome.old, outcome.agents
+    ids = sorted(outcome.states)
+    reloads = outcome.reloads_before
+    assert (outcome.state, set(outcome.states.values())) == (
+        RolloutState.COMPLETED,
+        {D.RETIRED},
+    ), c.rollouts.log(rid)[-15:]
     for agent in agents:
         firmware = agent.firmware
         assert firmware.identity_tag == NEW_TAG
@@ -304,3 +377,52 @@ async def _rotate(engine: Engine, broker: MtlsBroker) -> None:
     new = {x509.load_pem_x509_certificate(n.encode()).serial_number for _, n in kept.values()}
     assert len(new) == DEVICES
     assert not new & old
+
+
+def test_refused_csrs_get_no_certificate_and_keep_their_identity(
+    engine: Engine, broker: MtlsBroker
+) -> None:
+    """A modem whose CSR names another subject and one whose CSR signature is bad end
+    csr_refused with their reasons counted; they keep (and connect with) identity 44."""
+    faults = {1: frozenset({"csr-wrong-subject"}), 2: frozenset({"csr-bad-signature"})}
+    outcome = asyncio.run(_rotate(engine, broker, faults=faults, max_failure=1.0))
+    refused = sorted(d for d, s in outcome.states.items() if s is D.CSR_REFUSED)
+    assert refused == ["idr-00001", "idr-00002"], engine.container.rollouts.log(outcome.rollout_id)
+    assert outcome.state is RolloutState.COMPLETED_WITH_TIMEOUTS
+    for agent in outcome.agents:
+        expected = OLD_TAG if agent.firmware.device_id in refused else NEW_TAG
+        assert agent.firmware.identity_tag == expected
+    counters = engine.container.metrics.snapshot()
+    reasons = {
+        dict(labels).get("reason")
+        for (name, labels) in counters
+        if name == "certfleet_csr_refused_total"
+    }
+    assert reasons == {"csr_wrong_subject", "csr_bad_signature"}
+    causes = [
+        e["cause"]
+        for e in engine.container.rollouts.log(outcome.rollout_id)
+        if e.get("to") == "csr_refused"
+    ]
+    assert len(causes) == 2
+
+
+@pytest.mark.parametrize("engine", ["foreign"], indirect=True)
+def test_a_canary_whose_new_identity_the_broker_refuses_aborts_the_rotation(
+    engine: Engine, broker: MtlsBroker
+) -> None:
+    """The issuer signs with a CA the broker does not accept: the canary's mutual-TLS probe
+    is refused (identity_refused), the gate aborts, the rollout rolls back, and every
+    device keeps its identity in 44 and connects with it."""
+    outcome = asyncio.run(_rotate(engine, broker))
+    assert outcome.state is RolloutState.ROLLED_BACK
+    log = engine.container.rollouts.log(outcome.rollout_id)
+    assert any("identity_refused" in e["cause"] for e in log), log
+    assert {a.firmware.identity_tag for a in outcome.agents} == {OLD_TAG}
+    for agent in outcome.agents:
+        held = {(i.sec_tag, i.type) for i in agent.firmware.modem.items()}
+        assert (NEW_TAG, CredentialType.CLIENT_KEY) not in held
+    assert engine.container.identity.revoked(now=utcnow()) == [] or all(
+        r.reason == "cessation_of_operation"
+        for r in engine.container.identity.revoked(now=utcnow())
+    )
