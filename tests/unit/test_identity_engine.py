@@ -209,6 +209,21 @@ def test_a_rerun_of_issuance_resends_the_stored_stage(ie: IdentityEngine) -> Non
     assert ie.issuer.issued.count("dev-02") == 1
 
 
+def test_an_unanswered_stage_goes_again_after_the_resend_period(ie: IdentityEngine) -> None:
+    """An `issued` device that has not answered gets its stored stage again, byte for byte,
+    once the claim's period is over; the issuer is not asked again."""
+    rid = _issued(ie)
+    first = {d: data for d, data in ie.engine.publisher.sent if decode_op(data) == "stage"}
+    evaluate_rollout(ie.engine.deps, rid, now=LATER)
+    assert ie.engine.tasks.named("issue_identities") == []
+    evaluate_rollout(ie.engine.deps, rid, now=NOW + timedelta(seconds=31))
+    assert ie.engine.tasks.named("issue_identities") == [(rid, 0, DEVICES)]
+    assert ie.run_issues() == len(DEVICES)
+    again = [(d, data) for d, data in ie.engine.publisher.sent[-len(DEVICES) :]]
+    assert all(first[d] == data for d, data in again)
+    assert len(ie.issuer.issued) == len(DEVICES)
+
+
 def test_the_happy_path_ends_with_the_old_identity_retired_and_revoked(
     ie: IdentityEngine,
 ) -> None:

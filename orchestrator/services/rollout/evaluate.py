@@ -154,7 +154,7 @@ def _wave_running(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str
     wave, spec = rollout.current, rollout.spec
     counts = deps.store.wave_counts(rollout.id, wave + 1)
     if spec.is_identity:
-        if counts[wave].get(D.CSR):
+        if counts[wave].get(D.CSR) or counts[wave].get(D.ISSUED):
             issue_csrs(deps, rollout, wave, now=now)
         retire_due(deps, rollout, now=now)  # earlier waves' devices still to retire
     if counts[wave].get(D.HEALTH_OK):

@@ -54,14 +54,17 @@ def resend_every(rollout: Rollout) -> float:
 
 
 def issue_csrs(deps: RolloutDeps, rollout: Rollout, wave: int, *, now: datetime) -> int:
-    """Enqueue `issue_identities` for the wave's devices in `csr`; return how many claimed.
+    """Enqueue `issue_identities` for the wave's devices in `csr` or `issued`; how many claimed.
 
     Claimed once per re-send period: an issuance that failed (the issuer away, its task
-    out of retries) is tried again while the device waits, until its deadline.
+    out of retries) is tried again while the device waits, until its deadline; a device
+    `issued` that has not answered gets its stored stage again (a lost publish), which a
+    device that has it refuses as a replay.
     """
     store = deps.store
     waiting = sorted(
-        set(store.devices_in(rollout.id, [D.CSR])) & set(store.wave_members(rollout.id, wave))
+        set(store.devices_in(rollout.id, [D.CSR, D.ISSUED]))
+        & set(store.wave_members(rollout.id, wave))
     )
     claimed = store.claim_sends(
         rollout.id, ISSUE_CLAIM_STEP, waiting, now=now.timestamp(), every=resend_every(rollout)
