@@ -138,7 +138,8 @@ def write_tls_fixtures(out: Path) -> None:
 
     staged-ca.pem: the CA they lead to. server: valid for localhost; server-ip: for the
     address 127.0.0.1 (an iPAddress name, no DNS name); expired: its
-    validity ended in 2021; big: a leaf whose intermediates (big-chain.pem) make the
+    validity ended in 2021; identity-ca.pem: the CA of the test identities, which a
+    server that asks for a client certificate trusts; big: a leaf whose intermediates (big-chain.pem) make the
     Certificate message larger than the modem's 4096 bytes.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +169,7 @@ def write_tls_fixtures(out: Path) -> None:
         (out / f"{name}.key").write_bytes(cert.key_pem)
     (out / "big-chain.pem").write_bytes(chain)
     (out / "staged-ca.pem").write_text(CA)
+    (out / "identity-ca.pem").write_bytes(IDENTITY_CA.pem)
 
 
 def bundle(op: str, seq: int = LAST_SEQ + 1, **fields: Any) -> Bundle:

@@ -1,7 +1,9 @@
 /*
  * The host port's key store and record refuse what the nRF9160 refuses, with its
  * errno (the model is simulator/modem.py), and tell what AT%CMNG=1 and
- * AT%CERTEXPIRY tell: items by (sec_tag, type), SHA-256, the earliest notAfter.
+ * AT%CERTEXPIRY tell: items by (sec_tag, type), SHA-256, the earliest notAfter; and
+ * %KEYGEN's rules: offline only, an empty slot, a P-256 key that is never read back, a
+ * CSR of CN=<subject>, a key item whose digest is its public key's.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -12,6 +14,8 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_csr.h>
 #include <psa/crypto.h>
 
 #include "device_harness.h"
@@ -149,6 +153,70 @@ static void test_record(void **state)
 	assert_memory_equal(buf, "abc", 3);
 }
 
+static int keygen(uint32_t tag, const char *subject, char *out, size_t len, size_t *out_len)
+{
+	return ks.keygen(ks.ctx, tag, subject, strlen(subject), 7, out, len, out_len);
+}
+
+/* %KEYGEN only offline, into an empty slot; a too-small answer buffer is -ENOSPC. */
+static void test_keygen_rules(void **state)
+{
+	(void)state;
+	static char out[CF_CSR_FIELD_MAX_BYTES + 1];
+	size_t len = 0;
+
+	assert_int_equal(keygen(44, "nrf-1", out, sizeof(out), &len), -EPERM);
+	assert_int_equal(ks.set_online(ks.ctx, false), 0);
+	assert_int_equal(keygen(44, "nrf-1", out, 100, &len), -ENOSPC);
+	assert_false(fake_keystore_has(&h.world, 44, 2)); /* a failed keygen leaves no key */
+	assert_int_equal(keygen(44, "nrf-1", out, sizeof(out), &len), 0);
+	assert_int_equal(strlen(out), len);
+	assert_int_equal(keygen(44, "nrf-1", out, sizeof(out), &len), -EALREADY);
+	assert_int_equal(keygen(44, "", out, sizeof(out), &len), -EALREADY);
+	assert_int_equal(keygen(46, "", out, sizeof(out), &len), -EINVAL);
+}
+
+/* The answer is base64url CSR "." base64url COSE; the CSR is CN=<subject>, its key the
+ * made one, whose item is never read back and whose digest is of its public key only. */
+static void test_keygen_makes_a_csr_of_the_key(void **state)
+{
+	(void)state;
+	static char out[CF_CSR_FIELD_MAX_BYTES + 1];
+	static uint8_t der[CF_CSR_FIELD_MAX_BYTES], spki[200], buf[64];
+	size_t len = 0, hash_len = 0;
+	uint8_t digest[32], expected[32];
+	mbedtls_x509_csr csr;
+	char subject[80];
+
+	assert_int_equal(ks.set_online(ks.ctx, false), 0);
+	assert_int_equal(keygen(44, "nrf-1,a", out, sizeof(out), &len), 0);
+	assert_int_equal(ks.set_online(ks.ctx, true), 0);
+	const char *dot = strchr(out, '.');
+	assert_non_null(dot);
+	assert_null(strchr(dot + 1, '.'));
+	assert_null(strchr(out, '='));
+	size_t der_len = b64url_decode(out, (size_t)(dot - out), der, sizeof(der));
+	assert_true(der_len <= 1024);
+	mbedtls_x509_csr_init(&csr);
+	assert_int_equal(mbedtls_x509_csr_parse_der(&csr, der, der_len), 0);
+	assert_true(mbedtls_x509_dn_gets(subject, sizeof(subject), &csr.subject) > 0);
+	assert_string_equal(subject, "CN=nrf-1\\,a");
+	assert_int_equal(mbedtls_pk_get_type(&csr.pk), MBEDTLS_PK_ECKEY);
+	int spki_len = mbedtls_pk_write_pubkey_der(&csr.pk, spki, sizeof(spki));
+	assert_true(spki_len > 0);
+	assert_int_equal(psa_hash_compute(PSA_ALG_SHA_256, spki + sizeof(spki) - spki_len,
+					  (size_t)spki_len, expected, 32, &hash_len),
+			 PSA_SUCCESS);
+	mbedtls_x509_csr_free(&csr);
+	assert_int_equal(ks.digest(ks.ctx, 44, 2, digest), 0);
+	assert_memory_equal(digest, expected, 32); /* %CMNG=1 of a made key: its public key */
+	assert_int_equal(cf_host_keystore_read(&h.world.keystore, 44, 2, buf, sizeof(buf), &len),
+			 -EPERM);
+	size_t cose_len = b64url_decode(dot + 1, strlen(dot + 1), der, sizeof(der));
+	assert_true(cose_len > 64);
+	assert_int_equal(der[0], 0xd2); /* COSE_Sign1, tagged */
+}
+
 /* The clock is the system's, in seconds. */
 static void test_clock(void **state)
 {
@@ -166,7 +234,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_changes_only_offline), T(test_one_item_per_slot), T(test_invalid_content),
 		T(test_full_store),	      T(test_read_back),	T(test_list),
-		T(test_record),		      T(test_clock),
+		T(test_record),		      T(test_clock),		T(test_keygen_rules),
+		T(test_keygen_makes_a_csr_of_the_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * The host probe against real TLS servers (openssl s_server on a loopback port) with
  * chains from tests/vectors/tls: each reason of docs/protocol.md §6 from the handshake
- * that causes it.
+ * that causes it; and with a client certificate (an identity stage's probe), a server
+ * that accepts it and one that refuses it (`identity_refused`).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,8 +52,9 @@ static bool accepting(void)
 	return ok;
 }
 
-/* openssl s_server with tests/vectors/tls/<name>.pem and .key (and a chain file). */
-static void start_server(const char *name, const char *chain)
+/* openssl s_server with tests/vectors/tls/<name>.pem and .key (and a chain file, or a
+ * CA file that a required client certificate must lead to). */
+static void start_server_with(const char *name, const char *chain, const char *client_ca)
 {
 	char cert[512], key[512], chain_path[512], accept_at[32];
 	snprintf(cert, sizeof(cert), "%s/tls/%s.pem", CF_TEST_VECTORS, name);
@@ -65,7 +67,12 @@ static void start_server(const char *name, const char *chain)
 	if (server == 0) {
 		freopen("/dev/null", "w", stdout);
 		freopen("/dev/null", "w", stderr);
-		if (chain != NULL) {
+		if (client_ca != NULL) {
+			snprintf(chain_path, sizeof(chain_path), "%s/tls/%s", CF_TEST_VECTORS, client_ca);
+			execl(CF_TEST_OPENSSL, "openssl", "s_server", "-quiet", "-tls1_2", "-accept",
+			      accept_at, "-cert", cert, "-key", key, "-Verify", "1", "-CAfile",
+			      chain_path, "-verify_return_error", NULL);
+		} else if (chain != NULL) {
 			execl(CF_TEST_OPENSSL, "openssl", "s_server", "-quiet", "-tls1_2", "-accept",
 			      accept_at, "-cert", cert, "-key", key, "-cert_chain", chain_path, NULL);
 		} else {
@@ -79,6 +86,11 @@ static void start_server(const char *name, const char *chain)
 		nanosleep(&pause, NULL);
 	}
 	assert_true(accepting());
+}
+
+static void start_server(const char *name, const char *chain)
+{
+	start_server_with(name, chain, NULL);
 }
 
 static void stop_server(void)
@@ -116,6 +128,34 @@ static enum cf_reason run(const char *host, uint32_t tag)
 {
 	struct cf_probe port_ = cf_host_probe_port(&probe);
 	return port_.run(port_.ctx, host, strlen(host), port, &tag, 1, NULL);
+}
+
+static enum cf_reason run_presenting(const char *host, uint32_t tag, uint32_t client_tag)
+{
+	struct cf_probe port_ = cf_host_probe_port(&probe);
+	return port_.run(port_.ctx, host, strlen(host), port, &tag, 1, &client_tag);
+}
+
+/* A server that requires a client certificate accepts the identity's, refuses none. */
+static void test_client_certificate_is_presented(void **state)
+{
+	(void)state;
+	harness_provision_identity(&h);
+	start_server_with("server", NULL, "identity-ca.pem");
+	assert_int_equal(run_presenting("localhost", STAGED_TAG, OLD_IDENTITY_TAG), CF_REASON_OK);
+	assert_int_not_equal(run("localhost", STAGED_TAG), CF_REASON_OK);
+	/* a tag without a certificate and key: nothing to present */
+	assert_int_equal(run_presenting("localhost", STAGED_TAG, 46), CF_REASON_HANDSHAKE_ERROR);
+}
+
+/* A server whose CAs do not know the client certificate alerts: identity_refused. */
+static void test_refused_client_certificate(void **state)
+{
+	(void)state;
+	harness_provision_identity(&h);
+	start_server_with("server", NULL, "staged-ca.pem");
+	assert_int_equal(run_presenting("localhost", STAGED_TAG, OLD_IDENTITY_TAG),
+			 CF_REASON_IDENTITY_REFUSED);
 }
 
 /* A chain that leads to the staged CA, for the probed name, passes. */
@@ -202,6 +242,8 @@ int main(void)
 		T(test_chain_too_large),	T(test_address_matches_ip_san),
 		T(test_connection_refused),
 		T(test_silent_server_is_timeout),
+		T(test_client_certificate_is_presented),
+		T(test_refused_client_certificate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
