@@ -30,7 +30,12 @@ from orchestrator.protocol.bundle import (
     encode_payload,
 )
 from orchestrator.protocol.cose import sign1
-from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, MAX_BUNDLE_BYTES, PROTOCOL_VERSION
+from orchestrator.protocol.limits import (
+    CERT_ITEM_MAX_BYTES,
+    MAX_BUNDLE_BYTES,
+    PROTOCOL_VERSION,
+    TAG_LIST_MAX,
+)
 
 __all__ = [
     "UNDO_WINDOW_SECONDS",
@@ -138,8 +143,15 @@ def identity_stage_body(
 
     Raises:
         InvalidCredentialError: `cert_pem` is not ASCII PEM certificates, or is over the
-            modem's 4096-byte item; nothing is signed.
+            modem's 4096-byte item, or the probe's socket would take more than 7 sec_tags
+            (`probe_tags` and `tag`); nothing is signed.
     """
+    if len(probe_tags) >= TAG_LIST_MAX:
+        raise InvalidCredentialError(
+            f"the identity probe presents sec_tag {tag} besides {len(probe_tags)} CA tags: "
+            f"over the {TAG_LIST_MAX} sec_tags a modem socket takes (a device with an "
+            f"identity keeps at most {TAG_LIST_MAX - 1} active tags)"
+        )
     size = len(cert_pem.encode())
     if size > CERT_ITEM_MAX_BYTES:
         raise InvalidCredentialError(

@@ -147,6 +147,20 @@ def test_a_certificate_the_modem_cannot_store_is_refused_before_signing(
         )
 
 
+def test_an_identity_probe_over_seven_sec_tags_is_refused_before_signing() -> None:
+    """Seven CA tags and the identity tag would not fit the probe's socket: refused."""
+    with pytest.raises(InvalidCredentialError, match="over the 7 sec_tags"):
+        identity_stage_body(
+            cert_pem=_client_certificate(),
+            tag=45,
+            probe_host="broker.example",
+            probe_port=8884,
+            probe_tags=list(range(50, 57)),
+            active=list(range(50, 57)),
+            commit_by=NOW,
+        )
+
+
 def test_an_identity_commit_names_the_tag_and_no_active_list() -> None:
     """The commit switches the identity, not the CA list; undo_by only for v2 devices."""
     # given
