@@ -137,10 +137,10 @@ def write_tls_fixtures(out: Path) -> None:
     """Server chains for the host probe's tests, all under the staged CA.
 
     staged-ca.pem: the CA they lead to. server: valid for localhost; server-ip: for the
-    address 127.0.0.1 (an iPAddress name, no DNS name); expired: its
-    validity ended in 2021; identity-ca.pem: the CA of the test identities, which a
-    server that asks for a client certificate trusts; big: a leaf whose intermediates (big-chain.pem) make the
-    Certificate message larger than the modem's 4096 bytes.
+    address 127.0.0.1 (an iPAddress name, no DNS name); expired: its validity ended
+    in 2021; identity-ca.pem: the CA of the test identities, which a server that asks
+    for a client certificate trusts; big: a leaf whose intermediates (big-chain.pem)
+    make the Certificate message larger than the modem's 4096 bytes.
     """
     out.mkdir(parents=True, exist_ok=True)
     server = issue_server_cert(
