@@ -126,7 +126,8 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             "probe-refused (the devices' network refuses every probe); accept-replay (a "
             "broken firmware that accepts replayed bundles); csr-wrong-subject, "
             "csr-reused-key, csr-bad-signature, attestation-forged (a keygen whose CSR "
-            "certfleet must refuse).",
+            "certfleet must refuse); identity-refused (the broker refuses the device's new "
+            "identities).",
         ),
     ] = None,
     identity_ca: Annotated[

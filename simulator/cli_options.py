@@ -37,6 +37,7 @@ FAULTS: Final = frozenset(
         "csr-reused-key",
         "csr-bad-signature",
         "attestation-forged",
+        "identity-refused",
     }
 )
 """Fault injection the simulator knows: `probe-refused`, the devices' network refuses every
@@ -44,7 +45,8 @@ probe; `accept-replay`, a broken firmware that skips the sequence check (what `c
 conformance` must catch); `csr-wrong-subject`, `csr-reused-key`, `csr-bad-signature` and
 `attestation-forged`, a modem whose `%KEYGEN` output certfleet must refuse (a CSR for
 another name, over the key it holds already, with a broken self-signature, or attested
-by a key that is not the modem's)."""
+by a key that is not the modem's); `identity-refused`, a device whose new identities the
+broker refuses (its identity probe fails `identity_refused`, a commit falls back)."""
 
 
 @dataclass(frozen=True, slots=True)

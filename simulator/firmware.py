@@ -38,12 +38,15 @@ from simulator.modem import FunctionalMode, Modem, ModemError
 from simulator.operations import OPERATIONS
 from simulator.probe import IdentityProber, Prober, uncached_identity_probe, uncached_probe
 from simulator.reporting import Link, Reporter
-from simulator.tls_identity import ClientIdentity
+from simulator.tls_identity import ClientIdentity, unknown_identity
 
-__all__ = ["Firmware", "Link"]
+__all__ = ["IDENTITY_FAULT", "REPLAY_FAULT", "Firmware", "Link"]
 
 REPLAY_FAULT = "accept-replay"
 """A deliberately broken device: it takes a seq not above the last accepted."""
+IDENTITY_FAULT = "identity-refused"
+"""A device whose new identities the broker refuses: it presents a certificate no CA issued
+for any identity but its factory one (its probe and its reconnect see the refusal)."""
 
 
 class Firmware:
@@ -103,6 +106,7 @@ class Firmware:
         )
         self._io.outbox.extend(flash.record.outbox)
         self.faults = faults
+        self._factory_identity = flash.record.identity
         self.tls_broker = tls_broker
         self._probe_timeout = probe_timeout
         self._prober = prober
@@ -140,7 +144,14 @@ class Firmware:
         tag = self.record.identity
         if tag is None or not self._holds_identity(tag):
             return None
-        return self.modem.client_identity(tag)
+        return self._presented(tag)
+
+    def _presented(self, tag: int) -> ClientIdentity:
+        """The certificate and key a socket given `tag` presents (a stranger's, with the fault)."""
+        identity = self.modem.client_identity(tag)
+        if IDENTITY_FAULT in self.faults and tag != self._factory_identity:
+            return unknown_identity(self.device_id)
+        return identity
 
     @property
     def reports(self) -> list[ReportMessage]:
@@ -407,7 +418,7 @@ class Firmware:
         if "probe-refused" in self.faults:
             host, port = "127.0.0.1", 1  # fault injection: the device's network refuses the probe
         if undo.identity:
-            identity = self.modem.client_identity(undo.tag)
+            identity = self._presented(undo.tag)
             result = await self._identity_prober(host, port, chains, identity, self._probe_timeout)
         else:
             result = await self._prober(host, port, chains, self._probe_timeout)

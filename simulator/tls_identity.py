@@ -15,12 +15,15 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-__all__ = ["ClientIdentity", "present"]
+__all__ = ["ClientIdentity", "present", "unknown_identity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +65,21 @@ def present(context: ssl.SSLContext, identity: ClientIdentity) -> None:
         _memory_file("client-key.pem", key_pem) as keyfile,
     ):
         context.load_cert_chain(certfile, keyfile)
+
+
+def unknown_identity(subject: str) -> ClientIdentity:
+    """A self-signed certificate for `CN=<subject>` of a fresh key: what no broker trusts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return ClientIdentity(certificate.public_bytes(serialization.Encoding.PEM), key)

@@ -190,7 +190,9 @@ async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _device(broker: MtlsBroker) -> AsyncIterator[Certfleet]:
+async def _device(
+    broker: MtlsBroker, faults: frozenset[str] = frozenset()
+) -> AsyncIterator[Certfleet]:
     """One device with a factory identity in 44, connected to the mutual-TLS listener."""
     (agent,) = build_fleet(
         count=1,
@@ -201,6 +203,7 @@ async def _device(broker: MtlsBroker) -> AsyncIterator[Certfleet]:
         topics=TOPICS,
         signers={key_id(SIGNER.public_key()): SIGNER.public_key()},
         probe_timeout=5,
+        faults=faults,
         identity=IdentityProvisioning(
             ca_issuer(broker.pki.device_ca, not_after=NOW + timedelta(days=10)), tag=OLD
         ),
@@ -217,8 +220,9 @@ async def _device(broker: MtlsBroker) -> AsyncIterator[Certfleet]:
         await asyncio.wait_for(task, timeout=15)
 
 
-async def _staged_identity(certfleet: Certfleet, broker: MtlsBroker) -> bytes:
-    """keygen into NEW, the device CA's certificate of its key staged and probed: its PEM."""
+async def _stage(certfleet: Certfleet, broker: MtlsBroker) -> tuple[bytes, ReportMessage]:
+    """keygen into NEW, the device CA's certificate of its key staged and probed: its PEM,
+    and how the probe went."""
     keygen = await certfleet.send(
         "keygen", tag=NEW, subject=certfleet.agent.device_id, commit_by=int(time.time()) + 120
     )
@@ -242,8 +246,14 @@ async def _staged_identity(certfleet: Certfleet, broker: MtlsBroker) -> bytes:
         active=(42,),
         commit_by=int(time.time()) + 120,
     )
-    healthy = await certfleet.answer(stage, {Phase.HEALTH_OK, Phase.HEALTH_FAILED, Phase.REJECTED})
-    assert healthy.phase is Phase.HEALTH_OK, healthy
+    probed = await certfleet.answer(stage, {Phase.HEALTH_OK, Phase.HEALTH_FAILED, Phase.REJECTED})
+    return pem, probed
+
+
+async def _staged_identity(certfleet: Certfleet, broker: MtlsBroker) -> bytes:
+    """As `_stage`, and the probe passed."""
+    pem, probed = await _stage(certfleet, broker)
+    assert probed.phase is Phase.HEALTH_OK, probed
     return pem
 
 
@@ -303,3 +313,30 @@ def test_a_new_identity_the_broker_refuses_at_the_commit_falls_back(broker: Mtls
     assert agent.firmware.identity_tag == OLD
     assert not agent.modem.exists(NEW, CredentialType.CLIENT_KEY)
     assert agent.connect_failures >= 1
+
+
+def test_a_device_whose_new_identity_the_broker_refuses_fails_its_probe(
+    broker: MtlsBroker,
+) -> None:
+    """The `identity-refused` fault: the real broker refuses what the probe presents:
+    health_failed/identity_refused, the key deleted, the factory identity still works."""
+
+    async def scenario() -> tuple[ReportMessage, DeviceAgent]:
+        async with _device(broker, frozenset({"identity-refused"})) as certfleet:
+            _, probed = await _stage(certfleet, broker)
+            agent = certfleet.agent
+            await _until(
+                lambda: (
+                    not agent.modem.exists(NEW, CredentialType.CLIENT_KEY) and agent.modem.online
+                ),
+                15,
+                "the staged identity deleted, the device back online",
+            )
+            return probed, agent
+
+    # when
+    probed, agent = asyncio.run(scenario())
+    # then
+    assert (probed.phase, probed.reason.value) == (Phase.HEALTH_FAILED, "identity_refused")
+    assert agent.firmware.identity_tag == OLD
+    assert not agent.modem.exists(NEW, CredentialType.CLIENT_KEY)

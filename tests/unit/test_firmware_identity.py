@@ -343,3 +343,14 @@ def test_a_power_cut_at_any_step_keeps_a_working_identity(step: str) -> None:
         assert ("retire", Phase.RETIRED) in phases, (step, cut, phases)
         assert firmware.identity_tag == SPARE
         assert not firmware.modem.exists(IDENTITY_TAG, KEY)
+
+
+def test_with_the_identity_refused_fault_a_new_identity_never_reaches_the_broker() -> None:
+    """The fault presents a stranger's certificate for any identity but the factory one."""
+    # given
+    world = World(identity=True, faults=frozenset({"identity-refused"}))
+    # when
+    reports = _staged(world)
+    # then
+    assert _outcomes(reports)[-1] == (Phase.HEALTH_FAILED, Reason.IDENTITY_REFUSED)
+    assert world.has_a_working_identity()
