@@ -24,10 +24,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.issuer_local import LocalCaIssuer
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.clock import utcnow
 from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType
+from orchestrator.domain.errors import TransientError
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.domain.rollout_states import DeviceRolloutState, PushStep, RolloutState
 from orchestrator.protocol import Topics
@@ -48,7 +50,7 @@ from orchestrator.services.rollout import (
 from simulator.agent import BrokerAddress, DeviceAgent
 from simulator.fleet import IdentityProvisioning, build_fleet, ca_issuer, run_fleet
 from simulator.pki import make_ca
-from simulator.services import LocalService
+from simulator.services import LocalService, free_port
 from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
 from workers.listener import run_listener
 
@@ -100,6 +102,8 @@ class Engine:
     container: Container
     tasks: InlineTasks = field(default_factory=InlineTasks)
     ran: list[str] = field(default_factory=list)
+    transient: int = 0
+    """Issuance tasks that ended on a transient error (the issuer away)."""
 
     @property
     def deps(self) -> RolloutDeps:
@@ -133,7 +137,16 @@ class Engine:
                 rollback_rollout(deps, str(args[0]), now=now)
             elif name == "issue_identities":
                 rid, wave, ids = args
-                issue_identities(c.identity_deps(), str(rid), int(str(wave)), list(ids), now=now)  # type: ignore[call-overload]
+                try:
+                    issue_identities(
+                        c.identity_deps(),
+                        str(rid),
+                        int(str(wave)),
+                        list(ids),  # type: ignore[call-overload]
+                        now=now,
+                    )
+                except TransientError:  # as on a worker whose retries ran out
+                    self.transient += 1
             elif name == "revoke_identities":
                 rid, ids = args
                 revoke_identities(c.identity_deps(), self.tasks, str(rid), list(ids), now=now)  # type: ignore[call-overload]
@@ -170,7 +183,8 @@ def engine(
     generate_key_file(key)
     pki = broker.pki
     issuer_ca, issuer_key = pki.device_ca_file, pki.device_ca_key_file
-    if getattr(request, "param", None) == "foreign":
+    param = getattr(request, "param", None)
+    if param == "foreign":
         issuer_ca, issuer_key = _foreign_ca(tmp_path / "foreign")
     env = {
         "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
@@ -187,6 +201,11 @@ def engine(
         "CERTFLEET_CRL_RELOAD_PID_FILE": str(broker.pid_file),
         "CERTFLEET_LOG_FORMAT": "json",
     }
+    if param == "down":  # a CFSSL that is not there: every issuance is transient
+        env |= {
+            "CERTFLEET_ISSUER": "cfssl",
+            "CERTFLEET_ISSUER_URL": f"http://127.0.0.1:{free_port()}",
+        }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     client = redis.Redis(host=redis_service.host, port=redis_service.port)
@@ -243,6 +262,7 @@ def _fleet(
 def _spec(broker: MtlsBroker, **overrides: object) -> RolloutSpec:
     values: dict[str, object] = {
         "max_failure": 0.0,
+        "device_timeout_seconds": 30,
         **overrides,
     }
     return RolloutSpec(
@@ -255,7 +275,6 @@ def _spec(broker: MtlsBroker, **overrides: object) -> RolloutSpec:
         waves=parse_waves("1,100%"),
         bake_seconds=1,
         min_sample=1,
-        device_timeout_seconds=30,
         **values,  # type: ignore[arg-type]
     )
 
@@ -305,11 +324,13 @@ async def _rotate(
     broker: MtlsBroker,
     *,
     faults: dict[int, frozenset[str]] | None = None,
+    agents: list[DeviceAgent] | None = None,
     **spec: object,
 ) -> Outcome:
-    """Run the fleet and the listener, create the rotation, drive the engine until it ends."""
+    """Run the fleet (`agents`, or new ones) and the listener, create the rotation, drive the
+    engine until it ends."""
     c = engine.container
-    agents = _fleet(engine, broker, faults)
+    agents = agents if agents is not None else _fleet(engine, broker, faults)
     ids = sorted(a.firmware.device_id for a in agents)
     stop = asyncio.Event()
     listener = asyncio.create_task(run_listener(c, stop=stop, reconnect_interval=0.2))
@@ -426,3 +447,24 @@ def test_a_canary_whose_new_identity_the_broker_refuses_aborts_the_rotation(
         r.reason == "cessation_of_operation"
         for r in engine.container.identity.revoked(now=utcnow())
     )
+
+
+@pytest.mark.parametrize("engine", ["down"], indirect=True)
+def test_the_issuer_away_times_devices_out_and_a_new_rotation_finishes_them(
+    engine: Engine, broker: MtlsBroker
+) -> None:
+    """The issuer unreachable for the whole rotation: issuance fails as transient, every
+    device times out and keeps identity 44, no certificate is kept; with the issuer back, a
+    new rotation of the same devices ends with every one retired onto 45."""
+    first = asyncio.run(_rotate(engine, broker, device_timeout_seconds=4))
+    assert first.state is RolloutState.COMPLETED_WITH_TIMEOUTS
+    assert set(first.states.values()) == {D.TIMED_OUT}
+    assert engine.transient > 0
+    assert {a.firmware.identity_tag for a in first.agents} == {OLD_TAG}
+    ids = sorted(first.states)
+    assert engine.container.identity.certificates(first.rollout_id, ids) == {}
+    pki = broker.pki
+    engine.container.__dict__["issuer"] = LocalCaIssuer(pki.device_ca_file, pki.device_ca_key_file)
+    second = asyncio.run(_rotate(engine, broker, agents=first.agents))
+    assert (second.state, set(second.states.values())) == (RolloutState.COMPLETED, {D.RETIRED})
+    assert {a.firmware.identity_tag for a in second.agents} == {NEW_TAG}
