@@ -1,6 +1,7 @@
 """A real `cfssl serve` (CFSSL's HTTP API) on a free loopback port, for the CFSSL issuer's tests.
 
     server = start_cfssl(tmp_path / "cfssl", device_ca)   # an IssuedCA from simulator.pki
+                                                          # profiles={"factory": {...}} adds some
     server.settings_env()    # CERTFLEET_ISSUER=cfssl, _ISSUER_URL, and CFSSL's CA as
                              # CERTFLEET_CRL_CA_CERT_FILE/_KEY_FILE (1.2 makes no CRL)
     ...
@@ -15,13 +16,15 @@ no CRL endpoint (1.3 adds one), so certfleet signs the CRL with the same CA itse
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 
@@ -41,7 +44,7 @@ CREATE TABLE ocsp_responses (
   expiry timestamp, PRIMARY KEY(serial_number, authority_key_identifier));
 """
 
-SIGNING_CONFIG: Final = {
+SIGNING_CONFIG: Final[dict[str, Any]] = {
     "signing": {
         "default": {
             "expiry": "720h",
@@ -158,8 +161,18 @@ class CfsslServer:
         return {int(bytes(s).decode() if isinstance(s, bytes) else s) for (s,) in rows}
 
 
-def start_cfssl(workdir: Path, ca: IssuedCA, *, port: int | None = None) -> CfsslServer:
-    """Write `ca`, the signing config and a fresh database into `workdir`; start serving."""
+def start_cfssl(
+    workdir: Path,
+    ca: IssuedCA,
+    *,
+    port: int | None = None,
+    profiles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CfsslServer:
+    """Write `ca`, the signing config and a fresh database into `workdir`; start serving.
+
+    `profiles` adds signing profiles, e.g. `{"factory": {"expiry": "240h", "usages":
+    [...]}}` for certificates that expire in 10 days.
+    """
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     ca_cert_file, ca_key_file = workdir / "ca.pem", workdir / "ca-key.pem"
@@ -175,7 +188,11 @@ def start_cfssl(workdir: Path, ca: IssuedCA, *, port: int | None = None) -> Cfss
     db_file = workdir / "certs.db"
     with sqlite3.connect(db_file) as db:
         db.executescript(CFSSL_DDL)
-    (workdir / "config.json").write_text(json.dumps(SIGNING_CONFIG))
+    config = copy.deepcopy(SIGNING_CONFIG)
+    config["signing"]["profiles"].update(
+        {name: dict(profile) for name, profile in (profiles or {}).items()}
+    )
+    (workdir / "config.json").write_text(json.dumps(config))
     (workdir / "db.json").write_text(json.dumps({"driver": "sqlite3", "data_source": str(db_file)}))
     server = CfsslServer(workdir, port or free_port(), ca_cert_file, ca_key_file, db_file)
     return server.start()

@@ -12,6 +12,7 @@
                                                      # "certificate_revoked", "unknown_ca"
     broker.usernames()   # (client id, username = CN) of every client that connected,
                          # after_reload=n: only since the n-th reload (a CRL taking effect)
+    mark = broker.restart()  # same config and ports; usernames(since=mark) after it
     broker.stop()
 
 With CFSSL: start_cfssl(dir, pki.device_ca) and `{**broker.settings_env(issuer=False),
@@ -34,7 +35,7 @@ import signal
 import socket
 import ssl
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -183,6 +184,44 @@ class MtlsBroker:
     device_port: int
     pki: MtlsPki
     pid_file: Path
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def launch(self) -> None:
+        """Start the broker process (again) with its config, on its ports."""
+        directory = self.service.workdir
+        self.pid_file.unlink(missing_ok=True)
+        with (directory / "mosquitto.out").open("ab") as log:
+            self.service.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            for listening in (self.port, self.device_port):
+                wait_for_port("127.0.0.1", listening, timeout=15, process=self.service.process)
+            wait_until(self.pid_file.exists, timeout=5, what="mosquitto's pid file")
+        except (ServiceError, AssertionError) as exc:
+            self.service.stop()
+            output = (directory / "mosquitto.out").read_text(errors="replace")
+            raise ServiceError(
+                f"mosquitto (mutual TLS): {exc}\n{output}\n{self.service.log_tail()}"
+            ) from None
+
+    def restart(self) -> int:
+        """Stop and start again on the same config and ports: every client connects anew and
+        the broker reads the CRL as it is now. Returns `log_mark()` from before the stop."""
+        mark = self.log_mark()
+        self.service.stop()
+        self.launch()
+        return mark
+
+    def log_mark(self) -> int:
+        """Where the broker log ends now; `usernames(since=mark)` reads only what follows."""
+        return len(self.service.log_file.read_text(errors="replace"))
 
     @property
     def port(self) -> int:
@@ -220,17 +259,17 @@ class MtlsBroker:
         os.kill(self.service.process.pid, signal.SIGHUP)
         self.wait_reloaded(before)
 
-    def usernames(self, *, after_reload: int = 0) -> list[tuple[str, str]]:
+    def usernames(self, *, after_reload: int = 0, since: int = 0) -> list[tuple[str, str]]:
         """(client id, username) of every client that connected, from the broker log; with
-        `after_reload=n`, only those that connected after the n-th reload (SIGHUP).
+        `after_reload=n`, only those that connected after the n-th reload (SIGHUP); with
+        `since=mark` (`log_mark()`, `restart()`), only those logged after the mark.
 
         The username is the certificate's CN, the same for a device's old and new identity.
         What shows that a device uses its new certificate is a connection after the reload
         of a CRL that lists its old one (`broker.reloads()` before the CRL is published).
         """
-        log = self.service.log_file.read_text(errors="replace")
-        since = "".join(log.split("Reloading config")[after_reload:])
-        return CONNECTED_LINE.findall(since)
+        log = self.service.log_file.read_text(errors="replace")[since:]
+        return CONNECTED_LINE.findall("".join(log.split("Reloading config")[after_reload:]))
 
     def stop(self) -> None:
         """Stop the broker."""
@@ -291,27 +330,16 @@ def start_mtls_broker(
             "CRL_CHECK_SECONDS": str(crl_check_seconds),
             "PATH": f"{Path(mosquitto_binary()).parent}{os.pathsep}{env.get('PATH', '')}",
         }
-    with (directory / "mosquitto.out").open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=directory,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    service = LocalService("mosquitto", "127.0.0.1", port, process, directory, log_file)
-    try:
-        for listening in (port, device_port):
-            wait_for_port("127.0.0.1", listening, timeout=15, process=process)
-        wait_until(pid_file.exists, timeout=5, what="mosquitto's pid file")
-    except (ServiceError, AssertionError) as exc:
-        service.stop()
-        output = (directory / "mosquitto.out").read_text(errors="replace")
-        raise ServiceError(
-            f"mosquitto (mutual TLS): {exc}\n{output}\n{service.log_tail()}"
-        ) from None
-    return MtlsBroker(service=service, device_port=device_port, pki=pki, pid_file=pid_file)
+    broker = MtlsBroker(
+        service=LocalService("mosquitto", "127.0.0.1", port, None, directory, log_file),  # type: ignore[arg-type]
+        device_port=device_port,
+        pki=pki,
+        pid_file=pid_file,
+        argv=argv,
+        env=env,
+    )
+    broker.launch()
+    return broker
 
 
 def _connect_packet(client_id: str) -> bytes:

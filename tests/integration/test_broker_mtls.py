@@ -108,6 +108,24 @@ def test_a_certificate_from_another_ca_or_none_is_refused(broker: MtlsBroker) ->
     assert try_connect(broker, None, None) != ACCEPTED
 
 
+def test_a_restart_reads_the_crl_as_it_is_now(broker: MtlsBroker, issuer: LocalCaIssuer) -> None:
+    """A CRL written without a reload counts from the broker's restart, on the same ports."""
+    device = device_identity(broker.pki.device_ca, "dev-4")
+    issued = IssuedCertificate(
+        pem=device.pem.decode(),
+        serial=device.certificate.serial_number,
+        not_after=device.certificate.not_valid_after_utc,
+    )
+    crl = issuer.sign_crl([_revoked(issued, "dev-4")], now=NOW, next_update=NOW + timedelta(1))
+    CrlFilePublisher(broker.pki.crl_file).publish(crl)
+    assert try_connect(broker, device.pem, device.key_pem) == ACCEPTED
+    mark = broker.restart()
+    assert try_connect(broker, device.pem, device.key_pem) == "certificate_revoked"
+    other = device_identity(broker.pki.device_ca, "dev-5")
+    assert try_connect(broker, other.pem, other.key_pem) == ACCEPTED
+    assert broker.usernames(since=mark) == [("dev-5", "dev-5")]
+
+
 def test_a_crl_past_its_next_update_refuses_every_device(
     broker: MtlsBroker, issuer: LocalCaIssuer
 ) -> None:

@@ -108,11 +108,14 @@ def local(tmp_path: Path, device_ca: IssuedCA) -> LocalCaIssuer:
     return LocalCaIssuer(*write_ca(tmp_path / "ca", device_ca), cert_days=90)
 
 
+FACTORY_PROFILE = {"expiry": "240h", "usages": ["digital signature", "client auth"]}
+
+
 @pytest.fixture
 def cfssl(tmp_path: Path, device_ca: IssuedCA) -> Iterator[CfsslServer]:
     if not cfssl_installed():
         pytest.skip("cfssl is not installed (apt-get install golang-cfssl)")
-    server = start_cfssl(tmp_path / "cfssl", device_ca)
+    server = start_cfssl(tmp_path / "cfssl", device_ca, profiles={"factory": FACTORY_PROFILE})
     yield server
     server.stop()
 
@@ -273,6 +276,8 @@ def test_cfssl_signs_a_client_certificate_for_the_csr_key(
     assert issued.not_after - NOW <= timedelta(hours=721)  # the default profile: 720h
     yearly = CfsslIssuer(cfssl.url, profile="device").issue(make_csr("dev-3")[0], device_id="dev-3")
     assert yearly.not_after - NOW > timedelta(days=364)
+    factory = CfsslIssuer(cfssl.url, profile="factory").issue(make_csr("dev-4")[0], device_id="x")
+    assert timedelta(days=9) < factory.not_after - NOW <= timedelta(days=10, minutes=1)
 
 
 def test_cfssl_revokes_what_it_signed_despite_its_empty_aki(
