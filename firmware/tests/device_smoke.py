@@ -9,11 +9,17 @@ docs/protocol.md §5; the stage's state (back online after writing) comes before
 a commit's state (active list 42, 43) arrives before `committed`;
 after a SIGKILL the restarted device resumes from its record and states the same list;
 the rollback returns it to 42 alone. Over a TLS broker, a commit whose list cannot
-validate the broker falls back (`broker_unreachable`) and one that can stands.
+validate the broker falls back (`broker_unreachable`) and one that can stands. Over a
+broker that requires client certificates (mutual TLS, issue 14), the device presents its
+factory identity, then rotates it: keygen (the `csr` report's CSR is issued by the test's
+identity CA), the certificate's stage probed by a mutual-TLS handshake with the broker
+itself, the commit proven by reconnecting with the new identity, the old one retired;
+the new private key is in no message and no log line.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import shutil
@@ -32,12 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import make_bundles as mb
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from orchestrator.domain.credentials import CredentialType
 from orchestrator.protocol.bundle import Credential, Probe
+from orchestrator.protocol.keygen import parse_keygen_output
 from orchestrator.protocol.report import parse_report
 from orchestrator.protocol.state import parse_state
-from simulator.pki import issue_server_cert, make_ca
+from simulator.pki import IssuedCA, issue_server_cert, make_ca
 from simulator.services import free_port, start_mosquitto
 
 TIMEOUT_S = 20.0
@@ -48,6 +58,7 @@ class Watcher:
 
     def __init__(self, port: int) -> None:
         self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.seen: list[str] = []
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
         )
@@ -66,9 +77,10 @@ class Watcher:
     def send(self, bundle: bytes) -> None:
         self.client.publish(f"certfleet/{mb.DEVICE}/bundle", bundle, qos=1).wait_for_publish(5)
 
-    def expect(self, *steps: str) -> None:
+    def expect(self, *steps: str) -> list[dict[str, Any]]:
         """Wait for these messages in order: `state:<active list>`, or a report's phase (with
-        `/reason` unless it is ok)."""
+        `/reason` unless it is ok); returns their bodies."""
+        bodies = []
         for step in steps:
             kind, body = self.messages.get(timeout=TIMEOUT_S)
             phase = body.get("phase")
@@ -76,6 +88,9 @@ class Watcher:
             got = f"state:{body['active_tags']}" if kind == "state" else f"{phase}{reason}"
             if got != step:
                 raise SystemExit(f"expected {step}, got {got}: {body}")
+            self.seen.append(json.dumps(body))
+            bodies.append(body)
+        return bodies
 
 
 def start_device(
@@ -198,13 +213,114 @@ def tls_broker(binary: str, workdir: Path) -> None:
         broker.stop()
 
 
+def issue_from_csr(ca: IssuedCA, csr_field: str) -> str:
+    """What an issuer does with the device's CSR: a client certificate for its key and name."""
+    csr = x509.load_der_x509_csr(parse_keygen_output(csr_field).csr_der)
+    if not csr.is_signature_valid:
+        raise SystemExit("the device's CSR does not verify")
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(mb.VALID_FROM)
+        .not_valid_after(mb.VALID_TO)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return certificate.public_bytes(Encoding.PEM).decode()
+
+
+def mtls_pki(workdir: Path) -> tuple[IssuedCA, IssuedCA]:
+    """Write the broker's and the factory identity's files; the identity CA and a stranger."""
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), mb.VALID_TO
+    factory = make_ca("smoke factory CA", not_before=start, not_after=end)
+    identities = make_ca("smoke identity CA", not_before=start, not_after=end)
+    broker_cert = issue_server_cert(factory, not_before=start, not_after=end)
+    old = mb.client_cert(identities, mb.OLD_IDENTITY_KEY)
+    for name, data in (
+        ("factory-ca.pem", factory.pem),
+        ("identity-ca.pem", identities.pem),
+        ("broker.pem", broker_cert.pem),
+        ("broker.key", broker_cert.key_pem),
+        ("old.pem", old.encode()),
+        ("old.key", mb.key_pem(mb.OLD_IDENTITY_KEY).encode()),
+    ):
+        (workdir / name).write_bytes(data)
+    return identities, make_ca("smoke stranger CA", not_before=start, not_after=end)
+
+
+def rotate(watcher: Watcher, identities: IssuedCA, stranger: IssuedCA, port: int) -> None:
+    """A refused certificate (a CA the broker does not trust), then a rotation that stands."""
+    probe = Probe(host="localhost", port=port, tags=(42,))
+    first = mb.bundle("keygen")
+    watcher.send(mb.from_bundle(first))
+    *_, csr = watcher.expect("received", "state:[42]", "csr")
+    cert = issue_from_csr(stranger, csr["csr"])
+    watcher.send(mb.from_bundle(mb.identity_stage(first.seq + 1, cert=cert, probe=probe)))
+    watcher.expect("received", "state:[42]", "staged", "health_failed/identity_refused")
+    keygen = mb.bundle("keygen", seq=first.seq + 2)
+    watcher.send(mb.from_bundle(keygen))  # (the state after the refused stage's delete first)
+    *_, csr = watcher.expect("state:[42]", "received", "state:[42]", "csr")
+    cert = issue_from_csr(identities, csr["csr"])
+    watcher.send(mb.from_bundle(mb.identity_stage(keygen.seq + 1, cert=cert, probe=probe)))
+    watcher.expect("received", "state:[42]", "staged", "health_ok")
+    watcher.send(mb.from_bundle(mb.bundle("commit", seq=keygen.seq + 2, tag=44)))
+    _, state, _ = watcher.expect("received", "state:[42]", "committed")
+    if state.get("identity_tag") != 44:
+        raise SystemExit(f"the committed identity is not stated: {state}")
+    retire = mb.bundle("retire", seq=keygen.seq + 3, tags=(45,), active=(42,))
+    watcher.send(mb.from_bundle(retire))
+    _, state, _ = watcher.expect("received", "state:[42]", "retired")
+    if any(item["sec_tag"] == 45 for item in state["credentials"]):
+        raise SystemExit(f"the old identity was not deleted: {state}")
+
+
+def mtls_broker(binary: str, workdir: Path) -> None:
+    """A rotation of the device's identity on a broker that requires client certificates."""
+    identities, stranger = mtls_pki(workdir)
+    mtls_port = free_port("127.0.0.1")
+    listener = f"listener {mtls_port} 127.0.0.1\ncafile {workdir / 'identity-ca.pem'}\n"
+    listener += f"certfile {workdir / 'broker.pem'}\nkeyfile {workdir / 'broker.key'}\n"
+    listener += "require_certificate true\nuse_identity_as_username true\n"
+    broker = start_mosquitto(workdir / "mosquitto", extra_config=listener)
+    identity = f"45={workdir / 'old.pem'},{workdir / 'old.key'}"
+    device = None
+    try:
+        watcher = Watcher(broker.port)
+        device = start_device(
+            binary, workdir, mtls_port, workdir / "factory-ca.pem", "--tls", "--host",
+            "localhost", "--identity", identity,
+        )  # fmt: skip
+        (state,) = watcher.expect("state:[42]")
+        if state.get("identity_tag") != 45:
+            raise SystemExit(f"the factory identity is not stated: {state}")
+        rotate(watcher, identities, stranger, mtls_port)
+        key_pem = (workdir / "device" / "keystore" / "44-2").read_text()
+        secret = "".join(key_pem.strip().splitlines()[1:-1])
+        recorded = "".join(watcher.seen) + (workdir / "device.log").read_text(errors="replace")
+        if secret[:40] in recorded or secret[:40] in base64.b64encode(recorded.encode()).decode():
+            raise SystemExit("the new private key appears in a message or the log")
+    except (queue.Empty, SystemExit):
+        print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        if device is not None:
+            device.terminate()
+            device.wait(timeout=10)
+        broker.stop()
+
+
 def main(binary: str, workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)  # fresh devices, brokers and endpoints
-    for scenario in (plain_broker, tls_broker):
+    for scenario in (plain_broker, tls_broker, mtls_broker):
         (workdir / scenario.__name__).mkdir(parents=True)
         scenario(binary, workdir / scenario.__name__)
     print("device_smoke: plain broker (stage, commit, SIGKILL restart, rollback) and TLS broker")
-    print("  (a commit the broker refuses falls back, one it accepts stands): all as expected")
+    print("  (a commit the broker refuses falls back, one it accepts stands) and a mutual-TLS")
+    print(
+        "  broker (keygen, certificate stage, identity commit, old identity retired): as expected"
+    )
 
 
 if __name__ == "__main__":

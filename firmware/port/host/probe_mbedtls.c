@@ -8,7 +8,10 @@
  *
  * An identity stage's probe presents the client certificate and key of its sec_tag (the
  * key store's files: the key is used in place, never copied out); a fatal alert the server
- * sends against that certificate is `identity_refused`.
+ * sends against that certificate is `identity_refused`. So is a connection the server
+ * resets or closes once it has the client's certificate flight and the server's own
+ * chain verified: an OpenSSL server (Mosquitto's) sends its alert and closes with the
+ * client's Finished unread, so the reset reaches the client before the alert does.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -276,6 +279,10 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 	} else if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && client_tag != NULL &&
 		   ssl.in_msg != NULL && refuses_certificate(ssl.in_msg[1])) {
 		reason = CF_REASON_IDENTITY_REFUSED;
+	} else if ((ret == MBEDTLS_ERR_NET_CONN_RESET || ret == MBEDTLS_ERR_SSL_CONN_EOF) &&
+		   client_tag != NULL && ssl.state > MBEDTLS_SSL_CLIENT_CERTIFICATE &&
+		   mbedtls_ssl_get_verify_result(&ssl) == 0) {
+		reason = CF_REASON_IDENTITY_REFUSED; /* refused, its alert lost to the reset */
 	} else if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
 		reason = verify_reason(mbedtls_ssl_get_verify_result(&ssl));
 	}
