@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,7 @@ from orchestrator.services.identity.plan import (
     held_devices,
     plan_identity_rotations,
 )
+from tests.procs import certfleet
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +28,13 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def _device(device_id: str, tag: int, days: float) -> DeviceState:
+def _device(device_id: str, tag: int, days: float, *, at: datetime = NOW) -> DeviceState:
+    """A v2 device, its CA in 42 (active), presenting `tag` whose certificate expires in `days`."""
     ca = ReportedCredential(
         sec_tag=42,
         type=CredentialType.CA_CHAIN,
         sha256="a" * 64,
-        not_after=NOW + 400 * DAY,
+        not_after=at + 400 * DAY,
         subject="CN=Root",
         issuer="CN=Root",
     )
@@ -36,14 +42,14 @@ def _device(device_id: str, tag: int, days: float) -> DeviceState:
         sec_tag=tag,
         type=CredentialType.CLIENT_CERT,
         sha256=sha256_hex(device_id.encode()),
-        not_after=NOW + days * DAY,
+        not_after=at + days * DAY,
         subject=f"CN={device_id}",
         issuer="CN=Device CA",
     )
     key = ReportedCredential(sec_tag=tag, type=CredentialType.CLIENT_KEY, sha256="e" * 64)
     return DeviceState(
         device_id=device_id,
-        reported_at=NOW,
+        reported_at=at,
         credentials=(ca, cert, key),
         active_tags=(42,),
         protocol_version=2,
@@ -91,3 +97,43 @@ def test_beat_plans_held_rollouts_once_per_tag(container: Container) -> None:
     assert second.planned == {}
     assert second.skipped == {"held": 3}
     assert held_devices(store, ["a", "b", "c", "d"]) == {"a", "c", "d"}
+
+
+def _certfleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        certfleet(*args),
+        check=False,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_a_plan_by_hand_and_beat_share_the_devices(
+    container: Container, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`rollout plan --select expiring:30` reads the identity index; a held rollout made by
+    hand from a device list keeps its devices out of beat's next plan."""
+    # given: three devices presenting 44, due now (the CLI takes the time from the clock)
+    now = datetime.now(UTC)
+    states = [_device(d, 44, days, at=now) for d, days in (("a", 3), ("b", 10), ("c", 200))]
+    container.inventory.record_states(states, received_at=now)
+    listed = tmp_path / "devices.txt"
+    listed.write_text("# by hand\na\n")
+    common = ("--kind", "identity.rotate", "--probe", "127.0.0.1:8884", "--json")
+    # when
+    planned = _certfleet(service_env, "rollout", "plan", *common, "--select", "expiring:30")
+    created = _certfleet(
+        service_env, "rollout", "create", *common, "--select", f"file:{listed}", "--hold"
+    )
+    outcome = plan_identity_rotations(_deps(container), now=now)
+    # then
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["devices"] == 2
+    assert created.returncode == 0, created.stderr
+    by_hand = json.loads(created.stdout)["id"]
+    assert sorted(container.rollouts.device_states(by_hand)) == ["a"]
+    (beat,) = outcome.planned
+    assert sorted(container.rollouts.device_states(beat)) == ["b"]
+    assert outcome.skipped == {"held": 1}
