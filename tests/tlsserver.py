@@ -48,11 +48,13 @@ def tls_server(
         ssl.TLSVersion.TLSv1_2,
         ssl.TLSVersion.TLSv1_3,
     ),
+    client_ca: bytes | None = None,
 ) -> Iterator[tuple[str, int]]:
     """A TLS server presenting `chain_pem` (leaf first) on a free loopback port.
 
     Args:
         tls_versions: the (minimum, maximum) protocol versions it accepts.
+        client_ca: require a client certificate issued by this CA (PEM): mutual TLS.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version, context.maximum_version = tls_versions
@@ -61,6 +63,9 @@ def tls_server(
         chain_file.write_bytes(chain_pem)
         key_file.write_bytes(key_pem)
         context.load_cert_chain(chain_file, key_file)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=client_ca.decode("ascii"))
     stop = threading.Event()
     with _listen() as listener:
         thread = threading.Thread(

@@ -19,6 +19,7 @@ from orchestrator.conformance.model import Trust
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
+    from orchestrator.conformance.material import IdentityIssuer
     from orchestrator.conformance.suite import Outcome
     from orchestrator.conformance.verdict import StepResult
 
@@ -55,6 +56,26 @@ def _pem(path: Path | None, what: str) -> str | None:
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise _fail(f"{what} {path} holds no PEM certificate")
     return text
+
+
+def _identity_issuer(
+    ca: Path | None, key: Path | None, probe: str | None
+) -> tuple[IdentityIssuer | None, tuple[str, int] | None]:
+    """`--identity-ca`, `--identity-ca-key` and `--probe-identity`: all three, or none."""
+    from orchestrator.conformance.material import IdentityIssuer  # noqa: PLC0415
+    from orchestrator.domain.endpoints import parse_endpoint  # noqa: PLC0415
+    from orchestrator.domain.errors import CertfleetError  # noqa: PLC0415
+
+    given = [ca is not None, key is not None, probe is not None]
+    if not any(given):
+        return None, None
+    if not all(given) or ca is None or key is None or probe is None:
+        raise _fail("--identity-ca, --identity-ca-key and --probe-identity go together")
+    try:
+        issuer = IdentityIssuer.load(ca.read_bytes(), key.read_bytes())
+        return issuer, parse_endpoint(probe, what="--probe-identity")
+    except (OSError, ValueError, TypeError, CertfleetError) as exc:
+        raise _fail(f"cannot issue identities with {ca} and {key}: {exc}") from None
 
 
 def print_table(outcome: Outcome) -> None:
@@ -154,6 +175,30 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             help="With --tls: the CA PEM that validates the broker (default: the system's).",
         ),
     ] = None,
+    identity_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-ca",
+            exists=True,
+            dir_okay=False,
+            help="A CA PEM whose client certificates --probe-identity (and the broker) accept: "
+            "the suite rotates a device's identity with it.",
+        ),
+    ] = None,
+    identity_ca_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-ca-key", exists=True, dir_okay=False, help="The --identity-ca's key."
+        ),
+    ] = None,
+    probe_identity: Annotated[
+        str | None,
+        typer.Option(
+            "--probe-identity",
+            help="HOST:PORT of a TLS server the device's CA tags validate that requires a "
+            "client certificate of --identity-ca.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Drive a device through the contract's conformance suite over MQTT; exit 1 if a step fails."""
@@ -173,6 +218,7 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         bad_endpoint = parse_endpoint(probe_bad, what="--probe-bad")
     except CertfleetError as exc:
         raise _fail(str(exc)) from None
+    issuer, identity_endpoint = _identity_issuer(identity_ca, identity_ca_key, probe_identity)
     options = SuiteOptions(
         ca_good=_pem(ca_good, "--ca-good") or "",
         ca_bad=_pem(ca_bad, "--ca-bad") or throwaway_ca(),
@@ -185,6 +231,8 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         state_wait=state_wait,
         fallback_after=fallback_after,
         undo_window=undo_window,
+        identity_issuer=issuer,
+        probe_identity=identity_endpoint,
     )
     container = bootstrap()
     settings = container.settings

@@ -15,11 +15,18 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.protocol.cose import es256_sign, key_id
 
-__all__ = ["KeyHolder", "SuiteKey", "chain_of_size", "foreign_identity", "throwaway_ca"]
+__all__ = [
+    "IdentityIssuer",
+    "KeyHolder",
+    "SuiteKey",
+    "chain_of_size",
+    "foreign_identity",
+    "throwaway_ca",
+]
 
 
 class KeyHolder(Protocol):
@@ -119,6 +126,57 @@ def foreign_identity(device_id: str, now: datetime | None = None) -> str:
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityIssuer:
+    """The CA the suite issues a device's new client certificate with (`--identity-ca`).
+
+    The identity probe server, and a broker that requires client certificates, must
+    accept what it issues: it stands in for certfleet's issuer, for one run.
+    """
+
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def load(cls, certificate_pem: bytes, key_pem: bytes) -> IdentityIssuer:
+        """The CA from its PEM certificate and unencrypted PEM P-256 key.
+
+        Raises:
+            ValueError: not a certificate, not a P-256 key, or a key of another certificate.
+        """
+        certificate = x509.load_pem_x509_certificate(certificate_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise ValueError("the identity CA's key must be an unencrypted P-256 key")
+        if key.public_key() != certificate.public_key():
+            raise ValueError("the identity CA's key is not the key of its certificate")
+        return cls(certificate, key)
+
+    def certify(self, csr_der: bytes, now: datetime | None = None) -> str:
+        """A client certificate for the CSR's key and subject, valid for 30 days (PEM).
+
+        Raises:
+            ValueError: not a DER CSR.
+        """
+        now = now or datetime.now(UTC)
+        csr = x509.load_der_x509_csr(csr_der)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def chain_of_size(first: str, size: int, *, filler: Callable[[int], str] | None = None) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 __all__ = [
+    "ANY_DIGEST",
     "FINAL_PHASES",
     "RESTING_PHASES",
     "Expect",
@@ -30,6 +31,10 @@ by a fallback, so it ends a bundle only when the step expects it last)."""
 RESTING_PHASES: Final = frozenset({"health_ok", "csr"})
 """Phases after which a device waits for the next bundle, or falls back at its deadline:
 they end a bundle's reports when the step expects them last."""
+
+ANY_DIGEST: Final = "*"
+"""An expected item whose digest the suite cannot know (a key the device made, the
+certificate issued for it): present, whatever its bytes."""
 
 Tamper = Literal["signature", "payload", "algorithm", "no-kid", "trailing", "pad", "list"]
 """How a signed bundle is spoiled: after signing; `pad`: grown to exactly `Send.size` bytes
@@ -59,6 +64,8 @@ class Send:
         skip_seq: leave out the sequence number before this bundle's; the next bundle
             sent gets it, lower than this one's, and must be accepted if this one was
             refused (a refusal consumes no sequence number).
+        certify: `creds` becomes the client certificate the suite issues for the CSR the
+            device reported for this bundle's rid (an identity stage of its keygen).
     """
 
     op: str
@@ -72,6 +79,7 @@ class Send:
     tamper: Tamper | None = None
     size: int | None = None
     skip_seq: bool = False
+    certify: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,11 +137,21 @@ class Trust:
         """The active list is `tags`."""
         return replace(self, active=tuple(tags))
 
+    def holding(self, tag: int, *kinds: int) -> Trust:
+        """`tag` holds items of `kinds` whose digests the suite cannot know (`ANY_DIGEST`)."""
+        return replace(self, items={**self.items, **{(tag, kind): ANY_DIGEST for kind in kinds}})
+
+    def presenting(self, identity: int | None) -> Trust:
+        """The identity tag is `identity`."""
+        return replace(self, identity=identity)
+
     def same_as(self, other: Trust) -> bool:
-        """Equal items, the same set of active tags (the order carries no meaning), the
-        same identity tag."""
+        """The same items (`ANY_DIGEST` on either side matching any digest), the same set of
+        active tags (the order carries no meaning), the same identity tag."""
+        mine, theirs = dict(self.items), dict(other.items)
         return (
-            dict(self.items) == dict(other.items)
+            mine.keys() == theirs.keys()
+            and all(mine[k] == theirs[k] or ANY_DIGEST in (mine[k], theirs[k]) for k in mine)
             and sorted(self.active) == sorted(other.active)
             and self.identity == other.identity
         )

@@ -65,6 +65,9 @@ class PlanInputs:
         stage_window: seconds a stage that will be committed gives its commit (commit_by).
         fallback_after: seconds the fallback step gives a commit that never comes.
         undo_window: seconds a commit stays undoable in the undo_by step.
+        probe_identity: a TLS server that requires a client certificate of the suite's
+            identity CA; with it (and a device with an identity) the plan rotates the
+            device's identity and rolls it back.
     """
 
     device_id: str
@@ -82,6 +85,7 @@ class PlanInputs:
     fallback_after: float = 5.0
     undo_window: float = 60.0
     undo_default: float = 7 * 24 * 3600.0
+    probe_identity: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.trusted_keys <= 3:
@@ -206,9 +210,20 @@ class Script:
         fields.update(extra)
         return Send(op="keygen", rid=rid, fields=fields)
 
-    def identity_stage(self, rid: str, tag: int, certificate: str, **extra: Any) -> Send:
-        """Write a client certificate into `tag`, probing the good server with the CA tags."""
-        host, port = self.inputs.probe_good
+    def identity_stage(
+        self,
+        rid: str,
+        tag: int,
+        certificate: str,
+        *,
+        probe: tuple[str, int] | None = None,
+        certify: bool = False,
+        **extra: Any,
+    ) -> Send:
+        """Write a client certificate into `tag`, probing `probe` (default: the good server)
+        with the device's CA tags; `certify`: the runner puts in the certificate it issues
+        for the keygen's CSR, `certificate` going only if there is none."""
+        host, port = probe or self.inputs.probe_good
         fields: dict[str, Any] = {
             "tag": tag,
             "creds": [{"type": 1, "pem": certificate}],
@@ -217,7 +232,7 @@ class Script:
             "commit_by": In(self.inputs.stage_window),
         }
         fields.update(extra)
-        return Send(op="stage", rid=rid, fields=fields)
+        return Send(op="stage", rid=rid, fields=fields, certify=certify)
 
     def trust_signer(self, add: str, *, retire: str | None = None, signer: str) -> Send:
         """Trust the suite key `add` (and stop trusting `retire`), signed by `signer`."""

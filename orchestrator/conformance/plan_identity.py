@@ -1,12 +1,14 @@
 """The identity operations, for a device whose state names an identity tag.
 
 A device with an identity makes keys with `keygen` and takes client certificates in
-identity stages (docs/protocol.md §5). The suite cannot issue a certificate the
-broker would accept, so it proves what needs none: a keygen answers with a CSR as
-§7 says, a keygen into a live tag and a retire of the identity in use are refused,
-a certificate for another key is `key_mismatch`, and every keygen is undone (by a
-rollback, or by the device itself at `commit_by`) so the device's identity and its
-spare tags are what they were.
+identity stages (docs/protocol.md §5). Without a CA to issue with, the suite proves
+what needs none: a keygen answers with a CSR as §7 says, a keygen into a live tag and
+a retire of the identity in use are refused, a certificate for another key is
+`key_mismatch`, and every keygen is undone (by a rollback, or by the device itself at
+`commit_by`). Given an identity CA and a server that requires its certificates, it
+also rotates the identity (keygen, the issued certificate staged and probed with
+mutual TLS, commit) and rolls it back, so the device's identity and its spare tags
+end as they were.
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from dataclasses import replace
 
 from orchestrator.conformance.material import foreign_identity
 from orchestrator.conformance.model import rejected
-from orchestrator.conformance.plan import CSR, KEYGEN_FALLBACK, ROLLED_BACK, Script
+from orchestrator.conformance.plan import (
+    COMMITTED,
+    CSR,
+    KEYGEN_FALLBACK,
+    ROLLED_BACK,
+    STAGED,
+    Script,
+)
 from orchestrator.protocol.limits import SUBJECT_MAX_BYTES
 
-__all__ = ["identity"]
+__all__ = ["identity", "rotation"]
 
 
 def identity(s: Script) -> None:
@@ -94,5 +103,36 @@ def identity(s: Script) -> None:
         "with no identity stage by commit_by the device deletes the key by itself: fallback",
         s.keygen(s.rid(), s1, commit_in=s.inputs.fallback_after),
         KEYGEN_FALLBACK,
+        trust=initial,
+    )
+
+
+def rotation(s: Script) -> None:
+    """A whole rotation to a new key, proven by mutual TLS, then its rollback."""
+    in_use, probe = s.trust.identity, s.inputs.probe_identity
+    if in_use is None or probe is None:
+        return
+    initial = s.trust
+    s1 = s.inputs.spare[0]
+    r = s.rid()
+    placeholder = foreign_identity(s.inputs.device_id)
+    s.add(
+        "identity rotation: keygen, stage, commit",
+        "a keygen's key, certified by the suite's identity CA, is staged next to it, proven "
+        "by a mutual-TLS probe presenting it, and committed: the device presents it",
+        (
+            s.keygen(r, s1),
+            s.identity_stage(r, s1, placeholder, probe=probe, certify=True),
+            s.commit(r, s1),
+        ),
+        (CSR, STAGED, COMMITTED),
+        trust=initial.holding(s1, 1, 2).presenting(s1),
+    )
+    s.add(
+        "identity rotation: rollback",
+        "a rollback of the identity commit presents the previous identity again and "
+        "deletes the new key and certificate",
+        s.rollback(r),
+        ROLLED_BACK,
         trust=initial,
     )

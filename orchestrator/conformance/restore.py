@@ -2,9 +2,10 @@
 
 The plan restores the device itself when every step passes. When one failed, the
 device may still trust one of the suite's temporary signer keys (which die with the
-run) or hold a spare tag: the suite then sends, best effort, the bundles that make
-its original key the trusted one and retire the spare tags, and reports whether the
-device ends with its first trust.
+run), present the identity the suite gave it, or hold a spare tag: the suite then
+sends, best effort, the bundles that make its original key the trusted one, roll its
+identity back and retire the spare tags, and reports whether the device ends with its
+first trust.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from orchestrator.conformance.inbox import trust_of
 from orchestrator.conformance.model import Expect, Send, Step, Trust
-from orchestrator.conformance.plan import COMMITTED, RETIRED, PlanInputs, Script
+from orchestrator.conformance.plan import COMMITTED, RETIRED, ROLLED_BACK, PlanInputs, Script
 from orchestrator.conformance.runner import Runner
 from orchestrator.conformance.verdict import StepResult
 
@@ -40,6 +41,15 @@ def restore_bundles(
         for signer in ("temp1", "main"):
             bundles.append((script.trust_signer("main", retire="temp1", signer=signer), COMMITTED))
     initial = inputs.initial
+    if current is not None and current.identity != initial.identity:
+        keygens = [
+            send.rid
+            for step in steps
+            for send in step.sends
+            if send.op == "keygen" and send.fields.get("tag") == current.identity
+        ]
+        if keygens:
+            bundles.append((script.rollback(keygens[-1]), ROLLED_BACK))
     if current is not None and not current.same_as(initial):
         intact = all(current.items.get((t, 0)) == initial.items.get((t, 0)) for t in initial.active)
         extra = sorted({tag for tag, _ in current.items} - {tag for tag, _ in initial.items})

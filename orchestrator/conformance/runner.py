@@ -14,7 +14,7 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import aiomqtt
@@ -26,6 +26,7 @@ from orchestrator.conformance.inbox import Heard, Inbox, trust_of, trust_problem
 from orchestrator.conformance.model import FINAL_PHASES, RESTING_PHASES, Expect, Send, Step, Trust
 from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.protocol.keygen import KeygenError, parse_keygen_output
 from orchestrator.protocol.mqtt import mqtt5_client
 from orchestrator.protocol.topics import Topics
 
@@ -94,6 +95,8 @@ class Runner:
     Args:
         next_seq: the device's next sequence number (certfleet's sequence store).
         step_timeout: seconds a bundle's reports, and a changed state, may take.
+        certify: issues a client certificate (PEM) for a CSR (DER), for a `Send` that asks
+            for one; None: such a bundle goes as the plan wrote it.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Runner:
         clock: Callable[[], datetime],
         step_timeout: float,
         on_result: Callable[[StepResult], None] | None = None,
+        certify: Callable[[bytes], str] | None = None,
     ) -> None:
         self._client = client
         self._inbox = inbox
@@ -116,6 +120,7 @@ class Runner:
         self._clock = clock
         self._timeout = step_timeout
         self._on_result = on_result
+        self._certify = certify
         self._sent: dict[str, tuple[bytes, Sent]] = {}
         self._skipped: list[int] = []
         self._on_plan = True
@@ -173,7 +178,30 @@ class Runner:
                 self._on_result(result)
         return results
 
+    def _csr_of(self, rid: str) -> bytes | None:
+        """The CSR (DER) the device last reported for a keygen of rollout `rid`."""
+        for heard in reversed(self._inbox.reports):
+            if heard.get("phase") == "csr" and heard.get("rollout_id") == rid:
+                try:
+                    return parse_keygen_output(str(heard.get("csr"))).csr_der
+                except KeygenError:
+                    return None
+        return None
+
+    def _certified(self, send: Send) -> Send:
+        """`send` carrying the certificate issued for its keygen's CSR, if there is one."""
+        csr = self._csr_of(send.rid)
+        if self._certify is None or csr is None:
+            return send
+        try:
+            pem = self._certify(csr)
+        except ValueError:
+            return send  # not a CSR: the plan's certificate goes, and the device refuses it
+        return replace(send, fields={**send.fields, "creds": [{"type": 1, "pem": pem}]})
+
     def _materialize(self, send: Send) -> tuple[bytes, Sent]:
+        if send.certify:
+            send = self._certified(send)
         if send.raw is not None:
             return send.raw, Sent(0, "", None)
         if send.resend is not None:

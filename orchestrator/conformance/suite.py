@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.conformance import plan_identity, plan_ops, plan_refusals, plan_unsafe
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Inbox, trust_of
-from orchestrator.conformance.material import KeyHolder, SuiteKey, public_point
+from orchestrator.conformance.material import IdentityIssuer, KeyHolder, SuiteKey, public_point
 from orchestrator.conformance.model import Step, Trust
 from orchestrator.conformance.plan import PlanInputs, Script
 from orchestrator.conformance.restore import restore
@@ -38,6 +38,7 @@ def build_plan(inputs: PlanInputs) -> list[Step]:
     plan_ops.signers(script)
     plan_unsafe.unsafe_sequences(script)
     plan_identity.identity(script)
+    plan_identity.rotation(script)
     script.add(
         "ends as it started",
         "after the suite the device holds exactly its first trust (items, active list, identity)",
@@ -75,6 +76,11 @@ class SuiteOptions:
     state_wait: float = 60.0
     fallback_after: float = 5.0
     undo_window: float = 60.0
+    identity_issuer: IdentityIssuer | None = None
+    """With `probe_identity`: the CA the identity rotation's certificate is issued by."""
+    probe_identity: tuple[str, int] | None = None
+    """The identity rotation's probe: a TLS server the device's own CA tags validate, which
+    requires a client certificate of `identity_issuer`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +171,9 @@ async def run_suite(
             stage_window=max(900.0, 10 * options.step_timeout),
             fallback_after=options.fallback_after,
             undo_window=options.undo_window,
+            probe_identity=options.probe_identity if options.identity_issuer else None,
         )
+        issuer = options.identity_issuer
         runner = Runner(
             client,
             inbox,
@@ -175,6 +183,7 @@ async def run_suite(
             clock=clock,
             step_timeout=options.step_timeout,
             on_result=on_result,
+            certify=issuer.certify if issuer is not None else None,
         )
         steps = build_plan(inputs)
         results = await runner.run(steps)

@@ -16,14 +16,22 @@ from cryptography.x509.oid import NameOID
 
 from orchestrator.conformance.csr_form import csr_problems
 from orchestrator.conformance.forge import Forge
-from orchestrator.conformance.inbox import Heard, trust_of, trust_problems
-from orchestrator.conformance.material import SuiteKey, public_point, throwaway_ca
-from orchestrator.conformance.model import Send, Step, Trust
+from orchestrator.conformance.inbox import Heard, Inbox, trust_of, trust_problems
+from orchestrator.conformance.material import (
+    IdentityIssuer,
+    SuiteKey,
+    public_point,
+    throwaway_ca,
+)
+from orchestrator.conformance.model import ANY_DIGEST, Send, Step, Trust
 from orchestrator.conformance.plan import CSR, PlanInputs
+from orchestrator.conformance.restore import restore_bundles
+from orchestrator.conformance.runner import Runner
 from orchestrator.conformance.suite import build_plan, spare_tags
 from orchestrator.conformance.verdict import Sent, judge
 from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
 from orchestrator.protocol.keygen import encode_keygen_output, sign_attestation
+from orchestrator.protocol.topics import Topics
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +50,7 @@ AFTER_SIGNATURE: Final = frozenset(
 """Reasons of check 13: the bytes pass every check `open_bundle` makes."""
 
 
-def _inputs(initial: Trust) -> PlanInputs:
+def _inputs(initial: Trust, *, probe_identity: tuple[str, int] | None = None) -> PlanInputs:
     keys = {**KEYS, "temp9": SuiteKey.generate(), "foreign": SuiteKey.generate()}
     return PlanInputs(
         device_id=DEVICE,
@@ -55,10 +63,13 @@ def _inputs(initial: Trust) -> PlanInputs:
         probe_bad_reason="unknown_ca",
         signers={name: (key.key_id, public_point(key)) for name, key in keys.items()},
         run_id="0a1b2c3d",
+        probe_identity=probe_identity,
     )
 
 
 PLAN: Final = build_plan(_inputs(WITH_IDENTITY))
+ROTATING: Final = build_plan(_inputs(WITH_IDENTITY, probe_identity=("probe.example.net", 8883)))
+ROTATION: Final = [s for s in ROTATING if s.name.startswith("identity rotation")]
 IDENTITY_STEPS: Final = PLAN[len(build_plan(_inputs(WITHOUT))) - 1 : -1]
 
 
@@ -84,13 +95,13 @@ def test_the_plan_keeps_the_identity_and_ends_where_it_began() -> None:
 
 @pytest.mark.parametrize(
     ("index", "step_name"),
-    [(i, step.name) for i, step in enumerate(IDENTITY_STEPS)],
+    [(i, step.name) for i, step in enumerate([*IDENTITY_STEPS, *ROTATION])],
 )
 def test_each_identity_bundle_meets_the_products_checks(index: int, step_name: str) -> None:
     """A bundle expected refused before check 13 is refused so by `open_bundle`; any other
     bundle passes every check up to 12 (the device then decides by its state)."""
     # given
-    step = IDENTITY_STEPS[index]
+    step = [*IDENTITY_STEPS, *ROTATION][index]
     forge = Forge(DEVICE, KEYS)
     for send, expect in zip(step.sends, step.expects, strict=True):
         # when
@@ -230,5 +241,133 @@ def test_the_docs_list_every_identity_step() -> None:
     """docs/conformance.md has a row for each identity step, under its own heading."""
     doc = (REPO / "docs" / "conformance.md").read_text()
     rows = set(re.findall(r"^\| ([^|]+?) \|", doc, re.M))
-    assert [s.name for s in IDENTITY_STEPS if s.name not in rows] == []
+    assert [s.name for s in [*IDENTITY_STEPS, *ROTATION] if s.name not in rows] == []
     assert "### Identity" in doc
+
+
+def _issuer() -> IdentityIssuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Device CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW)
+        .not_valid_after(NOW.replace(year=2027))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return IdentityIssuer(ca, key)
+
+
+def test_a_rotation_runs_only_with_a_probe_for_identities() -> None:
+    """keygen, certified stage and commit in one step, then its rollback, back to the start."""
+    # then
+    assert [s.name for s in ROTATION] == [
+        "identity rotation: keygen, stage, commit",
+        "identity rotation: rollback",
+    ]
+    assert not any(s.name.startswith("identity rotation") for s in PLAN)
+    rotate, back = ROTATION
+    assert [send.op for send in rotate.sends] == ["keygen", "stage", "commit"]
+    assert rotate.sends[1].certify
+    assert rotate.trust is not None
+    tag = rotate.sends[0].fields["tag"]
+    assert rotate.trust.identity == tag
+    assert rotate.trust.items[(tag, 2)] == ANY_DIGEST
+    assert back.trust == WITH_IDENTITY
+
+
+def test_a_trust_with_unknown_digests_matches_any_bytes_but_not_a_missing_item() -> None:
+    """ANY_DIGEST stands for the device's own key and its certificate, not for absence."""
+    expected = WITH_IDENTITY.holding(45, 1, 2).presenting(45)
+    reported = Trust(
+        items={**WITH_IDENTITY.items, (45, 1): "d" * 64, (45, 2): "e" * 64},
+        active=(42,),
+        identity=45,
+    )
+    assert reported.same_as(expected)
+    assert not Trust(
+        items={**WITH_IDENTITY.items, (45, 1): "d" * 64}, active=(42,), identity=45
+    ).same_as(expected)
+    assert not reported.same_as(expected.presenting(44))
+
+
+def test_the_suites_ca_certifies_the_key_and_subject_of_a_csr() -> None:
+    """The certificate carries the CSR's key and subject, issued by the CA, for clients."""
+    # given
+    issuer = _issuer()
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    # when
+    pem = issuer.certify(_csr_der(key=device_key), NOW)
+    # then
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    assert certificate.public_key() == device_key.public_key()
+    assert certificate.subject.rfc4514_string() == f"CN={DEVICE}"
+    assert certificate.issuer == issuer.certificate.subject
+    certificate.verify_directly_issued_by(issuer.certificate)
+
+
+def test_the_suites_ca_refuses_a_key_of_another_certificate() -> None:
+    """--identity-ca-key must be the key of --identity-ca."""
+    issuer = _issuer()
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ValueError, match="not the key of its certificate"):
+        IdentityIssuer.load(
+            issuer.certificate.public_bytes(serialization.Encoding.PEM),
+            other.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+
+
+def test_the_runner_stages_the_certificate_it_issued_for_the_reported_csr() -> None:
+    """A certify send carries a certificate for the key of its rid's csr report."""
+    # given: the device reported a CSR for rollout r
+    issuer, device_key = _issuer(), ec.generate_private_key(ec.SECP256R1())
+    inbox = Inbox(DEVICE)
+    inbox.reports.append(_csr_report(_csr_der(key=device_key), rollout_id="r"))
+    runner = Runner(
+        None,  # type: ignore[arg-type]  # no bundle is published here
+        inbox,
+        topics=Topics("certfleet"),
+        forge=Forge(DEVICE, KEYS),
+        next_seq=lambda: 1,
+        clock=lambda: NOW,
+        step_timeout=1,
+        certify=issuer.certify,
+    )
+    placeholder = Send(op="stage", rid="r", fields={"creds": []}, certify=True)
+    # when
+    certified = runner._certified(placeholder)
+    other_rid = runner._certified(Send(op="stage", rid="q", fields={"creds": []}, certify=True))
+    # then
+    creds = certified.fields["creds"]
+    assert [c["type"] for c in creds] == [1]
+    certificate = x509.load_pem_x509_certificate(creds[0]["pem"].encode())
+    assert certificate.public_key() == device_key.public_key()
+    assert other_rid.fields["creds"] == []
+
+
+def test_a_device_left_on_the_suites_identity_is_rolled_back_before_the_spare_is_retired() -> None:
+    """restore rolls the rotation back first, then retires the spare tag it held."""
+    # given: the device presents the rotated identity (the rollback step failed)
+    rotate = ROTATION[0]
+    tag = rotate.sends[0].fields["tag"]
+    current = WITH_IDENTITY.holding(tag, 1, 2).presenting(tag)
+    # when
+    bundles = restore_bundles(
+        _inputs(WITH_IDENTITY, probe_identity=("probe.example.net", 8883)),
+        ROTATING,
+        {"identity rotation: rollback"},
+        current,
+    )
+    # then
+    assert [(send.op, send.rid) for send, _ in bundles] == [
+        ("rollback", rotate.sends[0].rid),
+        ("retire", ""),
+    ]
