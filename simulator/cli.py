@@ -24,6 +24,7 @@ from simulator.cli_options import (
     FAULTS,
     KeyEscrowFile,
     identity_not_after,
+    load_identities,
     parse_faults,
     write_attestation_keys,
 )
@@ -76,23 +77,32 @@ def _trusted_signers(
 
 
 def _identity(
-    ca: Path | None, ca_key: Path | None, tag: int, days: float, *, scale: bool
+    ca: Path | None,
+    ca_key: Path | None,
+    given: Path | None,
+    tag: int,
+    days: float,
+    *,
+    scale: bool,
 ) -> IdentityProvisioning | None:
-    """How the devices get their first identity, if `--identity-ca` asks for one."""
+    """How the devices get their first identity, if `--identity-ca` or `--identities` asks."""
     from simulator.fleet import IdentityProvisioning, ca_issuer  # noqa: PLC0415
     from simulator.pki import load_ca  # noqa: PLC0415
 
-    if ca is None and ca_key is None:
+    if ca is None and ca_key is None and given is None:
         return None
-    if ca is None or ca_key is None:
+    if (ca is None) != (ca_key is None):
         raise _fail("--identity-ca and --identity-ca-key go together")
     if scale:
         raise _fail("identities need a connection of each device's own; drop --scale")
+    issue = None
     try:
-        issuer = load_ca(ca, ca_key)
+        if ca is not None and ca_key is not None:
+            issue = ca_issuer(load_ca(ca, ca_key), not_after=identity_not_after(days))
+        identities = load_identities(given) if given is not None else {}
     except (ValueError, TypeError, OSError) as exc:
-        raise _fail(f"cannot use {ca} to issue identities: {exc}") from None
-    return IdentityProvisioning(ca_issuer(issuer, not_after=identity_not_after(days)), tag=tag)
+        raise _fail(f"cannot provision the identities: {exc}") from None
+    return IdentityProvisioning(issue, tag=tag, given=identities)
 
 
 def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
@@ -144,6 +154,16 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         Path | None,
         typer.Option(
             "--identity-ca-key", exists=True, dir_okay=False, help="The --identity-ca's key."
+        ),
+    ] = None,
+    identities: Annotated[
+        Path | None,
+        typer.Option(
+            "--identities",
+            exists=True,
+            dir_okay=False,
+            help="Factory identities made elsewhere: JSON {device id: {cert: PEM, key: PEM}}; "
+            "devices not in it get one from --identity-ca.",
         ),
     ] = None,
     identity_tag: Annotated[
@@ -213,7 +233,9 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         plan = parse_faults(fault or (), devices)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    identity = _identity(identity_ca, identity_ca_key, identity_tag, identity_days, scale=scale)
+    identity = _identity(
+        identity_ca, identity_ca_key, identities, identity_tag, identity_days, scale=scale
+    )
     if attestation_keys_out is not None:
         ids = [device_id(id_prefix, n) for n in range(devices)]
         write_attestation_keys(attestation_keys_out, ids, fleet_seed)

@@ -25,6 +25,7 @@ __all__ = [
     "FaultPlan",
     "KeyEscrowFile",
     "identity_not_after",
+    "load_identities",
     "parse_faults",
     "write_attestation_keys",
 ]
@@ -87,6 +88,26 @@ def parse_faults(values: Iterable[str], devices: int) -> FaultPlan:
 def identity_not_after(days: float, *, now: datetime | None = None) -> datetime:
     """When the factory identities expire: `days` from now."""
     return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def load_identities(path: Path) -> dict[str, tuple[bytes, bytes]]:
+    """`{device id: {"cert": PEM, "key": PEM}}` from a JSON file: factory identities made
+    elsewhere (say, certificates a CFSSL signed).
+
+    Raises:
+        ValueError: not that shape.
+    """
+    document = json.loads(path.read_text())
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must hold a JSON object of device id -> {{cert, key}}")
+    identities: dict[str, tuple[bytes, bytes]] = {}
+    for device, item in document.items():
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(name), str) for name in ("cert", "key")
+        ):
+            raise ValueError(f"{path}: {device!r} needs text cert and key PEMs")
+        identities[device] = (item["cert"].encode(), item["key"].encode())
+    return identities
 
 
 def write_attestation_keys(path: Path, device_ids: Sequence[str], fleet_seed: str) -> None:

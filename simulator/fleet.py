@@ -62,10 +62,27 @@ def ca_issuer(
 
 @dataclass(frozen=True, slots=True)
 class IdentityProvisioning:
-    """Give each device an identity at the factory: a key and `issue`'s certificate in `tag`."""
+    """Give each device an identity at the factory, in `tag`: the certificate and key `given`
+    for it, else a fresh key and `issue`'s certificate of it."""
 
-    issue: IssueIdentity
+    issue: IssueIdentity | None
     tag: int = DEFAULT_IDENTITY_TAG
+    given: Mapping[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    """device id -> (certificate PEM, private key PEM), made elsewhere (another CA's tool)."""
+
+    def identity_of(self, device: str) -> tuple[bytes, bytes]:
+        """The certificate and key PEM the factory installs in `device`."""
+        if device in self.given:
+            return self.given[device]
+        if self.issue is None:
+            raise ValueError(f"no identity given for {device} and no CA to issue one")
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return self.issue(device, key.public_key()), key_pem
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +116,8 @@ def provisioned_modem(
     modem.cfun(FunctionalMode.OFFLINE)
     modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
     if identity is not None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        modem.write(
-            identity.tag, CredentialType.CLIENT_CERT, identity.issue(device_id, key.public_key())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        certificate, key_pem = identity.identity_of(device_id)
+        modem.write(identity.tag, CredentialType.CLIENT_CERT, certificate)
         modem.write(identity.tag, CredentialType.CLIENT_KEY, key_pem)  # kept inside from now on
     return modem
 

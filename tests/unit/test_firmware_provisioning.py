@@ -10,14 +10,20 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.attestation_file import attestation_keys_from_file
 from orchestrator.protocol import CredentialType, StateMessage, Topics
 from orchestrator.protocol.keygen import parse_keygen_output, verify_attestation
-from simulator.cli_options import KeyEscrowFile, parse_faults, write_attestation_keys
+from simulator.cli_options import (
+    KeyEscrowFile,
+    load_identities,
+    parse_faults,
+    write_attestation_keys,
+)
 from simulator.fleet import IdentityProvisioning, build_firmwares, ca_issuer
 from simulator.modem import FunctionalMode
-from simulator.pki import make_ca
+from simulator.pki import issue_client_cert, make_ca
 
 pytestmark = pytest.mark.unit
 
@@ -124,3 +130,29 @@ def test_the_key_escrow_records_every_key_the_modems_hold(tmp_path: Path) -> Non
     first = serialization.load_pem_private_key(lines[0]["pem"].encode(), password=None)
     assert first.private_numbers() == held.private_numbers()  # type: ignore[union-attr]
     assert escrow.stat().st_mode & 0o077 == 0
+
+
+def test_given_identities_are_installed_as_they_are(tmp_path: Path) -> None:
+    """`--identities`: a device listed gets its certificate and key; the others one from the CA."""
+    # given
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = issue_client_cert(
+        DEVICE_CA, "f-00000", key.public_key(), not_before=NOW, not_after=NOW + timedelta(days=3)
+    ).public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp_path / "identities.json"
+    path.write_text(
+        json.dumps({"f-00000": {"cert": certificate.decode(), "key": key_pem.decode()}})
+    )
+    identity = IdentityProvisioning(
+        ca_issuer(DEVICE_CA, not_after=NOW + timedelta(days=10)), given=load_identities(path)
+    )
+    # when
+    first, second = _fleet(2, identity=identity)
+    # then
+    assert first.modem.read(44, CredentialType.CLIENT_CERT) == certificate
+    assert first.modem.client_identity(44).key.private_numbers() == key.private_numbers()
+    assert second.modem.read(44, CredentialType.CLIENT_CERT) != certificate
+    assert second.client_identity() is not None
