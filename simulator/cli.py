@@ -236,6 +236,11 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     identity = _identity(
         identity_ca, identity_ca_key, identities, identity_tag, identity_days, scale=scale
     )
+    if identity is not None and identity.issue is None:
+        missing = [device_id(id_prefix, n) for n in range(devices)]
+        missing = [name for name in missing if name not in identity.given]
+        if missing:
+            raise _fail(f"--identities has none for {missing[0]} (and {len(missing) - 1} more)")
     if attestation_keys_out is not None:
         ids = [device_id(id_prefix, n) for n in range(devices)]
         write_attestation_keys(attestation_keys_out, ids, fleet_seed)
