@@ -105,6 +105,15 @@ def _identity(
     return IdentityProvisioning(issue, tag=tag, given=identities)
 
 
+def _check_identities(identity: IdentityProvisioning | None, device_ids: list[str]) -> None:
+    """Refuse `--identities` that leave a device without one when no CA can issue it."""
+    if identity is None or identity.issue is not None:
+        return
+    missing = [name for name in device_ids if name not in identity.given]
+    if missing:
+        raise _fail(f"--identities has none for {missing[0]} (and {len(missing) - 1} more)")
+
+
 def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     devices: Annotated[int, typer.Option("--devices", min=1, help="How many devices.")],
     ca: Annotated[Path, typer.Option("--ca", exists=True, dir_okay=False, help="CA chain PEM.")],
@@ -236,11 +245,7 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     identity = _identity(
         identity_ca, identity_ca_key, identities, identity_tag, identity_days, scale=scale
     )
-    if identity is not None and identity.issue is None:
-        missing = [device_id(id_prefix, n) for n in range(devices)]
-        missing = [name for name in missing if name not in identity.given]
-        if missing:
-            raise _fail(f"--identities has none for {missing[0]} (and {len(missing) - 1} more)")
+    _check_identities(identity, [device_id(id_prefix, n) for n in range(devices)])
     if attestation_keys_out is not None:
         ids = [device_id(id_prefix, n) for n in range(devices)]
         write_attestation_keys(attestation_keys_out, ids, fleet_seed)
