@@ -59,11 +59,14 @@ class _Device:
         return earliest_not_after_by_tag(self.items.values())
 
     def identities(self) -> dict[int, datetime]:
-        """The notAfter of each client certificate (type 1), by sec_tag."""
+        """The notAfter of each client certificate (type 1) indexed, by sec_tag: the identity
+        tag's alone when the device names one, else every one it holds."""
         return {
             tag: item.not_after
             for (tag, typ), item in self.items.items()
-            if typ is CredentialType.CLIENT_CERT and item.not_after is not None
+            if typ is CredentialType.CLIENT_CERT
+            and item.not_after is not None
+            and self.identity_tag in (None, tag)
         }
 
 

@@ -4,9 +4,11 @@
 tag, and `_identity` in `certfleet:inv:dev:{id}`: the device's identity tag. Both are
 written by `lua/record_states.lua` in the step that applies the device's state (a newer
 state replaces them, an older one changes nothing), so they cost the ingest no round
-trip of their own; this module reads them. The index holds every type-1 item, whatever
-tag the device presents: a certificate left in the old tag until its retire is listed
-too, and a caller that wants the identity in use filters with `identity_tags_of`.
+trip of their own; this module reads them. A device that names its identity tag is
+indexed by that tag's certificate alone, the one it presents (a certificate left in the
+old tag until its retire is no identity, and a device stops counting there once its
+state names the new tag); a device that names none (an older firmware) by every type-1
+item it holds.
 
 Kept apart from `exp:{sec_tag}` (the earliest notAfter of every item in a tag, which the
 CA classes read) so identities are classified and renewed by their own window.
@@ -50,7 +52,7 @@ class IdentityIndexReads:
 
     @store_errors()
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
-        """Devices whose client certificate in `sec_tag` expires at or before `before`."""
+        """Devices whose identity certificate in `sec_tag` expires at or before `before`."""
         found = self._redis.zrangebyscore(
             f"{INV}{IDENTITY_INDEX}:{sec_tag}", "-inf", before.timestamp()
         )

@@ -121,7 +121,8 @@ class InventoryStore(Protocol):
 
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
         """Devices whose client certificate (type 1) in `sec_tag` has notAfter at or before
-        `before`, sorted; every type-1 item counts, whatever the device's identity tag."""
+        `before`, sorted. Only the identity tag's certificate counts for a device that
+        names one; every type-1 item it holds for a device that names none."""
         ...
 
     def identity_expiry_counts(

@@ -136,6 +136,38 @@ def test_a_newer_state_moves_the_identity_and_an_older_one_changes_nothing(
     assert inv.identity_expiry_counts([44, 45], WINDOW) == {44: (0, 0, 0), 45: (0, 0, 1)}
 
 
+def test_mid_rotation_only_the_certificate_presented_is_an_identity(
+    container: Container,
+) -> None:
+    """Committed to 45 with the old certificate still in 44: indexed in 45 alone; a device
+    naming no identity tag is indexed by every client certificate it holds."""
+    inv = container.inventory
+    inv.record_states(
+        [
+            _state("a", _cert(44, 5, "a"), _key(44), _cert(45, 365, "a"), _key(45), identity=45),
+            _state("old", _cert(42, 5, "old"), _cert(43, 7, "old"), identity=None),
+        ],
+        received_at=NOW,
+    )
+
+    assert inv.expiring_identities(44, NOW + 400 * DAY) == []
+    assert inv.expiring_identities(45, NOW + 400 * DAY) == ["a"]
+    assert inv.expiring_identities(42, NOW + 30 * DAY) == ["old"]
+    assert inv.expiring_identities(43, NOW + 30 * DAY) == ["old"]
+    fake = FakeInventory()
+    fake.record_states(
+        [
+            _state("a", _cert(44, 5, "a"), _key(44), _cert(45, 365, "a"), _key(45), identity=45),
+            _state("old", _cert(42, 5, "old"), _cert(43, 7, "old"), identity=None),
+        ],
+        received_at=NOW,
+    )
+    for tag in (42, 43, 44, 45):
+        assert fake.expiring_identities(tag, NOW + 400 * DAY) == inv.expiring_identities(
+            tag, NOW + 400 * DAY
+        )
+
+
 def test_a_certificate_without_not_after_leaves_the_index(container: Container) -> None:
     """A type-1 item reported without a notAfter is held but not indexed for expiry."""
     inv = container.inventory

@@ -14,7 +14,8 @@
 -- ARGV[4]  the most library entries one device's share holds.
 -- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
 -- cadev:{sec_tag}:{sha256}, idexp:{sec_tag} (zset: device -> notAfter of its client
--- certificate, type 1, in that tag), libshare:{id} (zset: digest -> when the device first
+-- certificate, type 1, in that tag: only its identity tag's when the state names one),
+-- libshare:{id} (zset: digest -> when the device first
 -- brought it).
 -- Returns how many states were applied (a state older than the stored is skipped,
 -- its pems too: a stale state changes nothing, the library included).
@@ -55,8 +56,16 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
     end
     redis.call('HSET', dev, '_received', received, '_v', state[6])
     if active ~= '' then redis.call('HSET', dev, '_active', active) end
-    if state[7] ~= nil and state[7] ~= '' then redis.call('HSET', dev, '_identity', state[7]) end
-    -- The client certificates' own index: what identity rotation plans by.
+    -- The client certificates' own index: what identity rotation plans by. A device that
+    -- names its identity tag is indexed by that tag's certificate alone (one left in the
+    -- old tag until its retire is no identity); one that names none, by every one it holds.
+    local identity = state[7]
+    if identity ~= nil and identity ~= '' then
+      redis.call('HSET', dev, '_identity', identity)
+      local own = newid[identity]
+      newid = {}
+      newid[identity] = own
+    end
     for tag in pairs(oldid) do
       if newid[tag] == nil then redis.call('ZREM', p .. 'idexp:' .. tag, id) end
     end
