@@ -93,11 +93,13 @@ def retire_due(deps: RolloutDeps, rollout: Rollout, *, now: datetime) -> int:
     device and re-sent byte for byte while the device stays `committed`.
     """
     store = deps.store
-    committed = set(store.devices_in(rollout.id, [D.COMMITTED]))
-    if not committed:
+    counts = store.wave_counts(rollout.id, rollout.current + 1)
+    due_waves = [w for w in _soaked_waves(rollout, now) if counts[w].get(D.COMMITTED)]
+    if not due_waves:  # O(waves) counts, no device read, on most evaluations
         return 0
+    committed = set(store.devices_in(rollout.id, [D.COMMITTED]))
     total = 0
-    for wave in _soaked_waves(rollout, now):
+    for wave in due_waves:
         due = sorted(committed & set(store.wave_members(rollout.id, wave)))
         claimed = store.claim_sends(
             rollout.id, PushStep.RETIRE, due, now=now.timestamp(), every=resend_every(rollout)
