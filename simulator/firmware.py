@@ -33,8 +33,9 @@ from orchestrator.protocol import (
 from orchestrator.protocol.bundle import Bundle, BundleRejectedError, Reason, open_bundle
 from orchestrator.protocol.report import Phase, ReportMessage
 from simulator.bundle_checks import DeviceView, check_operation, rejection_ids
+from simulator.carry_out import carry_out
 from simulator.flash import Flash, FlashRecord, Intent, UndoRecord
-from simulator.modem import FunctionalMode, Modem, ModemError
+from simulator.modem import FunctionalMode, Modem
 from simulator.operations import OPERATIONS
 from simulator.probe import IdentityProber, Prober, uncached_identity_probe, uncached_probe
 from simulator.reporting import Link, Reporter
@@ -447,60 +448,6 @@ class Firmware:
         intent = self.record.intent
         if intent is None:
             return
-        for tag in intent.wipe:
-            self._wipe(tag)
-        reports = list(intent.reports)
-        undo = self.record.undo
-        staging = undo if undo is not None and undo.kind == "stage" else None
-        changes: dict[str, object] = {}
-        if intent.keygen is not None:
-            self._keygen(intent.keygen, reports, changes)
-        if intent.write_tag is not None:
-            ours = staging is not None and staging.tag == intent.write_tag
-            stage = staging.stage if staging is not None and ours else None
-            try:
-                for item in intent.items:
-                    if self.modem.exists(intent.write_tag, item.type):  # written before a cut
-                        self.flash.fuse.step(f"AT%CMNG=3 sec_tag {intent.write_tag}")
-                        self.modem.delete(intent.write_tag, item.type)
-                    self.flash.fuse.step(f"AT%CMNG=0 sec_tag {intent.write_tag}")
-                    self.modem.write(intent.write_tag, item.type, item.pem.encode())
-            except ModemError as exc:
-                self._wipe(intent.write_tag)
-                detail = f"{exc} (errno {exc.errno})"
-                reports.append(self._report(stage, Phase.REJECTED, Reason.MODEM_ERROR, detail))
-                if ours:
-                    changes["undo"] = None
-            else:
-                if staging is not None and ours:
-                    changes["undo"] = dataclasses.replace(staging, written=True)
-                    reports.append(self._report(stage, Phase.STAGED))
-        self._io.outbox.extend(reports)
-        self.flash.write("intent done", intent=None, outbox=tuple(self._io.outbox), **changes)
-
-    def _keygen(
-        self, bundle: Bundle, reports: list[ReportMessage], changes: dict[str, object]
-    ) -> None:
-        """`%KEYGEN` in the keygen's (just emptied) tag; the CSR is reported once back online."""
-        tag, undo = bundle.tag, self.record.undo
-        assert tag is not None  # noqa: S101 -- required by the payload rules
-        ours = undo is not None and undo.kind == "keygen" and undo.stage == bundle
-        try:
-            self.flash.fuse.step(f"AT%KEYGEN={tag},2,0")
-            csr = self.modem.keygen(tag, subject=bundle.subject or "", seq=bundle.seq)
-        except ModemError as exc:
-            self._wipe(tag)
-            detail = f"{exc} (errno {exc.errno})"
-            reports.append(self._report(bundle, Phase.REJECTED, Reason.MODEM_ERROR, detail))
-            if ours:
-                changes["undo"] = None
-            return
-        if ours and undo is not None:
-            changes["undo"] = dataclasses.replace(undo, written=True)
-            reports.append(self._report(bundle, Phase.CSR, csr=csr, detail=f"key in sec_tag {tag}"))
-
-    def _wipe(self, tag: int) -> None:
-        for cred_type in CredentialType:
-            if self.modem.exists(tag, cred_type):
-                self.flash.fuse.step(f"AT%CMNG=3 sec_tag {tag} type {int(cred_type)}")
-                self.modem.delete(tag, cred_type)
+        done = carry_out(intent, self.record.undo, self.modem, self.flash.fuse.step, self._report)
+        self._io.outbox.extend(done.reports)
+        self.flash.write("intent done", intent=None, outbox=tuple(self._io.outbox), **done.changes)
