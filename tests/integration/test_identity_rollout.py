@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from orchestrator.services.identity.issue import issue_identities
 from orchestrator.services.identity.revoke import revoke_identities
 from orchestrator.services.rollout import (
     RolloutDeps,
+    command,
     create_rollout,
     dispatch_wave,
     evaluate_rollout,
@@ -263,6 +264,7 @@ def _spec(broker: MtlsBroker, **overrides: object) -> RolloutSpec:
     values: dict[str, object] = {
         "max_failure": 0.0,
         "device_timeout_seconds": 30,
+        "bake_seconds": 1,
         **overrides,
     }
     return RolloutSpec(
@@ -273,7 +275,6 @@ def _spec(broker: MtlsBroker, **overrides: object) -> RolloutSpec:
         probe_host="127.0.0.1",
         probe_port=broker.device_port,
         waves=parse_waves("1,100%"),
-        bake_seconds=1,
         min_sample=1,
         **values,  # type: ignore[arg-type]
     )
@@ -325,10 +326,11 @@ async def _rotate(
     *,
     faults: dict[int, frozenset[str]] | None = None,
     agents: list[DeviceAgent] | None = None,
+    abort_when: Callable[[dict[str, DeviceRolloutState]], bool] | None = None,
     **spec: object,
 ) -> Outcome:
     """Run the fleet (`agents`, or new ones) and the listener, create the rotation, drive the
-    engine until it ends."""
+    engine until it ends; `abort_when` the devices' states say so, the operator aborts it."""
     c = engine.container
     agents = agents if agents is not None else _fleet(engine, broker, faults)
     ids = sorted(a.firmware.device_id for a in agents)
@@ -350,6 +352,14 @@ async def _rotate(
 
         def ended() -> bool:
             rollout = c.rollouts.get(rid)
+            if (
+                abort_when is not None
+                and rollout is not None
+                and rollout.state is RolloutState.RUNNING
+                and abort_when(c.rollouts.device_states(rid))
+            ):
+                command(engine.deps, rid, "abort", now=utcnow(), actor="operator")
+                engine.pump()
             return rollout is not None and rollout.ended
 
         await _until(ended, timeout=90, what="the rollout to end", engine=engine)
@@ -468,3 +478,27 @@ def test_the_issuer_away_times_devices_out_and_a_new_rotation_finishes_them(
     second = asyncio.run(_rotate(engine, broker, agents=first.agents))
     assert (second.state, set(second.states.values())) == (RolloutState.COMPLETED, {D.RETIRED})
     assert {a.firmware.identity_tag for a in second.agents} == {NEW_TAG}
+
+
+def test_an_abort_after_the_canary_committed_returns_it_to_its_old_identity(
+    engine: Engine, broker: MtlsBroker
+) -> None:
+    """The canary committed its new identity and soaks; the operator aborts: the rollback
+    returns it to identity 44 (still held: the retire comes only after the soak), it
+    reconnects with it, and its new certificate goes into the CRL as never used."""
+    outcome = asyncio.run(
+        _rotate(
+            engine,
+            broker,
+            bake_seconds=120,
+            abort_when=lambda states: D.COMMITTED in states.values(),
+        )
+    )
+    assert outcome.state is RolloutState.ROLLED_BACK
+    [canary] = [d for d, s in outcome.states.items() if s is D.ROLLED_BACK]
+    assert {a.firmware.identity_tag for a in outcome.agents} == {OLD_TAG}
+    kept = engine.container.identity.certificates(outcome.rollout_id, [canary])
+    new_serial = x509.load_pem_x509_certificate(kept[canary][1].encode()).serial_number
+    crl = x509.load_pem_x509_crl(broker.pki.crl_file.read_bytes())
+    assert {r.serial_number for r in crl} == {new_serial}
+    assert not outcome.old & {new_serial}
