@@ -188,6 +188,10 @@ int cf_state_json(const char *device_id, uint64_t time, const struct cf_state_it
 			put_str(&w, ",\"not_after\":");
 			put_time(&w, items[i].not_after);
 		}
+		if (items[i].pem != NULL) {
+			put_str(&w, ",\"pem\":");
+			put_json_string(&w, items[i].pem, items[i].pem_len);
+		}
 		put(&w, "}", 1);
 	}
 	put(&w, "]", 1);

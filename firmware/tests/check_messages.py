@@ -62,7 +62,10 @@ def main(folder: Path) -> None:
     for report in csr_reports:
         check_csr(report, device)
     state = parse_state((folder / "state.json").read_bytes(), topic_device_id=device)
-    if state.v != 2 or not state.active_tags or state.identity_tag is None:
+    identity_certs = [
+        c for c in state.credentials if c.sec_tag == state.identity_tag and c.type == 1 and c.pem
+    ]
+    if state.v != 2 or not state.active_tags or not identity_certs:
         raise SystemExit(
             f"state message {state!r} is not a v2 state with an active list and identity"
         )

@@ -228,10 +228,25 @@ static void test_write_messages_for_the_python_check(void **state)
 		snprintf(name, sizeof(name), "report-%02zu.json", files++);
 		write_file(name, buf, len);
 	}
-	struct cf_state_item item = {.sec_tag = ACTIVE_TAG, .type = 0};
-	char state_buf[CF_STATE_JSON_MAX(1)];
+	/* the key store as the host transport states it: client certificates with their pem */
+	static struct cf_state_item items[8];
+	static char pems[2][CF_CERT_ITEM_MAX_BYTES];
+	static char state_buf[CF_STATE_JSON_MAX(8) + 2 * CF_STATE_PEM_JSON_MAX(CF_CERT_ITEM_MAX_BYTES)];
+	size_t n = 0, n_pems = 0;
+	assert_int_equal(cf_host_keystore_list(&h.world.keystore, items, 8, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].type == CF_CRED_TYPE_CLIENT_CERT) {
+			assert_true(n_pems < 2);
+			assert_int_equal(cf_host_keystore_read(&h.world.keystore, items[i].sec_tag, 1,
+							       (uint8_t *)pems[n_pems], sizeof(pems[0]),
+							       &items[i].pem_len),
+					 0);
+			items[i].pem = pems[n_pems++];
+		}
+	}
+	assert_int_equal(n_pems, 1); /* the new identity's certificate */
 	assert_true(h.dev.state.has_identity);
-	assert_int_equal(cf_state_json(h.ctx.device_id, h.ctx.now, &item, 1, h.dev.state.active,
+	assert_int_equal(cf_state_json(h.ctx.device_id, h.ctx.now, items, n, h.dev.state.active,
 				       h.dev.state.n_active, &h.dev.state.identity_tag, state_buf,
 				       sizeof(state_buf), &len),
 			 0);

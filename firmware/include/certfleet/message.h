@@ -22,10 +22,14 @@ struct cf_state_item {
 	uint8_t type;
 	uint8_t sha256[32];
 	uint64_t not_after; /**< epoch seconds; 0 when unknown or not a certificate */
+	const char *pem;    /**< a certificate item's text (`modem_key_mgmt_read`), or NULL */
+	size_t pem_len;
 };
 
-/** The largest state message for `n` items. */
+/** The largest state message for `n` items (none with a `pem`). */
 #define CF_STATE_JSON_MAX(n) (184 + CF_DEVICE_ID_MAX + 11 * CF_TAG_LIST_MAX + (n) * 150)
+/** What one item's `pem` of `len` bytes adds at most (every byte a 6-byte escape). */
+#define CF_STATE_PEM_JSON_MAX(len) (10 + 6 * (len))
 
 /**
  * Write a report message.

@@ -16,6 +16,9 @@
 #define SESSION_EXPIRY_SECONDS (7 * 86400)
 #define RECEIVE_MAXIMUM 4
 #define STATE_ITEMS_MAX 32
+/* Client certificates whose `pem` a state message carries (docs/protocol.md §2: so
+ * certfleet learns the certificate it revokes once the identity is replaced). */
+#define STATE_PEMS_MAX 4
 
 static void deadline_in(struct timespec *at, uint32_t ms)
 {
@@ -126,11 +129,22 @@ static int publish_acked(struct cf_host_mqtt *m, const char *topic, const char *
 static int publish_state(struct cf_host_mqtt *m)
 {
 	static _Thread_local struct cf_state_item items[STATE_ITEMS_MAX];
-	static _Thread_local char json[CF_STATE_JSON_MAX(STATE_ITEMS_MAX)];
-	size_t n = 0, len = 0;
+	static _Thread_local char pems[STATE_PEMS_MAX][CF_CERT_ITEM_MAX_BYTES];
+	static _Thread_local char json[CF_STATE_JSON_MAX(STATE_ITEMS_MAX) +
+				       STATE_PEMS_MAX * CF_STATE_PEM_JSON_MAX(CF_CERT_ITEM_MAX_BYTES)];
+	size_t n = 0, len = 0, n_pems = 0;
 	const struct cf_state *st = &m->device->state;
 	int err = cf_host_keystore_list(m->keystore, items, STATE_ITEMS_MAX, &n);
 
+	for (size_t i = 0; err == 0 && i < n && n_pems < STATE_PEMS_MAX; i++) {
+		size_t pem_len = 0;
+		if (items[i].type == CF_CRED_TYPE_CLIENT_CERT &&
+		    cf_host_keystore_read(m->keystore, items[i].sec_tag, items[i].type,
+					  (uint8_t *)pems[n_pems], sizeof(pems[0]), &pem_len) == 0) {
+			items[i].pem = pems[n_pems++];
+			items[i].pem_len = pem_len;
+		}
+	}
 	if (err == 0) {
 		err = cf_state_json(m->device->device_id, (uint64_t)time(NULL), items, n, st->active,
 				    st->n_active, st->has_identity ? &st->identity_tag : NULL, json,
