@@ -24,20 +24,21 @@ __all__ = ["GROUPS", "rollout_report"]
 
 D = DeviceRolloutState
 GROUPS: Mapping[str, tuple[DeviceRolloutState, ...]] = {
-    "committed": (D.COMMITTED,),
-    "failed": (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK),
+    "committed": (D.COMMITTED, D.RETIRED),
+    "failed": (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK, D.CSR_REFUSED),
     "timed_out": (D.TIMED_OUT,),
     "rollback": (D.ROLLBACK_SENT, D.ROLLED_BACK, D.UNDO_REFUSED),
-    "in flight": (D.SENT, D.RECEIVED, D.STAGED, D.HEALTH_OK),
+    "in flight": (D.SENT, D.RECEIVED, D.CSR, D.ISSUED, D.STAGED, D.HEALTH_OK),
     "pending": (D.PENDING,),
 }
-"""Device states as the timeline groups them, stacked bottom to top."""
+"""Device states as the timeline groups them, stacked bottom to top (identity.rotate's
+`retired` with the committed, `csr_refused` with the failed, `csr`/`issued` in flight)."""
 COLORS = ("#2e9d5b", "#d64545", "#e39b1f", "#8a63c9", "#4a8fd9", "#c9ced6")
 GROUP_OF: Mapping[str, int] = {
     state.value: i for i, states in enumerate(GROUPS.values()) for state in states
 }
 """The timeline group of each device state, as the audit log spells it."""
-PROBLEMS = (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK, D.TIMED_OUT)
+PROBLEMS = (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK, D.CSR_REFUSED, D.TIMED_OUT)
 NOTES: Mapping[str, str] = {
     D.ROLLBACK_SENT: " (rollback not confirmed)",
     D.UNDO_REFUSED: " (undid nothing; the inventory still shows the change)",
