@@ -6,10 +6,12 @@ server's records can be read as they pass: in TLS 1.2 its Certificate message is
 plaintext, which lets the probe size the chain before OpenSSL verifies it.
 
 An identity probe also presents a client certificate and key (a staged identity).
-A server that refuses them answers the client's certificate with a TLS alert
+A server that refuses them answers the client's certificate flight with a TLS alert
 (bad_certificate, unsupported_certificate, certificate_revoked, certificate_expired,
-unknown_ca, access_denied): `identity_refused`, which is not the local verification
-failure of the server's chain (`unknown_ca`).
+unknown_ca, access_denied), or resets or closes the connection right after it (OpenSSL
+may close before the client's Finished is read): `identity_refused`, which is not the
+local verification failure of the server's chain (`unknown_ca`). A reset before the
+client sent its certificate stays `handshake_error`.
 """
 
 from __future__ import annotations
@@ -89,7 +91,14 @@ def _failed(reason: ProbeReason, detail: str, chain_bytes: int | None) -> ProbeR
 class _Handshake:
     """One client handshake over memory BIOs, reading the server's records as they pass."""
 
-    def __init__(self, context: ssl.SSLContext, server_hostname: str, max_chain_bytes: int) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str,
+        max_chain_bytes: int,
+        *,
+        presents: bool = False,
+    ) -> None:
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = context.wrap_bio(
             self._incoming, self._outgoing, server_hostname=server_hostname
@@ -104,6 +113,9 @@ class _Handshake:
         """The server asked for a client certificate (its CertificateRequest passed)."""
         self.alert: int | None = None
         """The description of a plaintext alert the server sent, if one passed."""
+        self._presents = presents
+        self.certificate_sent = False
+        """The client's certificate flight went out (the server's chain had verified)."""
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ProbeResult:
         """Handshake; raises what OpenSSL raises, returns early on a chain too large."""
@@ -113,12 +125,19 @@ class _Handshake:
                 done = True
             except ssl.SSLWantReadError:
                 done = False
-            finally:
-                writer.write(self._outgoing.read())  # ClientHello, Finished, or our alert
+            except ssl.SSLError:
+                writer.write(self._outgoing.read())  # our alert
+                raise
+            flight = self._outgoing.read()  # ClientHello, or the flight up to Finished
+            writer.write(flight)
+            if flight and self.certificate_requested and self._presents:
+                self.certificate_sent = True
             if done:
                 break
             await writer.drain()
             data = await reader.read(_READ_SIZE)
+            if not data and self.certificate_sent:
+                return _closed_after_certificate("closed the connection", self.chain_bytes)
             if not data:
                 detail = "the server closed the connection during the handshake"
                 return _failed("handshake_error", detail, self.chain_bytes)
@@ -191,7 +210,7 @@ def _prepare(
         except (ssl.SSLError, OSError) as exc:
             return _failed("handshake_error", f"the client certificate is not usable: {exc}", None)
     try:
-        return _Handshake(context, server_hostname, max_chain_bytes)
+        return _Handshake(context, server_hostname, max_chain_bytes, presents=identity is not None)
     except ValueError as exc:
         detail = f"not a usable server name {server_hostname!r}: {exc}"
         return _failed("handshake_error", detail, None)
@@ -222,6 +241,11 @@ def _alert_of(exc: ssl.SSLError) -> int | None:
     )
 
 
+def _closed_after_certificate(what: str, chain_bytes: int | None) -> ProbeResult:
+    detail = f"the server {what} right after the client's certificate: it refused it"
+    return _failed("identity_refused", detail, chain_bytes)
+
+
 def _refused_identity(
     exc: ssl.SSLError, handshake: _Handshake, presented: bool
 ) -> ProbeResult | None:
@@ -230,10 +254,27 @@ def _refused_identity(
         return None
     alert = handshake.alert if handshake.alert is not None else _alert_of(exc)
     if alert not in CLIENT_CERTIFICATE_REFUSALS:
+        if alert is None and handshake.certificate_sent:  # an EOF OpenSSL names, no alert
+            return _closed_after_certificate(f"ended the stream ({exc})", handshake.chain_bytes)
         return None
     detail = f"the server refused the client certificate: TLS alert {alert}"
     detail += f" ({CLIENT_CERTIFICATE_REFUSALS[alert]})"
     return _failed("identity_refused", detail, handshake.chain_bytes)
+
+
+def _classified(
+    exc: OSError | ValueError, handshake: _Handshake, expected: str, *, presented: bool
+) -> ProbeResult:
+    """The reason a handshake that raised `exc` failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _verify_failed(exc, expected, handshake.chain_bytes)
+    refused = None
+    if isinstance(exc, ssl.SSLError):
+        refused = _refused_identity(exc, handshake, presented)
+    elif isinstance(exc, ConnectionError) and handshake.certificate_sent:
+        refused = _closed_after_certificate(f"reset the connection ({exc})", handshake.chain_bytes)
+    detail = f"{type(exc).__name__}: {exc}"
+    return refused or _failed("handshake_error", detail, handshake.chain_bytes)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
@@ -276,15 +317,8 @@ async def tls_probe(
     except TimeoutError:
         detail = f"no TLS handshake with {host}:{port} within {timeout:g} s"
         return _failed("timeout", detail, handshake.chain_bytes)
-    except ssl.SSLCertVerificationError as exc:
-        return _verify_failed(exc, expected, handshake.chain_bytes)
-    except ssl.SSLError as exc:
-        refused = _refused_identity(exc, handshake, identity is not None)
-        detail = f"{type(exc).__name__}: {exc}"
-        return refused or _failed("handshake_error", detail, handshake.chain_bytes)
-    except (OSError, ValueError) as exc:  # refused, reset, DNS
-        detail = f"{type(exc).__name__}: {exc}"
-        return _failed("handshake_error", detail, handshake.chain_bytes)
+    except (OSError, ValueError) as exc:  # TLS errors, refused, reset, DNS
+        return _classified(exc, handshake, expected, presented=identity is not None)
     finally:
         if writer is not None:
             await _close(writer)

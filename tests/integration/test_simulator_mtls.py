@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -340,3 +343,78 @@ def test_a_device_whose_new_identity_the_broker_refuses_fails_its_probe(
     assert (probed.phase, probed.reason.value) == (Phase.HEALTH_FAILED, "identity_refused")
     assert agent.firmware.identity_tag == OLD
     assert not agent.modem.exists(NEW, CredentialType.CLIENT_KEY)
+
+
+@contextlib.asynccontextmanager
+async def _resetting_server(broker: MtlsBroker) -> AsyncIterator[int]:
+    """A TLS 1.2 server asking for a device CA certificate that, refusing one, resets the
+    connection instead of sending an alert (as a server that closes before reading on)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(broker.pki.server_cert_file, broker.pki.server_key_file)
+    context.load_verify_locations(broker.pki.device_ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+                    await writer.drain()
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    incoming.write(data)
+            writer.write(outgoing.read())
+            await writer.drain()
+        except ssl.SSLError:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_reset_after_the_certificate_flight_is_identity_refused(broker: MtlsBroker) -> None:
+    """No alert, a reset right after the client's certificate: identity_refused; the same
+    server with a certificate it takes: ok; a client with none to send: handshake_error."""
+    stranger = make_ca(
+        "stranger", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=9)
+    )
+
+    async def scenario() -> dict[str, Any]:
+        async with _resetting_server(broker) as port:
+            results = {}
+            for name, identity in [
+                ("foreign", _identity(stranger)),
+                ("good", _identity(broker.pki.device_ca)),
+                ("none", None),
+            ]:
+                results[name] = await tls_probe(
+                    "127.0.0.1",
+                    port,
+                    ca_chains=[broker.pki.server_ca.pem],
+                    timeout=5,
+                    identity=identity,
+                )
+        return results
+
+    # when
+    results = asyncio.run(scenario())
+    # then
+    assert {name: result.reason for name, result in results.items()} == {
+        "foreign": "identity_refused",
+        "good": None,
+        "none": "handshake_error",
+    }, {name: result.detail for name, result in results.items()}
