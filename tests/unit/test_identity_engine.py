@@ -38,7 +38,7 @@ from tests.identity_rig import (
     identity_spec,
     make_identity_engine,
 )
-from tests.rollout_rig import DEVICES
+from tests.rollout_rig import DEVICES, make_engine
 from tests.unit.builders import NOW, credential
 
 pytestmark = pytest.mark.unit
@@ -478,3 +478,29 @@ def test_a_socket_over_seven_tags_is_refused_at_create(ie: IdentityEngine) -> No
     _with_active(ie, CA_TAG, 1, 2, 3, 4, 5, 6)
     with pytest.raises(RolloutError, match="more than 7 sec_tags"):
         create_rollout(ie.engine.deps, identity_spec(name="b"), now=NOW, actor="t", start=False)
+
+
+def test_a_csr_report_in_a_trust_rollout_is_unmatched() -> None:
+    """A trust rollout sends no keygen: a `csr` naming the stage's seq moves nothing."""
+    engine = make_engine()
+    rid = create_rollout(engine.deps, trust_add_spec(), now=NOW, actor="t", start=True)
+    start_rollout(engine.deps, rid, now=NOW, actor="t")
+    evaluate_rollout(engine.deps, rid, now=NOW)
+    dispatch_wave(engine.deps, rid, 0, now=NOW)
+    engine.run_pushes()
+    seq = engine.answered("dev-00", "staged")[0]
+    report = DeviceReport(
+        device_id="dev-00",
+        rollout_id=rid,
+        seq=seq,
+        op="keygen",
+        phase="csr",
+        reason="ok",
+        detail="",
+        time=NOW,
+        csr=keygen_field("dev-00", seq=seq).field,
+    )
+    assert apply_reports(engine.deps, [report], now=NOW) == set()
+    assert engine.store.device_states(rid, ["dev-00"]) == {"dev-00": D.SENT}
+    key = ("certfleet_reports_unmatched_total", (("reason", "op"),))
+    assert engine.metrics.counters[key] == 1

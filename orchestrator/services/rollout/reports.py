@@ -155,6 +155,8 @@ def _answered_step(report: DeviceReport, *, identity: bool) -> PushStep | None:
     """The step of the bundle the report answers, or None if its op cannot say."""
     if report.op is None or report.op not in PHASE_OPS.get(report.phase, ()):
         return None
+    if report.op == "keygen" and not identity:  # a trust rollout sends no keygen
+        return None
     return (IDENTITY_OP_STEP if identity else OP_STEP)[report.op]
 
 
