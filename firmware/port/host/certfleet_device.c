@@ -18,7 +18,8 @@
  * --clock starts the device clock at EPOCH (it then advances with the system's), for
  * tests whose bundles were signed for a fixed time. SIGINT or SIGTERM stop it.
  * --identity provisions the device's identity on its first run: the client certificate
- * and key put into TAG (types 1 and 2), presented to a TLS broker. --fleet-seed (default
+ * and key put into TAG (types 1 and 2), presented to a TLS broker; "{id}" in the paths
+ * stands for the device id (each of --devices N has its own). --fleet-seed (default
  * "certfleet") derives each device's attestation key as the simulated modem's is:
  * certfleet is given its public key the same way.
  */
@@ -170,13 +171,35 @@ static int put_file(struct cf_host_keystore *ks, uint32_t tag, uint8_t type, con
 	return err == -EALREADY ? 0 : err;
 }
 
-/* --identity TAG=CERTFILE,KEYFILE */
-static int put_identity(struct cf_host_keystore *ks, const char *spec, uint32_t *tag)
+/* `path` with each "{id}" replaced by the device id; -ENAMETOOLONG. */
+static int with_id(const char *path, const char *id, char *out, size_t len)
 {
-	char cert[512], key[512];
+	size_t n = 0;
+
+	for (const char *at = path; *at != '\0';) {
+		const char *part = strncmp(at, "{id}", 4) == 0 ? id : at;
+		size_t take = part == id ? strlen(id) : 1;
+		if (n + take >= len) {
+			return -ENAMETOOLONG;
+		}
+		memcpy(out + n, part, take);
+		n += take;
+		at += part == id ? 4 : 1;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* --identity TAG=CERTFILE,KEYFILE ("{id}" in them: the device id) */
+static int put_identity(struct cf_host_keystore *ks, const char *spec, const char *id,
+			uint32_t *tag)
+{
+	char cert_spec[512], key_spec[512], cert[768], key[768];
 	unsigned value;
 
-	if (sscanf(spec, "%u=%511[^,],%511s", &value, cert, key) != 3) {
+	if (sscanf(spec, "%u=%511[^,],%511s", &value, cert_spec, key_spec) != 3 ||
+	    with_id(cert_spec, id, cert, sizeof(cert)) != 0 ||
+	    with_id(key_spec, id, key, sizeof(key)) != 0) {
 		return -EINVAL;
 	}
 	*tag = value;
@@ -296,7 +319,7 @@ static int open_device(struct host_device *d, const struct options *o)
 		err = cf_device_provision(&d->device, o->signers, o->n_signers, o->active, o->n_active);
 		uint32_t tag = 0;
 		if (err == 0 && o->identity != NULL &&
-		    ((err = put_identity(&d->keystore, o->identity, &tag)) != 0 ||
+		    ((err = put_identity(&d->keystore, o->identity, d->id, &tag)) != 0 ||
 		     (err = cf_device_provision_identity(&d->device, tag)) != 0)) {
 			fprintf(stderr, "certfleet-device: --identity %s: %s\n", o->identity, strerror(-err));
 			return err;
