@@ -14,6 +14,7 @@ from rich.table import Table
 from orchestrator.bootstrap import bootstrap
 from orchestrator.cli.api import api
 from orchestrator.cli.common import JsonFlag, connected, fail, out, print_json
+from orchestrator.cli.crl import crl_app
 from orchestrator.cli.device import bundle_app, device_app
 from orchestrator.cli.fleet_view import identity_tables
 from orchestrator.cli.keys import keys_app
@@ -48,6 +49,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(crl_app, name="crl")
 app.command("impact")(impact)
 app.command("api")(api)
 _add_installed_commands(app)
