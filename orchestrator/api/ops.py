@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from orchestrator.api.errors import ApiConfigError
 from orchestrator.api.models import Health, error_responses
 from orchestrator.config import Settings
+from orchestrator.domain.inventory import FleetSummary
 from orchestrator.domain.rollout import RolloutState
 from orchestrator.logs import get_logger
 
@@ -33,6 +34,9 @@ DOCS = {
     "certfleet_scan_duration_seconds": "How long the last fleet scan took.",
     "certfleet_devices": "(device, sec_tag) pairs of the last scan, by expiry class.",
     "certfleet_devices_reported": "Devices that have reported their credentials.",
+    "certfleet_identities": (
+        "Devices' client certificates (identities) of the last scan, by sec_tag and expiry class."
+    ),
     "certfleet_rollouts": "Rollouts (the newest 1000), by state.",
     "certfleet_rollout_unconfirmed_devices": (
         "Devices the newest 1000 rollouts ended without a confirmation "
@@ -101,8 +105,9 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every metric, read from Redis now."""
+        summary = self._container.inventory.last_summary()
         computed = [
-            self._devices(),
+            *self._devices(summary),
             self._devices_reported(),
             *self._rollouts(),
             self._library_evicted(),
@@ -111,16 +116,26 @@ class FleetCollector(Collector):
         yield from computed
         yield from self._shared(taken)
 
-    def _devices(self) -> Metric:
+    @staticmethod
+    def _devices(summary: FleetSummary | None) -> tuple[Metric, Metric]:
+        """The last scan's CA items and client certificates, by sec_tag and expiry class."""
         family = GaugeMetricFamily(
             "certfleet_devices", DOCS["certfleet_devices"], labels=["sec_tag", "expiry_class"]
         )
-        summary = self._container.inventory.last_summary()
         for tag, counts in sorted((summary.by_tag if summary else {}).items()):
             values = counts.as_json()
             for expiry_class in EXPIRY_CLASSES:
                 family.add_metric([str(tag), expiry_class], values[expiry_class])
-        return family
+        identities = GaugeMetricFamily(
+            "certfleet_identities",
+            DOCS["certfleet_identities"],
+            labels=["sec_tag", "expiry_class"],
+        )
+        scanned = summary.identities if summary is not None else None
+        for tag, id_counts in sorted((scanned.by_tag if scanned is not None else {}).items()):
+            for expiry_class, value in id_counts.as_json().items():
+                identities.add_metric([str(tag), expiry_class], value)
+        return family, identities
 
     def _devices_reported(self) -> Metric:
         return GaugeMetricFamily(

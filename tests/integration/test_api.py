@@ -32,6 +32,7 @@ from orchestrator.api import ApiConfigError, create_app
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.domain.inventory import FleetSummary, IdentityCounts, IdentitySummary
 from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change, WaveChange
@@ -720,6 +721,33 @@ def test_metrics_count_the_devices_rollouts_left_unconfirmed(
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
 
     assert families["certfleet_rollout_unconfirmed_devices"].samples[0].value == 2
+
+
+def test_metrics_show_the_identities_of_the_last_scan(
+    client: TestClient, api_container: Container
+) -> None:
+    """certfleet_identities: the scan's client certificates by identity tag and class."""
+    api_container.inventory.save_summary(
+        FleetSummary(
+            scanned_at=NOW,
+            warning_days=30,
+            devices=5,
+            by_tag={},
+            expiring=(),
+            expiring_total=0,
+            identities=IdentitySummary(
+                renew_days=30, by_tag={44: IdentityCounts(ok=3, expiring=2, expired=0)}
+            ),
+        )
+    )
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    samples = {
+        (s.labels["sec_tag"], s.labels["expiry_class"]): s.value
+        for s in families["certfleet_identities"].samples
+    }
+    assert samples == {("44", "ok"): 3, ("44", "expiring"): 2, ("44", "expired"): 0}
 
 
 # -- the OpenAPI contract -----------------------------------------------------------------------
