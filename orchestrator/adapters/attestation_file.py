@@ -5,10 +5,10 @@ the PEM of its attestation public key,
 
     {"dev-0001": "-----BEGIN PUBLIC KEY-----\\n...\\n-----END PUBLIC KEY-----\\n", ...}
 
-It is read once, when certfleet starts; a file that is missing, not such an object, or
-holds a key that is not P-256 (the only kind a modem attests with, ES256) stops the start
-with an error naming the device and what to fix, rather than leave that device's CSRs
-unattested. Only public keys are read: a private key in the file is refused.
+It is read once per process; a file that is missing, not such an object, or holds a key
+that is not P-256 (the only kind a modem attests with, ES256) raises an error naming the
+device and what to fix, rather than leave that device's CSRs unattested. Only public keys
+are read: a private key in the file is refused.
 """
 
 from __future__ import annotations
