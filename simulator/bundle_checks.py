@@ -13,6 +13,7 @@ stranger's bundle must not be able to speak for a rollout.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
@@ -30,7 +31,7 @@ from orchestrator.protocol.bundle import (
     BundleRejectedError,
     Reason,
 )
-from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, SIGNERS_MAX
+from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, SIGNERS_MAX, TAG_LIST_MAX
 from simulator.flash import UndoRecord
 
 __all__ = ["UNVERIFIED", "DeviceView", "check_operation", "rejection_ids"]
@@ -87,6 +88,16 @@ def _in_use(tag: int | None, device: DeviceView, what: str) -> None:
         )
 
 
+def _socket_fits(active: tuple[int, ...], device: DeviceView) -> None:
+    """The MQTT socket takes the active list and the identity tag: at most 7 sec_tags."""
+    tags = {*active, *(() if device.identity is None else (device.identity,))}
+    if len(tags) > TAG_LIST_MAX:
+        raise _unsafe(
+            f"active list {list(active)} and identity sec_tag {device.identity} are "
+            f"{len(tags)} sec_tags; a socket takes at most {TAG_LIST_MAX}"
+        )
+
+
 def _open_tag(undo: UndoRecord | None) -> int | None:
     """The tag of an open stage or keygen, deleted when another change replaces it."""
     return undo.tag if undo is not None and undo.open else None
@@ -106,6 +117,7 @@ def _stage(bundle: Bundle, device: DeviceView) -> None:
             raise _unsafe(
                 f"active list {list(bundle.active)} would name sec_tag {tag} without a CA"
             )
+    _socket_fits(bundle.active, device)
 
 
 def _spki_digest(pem: str) -> str:
@@ -167,12 +179,14 @@ def _commit(bundle: Bundle, device: DeviceView) -> None:
         raise BundleRejectedError(
             Reason.NOTHING_STAGED, f"no healthy stage of sec_tag {bundle.tag} to commit"
         )
-    if undo.identity:
-        return  # the active list stays; the identity becomes the staged tag
+    if undo.identity:  # the active list stays; the identity becomes the staged tag
+        _socket_fits(device.active, dataclasses.replace(device, identity=undo.tag))
+        return
     after = bundle.active or undo.stage.active
     missing = [tag for tag in after if not device.holds_ca(tag)]
     if missing:
         raise _unsafe(f"active list {list(after)} names {missing}, which hold no CA chain")
+    _socket_fits(tuple(after), device)
 
 
 def _rollback(bundle: Bundle, device: DeviceView) -> None:
@@ -209,6 +223,7 @@ def _retire(bundle: Bundle, device: DeviceView) -> None:
             f"active list {list(bundle.active)} would name {bad} without a CA "
             f"after retiring {list(bundle.tags)}"
         )
+    _socket_fits(bundle.active, device)
 
 
 def _trust_signer(bundle: Bundle, device: DeviceView) -> None:

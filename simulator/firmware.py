@@ -344,12 +344,13 @@ class Firmware:
         # The seq becomes the last accepted only once `received` is with the broker: a
         # device that could not say so has done nothing, and takes a redelivery as new.
         await self._io.send(link, self._report(bundle, Phase.RECEIVED))
-        before = self.record.active
+        before = (self.record.active, self.record.identity)
         decision = OPERATIONS[bundle.op](bundle, self.record, self.tls_broker, self._report)
         self._decide(decision.what, decision.work, **decision.changes)
         self.signers = dict(self.record.signers)
         if not self.needs_offline and not self.needs_reconnect:
-            if self.record.active != before:
+            # A change certfleet learns from the state, published before the report of it.
+            if (self.record.active, self.record.identity) != before:
                 await self._io.publish(link, self.state_message().to_json(), "state")
             await self._flush(link)
 

@@ -182,7 +182,9 @@ class World:
             "keygen", rid, tag=tag, subject=subject, commit_by=int(self.clock.timestamp()) + 600
         )
 
-    def identity_stage(self, tag: int, pem: str, rid: str = "") -> Bundle:
+    def identity_stage(
+        self, tag: int, pem: str, rid: str = "", probe_tags: Sequence[int] | None = None
+    ) -> Bundle:
         """The stage of client certificate `pem` into `tag`, probed with the active tags' CAs."""
         active = tuple(self.firmware.active_tags)
         return self.bundle(
@@ -190,7 +192,7 @@ class World:
             rid,
             tag=tag,
             credentials=(Credential(CredentialType.CLIENT_CERT, pem),),
-            probe=Probe(host="broker.example.net", port=8883, tags=active),
+            probe=Probe(host="broker.example.net", port=8883, tags=tuple(probe_tags or active)),
             active=active,
             commit_by=int(self.clock.timestamp()) + 600,
         )

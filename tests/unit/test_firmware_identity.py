@@ -354,3 +354,64 @@ def test_with_the_identity_refused_fault_a_new_identity_never_reaches_the_broker
     # then
     assert _outcomes(reports)[-1] == (Phase.HEALTH_FAILED, Reason.IDENTITY_REFUSED)
     assert world.has_a_working_identity()
+
+
+def _six_more_cas(world: World) -> list[int]:
+    """CA A also in 46..51: with 42, seven CA tags the device could name."""
+    modem = world.firmware.modem
+    for tag in range(46, 52):
+        modem.write(tag, CredentialType.CA_CHAIN, CAS["A"].pem)
+    return [42, *range(46, 52)]
+
+
+def test_with_an_identity_the_active_list_names_at_most_six_tags() -> None:
+    """A retire leaving seven active tags beside the identity tag is unsafe_active; six pass."""
+    # given
+    world = World(identity=True)
+    seven = _six_more_cas(world)
+    # when
+    over = world.deliver(world.sign(world.bundle("retire", tags=(43,), active=tuple(seven))))
+    six = world.deliver(world.sign(world.bundle("retire", tags=(43,), active=tuple(seven[:6]))))
+    # then
+    assert _outcomes(over) == [(Phase.REJECTED, Reason.UNSAFE_ACTIVE)]
+    assert _outcomes(six)[-1] == (Phase.RETIRED, Reason.OK)
+    assert world.firmware.active_tags == seven[:6]
+
+
+def test_an_identity_commit_that_would_make_the_socket_eight_tags_is_refused() -> None:
+    """A device without an identity and seven active tags: the commit of one is unsafe_active."""
+    # given
+    world = World()
+    world.firmware.flash.provision(active=tuple(_six_more_cas(world)))
+    csr, _ = _csr(world)
+    stage = world.identity_stage(SPARE, world.issue(csr), "r1", probe_tags=(42,))
+    assert _outcomes(world.deliver(world.sign(stage)))[-1] == (Phase.HEALTH_OK, Reason.OK)
+    # when
+    reports = world.deliver(world.sign(world.bundle("commit", "r1", tag=SPARE)))
+    # then
+    assert _outcomes(reports) == [(Phase.REJECTED, Reason.UNSAFE_ACTIVE)]
+    assert world.firmware.identity_tag is None
+
+
+def test_over_a_plain_broker_the_state_names_the_new_identity_before_committed() -> None:
+    """No reconnect to wait for: the state with the new identity tag goes before `committed`."""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes]] = []
+
+        async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+            self.sent.append((topic, payload))
+
+    # given
+    world = World(identity=True, tls_broker=False)
+    _staged(world)
+    world.link = Recording()  # type: ignore[assignment]
+    # when
+    reports = world.deliver(world.sign(world.bundle("commit", "r1", tag=SPARE)))
+    # then
+    assert _outcomes(reports)[-1] == (Phase.COMMITTED, Reason.OK)
+    sent = world.link.sent  # type: ignore[attr-defined]
+    kinds = [topic.rsplit("/", 1)[1] for topic, _ in sent]
+    assert kinds[-2:] == ["state", "report"]
+    assert StateMessage.model_validate_json(sent[-2][1]).identity_tag == SPARE
