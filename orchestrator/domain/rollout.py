@@ -204,6 +204,10 @@ class RolloutSpec:
         )
         if self.kind == IDENTITY_KIND:
             _require(not self.ca_pems, f"{self.kind} takes no CA certificate")
+            _require(
+                self.selector.kind != "digest",
+                f"{self.kind} selects all, expiring:DAYS or file:PATH, not a CA digest",
+            )
         elif self.kind != "trust.retire":
             _require(bool(self.ca_pems), f"{self.kind} needs at least one CA certificate")
         if self.kind != "trust.retire" or self.probe_host or self.probe_port:

@@ -57,3 +57,9 @@ def test_the_status_table_of_an_identity_rollout_shows_its_states() -> None:
         assert f" {column} " in header
     row = next(line for line in text.splitlines() if line.strip().startswith("│ 0"))
     assert row.split("│")[-2].strip() == "6"
+
+
+def test_an_identity_rollout_does_not_select_by_ca_digest() -> None:
+    """digest:SHA256 names a CA chain; an identity rotation selects by its identity tag."""
+    with pytest.raises(typer.Exit):
+        _spec(None, kind="identity.rotate", probe="broker:8884", select="digest:" + "ab" * 32)
