@@ -504,3 +504,17 @@ def test_a_csr_report_in_a_trust_rollout_is_unmatched() -> None:
     assert engine.store.device_states(rid, ["dev-00"]) == {"dev-00": D.SENT}
     key = ("certfleet_reports_unmatched_total", (("reason", "op"),))
     assert engine.metrics.counters[key] == 1
+
+
+def test_a_pause_stops_new_keygens_but_not_the_certificates_of_keys_made(
+    ie: IdentityEngine,
+) -> None:
+    """Paused: devices that reported their CSR still get their certificate (their keygen's
+    deadline runs), no retire is sent, and the rollout does not move on."""
+    rid = _keygens_sent(ie)
+    ie.keygen(rid, "dev-00")
+    assert command(ie.engine.deps, rid, "pause", now=NOW, actor="op") == R.PAUSED
+    evaluate_rollout(ie.engine.deps, rid, now=NOW)
+    assert ie.run_issues() == 1
+    assert ie.engine.store.device_states(rid, ["dev-00"]) == {"dev-00": D.ISSUED}
+    assert ie.engine.tasks.pushes(PushStep.RETIRE) == []
