@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from simulator.cli_options import (
     FAULTS,
+    FaultPlan,
     KeyEscrowFile,
     identity_not_after,
     load_identities,
@@ -103,6 +104,18 @@ def _identity(
     except (ValueError, TypeError, OSError) as exc:
         raise _fail(f"cannot provision the identities: {exc}") from None
     return IdentityProvisioning(issue, tag=tag, given=identities)
+
+
+def _faults(values: list[str], devices: int, *, scale: bool) -> FaultPlan:
+    """The `--fault` options; `NAME@N` only in the per-device mode (scale mode has no per-device
+    faults)."""
+    try:
+        plan = parse_faults(values, devices)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if scale and plan.by_device:
+        raise _fail("--fault NAME@N names devices of the per-device mode; drop --scale")
+    return plan
 
 
 def _check_identities(identity: IdentityProvisioning | None, device_ids: list[str]) -> None:
@@ -238,10 +251,7 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     from simulator.fleet import build_fleet, device_id, provisioned_modem, run_fleet  # noqa: PLC0415
     from simulator.modem import ModemError  # noqa: PLC0415
 
-    try:
-        plan = parse_faults(fault or (), devices)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    plan = _faults(fault or [], devices, scale=scale)
     identity = _identity(
         identity_ca, identity_ca_key, identities, identity_tag, identity_days, scale=scale
     )
