@@ -215,9 +215,12 @@ def test_a_device_with_an_identity_passes_the_identity_steps_too(
     env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path, pki: Pki
 ) -> None:
     """A device that presents an identity gets the identity group (keygen, its csr report
-    as certfleet checks it, key_mismatch, the keygen's deadline) and passes it, ending with
-    the identity it began with."""
-    # given: the device leaves the factory with a client certificate in sec_tag 44
+    as certfleet checks it, key_mismatch, the keygen's deadline) and, given a CA and a
+    mutual-TLS server, a whole rotation (a certificate the suite issues for the device's
+    CSR, probed presenting it, committed) and its rollback; it passes, ending with the
+    identity it began with."""
+    # given: the device leaves the factory with a client certificate of the device CA in
+    # sec_tag 44; a server under that CA requires client certificates of it
     ca, key = tmp_path / "identity-ca.pem", tmp_path / "identity-ca-key.pem"
     ca.write_bytes(pki.device_ca.pem)
     key.write_bytes(
@@ -227,30 +230,43 @@ def test_a_device_with_an_identity_passes_the_identity_steps_too(
             serialization.NoEncryption(),
         )
     )
-
-    # when
-    code, document, stderr = run_suite(
-        env,
-        servers,
-        tmp_path,
-        log_dir,
-        "conf-i-",
-        "--identity-ca",
-        str(ca),
-        "--identity-ca-key",
-        str(key),
-        "--identity-tag",
-        "44",
-    )
+    since, until = NOW - timedelta(days=1), NOW + timedelta(days=60)
+    server = issue_server_cert(pki.device_ca, not_before=since, not_after=until)
+    with tls_server(server.pem, server.key_pem, client_ca=pki.device_ca.pem) as (_, port):
+        # when
+        code, document, stderr = run_suite(
+            env,
+            servers,
+            tmp_path,
+            log_dir,
+            "conf-i-",
+            "--identity-ca",
+            str(ca),
+            "--identity-ca-key",
+            str(key),
+            "--identity-tag",
+            "44",
+            suite=(
+                "--identity-ca",
+                str(ca),
+                "--identity-ca-key",
+                str(key),
+                "--probe-identity",
+                f"127.0.0.1:{port}",
+            ),
+        )
 
     # then
     assert _failures(document) == {}, stderr
     assert code == 0
-    names = [s["name"] for s in document["steps"]]
-    assert {"keygen and its rollback", "identity stage for another key"} <= set(names)
-    keygen = next(s for s in document["steps"] if s["name"] == "keygen and its rollback")
-    assert keygen["got"].startswith("received, csr; received, rolled_back")
-    assert names[-1] == "ends as it started"
+    steps = {s["name"]: s for s in document["steps"]}
+    assert steps["keygen and its rollback"]["got"].startswith(
+        "received, csr; received, rolled_back"
+    )
+    rotation = steps["identity rotation: keygen, stage, commit"]["got"]
+    assert rotation.startswith("received, csr; received, staged, health_ok; received, committed")
+    assert "identity rotation: rollback" in steps
+    assert document["steps"][-1]["name"] == "ends as it started"
 
 
 def test_a_device_that_accepts_replays_fails_naming_the_replay_steps(
