@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "certfleet/device.h"
@@ -13,6 +14,13 @@
 
 #define RECORD_MAGIC 0x43465231u /* "CFR1" */
 #define RECORD_FORMAT 2u /* 2: the identity (issue 14) */
+/* Format 1 is format 2's layout up to the identity fields, padded to the struct's
+ * alignment: a device updated from it keeps its record, with no identity. */
+#define RECORD_FORMAT_1 1u
+#define STATE_1_LEN offsetof(struct cf_state, identity_tag)
+#define STATE_1_SIZE                                                                               \
+	((STATE_1_LEN + _Alignof(struct cf_state) - 1) / _Alignof(struct cf_state) *                \
+	 _Alignof(struct cf_state))
 
 static uint32_t crc32(const uint8_t *data, size_t len)
 {
@@ -63,8 +71,24 @@ static bool state_sane(const struct cf_state *st)
 	       st->stage_identity <= 1 && st->undo_identity <= 1 && st->undo_had_identity <= 1;
 }
 
+/* A format-1 frame: the state before the identity, which it loads as none. */
+static bool unframe_format_1(const uint8_t *in, size_t len, struct cf_state *state)
+{
+	if (len != 8 + STATE_1_SIZE + 4 || get32(in) != RECORD_MAGIC ||
+	    get32(in + 4) != (RECORD_FORMAT_1 << 16 | (uint32_t)STATE_1_SIZE) ||
+	    get32(in + 8 + STATE_1_SIZE) != crc32(in, 8 + STATE_1_SIZE)) {
+		return false;
+	}
+	memset(state, 0, sizeof(*state));
+	memcpy(state, in + 8, STATE_1_LEN);
+	return true;
+}
+
 int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)
 {
+	if (unframe_format_1(in, len, state)) {
+		return state_sane(state) ? 0 : -EBADMSG;
+	}
 	if (len != CF_RECORD_FRAME_LEN || get32(in) != RECORD_MAGIC ||
 	    get32(in + 4) != (RECORD_FORMAT << 16 | (uint32_t)sizeof(*state)) ||
 	    get32(in + 8 + sizeof(*state)) != crc32(in, 8 + sizeof(*state))) {

@@ -352,6 +352,54 @@ static void test_corrupt_record_is_refused(void **state)
 	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), 0);
 }
 
+static uint32_t crc32(const uint8_t *data, size_t len)
+{
+	uint32_t crc = 0xffffffffu;
+	for (size_t i = 0; i < len; i++) {
+		crc ^= data[i];
+		for (int bit = 0; bit < 8; bit++) {
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+		}
+	}
+	return ~crc;
+}
+
+static void put32(uint8_t *out, uint32_t value)
+{
+	for (int i = 0; i < 4; i++) {
+		out[i] = (uint8_t)(value >> (8 * i));
+	}
+}
+
+/*
+ * A record of format 1 (before the identity; 880 bytes of state, as this library wrote
+ * it until issue 14) still loads after the update: the same state, no identity.
+ */
+static void test_format_1_record_loads_without_identity(void **state)
+{
+	(void)state;
+	enum { V1_SIZE = 880, V1_LEN = 876 };
+	uint8_t frame[8 + V1_SIZE + 4] = {0};
+	struct cf_device_ports ports = fake_ports(&h.world);
+	static struct cf_device again;
+
+	stage_healthy(); /* a record with a stage, an undo record and a probe in it */
+	assert_int_equal(offsetof(struct cf_state, identity_tag), V1_LEN);
+	put32(frame, 0x43465231u);
+	put32(frame + 4, 1u << 16 | V1_SIZE);
+	memcpy(frame + 8, &h.dev.state, V1_LEN);
+	put32(frame + 8 + V1_SIZE, crc32(frame, 8 + V1_SIZE));
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, sizeof(frame)), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), 0);
+	assert_memory_equal(&again.state, &h.dev.state, V1_LEN);
+	assert_false(again.state.has_identity);
+	assert_false(again.state.stage_identity);
+	assert_false(again.state.undo_identity);
+	frame[8] ^= 1; /* and a format-1 record is checked like any other */
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, sizeof(frame)), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), -EBADMSG);
+}
+
 /* Over TLS a retire's list is proven on the broker before the retired tags go. */
 static void test_tls_retire_proven_then_deletes(void **state)
 {
@@ -410,6 +458,7 @@ int main(void)
 		PLAIN(test_retired_signer_is_unknown),
 		PLAIN(test_unacknowledged_received_does_nothing),
 		PLAIN(test_corrupt_record_is_refused),
+		PLAIN(test_format_1_record_loads_without_identity),
 		TLS(test_tls_commit_falls_back_when_the_broker_refuses),
 		TLS(test_tls_commit_proven),
 		TLS(test_tls_retire_proven_then_deletes),

@@ -70,16 +70,6 @@ struct cf_state {
 	uint8_t n_active;
 	uint8_t n_signers;
 	struct cf_signer signers[CF_SIGNERS_MAX];
-	/* the identity: the sec_tag whose client certificate and key the broker connection
-	 * presents (not in the active list, which names CA tags only) */
-	uint8_t has_identity;
-	/* the open stage is an identity one (keygen, then the certificate's stage) */
-	uint8_t stage_identity;
-	/* the undo record is an identity one, and the identity it returns to */
-	uint8_t undo_identity;
-	uint8_t undo_had_identity;
-	uint32_t identity_tag;
-	uint32_t undo_prev_identity;
 	/* the open stage */
 	uint8_t stage_phase; /* enum cf_stage_phase */
 	uint8_t n_stage_active;
@@ -113,6 +103,19 @@ struct cf_state {
 	uint8_t n_retire_tags;
 	uint32_t retire_previous[CF_TAG_LIST_MAX];
 	uint32_t retire_tags[CF_TAG_LIST_MAX];
+	/* record format 2 (issue 14) from here on; a format-1 record ends above and loads
+	 * with none of it (no identity) */
+	/* the identity: the sec_tag whose client certificate and key the broker connection
+	 * presents (not in the active list, which names CA tags only) */
+	uint32_t identity_tag;
+	/* the identity the undo record returns to */
+	uint32_t undo_prev_identity;
+	uint8_t has_identity;
+	/* the open stage is an identity one (keygen, then the certificate's stage) */
+	uint8_t stage_identity;
+	/* the undo record is an identity one, and whether the device had an identity before */
+	uint8_t undo_identity;
+	uint8_t undo_had_identity;
 };
 
 /** The ports a device runs on. */
