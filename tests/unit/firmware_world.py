@@ -287,7 +287,15 @@ class World:
         return firmware.reports[start:]
 
     def reboot(self, redelivered: bytes | None) -> None:
-        """Power back: reconnect, then the broker sends the unacknowledged bundle again."""
+        """Power back: reconnect, then the broker sends the unacknowledged bundle again.
+
+        First, what the cut left: the identity tag in flash holds its certificate and key
+        (docs/protocol.md §5: at every step, power cuts included)."""
+        if self.mutual_tls:
+            tag, modem = self.firmware.identity_tag, self.firmware.modem
+            assert tag is not None, "the power cut left no identity tag"
+            assert modem.exists(tag, CredentialType.CLIENT_CERT), "the cut left no certificate"
+            assert modem.exists(tag, CredentialType.CLIENT_KEY), "the cut left no key"
         self.firmware.reboot()
         self.settle(connect=True)
         if redelivered is not None:
