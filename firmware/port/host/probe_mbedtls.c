@@ -9,8 +9,8 @@
  * An identity stage's probe presents the client certificate and key of its sec_tag (the
  * key store's files: the key is used in place, never copied out); a fatal alert the server
  * sends against that certificate is `identity_refused`. So is a connection the server
- * resets or closes once it has the client's certificate flight and the server's own
- * chain verified: an OpenSSL server (Mosquitto's) sends its alert and closes with the
+ * resets or closes once it asked for and has the client's certificate flight, the
+ * server's own chain verified (docs/protocol.md §6): an OpenSSL server (Mosquitto's) sends its alert and closes with the
  * client's Finished unread, so the reset reaches the client before the alert does.
  */
 #include <arpa/inet.h>
@@ -280,7 +280,7 @@ static enum cf_reason probe_run(void *ctx, const char *host, size_t host_len, ui
 		   ssl.in_msg != NULL && refuses_certificate(ssl.in_msg[1])) {
 		reason = CF_REASON_IDENTITY_REFUSED;
 	} else if ((ret == MBEDTLS_ERR_NET_CONN_RESET || ret == MBEDTLS_ERR_SSL_CONN_EOF) &&
-		   client_tag != NULL && ssl.state > MBEDTLS_SSL_CLIENT_CERTIFICATE &&
+		   client_tag != NULL && ssl.client_auth && ssl.state > MBEDTLS_SSL_CLIENT_CERTIFICATE &&
 		   mbedtls_ssl_get_verify_result(&ssl) == 0) {
 		reason = CF_REASON_IDENTITY_REFUSED; /* refused, its alert lost to the reset */
 	} else if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
