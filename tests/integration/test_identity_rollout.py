@@ -12,6 +12,7 @@ certificates end up in the CRL the broker reloaded.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,14 @@ from orchestrator.services.rollout import (
     tick_rollouts,
 )
 from simulator.agent import BrokerAddress, DeviceAgent
-from simulator.fleet import IdentityProvisioning, build_fleet, ca_issuer, run_fleet
+from simulator.attestation import attestation_keys_json
+from simulator.fleet import (
+    IdentityProvisioning,
+    build_fleet,
+    ca_issuer,
+    device_id,
+    run_fleet,
+)
 from simulator.pki import make_ca
 from simulator.services import LocalService, free_port
 from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
@@ -199,6 +207,7 @@ def engine(
         "CERTFLEET_CRL_CA_CERT_FILE": str(pki.device_ca_file),
         "CERTFLEET_CRL_CA_KEY_FILE": str(pki.device_ca_key_file),
         "CERTFLEET_CRL_FILE": str(pki.crl_file),
+        "CERTFLEET_ATTESTATION_KEYS_FILE": str(_attestation_keys(tmp_path / "attestation.json")),
         "CERTFLEET_CRL_RELOAD_PID_FILE": str(broker.pid_file),
         "CERTFLEET_LOG_FORMAT": "json",
     }
@@ -215,6 +224,13 @@ def engine(
     container = bootstrap(Settings(), logging=False)
     yield Engine(container)
     container.close()
+
+
+def _attestation_keys(path: Path) -> Path:
+    """The fleet's modems' attestation public keys, as provisioning would export them."""
+    ids = [device_id("idr-", n) for n in range(DEVICES)]
+    path.write_text(json.dumps(attestation_keys_json(ids)))
+    return path
 
 
 def _foreign_ca(directory: Path) -> tuple[Path, Path]:
@@ -340,7 +356,7 @@ async def _rotate(
     try:
         await _until(
             lambda: set(c.inventory.identity_tags_of(ids).values()) == {OLD_TAG},
-            timeout=20,
+            timeout=60,  # a loaded machine connects 4 TLS devices slowly
             what="every device's state with its identity",
             engine=engine,
         )
@@ -370,7 +386,7 @@ async def _rotate(
                 c.inventory.identity_tags_of(ids)
                 == {a.firmware.device_id: a.firmware.identity_tag for a in agents}
             ),
-            timeout=20,
+            timeout=60,
             what="every device's last state in the inventory",
             engine=engine,
         )
@@ -413,12 +429,19 @@ def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: M
 def test_refused_csrs_get_no_certificate_and_keep_their_identity(
     engine: Engine, broker: MtlsBroker
 ) -> None:
-    """A modem whose CSR names another subject and one whose CSR signature is bad end
-    csr_refused with their reasons counted; they keep (and connect with) identity 44."""
-    faults = {1: frozenset({"csr-wrong-subject"}), 2: frozenset({"csr-bad-signature"})}
+    """Modems whose CSR names another subject, whose CSR signature is bad, and whose
+    attestation is not signed by their attestation key end csr_refused with their reasons
+    counted; they keep (and connect with) identity 44."""
+    faults = {
+        1: frozenset({"csr-wrong-subject"}),
+        2: frozenset({"csr-bad-signature"}),
+        3: frozenset({"attestation-forged"}),
+    }
     outcome = asyncio.run(_rotate(engine, broker, faults=faults, max_failure=1.0))
     refused = sorted(d for d, s in outcome.states.items() if s is D.CSR_REFUSED)
-    assert refused == ["idr-00001", "idr-00002"], engine.container.rollouts.log(outcome.rollout_id)
+    assert refused == ["idr-00001", "idr-00002", "idr-00003"], engine.container.rollouts.log(
+        outcome.rollout_id
+    )
     assert outcome.state is RolloutState.COMPLETED_WITH_TIMEOUTS
     for agent in outcome.agents:
         expected = OLD_TAG if agent.firmware.device_id in refused else NEW_TAG
@@ -429,13 +452,13 @@ def test_refused_csrs_get_no_certificate_and_keep_their_identity(
         for (name, labels) in counters
         if name == "certfleet_csr_refused_total"
     }
-    assert reasons == {"csr_wrong_subject", "csr_bad_signature"}
+    assert reasons == {"csr_wrong_subject", "csr_bad_signature", "csr_bad_attestation"}
     causes = [
         e["cause"]
         for e in engine.container.rollouts.log(outcome.rollout_id)
         if e.get("to") == "csr_refused"
     ]
-    assert len(causes) == 2
+    assert len(causes) == 3
 
 
 @pytest.mark.parametrize("engine", ["foreign"], indirect=True)
