@@ -9,18 +9,49 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from orchestrator.adapters.celery_queue import celery_config
+from orchestrator.adapters.issuers import (
+    attestation_keys_from_settings,
+    crl_publisher_from_settings,
+    crl_signer_from_settings,
+    issuer_from_settings,
+)
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
+from orchestrator.domain.errors import CertfleetError
 
-__all__ = ["app", "container"]
+__all__ = ["app", "check_identity_settings", "check_worker_settings", "container"]
 
 app = Celery("certfleet", include=["workers.tasks"])
 app.conf.update(celery_config(Settings()))
 
 _container: Container | None = None
+
+
+def check_identity_settings(settings: Settings) -> None:
+    """Read the identity rotation's files now (issuer CA, CRL signer and file, attestation
+    keys): a bad one stops the worker at start with the error that names it, instead of
+    failing every issuance while the devices time out.
+
+    Raises:
+        CertfleetError: a setting is half set or a file is unreadable or of the wrong kind.
+    """
+    issuer_from_settings(settings)
+    crl_signer_from_settings(settings)
+    crl_publisher_from_settings(settings)
+    attestation_keys_from_settings(settings)
+
+
+@worker_init.connect
+def check_worker_settings(**_: Any) -> None:
+    """At worker start: a bad identity setting stops the worker (Celery logs and swallows
+    an `Exception` from a signal handler, so it leaves as `SystemExit`)."""
+    try:
+        check_identity_settings(Settings())
+    except (CertfleetError, OSError, ValueError) as exc:
+        raise SystemExit(f"certfleet worker: {exc}") from None
 
 
 @worker_process_init.connect
