@@ -146,12 +146,11 @@ class Bundle:
         for key, tags in lists.items():
             if len(tags) > TAG_LIST_MAX or len(set(tags)) != len(tags):
                 raise _bad(f"{key} must list at most {TAG_LIST_MAX} distinct sec_tags")
-        if self.subject is not None and (
-            not 1 <= len(self.subject.encode(errors="replace")) <= SUBJECT_MAX_BYTES
-            or "\0" in self.subject
-            or not self.subject.isprintable()
-        ):
-            raise _bad(f"subject must be 1 to {SUBJECT_MAX_BYTES} bytes of printable UTF-8")
+        if self.subject is not None and not _is_subject(self.subject):
+            raise _bad(
+                f"subject must be 1 to {SUBJECT_MAX_BYTES} bytes of UTF-8 without a control "
+                "character (U+0000 to U+001F, U+007F)"
+            )
         self._check_credentials()
 
     def _check_credentials(self) -> None:
@@ -192,6 +191,15 @@ class Bundle:
     def expires(self) -> datetime:
         """`expires_at` as a time."""
         return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+def _is_subject(text: str) -> bool:
+    """1 to 64 bytes of UTF-8, no C0 control character or DEL (a firmware checks bytes)."""
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 at all
+        return False
+    return 1 <= size <= SUBJECT_MAX_BYTES and not any(c < " " or c == "\x7f" for c in text)
 
 
 _PEM_ITEMS: Final = frozenset({CredentialType.CA_CHAIN, CredentialType.CLIENT_CERT})

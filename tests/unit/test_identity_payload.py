@@ -134,7 +134,8 @@ def test_a_keygen_without_a_required_key_is_bad_payload(missing: str) -> None:
     ],
 )
 def test_a_subject_outside_its_limit_is_bad_payload(subject: str, why: str) -> None:
-    """1 to 64 bytes of printable UTF-8: a firmware's CN buffer holds no more."""
+    """1 to 64 bytes of UTF-8 without a control character: a firmware's CN buffer holds
+    no more, and the modem's attribute string takes no control character."""
     # when
     error = _refused(_keygen, subject=subject)
     # then
@@ -248,7 +249,8 @@ def test_any_subject_is_either_carried_exactly_or_refused_as_bad_payload(subject
     """Whatever text the subject is, a keygen either round trips it or says bad_payload."""
     # given
     fits = 1 <= len(subject.encode(errors="replace")) <= SUBJECT_MAX_BYTES
-    if not (fits and subject.isprintable()):
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in subject)
+    if not fits or controls or any(0xD800 <= ord(c) <= 0xDFFF for c in subject):
         # then: refused, as bad_payload
         assert _refused(_keygen, subject=subject).reason is Reason.BAD_PAYLOAD
         return
