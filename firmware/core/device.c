@@ -193,8 +193,12 @@ int cf_device_boot(struct cf_device *dev)
 	struct cf_state *st = &dev->state;
 	int err = 0;
 
+	/* a keygen cut before its key was made makes it again (its subject is kept) */
+	if (st->stage_phase == CF_STAGE_MAKING_KEY) {
+		err = cf_make_key(dev, NULL);
+	}
 	/* a stage cut while writing is undone (its credentials are not kept in flash) */
-	if (st->stage_phase == CF_STAGE_WRITING) {
+	if (err == 0 && st->stage_phase == CF_STAGE_WRITING) {
 		cf_pend_delete(st, st->stage_tag);
 		cf_drop_stage(st);
 		err = cf_device_persist(dev);

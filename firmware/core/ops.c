@@ -48,7 +48,7 @@ void cf_report_stage(struct cf_device *dev, enum cf_phase phase, enum cf_reason 
 	cf_report_begin(dev, NULL, phase, reason, detail);
 	memcpy(dev->report.rollout_id, dev->state.undo_rid, dev->state.undo_rid_len);
 	dev->report.seq = dev->state.stage_seq;
-	dev->report.op = dev->state.stage_phase == CF_STAGE_KEYGEN ? CF_OP_KEYGEN : CF_OP_STAGE;
+	dev->report.op = dev->state.stage_phase >= CF_STAGE_KEYGEN ? CF_OP_KEYGEN : CF_OP_STAGE;
 }
 
 int cf_reconnect(struct cf_device *dev)
@@ -191,6 +191,11 @@ static int modem_refused(struct cf_device *dev, const struct cf_bundle *b, uint3
 	memcpy(detail + at + digits, ")", 2);
 #endif
 	cf_report_begin(dev, b, CF_PHASE_REJECTED, CF_REASON_MODEM_ERROR, detail);
+	if (b == NULL) { /* a keygen made again after a reboot: its bundle is gone */
+		memcpy(dev->report.rollout_id, dev->state.undo_rid, dev->state.undo_rid_len);
+		dev->report.seq = dev->state.stage_seq;
+		dev->report.op = CF_OP_KEYGEN;
+	}
 	cf_publish(dev);
 	return err;
 }
@@ -284,9 +289,6 @@ int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b)
 	const struct Bundle_payload *p = &b->p;
 	const uint32_t tag = (uint32_t)p->Bundle_payload_tag.Bundle_payload_tag;
 	const struct zcbor_string *subject = &p->Bundle_payload_subject.Bundle_payload_subject;
-	const struct cf_keystore *ks = &dev->ports.keystore;
-	char csr[CF_CSR_FIELD_MAX_BYTES + 1]; /* on the stack while it is reported */
-	size_t csr_len = 0;
 
 	/* intent: the tag's items go and a key is made; the record returns to this identity */
 	open_stage(st, b, tag);
@@ -294,25 +296,35 @@ int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b)
 	st->undo_identity = 1;
 	st->undo_had_identity = st->has_identity;
 	st->undo_prev_identity = st->identity_tag;
-	st->stage_phase = CF_STAGE_WRITING;
+	st->stage_phase = CF_STAGE_MAKING_KEY;
 	st->stage_tag = tag;
 	st->stage_seq = p->Bundle_payload_seq;
 	st->commit_by = p->Bundle_payload_commit_by.Bundle_payload_commit_by;
 	st->n_stage_active = 0;
+	st->subject_len = (uint8_t)subject->len;
+	memcpy(st->subject, subject->value, subject->len);
 	int err = cf_device_persist(dev);
-	if (err == 0) {
-		err = offline_deletes(dev);
-	}
+	return err != 0 ? err : cf_make_key(dev, b);
+}
+
+int cf_make_key(struct cf_device *dev, const struct cf_bundle *b)
+{
+	struct cf_state *st = &dev->state;
+	const struct cf_keystore *ks = &dev->ports.keystore;
+	char csr[CF_CSR_FIELD_MAX_BYTES + 1]; /* on the stack while it is reported */
+	size_t csr_len = 0;
+	int err = offline_deletes(dev);
+
 	if (err != 0) {
 		return err;
 	}
-	int made = ks->keygen(ks->ctx, tag, (const char *)subject->value, subject->len,
-			      p->Bundle_payload_seq, csr, sizeof(csr), &csr_len);
+	int made = ks->keygen(ks->ctx, st->stage_tag, st->subject, st->subject_len, st->stage_seq,
+			      csr, sizeof(csr), &csr_len);
 	if (made == 0 && (csr_len >= sizeof(csr) || !csr_field_valid(csr, csr_len))) {
 		made = -EBADMSG; /* not what %KEYGEN answers: the key is not used */
 	}
 	if (made != 0) {
-		return modem_refused(dev, b, tag, made);
+		return modem_refused(dev, b, st->stage_tag, made);
 	}
 	if ((err = ks->set_online(ks->ctx, true)) != 0) {
 		return err;
@@ -323,7 +335,7 @@ int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b)
 		return err;
 	}
 	csr[csr_len] = '\0';
-	cf_report_begin(dev, b, CF_PHASE_CSR, CF_REASON_OK, "");
+	cf_report_stage(dev, CF_PHASE_CSR, CF_REASON_OK, ""); /* the bundle's rid, seq, op */
 	dev->report.csr = csr;
 	cf_publish(dev);
 	dev->report.csr = NULL;

@@ -63,12 +63,13 @@ static bool state_sane(const struct cf_state *st)
 	return st->n_active >= 1 && st->n_active <= CF_TAG_LIST_MAX && st->n_signers >= 1 &&
 	       st->n_signers <= CF_SIGNERS_MAX && st->n_stage_active <= CF_TAG_LIST_MAX &&
 	       st->n_undo_previous <= CF_TAG_LIST_MAX && st->undo_rid_len <= CF_RID_MAX_BYTES &&
-	       st->n_pending_delete <= CF_TAG_LIST_MAX + 1 && st->stage_phase <= CF_STAGE_KEYGEN &&
+	       st->n_pending_delete <= CF_TAG_LIST_MAX + 1 && st->stage_phase <= CF_STAGE_MAKING_KEY &&
 	       st->undo_kind <= CF_UNDO_COMMIT && st->commit_unproven <= 1 &&
 	       st->retire_unproven <= 1 && st->n_retire_previous <= CF_TAG_LIST_MAX &&
 	       st->n_retire_tags <= CF_TAG_LIST_MAX && st->n_probe_tags <= CF_TAG_LIST_MAX &&
 	       st->probe_host_len <= CF_PROBE_HOST_MAX_BYTES && st->has_identity <= 1 &&
-	       st->stage_identity <= 1 && st->undo_identity <= 1 && st->undo_had_identity <= 1;
+	       st->stage_identity <= 1 && st->undo_identity <= 1 && st->undo_had_identity <= 1 &&
+	       st->subject_len <= CF_SUBJECT_MAX_BYTES;
 }
 
 /* A format-1 frame: the state before the identity, which it loads as none. */

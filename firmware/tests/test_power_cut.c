@@ -5,7 +5,8 @@
  * no delete left pending), and a stage cut before its probe passed leaves nothing in
  * the spare tag. The identity scenarios (issue 14) start from a device with an
  * identity: it always presents one whose tag holds a certificate and key, and the
- * spare identity tag keeps nothing unless a keygen record or the identity names it.
+ * spare identity tag keeps nothing unless a keygen record or the identity names it; a
+ * keygen cut before its key was made makes it after the reboot and reports its CSR.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -217,6 +218,52 @@ static void test_written_stage_is_probed_after_a_reboot(void **state)
 	assert_true(written_cuts >= 1);
 }
 
+/* A keygen cut after its intent, before its key was made, makes it after the reboot and
+ * reports its `csr` then (protocol.md §13: no CSR was reported, none is lost). */
+static void test_keygen_cut_before_its_key_makes_it_after_a_reboot(void **state)
+{
+	(void)state;
+	static struct cf_device peek;
+	int making_cuts = 0;
+
+	for (int cut = 1; cut < 20; cut++) {
+		jmp_buf power_cut;
+		with_identity = true;
+		init(false);
+		with_identity = false;
+		h.world.power_cut = &power_cut;
+		h.world.steps = 0;
+		h.world.cut_at = cut;
+		bool cut_happened = setjmp(power_cut) != 0;
+		if (!cut_happened) {
+			run(identity_scenarios[0]); /* i-keygen */
+		}
+		h.world.cut_at = 0;
+		struct cf_device_ports ports = fake_ports(&h.world);
+		assert_int_equal(cf_device_init(&peek, h.ctx.device_id, &ports), 0);
+		if (cut_happened && peek.state.stage_phase == CF_STAGE_MAKING_KEY) {
+			making_cuts++;
+			size_t before = h.world.n_reports;
+			harness_reboot(&h);
+			assert_int_equal(h.world.n_reports, before + 1);
+			const struct cf_report *r = &h.world.reports[before];
+			assert_int_equal(r->phase, CF_PHASE_CSR);
+			assert_int_equal(r->op, CF_OP_KEYGEN);
+			assert_int_equal(r->seq, h.ctx.last_seq + 1);
+			assert_string_equal(r->rollout_id, "r-1");
+			assert_non_null(r->csr);
+			assert_int_equal(h.dev.state.stage_phase, CF_STAGE_KEYGEN);
+			assert_true(fake_keystore_has(&h.world, IDENTITY_TAG, 2));
+			harness_assert_trust_works(&h);
+		}
+		fake_world_free(&h.world);
+		if (!cut_happened) {
+			break;
+		}
+	}
+	assert_true(making_cuts >= 2); /* before going offline, and before %KEYGEN */
+}
+
 /* A cut before any port call of any op ends, after a reboot, with a working trust set. */
 static void test_power_cut_at_every_step(void **state)
 {
@@ -252,6 +299,7 @@ int main(void)
 		cmocka_unit_test(test_port_failure_at_every_step),
 		cmocka_unit_test(test_power_cut_at_every_identity_step),
 		cmocka_unit_test(test_written_stage_is_probed_after_a_reboot),
+		cmocka_unit_test(test_keygen_cut_before_its_key_makes_it_after_a_reboot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,6 +54,8 @@ enum cf_stage_phase {
 	CF_STAGE_HEALTHY,    /**< the probe passed; waiting for commit until commit_by */
 	CF_STAGE_KEYGEN,     /**< identity: the key is made and the CSR reported; waiting
 			      *   for the certificate's stage until commit_by */
+	CF_STAGE_MAKING_KEY, /**< identity, intent: the tag's items deleted, a key made (a
+			      *   reboot makes it again from the subject kept here) */
 };
 
 /** The one undo record of contract v2. */
@@ -116,6 +118,9 @@ struct cf_state {
 	/* the undo record is an identity one, and whether the device had an identity before */
 	uint8_t undo_identity;
 	uint8_t undo_had_identity;
+	/* the keygen's subject, so a reboot before its key was made makes it again */
+	uint8_t subject_len;
+	char subject[CF_SUBJECT_MAX_BYTES];
 };
 
 /** The ports a device runs on. */
