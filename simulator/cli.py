@@ -17,9 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from simulator.fleet import IdentityProvisioning
-
 from simulator.cli_options import (
     FAULTS,
     FaultPlan,
@@ -29,6 +26,9 @@ from simulator.cli_options import (
     parse_faults,
     write_attestation_keys,
 )
+
+if TYPE_CHECKING:
+    from simulator.fleet import IdentityProvisioning
 
 __all__ = ["FAULTS", "simulate"]
 
