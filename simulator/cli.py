@@ -323,18 +323,21 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         elif run_scale_processes(spec, processes=processes, duration=duration, on_ready=ready):
             raise _fail("a simulator process ended with an error; see its log above")
         return
-    agents = build_fleet(
-        count=devices,
-        ca_chain=ca_chain,
-        sec_tag=tag,
-        id_prefix=id_prefix,
-        broker=broker,
-        topics=topics,
-        signers=signers,
-        faults=faults,
-        identity=identity,
-        fleet_seed=fleet_seed,
-        device_faults=plan.by_device,
-        key_escrow=KeyEscrowFile(key_escrow) if key_escrow is not None else None,
-    )
+    try:
+        agents = build_fleet(
+            count=devices,
+            ca_chain=ca_chain,
+            sec_tag=tag,
+            id_prefix=id_prefix,
+            broker=broker,
+            topics=topics,
+            signers=signers,
+            faults=faults,
+            identity=identity,
+            fleet_seed=fleet_seed,
+            device_faults=plan.by_device,
+            key_escrow=KeyEscrowFile(key_escrow) if key_escrow is not None else None,
+        )
+    except (ModemError, ValueError) as exc:
+        raise _fail(f"cannot provision the devices: {exc}") from None
     asyncio.run(run_fleet(agents, duration=duration))

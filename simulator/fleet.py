@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,7 +23,7 @@ from orchestrator.protocol import CredentialType, Topics
 from simulator.agent import BrokerAddress, DeviceAgent
 from simulator.attestation import DEFAULT_FLEET_SEED
 from simulator.firmware import Firmware
-from simulator.modem import FunctionalMode, KeyEscrow, Modem
+from simulator.modem import FunctionalMode, KeyEscrow, Modem, ModemError
 from simulator.pki import IssuedCA, issue_client_cert
 from simulator.probe import Prober, uncached_probe
 
@@ -101,6 +102,19 @@ class _Factory:
         return self.faults | self.device_faults.get(n, frozenset())
 
 
+def _check_identity(modem: Modem, tag: int, device: str) -> None:
+    """The factory's identity must work: a P-256 key the modem can use, of the certificate."""
+    try:
+        held = modem.client_identity(tag)
+    except ModemError as exc:
+        raise ValueError(f"{device}: the identity key is not a P-256 private key ({exc})") from None
+    certified = x509.load_pem_x509_certificate(held.certificate_pem).public_key()
+    if not isinstance(certified, ec.EllipticCurvePublicKey) or (
+        certified.public_numbers() != held.key.public_key().public_numbers()
+    ):
+        raise ValueError(f"{device}: the identity certificate is not of its key")
+
+
 def provisioned_modem(
     ca_chain: bytes,
     sec_tag: int,
@@ -119,6 +133,7 @@ def provisioned_modem(
         certificate, key_pem = identity.identity_of(device_id)
         modem.write(identity.tag, CredentialType.CLIENT_CERT, certificate)
         modem.write(identity.tag, CredentialType.CLIENT_KEY, key_pem)  # kept inside from now on
+        _check_identity(modem, identity.tag, device_id)
     return modem
 
 

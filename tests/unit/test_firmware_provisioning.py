@@ -156,3 +156,19 @@ def test_given_identities_are_installed_as_they_are(tmp_path: Path) -> None:
     assert first.modem.client_identity(44).key.private_numbers() == key.private_numbers()
     assert second.modem.read(44, CredentialType.CLIENT_CERT) != certificate
     assert second.client_identity() is not None
+
+
+def test_a_given_identity_whose_certificate_is_not_of_its_key_is_refused() -> None:
+    """The factory checks the pair: a device that could never connect is not built."""
+    # given
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    certificate = issue_client_cert(
+        DEVICE_CA, "f-00000", other.public_key(), not_before=NOW, not_after=NOW + timedelta(days=3)
+    ).public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    identity = IdentityProvisioning(None, given={"f-00000": (certificate, key_pem)})
+    # when / then
+    with pytest.raises(ValueError, match="not of its key"):
+        _fleet(1, identity=identity)
