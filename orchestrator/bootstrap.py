@@ -22,6 +22,7 @@ from orchestrator.adapters.issuers import (
 )
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_connection import command_retry, socket_options
+from orchestrator.adapters.redis_crl import RedisCrlPublications
 from orchestrator.adapters.redis_identity import RedisIdentityStore
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
@@ -125,6 +126,11 @@ class Container:
         return RedisIdentityStore(self.redis)
 
     @cached_property
+    def crl_publications(self) -> RedisCrlPublications:
+        """The CRL's last publish and the debounce of refreshes."""
+        return RedisCrlPublications(self.redis)
+
+    @cached_property
     def issuer(self) -> Issuer | None:
         """The certificate issuer of identity rotations (None: not configured)."""
         return issuer_from_settings(self.settings)
@@ -173,6 +179,7 @@ class Container:
             identity=self.identity,
             issuer=issuer,
             attestation=self.attestation_keys,
+            publications=self.crl_publications,
         )
 
     def crl_deps(self) -> CrlDeps:
@@ -191,6 +198,7 @@ class Container:
             publisher=self.crl_publisher,
             metrics=self.metrics,
             next_update_seconds=self.settings.crl_next_update_seconds,
+            publications=self.crl_publications,
         )
 
     def push_deps(self) -> PushDeps:

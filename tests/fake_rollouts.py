@@ -349,6 +349,8 @@ class RecordingTasks:
     """`RolloutTasks` that records what the engine enqueues instead of running it."""
 
     calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+    refresh_countdowns: list[float] = field(default_factory=list)
+    """The countdown of each `refresh_crl` enqueued."""
 
     def start_rollout(self, rollout_id: str) -> None:
         self.calls.append(("start_rollout", (rollout_id,)))
@@ -379,8 +381,9 @@ class RecordingTasks:
     def revoke_identities(self, rollout_id: str, device_ids: Sequence[str]) -> None:
         self.calls.append(("revoke_identities", (rollout_id, list(device_ids))))
 
-    def refresh_crl(self) -> None:
+    def refresh_crl(self, *, countdown: float = 0) -> None:
         self.calls.append(("refresh_crl", ()))
+        self.refresh_countdowns.append(countdown)
 
     def named(self, name: str) -> list[tuple[object, ...]]:
         """The arguments of every call of `name`, in order."""

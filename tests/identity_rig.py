@@ -39,6 +39,8 @@ __all__ = [
     "CA_TAG",
     "IDENTITY_TAG",
     "SPARE_TAG",
+    "FakeCrl",
+    "FakeCrlPublications",
     "FakeIssuer",
     "IdentityEngine",
     "identity_spec",
@@ -141,6 +143,27 @@ class FakeCrl:
 
     def publish(self, pem: bytes) -> None:
         self.published.append(pem)
+
+
+@dataclass
+class FakeCrlPublications:
+    """`CrlPublications` in memory; `claim_refresh` holds for `ttl_ms` of `clock` seconds."""
+
+    published: tuple[str, float] | None = None
+    clock: float = 0.0
+    claimed_until: float = -1.0
+
+    def last_published(self) -> tuple[str, float] | None:
+        return self.published
+
+    def record_published(self, digest: str, at: float) -> None:
+        self.published = (digest, at)
+
+    def claim_refresh(self, ttl_ms: int) -> bool:
+        if self.clock < self.claimed_until:
+            return False
+        self.claimed_until = self.clock + ttl_ms / 1000
+        return True
 
 
 @dataclass

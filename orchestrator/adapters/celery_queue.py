@@ -163,14 +163,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                     "expires": settings.endpoint_check_seconds,
                 },
             },
-            # The CRL is signed again well before its nextUpdate: a broker holding an
-            # expired CRL refuses every client certificate.
+            # The CRL is signed again well before its nextUpdate (a broker holding an
+            # expired CRL refuses every client certificate): beat asks every quarter of
+            # its lifetime, and it is published once half of it is over.
             "refresh-crl": {
                 "task": TASK_REFRESH_CRL,
-                "schedule": settings.crl_next_update_seconds / 2,
+                "schedule": settings.crl_next_update_seconds / 4,
                 "options": {
                     "queue": QUEUE_OF[TASK_REFRESH_CRL],
-                    "expires": settings.crl_next_update_seconds / 2,
+                    "expires": settings.crl_next_update_seconds / 4,
                 },
             },
             # Identity rotations are planned on the scan's clock: a scan classifies the
@@ -261,6 +262,6 @@ class CeleryTaskQueue:
         """Enqueue `revoke_identities`."""
         self._send(TASK_REVOKE_IDENTITIES, rollout_id, list(device_ids))
 
-    def refresh_crl(self) -> None:
-        """Enqueue `refresh_crl`."""
-        self._send(TASK_REFRESH_CRL)
+    def refresh_crl(self, *, countdown: float = 0) -> None:
+        """Enqueue `refresh_crl` (with a countdown: the coalesced refresh of a burst)."""
+        self._send(TASK_REFRESH_CRL, countdown=countdown)

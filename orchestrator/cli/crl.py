@@ -22,13 +22,14 @@ crl_app = typer.Typer(
 
 @crl_app.command("refresh")
 def refresh(as_json: JsonFlag = False) -> None:
-    """Sign the CRL of every revoked certificate not yet expired and publish it now."""
+    """Sign the CRL of every revoked certificate not yet expired and publish it now (even
+    when it lists what the last one listed)."""
     with connected() as container:
         if container.crl_publisher is None:
             raise fail("no CRL is configured: set CERTFLEET_CRL_FILE (see docs/operations.md)")
         where = str(container.settings.crl_file)
         try:
-            entries = refresh_crl(container.crl_deps(), now=utcnow())
+            entries = refresh_crl(container.crl_deps(), now=utcnow(), force=True)
         except OSError as exc:
             raise fail(f"cannot write the CRL {where}: {exc}") from None
     if entries < 0:

@@ -11,7 +11,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.domain.identity import IssuedCertificate, RevokedCertificate
 
-__all__ = ["AttestationKeys", "CrlPublisher", "CrlSigner", "IdentityStore", "Issuer"]
+__all__ = [
+    "AttestationKeys",
+    "CrlPublications",
+    "CrlPublisher",
+    "CrlSigner",
+    "IdentityStore",
+    "Issuer",
+]
 
 
 class Issuer(Protocol):
@@ -62,6 +69,27 @@ class CrlPublisher(Protocol):
         Raises:
             OSError: the CRL could not be written (the old one stays in place).
         """
+        ...
+
+
+class CrlPublications(Protocol):
+    """What was last published of the CRL, and the debounce of refreshes (Redis).
+
+    A publish makes the broker reload (SIGHUP), which Mosquitto 2.0 does not always survive
+    while clients come and go: certfleet publishes only a changed CRL, or one half through
+    its lifetime, and coalesces the refreshes a burst of revocations asks for.
+    """
+
+    def last_published(self) -> tuple[str, float] | None:
+        """(digest of the revoked serials it listed, when, epoch seconds) of the last publish."""
+        ...
+
+    def record_published(self, digest: str, at: float) -> None:
+        """Remember the CRL just published."""
+        ...
+
+    def claim_refresh(self, ttl_ms: int) -> bool:
+        """True for the first caller in `ttl_ms` (who enqueues the one coalesced refresh)."""
         ...
 
 

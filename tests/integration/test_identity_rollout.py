@@ -75,6 +75,14 @@ class InlineTasks:
     """`RolloutTasks` that queues each call for the test to run (`pump`), in order."""
 
     queue: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+    later: list[tuple[float, str, tuple[object, ...]]] = field(default_factory=list)
+    """Tasks sent with a countdown that matters (the coalesced CRL refresh): (due, name, args)."""
+
+    def due(self) -> None:
+        """Move the tasks whose countdown is over to the queue."""
+        now = time.monotonic()
+        self.queue += [(name, args) for at, name, args in self.later if at <= now]
+        self.later = [entry for entry in self.later if entry[0] > now]
 
     def start_rollout(self, rollout_id: str) -> None:
         self.queue.append(("start_rollout", (rollout_id,)))
@@ -100,8 +108,8 @@ class InlineTasks:
     def revoke_identities(self, rollout_id: str, device_ids: object) -> None:
         self.queue.append(("revoke_identities", (rollout_id, list(device_ids))))  # type: ignore[call-overload]
 
-    def refresh_crl(self) -> None:
-        self.queue.append(("refresh_crl", ()))
+    def refresh_crl(self, *, countdown: float = 0) -> None:
+        self.later.append((time.monotonic() + countdown, "refresh_crl", ()))
 
 
 @dataclass
@@ -128,6 +136,7 @@ class Engine:
     def pump(self, *, limit: int = 500) -> None:
         """Run the queued tasks (and what they queue) now."""
         c, deps = self.container, self.deps
+        self.tasks.due()
         for _ in range(limit):
             if not self.tasks.queue:
                 return
@@ -379,7 +388,12 @@ async def _rotate(
             return rollout is not None and rollout.ended
 
         await _until(ended, timeout=90, what="the rollout to end", engine=engine)
-        await asyncio.to_thread(engine.pump)
+        await _until(
+            lambda: not engine.tasks.later and not engine.tasks.queue,
+            timeout=30,
+            what="the coalesced CRL refresh",
+            engine=engine,
+        )
         # every device connected again and told its identity (the one it ended with)
         await _until(
             lambda: (

@@ -46,7 +46,7 @@ from orchestrator.domain.rollout_states import (
 )
 from orchestrator.logs import get_logger
 from orchestrator.ports import CredentialLibrary, InventoryStore
-from orchestrator.ports.identity import AttestationKeys, IdentityStore, Issuer
+from orchestrator.ports.identity import AttestationKeys, CrlPublications, IdentityStore, Issuer
 from orchestrator.protocol.bundle import decode_payload
 from orchestrator.protocol.cose import Sign1Message
 from orchestrator.services.bundles import BundleBody, identity_stage_body, issue_bundle
@@ -77,6 +77,8 @@ class IdentityDeps:
     identity: IdentityStore
     issuer: Issuer
     attestation: AttestationKeys
+    publications: CrlPublications | None = None
+    """The CRL's last publish and refresh debounce (None: each revocation asks a refresh)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ the old certificate of a device that retired it (`superseded`), the new one of a
 that rolled back, failed its probe or fell back (`cessation_of_operation`: it was never
 used for good). Each is first recorded in certfleet's own list (`IdentityStore.add_revoked`,
 the CRL's content, by serial: a repeat changes nothing) and a CRL refresh is asked for when
-anything was new; then the issuer is told, where it keeps revocations (CFSSL). An issuer
-away raises `IssuerUnavailableError`: the task retries, and the CRL already lists them.
+anything was new (coalesced with the other revocations of the next seconds: `ask_refresh`);
+then the issuer is told, where it keeps revocations (CFSSL). An issuer away raises
+`IssuerUnavailableError`: the task retries, and the CRL already lists them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography import x509
 from orchestrator.domain.errors import IssuerRefusedError
 from orchestrator.domain.identity import RevokedCertificate
 from orchestrator.logs import get_logger
+from orchestrator.services.identity.crl import ask_refresh
 from orchestrator.services.identity.issue import IdentityDeps
 from orchestrator.services.rollout.deps import RolloutTasks, count, load
 from orchestrator.services.rollout.identity_steps import REVOKE_NEW, REVOKE_OLD
@@ -100,7 +102,7 @@ def revoke_identities(
         return 0
     new = deps.identity.add_revoked([r.entry for r in revocations])
     if new:
-        tasks.refresh_crl()
+        ask_refresh(deps.publications, tasks)
         count(deps.push.metrics, REVOKED_METRIC, {}, new)
     for revocation in revocations:
         try:

@@ -68,7 +68,7 @@ class RolloutTasks(Protocol):
         """identity.rotate: revoke the certificates the devices no longer use."""
         ...
 
-    def refresh_crl(self) -> None:
+    def refresh_crl(self, *, countdown: float = 0) -> None:
         """Sign and publish the CRL of every revoked certificate not yet expired."""
         ...
 
