@@ -263,6 +263,7 @@ static int client_create(struct cf_host_mqtt *m)
 	if (m->mosq == NULL) {
 		return -ENOMEM;
 	}
+	mosquitto_threaded_set(m->mosq, true); /* our network thread, not mosquitto_loop_start */
 	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
@@ -275,6 +276,41 @@ static int client_create(struct cf_host_mqtt *m)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/*
+ * The network thread. libmosquitto's own (mosquitto_loop_start) ends for good on a
+ * "fatal" error, a TLS error among them, which is what a TLS broker going away can give:
+ * the device would never connect again. This one runs the loop again after a pause,
+ * which reconnects, until network_stop (set before mosquitto_disconnect, which ends the
+ * loop and interrupts its waits).
+ */
+static void *network_main(void *arg)
+{
+	struct cf_host_mqtt *m = arg;
+
+	while (!m->network_stop) {
+		mosquitto_loop_forever(m->mosq, 1000, 1);
+		for (int i = 0; i < 10 && !m->network_stop; i++) {
+			struct timespec pause = {0, 100 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		}
+	}
+	return NULL;
+}
+
+static int network_start(struct cf_host_mqtt *m)
+{
+	m->network_stop = false;
+	return pthread_create(&m->network, NULL, network_main, m) == 0 ? 0 : -EIO;
+}
+
+/* Disconnect and end the network thread. */
+static void network_end(struct cf_host_mqtt *m)
+{
+	m->network_stop = true;
+	mosquitto_disconnect_v5(m->mosq, 0, NULL);
+	pthread_join(m->network, NULL);
 }
 
 static int connect_broker(struct cf_host_mqtt *m)
@@ -301,8 +337,7 @@ static int reconnect(void *ctx, const uint32_t *tags, size_t n, const uint32_t *
 
 	m->has_identity = identity != NULL;
 	m->identity_tag = identity != NULL ? *identity : 0;
-	mosquitto_disconnect_v5(m->mosq, 0, NULL);
-	mosquitto_loop_stop(m->mosq, false);
+	network_end(m);
 	mosquitto_destroy(m->mosq);
 	pthread_mutex_lock(&m->lock);
 	m->connected = false;
@@ -311,10 +346,10 @@ static int reconnect(void *ctx, const uint32_t *tags, size_t n, const uint32_t *
 		return -ECONNREFUSED; /* no CA chain to validate the broker with */
 	}
 	if (connect_broker(m) != MOSQ_ERR_SUCCESS) {
-		mosquitto_loop_start(m->mosq); /* keep trying in the background */
+		network_start(m); /* keep trying in the background */
 		return -ECONNREFUSED;
 	}
-	mosquitto_loop_start(m->mosq);
+	network_start(m);
 	deadline_in(&deadline, m->ack_timeout_ms);
 	pthread_mutex_lock(&m->lock);
 	while (!m->connected && err == 0) {
@@ -361,13 +396,12 @@ int cf_host_mqtt_start(struct cf_host_mqtt *m, const char *host, int port, const
 	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
 		return -ECONNREFUSED;
 	}
-	return mosquitto_loop_start(m->mosq) == MOSQ_ERR_SUCCESS ? 0 : -EIO;
+	return network_start(m);
 }
 
 void cf_host_mqtt_stop(struct cf_host_mqtt *m)
 {
-	mosquitto_disconnect_v5(m->mosq, 0, NULL);
-	mosquitto_loop_stop(m->mosq, false);
+	network_end(m);
 	mosquitto_destroy(m->mosq);
 }
 

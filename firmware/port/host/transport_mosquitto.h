@@ -36,6 +36,8 @@ struct cf_host_mqtt {
 	char ca_path[CF_HOST_PATH_MAX + 16]; /**< the CA chains the broker is validated with */
 	bool has_identity;	/**< the connection presents the client certificate of: */
 	uint32_t identity_tag;
+	pthread_t network;  /**< runs libmosquitto's loop, again after a fatal error */
+	volatile bool network_stop;
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
 	bool connected;

@@ -1,0 +1,224 @@
+"""C devices rotate their identities through the whole certfleet stack: `make -C firmware
+e2e-identity`.
+
+Real Redis; a Mosquitto with a plain listener for certfleet's services and the shipped
+mutual-TLS device listener (require_certificate, use_identity_as_username, the shipped
+ACL, `crlfile`: tests/mtls.py); certfleet's listener, Celery worker and beat with the
+device CA as local issuer, the CRL file and the broker's pid to reload it, and the C
+devices' attestation keys (derived from the fleet seed and each id, as `certfleet-device
+--fleet-seed` derives them). One `certfleet-device --devices N --tls` process: each
+device leaves the factory with a client certificate of the device CA (CN = its id) and
+its key in sec_tag 44, and connects presenting it.
+
+What must hold: an identity.rotate (44 -> 45) of every device completes; certfleet's
+inventory names identity tag 45 for each, the old certificates' serials are in the CRL
+the broker reads, a client presenting an old certificate is refused by the broker while
+every device is connected again after that CRL took effect (so with its new
+certificate), and no device's new private key is in any log of the run.
+
+Usage: e2e_c_identity.py BINARY WORKDIR [C_DEVICES] (default 20).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.protocol.cose import key_id
+from simulator.attestation import attestation_keys_json
+from simulator.pki import IssuedCert
+from simulator.services import start_redis
+from tests.mtls import (
+    ACCEPTED,
+    MtlsBroker,
+    device_identity,
+    make_pki,
+    start_mtls_broker,
+    try_connect,
+)
+from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
+
+FLEET_SEED = "c-identity-e2e"
+OLD_TAG, NEW_TAG, CA_TAG = 44, 45, 42
+
+
+def signer_option(key_file: Path) -> str:
+    """`--signer` for certfleet's signing key: what `certfleet keys export-public` gives."""
+    public = serialization.load_pem_private_key(key_file.read_bytes(), None).public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise SystemExit(f"{key_file} is not an EC key")
+    point = public.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return f"{key_id(public).hex()}:{point.hex()}"
+
+
+def device_ids(count: int) -> list[str]:
+    return [f"cdev-{n:05d}" for n in range(count)]
+
+
+def run_json(env: dict[str, str], *args: str) -> Any:
+    done = subprocess.run(  # noqa: S603 -- the project's own CLI
+        certfleet(*args, "--json"), env=env, capture_output=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"certfleet {' '.join(args)}: {done.stderr.decode()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def factory_identities(broker: MtlsBroker, ids: list[str], folder: Path) -> dict[str, IssuedCert]:
+    """Each device's factory identity as `--identity 44={id}.pem,{id}.key` reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for device in ids:
+        identity = device_identity(broker.pki.device_ca, device)
+        (folder / f"{device}.pem").write_bytes(identity.pem)
+        (folder / f"{device}.key").write_bytes(identity.key_pem)
+        made[device] = identity
+    return made
+
+
+def start_c_fleet(binary: str, base: Path, broker: MtlsBroker, count: int, logs: Path) -> Proc:
+    ids_dir = base / "identities"
+    argv = [binary, "--dir", str(base / "c-fleet"), "--devices", str(count), "--tls"]
+    argv += ["--host", "127.0.0.1", "--port", str(broker.device_port), "--active", str(CA_TAG)]
+    argv += [
+        "--ca",
+        f"{CA_TAG}={broker.pki.server_ca_file}",
+        "--signer",
+        signer_option(base / "signing-key.pem"),
+    ]
+    argv += ["--identity", f"{OLD_TAG}={ids_dir}/{{id}}.pem,{ids_dir}/{{id}}.key"]
+    argv += ["--fleet-seed", FLEET_SEED, "--probe-timeout-ms", "5000"]
+    return start("c-fleet", argv, env=dict(os.environ), log_dir=logs)
+
+
+def unrevoked(broker: MtlsBroker, old: dict[str, IssuedCert]) -> list[str]:
+    """The devices whose old certificate the CRL file does not list yet."""
+    crl = x509.load_pem_x509_crl(broker.pki.crl_file.read_bytes())
+    revoked = {entry.serial_number for entry in crl}
+    return [d for d, cert in old.items() if cert.certificate.serial_number not in revoked]
+
+
+def check_rotated(client: redis.Redis, broker: MtlsBroker, old: dict[str, IssuedCert]) -> None:
+    """Inventory on 45, an old certificate refused by the broker."""
+    for device in old:
+        tag = client.hget(f"certfleet:inv:dev:{device}", "_identity")
+        if tag != str(NEW_TAG):
+            raise SystemExit(f"{device}: inventory identity tag {tag}, not {NEW_TAG}")
+    first = next(iter(old))
+    refused = try_connect(broker, old[first].pem, old[first].key_pem, client_id=first)
+    if refused == ACCEPTED:
+        raise SystemExit("the broker accepted an old, revoked certificate")
+    print(f"  the broker refuses {first}'s old certificate: {refused}")
+
+
+def check_keys_unseen(base: Path, logs: Path) -> None:
+    """No new private key (the 45-2 items) in any log of the run."""
+    recorded = "".join(path.read_text(errors="replace") for path in logs.glob("*"))
+    recorded += (base / "broker" / "mosquitto.log").read_text(errors="replace")
+    for key_file in (base / "c-fleet").glob(f"*/keystore/{NEW_TAG}-2"):
+        body = "".join(key_file.read_text().strip().splitlines()[1:-1])
+        if body[:48] in recorded:
+            raise SystemExit(f"a private key ({key_file}) appears in a log")
+
+
+def main(binary: str, base: Path, count: int) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    logs = base / "logs"
+    logs.mkdir()
+    redis_service = start_redis(base / "redis")
+    broker = start_mtls_broker(base / "broker", make_pki(base / "pki"))
+    ids = device_ids(count)
+    attestation = base / "attestation-keys.json"
+    attestation.write_text(json.dumps(attestation_keys_json(ids, FLEET_SEED)))
+    generate_key_file(base / "signing-key.pem")
+    env = {
+        **broker.settings_env(issuer=True),
+        "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
+        "CERTFLEET_SIGNING_KEY_FILE": str(base / "signing-key.pem"),
+        "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
+        "CERTFLEET_LOG_FORMAT": "json",
+        "CERTFLEET_ATTESTATION_KEYS_FILE": str(attestation),
+        "CERTFLEET_IDENTITY_TAGS": f"{OLD_TAG},{NEW_TAG}",
+        "CERTFLEET_IDENTITY_PROBE": f"127.0.0.1:{broker.device_port}",
+    }
+    old = factory_identities(broker, ids, base / "identities")
+    client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
+    procs: list[Proc] = []
+    try:
+        procs.append(start("listener", certfleet("listener"), env=env, log_dir=logs))
+        wait_until(lambda: "listener_subscribed" in procs[0].log(), timeout=30, what="listener")
+        procs.append(celery_worker(logs, env))
+        procs.append(
+            start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat"], env=env, log_dir=logs)
+        )
+        procs.append(start_c_fleet(binary, base, broker, count, logs))
+        wait_until(
+            lambda: all(client.hget(f"certfleet:inv:dev:{d}", "_identity") for d in ids),
+            timeout=90,
+            what="every C device stated its identity",
+        )
+        selection = base / "devices.txt"
+        selection.write_text("\n".join(ids) + "\n")
+        reloads = broker.reloads()
+        created = run_json(
+            env, "rollout", "create", "--kind", "identity.rotate",
+            "--probe", f"127.0.0.1:{broker.device_port}", "--select", f"file:{selection}",
+            "--waves", "10%,100%", "--bake", "2", "--device-timeout", "60",
+        )  # fmt: skip
+        rollout_id = str(created["id"])
+
+        def final() -> dict[str, Any] | None:
+            status = run_json(env, "rollout", "status", rollout_id)
+            ended = ("completed", "completed_with_timeouts", "rolled_back", "aborted")
+            return status if status["state"] in ended else None
+
+        status = wait_until(final, timeout=240, interval=1.0, what=f"{rollout_id} to end")
+        if status["state"] != "completed":
+            raise SystemExit(f"rollout {rollout_id} ended {status['state']}: {status}")
+        wait_until(lambda: broker.reloads() > reloads, timeout=30, what="the CRL reloaded")
+        wait_until(
+            lambda: not unrevoked(broker, old), timeout=60, what="every old certificate in the CRL"
+        )
+        # a broker restart: every device connects anew, under the CRL that revokes its old
+        # certificate, so each one that gets in presents its new one
+        mark = broker.restart()
+        wait_until(
+            lambda: {c for c, _ in broker.usernames(since=mark)} >= set(ids),
+            timeout=90,
+            what="every C device connected again after the restart",
+        )
+        check_rotated(client, broker, old)
+        check_keys_unseen(base, logs)
+    except (SystemExit, TimeoutError):
+        for proc in procs:
+            print(f"--- {proc.name}\n{proc.log()[-2000:]}", file=sys.stderr)
+        raise
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        client.close()
+        broker.stop()
+        redis_service.stop()
+    print(f"e2e_c_identity: {count} C devices rotated 44 -> 45 through certfleet over mutual TLS;")
+    print("  inventory on 45, old certificates in the CRL and refused, every device back after a")
+    print("  broker restart (so with its new certificate), the new keys in no log")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20)
