@@ -1,0 +1,449 @@
+"""The whole certfleet stack for identity rotations, on the parts a deployment runs.
+
+Redis; a Mosquitto with a plain listener for certfleet's services and the shipped
+mutual-TLS device listener (require_certificate, use_identity_as_username, the shipped
+ACL, `crlfile`; `tests/mtls.py`); a real `cfssl serve` as the issuer, which also signed
+the devices' factory certificates (valid 10 days, so its database can revoke them);
+certfleet's listener, Celery worker and beat; fleets of simulated devices
+(`tests/e2e/identity_fleet.py`, which records every private key a modem holds); a
+witness subscribed to `#` on the plain listener and a Redis MONITOR, so a test can search
+everything the run recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from paho.mqtt.enums import CallbackAPIVersion
+
+from orchestrator.adapters.file_signer import generate_key_file
+from simulator.attestation import make_csr
+from simulator.cli_options import write_attestation_keys
+from simulator.fleet import device_id
+from simulator.services import LocalService, start_redis, wait_for_port
+from tests.cfssl import CfsslServer, start_cfssl
+from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
+from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
+
+__all__ = ["FleetSpec", "Identity", "IdentityStack", "running_identity_stack"]
+
+CA_TAG: Final = 42
+OLD_TAG, NEW_TAG = 44, 45
+FLEET_SEED: Final = "identity-e2e"
+FACTORY_PROFILE: Final = {
+    "expiry": "240h",
+    "usages": ["digital signature", "key agreement", "client auth"],
+}
+"""CFSSL signs the factory identities with this profile: they expire in 10 days."""
+
+
+RELOAD_WITNESS: Final = """
+import signal, sys, time
+out = open(sys.argv[1], "a")
+def reloaded(*_):
+    out.write("SIGHUP\\n")
+    out.flush()
+signal.signal(signal.SIGHUP, reloaded)
+while True:
+    time.sleep(3600)
+"""
+"""A process that appends a line to a file for each SIGHUP: where certfleet's CRL reload goes."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """A fleet: id prefix, how many devices, and faults by device number."""
+
+    prefix: str
+    count: int
+    faults: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    foreign_keys: Mapping[int, int] = field(default_factory=dict)
+    """Device n's keygen answers with the factory key of device m (a key seen on another)."""
+
+    def ids(self) -> list[str]:
+        return [device_id(self.prefix, n) for n in range(self.count)]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A factory identity the test made: the certificate (from CFSSL) and its key."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def serial(self) -> int:
+        return x509.load_pem_x509_certificate(self.cert_pem).serial_number
+
+
+class Witness:
+    """A client on the services' listener subscribed to `#`: every MQTT message, kept."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.on_connect = lambda c, *_: c.subscribe("#", qos=1)
+        self._client.on_subscribe = lambda *_: self._ready.set()
+        self._client.connect(host, port)
+        self._client.loop_start()
+        assert self._ready.wait(10), "the witness did not subscribe"
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload)))
+
+    def seen(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+class RedisMonitor:
+    """Every command Redis executes (MONITOR), appended to a file: Celery's task messages
+    pass through Redis and are gone once consumed, so a search needs their record."""
+
+    def __init__(self, url: str, out: Path) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._out = out
+        self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Raw lines: Redis writes each command escaped (sdscatrepr: printable ASCII as is,
+        # other bytes as \\xhh), which the search renders its patterns into as well.
+        with (
+            contextlib.suppress(redis.ConnectionError, OSError, ValueError),
+            self._out.open("ab") as out,
+            self._client.monitor() as monitor,  # type: ignore[no-untyped-call]  # redis-py's
+        ):
+            while True:
+                out.write(bytes(monitor.connection.read_response()) + b"\n")
+                out.flush()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass
+class IdentityStack:
+    env: dict[str, str]
+    redis: redis.Redis
+    redis_url: str
+    broker: MtlsBroker
+    cfssl: CfsslServer
+    dir: Path
+    logs: Path
+    procs: list[Proc]
+    witness: Witness
+    identities: dict[str, Identity]
+    """Each device's factory identity (the test made the key, CFSSL signed it)."""
+    keys_files: list[Path]
+    """Where the fleets record every private key their modems held."""
+    outputs: list[bytes] = field(default_factory=list)
+    """Everything the CLI printed to the test."""
+
+    # -- the CLI ---------------------------------------------------------------------------
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run(
+            certfleet(*args), env=self.env, capture_output=True, timeout=timeout, check=False
+        )
+        self.outputs += [done.stdout, done.stderr]
+        return done
+
+    def json(self, *args: str) -> Any:
+        done = self.run(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def rotate(self, devices: Sequence[str], *args: str) -> str:
+        """`rollout create --kind identity.rotate` of `devices` (44 -> 45), probing the
+        device listener."""
+        selection = self.dir / f"select-{len(self.outputs)}.txt"
+        selection.write_text("\n".join(devices) + "\n")
+        created = self.json(
+            "rollout",
+            "create",
+            "--kind",
+            "identity.rotate",
+            "--probe",
+            f"127.0.0.1:{self.broker.device_port}",
+            "--select",
+            f"file:{selection}",
+            *args,
+        )
+        return str(created["id"])
+
+    def wait_final(self, rollout_id: str, timeout: float = 120) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            status = self.json("rollout", "status", rollout_id)
+            ended = ("completed", "completed_with_timeouts", "rolled_back")
+            return status if status["state"] in ended else None
+
+        return wait_until(final, timeout=timeout, interval=1.0, what=f"{rollout_id} to end")
+
+    def log(self, rollout_id: str) -> list[dict[str, str]]:
+        return list(self.json("rollout", "log", rollout_id))
+
+    # -- what Redis holds ------------------------------------------------------------------
+
+    def device_states(self, rollout_id: str) -> dict[str, str]:
+        found = self.redis.hgetall(f"certfleet:ro:{{{rollout_id}}}:dev")
+        return {str(device): str(state) for device, state in found.items()}
+
+    def identity_tag(self, device: str) -> int | None:
+        raw = self.redis.hget(f"certfleet:inv:dev:{device}", "_identity")
+        return int(raw) if raw else None
+
+    def client_certificate(self, device: str, tag: int) -> x509.Certificate | None:
+        """The type-1 item of `tag` in the device's inventory, from the credential library."""
+        item = self.redis.hget(f"certfleet:inv:dev:{device}", f"{tag}:1")
+        if item is None:
+            return None
+        pem = self.redis.hget("certfleet:lib", json.loads(item)["sha256"])
+        return x509.load_pem_x509_certificate(str(pem).encode()) if pem else None
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def restart_broker(self) -> int:
+        """Stop mosquitto and start it again on the same config: every device must connect
+        anew, and the broker reads the CRL as it is now. Returns the broker log's length
+        before the restart (what connected since is after it)."""
+        old = self.broker.service
+        mark = len(old.log_file.read_text(errors="replace"))
+        old.stop()
+        config = old.workdir / "mosquitto.conf"
+        with (old.workdir / "mosquitto.out").open("ab") as out:
+            process = subprocess.Popen(
+                [str(Path(_mosquitto())), "-c", str(config)],
+                cwd=old.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.broker.service = LocalService(
+            "mosquitto", old.host, old.port, process, old.workdir, old.log_file
+        )
+        for port in (old.port, self.broker.device_port):
+            wait_for_port("127.0.0.1", port, timeout=15, process=process)
+        return mark
+
+    def crl_reloads(self) -> int:
+        """How many times certfleet asked for a CRL reload (SIGHUP to its reload pid)."""
+        signals = self.logs / "crl-reloads"
+        return signals.read_text().count("SIGHUP") if signals.exists() else 0
+
+    def connected_since(self, mark: int) -> set[str]:
+        """Usernames (certificate CNs) of the device connections logged after `mark`."""
+        from tests.mtls import CONNECTED_LINE  # noqa: PLC0415 -- the broker log's format
+
+        log = self.broker.service.log_file.read_text(errors="replace")[mark:]
+        return {username for _, username in CONNECTED_LINE.findall(log)}
+
+    @contextlib.contextmanager
+    def worker_with(self, overrides: Mapping[str, str]) -> Iterator[None]:
+        """Run the Celery worker with other settings (e.g. another issuer) for a while."""
+        worker = next(p for p in self.procs if p.name == "worker")
+        worker.stop()
+        self.procs.remove(worker)
+        other = celery_worker(self.logs, {**self.env, **overrides}, name="worker-other")
+        try:
+            yield
+        finally:
+            other.stop()
+            self.procs.append(other)
+            self.procs.append(celery_worker(self.logs, self.env, name="worker"))
+
+
+def _mosquitto() -> str:
+    from tests.mtls import mosquitto_binary  # noqa: PLC0415
+
+    return mosquitto_binary()
+
+
+def _cfssl_sign(server: CfsslServer, csr_pem: bytes, profile: str) -> bytes:
+    request = urllib.request.Request(  # noqa: S310 -- the test's own cfssl, over loopback http
+        f"{server.url}/api/v1/cfssl/sign",
+        data=json.dumps({"certificate_request": csr_pem.decode(), "profile": profile}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- loopback http
+        body = json.loads(answer.read())
+    assert body["success"], body
+    return str(body["result"]["certificate"]).encode()
+
+
+def _factory_identities(server: CfsslServer, devices: Sequence[str]) -> dict[str, Identity]:
+    """A P-256 key per device (made by the test) and its 10-day certificate from CFSSL."""
+    made: dict[str, Identity] = {}
+    for device in devices:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.load_der_x509_csr(make_csr(key, device)).public_bytes(serialization.Encoding.PEM)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        made[device] = Identity(_cfssl_sign(server, csr, "factory"), key_pem)
+    return made
+
+
+def _start_cfssl(base: Path, broker: MtlsBroker) -> CfsslServer:
+    """CFSSL with the broker's device CA, and a `factory` profile of 10 days."""
+    server = start_cfssl(base / "cfssl", broker.pki.device_ca)
+    config_file = server.workdir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["signing"]["profiles"]["factory"] = FACTORY_PROFILE
+    config_file.write_text(json.dumps(config))
+    server.stop()
+    return server.start()
+
+
+def _start_fleet(
+    stack_env: dict[str, str],
+    base: Path,
+    logs: Path,
+    spec: FleetSpec,
+    *,
+    identities: Mapping[str, Identity],
+    broker: MtlsBroker,
+) -> tuple[Proc, Path]:
+    keys_out = base / f"keys-{spec.prefix.rstrip('-')}.pem"
+    spec_file = base / f"fleet-{spec.prefix.rstrip('-')}.json"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "prefix": spec.prefix,
+                "count": spec.count,
+                "ca_file": str(broker.pki.server_ca_file),
+                "tag": CA_TAG,
+                "identity_tag": OLD_TAG,
+                "identities": {
+                    d: {
+                        "cert": identities[d].cert_pem.decode(),
+                        "key": identities[d].key_pem.decode(),
+                    }
+                    for d in spec.ids()
+                },
+                "faults": {str(n): list(f) for n, f in spec.faults.items()},
+                "foreign_keys": {str(n): m for n, m in spec.foreign_keys.items()},
+                "broker_port": broker.device_port,
+                "fleet_seed": FLEET_SEED,
+                "keys_out": str(keys_out),
+            }
+        )
+    )
+    spec_file.chmod(0o600)
+    argv = [sys.executable, "-m", "tests.e2e.identity_fleet", str(spec_file)]
+    return start(f"fleet-{spec.prefix.rstrip('-')}", argv, env=stack_env, log_dir=logs), keys_out
+
+
+@contextlib.contextmanager
+def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[IdentityStack]:
+    """Everything running, every fleet connected over mutual TLS with its factory identity."""
+    redis_service = start_redis(base / "redis")
+    redis_url = f"redis://{redis_service.host}:{redis_service.port}/0"
+    broker = start_mtls_broker(base / "broker", make_pki(base / "pki"), persistent=True)
+    logs = base / "logs"
+    logs.mkdir()
+    monitor = RedisMonitor(redis_url, logs / "redis-monitor.log")
+    cfssl = _start_cfssl(base, broker)
+    all_ids = [d for spec in fleets for d in spec.ids()]
+    attestation_keys = base / "attestation-keys.json"
+    write_attestation_keys(attestation_keys, all_ids, FLEET_SEED)
+    signing_key = base / "signing-key.pem"
+    generate_key_file(signing_key)
+    env = {
+        **broker.settings_env(issuer=False),
+        "CERTFLEET_REDIS_URL": redis_url,
+        "CERTFLEET_SIGNING_KEY_FILE": str(signing_key),
+        "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
+        "CERTFLEET_LOG_FORMAT": "json",
+        "CERTFLEET_ISSUER": "cfssl",
+        "CERTFLEET_ISSUER_URL": cfssl.url,
+        "CERTFLEET_ISSUER_PROFILE": "device",
+        "CERTFLEET_ISSUER_TIMEOUT_SECONDS": "2",
+        "CERTFLEET_CRL_CA_CERT_FILE": str(cfssl.ca_cert_file),
+        "CERTFLEET_CRL_CA_KEY_FILE": str(cfssl.ca_key_file),
+        "CERTFLEET_ATTESTATION_KEYS_FILE": str(attestation_keys),
+        "CERTFLEET_IDENTITY_TAGS": f"{OLD_TAG},{NEW_TAG}",
+        "CERTFLEET_IDENTITY_PROBE": f"127.0.0.1:{broker.device_port}",
+    }
+    # Mosquitto 2.0.11 crashes when SIGHUP comes while mutual-TLS devices with sessions
+    # reconnect (they do, on each commit and retire): certfleet signals a stand-in that
+    # counts its reloads, and the test restarts the broker to apply the CRL.
+    reload_witness = start(
+        "crl-reload",
+        [sys.executable, "-c", RELOAD_WITNESS, str(logs / "crl-reloads")],
+        env={},
+        log_dir=logs,
+    )
+    (base / "crl-reload.pid").write_text(f"{reload_witness.process.pid}\n")
+    env["CERTFLEET_CRL_RELOAD_PID_FILE"] = str(base / "crl-reload.pid")
+    identities = _factory_identities(cfssl, all_ids)
+    client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
+    procs: list[Proc] = [reload_witness]
+    witness = Witness("127.0.0.1", broker.port)
+    try:
+        listener = start("listener", certfleet("listener"), env=env, log_dir=logs)
+        procs.append(listener)
+        wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="listener")
+        procs.append(celery_worker(logs, env))
+        procs.append(
+            start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat"], env=env, log_dir=logs)
+        )
+        keys_files = []
+        for spec in fleets:
+            proc, keys_out = _start_fleet(
+                env, base, logs, spec, identities=identities, broker=broker
+            )
+            procs.append(proc)
+            keys_files.append(keys_out)
+        wait_until(
+            lambda: all(client.hget(f"certfleet:inv:dev:{d}", "_identity") for d in all_ids),
+            timeout=90,
+            what="every device reported its identity",
+        )
+        yield IdentityStack(
+            env,
+            client,
+            redis_url,
+            broker,
+            cfssl,
+            base,
+            logs,
+            procs,
+            witness,
+            identities,
+            keys_files,
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.stop(signal.SIGTERM)
+        witness.close()
+        cfssl.stop()
+        client.close()
+        broker.stop()
+        monitor.close()
+        redis_service.stop()

@@ -1,0 +1,531 @@
+"""Device identity rotation end to end (issue 14): real Redis, Mosquitto with the shipped
+mutual-TLS device listener and `crlfile`, a real `cfssl serve`, certfleet's listener, Celery
+worker and beat, and 130 simulated devices presenting factory certificates that CFSSL
+signed and that expire in 10 days (`tests/e2e/identity_stack.py`).
+
+Each scenario runs its rollout in a module-scoped fixture and its test checks the outcome,
+so the last test (nothing recorded holds a private key) sees every scenario's records
+whatever runs first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from simulator.pki import make_ca
+from tests.cfssl import cfssl_installed
+from tests.e2e.identity_stack import (
+    NEW_TAG,
+    OLD_TAG,
+    FleetSpec,
+    IdentityStack,
+    running_identity_stack,
+)
+from tests.mtls import try_connect
+from tests.procs import wait_until
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not cfssl_installed(), reason="cfssl is not installed (golang-cfssl)"),
+]
+
+ROTATE = FleetSpec("rot-", 100)
+REFUSED_CSRS = {
+    1: "csr_wrong_subject",
+    2: "csr_key_reused",
+    3: "csr_bad_signature",
+    4: "csr_bad_attestation",
+    5: "csr_key_reused",
+}
+CSRS = FleetSpec(
+    "csr-",
+    10,
+    {
+        1: ["csr-wrong-subject"],
+        2: ["csr-reused-key"],
+        3: ["csr-bad-signature"],
+        4: ["attestation-forged"],
+        5: ["csr-reused-key"],
+    },
+    foreign_keys={5: 6},
+)
+DOWN = FleetSpec("down-", 10)
+CANARY = FleetSpec("bad-", 10)
+FLEETS = (ROTATE, CSRS, DOWN, CANARY)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityStack]:
+    with running_identity_stack(tmp_path_factory.mktemp("identity"), FLEETS) as s:
+        yield s
+
+
+def _policy(*waves: str, timeout: int = 60, max_failure: str = "10%") -> tuple[str, ...]:
+    return (
+        "--waves",
+        ",".join(waves),
+        "--bake",
+        "2",
+        "--advance",
+        "auto",
+        "--max-failure",
+        max_failure,
+        "--min-sample",
+        "1",
+        "--device-timeout",
+        str(timeout),
+    )
+
+
+def _summary(status: dict[str, Any]) -> str:
+    """A rollout's state and the counts that are not zero, for an assertion's message."""
+    totals = {state: n for state, n in status["totals"].items() if n}
+    return f"{status['state']} {totals} failed: {status.get('failed_devices')}"
+
+
+def _crl_serials(stack: IdentityStack) -> set[int]:
+    crl = x509.load_pem_x509_crl(stack.broker.pki.crl_file.read_bytes())
+    return {revoked.serial_number for revoked in crl}
+
+
+def _cfssl_serials_for(stack: IdentityStack, device: str) -> set[int]:
+    """The serials of every certificate CFSSL signed for `CN=device`."""
+    with sqlite3.connect(stack.cfssl.db_file) as db:
+        rows = db.execute("SELECT pem FROM certificates").fetchall()
+    pems = [p.encode() if isinstance(p, str) else bytes(p) for (p,) in rows]
+    certificates = [x509.load_pem_x509_certificate(p) for p in pems]
+    return {c.serial_number for c in certificates if c.subject.rfc4514_string() == f"CN={device}"}
+
+
+def _keeps_factory_identity(stack: IdentityStack, device: str) -> None:
+    """Inventory: the identity tag in use is still 44 with the factory certificate; the
+    broker still accepts that certificate and key."""
+    assert stack.identity_tag(device) == OLD_TAG, device
+    certificate = stack.client_certificate(device, OLD_TAG)
+    assert certificate is not None, device
+    assert certificate.serial_number == stack.identities[device].serial, device
+    factory = stack.identities[device]
+    assert try_connect(stack.broker, factory.cert_pem, factory.key_pem, client_id=device) == (
+        "accepted"
+    ), device
+
+
+# -- 1. 100 devices rotate to CFSSL certificates ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rotation(stack: IdentityStack) -> dict[str, Any]:
+    """Waves 10%,50%,100% of the 100 `rot-` devices; then the broker restarts, so every
+    device connects again under the CRL that revokes the old certificates."""
+    rollout_id = stack.rotate(ROTATE.ids(), *_policy("10%", "50%", "100%"))
+    status = stack.wait_final(rollout_id, timeout=150)
+    old = {d: stack.identities[d].serial for d in ROTATE.ids()}
+    # The revocations and the CRL run after each retire; certfleet asks for a reload.
+    wait_until(
+        lambda: set(old.values()) <= _crl_serials(stack),
+        timeout=60,
+        what="every old certificate in the CRL",
+    )
+    wait_until(
+        lambda: set(old.values()) <= set(stack.cfssl.revocations()),
+        timeout=60,
+        what="every old certificate revoked at CFSSL",
+    )
+    reloads = stack.crl_reloads()
+    states_before = len(stack.witness.seen())
+    mark = stack.restart_broker()
+    wait_until(
+        lambda: set(ROTATE.ids()) <= stack.connected_since(mark),
+        timeout=90,
+        what="every device connected to the restarted broker",
+    )
+    return {
+        "id": rollout_id,
+        "status": status,
+        "old": old,
+        "reloads": reloads,
+        "mark": mark,
+        "states_before": states_before,
+    }
+
+
+def test_100_devices_rotate_to_cfssl_certificates_and_reconnect_with_them(
+    stack: IdentityStack, rotation: dict[str, Any]
+) -> None:
+    status = rotation["status"]
+    assert status["state"] == "completed", _summary(status)
+    assert [w["size"] for w in status["waves"]] == [10, 40, 50]
+    assert status["totals"]["retired"] == ROTATE.count, status["totals"]
+    assert set(stack.device_states(rotation["id"]).values()) == {"retired"}
+    issued = stack.cfssl.issued()
+    device_ca = stack.broker.pki.device_ca.certificate.subject
+    for device in ROTATE.ids():
+        assert stack.identity_tag(device) == NEW_TAG, device
+        assert stack.client_certificate(device, OLD_TAG) is None, device
+        new = stack.client_certificate(device, NEW_TAG)
+        assert new is not None, device
+        assert new.serial_number in issued, device
+        assert new.serial_number != rotation["old"][device], device
+        assert new.issuer == device_ca, device
+        assert new.subject.rfc4514_string() == f"CN={device}", device
+        assert new.not_valid_after_utc > datetime.now(UTC) + timedelta(days=300), device
+
+
+def test_the_old_certificates_are_revoked_and_refused_by_the_broker(
+    stack: IdentityStack, rotation: dict[str, Any]
+) -> None:
+    old_serials = set(rotation["old"].values())
+    assert old_serials <= _crl_serials(stack)
+    revocations = stack.cfssl.revocations()
+    assert all(revocations[s] == 4 for s in old_serials)  # 4: superseded
+    assert rotation["reloads"] >= 1, "certfleet asked for a CRL reload (SIGHUP)"
+    for device in ROTATE.ids():
+        factory = stack.identities[device]
+        refused = try_connect(stack.broker, factory.cert_pem, factory.key_pem, client_id=device)
+        assert refused == "certificate_revoked", (device, refused)
+
+
+def test_after_the_restart_every_device_is_known_by_its_new_certificate(
+    stack: IdentityStack, rotation: dict[str, Any]
+) -> None:
+    """The broker, reading a CRL of every old certificate, let each device in under its own
+    name (use_identity_as_username) and delivered its fresh state naming identity tag 45:
+    only an unrevoked certificate of the device CA for that CN gets that far, and the device
+    holds no other (its old one is retired, and refused above)."""
+    assert set(ROTATE.ids()) <= stack.connected_since(rotation["mark"])
+
+    def fresh_states() -> set[str] | None:
+        seen: set[str] = set()
+        for topic, payload in stack.witness.seen()[rotation["states_before"] :]:
+            parts = topic.split("/")
+            if (
+                len(parts) == 3
+                and parts[2] == "state"
+                and parts[1].startswith(ROTATE.prefix)
+                and json.loads(payload).get("identity_tag") == NEW_TAG
+            ):
+                seen.add(parts[1])
+        return seen if seen >= set(ROTATE.ids()) else None
+
+    wait_until(fresh_states, timeout=30, what="a fresh state from every device")
+
+
+# -- 2. refused CSRs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refused(stack: IdentityStack) -> dict[str, Any]:
+    rollout_id = stack.rotate(CSRS.ids(), *_policy("100%", max_failure="50%"))
+    return {"id": rollout_id, "status": stack.wait_final(rollout_id, timeout=90)}
+
+
+def _refused_with_reason(stack: IdentityStack, refused: dict[str, Any], n: int) -> None:
+    """Device n ended csr_refused, its reason in the audit log; CFSSL signed nothing for it;
+    it keeps its factory identity."""
+    device = CSRS.ids()[n]
+    state = stack.device_states(refused["id"])[device]
+    assert state == "csr_refused", (device, state)
+    log = stack.log(refused["id"])
+    causes = [e["cause"] for e in log if e["subject"] == device and e["to"] == "csr_refused"]
+    assert len(causes) == 1, (device, causes)
+    assert REFUSED_CSRS[n] in causes[0], (device, causes)
+    assert stack.client_certificate(device, NEW_TAG) is None, device
+    assert _cfssl_serials_for(stack, device) == {stack.identities[device].serial}, device
+    _keeps_factory_identity(stack, device)
+
+
+def test_csrs_with_a_wrong_subject_a_reused_key_or_a_bad_signature_get_no_certificate(
+    stack: IdentityStack, refused: dict[str, Any]
+) -> None:
+    """A wrong subject, the key of the device's own certificate, a broken self-signature
+    or an attestation by another key: csr_refused with that reason, the old identity kept;
+    the devices without a fault rotate."""
+    for n in (1, 2, 3, 4):
+        _refused_with_reason(stack, refused, n)
+    states = stack.device_states(refused["id"])
+    for n, device in enumerate(CSRS.ids()):
+        if n not in REFUSED_CSRS:
+            assert states[device] == "retired", (device, states[device])
+            assert stack.identity_tag(device) == NEW_TAG, device
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="check_csr refuses only keys claimed by a CSR or of the device's own certificate; "
+    "a key of another device's certificate in use still gets a certificate",
+)
+def test_a_csr_for_the_key_of_another_devices_certificate_gets_no_certificate(
+    stack: IdentityStack, refused: dict[str, Any]
+) -> None:
+    """Device 5 answers its keygen with device 6's factory key (a key certfleet has seen in
+    device 6's certificate): refused as reused. The rollout then ends with exactly the
+    refused devices unconfirmed (it completes only when every device retired)."""
+    _refused_with_reason(stack, refused, 5)
+    status = refused["status"]
+    assert status["state"] == "completed_with_timeouts", _summary(status)
+    refused_ids = {CSRS.ids()[n] for n in REFUSED_CSRS}
+    assert set(status["unconfirmed"]) == refused_ids, _summary(status)
+    assert all(w["state"] == "passed" for w in status["waves"]), status["waves"]
+    assert status["totals"]["csr_refused"] == len(REFUSED_CSRS)
+    assert status["totals"]["retired"] == CSRS.count - len(REFUSED_CSRS)
+
+
+# -- 4. the issuer down for the whole wave -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def issuer_down(stack: IdentityStack) -> dict[str, Any]:
+    """CFSSL stopped: the rollout runs into its device timeout; CFSSL back: a new rollout."""
+    stack.cfssl.stop()
+    try:
+        first = stack.rotate(DOWN.ids(), *_policy("100%", timeout=20, max_failure="100%"))
+        first_status = stack.wait_final(first, timeout=120)
+        first_states = stack.device_states(first)
+        kept = {d: stack.identity_tag(d) for d in DOWN.ids()}
+        kept_serials = {
+            d: getattr(stack.client_certificate(d, OLD_TAG), "serial_number", None)
+            for d in DOWN.ids()
+        }
+    finally:
+        stack.cfssl.start()
+    second = stack.rotate(DOWN.ids(), *_policy("100%"))
+    return {
+        "first": first,
+        "first_status": first_status,
+        "first_states": first_states,
+        "kept": kept,
+        "kept_serials": kept_serials,
+        "second_status": stack.wait_final(second, timeout=120),
+    }
+
+
+def test_the_issuer_down_times_out_every_device_on_its_old_identity_then_a_new_rollout_finishes(
+    stack: IdentityStack, issuer_down: dict[str, Any]
+) -> None:
+    first = issuer_down["first_status"]
+    assert first["state"] in {"completed_with_timeouts", "rolled_back"}, first
+    assert sum(first["totals"].values()) == DOWN.count
+    assert set(issuer_down["first_states"]) == set(DOWN.ids())
+    assert set(issuer_down["first_states"].values()) <= {"timed_out", "rolled_back"}, issuer_down[
+        "first_states"
+    ]
+    assert set(issuer_down["kept"].values()) == {OLD_TAG}
+    assert issuer_down["kept_serials"] == {d: stack.identities[d].serial for d in DOWN.ids()}
+    worker_logs = "".join(p.read_text(errors="replace") for p in stack.logs.glob("worker*.log"))
+    assert re.search(r"issue_identities\[[^\]]+\] retry", worker_logs), "the issuer was retried"
+    second = issuer_down["second_status"]
+    assert second["state"] == "completed", second
+    assert second["totals"]["retired"] == DOWN.count
+    for device in DOWN.ids():
+        assert stack.identity_tag(device) == NEW_TAG, device
+        new = stack.client_certificate(device, NEW_TAG)
+        assert new is not None, device
+        assert new.serial_number in stack.cfssl.issued(), device
+
+
+# -- 3. a canary whose new identity the broker refuses ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_canary(stack: IdentityStack) -> dict[str, Any]:
+    """The worker issues from a local CA the broker does not trust, for this rollout only."""
+    rogue = make_ca(
+        "not the broker's device CA",
+        not_before=datetime.now(UTC) - timedelta(days=1),
+        not_after=datetime.now(UTC) + timedelta(days=400),
+    )
+    cert_file, key_file = stack.dir / "rogue-ca.pem", stack.dir / "rogue-ca-key.pem"
+    cert_file.write_bytes(rogue.pem)
+    key_file.write_bytes(
+        rogue.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    local = {
+        "CERTFLEET_ISSUER": "local",
+        "CERTFLEET_ISSUER_CA_CERT_FILE": str(cert_file),
+        "CERTFLEET_ISSUER_CA_KEY_FILE": str(key_file),
+    }
+    with stack.worker_with(local):
+        rollout_id = stack.rotate(CANARY.ids(), *_policy("1", "100%"))
+        status = stack.wait_final(rollout_id, timeout=120)
+    return {"id": rollout_id, "status": status}
+
+
+def test_a_canary_refused_by_the_broker_aborts_and_every_device_keeps_a_working_identity(
+    stack: IdentityStack, bad_canary: dict[str, Any]
+) -> None:
+    status = bad_canary["status"]
+    assert status["state"] == "rolled_back", status
+    canary = status["waves"][0]
+    assert canary["size"] == 1, canary
+    assert canary["state"] == "failed", canary
+    assert all(w["state"] == "pending" for w in status["waves"][1:]), status["waves"]
+    log = stack.log(bad_canary["id"])
+    assert any("identity_refused" in e["cause"] for e in log if e["to"] == "health_failed"), log
+    for device in CANARY.ids():
+        _keeps_factory_identity(stack, device)
+
+
+# -- 5. no private key anywhere ----------------------------------------------------------------
+
+
+def _private_keys(stack: IdentityStack) -> list[ec.EllipticCurvePrivateKey]:
+    """Every key a modem held: the factory ones the test made and every %KEYGEN's."""
+    keys: dict[int, ec.EllipticCurvePrivateKey] = {}
+    for path in stack.keys_files:
+        for pem in re.findall(
+            rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", path.read_bytes(), re.S
+        ):
+            key = serialization.load_pem_private_key(pem, password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            keys[key.private_numbers().private_value] = key
+    for identity in stack.identities.values():
+        key = serialization.load_pem_private_key(identity.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        keys[key.private_numbers().private_value] = key
+    return list(keys.values())
+
+
+def _redis_repr(data: bytes) -> bytes:
+    """How Redis's MONITOR writes bytes (sdscatrepr)."""
+    escapes = {
+        0x5C: b"\\\\",
+        0x22: b'\\"',
+        0x0A: b"\\n",
+        0x0D: b"\\r",
+        0x09: b"\\t",
+        0x07: b"\\a",
+        0x08: b"\\b",
+    }
+    return b"".join(
+        escapes.get(c) or (bytes([c]) if 0x20 <= c < 0x7F else b"\\x%02x" % c) for c in data
+    )
+
+
+def _forms(key: ec.EllipticCurvePrivateKey) -> tuple[list[bytes], list[bytes]]:
+    """(binary forms, text forms) of a key: the raw scalar (in every DER and PEM too), as
+    Redis's MONITOR escapes it; its hex, decimal, and base64/base64url at each alignment
+    (a PEM or base64 DER holds one of them)."""
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    texts = [
+        scalar.hex().encode(),
+        scalar.hex().upper().encode(),
+        str(int.from_bytes(scalar)).encode(),
+    ]
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + scalar)
+        core = encoded[(pad * 4 + 2) // 3 + 1 : -3]
+        texts += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
+    return [scalar, _redis_repr(scalar)], texts
+
+
+def _redis_everything(stack: IdentityStack) -> bytes:
+    import redis  # noqa: PLC0415
+
+    client: Any = redis.Redis.from_url(stack.redis_url)  # bytes in, bytes out
+    parts: list[bytes] = []
+    try:
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            parts += [key, client.dump(key) or b""]
+            if kind == "string":
+                parts.append(client.get(key) or b"")
+            elif kind == "hash":
+                parts += [b for pair in client.hgetall(key).items() for b in pair]
+            elif kind == "list":
+                parts += client.lrange(key, 0, -1)
+            elif kind == "set":
+                parts += list(client.smembers(key))
+            elif kind == "zset":
+                parts += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+            elif kind == "stream":
+                parts += [
+                    v for _, entry in client.xrange(key) for pair in entry.items() for v in pair
+                ]
+    finally:
+        client.close()
+    return b"\n".join(parts)
+
+
+def _recorded(stack: IdentityStack) -> dict[str, bytes]:
+    """Everything the run recorded, by where it came from."""
+    broker_dir = stack.broker.service.workdir
+    files = [
+        *stack.logs.iterdir(),
+        *(broker_dir / n for n in ("mosquitto.log", "mosquitto.out", "mosquitto.db")),
+        stack.broker.pki.crl_file,
+        stack.cfssl.db_file,
+        stack.cfssl.workdir / "cfssl.log",
+    ]
+    found = {str(p.relative_to(stack.dir)): p.read_bytes() for p in files if Path(p).is_file()}
+    found["redis"] = _redis_everything(stack)
+    found["mqtt"] = b"\n".join(t.encode() + b" " + p for t, p in stack.witness.seen())
+    found["cli"] = b"\n".join(stack.outputs)
+    return found
+
+
+def test_no_private_key_is_in_any_message_log_redis_key_or_report(
+    stack: IdentityStack,
+    rotation: dict[str, Any],
+    refused: dict[str, Any],
+    issuer_down: dict[str, Any],
+    bad_canary: dict[str, Any],
+) -> None:
+    for rollout in (rotation["id"], refused["id"], bad_canary["id"]):
+        stack.run("rollout", "report", rollout)
+    keys = _private_keys(stack)
+    keygens = sum(
+        1 for e in stack.log(rotation["id"]) + stack.log(refused["id"]) if e["to"] == "csr"
+    )
+    assert len(keys) >= sum(f.count for f in FLEETS) + keygens, "every key the modems held"
+    recorded = _recorded(stack)
+    assert recorded["mqtt"]
+    assert recorded["redis"]
+    assert "logs/worker.log" in recorded
+    # The search finds a key where one is: its PEM as a JSON log writes it, its DER, its
+    # raw scalar as Redis's MONITOR writes it, its hex.
+    control = keys[0]
+    scalar = control.private_numbers().private_value.to_bytes(32, "big")
+    pem = control.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    der = control.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    for planted in (json.dumps({"k": pem.decode()}).encode(), der, _redis_repr(scalar)):
+        assert _leaks([control], {"control": b"x" + planted + b"y"}), planted
+    assert _leaks([control], {"control": scalar.hex().encode()})
+    assert not _leaks(keys, recorded)
+
+
+def _leaks(keys: list[ec.EllipticCurvePrivateKey], recorded: dict[str, bytes]) -> list[str]:
+    """Where any form of any key occurs in what was recorded."""
+    text = {where: re.sub(rb"\\n|\\r|[\r\n]", b"", data) for where, data in recorded.items()}
+    found: list[str] = []
+    for key in keys:
+        binary, texts = _forms(key)
+        for where, data in recorded.items():
+            found += [f"{where}: raw scalar" for form in binary if form in data]
+            found += [f"{where}: text form" for form in texts if form in text[where]]
+    return found
