@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from collections.abc import Sequence
 
 import pytest
 from cryptography import x509
@@ -310,3 +311,47 @@ def test_the_key_of_the_identity_in_use_is_reused() -> None:
         current_certificate_pem=current,
     )
     assert isinstance(passed, CheckedCsr)
+
+
+def _with_holders(field: str, holders: dict[str, str], store: FakeIdentityStore) -> object:
+    asked: list[list[str]] = []
+
+    def key_holders(spkis: Sequence[str]) -> dict[str, str]:
+        asked.append(list(spkis))
+        return {spki: holders[spki] for spki in spkis if spki in holders}
+
+    result = check_csr(
+        field,
+        device_id=DEVICE,
+        rollout_id=ROLLOUT,
+        keygen_seq=SEQ,
+        keygen_tag=TAG,
+        attestation_keys=attested(),
+        identity_store=store,
+        key_holders=key_holders,
+    )
+    assert asked, "the check asks who holds the key"
+    return result
+
+
+@pytest.mark.parametrize(
+    ("holder", "says"), [("dev-0006", "device 'dev-0006'"), (DEVICE, "its own")]
+)
+def test_the_key_of_any_known_certificate_is_reused(holder: str, says: str) -> None:
+    """A CSR over the key of a client certificate a device reported (another device's factory
+    identity, or the device's own) gets no certificate, and claims nothing."""
+    store = FakeIdentityStore()
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG, key=P256)
+    result = _with_holders(made.field, {spki_sha256(P256.public_key()): holder}, store)
+    assert isinstance(result, RefusedCsr)
+    assert result.reason is CsrRefusal.KEY_REUSED
+    assert says in result.detail
+    assert store.keys == {}
+
+
+def test_a_key_no_certificate_holds_passes_the_holders_check() -> None:
+    """Holders of other keys do not refuse a fresh one."""
+    store = FakeIdentityStore()
+    made = keygen_field(DEVICE, seq=SEQ, tag=TAG)
+    result = _with_holders(made.field, {"00" * 32: "dev-0006"}, store)
+    assert isinstance(result, CheckedCsr)

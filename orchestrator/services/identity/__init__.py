@@ -4,6 +4,6 @@
 issue, revoke and CRL use cases build on it.
 """
 
-from orchestrator.services.identity.csr import CheckedCsr, RefusedCsr, check_csr
+from orchestrator.services.identity.csr import CheckedCsr, KeyHolders, RefusedCsr, check_csr
 
-__all__ = ["CheckedCsr", "RefusedCsr", "check_csr"]
+__all__ = ["CheckedCsr", "KeyHolders", "RefusedCsr", "check_csr"]

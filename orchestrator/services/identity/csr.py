@@ -11,10 +11,11 @@ it. certfleet gives it a certificate only if every check passes, in this order:
 5. when an attestation key is configured for the device: the attestation names that
    key (kid), its signature verifies, and it binds this device, the keygen bundle's seq
    and tag, and the SHA-256 of this CSR's DER;
-6. the public key is not the key of the device's current certificate (the identity in
-   use, which certfleet may never have claimed: a factory-provisioned one), and was
-   never seen before (`IdentityStore.claim_key`), checked last so that a CSR refused
-   for another reason does not use up its key. The claim names the device and the
+6. the public key is not the key of any client certificate certfleet knows of a device
+   (`key_holders`: the inventory's, factory-provisioned ones included, which certfleet
+   never claimed; the device's own current certificate as well), and was never seen
+   before (`IdentityStore.claim_key`), checked last so that a CSR refused for another
+   reason does not use up its key. The claim names the device and the
    rollout, so the same check run again (a retried task) passes, while the same key
    in another rollout (an old identity's key sent again) or from another device is
    refused.
@@ -25,6 +26,7 @@ log. Nothing in a CSR is secret, and no detail quotes more than its public parts
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,7 +40,11 @@ from orchestrator.domain.identity_keys import certificate_matches_key, spki_sha2
 from orchestrator.ports.identity import AttestationKeys, IdentityStore
 from orchestrator.protocol.keygen import KeygenError, parse_keygen_output, verify_attestation
 
-__all__ = ["CheckedCsr", "RefusedCsr", "check_csr"]
+__all__ = ["CheckedCsr", "KeyHolders", "RefusedCsr", "check_csr"]
+
+KeyHolders = Callable[[Sequence[str]], Mapping[str, str]]
+"""Which device's reported client certificate carries each of these keys (SPKI SHA-256
+hex), leaving out keys no certificate has: `InventoryStore.key_holders`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +171,7 @@ def _checked(
     attestation_keys: AttestationKeys,
     identity_store: IdentityStore,
     current_certificate_pem: str | None,
+    key_holders: KeyHolders | None,
 ) -> CheckedCsr:
     try:
         output = parse_keygen_output(csr_field)
@@ -190,6 +197,10 @@ def _checked(
         current_certificate_pem, digest
     ):
         raise _Refused(CsrRefusal.KEY_REUSED, "the key is the one of the identity in use")
+    holder = key_holders([digest]).get(digest) if key_holders is not None else None
+    if holder is not None:
+        whose = "its own" if holder == device_id else f"device {holder!r}'s"
+        raise _Refused(CsrRefusal.KEY_REUSED, f"the key is the one of {whose} certificate")
     if not identity_store.claim_key(digest, device_id, rollout_id):
         raise _Refused(CsrRefusal.KEY_REUSED, f"the public key {digest[:16]}… was seen before")
     return CheckedCsr(
@@ -210,11 +221,14 @@ def check_csr(
     attestation_keys: AttestationKeys,
     identity_store: IdentityStore,
     current_certificate_pem: str | None = None,
+    key_holders: KeyHolders | None = None,
 ) -> CheckedCsr | RefusedCsr:
     """Check a device's `csr` field (module docstring); claim its key if every check passes.
 
     `current_certificate_pem` is the device's certificate in use, when known: a CSR for its
-    key is a reused key even if certfleet never claimed it.
+    key is a reused key even if certfleet never claimed it. `key_holders` answers which
+    device's known client certificate has a key (`InventoryStore.key_holders`): a CSR for
+    any of them is a reused key too.
 
     Raises:
         StoreUnavailableError: the identity store is unreachable (nothing was claimed).
@@ -229,6 +243,7 @@ def check_csr(
             attestation_keys=attestation_keys,
             identity_store=identity_store,
             current_certificate_pem=current_certificate_pem,
+            key_holders=key_holders,
         )
     except _Refused as refused:
         return RefusedCsr(reason=refused.reason, detail=refused.detail)
