@@ -85,6 +85,7 @@ class FakeInventory:
         self._rejected: dict[str, int] = {}
         self._summary: str | None = None
         self._reports: dict[str, list[DeviceReport]] = {}
+        self._keys: dict[str, str] = {}
 
     def record_states(
         self,
@@ -92,10 +93,13 @@ class FakeInventory:
         *,
         received_at: datetime,
         pems: Sequence[Mapping[str, str]] = (),
+        keys: Sequence[Sequence[str]] = (),
     ) -> int:
         """Replace each device's items with its report unless a newer one is stored."""
         if pems and len(pems) != len(states):
             raise ValueError(f"{len(pems)} pem mappings for {len(states)} states")
+        if keys and len(keys) != len(states):
+            raise ValueError(f"{len(keys)} key lists for {len(states)} states")
         applied = 0
         for i, state in enumerate(states):
             previous = self._devices.get(state.device_id)
@@ -103,6 +107,8 @@ class FakeInventory:
                 continue
             if pems:
                 self.library.add(pems[i])
+            for key in keys[i] if keys else ():
+                self._keys.setdefault(key, state.device_id)
             self._devices[state.device_id] = _Device(
                 reported_at=state.reported_at,
                 received_at=received_at,
@@ -259,6 +265,10 @@ class FakeInventory:
                 )
             )
         return items
+
+    def key_holders(self, spki_sha256s: Sequence[str]) -> dict[str, str]:
+        """Of these client keys, those a reported certificate had, with the first device."""
+        return {k: self._keys[k] for k in spki_sha256s if k in self._keys}
 
     def identity_tags_of(self, device_ids: Sequence[str]) -> dict[str, int | None]:
         """Each device's identity tag (None where none was reported)."""

@@ -8,6 +8,8 @@ Layout (all keys under `certfleet:inv:`):
 - `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
 - `idexp:{sec_tag}` (zset): device id -> notAfter of its client certificate (type 1) in that
   tag (the identity index, `redis_inventory_identities`);
+- `keys` (hash): SHA-256 of a reported client certificate's SPKI -> the first device that
+  reported it (never forgotten: a key certfleet has seen in use gets no new certificate);
 - `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
 - `cadev:{sec_tag}:{sha256}` (set): the devices holding that CA chain in that tag;
 - `tags` (hash): sec_tag -> devices holding any item in it;
@@ -131,17 +133,21 @@ class RedisInventory(IdentityIndexReads):
         *,
         received_at: datetime,
         pems: Sequence[Mapping[str, str]] = (),
+        keys: Sequence[Sequence[str]] = (),
     ) -> int:
         """Apply reports in one round trip; older reports than the stored are ignored.
 
         A state's `pems` are HSETNX'd into the library by the same script, only when
         the state is applied, so a stale state adds nothing, and each device's share
         of the library stays within `LIBRARY_SHARE_MAX` (the oldest evicted, counted).
+        Its client `keys` join `keys` (client key -> first device) the same way.
         """
         if not states:
             return 0
         if pems and len(pems) != len(states):
             raise ValueError(f"{len(pems)} pem mappings for {len(states)} states")
+        if keys and len(keys) != len(states):
+            raise ValueError(f"{len(keys)} key lists for {len(states)} states")
         pipe = self._redis.pipeline(transaction=False)
         received = repr(received_at.timestamp())
         for i in range(0, len(states), SCRIPT_CHUNK):
@@ -154,6 +160,7 @@ class RedisInventory(IdentityIndexReads):
                     list(pems[i + j].items()) if pems else [],
                     str(state.protocol_version),
                     str(state.identity_tag) if state.identity_tag is not None else "",
+                    list(keys[i + j]) if keys else [],
                 ]
                 for j, state in enumerate(states[i : i + SCRIPT_CHUNK])
             ]

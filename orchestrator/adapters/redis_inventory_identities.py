@@ -1,5 +1,10 @@
 """The inventory's identity index in Redis: the devices' client certificates (type 1).
 
+`certfleet:inv:keys` (hash): the SHA-256 of each reported client certificate's
+SubjectPublicKeyInfo -> the first device that reported it, never forgotten, so a CSR
+for a key certfleet has seen in use (another device's, or one the device held before)
+is refused.
+
 `certfleet:inv:idexp:{sec_tag}` (zset): device id -> notAfter of its type-1 item in that
 tag, and `_identity` in `certfleet:inv:dev:{id}`: the device's identity tag. Both are
 written by `lua/record_states.lua` in the step that applies the device's state (a newer
@@ -49,6 +54,14 @@ class IdentityIndexReads:
         for device_id in device_ids:
             pipe.hget(INV + "dev:" + device_id, "_identity")
         return {d: int(v) if v else None for d, v in zip(device_ids, pipe.execute(), strict=True)}
+
+    @store_errors()
+    def key_holders(self, spki_sha256s: Sequence[str]) -> dict[str, str]:
+        """Of these client keys, those a reported certificate had, with the first device."""
+        if not spki_sha256s:
+            return {}
+        found: list[str | None] = self._redis.hmget(INV + "keys", list(spki_sha256s))  # type: ignore[assignment]  # sync client
+        return {k: d for k, d in zip(spki_sha256s, found, strict=True) if d is not None}
 
     @store_errors()
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:

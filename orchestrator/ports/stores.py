@@ -39,11 +39,14 @@ class InventoryStore(Protocol):
         *,
         received_at: datetime,
         pems: Sequence[Mapping[str, str]] = (),
+        keys: Sequence[Sequence[str]] = (),
     ) -> int:
         """Replace each device's credentials with its report; return how many were newer.
 
         `pems` (one digest -> PEM mapping per state, in order, when given) join the
-        credential library in the same atomic step as their state, and only if it applies.
+        credential library in the same atomic step as their state, and only if it applies;
+        so do `keys` (per state, the SPKI SHA-256 of its client certificates), which
+        `key_holders` answers from, for good.
         """
         ...
 
@@ -117,6 +120,11 @@ class InventoryStore(Protocol):
 
     def identity_tags_of(self, device_ids: Sequence[str]) -> dict[str, int | None]:
         """Each device's identity tag from its last applied state (None where none)."""
+        ...
+
+    def key_holders(self, spki_sha256s: Sequence[str]) -> dict[str, str]:
+        """Of these client keys (SPKI SHA-256, hex), those a reported client certificate
+        had, each with the first device that reported it; a key once seen stays seen."""
         ...
 
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:

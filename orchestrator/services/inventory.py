@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, sha256_hex
+from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, CredentialType, sha256_hex
 from orchestrator.domain.errors import InvalidCredentialError
+from orchestrator.domain.identity_keys import certificate_spki_sha256
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.logs import get_logger
 from orchestrator.ports import CredentialLibrary, InventoryStore
@@ -28,6 +29,7 @@ from orchestrator.protocol.topics import Topics
 __all__ = [
     "ImportedCredential",
     "IngestResult",
+    "client_keys",
     "import_pems",
     "ingest_batch",
     "library_pems",
@@ -75,6 +77,28 @@ def library_pems(store: InventoryStore, message: StateMessage, *, topic: str) ->
             reason, detail = refusal
             record_rejection(store, reason, device_id=message.device_id, topic=topic, detail=detail)
     return accepted
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_key(pem: str) -> str | None:
+    """SHA-256 of the certificate's SPKI; a device sends the same certificate with every
+    state, so the latest few thousand are remembered."""
+    return certificate_spki_sha256(pem)
+
+
+def client_keys(message: StateMessage, pems: Mapping[str, str]) -> list[str]:
+    """The keys (SPKI SHA-256) of the message's client certificates whose pem the library took.
+
+    Recorded with the state, they let certfleet refuse a CSR for a key it has seen in use.
+    """
+    keys = []
+    for item in message.credentials:
+        pem = pems.get(item.sha256)
+        if item.type is CredentialType.CLIENT_CERT and pem is not None:
+            key = _client_key(pem)
+            if key is not None:
+                keys.append(key)
+    return keys
 
 
 def record_rejection(
@@ -177,10 +201,12 @@ def ingest_batch(
     and the good ones are recorded in pipelined round trips. A state dated more than
     `clock_skew` after `received_at` is refused (`clock_skew`): kept, it would make
     every true state after it look stale. A state's pems join the library in the
-    same atomic step as the state, and only if the state is applied.
+    same atomic step as the state, and only if the state is applied; so do the keys
+    of its client certificates (`client_keys`).
     """
     states: list[StateMessage] = []
     pems: list[dict[str, str]] = []
+    keys: list[list[str]] = []
     reports: list[DeviceReport] = []
     rejected = 0
     latest = received_at + clock_skew
@@ -206,7 +232,9 @@ def ingest_batch(
                         f"time {state.time.isoformat()} is past {latest.isoformat()}"
                         f" (received at {received_at.isoformat()}, skew {clock_skew})",
                     )
-                pems.append(library_pems(store, state, topic=topic))
+                accepted = library_pems(store, state, topic=topic)
+                pems.append(accepted)
+                keys.append(client_keys(state, accepted))
                 states.append(state)
             else:
                 report = parse_report(payload, topic_device_id=device_id).to_domain()
@@ -218,7 +246,7 @@ def ingest_batch(
     if states:
         # The message's `v` is the device's protocol version: bundles follow it.
         domain = [replace(m.to_domain(), protocol_version=m.v) for m in states]
-        applied = store.record_states(domain, received_at=received_at, pems=pems)
+        applied = store.record_states(domain, received_at=received_at, pems=pems, keys=keys)
         for state in states:
             log.debug(
                 "device_state_recorded", device_id=state.device_id, items=len(state.credentials)

@@ -297,3 +297,33 @@ def test_a_batch_moves_identities_as_its_states_one_by_one(container: Container)
         "certfleet:inv:dev:a": "45",
         "certfleet:inv:dev:b": None,
     }
+
+
+def test_client_keys_are_kept_for_good_first_device_first(container: Container) -> None:
+    """A reported key is held by the first device that reported it, also once no device
+    holds it any more; a stale state records no key."""
+    inv, fake = container.inventory, FakeInventory()
+    minute = timedelta(minutes=1)
+    k1, k2, k3 = (sha256_hex(name.encode()) for name in ("k1", "k2", "k3"))
+    for store in (inv, fake):
+        store.record_states(
+            [_state("a", _cert(44, 5, "a")), _state("b", _cert(44, 5, "b"))],
+            received_at=NOW,
+            keys=[[k1], [k2]],
+        )
+        store.record_states(  # a rotated: k3 now; b reports a's old key as well
+            [
+                _state("a", _cert(45, 365, "a"), identity=45, at=NOW + minute),
+                _state("b", _cert(44, 5, "b"), at=NOW + minute),
+            ],
+            received_at=NOW + minute,
+            keys=[[k3], [k2, k1]],
+        )
+        stale = sha256_hex(b"stale")
+        store.record_states([_state("a", at=NOW)], received_at=NOW + minute, keys=[[stale]])
+
+    for store in (inv, fake):
+        assert store.key_holders([k1, k2, k3, stale, "0" * 64]) == {k1: "a", k2: "b", k3: "a"}
+    assert inv.key_holders([]) == {}
+    with pytest.raises(ValueError, match="key lists"):
+        inv.record_states([_state("a")], received_at=NOW, keys=[[k1], [k2]])

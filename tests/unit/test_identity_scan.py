@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.domain.credentials import CredentialType, sha256_hex
+from orchestrator.domain.identity_keys import spki_sha256
 from orchestrator.domain.inventory import (
     DeviceState,
     ExpiryClass,
@@ -18,7 +19,8 @@ from orchestrator.domain.inventory import (
     classify,
 )
 from orchestrator.protocol import Topics
-from orchestrator.services.inventory import ingest_batch
+from orchestrator.protocol.state import parse_state
+from orchestrator.services.inventory import client_keys, ingest_batch
 from orchestrator.services.scan import fleet_status, scan_fleet
 from simulator.pki import issue_server_cert, make_ca
 from tests.fakes import FakeInventory, FakeLibrary
@@ -207,7 +209,8 @@ def test_counts_agree_with_classify(days: list[int]) -> None:
 
 def test_an_ingested_state_brings_its_identity_into_the_scan() -> None:
     """A state message naming its identity tag, with the certificate's pem, is indexed and
-    classified, and the certificate joins the library (to be revoked by serial later)."""
+    classified, the certificate joins the library (to be revoked by serial later), and its
+    key is known for good (a CSR for it is refused)."""
     # given
     ca = make_ca("Device CA", not_before=NOW - DAY, not_after=NOW + 365 * DAY)
     cert = issue_server_cert(ca, hosts=("dev-1",), not_before=NOW - DAY, not_after=NOW + 9 * DAY)
@@ -247,6 +250,30 @@ def test_an_ingested_state_brings_its_identity_into_the_scan() -> None:
     assert result.applied == 1
     assert store.identity_tags_of(["dev-1"]) == {"dev-1": 44}
     assert store.library.get(sha256_hex(pem.encode())) == pem
+    assert store.key_holders([spki_sha256(cert.key.public_key())]) == {
+        spki_sha256(cert.key.public_key()): "dev-1"
+    }
     assert summary.identities is not None
     assert summary.identities.by_tag[44].expiring == 1
     assert [i.subject for i in summary.identities.expiring] == ["CN=dev-1"]
+
+
+def test_only_client_certificates_the_library_took_give_keys() -> None:
+    """A CA's pem gives no client key; a client certificate without a pem gives none."""
+    # given
+    ca = make_ca("Root", not_before=NOW - DAY, not_after=NOW + 365 * DAY)
+    ca_pem = ca.pem.decode()
+    message = parse_state(
+        state_payload(
+            "dev-1",
+            credentials=[
+                entry(42, sha256=sha256_hex(ca_pem.encode()), pem=ca_pem),
+                entry(44, type=1, sha256=digest("no pem"), subject="CN=dev-1"),
+            ],
+        ),
+        topic_device_id="dev-1",
+    )
+    # when
+    keys = client_keys(message, {sha256_hex(ca_pem.encode()): ca_pem})
+    # then
+    assert keys == []

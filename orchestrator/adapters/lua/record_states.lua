@@ -9,14 +9,16 @@
 -- ARGV[2]  the receive time (epoch seconds);
 -- ARGV[3]  the JSON list of device states, applied in order, each as if alone:
 --          [device_id, reported_at, active tags JSON ('' if not reported), items, pems,
---           protocol version, identity tag ('' if not reported)], an item [field, json, sec_tag, type, sha256, not_after
---          ('' if none)] (numbers as strings), a pem [sha256, PEM] for the library;
+--           protocol version, identity tag ('' if not reported), client keys],
+--          an item [field, json, sec_tag, type, sha256, not_after ('' if none)] (numbers
+--          as strings), a pem [sha256, PEM] for the library, a client key the SHA-256 of a
+--          reported client certificate's SubjectPublicKeyInfo DER (hex);
 -- ARGV[4]  the most library entries one device's share holds.
 -- Keys derived from ARGV[1]: dev:{id}, tags, exp:{sec_tag}, cadig:{sec_tag},
 -- cadev:{sec_tag}:{sha256}, idexp:{sec_tag} (zset: device -> notAfter of its client
 -- certificate, type 1, in that tag: only its identity tag's when the state names one),
--- libshare:{id} (zset: digest -> when the device first
--- brought it).
+-- keys (hash: client key -> the first device whose applied state reported it; never
+-- deleted), libshare:{id} (zset: digest -> when the device first brought it).
 -- Returns how many states were applied (a state older than the stored is skipped,
 -- its pems too: a stale state changes nothing, the library included).
 local devices, lib, refs, pinned, evicted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -70,6 +72,7 @@ for _, state in ipairs(cjson.decode(ARGV[3])) do
       if newid[tag] == nil then redis.call('ZREM', p .. 'idexp:' .. tag, id) end
     end
     for tag, x in pairs(newid) do redis.call('ZADD', p .. 'idexp:' .. tag, x, id) end
+    for _, key in ipairs(state[8] or {}) do redis.call('HSETNX', p .. 'keys', key, id) end
     for tag, sha in pairs(oldtags) do
       if newtags[tag] == nil then
         decr(p .. 'tags', tag)
