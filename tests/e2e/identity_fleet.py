@@ -3,7 +3,7 @@
     python -m tests.e2e.identity_fleet SPEC.json
 
 It runs what `certfleet simulate --tls --identity-ca ...` runs (the same modem, firmware
-and agent), with two differences the test needs: each device leaves the factory with the
+and MQTT transport), with two differences the test needs: each device leaves the factory with the
 identity the test made for it (a key and a certificate that CFSSL signed, both in the
 spec, as a factory would install them), and every private key a modem comes to hold,
 the factory's and each one `%KEYGEN` makes, is appended to the spec's `keys_out` file.

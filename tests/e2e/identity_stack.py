@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -224,6 +225,27 @@ class IdentityStack:
         pem = self.redis.hget("certfleet:lib", json.loads(item)["sha256"])
         return x509.load_pem_x509_certificate(str(pem).encode()) if pem else None
 
+    def modem_keys(self) -> list[bytes]:
+        """Every private key (PKCS#8 PEM) a modem held so far, as the fleets recorded them."""
+        pattern = rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----\n"
+        return [
+            pem for path in self.keys_files for pem in re.findall(pattern, path.read_bytes(), re.S)
+        ]
+
+    def modem_key_of(self, certificate: x509.Certificate) -> bytes | None:
+        """The private key (PEM) a modem made for `certificate`'s public key, if any."""
+        wanted = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        for pem in self.modem_keys():
+            key = serialization.load_pem_private_key(pem, password=None)
+            spki = key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            if spki == wanted:
+                return pem
+        return None
+
     # -- the parts -------------------------------------------------------------------------
 
     def restart_broker(self) -> int:
@@ -359,22 +381,12 @@ def _start_fleet(
     return start(f"fleet-{spec.prefix.rstrip('-')}", argv, env=stack_env, log_dir=logs), keys_out
 
 
-@contextlib.contextmanager
-def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[IdentityStack]:
-    """Everything running, every fleet connected over mutual TLS with its factory identity."""
-    redis_service = start_redis(base / "redis")
-    redis_url = f"redis://{redis_service.host}:{redis_service.port}/0"
-    broker = start_mtls_broker(base / "broker", make_pki(base / "pki"), persistent=True)
-    logs = base / "logs"
-    logs.mkdir()
-    monitor = RedisMonitor(redis_url, logs / "redis-monitor.log")
-    cfssl = _start_cfssl(base, broker)
-    all_ids = [d for spec in fleets for d in spec.ids()]
-    attestation_keys = base / "attestation-keys.json"
-    write_attestation_keys(attestation_keys, all_ids, FLEET_SEED)
+def _settings(redis_url: str, broker: MtlsBroker, cfssl: CfsslServer, base: Path) -> dict[str, str]:
+    """certfleet's settings: the services' listener, CFSSL as issuer, the CRL signed with
+    CFSSL's CA (1.2 makes none) into the broker's crlfile, the modems' attestation keys."""
     signing_key = base / "signing-key.pem"
     generate_key_file(signing_key)
-    env = {
+    return {
         **broker.settings_env(issuer=False),
         "CERTFLEET_REDIS_URL": redis_url,
         "CERTFLEET_SIGNING_KEY_FILE": str(signing_key),
@@ -386,26 +398,48 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
         "CERTFLEET_ISSUER_TIMEOUT_SECONDS": "2",
         "CERTFLEET_CRL_CA_CERT_FILE": str(cfssl.ca_cert_file),
         "CERTFLEET_CRL_CA_KEY_FILE": str(cfssl.ca_key_file),
-        "CERTFLEET_ATTESTATION_KEYS_FILE": str(attestation_keys),
+        "CERTFLEET_ATTESTATION_KEYS_FILE": str(base / "attestation-keys.json"),
         "CERTFLEET_IDENTITY_TAGS": f"{OLD_TAG},{NEW_TAG}",
         "CERTFLEET_IDENTITY_PROBE": f"127.0.0.1:{broker.device_port}",
     }
-    # Mosquitto 2.0.11 crashes when SIGHUP comes while mutual-TLS devices with sessions
-    # reconnect (they do, on each commit and retire): certfleet signals a stand-in that
-    # counts its reloads, and the test restarts the broker to apply the CRL.
-    reload_witness = start(
-        "crl-reload",
-        [sys.executable, "-c", RELOAD_WITNESS, str(logs / "crl-reloads")],
-        env={},
-        log_dir=logs,
-    )
-    (base / "crl-reload.pid").write_text(f"{reload_witness.process.pid}\n")
-    env["CERTFLEET_CRL_RELOAD_PID_FILE"] = str(base / "crl-reload.pid")
-    identities = _factory_identities(cfssl, all_ids)
-    client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
-    procs: list[Proc] = [reload_witness]
-    witness = Witness("127.0.0.1", broker.port)
-    try:
+
+
+@contextlib.contextmanager
+def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[IdentityStack]:
+    """Everything running, every fleet connected over mutual TLS with its factory identity."""
+    logs = base / "logs"
+    logs.mkdir()
+    procs: list[Proc] = []
+    with contextlib.ExitStack() as cleanup:
+        redis_service = start_redis(base / "redis")
+        cleanup.callback(redis_service.stop)
+        redis_url = f"redis://{redis_service.host}:{redis_service.port}/0"
+        cleanup.callback(RedisMonitor(redis_url, logs / "redis-monitor.log").close)
+        broker = start_mtls_broker(base / "broker", make_pki(base / "pki"), persistent=True)
+        cleanup.callback(broker.stop)
+        cfssl = _start_cfssl(base, broker)
+        cleanup.callback(cfssl.stop)
+        all_ids = [d for spec in fleets for d in spec.ids()]
+        write_attestation_keys(base / "attestation-keys.json", all_ids, FLEET_SEED)
+        env = _settings(redis_url, broker, cfssl, base)
+        identities = _factory_identities(cfssl, all_ids)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        cleanup.callback(client.close)
+        witness = Witness("127.0.0.1", broker.port)
+        cleanup.callback(witness.close)
+        cleanup.callback(lambda: [proc.stop(signal.SIGTERM) for proc in reversed(procs)])
+        # Mosquitto 2.0.11 crashes when SIGHUP comes while mutual-TLS devices with sessions
+        # reconnect (they do, on each commit and retire): certfleet signals a stand-in that
+        # counts its reloads, and the test restarts the broker to apply the CRL.
+        reload_witness = start(
+            "crl-reload",
+            [sys.executable, "-c", RELOAD_WITNESS, str(logs / "crl-reloads")],
+            env={},
+            log_dir=logs,
+        )
+        procs.append(reload_witness)
+        (base / "crl-reload.pid").write_text(f"{reload_witness.process.pid}\n")
+        env["CERTFLEET_CRL_RELOAD_PID_FILE"] = str(base / "crl-reload.pid")
         listener = start("listener", certfleet("listener"), env=env, log_dir=logs)
         procs.append(listener)
         wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="listener")
@@ -438,12 +472,3 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
             identities,
             keys_files,
         )
-    finally:
-        for proc in reversed(procs):
-            proc.stop(signal.SIGTERM)
-        witness.close()
-        cfssl.stop()
-        client.close()
-        broker.stop()
-        monitor.close()
-        redis_service.stop()

@@ -221,6 +221,15 @@ def test_after_the_restart_every_device_is_known_by_its_new_certificate(
         return seen if seen >= set(ROTATE.ids()) else None
 
     wait_until(fresh_states, timeout=30, what="a fresh state from every device")
+    # And the broker takes the new certificate with the key the modem made for it (a few
+    # devices: each such connection takes over the device's session for a moment).
+    for device in ROTATE.ids()[:3]:
+        new = stack.client_certificate(device, NEW_TAG)
+        assert new is not None, device
+        key_pem = stack.modem_key_of(new)
+        assert key_pem is not None, device
+        cert_pem = new.public_bytes(serialization.Encoding.PEM)
+        assert try_connect(stack.broker, cert_pem, key_pem, client_id=device) == "accepted"
 
 
 # -- 2. refused CSRs -------------------------------------------------------------------------
@@ -294,6 +303,7 @@ def issuer_down(stack: IdentityStack) -> dict[str, Any]:
         first = stack.rotate(DOWN.ids(), *_policy("100%", timeout=20, max_failure="100%"))
         first_status = stack.wait_final(first, timeout=120)
         first_states = stack.device_states(first)
+        first_log = stack.log(first)
         kept = {d: stack.identity_tag(d) for d in DOWN.ids()}
         kept_serials = {
             d: getattr(stack.client_certificate(d, OLD_TAG), "serial_number", None)
@@ -306,6 +316,7 @@ def issuer_down(stack: IdentityStack) -> dict[str, Any]:
         "first": first,
         "first_status": first_status,
         "first_states": first_states,
+        "first_log": first_log,
         "kept": kept,
         "kept_serials": kept_serials,
         "second_status": stack.wait_final(second, timeout=120),
@@ -322,6 +333,12 @@ def test_the_issuer_down_times_out_every_device_on_its_old_identity_then_a_new_r
     assert set(issuer_down["first_states"].values()) <= {"timed_out", "rolled_back"}, issuer_down[
         "first_states"
     ]
+    reached = {(e["subject"], e["to"]) for e in issuer_down["first_log"] if e["kind"] == "device"}
+    for device in DOWN.ids():
+        assert (device, "csr") in reached, device
+        assert (device, "timed_out") in reached, device
+        assert (device, "issued") not in reached, device
+        assert (device, "csr_refused") not in reached, device
     assert set(issuer_down["kept"].values()) == {OLD_TAG}
     assert issuer_down["kept_serials"] == {d: stack.identities[d].serial for d in DOWN.ids()}
     worker_logs = "".join(p.read_text(errors="replace") for p in stack.logs.glob("worker*.log"))
@@ -389,15 +406,9 @@ def test_a_canary_refused_by_the_broker_aborts_and_every_device_keeps_a_working_
 def _private_keys(stack: IdentityStack) -> list[ec.EllipticCurvePrivateKey]:
     """Every key a modem held: the factory ones the test made and every %KEYGEN's."""
     keys: dict[int, ec.EllipticCurvePrivateKey] = {}
-    for path in stack.keys_files:
-        for pem in re.findall(
-            rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", path.read_bytes(), re.S
-        ):
-            key = serialization.load_pem_private_key(pem, password=None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            keys[key.private_numbers().private_value] = key
-    for identity in stack.identities.values():
-        key = serialization.load_pem_private_key(identity.key_pem, password=None)
+    pems = [*stack.modem_keys(), *(i.key_pem for i in stack.identities.values())]
+    for pem in pems:
+        key = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         keys[key.private_numbers().private_value] = key
     return list(keys.values())
