@@ -3,6 +3,7 @@ retire after the soak, revocation; refusals, the issuer away, abort and rollback
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from cryptography import x509
 
 from orchestrator.domain.credentials import CredentialType
 from orchestrator.domain.errors import IssuerUnavailableError
+from orchestrator.domain.identity_keys import spki_sha256
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout import parse_selector, parse_waves
@@ -300,6 +302,31 @@ def test_a_reused_key_and_an_issuer_refusal_are_refused(ie: IdentityEngine) -> N
     counters = ie.engine.metrics.counters
     assert counters[("certfleet_csr_refused_total", (("reason", "csr_key_reused"),))] == 1
     assert counters[("certfleet_csr_refused_total", (("reason", "issuer_refused"),))] == 1
+
+
+def test_a_csr_over_another_devices_certified_key_is_refused(ie: IdentityEngine) -> None:
+    """A key a device reported a client certificate for (the inventory's key index) is no new
+    key: a CSR over it ends csr_key_reused, nothing claimed, no certificate."""
+    rid = _keygens_sent(ie)
+    stolen = keygen_field("dev-09").key
+    state = ie.engine.inventory.device_credentials("dev-09")
+    assert state is not None
+    ie.engine.inventory.record_states(
+        [replace(state, reported_at=NOW + timedelta(seconds=1))],
+        received_at=NOW + timedelta(seconds=1),
+        keys=[[spki_sha256(stolen.public_key())]],
+    )
+
+    def over_stolen_key(device: str, seq: int) -> str:
+        return keygen_field(device, seq=seq, tag=SPARE_TAG, key=stolen).field
+
+    ie.keygen(rid, "dev-05", field_for=over_stolen_key)
+    evaluate_rollout(ie.engine.deps, rid, now=NOW)
+    ie.run_issues()
+    assert ie.engine.store.device_states(rid, ["dev-05"]) == {"dev-05": D.CSR_REFUSED}
+    assert ie.issuer.issued == []
+    key = ("certfleet_csr_refused_total", (("reason", "csr_key_reused"),))
+    assert ie.engine.metrics.counters[key] == 1
 
 
 def test_the_issuer_away_retries_then_times_out_with_no_identity_change(

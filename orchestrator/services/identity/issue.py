@@ -238,7 +238,8 @@ def _check(
     run: _Run, device_id: str, kept: str | None, keygen: _Keygen | None
 ) -> CheckedCsr | RefusedCsr:
     """Check the kept CSR against the keygen it answered (its seq kept with it); a CSR for
-    the key of the certificate the device presents now is a reused key."""
+    the key of the certificate the device presents now, or of any client certificate a
+    device ever reported (the inventory's key index), is a reused key."""
     deps = run.deps
     if kept is None or keygen is None:
         return RefusedCsr(reason=CsrRefusal.MALFORMED, detail="no CSR or keygen kept for it")
@@ -252,6 +253,7 @@ def _check(
         identity_store=deps.identity,
         rollout_id=run.rollout.id,
         current_certificate_pem=run.old.get(device_id),
+        key_holders=deps.inventory.key_holders,
     )
 
 
