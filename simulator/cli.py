@@ -157,7 +157,8 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             help="Fault injection, NAME for every device or NAME@N,M for devices N and M: "
             "probe-refused (the devices' network refuses every probe); accept-replay (a "
             "broken firmware that accepts replayed bundles); csr-wrong-subject, "
-            "csr-reused-key, csr-bad-signature, attestation-forged (a keygen whose CSR "
+            "csr-reused-key, csr-foreign-key (device N+1's key), csr-bad-signature, "
+            "attestation-forged (a keygen whose CSR "
             "certfleet must refuse); identity-refused (the broker refuses the device's new "
             "identities).",
         ),

@@ -36,6 +36,7 @@ FAULTS: Final = frozenset(
         "accept-replay",
         "csr-wrong-subject",
         "csr-reused-key",
+        "csr-foreign-key",
         "csr-bad-signature",
         "attestation-forged",
         "identity-refused",
@@ -45,8 +46,9 @@ FAULTS: Final = frozenset(
 probe; `accept-replay`, a broken firmware that skips the sequence check (what `certfleet
 conformance` must catch); `csr-wrong-subject`, `csr-reused-key`, `csr-bad-signature` and
 `attestation-forged`, a modem whose `%KEYGEN` output certfleet must refuse (a CSR for
-another name, over the key it holds already, with a broken self-signature, or attested
-by a key that is not the modem's); `identity-refused`, a device whose new identities the
+another name, over the key it holds already, over the factory key of the next device
+(device n+1's certificate in use), with a broken self-signature, or attested by a key
+that is not the modem's); `identity-refused`, a device whose new identities the
 broker refuses (its identity probe fails `identity_refused`, a commit falls back)."""
 
 
@@ -56,6 +58,9 @@ class FaultPlan:
 
     everywhere: frozenset[str] = frozenset()
     by_device: dict[int, frozenset[str]] = field(default_factory=dict)
+
+
+FOREIGN_KEY_FAULT: Final = "csr-foreign-key"
 
 
 def parse_faults(values: Iterable[str], devices: int) -> FaultPlan:
@@ -70,14 +75,15 @@ def parse_faults(values: Iterable[str], devices: int) -> FaultPlan:
         name, _, numbers = value.partition("@")
         if name not in FAULTS:
             raise ValueError(f"unknown --fault {name}; known: {', '.join(sorted(FAULTS))}")
+        if not numbers and name == FOREIGN_KEY_FAULT:
+            raise ValueError(f"--fault {name} names devices (@N): device N+1's key is used")
         if not numbers:
             everywhere.add(name)
             continue
+        last = devices - 2 if name == FOREIGN_KEY_FAULT else devices - 1  # N+1 must exist
         for text in numbers.split(","):
-            if not text.strip().isdigit() or not 0 <= int(text) < devices:
-                raise ValueError(
-                    f"--fault {value}: {text!r} is not a device number 0..{devices - 1}"
-                )
+            if not text.strip().isdigit() or not 0 <= int(text) <= last:
+                raise ValueError(f"--fault {value}: {text!r} is not a device number 0..{last}")
             by_device.setdefault(int(text), set()).add(name)
     return FaultPlan(
         everywhere=frozenset(everywhere),

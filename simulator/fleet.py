@@ -97,9 +97,18 @@ class _Factory:
     faults: frozenset[str] = frozenset()
     device_faults: Mapping[int, frozenset[str]] = field(default_factory=dict)
     key_escrow: KeyEscrow | None = None
+    _made: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
 
     def faults_of(self, n: int) -> frozenset[str]:
         return self.faults | self.device_faults.get(n, frozenset())
+
+    def identity_of(self, device: str) -> tuple[bytes, bytes] | None:
+        """The factory identity of `device` (the same each time it is asked), if any."""
+        if self.identity is None:
+            return None
+        if device not in self._made:
+            self._made[device] = self.identity.identity_of(device)
+        return self._made[device]
 
 
 def _check_identity(modem: Modem, tag: int, device: str) -> None:
@@ -115,6 +124,13 @@ def _check_identity(modem: Modem, tag: int, device: str) -> None:
         raise ValueError(f"{device}: the identity certificate is not of its key")
 
 
+def _private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("an identity key must be an EC private key")
+    return key
+
+
 def provisioned_modem(
     ca_chain: bytes,
     sec_tag: int,
@@ -124,13 +140,25 @@ def provisioned_modem(
     fleet_seed: str = DEFAULT_FLEET_SEED,
     faults: frozenset[str] = frozenset(),
     key_escrow: KeyEscrow | None = None,
+    made: tuple[bytes, bytes] | None = None,
+    foreign: tuple[bytes, bytes] | None = None,
 ) -> Modem:
-    """A modem as the factory leaves it: `ca_chain` in `sec_tag` (and an identity), offline."""
-    modem = Modem(device_id=device_id, fleet_seed=fleet_seed, faults=faults, key_escrow=key_escrow)
+    """A modem as the factory leaves it: `ca_chain` in `sec_tag` (and an identity), offline.
+
+    `made` is the identity to install (else `identity` makes one); `foreign`, another
+    device's, whose key a `csr-foreign-key` keygen answers with.
+    """
+    modem = Modem(
+        device_id=device_id,
+        fleet_seed=fleet_seed,
+        faults=faults,
+        key_escrow=key_escrow,
+        foreign_key=_private_key(foreign[1]) if foreign is not None else None,
+    )
     modem.cfun(FunctionalMode.OFFLINE)
     modem.write(sec_tag, CredentialType.CA_CHAIN, ca_chain)
     if identity is not None:
-        certificate, key_pem = identity.identity_of(device_id)
+        certificate, key_pem = made or identity.identity_of(device_id)
         modem.write(identity.tag, CredentialType.CLIENT_CERT, certificate)
         modem.write(identity.tag, CredentialType.CLIENT_KEY, key_pem)  # kept inside from now on
         _check_identity(modem, identity.tag, device_id)
@@ -238,6 +266,8 @@ def _firmware(
 ) -> Firmware:
     name = device_id(id_prefix, n)
     faults = factory.faults_of(n)
+    # csr-foreign-key: the keygen answers with the factory key of the next device
+    neighbour = device_id(id_prefix, n + 1) if "csr-foreign-key" in faults else None
     modem = provisioned_modem(
         factory.ca_chain,
         factory.sec_tag,
@@ -246,6 +276,8 @@ def _firmware(
         fleet_seed=factory.fleet_seed,
         faults=faults,
         key_escrow=factory.key_escrow,
+        made=factory.identity_of(name),
+        foreign=factory.identity_of(neighbour) if neighbour is not None else None,
     )
     return Firmware(
         name,

@@ -57,11 +57,18 @@ DEFAULT_CAPACITY_BYTES = 32 * 1024
 """Room this model gives all items together (the real figure depends on firmware)."""
 
 KEYGEN_FAULTS: Final = frozenset(
-    {"csr-wrong-subject", "csr-reused-key", "csr-bad-signature", "attestation-forged"}
+    {
+        "csr-wrong-subject",
+        "csr-reused-key",
+        "csr-foreign-key",
+        "csr-bad-signature",
+        "attestation-forged",
+    }
 )
 """A broken `%KEYGEN` (fault injection, for certfleet's CSR checks): a CSR for another
 subject; a CSR over the key the modem made or was given before (its identity in use);
-a CSR whose self-signature does not verify; an attestation signed by another key."""
+a CSR over another device's key (`foreign_key`); a CSR whose self-signature does not
+verify; an attestation signed by another key."""
 
 
 class ModemError(Exception):
@@ -202,6 +209,7 @@ class Modem:
         fleet_seed: str = DEFAULT_FLEET_SEED,
         faults: frozenset[str] = frozenset(),
         key_escrow: KeyEscrow | None = None,
+        foreign_key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self._items: dict[tuple[int, CredentialType], StoredItem] = {}
         self._keys: dict[int, ec.EllipticCurvePrivateKey] = {}
@@ -214,6 +222,8 @@ class Modem:
         self._attestation_key: ec.EllipticCurvePrivateKey | None = None
         self.faults = faults & KEYGEN_FAULTS
         self._escrow = key_escrow
+        self._foreign_key = foreign_key
+        """What a `csr-foreign-key` keygen answers with (another device's key)."""
 
     @property
     def _attestation(self) -> ec.EllipticCurvePrivateKey:
@@ -318,10 +328,7 @@ class Modem:
             raise NotPermittedError("%KEYGEN runs only while offline (CFUN=4)")
         if (sec_tag, CredentialType.CLIENT_KEY) in self._items:
             raise AlreadyExistsError(f"sec_tag {sec_tag} already holds a private key")
-        reused = "csr-reused-key" in self.faults and self._last_key is not None
-        key = (
-            self._last_key if reused and self._last_key else ec.generate_private_key(ec.SECP256R1())
-        )
+        key = self._keygen_key()
         self._store_key(sec_tag, key)
         name = f"{subject}-not-me" if "csr-wrong-subject" in self.faults else subject
         csr_der = make_csr(key, name)
@@ -338,6 +345,14 @@ class Modem:
             tag=sec_tag,
             forged_by=forger,
         )
+
+    def _keygen_key(self) -> ec.EllipticCurvePrivateKey:
+        """A new P-256 key, unless a fault makes the modem answer with one it knows."""
+        if "csr-foreign-key" in self.faults and self._foreign_key is not None:
+            return self._foreign_key
+        if "csr-reused-key" in self.faults and self._last_key is not None:
+            return self._last_key
+        return ec.generate_private_key(ec.SECP256R1())
 
     def client_identity(self, sec_tag: int) -> ClientIdentity:
         """The certificate and key a TLS socket given `sec_tag` presents (never sent anywhere)."""

@@ -107,7 +107,11 @@ class World:
         """The broker requires a client certificate of the device CA."""
         self.refused: set[int] = set()
         """Serials of client certificates the broker refuses (revoked)."""
-        modem = Modem(device_id="dev-1", faults=frozenset(options.pop("modem_faults", ())))
+        modem = Modem(
+            device_id="dev-1",
+            faults=frozenset(options.pop("modem_faults", ())),
+            foreign_key=options.pop("modem_foreign_key", None),
+        )
         modem.write(42, CredentialType.CA_CHAIN, CAS["A"].pem)
         if identity:
             key = ec.generate_private_key(ec.SECP256R1())

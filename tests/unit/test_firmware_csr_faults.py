@@ -7,10 +7,13 @@ keys and the device's certificate in use, as the rollout engine calls it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.domain.identity import CsrRefusal
+from orchestrator.domain.identity_keys import spki_sha256
 from orchestrator.protocol import CredentialType
 from orchestrator.protocol.report import Phase
 from orchestrator.services.identity import CheckedCsr, RefusedCsr, check_csr
@@ -29,8 +32,18 @@ class _Keys:
         return attestation_key(device_id).public_key()
 
 
+NEIGHBOUR = ec.generate_private_key(ec.SECP256R1())
+"""The factory key of another device (dev-2), whose certificate certfleet knows."""
+
+
+def _key_holders(spkis: Sequence[str]) -> dict[str, str]:
+    """The inventory's lookup: dev-2's certificate carries NEIGHBOUR's key."""
+    known = {spki_sha256(NEIGHBOUR.public_key()): "dev-2"}
+    return {spki: known[spki] for spki in spkis if spki in known}
+
+
 def _checked(faults: frozenset[str]) -> CheckedCsr | RefusedCsr:
-    world = World(identity=True, modem_faults=faults)
+    world = World(identity=True, modem_faults=faults, modem_foreign_key=NEIGHBOUR)
     reports = world.deliver(world.sign(world.keygen(45, "r1")))
     (csr,) = [r for r in reports if r.phase is Phase.CSR]
     assert csr.csr is not None
@@ -44,6 +57,7 @@ def _checked(faults: frozenset[str]) -> CheckedCsr | RefusedCsr:
         attestation_keys=_Keys(),
         identity_store=FakeIdentityStore(),
         current_certificate_pem=current,
+        key_holders=_key_holders,
     )
 
 
@@ -59,6 +73,7 @@ def test_a_sound_keygen_passes_every_check() -> None:
         ("csr-bad-signature", CsrRefusal.BAD_SIGNATURE),
         ("attestation-forged", CsrRefusal.BAD_ATTESTATION),
         ("csr-reused-key", CsrRefusal.KEY_REUSED),
+        ("csr-foreign-key", CsrRefusal.KEY_REUSED),
     ],
 )
 def test_each_keygen_fault_is_refused_with_its_reason(fault: str, reason: CsrRefusal) -> None:

@@ -89,7 +89,16 @@ def test_faults_go_to_the_devices_named() -> None:
     assert all("probe-refused" in firmware.faults for firmware in firmwares)
 
 
-@pytest.mark.parametrize("value", ["no-such-fault", "csr-reused-key@3", "csr-reused-key@x"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "no-such-fault",
+        "csr-reused-key@3",
+        "csr-reused-key@x",
+        "csr-foreign-key",
+        "csr-foreign-key@2",
+    ],
+)
 def test_an_unknown_fault_or_device_is_refused(value: str) -> None:
     """The message names what is wrong."""
     with pytest.raises(ValueError, match=r"fault"):
@@ -172,3 +181,17 @@ def test_a_given_identity_whose_certificate_is_not_of_its_key_is_refused() -> No
     # when / then
     with pytest.raises(ValueError, match="not of its key"):
         _fleet(1, identity=identity)
+
+
+def test_a_foreign_key_keygen_answers_with_the_next_devices_factory_key() -> None:
+    """`csr-foreign-key@0`: device 0's CSR carries device 1's key, the one of its certificate."""
+    # given
+    identity = IdentityProvisioning(ca_issuer(DEVICE_CA, not_after=NOW + timedelta(days=10)))
+    first, second = _fleet(2, identity=identity, device_faults={0: frozenset({"csr-foreign-key"})})
+    # when
+    output = parse_keygen_output(first.modem.keygen(45, subject=first.device_id, seq=1))
+    # then
+    csr = x509.load_der_x509_csr(output.csr_der)
+    neighbour = x509.load_pem_x509_certificate(second.modem.read(44, CredentialType.CLIENT_CERT))
+    assert csr.public_key().public_numbers() == neighbour.public_key().public_numbers()  # type: ignore[union-attr]
+    assert csr.subject.rfc4514_string() == f"CN={first.device_id}"
