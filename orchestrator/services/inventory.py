@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, CredentialType, sha256_hex
 from orchestrator.domain.errors import InvalidCredentialError
-from orchestrator.domain.identity_keys import certificate_spki_sha256
+from orchestrator.domain.identity_keys import spki_sha256
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.logs import get_logger
 from orchestrator.ports import CredentialLibrary, InventoryStore
@@ -42,25 +43,41 @@ __all__ = [
 log = get_logger(__name__)
 
 
-@functools.lru_cache(maxsize=256)
+PemVerdict = tuple[tuple[RejectReason, str] | None, str | None]
+"""Why the library refuses a pem (None: it takes it), and its first certificate's key."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _pem_verdict(pem: str) -> PemVerdict:
+    """One parse of a pem serves the library's verdict and the client key (`client_keys`).
+
+    Fleets repeat a few CAs, and a device sends the same client certificate with every
+    state, so the latest few thousand verdicts are remembered.
+    """
+    size = len(pem.encode())
+    if size > CA_CHAIN_MAX_BYTES:
+        return (RejectReason.PEM_TOO_LARGE, f"{size} bytes, limit {CA_CHAIN_MAX_BYTES}"), None
+    if not pem.isascii():
+        return (RejectReason.PEM_INVALID, "a PEM must be ASCII"), None
+    try:
+        certificates = parse_pem_chain(pem.encode(), source="pem")
+    except InvalidCredentialError as exc:
+        return (RejectReason.PEM_INVALID, str(exc)), None
+    try:
+        key = spki_sha256(certificates[0].public_key())
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    return None, key
+
+
 def pem_refusal(pem: str) -> tuple[RejectReason, str] | None:
     """Why the library refuses a pem a device sent, or None if it takes it.
 
     The library keeps only what a modem could hold and certfleet can read: ASCII PEM
     X.509 certificates of at most `CA_CHAIN_MAX_BYTES`. Its key, the SHA-256 of the
-    pem's bytes, is checked with the message (`CredentialEntry`). Fleets repeat a
-    few CAs, so each verdict is remembered.
+    pem's bytes, is checked with the message (`CredentialEntry`).
     """
-    size = len(pem.encode())
-    if size > CA_CHAIN_MAX_BYTES:
-        return RejectReason.PEM_TOO_LARGE, f"{size} bytes, limit {CA_CHAIN_MAX_BYTES}"
-    if not pem.isascii():
-        return RejectReason.PEM_INVALID, "a PEM must be ASCII"
-    try:
-        parse_pem_chain(pem.encode(), source="pem")
-    except InvalidCredentialError as exc:
-        return RejectReason.PEM_INVALID, str(exc)
-    return None
+    return _pem_verdict(pem)[0]
 
 
 def library_pems(store: InventoryStore, message: StateMessage, *, topic: str) -> dict[str, str]:
@@ -79,13 +96,6 @@ def library_pems(store: InventoryStore, message: StateMessage, *, topic: str) ->
     return accepted
 
 
-@functools.lru_cache(maxsize=4096)
-def _client_key(pem: str) -> str | None:
-    """SHA-256 of the certificate's SPKI; a device sends the same certificate with every
-    state, so the latest few thousand are remembered."""
-    return certificate_spki_sha256(pem)
-
-
 def client_keys(message: StateMessage, pems: Mapping[str, str]) -> list[str]:
     """The keys (SPKI SHA-256) of the message's client certificates whose pem the library took.
 
@@ -95,7 +105,7 @@ def client_keys(message: StateMessage, pems: Mapping[str, str]) -> list[str]:
     for item in message.credentials:
         pem = pems.get(item.sha256)
         if item.type is CredentialType.CLIENT_CERT and pem is not None:
-            key = _client_key(pem)
+            key = _pem_verdict(pem)[1]
             if key is not None:
                 keys.append(key)
     return keys
