@@ -4,17 +4,17 @@ Redis; a Mosquitto with a plain listener for certfleet's services and the shippe
 mutual-TLS device listener (require_certificate, use_identity_as_username, the shipped
 ACL, `crlfile`; `tests/mtls.py`); a real `cfssl serve` as the issuer, which also signed
 the devices' factory certificates (valid 10 days, so its database can revoke them);
-certfleet's listener, Celery worker and beat; fleets of simulated devices
-(`tests/e2e/identity_fleet.py`, which records every private key a modem holds); a
-witness subscribed to `#` on the plain listener and a Redis MONITOR, so a test can search
-everything the run recorded.
+certfleet's listener, Celery worker and beat; fleets of simulated devices (`certfleet
+simulate --tls --identities`, whose key escrow records every private key a modem holds);
+a witness subscribed to `#` on the plain listener and a Redis MONITOR, so a test can
+search everything the run recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
+import os
 import signal
 import subprocess
 import sys
@@ -34,7 +34,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from orchestrator.adapters.file_signer import generate_key_file
 from simulator.attestation import make_csr
-from simulator.cli_options import write_attestation_keys
 from simulator.fleet import device_id
 from simulator.services import LocalService, start_redis, wait_for_port
 from tests.cfssl import CfsslServer, start_cfssl
@@ -73,8 +72,6 @@ class FleetSpec:
     prefix: str
     count: int
     faults: Mapping[int, Sequence[str]] = field(default_factory=dict)
-    foreign_keys: Mapping[int, int] = field(default_factory=dict)
-    """Device n's keygen answers with the factory key of device m (a key seen on another)."""
 
     def ids(self) -> list[str]:
         return [device_id(self.prefix, n) for n in range(self.count)]
@@ -127,22 +124,26 @@ class RedisMonitor:
     def __init__(self, url: str, out: Path) -> None:
         self._client = redis.Redis.from_url(url)
         self._out = out
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         # Raw lines: Redis writes each command escaped (sdscatrepr: printable ASCII as is,
         # other bytes as \\xhh), which the search renders its patterns into as well.
-        with (
-            contextlib.suppress(redis.ConnectionError, OSError, ValueError),
-            self._out.open("ab") as out,
-            self._client.monitor() as monitor,  # type: ignore[no-untyped-call]  # redis-py's
-        ):
-            while True:
-                out.write(bytes(monitor.connection.read_response()) + b"\n")
-                out.flush()
+        with self._out.open("ab") as out:
+            while not self._closed.is_set():
+                with (
+                    contextlib.suppress(redis.RedisError, OSError, ValueError),
+                    self._client.monitor() as monitor,  # type: ignore[no-untyped-call]  # redis-py's
+                ):
+                    while not self._closed.is_set():
+                        out.write(bytes(monitor.connection.read_response()) + b"\n")
+                        out.flush()
+                self._closed.wait(0.2)  # a dropped MONITOR: start it again
 
     def close(self) -> None:
+        self._closed.set()
         self._client.close()
 
 
@@ -226,10 +227,13 @@ class IdentityStack:
         return x509.load_pem_x509_certificate(str(pem).encode()) if pem else None
 
     def modem_keys(self) -> list[bytes]:
-        """Every private key (PKCS#8 PEM) a modem held so far, as the fleets recorded them."""
-        pattern = rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----\n"
+        """Every private key (PKCS#8 PEM) a modem held so far, from the fleets' key escrow
+        files (`certfleet simulate --key-escrow`: a JSON line per key)."""
         return [
-            pem for path in self.keys_files for pem in re.findall(pattern, path.read_bytes(), re.S)
+            json.loads(line)["pem"].encode()
+            for path in self.keys_files
+            if path.exists()
+            for line in path.read_text().splitlines()
         ]
 
     def modem_key_of(self, certificate: x509.Certificate) -> bytes | None:
@@ -342,6 +346,22 @@ def _start_cfssl(base: Path, broker: MtlsBroker) -> CfsslServer:
     return server.start()
 
 
+def _identities_file(
+    path: Path, devices: Sequence[str], identities: Mapping[str, Identity]
+) -> Path:
+    """`{device: {cert, key}}` as `certfleet simulate --identities` reads it (mode 0600)."""
+    path.touch(mode=0o600)
+    path.write_text(
+        json.dumps(
+            {
+                d: {"cert": identities[d].cert_pem.decode(), "key": identities[d].key_pem.decode()}
+                for d in devices
+            }
+        )
+    )
+    return path
+
+
 def _start_fleet(
     stack_env: dict[str, str],
     base: Path,
@@ -351,34 +371,43 @@ def _start_fleet(
     identities: Mapping[str, Identity],
     broker: MtlsBroker,
 ) -> tuple[Proc, Path]:
-    keys_out = base / f"keys-{spec.prefix.rstrip('-')}.pem"
-    spec_file = base / f"fleet-{spec.prefix.rstrip('-')}.json"
-    spec_file.write_text(
-        json.dumps(
-            {
-                "prefix": spec.prefix,
-                "count": spec.count,
-                "ca_file": str(broker.pki.server_ca_file),
-                "tag": CA_TAG,
-                "identity_tag": OLD_TAG,
-                "identities": {
-                    d: {
-                        "cert": identities[d].cert_pem.decode(),
-                        "key": identities[d].key_pem.decode(),
-                    }
-                    for d in spec.ids()
-                },
-                "faults": {str(n): list(f) for n, f in spec.faults.items()},
-                "foreign_keys": {str(n): m for n, m in spec.foreign_keys.items()},
-                "broker_port": broker.device_port,
-                "fleet_seed": FLEET_SEED,
-                "keys_out": str(keys_out),
-            }
+    """`certfleet simulate --tls` of the fleet with the test's factory identities."""
+    name = spec.prefix.rstrip("-")
+    escrow = base / f"keys-{name}.jsonl"
+    given = _identities_file(base / f"identities-{name}.json", spec.ids(), identities)
+    args = [
+        *("simulate", "--devices", str(spec.count), "--id-prefix", spec.prefix, "--tls"),
+        *("--ca", str(broker.pki.server_ca_file), "--tag", str(CA_TAG)),
+        *("--identities", str(given), "--identity-tag", str(OLD_TAG)),
+        *("--fleet-seed", FLEET_SEED, "--broker-port", str(broker.device_port)),
+        *("--key-escrow", str(escrow)),
+    ]
+    for n, faults in spec.faults.items():
+        for fault in faults:
+            args += ["--fault", f"{fault}@{n}"]
+    return start(f"fleet-{name}", certfleet(*args), env=stack_env, log_dir=logs), escrow
+
+
+def _attestation_keys(base: Path, fleets: Sequence[FleetSpec], env: Mapping[str, str]) -> None:
+    """The modems' public attestation keys, as `certfleet simulate --attestation-keys-out`
+    writes them per fleet, in one file (CERTFLEET_ATTESTATION_KEYS_FILE)."""
+    merged: dict[str, str] = {}
+    for spec in fleets:
+        out = base / f"attestation-{spec.prefix.rstrip('-')}.json"
+        done = subprocess.run(
+            certfleet(
+                *("simulate", "--devices", str(spec.count), "--id-prefix", spec.prefix),
+                *("--ca", str(base / "pki" / "server-ca.pem"), "--fleet-seed", FLEET_SEED),
+                *("--attestation-keys-out", str(out), "--duration", "0"),
+            ),
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
-    )
-    spec_file.chmod(0o600)
-    argv = [sys.executable, "-m", "tests.e2e.identity_fleet", str(spec_file)]
-    return start(f"fleet-{spec.prefix.rstrip('-')}", argv, env=stack_env, log_dir=logs), keys_out
+        assert done.returncode == 0, done.stderr
+        merged |= json.loads(out.read_text())
+    (base / "attestation-keys.json").write_text(json.dumps(merged))
 
 
 def _settings(redis_url: str, broker: MtlsBroker, cfssl: CfsslServer, base: Path) -> dict[str, str]:
@@ -420,8 +449,8 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
         cfssl = _start_cfssl(base, broker)
         cleanup.callback(cfssl.stop)
         all_ids = [d for spec in fleets for d in spec.ids()]
-        write_attestation_keys(base / "attestation-keys.json", all_ids, FLEET_SEED)
         env = _settings(redis_url, broker, cfssl, base)
+        _attestation_keys(base, fleets, env)
         identities = _factory_identities(cfssl, all_ids)
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         cleanup.callback(client.close)
