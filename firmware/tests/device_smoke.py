@@ -9,7 +9,8 @@ docs/protocol.md §5; the stage's state (back online after writing) comes before
 a commit's state (active list 42, 43) arrives before `committed`;
 after a SIGKILL the restarted device resumes from its record and states the same list;
 the rollback returns it to 42 alone. Over a TLS broker, a commit whose list cannot
-validate the broker falls back (`broker_unreachable`) and one that can stands. Over a
+validate the broker falls back (`broker_unreachable`) and one that can stands; after a
+broker restart the device connects again by itself and states its key store. Over a
 broker that requires client certificates (mutual TLS, issue 14), the device presents its
 factory identity, then rotates it: keygen (the `csr` report's CSR is issued by the test's
 identity CA), the certificate's stage probed by a mutual-TLS handshake with the broker
@@ -146,6 +147,13 @@ def plain_broker(binary: str, workdir: Path) -> None:
         watcher.expect("received", "state:[42]", "rolled_back")
         watcher.send(mb.from_bundle(mb.bundle("rollback", seq=stage.seq + 3)))
         watcher.expect("rejected/nothing_to_undo")
+        # a broker restart (an MQTT 5 broker says DISCONNECT 0x8B as it goes): the device
+        # connects again by itself, and states its key store after the new CONNECT
+        port = broker.port
+        broker.stop()
+        broker = start_mosquitto(workdir / "mosquitto", port=port)
+        watcher = Watcher(broker.port)
+        watcher.expect("state:[42]")
     except (queue.Empty, SystemExit):
         print((workdir / "device.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise

@@ -14,18 +14,25 @@ What must hold: an identity.rotate (44 -> 45) of every device completes; certfle
 inventory names identity tag 45 for each, the old certificates' serials are in the CRL
 the broker reads, a client presenting an old certificate is refused by the broker while
 every device is connected again after that CRL took effect (so with its new
-certificate), and no device's new private key is in any log of the run.
+certificate), and no device's new private key is in any log of the run. Then, on a
+fresh stack whose issuer is a CA the broker does not trust, a rotation's canary is
+`identity_refused` by its mutual-TLS probe, the rollout rolls back, and every device
+keeps its identity (44) and connects with it after a broker restart.
 
 Usage: e2e_c_identity.py BINARY WORKDIR [C_DEVICES] (default 20).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +48,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.protocol.cose import key_id
 from simulator.attestation import attestation_keys_json
-from simulator.pki import IssuedCert
+from simulator.pki import IssuedCA, IssuedCert, make_ca
 from simulator.services import start_redis
 from tests.mtls import (
     ACCEPTED,
@@ -126,17 +133,65 @@ def check_rotated(client: redis.Redis, broker: MtlsBroker, old: dict[str, Issued
     print(f"  the broker refuses {first}'s old certificate: {refused}")
 
 
-def check_keys_unseen(base: Path, logs: Path) -> None:
+def check_keys_unseen(base: Path, logs: Path, devices: int) -> None:
     """No new private key (the 45-2 items) in any log of the run."""
     recorded = "".join(path.read_text(errors="replace") for path in logs.glob("*"))
     recorded += (base / "broker" / "mosquitto.log").read_text(errors="replace")
-    for key_file in (base / "c-fleet").glob(f"*/keystore/{NEW_TAG}-2"):
+    keys = list((base / "c-fleet").glob(f"*/keystore/{NEW_TAG}-2"))
+    if len(keys) != devices:
+        raise SystemExit(f"{len(keys)} devices hold a key in sec_tag {NEW_TAG}, not {devices}")
+    for key_file in keys:
         body = "".join(key_file.read_text().strip().splitlines()[1:-1])
         if body[:48] in recorded:
             raise SystemExit(f"a private key ({key_file}) appears in a log")
 
 
-def main(binary: str, base: Path, count: int) -> None:
+@dataclass
+class Run:
+    """A running stack and its C fleet."""
+
+    env: dict[str, str]
+    client: redis.Redis
+    broker: MtlsBroker
+    ids: list[str]
+    old: dict[str, IssuedCert]
+    base: Path
+    logs: Path
+
+    def rotate(self, waves: str) -> dict[str, Any]:
+        """An identity.rotate of every device; its status once it ended."""
+        selection = self.base / "devices.txt"
+        selection.write_text("\n".join(self.ids) + "\n")
+        created = run_json(
+            self.env, "rollout", "create", "--kind", "identity.rotate",
+            "--probe", f"127.0.0.1:{self.broker.device_port}", "--select", f"file:{selection}",
+            "--waves", waves, "--bake", "2", "--device-timeout", "60",
+        )  # fmt: skip
+        rollout_id = str(created["id"])
+
+        def final() -> dict[str, Any] | None:
+            status = run_json(self.env, "rollout", "status", rollout_id)
+            ended = ("completed", "completed_with_timeouts", "rolled_back", "aborted")
+            return status if status["state"] in ended else None
+
+        status: dict[str, Any] = wait_until(final, timeout=240, interval=1.0, what="the rollout")
+        status["log"] = run_json(self.env, "rollout", "log", rollout_id)
+        return status
+
+    def all_back_after_restart(self) -> None:
+        """Restart the broker: every device must connect anew (under the CRL as it is)."""
+        mark = self.broker.restart()
+        wait_until(
+            lambda: {c for c, _ in self.broker.usernames(since=mark)} >= set(self.ids),
+            timeout=90,
+            what="every C device connected again after the restart",
+        )
+
+
+@contextlib.contextmanager
+def running(binary: str, base: Path, count: int, *, issuer_ca: IssuedCA | None) -> Iterator[Run]:
+    """The stack and `count` C devices; `issuer_ca`: certfleet issues with this CA instead
+    of the device CA the broker trusts (CRLs are still the device CA's)."""
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     logs = base / "logs"
@@ -157,6 +212,21 @@ def main(binary: str, base: Path, count: int) -> None:
         "CERTFLEET_IDENTITY_TAGS": f"{OLD_TAG},{NEW_TAG}",
         "CERTFLEET_IDENTITY_PROBE": f"127.0.0.1:{broker.device_port}",
     }
+    if issuer_ca is not None:
+        (base / "issuer-ca.pem").write_bytes(issuer_ca.pem)
+        key = issuer_ca.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (base / "issuer-ca-key.pem").write_bytes(key)
+        (base / "issuer-ca-key.pem").chmod(0o600)
+        env |= {
+            "CERTFLEET_ISSUER_CA_CERT_FILE": str(base / "issuer-ca.pem"),
+            "CERTFLEET_ISSUER_CA_KEY_FILE": str(base / "issuer-ca-key.pem"),
+            "CERTFLEET_CRL_CA_CERT_FILE": str(broker.pki.device_ca_file),
+            "CERTFLEET_CRL_CA_KEY_FILE": str(broker.pki.device_ca_key_file),
+        }
     old = factory_identities(broker, ids, base / "identities")
     client = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
     procs: list[Proc] = []
@@ -173,39 +243,8 @@ def main(binary: str, base: Path, count: int) -> None:
             timeout=90,
             what="every C device stated its identity",
         )
-        selection = base / "devices.txt"
-        selection.write_text("\n".join(ids) + "\n")
-        reloads = broker.reloads()
-        created = run_json(
-            env, "rollout", "create", "--kind", "identity.rotate",
-            "--probe", f"127.0.0.1:{broker.device_port}", "--select", f"file:{selection}",
-            "--waves", "10%,100%", "--bake", "2", "--device-timeout", "60",
-        )  # fmt: skip
-        rollout_id = str(created["id"])
-
-        def final() -> dict[str, Any] | None:
-            status = run_json(env, "rollout", "status", rollout_id)
-            ended = ("completed", "completed_with_timeouts", "rolled_back", "aborted")
-            return status if status["state"] in ended else None
-
-        status = wait_until(final, timeout=240, interval=1.0, what=f"{rollout_id} to end")
-        if status["state"] != "completed":
-            raise SystemExit(f"rollout {rollout_id} ended {status['state']}: {status}")
-        wait_until(lambda: broker.reloads() > reloads, timeout=30, what="the CRL reloaded")
-        wait_until(
-            lambda: not unrevoked(broker, old), timeout=60, what="every old certificate in the CRL"
-        )
-        # a broker restart: every device connects anew, under the CRL that revokes its old
-        # certificate, so each one that gets in presents its new one
-        mark = broker.restart()
-        wait_until(
-            lambda: {c for c, _ in broker.usernames(since=mark)} >= set(ids),
-            timeout=90,
-            what="every C device connected again after the restart",
-        )
-        check_rotated(client, broker, old)
-        check_keys_unseen(base, logs)
-    except (SystemExit, TimeoutError):
+        yield Run(env, client, broker, ids, old, base, logs)
+    except (SystemExit, TimeoutError, AssertionError):
         for proc in procs:
             print(f"--- {proc.name}\n{proc.log()[-2000:]}", file=sys.stderr)
         raise
@@ -215,9 +254,56 @@ def main(binary: str, base: Path, count: int) -> None:
         client.close()
         broker.stop()
         redis_service.stop()
+
+
+def rotation(binary: str, base: Path, count: int) -> None:
+    """Every device rotates; the old certificates are revoked and refused."""
+    with running(binary, base, count, issuer_ca=None) as run:
+        reloads = run.broker.reloads()
+        status = run.rotate("10%,100%")
+        if status["state"] != "completed":
+            raise SystemExit(f"the rotation ended {status['state']}: {status}")
+        wait_until(lambda: run.broker.reloads() > reloads, timeout=30, what="the CRL reloaded")
+        wait_until(
+            lambda: not unrevoked(run.broker, run.old),
+            timeout=60,
+            what="every old certificate in the CRL",
+        )
+        # under the CRL that revokes its old certificate, a device that gets in presents
+        # its new one
+        run.all_back_after_restart()
+        check_rotated(run.client, run.broker, run.old)
+        check_keys_unseen(base, run.logs, count)
     print(f"e2e_c_identity: {count} C devices rotated 44 -> 45 through certfleet over mutual TLS;")
     print("  inventory on 45, old certificates in the CRL and refused, every device back after a")
     print("  broker restart (so with its new certificate), the new keys in no log")
+
+
+def refused(binary: str, base: Path, count: int) -> None:
+    """certfleet issues from a CA the broker does not trust: the canary's mutual-TLS probe
+    is identity_refused, the rollout aborts and rolls back, every device keeps its identity."""
+    now = datetime.now(UTC)
+    stranger = make_ca(
+        "stranger issuer", not_before=now - timedelta(days=1), not_after=now + timedelta(days=30)
+    )
+    with running(binary, base, count, issuer_ca=stranger) as run:
+        status = run.rotate("1,100%")
+        if status["state"] != "rolled_back" or "identity_refused" not in json.dumps(status["log"]):
+            raise SystemExit(f"the refused rotation ended {status['state']}: {status}")
+        for device in run.ids:
+            tag = run.client.hget(f"certfleet:inv:dev:{device}", "_identity")
+            if tag != str(OLD_TAG):
+                raise SystemExit(f"{device}: identity {tag} after the rollback, not {OLD_TAG}")
+            if any((base / "c-fleet" / device / "keystore").glob(f"{NEW_TAG}-*")):
+                raise SystemExit(f"{device}: sec_tag {NEW_TAG} kept an item after the rollback")
+        run.all_back_after_restart()
+    print("  and a rotation to a certificate the broker refuses: the canary's probe is")
+    print(f"  identity_refused, the rollout rolls back, all {count} devices keep identity 44")
+
+
+def main(binary: str, base: Path, count: int) -> None:
+    rotation(binary, base / "rotation", count)
+    refused(binary, base / "refused", max(2, count // 4))
 
 
 if __name__ == "__main__":

@@ -279,11 +279,12 @@ static int client_create(struct cf_host_mqtt *m)
 }
 
 /*
- * The network thread. libmosquitto's own (mosquitto_loop_start) ends for good on a
- * "fatal" error, a TLS error among them, which is what a TLS broker going away can give:
- * the device would never connect again. This one runs the loop again after a pause,
- * which reconnects, until network_stop (set before mosquitto_disconnect, which ends the
- * loop and interrupts its waits).
+ * The network thread. libmosquitto's own (mosquitto_loop_start) stops reconnecting for
+ * good after a "fatal" error, a TLS error among them, and after the broker's own
+ * DISCONNECT, which an MQTT 5 broker sends when it shuts down (0x8B): a restarted broker
+ * would never see the device again. This one reconnects after a pause and runs the loop
+ * again, until network_stop (set before mosquitto_disconnect, which ends the loop and
+ * interrupts its waits).
  */
 static void *network_main(void *arg)
 {
@@ -294,6 +295,9 @@ static void *network_main(void *arg)
 		for (int i = 0; i < 10 && !m->network_stop; i++) {
 			struct timespec pause = {0, 100 * 1000 * 1000};
 			nanosleep(&pause, NULL);
+		}
+		if (!m->network_stop) {
+			mosquitto_reconnect(m->mosq); /* on failure the loop returns and we come back */
 		}
 	}
 	return NULL;
