@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from orchestrator.adapters.file_signer import generate_key_file
 from simulator.attestation import make_csr
 from simulator.fleet import device_id
-from simulator.services import LocalService, start_redis, wait_for_port
+from simulator.services import start_redis
 from tests.cfssl import CfsslServer, start_cfssl
 from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
@@ -45,7 +45,7 @@ __all__ = ["FleetSpec", "Identity", "IdentityStack", "running_identity_stack"]
 CA_TAG: Final = 42
 OLD_TAG, NEW_TAG = 44, 45
 FLEET_SEED: Final = "identity-e2e"
-FACTORY_PROFILE: Final = {
+FACTORY: Final = {
     "expiry": "240h",
     "usages": ["digital signature", "key agreement", "client auth"],
 }
@@ -253,27 +253,9 @@ class IdentityStack:
     # -- the parts -------------------------------------------------------------------------
 
     def restart_broker(self) -> int:
-        """Stop mosquitto and start it again on the same config: every device must connect
-        anew, and the broker reads the CRL as it is now. Returns the broker log's length
-        before the restart (what connected since is after it)."""
-        old = self.broker.service
-        mark = len(old.log_file.read_text(errors="replace"))
-        old.stop()
-        config = old.workdir / "mosquitto.conf"
-        with (old.workdir / "mosquitto.out").open("ab") as out:
-            process = subprocess.Popen(
-                [str(Path(_mosquitto())), "-c", str(config)],
-                cwd=old.workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.broker.service = LocalService(
-            "mosquitto", old.host, old.port, process, old.workdir, old.log_file
-        )
-        for port in (old.port, self.broker.device_port):
-            wait_for_port("127.0.0.1", port, timeout=15, process=process)
-        return mark
+        """Restart mosquitto on its config: every device must connect anew, and the broker
+        reads the CRL as it is now. Returns the broker log's mark from before the restart."""
+        return self.broker.restart()
 
     def crl_reloads(self) -> int:
         """How many times certfleet asked for a CRL reload (SIGHUP to its reload pid)."""
@@ -282,10 +264,7 @@ class IdentityStack:
 
     def connected_since(self, mark: int) -> set[str]:
         """Usernames (certificate CNs) of the device connections logged after `mark`."""
-        from tests.mtls import CONNECTED_LINE  # noqa: PLC0415 -- the broker log's format
-
-        log = self.broker.service.log_file.read_text(errors="replace")[mark:]
-        return {username for _, username in CONNECTED_LINE.findall(log)}
+        return {username for _, username in self.broker.usernames(since=mark)}
 
     @contextlib.contextmanager
     def worker_with(self, overrides: Mapping[str, str]) -> Iterator[None]:
@@ -300,12 +279,6 @@ class IdentityStack:
             other.stop()
             self.procs.append(other)
             self.procs.append(celery_worker(self.logs, self.env, name="worker"))
-
-
-def _mosquitto() -> str:
-    from tests.mtls import mosquitto_binary  # noqa: PLC0415
-
-    return mosquitto_binary()
 
 
 def _cfssl_sign(server: CfsslServer, csr_pem: bytes, profile: str) -> bytes:
@@ -333,17 +306,6 @@ def _factory_identities(server: CfsslServer, devices: Sequence[str]) -> dict[str
         )
         made[device] = Identity(_cfssl_sign(server, csr, "factory"), key_pem)
     return made
-
-
-def _start_cfssl(base: Path, broker: MtlsBroker) -> CfsslServer:
-    """CFSSL with the broker's device CA, and a `factory` profile of 10 days."""
-    server = start_cfssl(base / "cfssl", broker.pki.device_ca)
-    config_file = server.workdir / "config.json"
-    config = json.loads(config_file.read_text())
-    config["signing"]["profiles"]["factory"] = FACTORY_PROFILE
-    config_file.write_text(json.dumps(config))
-    server.stop()
-    return server.start()
 
 
 def _identities_file(
@@ -421,12 +383,9 @@ def _settings(redis_url: str, broker: MtlsBroker, cfssl: CfsslServer, base: Path
         "CERTFLEET_SIGNING_KEY_FILE": str(signing_key),
         "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
         "CERTFLEET_LOG_FORMAT": "json",
-        "CERTFLEET_ISSUER": "cfssl",
-        "CERTFLEET_ISSUER_URL": cfssl.url,
+        **cfssl.settings_env(),
         "CERTFLEET_ISSUER_PROFILE": "device",
         "CERTFLEET_ISSUER_TIMEOUT_SECONDS": "2",
-        "CERTFLEET_CRL_CA_CERT_FILE": str(cfssl.ca_cert_file),
-        "CERTFLEET_CRL_CA_KEY_FILE": str(cfssl.ca_key_file),
         "CERTFLEET_ATTESTATION_KEYS_FILE": str(base / "attestation-keys.json"),
         "CERTFLEET_IDENTITY_TAGS": f"{OLD_TAG},{NEW_TAG}",
         "CERTFLEET_IDENTITY_PROBE": f"127.0.0.1:{broker.device_port}",
@@ -446,7 +405,7 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
         cleanup.callback(RedisMonitor(redis_url, logs / "redis-monitor.log").close)
         broker = start_mtls_broker(base / "broker", make_pki(base / "pki"), persistent=True)
         cleanup.callback(broker.stop)
-        cfssl = _start_cfssl(base, broker)
+        cfssl = start_cfssl(base / "cfssl", broker.pki.device_ca, profiles={"factory": FACTORY})
         cleanup.callback(cfssl.stop)
         all_ids = [d for spec in fleets for d in spec.ids()]
         env = _settings(redis_url, broker, cfssl, base)
