@@ -4,7 +4,7 @@ e2e-identity`.
 Real Redis; a Mosquitto with a plain listener for certfleet's services and the shipped
 mutual-TLS device listener (require_certificate, use_identity_as_username, the shipped
 ACL, `crlfile`: tests/mtls.py); certfleet's listener, Celery worker and beat with the
-device CA as local issuer, the CRL file and the broker's pid to reload it, and the C
+device CA as local issuer and the CRL file (the broker reads it when restarted), and the C
 devices' attestation keys (derived from the fleet seed and each id, as `certfleet-device
 --fleet-seed` derives them). One `certfleet-device --devices N --tls` process: each
 device leaves the factory with a client certificate of the device CA (CN = its id) and
@@ -202,8 +202,11 @@ def running(binary: str, base: Path, count: int, *, issuer_ca: IssuedCA | None) 
     attestation = base / "attestation-keys.json"
     attestation.write_text(json.dumps(attestation_keys_json(ids, FLEET_SEED)))
     generate_key_file(base / "signing-key.pem")
+    # the broker reads a new CRL when restarted, not on SIGHUP: Mosquitto 2.0.11 may crash
+    # on a SIGHUP while devices with persistent sessions reconnect
+    settings = {k: v for k, v in broker.settings_env(issuer=True).items() if "RELOAD" not in k}
     env = {
-        **broker.settings_env(issuer=True),
+        **settings,
         "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
         "CERTFLEET_SIGNING_KEY_FILE": str(base / "signing-key.pem"),
         "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
@@ -259,11 +262,9 @@ def running(binary: str, base: Path, count: int, *, issuer_ca: IssuedCA | None) 
 def rotation(binary: str, base: Path, count: int) -> None:
     """Every device rotates; the old certificates are revoked and refused."""
     with running(binary, base, count, issuer_ca=None) as run:
-        reloads = run.broker.reloads()
         status = run.rotate("10%,100%")
         if status["state"] != "completed":
             raise SystemExit(f"the rotation ended {status['state']}: {status}")
-        wait_until(lambda: run.broker.reloads() > reloads, timeout=30, what="the CRL reloaded")
         wait_until(
             lambda: not unrevoked(run.broker, run.old),
             timeout=60,
