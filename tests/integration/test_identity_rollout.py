@@ -1,12 +1,14 @@
 """An identity.rotate rollout end to end in one process: the engine over real Redis, the
 listener and simulated devices on a Mosquitto whose device listener requires client
-certificates (the shipped settings), the local CA issuer, the CRL file and the broker's reload.
+certificates (the shipped settings), the local CA issuer and the CRL file.
 
 The engine's tasks run inline (`InlineTasks`) instead of on Celery workers, so the test
 drives each step; what it checks is that the parts fit: the keygen's CSR passes certfleet's
 checks, the staged certificate passes the device's key check and the broker's mutual-TLS
 probe, the commit reconnects with it, the retire deletes the old one, and the old
-certificates end up in the CRL the broker reloaded.
+certificates end up in the CRL. The broker is not signalled to reload it: Mosquitto 2.0.11
+may crash on a SIGHUP while devices with persistent sessions are offline (the shipped
+broker restarts on a new CRL instead; tests/integration/test_broker_mtls.py covers it).
 """
 
 from __future__ import annotations
@@ -217,7 +219,6 @@ def engine(
         "CERTFLEET_CRL_CA_KEY_FILE": str(pki.device_ca_key_file),
         "CERTFLEET_CRL_FILE": str(pki.crl_file),
         "CERTFLEET_ATTESTATION_KEYS_FILE": str(_attestation_keys(tmp_path / "attestation.json")),
-        "CERTFLEET_CRL_RELOAD_PID_FILE": str(broker.pid_file),
         "CERTFLEET_LOG_FORMAT": "json",
     }
     if param == "down":  # a CFSSL that is not there: every issuance is transient
@@ -342,7 +343,6 @@ class Outcome:
     states: dict[str, DeviceRolloutState]
     agents: list[DeviceAgent]
     old: set[int]
-    reloads_before: int
 
 
 async def _rotate(
@@ -370,7 +370,6 @@ async def _rotate(
             engine=engine,
         )
         old = _old_serials(engine, ids)
-        reloads = broker.reloads()
         rid = create_rollout(
             engine.deps, _spec(broker, **spec), now=utcnow(), actor="test", start=True
         )
@@ -409,17 +408,16 @@ async def _rotate(
         await asyncio.gather(listener, fleet, return_exceptions=True)
     rollout = c.rollouts.get(rid)
     assert rollout is not None
-    return Outcome(rid, rollout.state, c.rollouts.device_states(rid), agents, old, reloads)
+    return Outcome(rid, rollout.state, c.rollouts.device_states(rid), agents, old)
 
 
 def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: MtlsBroker) -> None:
     """Every device ends on a certificate the issuer signed for a key its modem made, in 45,
-    the old identity deleted; the old certificates are in the CRL the broker reloaded."""
+    the old identity deleted; the old certificates are in the CRL certfleet wrote."""
     c = engine.container
     outcome = asyncio.run(_rotate(engine, broker))
     rid, old, agents = outcome.rollout_id, outcome.old, outcome.agents
     ids = sorted(outcome.states)
-    reloads = outcome.reloads_before
     assert (outcome.state, set(outcome.states.values())) == (
         RolloutState.COMPLETED,
         {D.RETIRED},
@@ -433,7 +431,6 @@ def test_an_identity_rotation_over_a_mutual_tls_broker(engine: Engine, broker: M
         assert (NEW_TAG, CredentialType.CLIENT_KEY) in held
     crl = x509.load_pem_x509_crl(broker.pki.crl_file.read_bytes())
     assert {r.serial_number for r in crl} == old
-    assert broker.reloads() > reloads
     kept = c.identity.certificates(rid, ids)
     new = {x509.load_pem_x509_certificate(n.encode()).serial_number for _, n in kept.values()}
     assert len(new) == DEVICES
