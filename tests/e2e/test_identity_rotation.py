@@ -172,6 +172,10 @@ def test_100_devices_rotate_to_cfssl_certificates_and_reconnect_with_them(
     issued = stack.cfssl.issued()
     device_ca = stack.broker.pki.device_ca.certificate.subject
     for device in ROTATE.ids():
+        factory = x509.load_pem_x509_certificate(stack.identities[device].cert_pem)
+        assert rotation["old"][device] in issued, device  # CFSSL signed the factory one too
+        left = factory.not_valid_after_utc - datetime.now(UTC)
+        assert timedelta(days=9) < left <= timedelta(days=10), (device, left)
         assert stack.identity_tag(device) == NEW_TAG, device
         assert stack.client_certificate(device, OLD_TAG) is None, device
         new = stack.client_certificate(device, NEW_TAG)
