@@ -5,14 +5,13 @@
     broker.port          # plain listener for certfleet's services (anonymous, loopback only)
     broker.device_port   # mutual TLS 1.2: require_certificate, use_identity_as_username,
                          # crlfile = pki.crl_file, the shipped ACL (deploy/mosquitto/acl)
-    broker.pid_file      # CERTFLEET_CRL_RELOAD_PID_FILE; pki.crl_file is CERTFLEET_CRL_FILE
-    broker.settings_env()  # those, MQTT on the plain listener, the device CA as local issuer
+    broker.settings_env()  # MQTT on the plain listener, CERTFLEET_CRL_FILE = pki.crl_file,
+                         # the device CA as local issuer
     cert = device_identity(pki.device_ca, "dev-1")   # or any certificate the issuer made
     try_connect(broker, cert.pem, cert.key_pem)      # "accepted" or the TLS alert, e.g.
                                                      # "certificate_revoked", "unknown_ca"
-    broker.usernames()   # (client id, username = CN) of every client that connected,
-                         # after_reload=n: only since the n-th reload (a CRL taking effect)
-    mark = broker.restart()  # same config and ports; usernames(since=mark) after it
+    mark = broker.restart()  # same config and ports: reads the CRL as it is now
+    broker.usernames(since=mark)  # (client id, username = CN) of the clients connected since
     broker.stop()
 
 With CFSSL: start_cfssl(dir, pki.device_ca) and `{**broker.settings_env(issuer=False),
@@ -21,8 +20,12 @@ With CFSSL: start_cfssl(dir, pki.device_ca) and `{**broker.settings_env(issuer=F
 pki.device_ca: `device_identity(pki.device_ca, id, not_after=...)` gives certificate and key.
 
 Mosquitto 2.0 reads `crlfile` when it starts and on SIGHUP only (orchestrator/adapters/
-crl_file.py), so a test that revokes either sets CERTFLEET_CRL_RELOAD_PID_FILE or calls
-`broker.reload()` after the CRL changed.
+crl_file.py), and 2.0.11 can crash on a SIGHUP while devices keep offline sessions
+(persistent sessions of devices that disconnected; docs/operations.md), so a test that
+revokes calls `broker.restart()` after the CRL changed, as the shipped deployment restarts
+its broker. `broker.reload()` (SIGHUP) and `settings_env(reload=True)` are for tests without
+such sessions. Who connected with the new certificate: whoever connects after the restart
+(`usernames(since=mark)`) while the CRL lists the old one.
 """
 
 from __future__ import annotations
@@ -158,8 +161,9 @@ def device_identity(
     return IssuedCert(certificate=certificate, key=key)
 
 
-def mtls_listener_config(pki: MtlsPki, port: int, *, acl_file: Path = SHIPPED_ACL) -> str:
-    """The device listener as deploy/mosquitto/mosquitto.conf has it, with these files."""
+def mtls_listener_config(pki: MtlsPki, port: int) -> str:
+    """The device listener as deploy/mosquitto/mosquitto.conf has it, with these files
+    (authentication and ACL are global there, as in `start_mtls_broker`)."""
     return (
         f"listener {port} 127.0.0.1\n"
         "protocol mqtt\n"
@@ -171,8 +175,6 @@ def mtls_listener_config(pki: MtlsPki, port: int, *, acl_file: Path = SHIPPED_AC
         "use_identity_as_username true\n"
         "use_username_as_clientid true\n"
         f"crlfile {pki.crl_file}\n"
-        "allow_anonymous false\n"
-        f"acl_file {acl_file}\n"
     )
 
 
@@ -228,15 +230,21 @@ class MtlsBroker:
         """The services' plain listener (CERTFLEET_MQTT_PORT)."""
         return self.service.port
 
-    def settings_env(self, *, issuer: bool = True) -> dict[str, str]:
-        """certfleet's settings for this broker: MQTT on the plain listener, the CRL file and
-        the pid to SIGHUP after writing it, and (`issuer`) the device CA as local issuer."""
+    def settings_env(self, *, issuer: bool = True, reload: bool = False) -> dict[str, str]:
+        """certfleet's settings for this broker: MQTT on the plain listener, the CRL file,
+        and (`issuer`) the device CA as local issuer.
+
+        `reload` also has certfleet SIGHUP the broker after each CRL. Mosquitto 2.0.11 can
+        crash on a SIGHUP while devices keep offline sessions (docs/operations.md), so a
+        test that revokes calls `restart()` after the CRL is written instead.
+        """
         env = {
             "CERTFLEET_MQTT_HOST": "127.0.0.1",
             "CERTFLEET_MQTT_PORT": str(self.port),
             "CERTFLEET_CRL_FILE": str(self.pki.crl_file),
-            "CERTFLEET_CRL_RELOAD_PID_FILE": str(self.pid_file),
         }
+        if reload:
+            env["CERTFLEET_CRL_RELOAD_PID_FILE"] = str(self.pid_file)
         if issuer:
             env |= {
                 "CERTFLEET_ISSUER": "local",
@@ -265,8 +273,8 @@ class MtlsBroker:
         `since=mark` (`log_mark()`, `restart()`), only those logged after the mark.
 
         The username is the certificate's CN, the same for a device's old and new identity.
-        What shows that a device uses its new certificate is a connection after the reload
-        of a CRL that lists its old one (`broker.reloads()` before the CRL is published).
+        What shows that a device uses its new certificate is a connection after the broker
+        loaded a CRL that lists its old one (a `restart()`, or a reload).
         """
         log = self.service.log_file.read_text(errors="replace")[since:]
         return CONNECTED_LINE.findall("".join(log.split("Reloading config")[after_reload:]))
@@ -295,8 +303,12 @@ def start_mtls_broker(
 ) -> MtlsBroker:
     """Start mosquitto with both listeners on free loopback ports.
 
-    `wrapper`: run it through this script instead (deploy/mosquitto/run-with-crl-reload.sh),
-    which is given the config, the CRL file and how often to look at it.
+    Authentication and ACL are global, as in the shipped config: devices are known by
+    their certificate, certfleet's services connect anonymously on the plain listener,
+    loopback only, where the ACL's anonymous section (added before `acl_file`'s own
+    lines) lets them read and write every topic. `wrapper`: run the broker under this
+    script (deploy/mosquitto/run-with-crl-reload.sh), which is given the config and the
+    CRL file, looks every `crl_check_seconds` and restarts at once after a change.
     """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -306,20 +318,24 @@ def start_mtls_broker(
     # A log file of its own: mosquitto flushes it line by line (its stdout, redirected,
     # may hold a line back), and the tests read it to see reloads and usernames.
     log_file = directory / "mosquitto.log"
+    services_acl = directory / "acl"
+    services_acl.write_text(
+        "# anonymous clients (certfleet's services on the loopback listener): everything\n"
+        "topic readwrite #\n\n" + acl_file.read_text()
+    )
     # Started as root, mosquitto would drop to its own user and lose access to the
     # test's files; naming the current user keeps it (no effect otherwise).
     config.write_text(
         f"user {getpass.getuser()}\n"
         f"pid_file {pid_file}\n"
-        "per_listener_settings true\n"
         f"persistence {'true' if persistent else 'false'}\npersistence_location {directory}/\n"
         "max_queued_messages 100000\nmax_inflight_messages 100\n"
         f"log_dest file {log_file}\nlog_type error\nlog_type warning\nlog_type notice\n"
         "log_type information\nconnection_messages true\n"
-        # certfleet's services: anonymous, loopback only, no ACL (the shipped deployment
-        # uses a password here; tests/integration/test_broker_acl.py covers that)
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        + mtls_listener_config(pki, device_port, acl_file=acl_file)
+        # certfleet's services connect anonymously (the shipped deployment uses a password;
+        # tests/integration/test_broker_acl.py covers that); devices by certificate
+        f"allow_anonymous true\nacl_file {services_acl}\n"
+        f"listener {port} 127.0.0.1\n" + mtls_listener_config(pki, device_port)
     )
     argv, env = [mosquitto_binary(), "-c", str(config)], dict(os.environ)
     if wrapper is not None:
@@ -328,6 +344,8 @@ def start_mtls_broker(
             "MOSQUITTO_CONF": str(config),
             "CRL_FILE": str(pki.crl_file),
             "CRL_CHECK_SECONDS": str(crl_check_seconds),
+            "CRL_SETTLE_SECONDS": "0",
+            "CRL_RESTART_MIN_SECONDS": "0",
             "PATH": f"{Path(mosquitto_binary()).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     broker = MtlsBroker(
@@ -359,8 +377,9 @@ def try_connect(
 ) -> str:
     """Connect to the device listener presenting this certificate (TLS 1.2, as the modem).
 
-    Returns "accepted" (CONNACK 0), "connack <code>", "closed" (no CONNACK), or the TLS
-    alert the broker sent, e.g. "certificate_revoked", "unknown_ca", "certificate_expired".
+    Returns "accepted" (CONNACK 0), "connack <code>", "closed" (no CONNACK), "unreachable"
+    (no connection), or the TLS alert the broker sent, e.g. "certificate_revoked",
+    "unknown_ca", "certificate_expired".
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -384,6 +403,8 @@ def try_connect(
         return _alert_name(exc)
     except (ConnectionResetError, BrokenPipeError):
         return "closed"
+    except OSError:  # refused or timed out: nothing listening (e.g. while it restarts)
+        return "unreachable"
     if len(connack) < 4 or connack[0] != 0x20:
         return "closed"
     return ACCEPTED if connack[3] == 0 else f"connack {connack[3]}"

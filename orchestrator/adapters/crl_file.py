@@ -5,11 +5,13 @@ directory, is flushed to disk and renamed over the old one, so the broker never 
 half a CRL (and a reader that opened the old file keeps reading the old one whole).
 
 Mosquitto 2.0 reads `crlfile` when it builds a listener's TLS context: at start and
-on SIGHUP, never on its own. So after each write the broker is sent SIGHUP (the pid
-from `CERTFLEET_CRL_RELOAD_PID_FILE`, e.g. mosquitto's `pid_file`); without it the new
-CRL only counts from the broker's next restart (docs/operations.md, "Rotating device
-identities"). A broken `crlfile` on SIGHUP makes Mosquitto 2.0 drop CRL checking until
-the next good one, so only a parsable CRL is ever written.
+on SIGHUP, never on its own. With `CERTFLEET_CRL_RELOAD_PID_FILE` (e.g. mosquitto's
+`pid_file`) the broker is sent SIGHUP after each write; without it the new CRL counts
+from the broker's next restart, which the shipped deployment does when the file
+changes, because Mosquitto 2.0.11 mishandles the offline sessions of sleeping devices
+on SIGHUP and can crash soon after (docs/operations.md, "Rotating device identities").
+A broken `crlfile` on SIGHUP makes Mosquitto 2.0 drop CRL checking until the next good
+one, so only a parsable CRL is ever written.
 """
 
 from __future__ import annotations

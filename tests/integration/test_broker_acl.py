@@ -426,7 +426,6 @@ def test_the_broker_runs_the_shipped_config_with_only_ports_addresses_user_and_p
     # then only the allowed keys differ, and the security settings are all there
     _assert_only_allowed_keys_changed(shipped, started)
     for setting in (
-        "per_listener_settings true",
         "persistence true",
         "require_certificate true",
         "use_identity_as_username true",
@@ -435,7 +434,13 @@ def test_the_broker_runs_the_shipped_config_with_only_ports_addresses_user_and_p
         "message_size_limit 16384",
     ):
         assert setting in started.splitlines()
-    assert started.count("acl_file ") == 2
+    # one set of rules for both listeners: with per_listener_settings, Mosquitto 2.0
+    # mishandles offline sessions on a reload (docs/operations.md)
+    settings = [line for line in started.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in settings if line.startswith("per_listener_settings")]
+    keys = [line.split()[0] for line in settings]
+    assert keys.count("acl_file") == keys.count("password_file") == 1
+    assert keys.index("acl_file") < keys.index("listener")
 
 
 def test_a_device_writes_its_own_state_and_report_and_reads_its_own_bundle(
