@@ -4,53 +4,47 @@ Redis; a Mosquitto with a plain listener for certfleet's services and the shippe
 mutual-TLS device listener (require_certificate, use_identity_as_username, the shipped
 ACL, `crlfile`; `tests/mtls.py`); a real `cfssl serve` as the issuer, which also signed
 the devices' factory certificates (valid 10 days, so its database can revoke them);
-certfleet's listener, Celery worker and beat; fleets of simulated devices (`certfleet
-simulate --tls --identities`, whose key escrow records every private key a modem holds);
-a witness subscribed to `#` on the plain listener and a Redis MONITOR, so a test can
-search everything the run recorded.
+certfleet's listener, Celery worker and beat; fleets of simulated devices
+(`tests/e2e/identity_fleets.py`); a witness subscribed to `#` on the plain listener
+and a Redis MONITOR (`tests/e2e/recorded.py`), so a test can search everything the
+run recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import paho.mqtt.client as mqtt
 import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from paho.mqtt.enums import CallbackAPIVersion
 
 from orchestrator.adapters.file_signer import generate_key_file
-from simulator.attestation import make_csr
-from simulator.fleet import device_id
 from simulator.services import start_redis
 from tests.cfssl import CfsslServer, start_cfssl
+from tests.e2e.identity_fleets import (
+    FACTORY,
+    NEW_TAG,
+    OLD_TAG,
+    FleetSpec,
+    Identity,
+    attestation_keys,
+    factory_identities,
+    start_fleet,
+)
+from tests.e2e.recorded import RedisMonitor, Witness, redis_everything
 from tests.mtls import MtlsBroker, make_pki, start_mtls_broker
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
 
-__all__ = ["FleetSpec", "Identity", "IdentityStack", "running_identity_stack"]
-
-CA_TAG: Final = 42
-OLD_TAG, NEW_TAG = 44, 45
-FLEET_SEED: Final = "identity-e2e"
-FACTORY: Final = {
-    "expiry": "240h",
-    "usages": ["digital signature", "key agreement", "client auth"],
-}
-"""CFSSL signs the factory identities with this profile: they expire in 10 days."""
-
+__all__ = ["IdentityStack", "running_identity_stack"]
 
 RELOAD_WITNESS: Final = """
 import signal, sys, time
@@ -63,88 +57,6 @@ while True:
     time.sleep(3600)
 """
 """A process that appends a line to a file for each SIGHUP: where certfleet's CRL reload goes."""
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSpec:
-    """A fleet: id prefix, how many devices, and faults by device number."""
-
-    prefix: str
-    count: int
-    faults: Mapping[int, Sequence[str]] = field(default_factory=dict)
-
-    def ids(self) -> list[str]:
-        return [device_id(self.prefix, n) for n in range(self.count)]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A factory identity the test made: the certificate (from CFSSL) and its key."""
-
-    cert_pem: bytes
-    key_pem: bytes
-
-    @property
-    def serial(self) -> int:
-        return x509.load_pem_x509_certificate(self.cert_pem).serial_number
-
-
-class Witness:
-    """A client on the services' listener subscribed to `#`: every MQTT message, kept."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        self._client.on_connect = lambda c, *_: c.subscribe("#", qos=1)
-        self._client.on_subscribe = lambda *_: self._ready.set()
-        self._client.connect(host, port)
-        self._client.loop_start()
-        assert self._ready.wait(10), "the witness did not subscribe"
-
-    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((message.topic, bytes(message.payload)))
-
-    def seen(self) -> list[tuple[str, bytes]]:
-        with self._lock:
-            return list(self.messages)
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
-
-
-class RedisMonitor:
-    """Every command Redis executes (MONITOR), appended to a file: Celery's task messages
-    pass through Redis and are gone once consumed, so a search needs their record."""
-
-    def __init__(self, url: str, out: Path) -> None:
-        self._client = redis.Redis.from_url(url)
-        self._out = out
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Raw lines: Redis writes each command escaped (sdscatrepr: printable ASCII as is,
-        # other bytes as \\xhh), which the search renders its patterns into as well.
-        with self._out.open("ab") as out:
-            while not self._closed.is_set():
-                with (
-                    contextlib.suppress(redis.RedisError, OSError, ValueError),
-                    self._client.monitor() as monitor,  # type: ignore[no-untyped-call]  # redis-py's
-                ):
-                    while not self._closed.is_set():
-                        out.write(bytes(monitor.connection.read_response()) + b"\n")
-                        out.flush()
-                self._closed.wait(0.2)  # a dropped MONITOR: start it again
-
-    def close(self) -> None:
-        self._closed.set()
-        self._client.close()
 
 
 @dataclass
@@ -250,6 +162,33 @@ class IdentityStack:
                 return pem
         return None
 
+    def private_keys(self) -> list[ec.EllipticCurvePrivateKey]:
+        """Every key a modem held: the factory ones the test made and every %KEYGEN's."""
+        keys: dict[int, ec.EllipticCurvePrivateKey] = {}
+        for pem in [*self.modem_keys(), *(i.key_pem for i in self.identities.values())]:
+            key = serialization.load_pem_private_key(pem, password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            keys[key.private_numbers().private_value] = key
+        return list(keys.values())
+
+    def recorded(self) -> dict[str, bytes]:
+        """Everything the run recorded, by where it came from: every process log (the
+        Redis MONITOR's too), the broker's log and persistence, the CRL, CFSSL's database
+        and log, every Redis key and value, every MQTT message, all the CLI printed."""
+        broker_dir = self.broker.service.workdir
+        files = [
+            *self.logs.iterdir(),
+            *(broker_dir / n for n in ("mosquitto.log", "mosquitto.out", "mosquitto.db")),
+            self.broker.pki.crl_file,
+            self.cfssl.db_file,
+            self.cfssl.workdir / "cfssl.log",
+        ]
+        found = {str(p.relative_to(self.dir)): p.read_bytes() for p in files if p.is_file()}
+        found["redis"] = redis_everything(self.redis_url)
+        found["mqtt"] = b"\n".join(t.encode() + b" " + p for t, p in self.witness.seen())
+        found["cli"] = b"\n".join(self.outputs)
+        return found
+
     # -- the parts -------------------------------------------------------------------------
 
     def restart_broker(self) -> int:
@@ -279,97 +218,6 @@ class IdentityStack:
             other.stop()
             self.procs.append(other)
             self.procs.append(celery_worker(self.logs, self.env, name="worker"))
-
-
-def _cfssl_sign(server: CfsslServer, csr_pem: bytes, profile: str) -> bytes:
-    request = urllib.request.Request(  # noqa: S310 -- the test's own cfssl, over loopback http
-        f"{server.url}/api/v1/cfssl/sign",
-        data=json.dumps({"certificate_request": csr_pem.decode(), "profile": profile}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- loopback http
-        body = json.loads(answer.read())
-    assert body["success"], body
-    return str(body["result"]["certificate"]).encode()
-
-
-def _factory_identities(server: CfsslServer, devices: Sequence[str]) -> dict[str, Identity]:
-    """A P-256 key per device (made by the test) and its 10-day certificate from CFSSL."""
-    made: dict[str, Identity] = {}
-    for device in devices:
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = x509.load_der_x509_csr(make_csr(key, device)).public_bytes(serialization.Encoding.PEM)
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        made[device] = Identity(_cfssl_sign(server, csr, "factory"), key_pem)
-    return made
-
-
-def _identities_file(
-    path: Path, devices: Sequence[str], identities: Mapping[str, Identity]
-) -> Path:
-    """`{device: {cert, key}}` as `certfleet simulate --identities` reads it (mode 0600)."""
-    path.touch(mode=0o600)
-    path.write_text(
-        json.dumps(
-            {
-                d: {"cert": identities[d].cert_pem.decode(), "key": identities[d].key_pem.decode()}
-                for d in devices
-            }
-        )
-    )
-    return path
-
-
-def _start_fleet(
-    stack_env: dict[str, str],
-    base: Path,
-    logs: Path,
-    spec: FleetSpec,
-    *,
-    identities: Mapping[str, Identity],
-    broker: MtlsBroker,
-) -> tuple[Proc, Path]:
-    """`certfleet simulate --tls` of the fleet with the test's factory identities."""
-    name = spec.prefix.rstrip("-")
-    escrow = base / f"keys-{name}.jsonl"
-    given = _identities_file(base / f"identities-{name}.json", spec.ids(), identities)
-    args = [
-        *("simulate", "--devices", str(spec.count), "--id-prefix", spec.prefix, "--tls"),
-        *("--ca", str(broker.pki.server_ca_file), "--tag", str(CA_TAG)),
-        *("--identities", str(given), "--identity-tag", str(OLD_TAG)),
-        *("--fleet-seed", FLEET_SEED, "--broker-port", str(broker.device_port)),
-        *("--key-escrow", str(escrow)),
-    ]
-    for n, faults in spec.faults.items():
-        for fault in faults:
-            args += ["--fault", f"{fault}@{n}"]
-    return start(f"fleet-{name}", certfleet(*args), env=stack_env, log_dir=logs), escrow
-
-
-def _attestation_keys(base: Path, fleets: Sequence[FleetSpec], env: Mapping[str, str]) -> None:
-    """The modems' public attestation keys, as `certfleet simulate --attestation-keys-out`
-    writes them per fleet, in one file (CERTFLEET_ATTESTATION_KEYS_FILE)."""
-    merged: dict[str, str] = {}
-    for spec in fleets:
-        out = base / f"attestation-{spec.prefix.rstrip('-')}.json"
-        done = subprocess.run(
-            certfleet(
-                *("simulate", "--devices", str(spec.count), "--id-prefix", spec.prefix),
-                *("--ca", str(base / "pki" / "server-ca.pem"), "--fleet-seed", FLEET_SEED),
-                *("--attestation-keys-out", str(out), "--duration", "0"),
-            ),
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        merged |= json.loads(out.read_text())
-    (base / "attestation-keys.json").write_text(json.dumps(merged))
 
 
 def _settings(redis_url: str, broker: MtlsBroker, cfssl: CfsslServer, base: Path) -> dict[str, str]:
@@ -409,8 +257,8 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
         cleanup.callback(cfssl.stop)
         all_ids = [d for spec in fleets for d in spec.ids()]
         env = _settings(redis_url, broker, cfssl, base)
-        _attestation_keys(base, fleets, env)
-        identities = _factory_identities(cfssl, all_ids)
+        attestation_keys(base, fleets, env)
+        identities = factory_identities(cfssl, all_ids)
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         cleanup.callback(client.close)
         witness = Witness("127.0.0.1", broker.port)
@@ -437,7 +285,7 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
         )
         keys_files = []
         for spec in fleets:
-            proc, keys_out = _start_fleet(
+            proc, keys_out = start_fleet(
                 env, base, logs, spec, identities=identities, broker=broker
             )
             procs.append(proc)

@@ -10,29 +10,22 @@ whatever runs first.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from simulator.pki import make_ca
 from tests.cfssl import cfssl_installed
-from tests.e2e.identity_stack import (
-    NEW_TAG,
-    OLD_TAG,
-    FleetSpec,
-    IdentityStack,
-    running_identity_stack,
-)
+from tests.e2e.identity_fleets import NEW_TAG, OLD_TAG, FleetSpec
+from tests.e2e.identity_stack import IdentityStack, running_identity_stack
+from tests.e2e.recorded import find_leaks, redis_repr
 from tests.mtls import try_connect
 from tests.procs import wait_until
 
@@ -401,95 +394,6 @@ def test_a_canary_refused_by_the_broker_aborts_and_every_device_keeps_a_working_
 # -- 5. no private key anywhere ----------------------------------------------------------------
 
 
-def _private_keys(stack: IdentityStack) -> list[ec.EllipticCurvePrivateKey]:
-    """Every key a modem held: the factory ones the test made and every %KEYGEN's."""
-    keys: dict[int, ec.EllipticCurvePrivateKey] = {}
-    pems = [*stack.modem_keys(), *(i.key_pem for i in stack.identities.values())]
-    for pem in pems:
-        key = serialization.load_pem_private_key(pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        keys[key.private_numbers().private_value] = key
-    return list(keys.values())
-
-
-def _redis_repr(data: bytes) -> bytes:
-    """How Redis's MONITOR writes bytes (sdscatrepr)."""
-    escapes = {
-        0x5C: b"\\\\",
-        0x22: b'\\"',
-        0x0A: b"\\n",
-        0x0D: b"\\r",
-        0x09: b"\\t",
-        0x07: b"\\a",
-        0x08: b"\\b",
-    }
-    return b"".join(
-        escapes.get(c) or (bytes([c]) if 0x20 <= c < 0x7F else b"\\x%02x" % c) for c in data
-    )
-
-
-def _forms(key: ec.EllipticCurvePrivateKey) -> tuple[list[bytes], list[bytes]]:
-    """(binary forms, text forms) of a key: the raw scalar (in every DER and PEM too), as
-    Redis's MONITOR escapes it; its hex, decimal, and base64/base64url at each alignment
-    (a PEM or base64 DER holds one of them)."""
-    scalar = key.private_numbers().private_value.to_bytes(32, "big")
-    texts = [
-        scalar.hex().encode(),
-        scalar.hex().upper().encode(),
-        str(int.from_bytes(scalar)).encode(),
-    ]
-    for pad in range(3):
-        encoded = base64.b64encode(b"\0" * pad + scalar)
-        core = encoded[(pad * 4 + 2) // 3 + 1 : -3]
-        texts += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
-    return [scalar, _redis_repr(scalar)], texts
-
-
-def _redis_everything(stack: IdentityStack) -> bytes:
-    import redis  # noqa: PLC0415
-
-    client: Any = redis.Redis.from_url(stack.redis_url)  # bytes in, bytes out
-    parts: list[bytes] = []
-    try:
-        for key in client.scan_iter(count=1000):
-            kind = client.type(key).decode()
-            parts += [key, client.dump(key) or b""]
-            if kind == "string":
-                parts.append(client.get(key) or b"")
-            elif kind == "hash":
-                parts += [b for pair in client.hgetall(key).items() for b in pair]
-            elif kind == "list":
-                parts += client.lrange(key, 0, -1)
-            elif kind == "set":
-                parts += list(client.smembers(key))
-            elif kind == "zset":
-                parts += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
-            elif kind == "stream":
-                parts += [
-                    v for _, entry in client.xrange(key) for pair in entry.items() for v in pair
-                ]
-    finally:
-        client.close()
-    return b"\n".join(parts)
-
-
-def _recorded(stack: IdentityStack) -> dict[str, bytes]:
-    """Everything the run recorded, by where it came from."""
-    broker_dir = stack.broker.service.workdir
-    files = [
-        *stack.logs.iterdir(),
-        *(broker_dir / n for n in ("mosquitto.log", "mosquitto.out", "mosquitto.db")),
-        stack.broker.pki.crl_file,
-        stack.cfssl.db_file,
-        stack.cfssl.workdir / "cfssl.log",
-    ]
-    found = {str(p.relative_to(stack.dir)): p.read_bytes() for p in files if Path(p).is_file()}
-    found["redis"] = _redis_everything(stack)
-    found["mqtt"] = b"\n".join(t.encode() + b" " + p for t, p in stack.witness.seen())
-    found["cli"] = b"\n".join(stack.outputs)
-    return found
-
-
 def test_no_private_key_is_in_any_message_log_redis_key_or_report(
     stack: IdentityStack,
     rotation: dict[str, Any],
@@ -499,12 +403,12 @@ def test_no_private_key_is_in_any_message_log_redis_key_or_report(
 ) -> None:
     for rollout in (rotation["id"], refused["id"], bad_canary["id"]):
         stack.run("rollout", "report", rollout)
-    keys = _private_keys(stack)
+    keys = stack.private_keys()
     keygens = sum(
         1 for e in stack.log(rotation["id"]) + stack.log(refused["id"]) if e["to"] == "csr"
     )
     assert len(keys) >= sum(f.count for f in FLEETS) + keygens, "every key the modems held"
-    recorded = _recorded(stack)
+    recorded = stack.recorded()
     assert recorded["mqtt"]
     assert recorded["redis"]
     assert "logs/worker.log" in recorded
@@ -522,19 +426,7 @@ def test_no_private_key_is_in_any_message_log_redis_key_or_report(
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    for planted in (json.dumps({"k": pem.decode()}).encode(), der, _redis_repr(scalar)):
-        assert _leaks([control], {"control": b"x" + planted + b"y"}), planted
-    assert _leaks([control], {"control": scalar.hex().encode()})
-    assert not _leaks(keys, recorded)
-
-
-def _leaks(keys: list[ec.EllipticCurvePrivateKey], recorded: dict[str, bytes]) -> list[str]:
-    """Where any form of any key occurs in what was recorded."""
-    text = {where: re.sub(rb"\\n|\\r|[\r\n]", b"", data) for where, data in recorded.items()}
-    found: list[str] = []
-    for key in keys:
-        binary, texts = _forms(key)
-        for where, data in recorded.items():
-            found += [f"{where}: raw scalar" for form in binary if form in data]
-            found += [f"{where}: text form" for form in texts if form in text[where]]
-    return found
+    for planted in (json.dumps({"k": pem.decode()}).encode(), der, redis_repr(scalar)):
+        assert find_leaks([control], {"control": b"x" + planted + b"y"}), planted
+    assert find_leaks([control], {"control": scalar.hex().encode()})
+    assert not find_leaks(keys, recorded)
