@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from simulator.pki import make_ca
 from tests.cfssl import cfssl_installed
 from tests.e2e.identity_fleets import NEW_TAG, OLD_TAG, FleetSpec
@@ -281,6 +283,13 @@ def test_a_csr_for_the_key_of_another_devices_certificate_gets_no_certificate(
     assert all(w["state"] == "passed" for w in status["waves"]), status["waves"]
     assert status["totals"]["csr_refused"] == len(REFUSED_CSRS)
     assert status["totals"]["retired"] == CSRS.count - len(REFUSED_CSRS)
+    counted = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in RedisMetrics(stack.redis).snapshot().items()
+        if name == "certfleet_csr_refused_total"
+    }
+    expected = Counter(REFUSED_CSRS.values())
+    assert counted == {reason: float(n) for reason, n in expected.items()}, counted
 
 
 # -- 4. the issuer down for the whole wave -----------------------------------------------------
