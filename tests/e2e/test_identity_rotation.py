@@ -395,7 +395,18 @@ def test_a_canary_refused_by_the_broker_aborts_and_every_device_keeps_a_working_
     assert canary["state"] == "failed", canary
     assert all(w["state"] == "pending" for w in status["waves"][1:]), status["waves"]
     log = stack.log(bad_canary["id"])
-    assert any("identity_refused" in e["cause"] for e in log if e["to"] == "health_failed"), log
+    failed = [e for e in log if e["to"] == "health_failed"]
+    assert len(failed) == 1, failed
+    assert "identity_refused" in failed[0]["cause"], failed
+    (device,) = {e["subject"] for e in failed}
+    # The device dropped the refused identity itself (health_failed needs no rollback); the
+    # certificate issued to it, never used, is revoked: certfleet's CRL lists it.
+    assert stack.device_states(bad_canary["id"])[device] == "health_failed"
+    issued = json.loads(
+        str(stack.redis.hget(f"certfleet:ro:{{{bad_canary['id']}}}:idcerts", device))
+    )
+    unused = x509.load_pem_x509_certificate(issued["new"].encode()).serial_number
+    wait_until(lambda: unused in _crl_serials(stack), timeout=30, what="the unused one revoked")
     for device in CANARY.ids():
         _keeps_factory_identity(stack, device)
 
