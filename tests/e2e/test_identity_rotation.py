@@ -327,12 +327,14 @@ def test_the_issuer_down_times_out_every_device_on_its_old_identity_then_a_new_r
     stack: IdentityStack, issuer_down: dict[str, Any]
 ) -> None:
     first = issuer_down["first_status"]
-    assert first["state"] in {"completed_with_timeouts", "rolled_back"}, first
+    assert first["state"] in {"completed_with_timeouts", "rolled_back"}, _summary(first)
     assert sum(first["totals"].values()) == DOWN.count
     assert set(issuer_down["first_states"]) == set(DOWN.ids())
     assert set(issuer_down["first_states"].values()) <= {"timed_out", "rolled_back"}, issuer_down[
         "first_states"
     ]
+    kept_csrs = stack.redis.hkeys(f"certfleet:ro:{{{issuer_down['first']}}}:csr")
+    assert set(kept_csrs) == set(DOWN.ids()), "every device's CSR kept while the issuer was away"
     reached = {(e["subject"], e["to"]) for e in issuer_down["first_log"] if e["kind"] == "device"}
     for device in DOWN.ids():
         assert (device, "csr") in reached, device
