@@ -21,7 +21,7 @@ demo: install
 
 test: install lint
 	$(BIN)/pytest
-	$(MAKE) -C firmware test conformance e2e size
+	$(MAKE) -C firmware test conformance e2e e2e-identity size
 
 # The C device library's host build: the library, its tests and the certfleet-device binary.
 firmware:
