@@ -43,7 +43,12 @@ from datetime import UTC, datetime
 import redis
 
 from orchestrator.adapters.redis_errors import load_script, store_errors
-from orchestrator.adapters.redis_inventory_identities import INV, IdentityIndexReads
+from orchestrator.adapters.redis_inventory_identities import (
+    INV,
+    IdentityIndexReads,
+    index_class_counts,
+    index_expiring_items,
+)
 from orchestrator.adapters.redis_library import (
     LIB,
     LIB_EVICTED,
@@ -284,18 +289,7 @@ class RedisInventory(IdentityIndexReads):
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
         """Three ZCOUNTs per tag, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        lo, hi = window.expired_before, window.expiring_until
-        for tag in sec_tags:
-            key = f"{INV}exp:{tag}"
-            pipe.zcount(key, "-inf", f"({lo}")
-            pipe.zcount(key, lo, hi)
-            pipe.zcount(key, f"({hi}", "+inf")
-        counts = pipe.execute()
-        return {
-            tag: (int(counts[3 * i]), int(counts[3 * i + 1]), int(counts[3 * i + 2]))
-            for i, tag in enumerate(sec_tags)
-        }
+        return index_class_counts(self._redis, "exp", sec_tags, window)
 
     @store_errors()
     def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -317,26 +311,9 @@ class RedisInventory(IdentityIndexReads):
         One script call per tag reads the index and each listed item's subject on
         the server, so a list of 10,000 costs no 10,000 commands to the client.
         """
-        if limit <= 0 or not sec_tags:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for tag in sec_tags:
-            self._expiring(args=[INV, tag, repr(window.expiring_until), limit], client=pipe)
-        found: list[tuple[float, str, int, str | None]] = []
-        for tag, flat in zip(sec_tags, pipe.execute(), strict=True):
-            for i in range(0, len(flat), 4):
-                subject = flat[i + 3] if flat[i + 2] == "1" else None
-                found.append((float(flat[i + 1]), flat[i], tag, subject))
-        found.sort(key=lambda f: f[:3])
-        return [
-            ExpiringItem(
-                device_id=device_id,
-                sec_tag=tag,
-                not_after=datetime.fromtimestamp(score, UTC),
-                subject=subject,
-            )
-            for score, device_id, tag, subject in found[:limit]
-        ]
+        return index_expiring_items(
+            self._redis, self._expiring, "exp", sec_tags, window, limit=limit
+        )
 
     @store_errors()
     def device_ids(self) -> list[str]:

@@ -76,18 +76,7 @@ class IdentityIndexReads:
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
         """Three ZCOUNTs per tag on the identity index, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        lo, hi = window.expired_before, window.expiring_until
-        for tag in sec_tags:
-            key = f"{INV}{IDENTITY_INDEX}:{tag}"
-            pipe.zcount(key, "-inf", f"({lo}")
-            pipe.zcount(key, lo, hi)
-            pipe.zcount(key, f"({hi}", "+inf")
-        counts = pipe.execute()
-        return {
-            tag: (int(counts[3 * i]), int(counts[3 * i + 1]), int(counts[3 * i + 2]))
-            for i, tag in enumerate(sec_tags)
-        }
+        return index_class_counts(self._redis, IDENTITY_INDEX, sec_tags, window)
 
     @store_errors()
     def expiring_identity_items(
@@ -98,24 +87,59 @@ class IdentityIndexReads:
         One script call per tag reads the index and each listed certificate's subject on
         the server, as `expiring_items` does for the CA classes.
         """
-        if limit <= 0 or not sec_tags:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        until = repr(window.expiring_until)
-        for tag in sec_tags:
-            self._expiring(args=[INV, tag, until, limit, IDENTITY_INDEX], client=pipe)
-        found: list[tuple[float, str, int, str | None]] = []
-        for tag, flat in zip(sec_tags, pipe.execute(), strict=True):
-            for i in range(0, len(flat), 4):
-                subject = flat[i + 3] if flat[i + 2] == "1" else None
-                found.append((float(flat[i + 1]), flat[i], tag, subject))
-        found.sort(key=lambda f: f[:3])
-        return [
-            ExpiringItem(
-                device_id=device_id,
-                sec_tag=tag,
-                not_after=datetime.fromtimestamp(score, UTC),
-                subject=subject,
-            )
-            for score, device_id, tag, subject in found[:limit]
-        ]
+        return index_expiring_items(
+            self._redis, self._expiring, IDENTITY_INDEX, sec_tags, window, limit=limit
+        )
+
+
+def index_class_counts(
+    client: redis.Redis, index: str, sec_tags: Sequence[int], window: ExpiryWindow
+) -> dict[int, ExpiryCounts]:
+    """(expired, expiring, ok) per tag of an expiry index (`exp` or `idexp`): three
+    ZCOUNTs a tag, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    lo, hi = window.expired_before, window.expiring_until
+    for tag in sec_tags:
+        key = f"{INV}{index}:{tag}"
+        pipe.zcount(key, "-inf", f"({lo}")
+        pipe.zcount(key, lo, hi)
+        pipe.zcount(key, f"({hi}", "+inf")
+    counts = pipe.execute()
+    return {
+        tag: (int(counts[3 * i]), int(counts[3 * i + 1]), int(counts[3 * i + 2]))
+        for i, tag in enumerate(sec_tags)
+    }
+
+
+def index_expiring_items(
+    client: redis.Redis,
+    expiring: Script,
+    index: str,
+    sec_tags: Sequence[int],
+    window: ExpiryWindow,
+    *,
+    limit: int,
+) -> list[ExpiringItem]:
+    """The expired and expiring entries of an expiry index with their subjects, soonest
+    first, at most `limit`: one `expiring_items` script call per tag, in one round trip."""
+    if limit <= 0 or not sec_tags:
+        return []
+    pipe = client.pipeline(transaction=False)
+    until = repr(window.expiring_until)
+    for tag in sec_tags:
+        expiring(args=[INV, tag, until, limit, index], client=pipe)
+    found: list[tuple[float, str, int, str | None]] = []
+    for tag, flat in zip(sec_tags, pipe.execute(), strict=True):
+        for i in range(0, len(flat), 4):
+            subject = flat[i + 3] if flat[i + 2] == "1" else None
+            found.append((float(flat[i + 1]), flat[i], tag, subject))
+    found.sort(key=lambda f: f[:3])
+    return [
+        ExpiringItem(
+            device_id=device_id,
+            sec_tag=tag,
+            not_after=datetime.fromtimestamp(score, UTC),
+            subject=subject,
+        )
+        for score, device_id, tag, subject in found[:limit]
+    ]
