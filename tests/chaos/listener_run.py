@@ -119,6 +119,20 @@ def _create_rollout(env: dict[str, str], base: Path) -> str:
     return str(json.loads(done.stdout)["id"])
 
 
+def _sentinel_state(device_id: str, now: datetime) -> tuple[str, bytes]:
+    """An empty state message of a device no test message names."""
+    empty = {"v": 1, "device_id": device_id, "time": now.isoformat(), "credentials": []}
+    return f"{TOPIC}/{device_id}/state", as_bytes(empty)
+
+
+def _wait_recorded(client: redis.Redis, device_id: str, *, timeout: float) -> None:
+    wait_until(
+        lambda: client.zscore("certfleet:inv:devices", device_id) is not None,
+        timeout=timeout,
+        what="the listener to reach the last message",
+    )
+
+
 def run_messages(base: Path, count: int, *, seed: int = 11) -> MessageOutcome:
     """`count` hostile messages at a listener of this run's own; what became of them."""
     redis_service = start_redis(base / "redis")
@@ -164,25 +178,24 @@ def run_messages(base: Path, count: int, *, seed: int = 11) -> MessageOutcome:
             topic, payload, expected = generator.make()
             outcome.expected[expected] += 1
             batch.append((topic, payload))
-        sentinel = SENTINEL
-        empty = {"v": 1, "device_id": sentinel, "time": now.isoformat(), "credentials": []}
-        batch.append((f"{TOPIC}/{sentinel}/state", as_bytes(empty)))
+        # A state after the last hostile message: once it is in the inventory the listener
+        # has read every message. Its batch records states before it moves rollouts by the
+        # reports it holds, so a second state, published only then, closes that batch: the
+        # listener records one batch at a time, and when the second is in, the counters of
+        # the batch before it are written.
+        sentinels = (SENTINEL, f"{SENTINEL}-2")
+        batch.append(_sentinel_state(sentinels[0], now))
         publisher.publish_all(batch)
-        wait_until(
-            lambda: client.zscore("certfleet:inv:devices", sentinel) is not None,
-            timeout=max(60, count / 50),
-            what="the listener to reach the last message",
-        )
+        for sentinel in sentinels:
+            if sentinel != sentinels[0]:
+                publisher.publish_all([_sentinel_state(sentinel, now)])
+            _wait_recorded(client, sentinel, timeout=max(60, count / 50))
 
         after = _keys_snapshot(client)
-        after.pop(
-            f"certfleet:inv:dev:{sentinel}"
-        )  # the sentinel's own state is new, as it should be
-        after["certfleet:inv:devices"] = [
-            m
-            for m in after["certfleet:inv:devices"]
-            if m[0] != sentinel  # type: ignore[attr-defined]
-        ]
+        for sentinel in sentinels:  # the sentinels' own states are new, as they should be
+            after.pop(f"certfleet:inv:dev:{sentinel}")
+        devices: list[tuple[str, float]] = after["certfleet:inv:devices"]  # type: ignore[assignment]
+        after["certfleet:inv:devices"] = [m for m in devices if m[0] not in sentinels]
         delta = _counters(client)
         delta.subtract(counted_before)
         outcome.counted = +delta
