@@ -57,6 +57,7 @@ __all__ = [
     "MtlsBroker",
     "MtlsPki",
     "device_identity",
+    "empty_crl",
     "make_pki",
     "mosquitto_binary",
     "start_mtls_broker",
@@ -93,7 +94,8 @@ def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _empty_crl(ca: IssuedCA, now: datetime) -> bytes:
+def empty_crl(ca: IssuedCA, now: datetime) -> bytes:
+    """A CRL of `ca` revoking nothing: the broker's `crlfile` before any revocation."""
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.certificate.subject)
@@ -121,7 +123,7 @@ def make_pki(directory: Path, *, host: str = "127.0.0.1", now: datetime | None =
         "server_key_file": ("server-key.pem", server.key_pem),
         "device_ca_file": ("device-ca.pem", device_ca.pem),
         "device_ca_key_file": ("device-ca-key.pem", _private_pem(device_ca.key)),
-        "crl_file": ("devices.crl.pem", _empty_crl(device_ca, now)),
+        "crl_file": ("devices.crl.pem", empty_crl(device_ca, now)),
     }
     paths: dict[str, Path] = {}
     for field_name, (name, data) in files.items():

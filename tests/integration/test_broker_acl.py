@@ -24,17 +24,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
+from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, ServiceError, free_port, wait_for_port
+from tests.mtls import device_identity, empty_crl
 
 pytestmark = pytest.mark.integration
 
@@ -65,55 +62,6 @@ SUCCESS = 0x00
 GRANTED_QOS_1 = 0x01
 NOT_AUTHORIZED = 0x87
 REFUSED = -1  # no CONNACK at all: the broker closed the connection (e.g. TLS failed)
-
-
-def issue_device_cert(ca: IssuedCA, device_id: str) -> IssuedCert:
-    """A P-256 TLS client certificate with CN = `device_id`, signed by `ca`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return IssuedCert(certificate=certificate, key=key)
-
-
-def empty_crl(ca: IssuedCA) -> bytes:
-    """A CRL of `ca` revoking nothing: the broker's `crlfile` before any revocation."""
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
-        .last_update(NOW)
-        .next_update(NOT_AFTER)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -166,9 +114,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     rogue_ca = make_ca("not the device CA", not_before=NOT_BEFORE, not_after=NOT_AFTER)
     _write(clients / "server-ca.pem", server_ca.pem)
     for name, cert in (
-        ("dev-a", issue_device_cert(device_ca, "dev-a")),
-        ("dev-b", issue_device_cert(device_ca, "dev-b")),
-        ("rogue-dev-b", issue_device_cert(rogue_ca, "dev-b")),
+        ("dev-a", device_identity(device_ca, "dev-a", not_after=NOT_AFTER)),
+        ("dev-b", device_identity(device_ca, "dev-b", not_after=NOT_AFTER)),
+        ("rogue-dev-b", device_identity(rogue_ca, "dev-b", not_after=NOT_AFTER)),
     ):
         _write(clients / f"{name}.pem", cert.pem)
         _write(clients / f"{name}-key.pem", cert.key_pem)
@@ -190,7 +138,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             "keyfile": _write(certs / "server-key.pem", server.key_pem),
             "password_file": passwd,
             "acl_file": DEPLOY / "acl",  # the shipped ACL itself
-            "crlfile": _write(certs / "devices.crl.pem", empty_crl(device_ca)),
+            "crlfile": _write(certs / "devices.crl.pem", empty_crl(device_ca, NOW)),
             "persistence_location": Path(f"{data}/"),
         },
     )
