@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import redis
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
@@ -21,7 +20,7 @@ from orchestrator.adapters.issuers import (
     issuer_from_settings,
 )
 from orchestrator.adapters.mqtt import MqttSession
-from orchestrator.adapters.redis_connection import command_retry, socket_options
+from orchestrator.adapters.redis_connection import RedisClient, connect
 from orchestrator.adapters.redis_crl import RedisCrlPublications
 from orchestrator.adapters.redis_identity import RedisIdentityStore
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
@@ -63,7 +62,7 @@ class Container:
     """The wired adapters of one process."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: RedisClient
 
     @cached_property
     def inventory(self) -> RedisInventory:
@@ -265,7 +264,5 @@ def bootstrap(settings: Settings | None = None, *, logging: bool = True) -> Cont
     settings = settings or Settings()
     if logging:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
-    client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, retry=command_retry(), **socket_options()
-    )
+    client = connect(settings.redis_url, cluster=settings.redis_cluster)
     return Container(settings=settings, redis=client)

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CERTFLEET_", frozen=True, extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    """The state store is a Redis Cluster (`redis_url` names any node): docs/operations.md,
+    "Redis Cluster and RabbitMQ"."""
     broker_url: str | None = None
     result_backend: str | None = None
 

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "LocalCluster",
     "LocalService",
     "ServiceError",
     "free_port",
     "local_services",
     "start_mosquitto",
     "start_redis",
+    "start_redis_cluster",
     "wait_for_port",
 ]
 
@@ -131,6 +133,124 @@ def start_redis(workdir: Path, *, port: int | None = None, host: str = "127.0.0.
         workdir=workdir,
         log_file=workdir / "redis.log",
     )
+
+
+def _cluster_port(host: str) -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(100):
+        port = free_port(host)
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port + 10000))
+            except OSError:
+                continue
+        return port
+    raise ServiceError("no free port pair (port, port + 10000) for a cluster node")
+
+
+@dataclass
+class LocalCluster:
+    """A running throwaway Redis Cluster: its masters first, then their replicas."""
+
+    nodes: list[LocalService]
+    masters: int
+
+    @property
+    def host(self) -> str:
+        return self.nodes[0].host
+
+    @property
+    def port(self) -> int:
+        """The first master's port: a URL naming it reaches the whole cluster."""
+        return self.nodes[0].port
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop(timeout)
+
+
+def start_redis_cluster(
+    workdir: Path, *, masters: int = 3, replicas: int = 0, host: str = "127.0.0.1"
+) -> LocalCluster:
+    """A Redis Cluster of `masters` masters, each with `replicas` replicas, keeping
+    nothing on disk, its slots assigned (`redis-cli --cluster create`) and every node
+    agreeing before this returns."""
+    workdir = workdir.resolve()
+    nodes: list[LocalService] = []
+    try:
+        for index in range(masters * (1 + replicas)):
+            port = _cluster_port(host)
+            nodedir = workdir / f"node-{index}"
+            nodedir.mkdir(parents=True, exist_ok=True)
+            config = nodedir / "redis.conf"
+            config.write_text(
+                f'bind {host}\nport {port}\nprotected-mode yes\nsave ""\nappendonly no\n'
+                f'dir {nodedir}\ndaemonize no\nlogfile ""\ncluster-enabled yes\n'
+                f"cluster-config-file nodes.conf\ncluster-node-timeout 2000\n"
+            )
+            nodes.append(
+                _start(
+                    "redis-server",
+                    [_binary("redis-server"), str(config)],
+                    host=host,
+                    port=port,
+                    workdir=nodedir,
+                    log_file=nodedir / "redis.log",
+                )
+            )
+        create = subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"{host}:{node.port}" for node in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create: {create.stdout[-2000:]!r}")
+        _wait_cluster_ok(nodes, masters=masters, replicas=replicas)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return LocalCluster(nodes, masters)
+
+
+def _wait_cluster_ok(
+    nodes: list[LocalService], *, masters: int, replicas: int, timeout: float = 30
+) -> None:
+    """Until every node says `cluster_state:ok` and knows every node."""
+    deadline = time.monotonic() + timeout
+    want = f"cluster_known_nodes:{masters * (1 + replicas)}"
+    pending = list(nodes)
+    while pending:
+        node = pending[0]
+        info = subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
+            [_binary("redis-cli"), "-h", node.host, "-p", str(node.port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+        if "cluster_state:ok" in info and want in info:
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise ServiceError(f"cluster not ok on port {node.port} after {timeout:.0f}s:\n{info}")
+        time.sleep(0.1)
 
 
 def start_mosquitto(

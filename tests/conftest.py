@@ -1,26 +1,47 @@
-"""Fixtures: real redis-server and mosquitto on free loopback ports, per test session."""
+"""Fixtures: real redis-server and mosquitto on free loopback ports, per test session.
+
+`CERTFLEET_TEST_REDIS=cluster` makes the session's state store a three-master Redis
+Cluster instead of one redis-server (`make test` runs the Redis adapters' suite both
+ways): `redis_service` is then a `LocalCluster`, and `service_env` sets
+`CERTFLEET_REDIS_CLUSTER=true`.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from orchestrator.adapters.redis_connection import connect
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
-from simulator.services import LocalService, start_mosquitto, start_redis
+from simulator.services import (
+    LocalCluster,
+    LocalService,
+    start_mosquitto,
+    start_redis,
+    start_redis_cluster,
+)
 from tests.properties import load_profile
 
 load_profile()
 
+CLUSTER: bool = os.environ.get("CERTFLEET_TEST_REDIS", "single") == "cluster"
+"""This session's state store is a Redis Cluster (`CERTFLEET_TEST_REDIS=cluster`)."""
+
 
 @pytest.fixture(scope="session")
 def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    """A throwaway redis-server for the whole session."""
-    service = start_redis(tmp_path_factory.mktemp("redis"))
-    yield service
+    """A throwaway redis-server for the whole session (a three-master cluster when
+    `CERTFLEET_TEST_REDIS=cluster`: same host and port attributes, its first master's)."""
+    workdir = tmp_path_factory.mktemp("redis")
+    service: LocalService | LocalCluster = (
+        start_redis_cluster(workdir) if CLUSTER else start_redis(workdir)
+    )
+    yield service  # type: ignore[misc]  # a LocalCluster answers host, port and stop()
     service.stop()
 
 
@@ -46,13 +67,22 @@ def service_env(
         "CERTFLEET_MQTT_PORT": str(mqtt_service.port),
         "CERTFLEET_TOPIC_PREFIX": "certfleet",
         "CERTFLEET_LOG_FORMAT": "json",
+        "CERTFLEET_REDIS_CLUSTER": "true" if CLUSTER else "false",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    client = redis.Redis(host=redis_service.host, port=redis_service.port)
-    client.flushall()
-    client.close()
+    flush_store(env["CERTFLEET_REDIS_URL"])
     return env
+
+
+def flush_store(url: str) -> None:
+    """Empty the session's state store, every master of a cluster."""
+    client = connect(url, cluster=CLUSTER)
+    if isinstance(client, redis.RedisCluster):
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        client.flushall()
+    client.close()
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = ["PUBLISHED", "REFRESH", "RedisCrlPublications"]
@@ -22,7 +21,7 @@ REFRESH: Final = "certfleet:id:crl:refresh"
 class RedisCrlPublications:
     """`CrlPublications` on Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis: Any = client
 
     def last_published(self) -> tuple[str, float] | None:

@@ -26,6 +26,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.domain.errors import StoreUnavailableError
 
 __all__ = ["load_script", "script_text", "store_errors"]
@@ -46,6 +47,6 @@ def script_text(package: str, name: str) -> str:
     return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def load_script(client: redis.Redis, package: str, name: str) -> Script:
+def load_script(client: RedisClient, package: str, name: str) -> Script:
     """Register the Lua script `lua/{name}.lua` of `package` with `client` (EVALSHA, then EVAL)."""
     return client.register_script(script_text(package, name))

@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 from orchestrator.adapters.redis_rollout_plan import rollout_key
 from orchestrator.domain.identity import RevokedCertificate
@@ -76,7 +75,7 @@ def _decode_revoked(raw: str) -> RevokedCertificate:
 class RedisIdentityStore:
     """`IdentityStore` on Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis: Any = client
 
     @store_errors()

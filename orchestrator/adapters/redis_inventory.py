@@ -40,8 +40,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_inventory_identities import (
     INV,
@@ -125,7 +124,7 @@ def _item_from_json(field: str, value: str) -> ReportedCredential:
 class RedisInventory(IdentityIndexReads):
     """`InventoryStore` on Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
         self._record_states = load_script(client, _PACKAGE, "record_states")
         self._record_reports = load_script(client, _PACKAGE, "record_reports")

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
-import redis
 from redis.commands.core import Script
 
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 from orchestrator.domain.inventory import ExpiringItem, ExpiryWindow
 from orchestrator.ports import ExpiryCounts
@@ -43,7 +43,7 @@ script's argument that selects it)."""
 class IdentityIndexReads:
     """The identity queries of `RedisInventory` (set up by its constructor)."""
 
-    _redis: redis.Redis
+    _redis: RedisClient
     _expiring: Script
     """`lua/expiring_items.lua`."""
 
@@ -93,7 +93,7 @@ class IdentityIndexReads:
 
 
 def index_class_counts(
-    client: redis.Redis, index: str, sec_tags: Sequence[int], window: ExpiryWindow
+    client: RedisClient, index: str, sec_tags: Sequence[int], window: ExpiryWindow
 ) -> dict[int, ExpiryCounts]:
     """(expired, expiring, ok) per tag of an expiry index (`exp` or `idexp`): three
     ZCOUNTs a tag, in one round trip."""
@@ -112,7 +112,7 @@ def index_class_counts(
 
 
 def index_expiring_items(
-    client: redis.Redis,
+    client: RedisClient,
     expiring: Script,
     index: str,
     sec_tags: Sequence[int],

@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = [
@@ -47,7 +46,7 @@ items (at most 7 active tags, a few types each) fit with room for a rotation's."
 class RedisCredentialLibrary:
     """`CredentialLibrary` on one Redis hash."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
 
     @store_errors()

@@ -10,8 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = ["METRICS_KEY", "RedisMetrics"]
@@ -26,7 +25,7 @@ def _field(name: str, labels: Mapping[str, str] | None) -> str:
 class RedisMetrics:
     """`Metrics` port: HINCRBYFLOAT for counters, HSET for gauges."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis: Any = client
 
     def incr(self, name: str, labels: Mapping[str, str] | None = None, amount: float = 1) -> None:

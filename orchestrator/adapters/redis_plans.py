@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 from orchestrator.domain.renewal import RenewalPlan
 
@@ -28,7 +27,7 @@ def _key(plan_id: str) -> str:
 class RedisPlans:
     """`PlanStore` on Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis: Any = client
 
     @store_errors()

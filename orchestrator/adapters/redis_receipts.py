@@ -16,8 +16,7 @@ import json
 import secrets
 from typing import Any
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.domain.receipts import WebhookAnswer
 
@@ -31,7 +30,7 @@ class RedisWebhookReceipts:
     """`WebhookReceiptStore` on Redis keys `certfleet:webhook:{webhook-id}`."""
 
     def __init__(
-        self, client: redis.Redis, *, keep_seconds: int = 24 * 3600, claim_seconds: int = 60
+        self, client: RedisClient, *, keep_seconds: int = 24 * 3600, claim_seconds: int = 60
     ) -> None:
         self._redis: Any = client
         self._keep = keep_seconds

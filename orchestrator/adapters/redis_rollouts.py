@@ -40,6 +40,7 @@ from typing import Any
 import redis
 
 from orchestrator.adapters.redis_claims import claim_devices, release_devices
+from orchestrator.adapters.redis_connection import RedisClient, raw_twin
 from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_rollout_codec import decode_rollout, encode_change, encode_expect
 from orchestrator.adapters.redis_rollout_plan import ROLLOUTS, rollout_key, write_planned
@@ -67,17 +68,11 @@ SCAN_COUNT = 1000
 class RedisRollouts:
     """The rollout store."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         # redis-py's sync signatures are typed for the async client too; the store
         # keeps its clients untyped rather than cast every reply.
         self._redis: Any = client
-        pool = client.connection_pool
-        self._bytes: Any = redis.Redis(
-            connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class,
-                **{**pool.connection_kwargs, "decode_responses": False},
-            )
-        )
+        self._bytes: Any = raw_twin(client)
         self._transition = load_script(client, "orchestrator.adapters", "rollout_transition")
         self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
         self._put_bundles = load_script(client, "orchestrator.adapters", "rollout_put_bundles")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis
-
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 
 __all__ = ["RedisSequences"]
@@ -16,7 +15,7 @@ SEQ = "certfleet:seq:"
 class RedisSequences:
     """`SequenceStore`: INCR on `certfleet:seq:{device_id}`, atomic across processes."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
 
     def next_sequence(self, device_id: str) -> int:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.api.errors import ApiConfigError
 from orchestrator.api.models import Health, error_responses
 from orchestrator.config import Settings
@@ -61,7 +62,7 @@ DOCS = {
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 
-def broker_client(settings: Settings, state_store: redis.Redis) -> tuple[redis.Redis, bool]:
+def broker_client(settings: Settings, state_store: RedisClient) -> tuple[RedisClient, bool]:
     """A client of the Celery broker for PING, and whether it is a client of its own.
 
     The broker is Redis; when its URL is the state store's, the store's client is reused.
@@ -85,7 +86,7 @@ def broker_client(settings: Settings, state_store: redis.Redis) -> tuple[redis.R
     return client, True
 
 
-def _ping(client: redis.Redis) -> bool:
+def _ping(client: RedisClient) -> bool:
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError) as exc:
@@ -197,7 +198,7 @@ class FleetCollector(Collector):
             yield family
 
 
-def ops_router(container: Container, *, broker: redis.Redis) -> APIRouter:
+def ops_router(container: Container, *, broker: RedisClient) -> APIRouter:
     """`/healthz` and `/metrics`, without authentication."""
     router = APIRouter(tags=["operations"])
     registry = CollectorRegistry(auto_describe=False)
