@@ -3,6 +3,8 @@
 - `certfleet:id:crl:published` (hash): `digest` (SHA-256 of the revoked serials the CRL
   listed) and `at` (epoch seconds) of the last publish;
 - `certfleet:id:crl:refresh` (string, PX): set while a coalesced refresh is pending.
+
+Each command touches one of them (on a cluster, each in whatever slot its name has).
 """
 
 from __future__ import annotations

@@ -19,8 +19,12 @@ Global:
 - `certfleet:id:revoked:exp` (zset): serial -> the certificate's notAfter (epoch seconds), so
   reading the revocations drops those whose certificate has expired (a CRL need not list them).
 
-The revocation pair is written in one MULTI; like the inventory, the global keys assume a
-single Redis or Sentinel (on Redis Cluster they would need one hash tag).
+Every command touches one key, and no transaction spans the rollout's keys and the global
+ones (on a cluster the global keys lie in slots of their own). The revocation pair is
+written revocation first, then its expiry entry, and dropped in the same order. A crash
+between the two writes leaves a revocation without its expiry entry: it is listed, and the
+task's retry indexes it (and counts it as new, so the CRL is refreshed). A crash between
+the two drops leaves an expiry entry without its revocation, dropped at the next read.
 """
 
 from __future__ import annotations
@@ -133,30 +137,33 @@ class RedisIdentityStore:
 
     @store_errors()
     def add_revoked(self, revoked: Sequence[RevokedCertificate]) -> int:
-        """Record revocations by serial, in one MULTI (a repeat changes nothing); return how
-        many were new."""
+        """Record revocations by serial (a repeat changes nothing), then index their expiry;
+        return how many were new to the index (a retry after a crash between the two counts
+        those it indexes)."""
         if not revoked:
             return 0
-        pipe = self._redis.pipeline(transaction=True)
+        pipe = self._redis.pipeline(transaction=False)
         for entry in revoked:
             pipe.hsetnx(REVOKED, str(entry.serial), _encode_revoked(entry))
-            pipe.zadd(REVOKED_EXPIRY, {str(entry.serial): entry.not_after.timestamp()}, nx=True)
-        answers = pipe.execute()
-        return sum(1 for added in answers[::2] if added)
+        pipe.execute()
+        added: int = self._redis.zadd(
+            REVOKED_EXPIRY,
+            {str(entry.serial): entry.not_after.timestamp() for entry in revoked},
+            nx=True,
+        )
+        return added
 
     @store_errors()
     def revoked(self, *, now: datetime) -> list[RevokedCertificate]:
         """Every revocation whose certificate has not expired by `now`, by serial; the expired
         ones are dropped on the way (a serial is never revoked again once it expired)."""
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zrangebyscore(REVOKED_EXPIRY, "-inf", f"({now.timestamp()}")
-        pipe.hgetall(REVOKED)
-        expired, raws = pipe.execute()
+        expired: list[str] = self._redis.zrangebyscore(
+            REVOKED_EXPIRY, "-inf", f"({now.timestamp()}"
+        )
+        raws: dict[str, str] = self._redis.hgetall(REVOKED)
         if expired:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hdel(REVOKED, *expired)
-            pipe.zrem(REVOKED_EXPIRY, *expired)
-            pipe.execute()
+            self._redis.hdel(REVOKED, *expired)
+            self._redis.zrem(REVOKED_EXPIRY, *expired)
         gone = set(expired)
         current = [_decode_revoked(raw) for serial, raw in raws.items() if serial not in gone]
         return sorted(current, key=lambda entry: entry.serial)

@@ -2,6 +2,9 @@
 
 Workers, listeners and the API each count what they do here; `/metrics` reads the
 hash at scrape time, so the numbers add up across processes and restarts.
+
+Key: `certfleet:metrics` (hash): JSON `[name, [[label, value], ...]]` -> the counter's or
+gauge's value. One key, one command each time (on a cluster, in that key's slot).
 """
 
 from __future__ import annotations

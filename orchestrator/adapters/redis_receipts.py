@@ -7,7 +7,8 @@ repeated id gets that answer back and never runs the handler again; a repeat whi
 the first is still running gets a 409 and is retried by the sender.
 
 Keys: `certfleet:webhook:{webhook-id}` (string) holds `claim:{token}` while the first
-delivery is handled, then the JSON `{"status_code", "body"}` of its answer.
+delivery is handled, then the JSON `{"status_code", "body"}` of its answer. Each command
+and the release script touch that one key (on a cluster, in whatever slot its name has).
 """
 
 from __future__ import annotations

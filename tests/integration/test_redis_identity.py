@@ -10,16 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
+from orchestrator.adapters.redis_connection import RedisClient, connect
 from orchestrator.adapters.redis_identity import (
     CLAIMED_KEYS,
     REVOKED,
     REVOKED_EXPIRY,
     RedisIdentityStore,
 )
+from orchestrator.adapters.redis_rollout_plan import rollout_key
 from orchestrator.domain.errors import StoreUnavailableError
 from orchestrator.domain.identity import RevokedCertificate
 from orchestrator.ports.identity import IdentityStore
 from simulator.services import LocalService, free_port
+from tests.conftest import CLUSTER, flush_store
 from tests.fakes import FakeIdentityStore
 
 pytestmark = pytest.mark.integration
@@ -30,12 +33,12 @@ KEY = "9f" * 32
 
 
 @pytest.fixture
-def client(redis_service: LocalService) -> Iterator[redis.Redis]:
-    """A client of a flushed redis-server, as bootstrap builds it (text replies)."""
-    connection = redis.Redis(
-        host=redis_service.host, port=redis_service.port, decode_responses=True
-    )
-    connection.flushall()
+def client(redis_service: LocalService) -> Iterator[RedisClient]:
+    """A client of the flushed session store (a Redis or a cluster), as bootstrap builds it
+    (text replies)."""
+    url = f"redis://{redis_service.host}:{redis_service.port}/0"
+    flush_store(url)
+    connection = connect(url, cluster=CLUSTER)
     yield connection
     connection.close()
 
@@ -45,7 +48,7 @@ def make_store(request: pytest.FixtureRequest) -> MakeStore:
     """Each store, the Redis one over a flushed redis-server."""
     if request.param == "fake":
         return FakeIdentityStore
-    connection: redis.Redis = request.getfixturevalue("client")
+    connection: RedisClient = request.getfixturevalue("client")
     return lambda: RedisIdentityStore(connection)
 
 
@@ -114,7 +117,7 @@ def test_a_key_is_claimed_once_by_anyone(make_store: MakeStore) -> None:
     assert other is True
 
 
-def test_the_redis_claim_remembers_who_had_the_key(client: redis.Redis) -> None:
+def test_the_redis_claim_remembers_who_had_the_key(client: RedisClient) -> None:
     """In Redis the claimed key names the rollout and device that claimed it first."""
     # given
     store = RedisIdentityStore(client)
@@ -174,7 +177,7 @@ def test_expired_revocations_drop_out(make_store: MakeStore) -> None:
     assert store.add_revoked([revocation(1, days=1)]) == 1
 
 
-def test_the_redis_layout_drops_expired_serials_from_both_keys(client: redis.Redis) -> None:
+def test_the_redis_layout_drops_expired_serials_from_both_keys(client: RedisClient) -> None:
     """Reading the revocations removes the expired ones from the hash and the expiry zset."""
     # given
     store = RedisIdentityStore(client)
@@ -185,7 +188,26 @@ def test_the_redis_layout_drops_expired_serials_from_both_keys(client: redis.Red
     # then
     assert client.hkeys(REVOKED) == ["2"]
     assert client.zrange(REVOKED_EXPIRY, 0, -1) == ["2"]
-    assert client.hgetall("certfleet:ro:{ro-1}:csr") == {"dev-1": "AAA.BBB"}
+    assert client.hgetall(rollout_key("ro-1", "csr")) == {"dev-1": "AAA.BBB"}
+
+
+def test_a_revocation_left_without_its_expiry_is_indexed_by_the_retry(
+    client: RedisClient,
+) -> None:
+    """A crash between the revocation and its expiry entry: the retry indexes it and counts it
+    new (so the CRL is refreshed), keeping the first revocation recorded."""
+    # given
+    store = RedisIdentityStore(client)
+    first = revocation(5, days=1)
+    store.add_revoked([first])
+    client.zrem(REVOKED_EXPIRY, "5")
+    # when
+    retried = store.add_revoked([revocation(5, days=1, device="dev-2")])
+    # then
+    assert retried == 1
+    assert client.zrange(REVOKED_EXPIRY, 0, -1) == ["5"]
+    assert store.revoked(now=NOW) == [first]
+    assert store.revoked(now=NOW + timedelta(days=2)) == []
 
 
 def test_an_unreachable_redis_is_store_unavailable() -> None:
