@@ -13,6 +13,15 @@ per distinct trust set and endpoint (each distinct handshake is real).
    the command until the rollout is `completed`, every device committed. Goal <= 120 s.
    For scale, the same run also times a raw paho loop publishing that many
    bundles twice (stage and commit) to the same broker: the floor of the push alone.
+   Cost per device rotated, over the same rollout (from the command until `completed`):
+   certfleet's own CPU time (the Celery worker with its pool children, beat, the
+   listener, the `rollout create` command, redis-server, mosquitto; not the simulated
+   fleet, whose CPU is printed apart) from /proc utime+stime deltas; the MQTT messages
+   per device from the broker's `$SYS` publish counters (certfleet -> devices: the
+   bundles the worker published, `certfleet_bundles_pushed_total`; devices ->
+   certfleet: the rest of what the broker received, since the fleet publishes nothing
+   else); Redis commands per device from `INFO commandstats`, split by command. Each
+   against the protocol's minimum (`PROTOCOL_MINIMUM`). Goal: CPU <= 1 ms per device.
 2. Abort: a second `trust.replace` to the same fleet with a CA the endpoint does not
    chain to. From the rollout's log (Redis stream ids are the server's clock), the
    time from the device report that takes the failures over the threshold (the gate
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -38,6 +48,8 @@ from typing import Any
 import redis
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.redis_inventory import RedisInventory
+from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.domain.rollout import FAILURES, DeviceRolloutState
 from orchestrator.domain.rollout_states import PushStep, RolloutState
@@ -45,6 +57,13 @@ from orchestrator.logs import configure_logging
 from simulator.pki import issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.bench.bench_push import INFLIGHT, raw_publish
+from tests.bench.cost import (
+    SYS_INTERVAL_CONFIG,
+    BrokerCounters,
+    CpuMeter,
+    commandstats,
+    subtract,
+)
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.e2e.stack import NOW
 from tests.procs import BIN, Proc, certfleet, start, wait_until
@@ -60,12 +79,27 @@ ENDED = (
 """The states a rollout ends in."""
 FINAL = (*ENDED, RolloutState.ABORTED.value)
 """The states a wait for a rollout's outcome stops at: an end, or the turn to undo itself."""
+CPU_GOAL_US = 1_000.0
+"""certfleet's CPU per device rotated, all components together (issue 15)."""
+DOWN_MINIMUM = 2
+UP_MINIMUM = 6
+PROTOCOL_MINIMUM = (
+    "a trust.replace needs, per device (docs/protocol.md sections 2, 7, 11): down, the stage "
+    "and the commit bundle (2); up, the stage's reports received, staged, health_ok, the "
+    "commit's received and committed, and the state message the device publishes when its "
+    "commit changes the active list (6)"
+)
+"""The least MQTT traffic a device rotated can cost, and why."""
+POLL_SECONDS = 0.5
+"""How often the bench reads the rollout's state while the cost is measured: its own
+Redis commands (about 3 per read) count in the Redis figure, so it reads rarely."""
 
 
 @dataclass
 class Bench:
     env: dict[str, str]
     redis: redis.Redis
+    redis_service: LocalService
     mqtt: LocalService
     dir: Path
     probe_port: int
@@ -93,7 +127,9 @@ class Bench:
 @contextmanager
 def stack(base: Path, devices: int) -> Iterator[Bench]:
     redis_service = start_redis(base / "redis")
-    mqtt_service = start_mosquitto(base / "mosquitto", extra_config="max_queued_bytes 0\n")
+    mqtt_service = start_mosquitto(
+        base / "mosquitto", extra_config="max_queued_bytes 0\n" + SYS_INTERVAL_CONFIG
+    )
     key = base / "signing-key.pem"
     generate_key_file(key)
     env = {
@@ -187,16 +223,15 @@ def stack(base: Path, devices: int) -> Iterator[Bench]:
             log_dir=logs,
         )
         procs.append(fleet)
+        inventory = RedisInventory(client)
         wait_until(
-            lambda: (
-                client.zcard("certfleet:inv:devices") >= devices or fleet.process.poll() is not None
-            ),
+            lambda: inventory.device_count() >= devices or fleet.process.poll() is not None,
             timeout=max(120, devices / 500),
             interval=0.5,
             what=f"{devices} devices reported",
         )
         with tls_server(server.pem, server.key_pem) as (_, port):
-            bench = Bench(env, client, mqtt_service, base, port, procs)
+            bench = Bench(env, client, redis_service, mqtt_service, base, port, procs)
             bench.alive()
             yield bench
     finally:
@@ -239,7 +274,14 @@ def create(bench: Bench, ca: str, *, tag: int = 42, spare: int = 43) -> tuple[st
     return str(json.loads(out)["id"]), started
 
 
-def wait_state(bench: Bench, rollout_id: str, states: tuple[str, ...], timeout: float) -> str:
+def wait_state(
+    bench: Bench,
+    rollout_id: str,
+    states: tuple[str, ...],
+    timeout: float,
+    *,
+    interval: float = 0.05,
+) -> str:
     rollouts = RedisRollouts(bench.redis)
 
     def probe() -> str | None:
@@ -248,7 +290,7 @@ def wait_state(bench: Bench, rollout_id: str, states: tuple[str, ...], timeout: 
         state = rollout.state.value if rollout is not None else None
         return state if state in states else None
 
-    return wait_until(probe, timeout=timeout, interval=0.05, what=f"{rollout_id} in {states}")
+    return wait_until(probe, timeout=timeout, interval=interval, what=f"{rollout_id} in {states}")
 
 
 def abort_latency(bench: Bench, rollout_id: str) -> tuple[float, int]:
@@ -300,14 +342,137 @@ def shortfall(status: dict[str, Any], devices: int) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one rollout cost certfleet, in total over the rollout."""
+
+    cpu: dict[str, float]
+    """CPU seconds per component."""
+    fleet_cpu: float
+    """CPU seconds of the simulated fleet (not certfleet's)."""
+    commands: dict[str, int]
+    """Redis calls per command."""
+    received: int
+    """PUBLISH packets the broker received (from certfleet and from the fleet)."""
+    sent: int
+    """PUBLISH packets the broker sent (to the fleet and to certfleet)."""
+    pushed: int
+    """Bundles certfleet published (`certfleet_bundles_pushed_total`)."""
+
+
+def _pushed(client: redis.Redis) -> int:
+    return int(
+        sum(
+            value
+            for (name, _), value in RedisMetrics(client).snapshot().items()
+            if name == "certfleet_bundles_pushed_total"
+        )
+    )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured_rollout(bench: Bench, broker: BrokerCounters) -> tuple[str, float, Cost]:
+    """The good CA's rollout: its id, its seconds, and what it cost."""
+    by_name = {proc.name: proc.process.pid for proc in bench.procs}
+    meter = CpuMeter(
+        {
+            "worker": by_name["worker"],
+            "listener": by_name["listener"],
+            "beat": by_name["beat"],
+            "redis-server": bench.redis_service.process.pid,
+            "mosquitto": bench.mqtt.process.pid,
+            "fleet": by_name["fleet"],
+        }
+    )
+    received, sent = broker.read()
+    commands = commandstats(bench.redis)
+    pushed = _pushed(bench.redis)
+    cli = _children_cpu()
+    meter.start()
+    rollout_id, started = create(bench, "ca2.pem")
+    wait_state(bench, rollout_id, FINAL, timeout=1800, interval=POLL_SECONDS)
+    wall = time.perf_counter() - started
+    cpu = meter.stop()
+    cpu["rollout create (CLI)"] = _children_cpu() - cli
+    commands = subtract(commandstats(bench.redis), commands)
+    pushed = _pushed(bench.redis) - pushed
+    received_after, sent_after = broker.read()
+    fleet_cpu = cpu.pop("fleet")
+    cost = Cost(
+        cpu=cpu,
+        fleet_cpu=fleet_cpu,
+        commands=commands,
+        received=received_after - received,
+        sent=sent_after - sent,
+        pushed=pushed,
+    )
+    return rollout_id, wall, cost
+
+
+def cost_figures(cost: Cost, devices: int) -> list[Figure]:
+    """certfleet's CPU, MQTT messages and Redis commands per device rotated."""
+    total_us = sum(cost.cpu.values()) / devices * 1e6
+    split = ", ".join(f"{name} {secs / devices * 1e6:,.0f}" for name, secs in cost.cpu.items())
+    down = cost.pushed / devices
+    up = (cost.received - cost.pushed) / devices
+    calls = sum(cost.commands.values())
+    by_command = ", ".join(
+        f"{name} {n / devices:.2f}" for name, n in list(cost.commands.items())[:12]
+    )
+    return [
+        Figure(
+            "Cost per device",
+            "certfleet CPU per device rotated (worker, listener, beat, CLI, Redis, broker)",
+            total_us,
+            "µs",
+            goal=f"<= {CPU_GOAL_US:,.0f} µs",
+            met=total_us <= CPU_GOAL_US,
+            baseline=f"simulated fleet, not counted: {cost.fleet_cpu / devices * 1e6:,.0f} µs",
+            detail=f"µs per device: {split}",
+        ),
+        Figure(
+            "Cost per device",
+            "MQTT messages per device rotated, certfleet -> devices (bundles)",
+            down,
+            "msgs",
+            baseline=f"protocol minimum {DOWN_MINIMUM}",
+            detail=f"{cost.pushed:,} bundles published; the broker sent "
+            f"{cost.sent / devices:.2f} and received {cost.received / devices:.2f} "
+            "publishes per device in all, both directions",
+        ),
+        Figure(
+            "Cost per device",
+            "MQTT messages per device rotated, devices -> certfleet (reports, states)",
+            up,
+            "msgs",
+            baseline=f"protocol minimum {UP_MINIMUM}",
+            detail=f"{cost.received - cost.pushed:,} publishes from the fleet",
+        ),
+        Figure(
+            "Cost per device",
+            "Redis commands per device rotated (INFO commandstats, Celery's included)",
+            calls / devices,
+            "cmds",
+            baseline=f"{calls / devices / (DOWN_MINIMUM + UP_MINIMUM):.2f} per protocol message",
+            detail=f"per device: {by_command}",
+        ),
+    ]
+
+
 def run(devices: int) -> list[Figure]:
     with (
         tempfile.TemporaryDirectory(prefix="certfleet-bench-e2e-") as tmp,
         stack(Path(tmp), devices) as bench,
     ):
-        rollout_id, started = create(bench, "ca2.pem")
-        wait_state(bench, rollout_id, FINAL, timeout=1800)
-        wall = time.perf_counter() - started
+        broker = BrokerCounters(bench.mqtt.host, bench.mqtt.port)
+        try:
+            rollout_id, wall, cost = measured_rollout(bench, broker)
+        finally:
+            broker.close()
         status = json.loads(bench.certfleet("rollout", "status", rollout_id, "--json"))
         failed = shortfall(status, devices)
         if failed is not None:
@@ -347,6 +512,7 @@ def run(devices: int) -> list[Figure]:
             met=latency < 1,
             baseline=f"canary of {devices // 100:,}, threshold crossed at failure {at_failures}",
         ),
+        *cost_figures(cost, devices),
     ]
 
 
@@ -359,6 +525,7 @@ def main() -> None:
     configure_logging(level="WARNING")
     figures = run(args.devices)
     report(figures, args.json_out)
+    print(f"  protocol minimum: {PROTOCOL_MINIMUM}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ to the worker's `certfleet_bundles_pushed_total` reaching every device: sequence
 numbers, CBOR, ES256, the Lua transitions storing the bundles, QoS 1 publishes all
 acknowledged. Runs: one worker process (`--concurrency 1`) and two (`--concurrency 2`).
 
+CPU per device pushed, for the one-process run: the worker's CPU time (its main
+process and its pool child, /proc utime+stime) from the first task sent until every
+bundle was acknowledged, over the devices; goal <= 220 µs (issue 15: half of the
+440 µs measured before it). redis-server's and mosquitto's CPU over the same time are
+printed beside it.
+
 Baseline, in the same run on the same broker: a raw paho-mqtt loop (MQTT 5, QoS 1,
 the same message expiry, the same window of unacknowledged messages) publishing the
 very bundles the first run stored to the same topics, measured before and after the
@@ -50,6 +56,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.protocol.topics import Topics
 from orchestrator.services.rollout import PUSH_BATCH_SIZE, RolloutDeps, create_rollout
 from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.bench.cost import CpuMeter
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
 from tests.procs import BIN, Proc, start, wait_until
@@ -60,6 +67,8 @@ INFLIGHT = 100
 """Unacknowledged QoS 1 messages per connection, ours and the baseline's alike (the
 bench broker's `max_inflight_messages` is 100)."""
 RAW_SLICE = 20_000
+CPU_GOAL_US = 220.0
+"""The worker's CPU per device pushed (issue 15: half of the 440 µs before it)."""
 
 
 class _NoTasks:
@@ -162,8 +171,10 @@ def _push_run(
     concurrency: int,
     rollout_id: str,
     ids: Sequence[str],
-) -> float:
-    """Seconds from the first `push_batch` sent until every bundle was acknowledged."""
+    services: dict[str, int],
+) -> tuple[float, dict[str, float]]:
+    """Seconds from the first `push_batch` sent until every bundle was acknowledged, and
+    the CPU seconds the worker (main process and pool) and `services` used meanwhile."""
     metrics = RedisMetrics(client)
     before = _pushed(metrics)
     queue = CeleryTaskQueue.from_settings(settings)
@@ -171,10 +182,12 @@ def _push_run(
     try:
         # The worker logs at WARNING: it is ready once it answers a ping.
         wait_until(
-            lambda: len(queue._app.control.ping(timeout=0.5)) > 0,
+            lambda: len(queue._app.control.ping(timeout=0.5) or ()) > 0,
             timeout=60,
             what=f"{worker.name} answering",
         )
+        meter = CpuMeter({"worker": worker.process.pid, **services})
+        meter.start()
         started = time.perf_counter()
         for i in range(0, len(ids), PUSH_BATCH_SIZE):
             batch = ids[i : i + PUSH_BATCH_SIZE]
@@ -186,9 +199,10 @@ def _push_run(
             what=f"{len(ids)} bundles pushed by {worker.name}",
         )
         elapsed = time.perf_counter() - started
+        cpu = meter.stop()
         if worker.process.poll() is not None:
             raise RuntimeError(f"{worker.name} died:\n{worker.log()[-3000:]}")
-        return elapsed
+        return elapsed, cpu
     finally:
         worker.stop()
 
@@ -248,11 +262,29 @@ def run(devices: int) -> list[Figure]:
             ca_pem = rsa_ca_pem()
             one_id, one_ids = _rollout(client, "one-", devices, ca_pem)
             two_id, two_ids = _rollout(client, "two-", devices, ca_pem)
-            one_s = _push_run(
-                client, settings, base, env, concurrency=1, rollout_id=one_id, ids=one_ids
+            services = {
+                "redis-server": redis_service.process.pid,
+                "mosquitto": mqtt_service.process.pid,
+            }
+            one_s, one_cpu = _push_run(
+                client,
+                settings,
+                base,
+                env,
+                concurrency=1,
+                rollout_id=one_id,
+                ids=one_ids,
+                services=services,
             )
-            two_s = _push_run(
-                client, settings, base, env, concurrency=2, rollout_id=two_id, ids=two_ids
+            two_s, _ = _push_run(
+                client,
+                settings,
+                base,
+                env,
+                concurrency=2,
+                rollout_id=two_id,
+                ids=two_ids,
+                services=services,
             )
             stored = RedisRollouts(client).bundles(one_id, one_ids, PushStep.STAGE)
             if len(stored) != devices:
@@ -268,6 +300,7 @@ def run(devices: int) -> list[Figure]:
     size = sum(len(data) for _, data in messages) / devices
     raw_rate = devices / (sum(raw_s) / len(raw_s))
     one_rate, two_rate = devices / one_s, devices / two_s
+    worker_us = one_cpu["worker"] / devices * 1e6
     raw_text = (
         f"raw paho QoS 1 loop, window {INFLIGHT}: {raw_rate:,.0f}/s "
         f"(runs {devices / raw_s[0]:,.0f} and {devices / raw_s[1]:,.0f})"
@@ -292,6 +325,18 @@ def run(devices: int) -> list[Figure]:
             met=two_rate / one_rate >= 1.7,
             baseline=f"1 process: {one_rate:,.0f} devices/s",
             detail=f"2 processes {two_rate:,.0f} devices/s",
+        ),
+        Figure(
+            "Push",
+            "worker CPU per device pushed (main process and pool, 1 worker process)",
+            worker_us,
+            "µs",
+            goal=f"<= {CPU_GOAL_US:,.0f} µs",
+            met=worker_us <= CPU_GOAL_US,
+            baseline="issue 15's starting point: 440 µs",
+            detail=f"meanwhile redis-server {one_cpu['redis-server'] / devices * 1e6:,.0f} µs, "
+            f"mosquitto {one_cpu['mosquitto'] / devices * 1e6:,.0f} µs per device; "
+            f"{one_s:,.1f} s",
         ),
     ]
 
