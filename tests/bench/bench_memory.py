@@ -26,6 +26,12 @@ The same worker process serves both sizes: the figure is one long-lived process'
 growth, which is what an operator sees, and a leak would show in it too; the peak
 (VmHWM) says whether the large fleet ever needed more memory, even if freed since.
 
+Redis: `INFO used_memory` before the first state, and around each `create_rollout`;
+per device at `--devices`: the inventory (what the listener recorded, less the small
+run's rollout) and one rollout over every device with its claims. Goal (issue 15):
+inventory plus one rollout <= 700 B per device, of which the inventory <= 430 B and
+the rollout <= 250 B, with the server's default encoding thresholds.
+
 Baseline, in the same run: the same process's RSS at `--small` devices.
 """
 
@@ -80,6 +86,10 @@ STALL_SECONDS = 60.0
 """A wait fails when what it waits for has not moved for this long."""
 GOAL = 1.10
 KIB = 1024
+REDIS_GOAL = 700
+"""Redis bytes per device, inventory plus one rollout over every device (issue 15)."""
+INVENTORY_GOAL = 430
+ROLLOUT_GOAL = 250
 
 
 class _NoTasks:
@@ -124,6 +134,12 @@ def children(pid: int) -> list[int]:
         if ppid == pid:
             found.append(int(entry))
     return sorted(found)
+
+
+def used_memory(client: redis.Redis) -> int:
+    """Redis `INFO used_memory`."""
+    info: dict[str, Any] = client.info("memory")
+    return int(info["used_memory"])
 
 
 def _mib(n: int) -> str:
@@ -205,6 +221,8 @@ class WorkerRun:
         )
         self._ca_pem = ca.pem.decode()
         self._previous: str | None = None
+        self.rollout_bytes: dict[int, int] = {}
+        """Redis used_memory each `create_rollout` added, by fleet size."""
 
     def _deps(self) -> RolloutDeps:
         return RolloutDeps(
@@ -245,9 +263,11 @@ class WorkerRun:
             waves=parse_waves("100%"),
             device_timeout_seconds=3600,
         )
+        before = used_memory(self._client)
         started = time.perf_counter()
         rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
         seconds["create_rollout (bench process)"] = time.perf_counter() - started
+        self.rollout_bytes[devices] = used_memory(self._client) - before
         self._previous = rollout_id
         deps.store.change(
             rollout_id,
@@ -332,6 +352,46 @@ def _figures(process: str, measured: Sequence[Memory], sizes: tuple[int, int]) -
     return figures
 
 
+def _redis_figures(
+    devices: int, empty: int, recorded: int, small_rollout: int, rollout: int
+) -> list[Figure]:
+    """Redis bytes per device: the inventory, one rollout, both."""
+    inventory = (recorded - empty - small_rollout) / devices
+    per_rollout = rollout / devices
+    total = inventory + per_rollout
+    return [
+        Figure(
+            "Memory",
+            f"Redis per device, inventory plus one rollout over all, {devices:,} devices",
+            total,
+            "B",
+            goal=f"<= {REDIS_GOAL} B",
+            met=total <= REDIS_GOAL,
+            baseline=f"INFO used_memory before the first state: {empty:,} B",
+            detail=f"inventory {inventory:,.0f} B/device, rollout {per_rollout:,.0f} B/device",
+        ),
+        Figure(
+            "Memory",
+            "Redis per device, the inventory alone (as the listener recorded it)",
+            inventory,
+            "B",
+            goal=f"<= {INVENTORY_GOAL} B",
+            met=inventory <= INVENTORY_GOAL,
+            baseline=f"used_memory with the fleet recorded: {recorded:,} B, "
+            f"of which the small run's rollout {small_rollout:,} B",
+        ),
+        Figure(
+            "Memory",
+            "Redis per device, one rollout over all (claims included)",
+            per_rollout,
+            "B",
+            goal=f"<= {ROLLOUT_GOAL} B",
+            met=per_rollout <= ROLLOUT_GOAL,
+            baseline=f"create_rollout added {rollout:,} B",
+        ),
+    ]
+
+
 def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
     """Measure; return the figures and the time each step took."""
     timings: dict[str, str] = {}
@@ -397,6 +457,8 @@ def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
             publisher = StatePublisher(mqtt_service, Topics(settings.topic_prefix), entry)
             work = WorkerRun(client, settings, app)
             listener_mem, worker_mem = [], []
+            empty = used_memory(client)
+            recorded = 0
             begun = 0
             for size in (small, devices):
                 started = time.perf_counter()
@@ -405,6 +467,7 @@ def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
                     f"{time.perf_counter() - started:.1f} s"
                 )
                 begun = size
+                recorded = used_memory(client)
                 listener_mem.append(memory(listener.process.pid))
                 for step, secs in work.run(size).items():
                     timings[f"{size:,}: {step}"] = f"{secs:.1f} s"
@@ -421,6 +484,9 @@ def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
 
     sizes = (small, devices)
     figures = [
+        *_redis_figures(
+            devices, empty, recorded, work.rollout_bytes[small], work.rollout_bytes[devices]
+        ),
         *_figures("listener", listener_mem, sizes),
         *_figures("worker (pool process)", worker_mem, sizes),
     ]
