@@ -1,8 +1,11 @@
 """What every Redis adapter shares: one way to report an unreachable Redis, one way to load Lua.
 
 `store_errors()` turns a lost connection or a timeout into `StoreUnavailableError`
-(a `TransientError`, so tasks retry it and the API answers 503). It is a context
-manager and, as any `contextlib.contextmanager`, a decorator too:
+(a `TransientError`, so tasks retry it and the API answers 503), and so does what a
+Redis Cluster answers while a failover is under way (`STORE_AWAY`: the cluster down
+until a replica is promoted, a slot no master serves yet, TRYAGAIN), once the cluster
+client's own retries gave up. It is a context manager and, as any
+`contextlib.contextmanager`, a decorator too:
 
     with store_errors():
         client.incr(key)
@@ -25,19 +28,29 @@ from importlib import resources
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.domain.errors import StoreUnavailableError
 
-__all__ = ["load_script", "script_text", "store_errors"]
+__all__ = ["STORE_AWAY", "load_script", "script_text", "store_errors"]
+
+STORE_AWAY = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+"""What a Redis (or a Redis Cluster in a failover) raises while it cannot answer for now."""
 
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Turn Redis connection failures into `StoreUnavailableError`."""
+    """Turn Redis connection failures (`STORE_AWAY`) into `StoreUnavailableError`."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except STORE_AWAY as exc:
         raise StoreUnavailableError(f"Redis is unreachable: {exc}") from exc
 
 

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import (
+    ClusterCrossSlotError,
+    ClusterDownError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 import orchestrator
 from orchestrator.adapters.redis_errors import load_script, script_text, store_errors
@@ -33,6 +40,26 @@ def test_a_lost_connection_is_a_transient_store_error() -> None:
         assert "Redis is unreachable" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ClusterDownError("CLUSTERDOWN The cluster is down"),
+        MasterDownError("MASTERDOWN Link with MASTER is down"),
+        SlotNotCoveredError('Slot "866" is not covered by the cluster.'),
+        TryAgainError("TRYAGAIN"),
+    ],
+    ids=["cluster-down", "master-down", "slot-not-covered", "try-again"],
+)
+def test_a_cluster_mid_failover_is_a_transient_store_error(failure: Exception) -> None:
+    """What a Redis Cluster answers until a replica is promoted is retried, as a lost
+    connection is."""
+    # when
+    with pytest.raises(StoreUnavailableError) as raised, store_errors():
+        raise failure
+    # then
+    assert raised.value.__cause__ is failure
+
+
 def test_store_errors_guards_a_method_as_a_decorator() -> None:
     """`@store_errors()` on a function maps failures as `with store_errors():` does."""
 
@@ -50,6 +77,8 @@ def test_other_redis_errors_pass_unchanged() -> None:
     """A command Redis refuses is a bug to see, not an outage to retry."""
     with pytest.raises(redis.ResponseError), store_errors():
         raise redis.ResponseError("WRONGTYPE")
+    with pytest.raises(ClusterCrossSlotError), store_errors():
+        raise ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot")
 
 
 def test_load_script_registers_the_file_beside_the_adapter() -> None:
