@@ -12,6 +12,9 @@ queue: the paho one from CONNACK to its N-th message, `certfleet listener` (a pr
 of its own) from its subscription until Redis shows every report validated, counted
 and every device moved to `health_ok`. For reference, aiomqtt read as the listener
 reads it (a batch at a time) drains the third queue doing nothing else.
+
+Cost per report, over the listener's drain: its CPU time and redis-server's (/proc
+utime+stime) and the Redis commands run (`INFO commandstats`), over the reports.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from orchestrator.protocol.topics import Topics
 from orchestrator.services.rollout import RolloutDeps, create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.bench.cost import CpuMeter, commandstats, subtract
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
 from workers.listener import GC_THRESHOLDS, _Inbox
@@ -214,8 +218,10 @@ def _listener_drain(
     mqtt_service: LocalService,
     workdir: Path,
     done: Callable[[], bool],
-) -> float:
-    """Seconds from `certfleet listener`'s subscription until `done()` holds in Redis."""
+    client: redis.Redis,
+) -> tuple[float, dict[str, float], dict[str, int]]:
+    """Seconds from `certfleet listener`'s subscription until `done()` holds in Redis; the
+    CPU seconds of the listener and redis-server meanwhile; the Redis commands run."""
     env = {
         **os.environ,
         "CERTFLEET_REDIS_URL": f"redis://{redis_service.host}:{redis_service.port}/0",
@@ -239,9 +245,14 @@ def _listener_drain(
             timeout=TIMEOUT,
             every=0.002,
         )
+        meter = CpuMeter({"listener": process.pid, "redis-server": redis_service.process.pid})
+        commands = commandstats(client)
+        meter.start()
         start = time.perf_counter()
         _wait("the listener's drain", done, timeout=TIMEOUT * 10, every=0.02)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        cpu = meter.stop()
+        return elapsed, cpu, subtract(commandstats(client), commands)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -358,16 +369,18 @@ def main() -> None:
 
             raw_s = _raw_drain(mqtt_service, reports)
             aiomqtt_s = _aiomqtt_drain(mqtt_service, reports)
-            counts_key = f"certfleet:ro:{{{rollout_id}}}:counts:0"
+            rollouts = RedisRollouts(client)
 
             def drained() -> bool:
                 phases = client.hgetall("certfleet:inv:report_phases")
-                counted = sum(int(n) for n in phases.values())  # type: ignore[union-attr]
-                moved = int(client.hget(counts_key, "health_ok") or 0)  # type: ignore[arg-type]
-                return counted >= reports and moved >= devices
+                counted: int = sum(int(n) for n in phases.values())
+                moved = rollouts.wave_counts(rollout_id, 1)[0].get("health_ok", 0)
+                return bool(counted >= reports and moved >= devices)
 
-            ours_s = _listener_drain(redis_service, mqtt_service, base, drained)
-            counts = {k: int(v) for k, v in client.hgetall(counts_key).items()}  # type: ignore[union-attr]
+            ours_s, cpu, commands = _listener_drain(
+                redis_service, mqtt_service, base, drained, client
+            )
+            counts = rollouts.wave_counts(rollout_id, 1)[0]
             assert counts.get("health_ok") == devices, counts
             assert sum(counts.values()) == devices, counts
             client.close()
@@ -378,6 +391,9 @@ def main() -> None:
     raw_rate, ours_rate = reports / raw_s, reports / ours_s
     ratio = raw_s / ours_s
     aiomqtt_rate = reports / aiomqtt_s
+    listener_us = cpu["listener"] / reports * 1e6
+    calls = sum(commands.values())
+    by_command = ", ".join(f"{name} {n / reports:.2f}" for name, n in list(commands.items())[:8])
     figures = [
         Figure(
             section="Ingest",
@@ -397,6 +413,15 @@ def main() -> None:
             unit="ratio",
             baseline=f"bare paho subscriber: {raw_rate:,.0f} reports/s",
             detail=f"aiomqtt {aiomqtt_rate:,.0f} reports/s",
+        ),
+        Figure(
+            section="Ingest",
+            name="listener CPU per report (validated, transitioned, counted)",
+            value=listener_us,
+            unit="µs",
+            baseline=f"redis-server meanwhile: {cpu['redis-server'] / reports * 1e6:,.0f} µs "
+            f"per report, {calls / reports:.2f} commands per report",
+            detail=f"commands per report: {by_command}",
         ),
     ]
     print(f"reports {reports:,} ({devices:,} devices x {len(PHASES)}), {size:.0f} B each")
