@@ -132,7 +132,8 @@ class Settings(BaseSettings):
 
     @property
     def celery_result_backend(self) -> str:
-        """Celery's result backend: `CERTFLEET_RESULT_BACKEND`, else the Redis URL."""
+        """Celery's result backend with a Redis broker: `CERTFLEET_RESULT_BACKEND`, else the Redis
+        URL (with a RabbitMQ broker `celery_queue.result_backend_url` defaults to `rpc://`)."""
         return self.result_backend or self.redis_url
 
     # -- HTTP API (orchestrator.api) --
