@@ -1,4 +1,33 @@
-"""Celery configuration shared by the worker app and the clients that enqueue on it."""
+"""Celery configuration shared by the worker app and the clients that enqueue on it.
+
+The broker is Redis (`redis://`, the default: the state store's URL) or RabbitMQ
+(`CERTFLEET_BROKER_URL=amqp://...`, the broker Celery recommends for production).
+What differs between the two is chosen here, from the broker URL's scheme:
+
+- **Redis**: kombu's Redis transport with `celery_redis.Transport` (it survives a
+  Redis restart); a task taken by a worker that died is handed out again after the
+  visibility timeout (`VISIBILITY_TIMEOUT_SECONDS`), swept for every
+  `RESTORE_SWEEP_SECONDS`. The result backend is the state store's Redis.
+- **RabbitMQ** (`amqp://`, `amqps://`, `pyamqp://`): the control, push and scan
+  queues are quorum queues (replicated, durable; `x-queue-type: quorum`) on topic
+  exchanges, so a countdown (a wave's bake, a debounced evaluation) waits in the
+  broker's delay queues (Celery's native delayed delivery, quorum too) instead of in
+  a worker's memory. Every publish waits for the broker's confirm
+  (`confirm_publish`). A worker's unacknowledged task goes back to the queue as soon
+  as the worker's connection closes (a SIGKILL included): no visibility timeout.
+  Quorum queues refuse a global QoS, so the worker asks for a per-consumer prefetch
+  (`worker_detect_quorum_queues`); no priorities are used. The result backend, unless
+  `CERTFLEET_RESULT_BACKEND` names one, is `rpc://`: results travel back over
+  RabbitMQ to the client that waits for them (only `certfleet scan` does), since
+  Celery's Redis result backend cannot use a Redis Cluster.
+
+`acks_late` holds on both: a task is acknowledged when it has run, so a worker lost
+mid-task leaves it to another worker. RabbitMQ closes the channel of a consumer that
+holds a delivery unacknowledged longer than its `consumer_timeout` (30 minutes by
+default); a certfleet task runs at most `TASK_TIME_LIMIT_SECONDS` and waits behind
+at most one other (prefetch 1 per process), so `CONSUMER_TIMEOUT_FLOOR_SECONDS` is
+the least a broker's `consumer_timeout` may be.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +36,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from orchestrator.adapters.redis_connection import (
     CONNECT_TIMEOUT_SECONDS,
@@ -36,7 +65,9 @@ __all__ = [
     "TASK_WATCH_RENEWALS",
     "VISIBILITY_TIMEOUT_SECONDS",
     "CeleryTaskQueue",
+    "broker_kind",
     "celery_config",
+    "result_backend_url",
 ]
 
 TASK_SCAN_FLEET = "certfleet.scan_fleet"
@@ -94,11 +125,79 @@ retry whose send fails is dropped by Celery (`Reject(requeue=False)`), so this m
 outlast a Redis restart."""
 
 
-def _redis_transport(broker_url: str) -> dict[str, str]:
-    """A Redis broker goes through `celery_redis.Transport` (it survives a Redis restart)."""
-    if broker_url.split("://", 1)[0] in ("redis", "rediss"):
-        return {"broker_transport": "orchestrator.adapters.celery_redis:Transport"}
-    return {}
+CONSUMER_TIMEOUT_FLOOR_SECONDS: Final = 2 * TASK_TIME_LIMIT_SECONDS
+"""The least `consumer_timeout` a RabbitMQ broker may have (its default is 1800 s): a
+delivery waits behind at most one running task, then runs itself, before its ack."""
+
+AMQP_SCHEMES: Final = frozenset({"amqp", "amqps", "pyamqp"})
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "redis+socket"})
+
+
+def broker_kind(broker_url: str) -> str:
+    """`"amqp"` for a RabbitMQ broker URL, `"redis"` for a Redis one.
+
+    Raises:
+        ValueError: another scheme (certfleet is tested on these two only).
+    """
+    scheme = broker_url.split("://", 1)[0].lower()
+    if scheme in AMQP_SCHEMES:
+        return "amqp"
+    if scheme in REDIS_SCHEMES:
+        return "redis"
+    raise ValueError(
+        f"CERTFLEET_BROKER_URL has the scheme {scheme!r}; certfleet's broker is Redis "
+        "(redis://, rediss://, redis+socket://) or RabbitMQ (amqp://, amqps://)"
+    )
+
+
+def result_backend_url(settings: Settings) -> str:
+    """Celery's result backend: `CERTFLEET_RESULT_BACKEND`; else `rpc://` with a RabbitMQ
+    broker (results over the broker: works whatever the state store, a Redis Cluster
+    included), the state store's Redis with a Redis broker."""
+    if settings.result_backend:
+        return settings.result_backend
+    if broker_kind(settings.celery_broker_url) == "amqp":
+        return "rpc://"
+    return settings.celery_result_backend
+
+
+def _broker_settings(settings: Settings) -> dict[str, Any]:
+    """What differs between a Redis and a RabbitMQ broker (the module docstring says why)."""
+    if broker_kind(settings.celery_broker_url) == "redis":
+        scheme = settings.celery_broker_url.split("://", 1)[0].lower()
+        transport = (
+            {"broker_transport": "orchestrator.adapters.celery_redis:Transport"}
+            if scheme in ("redis", "rediss")
+            else {}
+        )
+        return {
+            # A Redis broker goes through `celery_redis.Transport` (it survives a Redis
+            # restart) and redelivers what a lost worker held after the visibility timeout.
+            **transport,
+            "broker_transport_options": {
+                **socket_options(),
+                "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+                "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+                "unacked_restore_throttle": 1,
+            },
+            "task_queues": [Queue(name) for name in QUEUES],
+        }
+    return {
+        "broker_transport_options": {"confirm_publish": True},
+        "task_queues": [
+            Queue(
+                name,
+                Exchange(name, type="topic"),
+                routing_key=name,
+                queue_arguments={"x-queue-type": "quorum"},
+            )
+            for name in QUEUES
+        ],
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -106,19 +205,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     interval = settings.scan_interval_seconds
     return {
         "broker_url": settings.celery_broker_url,
-        **_redis_transport(settings.celery_broker_url),
-        "result_backend": settings.celery_result_backend,
-        # Riding out a broker restart (docs/operations.md): reconnect forever,
-        # redeliver what a lost worker held after the visibility timeout.
+        **_broker_settings(settings),
+        "result_backend": result_backend_url(settings),
+        # Riding out a broker restart (docs/operations.md): reconnect forever.
         "broker_connection_retry": True,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {
-            **socket_options(),
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
-            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
-            "unacked_restore_throttle": 1,
-        },
         "task_publish_retry": True,
         "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -127,13 +219,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
         "redis_backend_health_check_interval": HEALTH_CHECK_SECONDS,
-        "redbeat_redis_options": socket_options(),
+        "redbeat_redis_options": _redbeat_options(settings),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": "control",
         "task_routes": {name: {"queue": queue} for name, queue in QUEUE_OF.items()},
         "task_acks_late": True,
@@ -194,6 +285,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+def _redbeat_options(settings: Settings) -> dict[str, Any]:
+    """redbeat's client options: the store's socket options; on a Redis Cluster store its
+    cluster client (redbeat keeps the schedule and beat's lock there, each command on
+    one key or a non-transactional pipeline)."""
+    if settings.redis_cluster:
+        return {**socket_options(), "cluster": True, "decode_responses": True}
+    return socket_options()
 
 
 class CeleryTaskQueue:

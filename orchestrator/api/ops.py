@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import redis
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from kombu import Connection
+from kombu import exceptions as kombu_errors
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -25,7 +27,7 @@ from orchestrator.logs import get_logger
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
 
-__all__ = ["FleetCollector", "broker_client", "ops_router"]
+__all__ = ["AmqpBroker", "FleetCollector", "Pingable", "broker_client", "ops_router"]
 
 log = get_logger(__name__)
 
@@ -60,24 +62,75 @@ DOCS = {
     "certfleet_crl_entries": "Certificates the last CRL certfleet published lists.",
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
+_AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}
+
+AMQP_CHECK_TIMEOUT_SECONDS: Final = 2.0
+"""How long `/healthz` waits for a RabbitMQ broker to accept a connection."""
 
 
-def broker_client(settings: Settings, state_store: RedisClient) -> tuple[RedisClient, bool]:
-    """A client of the Celery broker for PING, and whether it is a client of its own.
+class Pingable(Protocol):
+    """What `/healthz` asks of the broker's client: a PING and a close."""
 
-    The broker is Redis; when its URL is the state store's, the store's client is reused.
-    Nothing connects until the first PING.
+    def ping(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class AmqpBroker:
+    """A RabbitMQ broker's health: `ping` opens an AMQP connection (handshake and login,
+    `AMQP_CHECK_TIMEOUT_SECONDS` at most) and closes it again; no channel, no queue."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def ping(self) -> bool:
+        """True when the broker accepted a connection with certfleet's credentials; False
+        when it refused it (a wrong user included), or did not answer in time."""
+        conn = Connection(
+            self._url,
+            connect_timeout=AMQP_CHECK_TIMEOUT_SECONDS,
+            transport_options={
+                "read_timeout": AMQP_CHECK_TIMEOUT_SECONDS,
+                "write_timeout": AMQP_CHECK_TIMEOUT_SECONDS,
+            },
+        )
+        refused: tuple[type[BaseException], ...] = (
+            *conn.connection_errors,
+            *conn.channel_errors,
+            OSError,
+        )
+        try:
+            conn.connect()  # one attempt: a refusal raises, a handshake past the timeout too
+            return bool(conn.connected)
+        except refused as exc:
+            log.warning("health_ping_failed", error=type(exc).__name__)
+            return False
+        finally:
+            conn.release()
+
+    def close(self) -> None:
+        """Nothing stays open between checks."""
+
+
+def broker_client(settings: Settings, state_store: RedisClient) -> tuple[Pingable, bool]:
+    """A client of the Celery broker for `/healthz`, and whether it is a client of its own.
+
+    A Redis broker is PINGed (the state store's client when the URL is the store's); a
+    RabbitMQ broker (`amqp://`, `amqps://`) is checked by opening a connection
+    (`AmqpBroker`). Nothing connects until the first check.
     """
     url = settings.celery_broker_url
     if url == settings.redis_url:
         return state_store, False
     scheme = urlsplit(url).scheme
+    if scheme in _AMQP_SCHEMES:
+        return AmqpBroker(url), True
     if scheme == "redis+socket":
         url = "unix" + url[len("redis+socket") :]
     elif scheme not in _REDIS_SCHEMES:
         raise ApiConfigError(
-            f"CERTFLEET_BROKER_URL has the scheme {scheme!r}; /healthz can check only a Redis "
-            "broker (redis://, rediss://, unix://)"
+            f"CERTFLEET_BROKER_URL has the scheme {scheme!r}; /healthz can check a Redis "
+            "broker (redis://, rediss://, unix://) or a RabbitMQ one (amqp://, amqps://)"
         )
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
@@ -86,10 +139,10 @@ def broker_client(settings: Settings, state_store: RedisClient) -> tuple[RedisCl
     return client, True
 
 
-def _ping(client: RedisClient) -> bool:
+def _ping(client: Pingable) -> bool:
     try:
         return bool(client.ping())
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, kombu_errors.KombuError) as exc:
         log.warning("health_ping_failed", error=type(exc).__name__)
         return False
 
@@ -198,7 +251,7 @@ class FleetCollector(Collector):
             yield family
 
 
-def ops_router(container: Container, *, broker: RedisClient) -> APIRouter:
+def ops_router(container: Container, *, broker: Pingable) -> APIRouter:
     """`/healthz` and `/metrics`, without authentication."""
     router = APIRouter(tags=["operations"])
     registry = CollectorRegistry(auto_describe=False)
@@ -210,7 +263,8 @@ def ops_router(container: Container, *, broker: RedisClient) -> APIRouter:
         responses={503: {"model": Health, "description": "Redis or the broker is unreachable"}},
     )
     def healthz() -> Any:
-        """200 when Redis and the Celery broker answer PING, else 503 naming the failing one."""
+        """200 when Redis answers PING and the Celery broker PING or an AMQP connection,
+        else 503 naming the failing one."""
         redis_ok = _ping(container.redis)
         broker_ok = redis_ok if broker is container.redis else _ping(broker)
         health = Health(

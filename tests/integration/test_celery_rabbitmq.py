@@ -1,0 +1,228 @@
+"""Real Celery workers on a real RabbitMQ (Debian's rabbitmq-server) as the broker.
+
+The state store stays the session's Redis (or Redis Cluster); `CERTFLEET_BROKER_URL`
+names a throwaway RabbitMQ node started for this module (`tests.rabbitmq`).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from fastapi.testclient import TestClient
+
+from orchestrator.adapters.celery_queue import QUEUES, CeleryTaskQueue, celery_config
+from orchestrator.api.app import create_app
+from orchestrator.bootstrap import bootstrap
+from orchestrator.config import Settings
+from simulator.services import free_port
+from tests.procs import BIN, Proc, celery_worker, start, wait_until
+from tests.rabbitmq import LocalRabbit, rabbitmq_available, start_rabbitmq
+
+HOLD = "certfleet_test.hold"
+"""`tests.rabbitmq_app`'s task (not imported here: that app reads its settings at import)."""
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed"),
+]
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRabbit]:
+    """A throwaway RabbitMQ node for the session."""
+    rabbit = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"))
+    yield rabbit
+    rabbit.stop()
+
+
+@pytest.fixture
+def rabbit_env(
+    service_env: dict[str, str], rabbitmq_service: LocalRabbit, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The test services' settings with RabbitMQ as Celery's broker, its queues purged."""
+    env = {**service_env, "CERTFLEET_BROKER_URL": rabbitmq_service.url}
+    monkeypatch.setenv("CERTFLEET_BROKER_URL", rabbitmq_service.url)
+    for name in rabbitmq_service.queue_types():
+        if name in QUEUES:
+            rabbitmq_service.ctl("purge_queue", name)
+    return env
+
+
+def _hold_worker(log_dir: Path, env: dict[str, str], name: str) -> Proc:
+    """A worker of `tests.rabbitmq_app` (certfleet's configuration plus `hold`)."""
+    proc = start(
+        name,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "tests.rabbitmq_app",
+            "worker",
+            "-Q",
+            "push",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        env=env,
+        log_dir=log_dir,
+    )
+    wait_until(
+        lambda: " ready." in proc.log() or proc.process.poll() is not None,
+        timeout=60,
+        what=f"{name} ready",
+    )
+    assert proc.process.poll() is None, proc.log()
+    return proc
+
+
+def _client() -> Celery:
+    """A client app configured like certfleet's processes, from this test's environment."""
+    app = Celery("certfleet-test-client")
+    app.conf.update(celery_config(Settings()))
+    return app
+
+
+def test_a_worker_runs_a_scan_over_quorum_queues_with_publisher_confirms(
+    rabbit_env: dict[str, str], rabbitmq_service: LocalRabbit, log_dir: Path
+) -> None:
+    """scan_fleet runs on a worker over RabbitMQ; its reply comes back over `rpc://`; the
+    control, push and scan queues are quorum queues; the client publishes with confirms."""
+    # given a worker on RabbitMQ and a client configured like it
+    worker = celery_worker(log_dir, rabbit_env)
+    tasks = CeleryTaskQueue.from_settings(Settings())
+    try:
+        # when the client runs a scan
+        summary = tasks.run_scan(timeout=60)
+
+        # then the worker ran it, and its result came back over the broker
+        assert summary["devices"] == 0
+        assert "certfleet.scan_fleet" in worker.log()
+        assert celery_config(Settings())["result_backend"] == "rpc://"
+
+        # and RabbitMQ holds the three queues as quorum queues
+        types = rabbitmq_service.queue_types()
+        assert {name: types.get(name) for name in QUEUES} == dict.fromkeys(QUEUES, "quorum")
+
+        # and the worker asked for a per-consumer prefetch, as quorum queues require,
+        # and bound its queues for delayed delivery (no direct exchange refused)
+        assert "global qos is disabled" in worker.log().lower()
+        assert "direct exchange" not in worker.log().lower()
+
+        # and, the worker gone, the client's channel that published is in confirm mode
+        worker.stop()
+        channels = rabbitmq_service.ctl("list_channels", "-q", "--no-table-headers", "confirm")
+        assert "true" in channels.split(), channels
+    finally:
+        tasks._app.close()
+        worker.stop()
+
+
+def test_a_countdown_waits_in_the_broker_not_in_the_worker(
+    rabbit_env: dict[str, str], rabbitmq_service: LocalRabbit, log_dir: Path, tmp_path: Path
+) -> None:
+    """A task sent with a countdown runs after it, through the native delayed delivery's
+    quorum queues, and no worker holds it meanwhile."""
+    # given a worker of the hold app and a task that may finish at once
+    worker = _hold_worker(log_dir, rabbit_env, "delay-worker")
+    (tmp_path / "release").touch()
+    app = _client()
+    try:
+        # when it is sent with a countdown of 3 s
+        sent = time.monotonic()
+        app.send_task(HOLD, args=[str(tmp_path)], queue="push", countdown=3)
+
+        # then no worker holds it while it waits (a worker logs a task as received
+        # when the broker delivers it, at once for a countdown it would hold itself)
+        time.sleep(1.5)
+        assert f"{HOLD}[" not in worker.log()
+        assert not (tmp_path / "runs").exists()
+
+        # and it runs once its countdown is over
+        wait_until((tmp_path / "runs").exists, timeout=30, what="the delayed run")
+        assert time.monotonic() - sent >= 3
+        assert f"Task {HOLD}[" in worker.log()
+        types = rabbitmq_service.queue_types()
+        assert types.get("celery_delayed_0") == "quorum"
+    finally:
+        app.close()
+        worker.stop()
+
+
+def test_a_task_held_by_a_killed_worker_runs_again_on_another(
+    rabbit_env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    """acks_late: a worker SIGKILLed while it runs a task never acknowledged it; RabbitMQ
+    hands the task to the next worker as soon as the connection is gone, flagged
+    redelivered, and it runs to its end there."""
+    app = _client()
+    first = _hold_worker(log_dir, rabbit_env, "doomed-worker")
+    second: Proc | None = None
+    try:
+        # given a worker running the task (which waits to be released)
+        app.send_task(HOLD, args=[str(tmp_path)], queue="push")
+        runs = tmp_path / "runs"
+        wait_until(runs.exists, timeout=30, what="the first run")
+
+        # when the worker and its pool are SIGKILLed mid-task
+        first.stop(signal.SIGKILL)
+
+        # then another worker runs the task again, as a redelivery, to its end
+        second = _hold_worker(log_dir, rabbit_env, "second-worker")
+        wait_until(
+            lambda: runs.read_text().count("start") == 2, timeout=60, what="the task redelivered"
+        )
+        (tmp_path / "release").touch()
+        wait_until(lambda: "done" in runs.read_text(), timeout=30, what="the second run's end")
+        assert runs.read_text().splitlines() == [
+            "start redelivered=False",
+            "start redelivered=True",
+            "done",
+        ]
+    finally:
+        (tmp_path / "release").touch()
+        app.close()
+        if second is not None:
+            second.stop()
+        first.stop()
+
+
+def test_healthz_checks_a_rabbitmq_broker(
+    rabbit_env: dict[str, str], rabbitmq_service: LocalRabbit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/healthz opens an AMQP connection to a RabbitMQ broker: ok when it logs in, 503
+    naming the broker when the user is refused or nothing listens."""
+    refused = rabbitmq_service.url.replace(rabbitmq_service.password, "wrong")
+    away = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    expected = {
+        rabbitmq_service.url: (200, {"status": "ok", "redis": "ok", "broker": "ok"}),
+        refused: (503, {"status": "unavailable", "redis": "ok", "broker": "unreachable"}),
+        away: (503, {"status": "unavailable", "redis": "ok", "broker": "unreachable"}),
+    }
+    for url, (status, body) in expected.items():
+        # given the API of a container whose broker is this URL
+        monkeypatch.setenv("CERTFLEET_BROKER_URL", url)
+        container = bootstrap(Settings(), logging=False)
+        try:
+            with TestClient(create_app(container)) as client:
+                # when /healthz is asked, it answers within the check's timeout
+                began = time.monotonic()
+                response = client.get("/healthz")
+
+            # then it says what the broker did
+            assert (response.status_code, response.json()) == (status, body), url
+            assert time.monotonic() - began < 10
+        finally:
+            container.close()
