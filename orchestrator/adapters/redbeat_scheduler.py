@@ -9,6 +9,14 @@ schedules meanwhile). After either, the static schedule is stored again (a Redis
 that restarted without its data has none, and redbeat only stores it at start-up);
 an entry that survived keeps its last run. A due run missed during the outage is
 sent on the first tick after it.
+
+On a Redis Cluster store (`CERTFLEET_REDIS_CLUSTER=true`) redbeat uses the cluster
+client (`celery_queue.celery_config` passes `cluster: True`): the schedule's keys and
+the lock live on the cluster, each command on one key or in a non-transactional
+pipeline, the lock's scripts on its one key. What the cluster answers while a master
+fails over (`redis_errors.STORE_AWAY`: cluster down, a slot not served yet, TRYAGAIN)
+and a cluster none of whose nodes answers (`RedisClusterException`, at start-up) count
+as Redis away too.
 """
 
 from __future__ import annotations
@@ -20,14 +28,18 @@ from typing import Any, Final
 import redis
 from celery.utils.log import get_logger
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
+from redis.exceptions import RedisClusterException
 from redis.lock import Lock
+
+from orchestrator.adapters.redis_errors import STORE_AWAY
 
 __all__ = ["RETRY_SECONDS", "ReconnectingRedBeatScheduler"]
 
 RETRY_SECONDS: Final = 1.0
 """How long beat waits before it tries an unreachable Redis again."""
 
-REDIS_AWAY: Final = (redis.ConnectionError, redis.TimeoutError)
+REDIS_AWAY: Final = (*STORE_AWAY, RedisClusterException)
+"""What beat waits out: a Redis, or a Redis Cluster, that cannot answer for now."""
 
 logger = get_logger("celery.beat")
 

@@ -16,10 +16,12 @@ from celery import Celery
 from fastapi.testclient import TestClient
 
 from orchestrator.adapters.celery_queue import QUEUES, CeleryTaskQueue, celery_config
+from orchestrator.adapters.redis_connection import connect
 from orchestrator.api.app import create_app
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import Settings
 from simulator.services import free_port
+from tests.conftest import CLUSTER
 from tests.procs import BIN, Proc, celery_worker, start, wait_until
 from tests.rabbitmq import LocalRabbit, rabbitmq_available, start_rabbitmq
 
@@ -226,3 +228,34 @@ def test_healthz_checks_a_rabbitmq_broker(
             assert time.monotonic() - began < 10
         finally:
             container.close()
+
+
+def test_beat_keeps_its_schedule_and_lock_in_the_store_and_sends_over_rabbitmq(
+    rabbit_env: dict[str, str], log_dir: Path
+) -> None:
+    """redbeat on the session's store (the cluster client on a Redis Cluster) holds beat's
+    lock and schedule there; the scans it schedules reach a worker over RabbitMQ."""
+    # given a worker and beat, beat scanning every 2 seconds
+    env = {**rabbit_env, "CERTFLEET_SCAN_INTERVAL_SECONDS": "2"}
+    worker = celery_worker(log_dir, env)
+    beat = start(
+        "beat", [str(BIN / "celery"), "-A", "workers.app", "beat"], env=env, log_dir=log_dir
+    )
+    store = connect(env["CERTFLEET_REDIS_URL"], cluster=CLUSTER)
+    try:
+        # when beat has run a while, then the worker ran scheduled scans
+        wait_until(
+            lambda: worker.log().count("certfleet.scan_fleet[") >= 4,
+            timeout=60,
+            what="two scheduled scans received and run",
+        )
+
+        # and the lock and the scan's entry are in the store
+        assert store.get("certfleet:redbeat:lock") is not None
+        assert store.zscore("certfleet:redbeat::schedule", "certfleet:redbeat:scan-fleet")
+        assert beat.process.poll() is None, beat.log()
+        assert "Traceback" not in beat.log()
+    finally:
+        store.close()
+        beat.stop()
+        worker.stop()
