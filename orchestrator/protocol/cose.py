@@ -257,18 +257,45 @@ def sign1(
         raise TypeError("pass exactly one of private_key or sign")
     if type(kid) is not bytes:
         raise TypeError(f"kid must be bytes, not {type(kid).__name__}")
-    # Built directly, byte for byte what `Sign1Message(...).encode()` gives (the vectors
-    # check it): validating a message we are composing ourselves costs more than the
+    if type(payload) is not bytes or type(external_aad) is not bytes:
+        raise TypeError("payload and external_aad must be bytes")
+    # Built directly, byte for byte what `Sign1Message(...).encode()` and `_dumps` of the
+    # Sig_structure give (the tests check both): validating a message we are composing
+    # ourselves, or encoding the payload into CBOR twice more, costs more than the
     # signature (BENCHMARKS.md, bundle push).
-    protected_bytes = _es256_protected(kid)
-    signature = sign(_dumps(["Signature1", protected_bytes, external_aad, payload]))
+    protected = _es256_protected(kid)
+    payload_bstr = _bstr_head(len(payload)) + payload
+    signature = sign(b"".join((_SIG_STRUCTURE_HEAD, protected, _bstr(external_aad), payload_bstr)))
     if type(signature) is not bytes or len(signature) != 2 * _COORDINATE_BYTES:
         raise CoseError("the signer must return a 64-byte raw r||s ES256 signature")
-    body = [protected_bytes, {}, payload, signature]
-    return _dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body) if tagged else body)
+    head = _TAGGED_HEAD if tagged else _ARRAY4
+    return b"".join((head, protected, _EMPTY_MAP, payload_bstr, _SIGNATURE_HEAD, signature))
+
+
+_ARRAY4: Final = b"\x84"
+_TAGGED_HEAD: Final = bytes([0xC0 | COSE_SIGN1_TAG]) + _ARRAY4
+_EMPTY_MAP: Final = b"\xa0"
+_SIG_STRUCTURE_HEAD: Final = _ARRAY4 + cbor2.dumps("Signature1")
+_SIGNATURE_HEAD: Final = b"\x58\x40"
+"""A 64-byte byte string's head."""
+
+
+def _bstr_head(length: int) -> bytes:
+    """The CBOR head of a byte string of `length` bytes (major type 2, shortest form)."""
+    if length < 24:
+        return bytes([0x40 | length])
+    for code, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if length < 1 << (8 * size):
+            return bytes([0x40 | code]) + length.to_bytes(size, "big")
+    raise MalformedCoseError(f"a byte string of {length} bytes does not fit CBOR")
+
+
+def _bstr(data: bytes) -> bytes:
+    return _bstr_head(len(data)) + data
 
 
 @functools.lru_cache(maxsize=64)
 def _es256_protected(kid: bytes) -> bytes:
-    """The serialized protected header {alg: ES256, kid} (a signer has one kid)."""
-    return _dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid})
+    """The protected header {alg: ES256, kid}, serialized and wrapped as a byte string
+    (a signer has one kid)."""
+    return _bstr(_dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}))

@@ -25,6 +25,7 @@ from orchestrator.protocol.bundle import (
     Bundle,
     Credential,
     Operation,
+    PayloadTemplate,
     Probe,
     SignerKey,
     encode_payload,
@@ -40,7 +41,9 @@ from orchestrator.protocol.limits import (
 __all__ = [
     "UNDO_WINDOW_SECONDS",
     "BundleBody",
+    "BundleTemplate",
     "IssuedBundle",
+    "bundle_template",
     "identity_commit_body",
     "identity_retire_body",
     "identity_stage_body",
@@ -192,6 +195,50 @@ def identity_retire_body(*, old_tag: int, active: Sequence[int]) -> BundleBody:
     return BundleBody(op="retire", tags=(old_tag,), active=tuple(active))
 
 
+def _bundle(
+    body: BundleBody,
+    *,
+    device_id: str,
+    rollout_id: str,
+    seq: int,
+    now: datetime,
+    ttl_seconds: int,
+    version: int,
+) -> Bundle:
+    issued_at = int(now.timestamp())
+    return Bundle(
+        device_id=device_id,
+        rollout_id=rollout_id,
+        seq=seq,
+        op=body.op,
+        issued_at=issued_at,
+        expires_at=issued_at + ttl_seconds,
+        tag=body.tag,
+        tags=body.tags,
+        credentials=body.credentials,
+        probe=body.probe,
+        active=body.active,
+        commit_by=body.commit_by,
+        signer=body.signer,
+        retire_kid=body.retire_kid,
+        undo_by=body.undo_by if version > 1 else None,
+        subject=body.subject,
+        version=version,
+    )
+
+
+def _signed(signer: BundleSigner, payload: bytes, bundle: Bundle, device_id: str) -> bytes:
+    data = sign1(payload, sign=signer.sign, kid=signer.key_id)
+    if len(data) > MAX_BUNDLE_BYTES:
+        # Unreachable with the bodies certfleet builds (protocol.md's budget, 4,770 bytes at
+        # most); kept so a new kind of body can never send what every device refuses.
+        raise BundleTooLargeError(
+            f"the {bundle.op} bundle for {device_id} is {len(data)} bytes, over the "
+            f"contract's {MAX_BUNDLE_BYTES}-byte limit; nothing was sent"
+        )
+    return data
+
+
 def issue_bundle(
     *,
     signer: BundleSigner,
@@ -209,35 +256,66 @@ def issue_bundle(
     `version` is the device's protocol version: a v1 device gets a v1 bundle, without
     the v2-only keys (`undo_by`), which it would refuse (`unsupported_version`).
     """
-    issued_at = int(now.timestamp())
-    bundle = Bundle(
+    bundle = _bundle(
+        body,
         device_id=device_id,
         rollout_id=rollout_id,
         seq=seq if seq is not None else sequences.next_sequence(device_id),
-        op=body.op,
-        issued_at=issued_at,
-        expires_at=issued_at + ttl_seconds,
-        tag=body.tag,
-        tags=body.tags,
-        credentials=body.credentials,
-        probe=body.probe,
-        active=body.active,
-        commit_by=body.commit_by,
-        signer=body.signer,
-        retire_kid=body.retire_kid,
-        undo_by=body.undo_by if version > 1 else None,
-        subject=body.subject,
+        now=now,
+        ttl_seconds=ttl_seconds,
         version=version,
     )
-    data = sign1(encode_payload(bundle), sign=signer.sign, kid=signer.key_id)
-    if len(data) > MAX_BUNDLE_BYTES:
-        # Unreachable with the bodies certfleet builds (protocol.md's budget, 4,770 bytes at
-        # most); kept so a new kind of body can never send what every device refuses.
-        raise BundleTooLargeError(
-            f"the {bundle.op} bundle for {device_id} is {len(data)} bytes, over the "
-            f"contract's {MAX_BUNDLE_BYTES}-byte limit; nothing was sent"
-        )
-    return IssuedBundle(bundle=bundle, data=data)
+    return IssuedBundle(
+        bundle=bundle, data=_signed(signer, encode_payload(bundle), bundle, device_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BundleTemplate:
+    """One body's bundle for many devices: checked and encoded once, signed per device.
+
+    `issue(d, n)` gives what `issue_bundle` gives for device `d` with seq `n` (the same
+    payload bytes, the same envelope), at the cost of a seq, a device id and a signature.
+    """
+
+    signer: BundleSigner
+    payload: PayloadTemplate
+
+    def issue(self, device_id: str, seq: int) -> bytes:
+        """The signed bundle for `device_id` with `seq`.
+
+        Raises:
+            BundleRejectedError: `device_id` is not a device id, or `seq` is out of range.
+        """
+        bundle = self.payload.bundle
+        return _signed(self.signer, self.payload.encode(device_id, seq), bundle, device_id)
+
+
+def bundle_template(
+    *,
+    signer: BundleSigner,
+    rollout_id: str,
+    body: BundleBody,
+    now: datetime,
+    ttl_seconds: int,
+    version: int = PROTOCOL_VERSION,
+    device_id: str,
+) -> BundleTemplate:
+    """The template of the bundle `issue_bundle` makes from these (any device, any seq).
+
+    `device_id` is one device it is for (a keygen's body names its device already): the
+    whole bundle is checked with it, and a seq of 1, once.
+    """
+    bundle = _bundle(
+        body,
+        device_id=device_id,
+        rollout_id=rollout_id,
+        seq=1,
+        now=now,
+        ttl_seconds=ttl_seconds,
+        version=version,
+    )
+    return BundleTemplate(signer=signer, payload=PayloadTemplate.of(bundle))
 
 
 def send_bundle(publisher: BundlePublisher, issued: IssuedBundle, *, now: datetime) -> None:

@@ -146,6 +146,38 @@ def test_sign1_round_trips_tagged_and_untagged(tagged: bool) -> None:
     assert message.encode(tagged=tagged) == data
 
 
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 2011, 65535, 65536])
+@pytest.mark.parametrize("tagged", [True, False])
+def test_sign1_builds_the_bytes_a_checked_message_encodes_to(size: int, tagged: bool) -> None:
+    """sign1 writes the envelope and the Sig_structure itself, without building and checking
+    a `Sign1Message`: its bytes are the ones such a message encodes to, around every CBOR
+    length boundary of the payload, and it signed the Sig_structure that message gives."""
+    # given
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    aad = b"x" * (size % 30)
+    signed: list[bytes] = []
+
+    def signer(to_be_signed: bytes) -> bytes:
+        signed.append(to_be_signed)
+        return es256_sign(KEY, to_be_signed)
+
+    # when
+    data = sign1(payload, sign=signer, kid=KID, external_aad=aad, tagged=tagged)
+    # then
+    message = Sign1Message.decode(data, max_bytes=1 << 20)
+    checked = Sign1Message(
+        protected_bytes=cbor2.dumps({1: -7, 4: KID}, canonical=True),
+        protected={1: -7, 4: KID},
+        unprotected={},
+        payload=payload,
+        signature=message.signature,
+    )
+    assert data == checked.encode(tagged=tagged)
+    assert signed == [checked.sig_structure(aad)]
+    assert signed[0] == cbor2.dumps(["Signature1", checked.protected_bytes, aad, payload])
+    message.verify(KEY.public_key(), aad)
+
+
 def test_external_aad_is_bound_to_the_signature() -> None:
     """A message signed with external AAD verifies with that AAD only."""
     # given

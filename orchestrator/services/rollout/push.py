@@ -9,7 +9,7 @@ under the same step with a fresh seq. The retire of the old identity is its own 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -26,9 +26,10 @@ from orchestrator.logs import get_logger
 from orchestrator.services.bundles import (
     UNDO_WINDOW_SECONDS,
     BundleBody,
+    BundleTemplate,
+    bundle_template,
     identity_commit_body,
     identity_retire_body,
-    issue_bundle,
     keygen_body,
     stage_body,
 )
@@ -155,6 +156,8 @@ class _Batch:
     seqs: Mapping[str, int]
     now: datetime
     actor: str
+    templates: dict[tuple[tuple[int, ...], int, str], BundleTemplate] = field(default_factory=dict)
+    """The batch's bundle templates, by the active tags, version and (identity) device."""
 
     @property
     def ttl(self) -> int:
@@ -167,27 +170,34 @@ class _Batch:
         return self.now.timestamp() + self.rollout.spec.wait_after_send(sends)
 
     def issue(self, device_id: str) -> bytes:
+        """The device's bundle, signed with its seq.
+
+        Devices whose bodies are alike (the same active tags; a keygen names its device)
+        share one template: the body, its checks and its CBOR are made once per batch.
+        """
         spec = self.rollout.spec
         active = self.active.get(device_id, [spec.tag])
-        window = self.deps.undo_window_seconds
-        return issue_bundle(
-            signer=self.deps.signer,
-            sequences=self.deps.sequences,
-            device_id=device_id,
-            rollout_id=self.rollout.id,
-            body=bundle_body(
-                spec,
-                self.step,
-                active,
-                self.now,
-                undo_window_seconds=window,
+        version = self.versions.get(device_id, 1)
+        key = (tuple(active), version, device_id if spec.is_identity else "")
+        template = self.templates.get(key)
+        if template is None:
+            template = self.templates[key] = bundle_template(
+                signer=self.deps.signer,
+                rollout_id=self.rollout.id,
+                body=bundle_body(
+                    spec,
+                    self.step,
+                    active,
+                    self.now,
+                    undo_window_seconds=self.deps.undo_window_seconds,
+                    device_id=device_id,
+                ),
+                now=self.now,
+                ttl_seconds=self.ttl,
+                version=version,
                 device_id=device_id,
-            ),
-            now=self.now,
-            ttl_seconds=self.ttl,
-            seq=self.seqs[device_id],
-            version=self.versions.get(device_id, 1),
-        ).data
+            )
+        return template.issue(device_id, self.seqs[device_id])
 
     def stored_first(
         self, issued_before: Sequence[str], to_issue: Sequence[str]
