@@ -6,16 +6,20 @@ names a throwaway RabbitMQ node started for this module (`tests.rabbitmq`).
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from celery import Celery
 from fastapi.testclient import TestClient
 
-from orchestrator.adapters.celery_queue import QUEUES, CeleryTaskQueue, celery_config
+from orchestrator.adapters.celery_queue import QUEUES, CeleryTaskQueue, broker_kind, celery_config
 from orchestrator.adapters.redis_connection import connect
 from orchestrator.api.app import create_app
 from orchestrator.bootstrap import bootstrap
@@ -24,6 +28,8 @@ from simulator.services import free_port
 from tests.conftest import CLUSTER
 from tests.procs import BIN, Proc, celery_worker, start, wait_until
 from tests.rabbitmq import LocalRabbit, rabbitmq_available, start_rabbitmq
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 HOLD = "certfleet_test.hold"
 """`tests.rabbitmq_app`'s task (not imported here: that app reads its settings at import)."""
@@ -259,3 +265,47 @@ def test_beat_keeps_its_schedule_and_lock_in_the_store_and_sends_over_rabbitmq(
         store.close()
         beat.stop()
         worker.stop()
+
+
+def test_the_compose_rabbitmq_override_runs_every_role_on_a_healthy_rabbitmq(
+    tmp_path: Path,
+) -> None:
+    """`docker-compose config` accepts compose.yaml with compose.rabbitmq.yaml and the
+    example env files; every certfleet role waits for a healthy RabbitMQ, and the broker
+    URL env.example suggests is one certfleet takes as RabbitMQ."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (it validates the compose files)")
+    # given the example env files where compose reads them
+    project = tmp_path / "deploy"
+    project.mkdir()
+    shutil.copy(DEPLOY / "env.example", project / "certfleet.env")
+    shutil.copy(DEPLOY / "rabbitmq.env.example", project / "rabbitmq.env")
+
+    # when compose merges the two files
+    files = ("-f", str(DEPLOY / "compose.yaml"), "-f", str(DEPLOY / "compose.rabbitmq.yaml"))
+    done = subprocess.run(
+        [binary, *files, "--project-directory", str(project), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # then every certfleet service also waits for RabbitMQ's health check
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    roles = {n for n, s in services.items() if s.get("image") == "certfleet:latest"}
+    assert roles >= {"worker", "beat", "api", "flower", "listener-1", "listener-2"}
+    for name in roles:
+        assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert services["rabbitmq"].get("ports") is None, "AMQP stays inside the compose network"
+    suggested = re.search(
+        r"^#\s+CERTFLEET_BROKER_URL=(\S+)$", (DEPLOY / "env.example").read_text(), re.M
+    )
+    assert suggested is not None
+    assert broker_kind(suggested[1]) == "amqp"
+    user = services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
+    assert suggested[1].startswith(f"amqp://{user}:")
