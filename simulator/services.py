@@ -232,7 +232,8 @@ def start_redis_cluster(
 def _wait_cluster_ok(
     nodes: list[LocalService], *, masters: int, replicas: int, timeout: float = 30
 ) -> None:
-    """Until every node says `cluster_state:ok` and knows every node."""
+    """Until every node says `cluster_state:ok` and knows every node, and (with replicas)
+    every replica's link to its master is up."""
     deadline = time.monotonic() + timeout
     want = f"cluster_known_nodes:{masters * (1 + replicas)}"
     pending = list(nodes)
@@ -245,12 +246,29 @@ def _wait_cluster_ok(
             timeout=10,
             check=False,
         ).stdout
-        if "cluster_state:ok" in info and want in info:
+        if (
+            "cluster_state:ok" in info
+            and want in info
+            and (replicas == 0 or _replica_link_up(node))
+        ):
             pending.pop(0)
             continue
         if time.monotonic() > deadline:
             raise ServiceError(f"cluster not ok on port {node.port} after {timeout:.0f}s:\n{info}")
         time.sleep(0.1)
+
+
+def _replica_link_up(node: LocalService) -> bool:
+    """A master, or a replica whose link to its master is up (its first sync done): a
+    replica still syncing when its master dies refuses to fail over."""
+    info = subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
+        [_binary("redis-cli"), "-h", node.host, "-p", str(node.port), "info", "replication"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+    return "role:master" in info or "master_link_status:up" in info
 
 
 def start_mosquitto(
