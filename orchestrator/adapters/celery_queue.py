@@ -31,6 +31,7 @@ the least a broker's `consumer_timeout` may be.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -130,24 +131,18 @@ CONSUMER_TIMEOUT_FLOOR_SECONDS: Final = 2 * TASK_TIME_LIMIT_SECONDS
 delivery waits behind at most one running task, then runs itself, before its ack."""
 
 AMQP_SCHEMES: Final = frozenset({"amqp", "amqps", "pyamqp"})
-REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "redis+socket"})
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "redis+socket", "sentinel"})
 
 
 def broker_kind(broker_url: str) -> str:
-    """`"amqp"` for a RabbitMQ broker URL, `"redis"` for a Redis one.
-
-    Raises:
-        ValueError: another scheme (certfleet is tested on these two only).
-    """
+    """`"amqp"` for a RabbitMQ broker URL, `"redis"` for a Redis one, else `"other"`
+    (configured as before RabbitMQ was supported: the Redis transport's options)."""
     scheme = broker_url.split("://", 1)[0].lower()
     if scheme in AMQP_SCHEMES:
         return "amqp"
     if scheme in REDIS_SCHEMES:
         return "redis"
-    raise ValueError(
-        f"CERTFLEET_BROKER_URL has the scheme {scheme!r}; certfleet's broker is Redis "
-        "(redis://, rediss://, redis+socket://) or RabbitMQ (amqp://, amqps://)"
-    )
+    return "other"
 
 
 def result_backend_url(settings: Settings) -> str:
@@ -163,7 +158,7 @@ def result_backend_url(settings: Settings) -> str:
 
 def _broker_settings(settings: Settings) -> dict[str, Any]:
     """What differs between a Redis and a RabbitMQ broker (the module docstring says why)."""
-    if broker_kind(settings.celery_broker_url) == "redis":
+    if broker_kind(settings.celery_broker_url) != "amqp":
         scheme = settings.celery_broker_url.split("://", 1)[0].lower()
         transport = (
             {"broker_transport": "orchestrator.adapters.celery_redis:Transport"}
@@ -301,6 +296,7 @@ class CeleryTaskQueue:
 
     def __init__(self, app: Celery) -> None:
         self._app = app
+        self._whole_seconds = broker_kind(str(app.conf.broker_url)) == "amqp"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CeleryTaskQueue:
@@ -310,7 +306,13 @@ class CeleryTaskQueue:
         return cls(app)
 
     def _send(self, name: str, *args: object, countdown: float = 0, **options: Any) -> Any:
-        """Send task `name` to its queue (`QUEUE_OF`); a countdown of 0 sends it now."""
+        """Send task `name` to its queue (`QUEUE_OF`); a countdown of 0 sends it now.
+
+        On RabbitMQ a countdown is rounded up to whole seconds: the broker's delay
+        queues count whole seconds, and Celery refuses a delay under one second there.
+        """
+        if countdown and self._whole_seconds:
+            countdown = math.ceil(countdown)
         return self._app.send_task(
             name, args=list(args), queue=QUEUE_OF[name], countdown=countdown or None, **options
         )

@@ -124,6 +124,16 @@ def test_a_worker_runs_a_scan_over_quorum_queues_with_publisher_confirms(
         types = rabbitmq_service.queue_types()
         assert {name: types.get(name) for name in QUEUES} == dict.fromkeys(QUEUES, "quorum")
 
+        # and a sub-second countdown (the listener's debounce) is sent, as a whole second
+        sent = time.monotonic()
+        tasks.evaluate_rollout("ro-absent", countdown=0.5)
+        wait_until(
+            lambda: "certfleet.evaluate_rollout[" in worker.log(),
+            timeout=30,
+            what="the debounced evaluation received",
+        )
+        assert time.monotonic() - sent >= 1
+
         # and the worker asked for a per-consumer prefetch, as quorum queues require,
         # and bound its queues for delayed delivery (no direct exchange refused)
         assert "global qos is disabled" in worker.log().lower()
