@@ -39,6 +39,10 @@ RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
 START_TIMEOUT_SECONDS = 90.0
 
+CONSUMER_TIMEOUT_MS = 3_600_000
+"""The broker's consumer timeout, as the shipped deployment sets it (one hour; above
+`celery_queue.CONSUMER_TIMEOUT_FLOOR_SECONDS`)."""
+
 
 def rabbitmq_available() -> bool:
     """Whether Debian's rabbitmq-server is installed."""
@@ -142,7 +146,7 @@ def _erts_binary(name: str) -> str:
 
 def _config(port: int, user: str, password: str) -> str:
     """rabbitmq.conf of a test node: one loopback listener, one user, no disk alarm in a
-    small tmp dir, and the broker's consumer timeout stated (see `celery_queue`)."""
+    small tmp dir, and the deployment's consumer timeout."""
     return "\n".join(
         [
             f"listeners.tcp.default = 127.0.0.1:{port}",
@@ -151,6 +155,7 @@ def _config(port: int, user: str, password: str) -> str:
             f"loopback_users.{user} = true",
             "loopback_users.guest = true",
             "disk_free_limit.absolute = 1MB",
+            f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
             "log.console = false",
             "log.file.level = info",
             "",

@@ -24,9 +24,11 @@ What differs between the two is chosen here, from the broker URL's scheme:
 `acks_late` holds on both: a task is acknowledged when it has run, so a worker lost
 mid-task leaves it to another worker. RabbitMQ closes the channel of a consumer that
 holds a delivery unacknowledged longer than its `consumer_timeout` (30 minutes by
-default); a certfleet task runs at most `TASK_TIME_LIMIT_SECONDS` and waits behind
-at most one other (prefetch 1 per process), so `CONSUMER_TIMEOUT_FLOOR_SECONDS` is
-the least a broker's `consumer_timeout` may be.
+default), and hands what the channel held to another worker. A worker's prefetch is
+per consumer on quorum queues (one consumer per queue, `concurrency` deliveries each),
+so a delivery may wait behind one task per queue before its own run:
+`CONSUMER_TIMEOUT_FLOOR_SECONDS` (40 minutes) is the least `consumer_timeout` that
+never takes a live task away; the shipped deployment sets one hour.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from orchestrator.config import Settings
 from orchestrator.domain.rollout_states import PushStep
 
 __all__ = [
+    "CONSUMER_TIMEOUT_FLOOR_SECONDS",
     "QUEUES",
     "QUEUE_OF",
     "TASK_DISPATCH_WAVE",
@@ -126,9 +129,10 @@ retry whose send fails is dropped by Celery (`Reject(requeue=False)`), so this m
 outlast a Redis restart."""
 
 
-CONSUMER_TIMEOUT_FLOOR_SECONDS: Final = 2 * TASK_TIME_LIMIT_SECONDS
-"""The least `consumer_timeout` a RabbitMQ broker may have (its default is 1800 s): a
-delivery waits behind at most one running task, then runs itself, before its ack."""
+CONSUMER_TIMEOUT_FLOOR_SECONDS: Final = (len(QUEUES) + 1) * TASK_TIME_LIMIT_SECONDS
+"""The least `consumer_timeout` a RabbitMQ broker may have (its default, 1800 s, is
+less): a delivery prefetched on each of the worker's queues may wait behind a task
+per queue, at most `TASK_TIME_LIMIT_SECONDS` each, then run itself before its ack."""
 
 AMQP_SCHEMES: Final = frozenset({"amqp", "amqps", "pyamqp"})
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "redis+socket", "sentinel"})

@@ -19,7 +19,13 @@ import yaml
 from celery import Celery
 from fastapi.testclient import TestClient
 
-from orchestrator.adapters.celery_queue import QUEUES, CeleryTaskQueue, broker_kind, celery_config
+from orchestrator.adapters.celery_queue import (
+    CONSUMER_TIMEOUT_FLOOR_SECONDS,
+    QUEUES,
+    CeleryTaskQueue,
+    broker_kind,
+    celery_config,
+)
 from orchestrator.adapters.redis_connection import connect
 from orchestrator.api.app import create_app
 from orchestrator.bootstrap import bootstrap
@@ -27,7 +33,7 @@ from orchestrator.config import Settings
 from simulator.services import free_port
 from tests.conftest import CLUSTER
 from tests.procs import BIN, Proc, celery_worker, start, wait_until
-from tests.rabbitmq import LocalRabbit, rabbitmq_available, start_rabbitmq
+from tests.rabbitmq import CONSUMER_TIMEOUT_MS, LocalRabbit, rabbitmq_available, start_rabbitmq
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -312,6 +318,9 @@ def test_the_compose_rabbitmq_override_runs_every_role_on_a_healthy_rabbitmq(
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
     assert services["rabbitmq"].get("ports") is None, "AMQP stays inside the compose network"
+    erl_args = services["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    timeout_ms = int(erl_args.split("consumer_timeout")[1])
+    assert timeout_ms == CONSUMER_TIMEOUT_MS >= CONSUMER_TIMEOUT_FLOOR_SECONDS * 1000
     suggested = re.search(
         r"^#\s+CERTFLEET_BROKER_URL=(\S+)$", (DEPLOY / "env.example").read_text(), re.M
     )
