@@ -12,6 +12,12 @@ stored one changes nothing, a report is recorded once per device, rollout, seq a
 phase), so what comes again is counted once. While Redis is unavailable the listener
 keeps its batch and retries with backoff; the broker sends no more than the
 client's Receive Maximum of unacknowledged messages meanwhile and queues the rest.
+
+Cost per message: a batch costs a thread hand-off and a few Redis round trips whatever
+its size, so during a rollout, when reports trickle in, a batch that is not full waits
+up to `LINGER_SECONDS` for more (at most that much added to any message's latency), and
+the evaluation a batch asks for is asked once per debounce period by each listener
+(`_Kept`), not once per batch.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import gc
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -34,8 +41,9 @@ from orchestrator.logs import get_logger
 from orchestrator.protocol.mqtt import acknowledge, mqtt5_client
 from orchestrator.services.inventory import IngestResult, ingest_batch
 from orchestrator.services.rollout import apply_reports
+from orchestrator.services.rollout.reports import RolloutSpecs
 
-__all__ = ["STORE_ERROR", "run_listener"]
+__all__ = ["LINGER_SECONDS", "STORE_ERROR", "run_listener"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -47,6 +55,14 @@ GC_THRESHOLDS = (50_000, 20, 100)
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 """Backoff while Redis is unavailable: doubling from the first to the most, with jitter."""
+LINGER_SECONDS = 0.02
+"""How long a batch that is not full waits for more messages after its first one.
+
+Each batch pays a thread hand-off and its Redis round trips however few messages it
+holds: a rollout's reports arrive a few at a time, and batches of one or two cost
+several times more per message than full ones. Waiting this long lets them fill
+(the debounced evaluation a report asks for waits far longer: the abort latency
+grows by at most this); a full batch never waits, and neither does a backlog."""
 STORE_ERROR = "store_error"
 """The rejection reason of a message Redis fails to record on its own (a Lua error, a
 key of the wrong type): retried, it would fail again, so it is counted and acknowledged.
@@ -84,8 +100,8 @@ class _Inbox(asyncio.Queue[aiomqtt.Message]):
 def _client(container: Container, inbox: _Inbox) -> aiomqtt.Client:
     """A client that acknowledges by hand, with room for two batches unacknowledged.
 
-    One batch is being recorded while the next arrives; a batch takes what has
-    arrived and never waits for more, so unacknowledged messages never hold it up.
+    One batch is being recorded while the next arrives; a batch waits for more only
+    while it is short (`LINGER_SECONDS`), so unacknowledged messages never hold it up.
     """
     settings = container.settings
     persistent = settings.listener_client_id is not None
@@ -116,7 +132,38 @@ def _received(message: aiomqtt.Message) -> tuple[str, bytes]:
     return message.topic.value, bytes(payload)
 
 
-def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResult:
+class _Kept:
+    """What the listener keeps across batches: rollout specs, and the debounced
+    evaluations it asked for (one per rollout and period).
+
+    A batch whose reports moved devices asks for an evaluation `debounce` seconds on,
+    unless another listener did within that period (`RolloutStore.debounce`). An
+    evaluation this listener enqueued at `t` starts no earlier than `t + debounce`, so
+    it sees every move recorded before then: until then a batch need not ask again,
+    nor ask Redis whether someone did.
+    """
+
+    def __init__(self, debounce: float) -> None:
+        self.debounce = debounce
+        self.specs = RolloutSpecs()
+        self._due: dict[str, float] = {}
+
+    def covered(self, rollout_id: str, now: float) -> bool:
+        """True if an evaluation this listener enqueued will start after `now`."""
+        return self._due.get(rollout_id, 0.0) > now
+
+    def enqueued(self, rollout_id: str, at: float) -> None:
+        """Note an evaluation enqueued at `at` (monotonic seconds), due `debounce` later."""
+        if len(self._due) > 1000:  # rollouts that ended; stale entries cover nothing
+            self._due = {r: t for r, t in self._due.items() if t > at}
+        self._due[rollout_id] = at + self.debounce
+
+
+def _ingest(
+    container: Container,
+    batch: list[tuple[str, bytes]],
+    kept: _Kept | None = None,
+) -> IngestResult:
     """Record the batch; move rollout devices by their reports; ask for a debounced evaluation."""
     now = utcnow()
     result = ingest_batch(
@@ -129,9 +176,15 @@ def _ingest(container: Container, batch: list[tuple[str, bytes]]) -> IngestResul
     if result.reports:
         deps = container.rollout_deps()
         debounce = container.settings.evaluate_debounce_seconds
-        for rollout_id in apply_reports(deps, result.reports, now=now):
+        kept = kept or _Kept(debounce)
+        moved = apply_reports(deps, result.reports, now=now, specs=kept.specs)
+        for rollout_id in moved:
+            asked = time.monotonic()
+            if kept.covered(rollout_id, asked):
+                continue
             if container.rollouts.debounce(rollout_id, int(debounce * 1000) or 1):
                 deps.tasks.evaluate_rollout(rollout_id, countdown=debounce)
+                kept.enqueued(rollout_id, asked)
     return result
 
 
@@ -149,7 +202,7 @@ async def _until_done(call: Callable[[], T], *, pending: int) -> T:
             delay = min(2 * delay, RETRY_MAX_SECONDS)
 
 
-async def _record(container: Container, batch: list[tuple[str, bytes]]) -> None:
+async def _record(container: Container, batch: list[tuple[str, bytes]], kept: _Kept) -> None:
     """Record a batch, waiting out an unavailable Redis; return once all of it is settled.
 
     If recording fails otherwise, the batch is recorded message by message: each one
@@ -157,11 +210,11 @@ async def _record(container: Container, batch: list[tuple[str, bytes]]) -> None:
     the others are recorded. Either way the batch may be acknowledged afterwards.
     """
     try:
-        result = await _until_done(lambda: _ingest(container, batch), pending=len(batch))
+        result = await _until_done(lambda: _ingest(container, batch, kept), pending=len(batch))
     except Exception as exc:  # isolated below, message by message
         log.warning("listener_batch_failed", error=repr(exc), messages=len(batch))
         for item in batch:
-            await _record_alone(container, item)
+            await _record_alone(container, item, kept)
         return
     log.debug(
         "listener_batch",
@@ -172,9 +225,9 @@ async def _record(container: Container, batch: list[tuple[str, bytes]]) -> None:
     )
 
 
-async def _record_alone(container: Container, item: tuple[str, bytes]) -> None:
+async def _record_alone(container: Container, item: tuple[str, bytes], kept: _Kept) -> None:
     try:
-        await _until_done(lambda: _ingest(container, [item]), pending=1)
+        await _until_done(lambda: _ingest(container, [item], kept), pending=1)
     except Exception as exc:  # the message's own failure, counted
         parsed = container.topics.parse(item[0])
         log.error(
@@ -186,6 +239,33 @@ async def _record_alone(container: Container, item: tuple[str, bytes]) -> None:
             exc_info=exc,
         )
         await _until_done(lambda: container.inventory.count_rejection(STORE_ERROR), pending=1)
+
+
+async def _fill(
+    batch: list[aiomqtt.Message], inbox: _Inbox, most: int, *, linger: float
+) -> list[aiomqtt.Message]:
+    """`batch` topped up, up to `most`, with what has arrived or arrives within `linger`.
+
+    What the socket already holds is read first (a yield to the loop each time); then,
+    if the batch is still short, one wait of `linger` and whatever came meanwhile. A
+    full batch returns at once.
+    """
+    lingered = False
+    while len(batch) < most:
+        more = inbox.take(most - len(batch))
+        if more:
+            batch += more
+            continue
+        await asyncio.sleep(0)  # let the loop read what the socket holds
+        more = inbox.take(most - len(batch))
+        if more:
+            batch += more
+            continue
+        if lingered or linger <= 0:
+            break
+        lingered = True
+        await asyncio.sleep(linger)
+    return batch
 
 
 async def run_listener(
@@ -203,6 +283,7 @@ async def run_listener(
     gc.set_threshold(*GC_THRESHOLDS)
     subscriptions = [container.topics.shared_subscription(c) for c in ("state", "report")]
     batch_size = container.settings.listener_batch_size
+    kept = _Kept(container.settings.evaluate_debounce_seconds)
 
     async def consume() -> None:
         while True:
@@ -212,17 +293,11 @@ async def run_listener(
                     for topic in subscriptions:
                         await client.subscribe(topic, qos=1)
                     log.info("listener_subscribed", topics=subscriptions)
-                    # A batch: the next message (or a disconnect), then what has arrived
-                    # or the socket already holds, up to the batch size; never a wait.
+                    # A batch: the next message (or a disconnect), then what has arrived,
+                    # the socket already holds or comes within the linger, up to its size.
                     async for message in client.messages:
-                        batch = [message, *inbox.take(batch_size - 1)]
-                        while len(batch) < batch_size:
-                            await asyncio.sleep(0)  # let the loop read what the socket holds
-                            more = inbox.take(batch_size - len(batch))
-                            if not more:
-                                break
-                            batch += more
-                        await _record(container, [_received(m) for m in batch])
+                        batch = await _fill([message], inbox, batch_size, linger=LINGER_SECONDS)
+                        await _record(container, [_received(m) for m in batch], kept)
                         for recorded in batch:
                             acknowledge(client, recorded)
             except aiomqtt.MqttError as exc:

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Final
 
 from orchestrator.domain.reports import DeviceReport
-from orchestrator.domain.rollout_aggregate import Rollout
+from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_states import (
     DECIDED,
     UNDO_REFUSALS,
@@ -45,6 +45,7 @@ __all__ = [
     "OP_STEP",
     "PHASE_OPS",
     "PHASE_TO_STATE",
+    "RolloutSpecs",
     "apply_reports",
     "kept_csr",
     "split_kept_csr",
@@ -111,6 +112,32 @@ _SOURCES: Final = {target: sources_of(target) for target in _TARGETS}
 _TERMINAL: Final = frozenset(
     t for t in _TARGETS if t in DECIDED or t in (D.ROLLED_BACK, D.UNDO_REFUSED)
 )
+
+
+class RolloutSpecs:
+    """Rollout specs, each read from the store once: a rollout's spec never changes.
+
+    The listener keeps one, so a batch of reports costs no read of its rollout (the
+    spec says how to read a report: the rollout's kind, its device timeout); the state
+    a report may move a device in is checked by the transition itself. A rollout the
+    store does not know is asked again next time (it may be created meanwhile).
+    """
+
+    def __init__(self, most: int = 256) -> None:
+        self.most = most
+        self._specs: dict[str, RolloutSpec] = {}
+
+    def get(self, deps: RolloutDeps, rollout_id: str) -> RolloutSpec | None:
+        """The rollout's spec, from the store the first time (None: no such rollout)."""
+        spec = self._specs.get(rollout_id)
+        if spec is None:
+            rollout = deps.store.get(rollout_id)
+            if rollout is None:
+                return None
+            if len(self._specs) >= self.most:
+                self._specs.pop(next(iter(self._specs)))  # the oldest read
+            spec = self._specs[rollout_id] = rollout.spec
+        return spec
 
 
 def kept_csr(seq: int, csr_field: str) -> str:
@@ -190,7 +217,7 @@ def _by_rollout(
 
 
 def _answers(
-    rollout: Rollout, reports: Sequence[DeviceReport], unmatched: Counter[str], *, until: float
+    spec: RolloutSpec, reports: Sequence[DeviceReport], unmatched: Counter[str], *, until: float
 ) -> list[tuple[DeviceReport, DeviceTransition]]:
     """Each report of the rollout with the transition it asks for, read by the rollout's kind.
 
@@ -198,7 +225,7 @@ def _answers(
     deadline it had (a re-send time, or none if it answered before its send was
     acknowledged) gives way to that.
     """
-    identity = rollout.spec.is_identity
+    identity = spec.is_identity
     answers = []
     for report in reports:
         target = _target(report, identity=identity)
@@ -221,7 +248,7 @@ def _answers(
 
 
 def _keep_csrs(
-    deps: RolloutDeps, rollout: Rollout, answers: Sequence[tuple[DeviceReport, DeviceTransition]]
+    deps: RolloutDeps, rollout_id: str, answers: Sequence[tuple[DeviceReport, DeviceTransition]]
 ) -> None:
     """Keep the CSR of each `csr` report whose device may still move to `csr`, before it moves.
 
@@ -237,23 +264,31 @@ def _keep_csrs(
     if not wanted:
         return
     if deps.identity is None:
-        log.error("csr_not_kept", rollout_id=rollout.id, devices=len(wanted), why="no store")
+        log.error("csr_not_kept", rollout_id=rollout_id, devices=len(wanted), why="no store")
         return
-    states = deps.store.device_states(rollout.id, sorted(wanted))
+    states = deps.store.device_states(rollout_id, sorted(wanted))
     movable = {d: csr for d, csr in wanted.items() if states.get(d) in _SOURCES[D.CSR]}
     if movable:
-        deps.identity.put_csrs(rollout.id, movable)
+        deps.identity.put_csrs(rollout_id, movable)
 
 
-def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: datetime) -> set[str]:
+def apply_reports(
+    deps: RolloutDeps,
+    reports: Iterable[DeviceReport],
+    *,
+    now: datetime,
+    specs: RolloutSpecs | None = None,
+) -> set[str]:
     """Move devices by their reports; return the rollouts whose devices moved.
 
     A duplicate delivery of a bundle shows up as a `rejected`/`replay` report: it
     says nothing about the rollout and is ignored. Late and repeated reports are
     refused by the transition itself; a report that answers no bundle issued to its
     device is refused there too, and counted in `certfleet_reports_unmatched_total`.
-    One store call per rollout in the batch, none per report.
+    One store call per rollout in the batch, none per report; with `specs` (kept
+    across batches) no read of the rollout either, once its spec is known.
     """
+    specs = specs or RolloutSpecs()
     rejected: Counter[str] = Counter()
     unmatched: Counter[str] = Counter()
     by_rollout = _by_rollout(reports, rejected)
@@ -263,16 +298,16 @@ def apply_reports(deps: RolloutDeps, reports: Iterable[DeviceReport], *, now: da
     moved: set[str] = set()
     arrived: Counter[str] = Counter()
     for rollout_id, batch in by_rollout.items():
-        rollout = deps.store.get(rollout_id)
-        if rollout is None:
+        spec = specs.get(deps, rollout_id)
+        if spec is None:
             for report in batch:
                 _unmatched(unmatched, report, UNKNOWN_ROLLOUT)
             continue
-        until = now.timestamp() + rollout.spec.device_timeout_seconds
-        answers = _answers(rollout, batch, unmatched, until=until)
+        until = now.timestamp() + spec.device_timeout_seconds
+        answers = _answers(spec, batch, unmatched, until=until)
         if not answers:
             continue
-        _keep_csrs(deps, rollout, answers)
+        _keep_csrs(deps, rollout_id, answers)
         results = deps.store.transition(
             rollout_id, [t for _, t in answers], now=now, actor="device"
         )
