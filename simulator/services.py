@@ -194,6 +194,7 @@ def start_redis_cluster(
                 f'bind {host}\nport {port}\nprotected-mode yes\nsave ""\nappendonly no\n'
                 f'dir {nodedir}\ndaemonize no\nlogfile ""\ncluster-enabled yes\n'
                 f"cluster-config-file nodes.conf\ncluster-node-timeout 2000\n"
+                "repl-diskless-sync-delay 0\n"
             )
             nodes.append(
                 _start(
