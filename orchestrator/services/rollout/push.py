@@ -172,13 +172,14 @@ class _Batch:
     def issue(self, device_id: str) -> bytes:
         """The device's bundle, signed with its seq.
 
-        Devices whose bodies are alike (the same active tags; a keygen names its device)
-        share one template: the body, its checks and its CBOR are made once per batch.
+        Devices whose bodies are alike (the same active tags and version; a keygen names
+        its device) share one template: the body, its checks and its CBOR are made once per batch.
         """
         spec = self.rollout.spec
         active = self.active.get(device_id, [spec.tag])
         version = self.versions.get(device_id, 1)
-        key = (tuple(active), version, device_id if spec.is_identity else "")
+        keygen = spec.is_identity and self.step.bundle_step is PushStep.STAGE
+        key = (tuple(active), version, device_id if keygen else "")
         template = self.templates.get(key)
         if template is None:
             template = self.templates[key] = bundle_template(
