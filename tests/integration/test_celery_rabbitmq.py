@@ -328,3 +328,35 @@ def test_the_compose_rabbitmq_override_runs_every_role_on_a_healthy_rabbitmq(
     assert broker_kind(suggested[1]) == "amqp"
     user = services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
     assert suggested[1].startswith(f"amqp://{user}:")
+
+
+def test_beat_waits_for_an_unreachable_cluster_instead_of_exiting(
+    rabbit_env: dict[str, str], log_dir: Path
+) -> None:
+    """A Redis Cluster store none of whose nodes answers (the cluster client's own
+    error, not a connection error) keeps beat waiting at start-up, not exiting."""
+    # given a cluster URL nothing listens on
+    env = {
+        **rabbit_env,
+        "CERTFLEET_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "CERTFLEET_REDIS_CLUSTER": "true",
+    }
+
+    # when beat starts on it
+    beat = start(
+        "beat", [str(BIN / "celery"), "-A", "workers.app", "beat"], env=env, log_dir=log_dir
+    )
+    try:
+        # then it says so and tries again, still running
+        wait_until(
+            lambda: (
+                beat.log().count("Redis unreachable at start-up") >= 2
+                or beat.process.poll() is not None
+            ),
+            timeout=60,
+            what="beat retrying",
+        )
+        assert beat.process.poll() is None, beat.log()
+        assert "Redis Cluster cannot be connected" in beat.log()
+    finally:
+        beat.stop()
