@@ -60,7 +60,7 @@ class LocalRabbit:
     node: str
     env: dict[str, str]
     """The environment every RabbitMQ or Erlang command of this node runs with."""
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     workdir: Path
     log_file: Path
     start_seconds: float
@@ -104,8 +104,15 @@ class LocalRabbit:
         text += self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def restart(self) -> None:
+        """Stop the node (gracefully) and boot it again on the same ports and data."""
+        self.stop()
+        _boot(self)
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to the node (SIGKILL if it lingers), then its epmd."""
+        if self.process is None:
+            return
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -204,27 +211,35 @@ def start_rabbitmq(workdir: Path, *, host: str = "127.0.0.1") -> LocalRabbit:
         "RABBITMQ_SERVER_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
-    log_file = workdir / "startup.log"
+    rabbit = LocalRabbit(
+        host, port, user, password, node, env, None, workdir, workdir / "startup.log", 0.0
+    )
+    _boot(rabbit)
+    return rabbit
+
+
+def _boot(rabbit: LocalRabbit) -> None:
+    """Exec the node of `rabbit` and wait until its user can log in; or fail, stopped."""
     began = time.monotonic()
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
+    with rabbit.log_file.open("ab") as log:
+        rabbit.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")],
-            env=env,
-            cwd=workdir,
+            env=rabbit.env,
+            cwd=rabbit.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    rabbit = LocalRabbit(host, port, user, password, node, env, process, workdir, log_file, 0.0)
     try:
-        wait_for_port(host, port, timeout=START_TIMEOUT_SECONDS, process=process)
+        wait_for_port(
+            rabbit.host, rabbit.port, timeout=START_TIMEOUT_SECONDS, process=rabbit.process
+        )
         _wait_login(rabbit, deadline=began + START_TIMEOUT_SECONDS)
     except (ServiceError, OSError) as exc:
         tail = rabbit.log_tail()
         rabbit.stop()
         raise ServiceError(f"rabbitmq-server did not start: {exc}\n{tail}") from None
     rabbit.start_seconds = time.monotonic() - began
-    return rabbit
 
 
 def _wait_login(rabbit: LocalRabbit, *, deadline: float) -> None:

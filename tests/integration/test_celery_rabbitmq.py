@@ -360,3 +360,29 @@ def test_beat_waits_for_an_unreachable_cluster_instead_of_exiting(
         assert "Redis Cluster cannot be connected" in beat.log()
     finally:
         beat.stop()
+
+
+def test_a_confirmed_task_survives_a_broker_restart(
+    rabbit_env: dict[str, str], rabbitmq_service: LocalRabbit, log_dir: Path, tmp_path: Path
+) -> None:
+    """A task whose publish the broker confirmed is on disk in its quorum queue: RabbitMQ
+    stopped and started again before any worker took it, a worker then runs it."""
+    # given a task sent (and confirmed) while no worker runs
+    (tmp_path / "release").touch()
+    app = _client()
+    try:
+        app.send_task(HOLD, args=[str(tmp_path)], queue="push")
+    finally:
+        app.close()
+
+    # when the broker restarts
+    rabbitmq_service.restart()
+
+    # then a worker started afterwards runs it
+    worker = _hold_worker(log_dir, rabbit_env, "after-restart-worker")
+    try:
+        runs = tmp_path / "runs"
+        wait_until(lambda: runs.exists() and "done" in runs.read_text(), timeout=60, what="run")
+        assert runs.read_text().splitlines() == ["start redelivered=False", "done"]
+    finally:
+        worker.stop()
