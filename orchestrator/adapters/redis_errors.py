@@ -3,8 +3,8 @@
 `store_errors()` turns a lost connection or a timeout into `StoreUnavailableError`
 (a `TransientError`, so tasks retry it and the API answers 503), and so does what a
 Redis Cluster answers while a failover is under way (`STORE_AWAY`: the cluster down
-until a replica is promoted, a slot no master serves yet, TRYAGAIN), once the cluster
-client's own retries gave up. It is a context manager and, as any
+until a replica is promoted, a slot no master serves yet, TRYAGAIN) or while none of its
+nodes answers, once the cluster client's own retries gave up. It is a context manager and, as any
 `contextlib.contextmanager`, a decorator too:
 
     with store_errors():
@@ -28,7 +28,12 @@ from importlib import resources
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.domain.errors import StoreUnavailableError
@@ -47,11 +52,17 @@ STORE_AWAY = (
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Turn Redis connection failures (`STORE_AWAY`) into `StoreUnavailableError`."""
+    """Turn Redis connection failures (`STORE_AWAY`) into `StoreUnavailableError`, and so
+    a cluster client's `RedisClusterException` caused by one (no node of the cluster
+    answered when it looked for the slots again); any other error passes unchanged."""
     try:
         yield
     except STORE_AWAY as exc:
         raise StoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+    except RedisClusterException as exc:
+        if isinstance(exc.__cause__, STORE_AWAY):
+            raise StoreUnavailableError(f"Redis Cluster is unreachable: {exc}") from exc
+        raise
 
 
 @functools.cache

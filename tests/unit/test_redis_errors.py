@@ -10,6 +10,7 @@ from redis.exceptions import (
     ClusterCrossSlotError,
     ClusterDownError,
     MasterDownError,
+    RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -58,6 +59,20 @@ def test_a_cluster_mid_failover_is_a_transient_store_error(failure: Exception) -
         raise failure
     # then
     assert raised.value.__cause__ is failure
+
+
+def test_a_cluster_no_node_of_which_answers_is_a_transient_store_error() -> None:
+    """The cluster client's own error when it reaches no node (a lost connection its cause)
+    is retried; the same error for a misuse (a pipelined script) is a bug and passes."""
+    # given
+    lost = redis.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Connection refused.")
+    # when
+    with pytest.raises(StoreUnavailableError) as raised, store_errors():
+        raise RedisClusterException("Redis Cluster cannot be connected.") from lost
+    # then
+    assert isinstance(raised.value.__cause__, RedisClusterException)
+    with pytest.raises(RedisClusterException), store_errors():
+        raise RedisClusterException("Calling pipelined function evalsha is blocked")
 
 
 def test_store_errors_guards_a_method_as_a_decorator() -> None:
