@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -204,20 +203,21 @@ def _tls_server(cert: IssuedCert) -> Iterator[int]:
         server.server_close()
 
 
-def _wait_for_devices(client: redis.Redis, device_ids: list[str], timeout: float) -> int:
-    """Show a bar while devices connect and their state lands in Redis; return how many did."""
+def _wait_for_devices(procs: _Processes, total: int, timeout: float) -> int:
+    """Show a bar while devices connect and their state lands in the inventory (as a
+    scan on the worker counts them, once a second); return how many did."""
     recorded = 0
     bar = (TextColumn("devices reporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*bar, console=console) as progress:
-        task = progress.add_task("report", total=len(device_ids))
+        task = progress.add_task("report", total=total)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            scores = client.zmscore("certfleet:inv:devices", device_ids)
-            recorded = sum(score is not None for score in scores)
+            scanned = procs.run([CERTFLEET, "fleet", "scan", "--json"], capture=True)
+            recorded = int(json.loads(scanned)["devices"])
             progress.update(task, completed=recorded)
-            if recorded == len(device_ids):
+            if recorded >= total:
                 break
-            time.sleep(0.2)
+            time.sleep(1.0)
     return recorded
 
 
@@ -238,7 +238,7 @@ def _start_stack(procs: _Processes, fleet_cas: list[Path]) -> list[str]:
     return device_ids
 
 
-def _inventory(procs: _Processes, redis_url: str, pki: _Pki) -> None:
+def _inventory(procs: _Processes, pki: _Pki) -> None:
     """Start everything, wait for every device's state, scan and print the status table."""
     procs.run([CERTFLEET, "creds", "import", *map(str, [*pki.fleet_cas, pki.renewed])])
     device_ids = _start_stack(procs, pki.fleet_cas)
@@ -246,11 +246,7 @@ def _inventory(procs: _Processes, redis_url: str, pki: _Pki) -> None:
         f"{len(device_ids)} simulated nRF9160 devices connect over MQTT and report "
         f"their sec_tag {SEC_TAG} CA chains"
     )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        recorded = _wait_for_devices(client, device_ids, timeout=60)
-    finally:
-        client.close()
+    recorded = _wait_for_devices(procs, len(device_ids), timeout=60)
     if recorded < len(device_ids):
         raise DemoError(f"only {recorded} of {len(device_ids)} devices reported")
     console.print("\n[bold]certfleet fleet scan[/] (runs scan_fleet on the Celery worker)")
@@ -364,8 +360,7 @@ def main() -> None:
         )
         try:
             _generate_signing_key(key_file)
-            redis_url = env.get("CERTFLEET_REDIS_URL") or os.environ["CERTFLEET_REDIS_URL"]
-            _inventory(procs, redis_url, pki)
+            _inventory(procs, pki)
             rollout_ids = _rotations(procs, pki, f"127.0.0.1:{probe_port}")
             console.rule("[bold]summary")
             out.print(_summary(procs, rollout_ids))

@@ -1,36 +1,38 @@
 """The inventory and credential library in Redis.
 
-Layout (all keys under `certfleet:inv:`):
+Every per-device key lives in the device's shard (`redis_keys.shard_of`), under the
+shard's prefix `certfleet:inv:{tag}:` (one hash slot per shard, so a Redis Cluster can
+run each script):
 
-- `devices` (zset): device id -> time of its last applied report (device clock);
-- `dev:{id}` (hash): `"{sec_tag}:{type}"` -> JSON of the item, `_received` -> receive time,
-  `_active` -> the device's active tag list (JSON) when it reports one;
+- `d:{bucket}` (hash): device id -> the device's record (`redis_inventory_records`: when
+  it reported, its protocol version, identity tag, active tags and items), a bucket
+  holding the devices whose `bucket_of` is that number;
+- `devices` (string): how many devices of the shard have a record;
+- `items` (hash): item ref -> JSON of an item (SHA-256, notAfter, subject, issuer),
+  content-addressed, and `items:refs` (hash): ref -> records naming it;
 - `exp:{sec_tag}` (zset): device id -> earliest notAfter in that tag (the expiry index);
 - `idexp:{sec_tag}` (zset): device id -> notAfter of its client certificate (type 1) in that
   tag (the identity index, `redis_inventory_identities`);
-- `keys` (hash): SHA-256 of a reported client certificate's SPKI -> the first device that
-  reported it (never forgotten: a key certfleet has seen in use gets no new certificate);
-- `cadig:{sec_tag}` (hash): CA chain digest -> devices holding it in that tag;
+- `keys` (hash): SHA-256 of a reported client certificate's SPKI -> `<receive time>
+  <device id>` of the first device of the shard that reported it (never forgotten: a key
+  certfleet has seen in use gets no new certificate);
+- `cadig:{sec_tag}` (hash): CA chain digest -> the shard's devices holding it in that tag;
 - `cadev:{sec_tag}:{sha256}` (set): the devices holding that CA chain in that tag;
-- `tags` (hash): sec_tag -> devices holding any item in it;
-- `rejected` (hash): reason -> refused device messages;
-- `reports:{id}` (stream, capped): the device's latest bundle reports;
-- `report_keys:{id}` (zset, capped): "{rollout} {seq} {phase}" of the device's latest
-  recorded reports -> when recorded, so a report sent again is recorded once;
-- `report_phases` (hash): phase -> distinct reports received;
-- `scan:last` (string): JSON of the last scan summary;
-- `_v` in `dev:{id}`: the protocol version of the device's last applied state; `_identity`:
-  its identity tag (the sec_tag whose client certificate it presents), when it reports one;
-- the credential library (`certfleet:lib`, see `redis_library`): a device's pems are
-  written with its state, by the same script, only when the state is applied, and
-  count against the device's bounded share of the library.
+- `tags` (hash): sec_tag -> the shard's devices holding any item in it;
+- `reports:{id}` (stream), `report_keys:{id}` (zset), `report_phases` (hash): the
+  report log (`redis_inventory_reports`);
+- `lib`, `lib:refs`, `lib:evicted`, `libshare:{id}`: the shard's part of the credential
+  library (`redis_library`): a device's pems are written with its state, by the same
+  script, only when the state is applied, and count against the device's bounded share.
+
+Global keys (one key per command): `certfleet:inv:rejected` (hash: reason -> refused
+device messages), `certfleet:inv:scan:last` (string: JSON of the last scan summary).
 
 One Lua script (`lua/record_states.lua`) replaces a device's items and maintains
-every index in the same atomic step, so a report costs O(items) and a scan reads
-counts, not devices; it takes a whole batch of devices in one call (their states
-JSON-encoded in one argument), so the client packs one command per batch, not one per
-device. The scripts touch keys they derive at run time, so this layout serves a single
-Redis or Sentinel; Redis Cluster needs the per-tag keys split by slot.
+every index of its shard in the same atomic step, so a report costs O(items) and a scan
+reads counts, not devices; it takes a batch of one shard's devices in one call (their
+states JSON-encoded in one argument), and a batch spanning shards goes as one call per
+shard in one pipelined round trip. Reads sum the shards' counts and merge their lists.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orchestrator.adapters.redis_connection import RedisClient
@@ -48,81 +51,94 @@ from orchestrator.adapters.redis_inventory_identities import (
     index_class_counts,
     index_expiring_items,
 )
+from orchestrator.adapters.redis_inventory_records import (
+    BUCKETS,
+    bucket_of,
+    decode_record,
+    encode_record,
+    item_from_json,
+    item_json,
+    item_ref,
+    record_key,
+    shard_prefixes,
+)
+from orchestrator.adapters.redis_inventory_reports import SCRIPT_CHUNK, ReportLog
+from orchestrator.adapters.redis_keys import inventory_prefix, shard_of
 from orchestrator.adapters.redis_library import (
-    LIB,
-    LIB_EVICTED,
-    LIB_PINNED,
-    LIB_REFS,
     LIBRARY_SHARE_MAX,
     RedisCredentialLibrary,
+    shard_library_keys,
 )
-from orchestrator.domain.credentials import CredentialType, ReportedCredential
+from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
+from orchestrator.domain.credentials import ReportedCredential
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
-from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
-__all__ = ["RedisCredentialLibrary", "RedisInventory"]  # the library re-exported for callers
-
-REPORTS_KEPT = 50
-"""Reports kept per device (approximately: XADD MAXLEN ~)."""
-REPORT_KEYS_KEPT = 200
-"""Recorded report keys kept per device to recognise a report sent again (up to twice that)."""
+__all__ = ["SCRIPT_CHUNK", "RedisCredentialLibrary", "RedisInventory"]  # re-exported for callers
 
 _PACKAGE = "orchestrator.adapters"
 """Where `lua/` holds this adapter's scripts."""
 
-SCRIPT_CHUNK = 500
-"""Most devices or reports in one Lua call: a longer batch goes as several calls in
-one pipelined round trip, so Redis never runs one script for long."""
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One reported item as `lua/record_states.lua` takes it."""
 
-def _item_json(credential: ReportedCredential) -> str:
-    return json.dumps(
-        {
-            "sha256": credential.sha256,
-            "not_after": credential.not_after.timestamp() if credential.not_after else None,
-            "subject": credential.subject,
-            "issuer": credential.issuer,
-        },
-        separators=(",", ":"),
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _tags_json(tags: tuple[int, ...] | None) -> str:
-    """An active tag list as stored (JSON), '' when none was reported; fleets share few."""
-    return json.dumps(list(tags)) if tags is not None else ""
+    args: tuple[str, str, str, str, str]
+    """sec_tag, type, SHA-256, notAfter ('' if none), ref."""
+    entry: str
+    """Its entry in the shard's `items` (sent once per script call)."""
+    named: str
+    """How the device's record names it."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _item_args(c: ReportedCredential) -> tuple[str, ...]:
-    """One item as `lua/record_states.lua` takes it (a fleet's devices share a few CA items)."""
-    return (
-        f"{c.sec_tag}:{int(c.type)}",
-        _item_json(c),
-        str(c.sec_tag),
-        str(int(c.type)),
-        c.sha256,
-        repr(c.not_after.timestamp()) if c.not_after is not None else "",
+def _item(c: ReportedCredential) -> _Item:
+    """An item's arguments (a fleet's devices share a few CA items: cached)."""
+    entry = item_json(c)
+    ref = item_ref(entry)
+    not_after = repr(c.not_after.timestamp()) if c.not_after is not None else ""
+    typ = str(int(c.type))
+    return _Item(
+        args=(str(c.sec_tag), typ, c.sha256, not_after, ref),
+        entry=entry,
+        named=f"{c.sec_tag}:{typ}:{ref}",
     )
 
 
-def _item_from_json(field: str, value: str) -> ReportedCredential:
-    tag, typ = field.split(":")
-    data = json.loads(value)
-    not_after = data.get("not_after")
-    return ReportedCredential(
-        sec_tag=int(tag),
-        type=CredentialType(int(typ)),
-        sha256=data["sha256"],
-        not_after=datetime.fromtimestamp(not_after, UTC) if not_after is not None else None,
-        subject=data.get("subject"),
-        issuer=data.get("issuer"),
-    )
+def _state_args(
+    state: DeviceState, pems: Mapping[str, str], keys: Sequence[str], entries: dict[str, str]
+) -> list[object]:
+    """One state as `lua/record_states.lua` takes it, its items' entries added to
+    `entries`; of two items with the same sec_tag and type, the later is kept."""
+    credentials = state.credentials
+    if len(credentials) == 1:
+        items = [_item(credentials[0])]
+    else:
+        items = list({(c.sec_tag, c.type): _item(c) for c in credentials}.values())
+    for item in items:
+        entries[item.args[4]] = item.entry
+    reported = state.reported_at.timestamp()
+    return [
+        state.device_id,
+        bucket_of(state.device_id),
+        repr(reported),
+        encode_record(
+            reported,
+            state.protocol_version,
+            state.identity_tag,
+            state.active_tags,
+            " ".join(item.named for item in items),
+        ),
+        [item.args for item in items],
+        list(pems.items()),
+        str(state.identity_tag) if state.identity_tag is not None else "",
+        list(keys),
+    ]
 
 
-class RedisInventory(IdentityIndexReads):
-    """`InventoryStore` on Redis."""
+class RedisInventory(IdentityIndexReads, ReportLog):
+    """`InventoryStore` on Redis (one Redis or a Redis Cluster: the same keys)."""
 
     def __init__(self, client: RedisClient) -> None:
         self._redis = client
@@ -141,10 +157,12 @@ class RedisInventory(IdentityIndexReads):
     ) -> int:
         """Apply reports in one round trip; older reports than the stored are ignored.
 
-        A state's `pems` are HSETNX'd into the library by the same script, only when
-        the state is applied, so a stale state adds nothing, and each device's share
-        of the library stays within `LIBRARY_SHARE_MAX` (the oldest evicted, counted).
-        Its client `keys` join `keys` (client key -> first device) the same way.
+        The batch is split by shard, one script call per shard (and `SCRIPT_CHUNK`), all
+        in one non-transactional pipeline. A state's `pems` are HSETNX'd into its shard's
+        library by the same script, only when the state is applied, so a stale state adds
+        nothing, and each device's share of the library stays within `LIBRARY_SHARE_MAX`
+        (the oldest evicted, counted). Its client `keys` join its shard's `keys` (client
+        key -> first device) the same way.
         """
         if not states:
             return 0
@@ -152,126 +170,77 @@ class RedisInventory(IdentityIndexReads):
             raise ValueError(f"{len(pems)} pem mappings for {len(states)} states")
         if keys and len(keys) != len(states):
             raise ValueError(f"{len(keys)} key lists for {len(states)} states")
-        pipe = self._redis.pipeline(transaction=False)
+        groups: dict[int, list[int]] = {}
+        for i, state in enumerate(states):
+            groups.setdefault(shard_of(state.device_id), []).append(i)
+        calls = []
         received = repr(received_at.timestamp())
-        for i in range(0, len(states), SCRIPT_CHUNK):
-            batch = [
-                [
-                    state.device_id,
-                    repr(state.reported_at.timestamp()),
-                    _tags_json(state.active_tags),
-                    [_item_args(c) for c in state.credentials],
-                    list(pems[i + j].items()) if pems else [],
-                    str(state.protocol_version),
-                    str(state.identity_tag) if state.identity_tag is not None else "",
-                    list(keys[i + j]) if keys else [],
+        for shard, indexes in groups.items():
+            prefix = inventory_prefix(shard)
+            lib, refs, evicted = shard_library_keys(prefix)
+            for at in range(0, len(indexes), SCRIPT_CHUNK):
+                entries: dict[str, str] = {}
+                batch = [
+                    _state_args(
+                        states[i], pems[i] if pems else {}, keys[i] if keys else (), entries
+                    )
+                    for i in indexes[at : at + SCRIPT_CHUNK]
                 ]
-                for j, state in enumerate(states[i : i + SCRIPT_CHUNK])
-            ]
-            self._record_states(
-                keys=[INV + "devices", LIB, LIB_REFS, LIB_PINNED, LIB_EVICTED],
-                args=[INV, received, json.dumps(batch), LIBRARY_SHARE_MAX],
-                client=pipe,
-            )
-        return sum(int(applied) for applied in pipe.execute())
-
-    @store_errors()
-    def record_reports(self, reports: Sequence[DeviceReport]) -> None:
-        """XADD to each device's capped stream and count phases, in one round trip.
-
-        Idempotent: a (device, rollout, seq, phase) among the device's last
-        `REPORT_KEYS_KEPT` recorded is neither appended nor counted again.
-        """
-        if not reports:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for i in range(0, len(reports), SCRIPT_CHUNK):
-            batch = [
-                [
-                    report.device_id,
-                    report.rollout_id,
-                    str(report.seq),
-                    report.op or "",
-                    report.phase,
-                    report.reason,
-                    report.detail,
-                    report.time.isoformat(),
-                    _tags_json(report.active_tags),
-                ]
-                for report in reports[i : i + SCRIPT_CHUNK]
-            ]
-            self._record_reports(
-                keys=[INV + "report_phases"],
-                args=[
-                    INV + "reports:",
-                    REPORTS_KEPT,
-                    json.dumps(batch),
-                    INV + "report_keys:",
-                    REPORT_KEYS_KEPT,
-                ],
-                client=pipe,
-            )
-        pipe.execute()
-
-    @store_errors()
-    def recent_reports(self, device_id: str, *, limit: int) -> list[DeviceReport]:
-        """XREVRANGE, returned oldest first."""
-        entries: list[tuple[str, dict[str, str]]] = self._redis.xrevrange(  # type: ignore[assignment]  # sync client
-            f"{INV}reports:{device_id}", count=limit
-        )
-        reports = []
-        for _, fields in reversed(entries):
-            active = fields.get("active_tags")
-            reports.append(
-                DeviceReport(
-                    device_id=device_id,
-                    rollout_id=fields["rollout_id"],
-                    seq=int(fields["seq"]),
-                    op=fields["op"] or None,
-                    phase=fields["phase"],
-                    reason=fields["reason"],
-                    detail=fields["detail"],
-                    time=datetime.fromisoformat(fields["time"]),
-                    active_tags=tuple(json.loads(active)) if active else None,
+                counts = [prefix + "devices", prefix + "items", prefix + "items:refs"]
+                calls.append(
+                    ScriptCall(
+                        self._record_states,
+                        [*counts, lib, refs, evicted],
+                        [prefix, received, json.dumps([entries, batch]), LIBRARY_SHARE_MAX],
+                    )
                 )
-            )
-        return reports
-
-    @store_errors()
-    def count_rejection(self, reason: str, amount: int = 1) -> None:
-        """HINCRBY on the rejection counter."""
-        self._redis.hincrby(INV + "rejected", reason, amount)
-
-    @store_errors()
-    def rejection_counts(self) -> dict[str, int]:
-        """Refused device messages by reason."""
-        raw: dict[str, str] = self._redis.hgetall(INV + "rejected")  # type: ignore[assignment]  # sync client
-        return {reason: int(count) for reason, count in sorted(raw.items())}
+        return sum(int(n) for n in run_script_calls(self._redis, calls))
 
     @store_errors()
     def device_count(self) -> int:
-        """ZCARD of the device index."""
-        return int(self._redis.zcard(INV + "devices"))
+        """The shards' device counters, summed."""
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.get(prefix + "devices")
+        return sum(int(n or 0) for n in pipe.execute())
+
+    @store_errors()
+    def reported_at(self, device_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each device that has reported sent its last applied state (its clock)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hget(record_key(device_id), device_id)
+        return {
+            d: datetime.fromtimestamp(decode_record(raw).reported_at, UTC)
+            for d, raw in zip(device_ids, pipe.execute(), strict=True)
+            if raw
+        }
 
     @store_errors()
     def device_credentials(self, device_id: str) -> DeviceState | None:
         """What one device last reported."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zscore(INV + "devices", device_id)
-        pipe.hgetall(INV + "dev:" + device_id)
-        reported, fields = pipe.execute()
-        if reported is None:
+        raw = self._redis.hget(record_key(device_id), device_id)
+        if raw is None:
             return None
-        active = fields.get("_active")
+        record = decode_record(str(raw))
+        entries: list[str | None] = []
+        if record.items:
+            entries = self._redis.hmget(  # type: ignore[assignment]  # sync client
+                inventory_prefix(shard_of(device_id)) + "items", [ref for _, _, ref in record.items]
+            )
         return DeviceState(
             device_id=device_id,
-            reported_at=datetime.fromtimestamp(float(reported), UTC),
-            active_tags=tuple(json.loads(active)) if active else None,
-            protocol_version=int(fields.get("_v", 1)),
-            identity_tag=int(fields["_identity"]) if fields.get("_identity") else None,
+            reported_at=datetime.fromtimestamp(record.reported_at, UTC),
+            active_tags=record.active_tags,
+            protocol_version=record.protocol_version,
+            identity_tag=record.identity_tag,
             credentials=tuple(
                 sorted(
-                    (_item_from_json(f, v) for f, v in fields.items() if not f.startswith("_")),
+                    (
+                        item_from_json(tag, typ, entry)
+                        for (tag, typ, _), entry in zip(record.items, entries, strict=True)
+                        if entry is not None
+                    ),
                     key=lambda c: (c.sec_tag, c.type),
                 )
             ),
@@ -279,27 +248,38 @@ class RedisInventory(IdentityIndexReads):
 
     @store_errors()
     def sec_tags(self) -> list[int]:
-        """The sec_tags held by at least one device."""
-        raw: dict[str, str] = self._redis.hgetall(INV + "tags")  # type: ignore[assignment]  # sync client
-        return sorted(int(tag) for tag, holders in raw.items() if int(holders) > 0)
+        """The sec_tags held by at least one device (every shard's `tags`)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.hgetall(prefix + "tags")
+        held = {int(tag) for raw in pipe.execute() for tag, n in raw.items() if int(n) > 0}
+        return sorted(held)
 
     @store_errors()
     def expiry_counts(
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
-        """Three ZCOUNTs per tag, in one round trip."""
+        """Three ZCOUNTs per tag and shard, summed, in one round trip."""
         return index_class_counts(self._redis, "exp", sec_tags, window)
 
     @store_errors()
     def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:
-        """The `cadig:{tag}` hashes."""
+        """The `cadig:{tag}` hashes of every shard, summed."""
         pipe = self._redis.pipeline(transaction=False)
         for tag in sec_tags:
-            pipe.hgetall(f"{INV}cadig:{tag}")
-        return {
-            tag: {digest: int(n) for digest, n in raw.items() if int(n) > 0}
-            for tag, raw in zip(sec_tags, pipe.execute(), strict=True)
-        }
+            for prefix in shard_prefixes():
+                pipe.hgetall(f"{prefix}cadig:{tag}")
+        found = pipe.execute()
+        counts: dict[int, dict[str, int]] = {}
+        shards = len(shard_prefixes())
+        for i, tag in enumerate(sec_tags):
+            summed: dict[str, int] = {}
+            for raw in found[i * shards : (i + 1) * shards]:
+                for digest, n in raw.items():
+                    if int(n) > 0:
+                        summed[digest] = summed.get(digest, 0) + int(n)
+            counts[tag] = summed
+        return counts
 
     @store_errors()
     def expiring_items(
@@ -307,7 +287,7 @@ class RedisInventory(IdentityIndexReads):
     ) -> list[ExpiringItem]:
         """A range query on each tag's index with the subjects, merged soonest first.
 
-        One script call per tag reads the index and each listed item's subject on
+        Script calls per tag and shard read the index and each listed item's subject on
         the server, so a list of 10,000 costs no 10,000 commands to the client.
         """
         return index_expiring_items(
@@ -316,55 +296,85 @@ class RedisInventory(IdentityIndexReads):
 
     @store_errors()
     def device_ids(self) -> list[str]:
-        """Every device that has reported."""
-        return list(self._redis.zrange(INV + "devices", 0, -1))  # type: ignore[arg-type]  # sync client
+        """Every device that has reported (every bucket's fields, one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            for bucket in range(BUCKETS):
+                pipe.hkeys(f"{prefix}d:{bucket}")
+        return [d for ids in pipe.execute() for d in ids]
 
     @store_errors()
     def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
-        """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too)."""
-        return list(
-            self._redis.zrangebyscore(f"{INV}exp:{sec_tag}", "-inf", until.timestamp())  # type: ignore[arg-type]  # sync client
-        )
+        """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too),
+        soonest first."""
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.zrangebyscore(f"{prefix}exp:{sec_tag}", "-inf", until.timestamp(), withscores=True)
+        found = sorted((score, d) for rows in pipe.execute() for d, score in rows)
+        return [d for _, d in found]
 
     @store_errors()
     def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
         """Devices whose CA chain in `sec_tag` has this digest."""
-        return sorted(self._redis.smembers(f"{INV}cadev:{sec_tag}:{sha256}"))  # type: ignore[arg-type]  # sync client
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.smembers(f"{prefix}cadev:{sec_tag}:{sha256}")
+        return sorted(d for members in pipe.execute() for d in members)
+
+    def _records(self, device_ids: Sequence[str]) -> list[str | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hget(record_key(device_id), device_id)
+        return list(pipe.execute())
 
     @store_errors()
     def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
         """Each device's reported active tag list (None where it reported none)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hget(INV + "dev:" + device_id, "_active")
         return {
-            d: tuple(json.loads(v)) if v else None
-            for d, v in zip(device_ids, pipe.execute(), strict=True)
+            d: decode_record(raw).active_tags if raw else None
+            for d, raw in zip(device_ids, self._records(device_ids), strict=True)
         }
 
     @store_errors()
     def protocol_versions(self, device_ids: Sequence[str]) -> dict[str, int]:
         """Each device's protocol version (1 where none was recorded)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hget(INV + "dev:" + device_id, "_v")
-        return {d: int(v or 1) for d, v in zip(device_ids, pipe.execute(), strict=True)}
+        return {
+            d: decode_record(raw).protocol_version if raw else 1
+            for d, raw in zip(device_ids, self._records(device_ids), strict=True)
+        }
 
     @store_errors()
     def active_ca_digests(self, device_ids: Sequence[str]) -> dict[str, dict[int, str]]:
-        """Per device, the CA chain digest in each of its active sec_tags."""
-        pipe = self._redis.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hgetall(INV + "dev:" + device_id)
-        found: dict[str, dict[int, str]] = {}
-        for device_id, fields in zip(device_ids, pipe.execute(), strict=True):
-            active = json.loads(fields["_active"]) if fields.get("_active") else []
-            found[device_id] = {
-                tag: json.loads(fields[f"{tag}:0"])["sha256"]
-                for tag in active
-                if f"{tag}:0" in fields
+        """Per device, the CA chain digest in each of its active sec_tags (two round
+        trips: the records, then the items they name)."""
+        wanted: dict[str, dict[int, str]] = {}
+        for device_id, raw in zip(device_ids, self._records(device_ids), strict=True):
+            record = decode_record(raw) if raw else None
+            active = set(record.active_tags or ()) if record else set()
+            wanted[device_id] = {
+                tag: ref
+                for tag, typ, ref in (record.items if record else ())
+                if typ == 0 and tag in active
             }
-        return found
+        lookups = sorted(
+            {(shard_of(d), ref) for d, refs in wanted.items() for ref in refs.values()}
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        for shard, ref in lookups:
+            pipe.hget(inventory_prefix(shard) + "items", ref)
+        entries = {
+            key: json.loads(entry)["sha256"]
+            for key, entry in zip(lookups, pipe.execute(), strict=True)
+            if entry is not None
+        }
+        return {
+            d: {
+                tag: entries[(shard_of(d), ref)]
+                for tag, ref in refs.items()
+                if (shard_of(d), ref) in entries
+            }
+            for d, refs in wanted.items()
+        }
 
     @store_errors()
     def save_summary(self, summary: FleetSummary) -> None:

@@ -1,26 +1,29 @@
-"""The inventory's identity index in Redis: the devices' client certificates (type 1).
+"""The inventory's identity index in Redis, and the reads every expiry index shares.
 
-`certfleet:inv:keys` (hash): the SHA-256 of each reported client certificate's
-SubjectPublicKeyInfo -> the first device that reported it, never forgotten, so a CSR
-for a key certfleet has seen in use (another device's, or one the device held before)
-is refused.
+`certfleet:inv:{tag}:keys` (hash, one per shard): the SHA-256 of each reported client
+certificate's SubjectPublicKeyInfo -> `<receive time> <device id>` of the first device of
+the shard that reported it (the earliest over the shards is the key's first holder),
+never forgotten, so a CSR for a key certfleet has seen in use (another device's, or
+one the device held before) is refused; `key_holders` reads every shard's.
 
-`certfleet:inv:idexp:{sec_tag}` (zset): device id -> notAfter of its type-1 item in that
-tag, and `_identity` in `certfleet:inv:dev:{id}`: the device's identity tag. Both are
-written by `lua/record_states.lua` in the step that applies the device's state (a newer
-state replaces them, an older one changes nothing), so they cost the ingest no round
-trip of their own; this module reads them. A device that names its identity tag is
-indexed by that tag's certificate alone, the one it presents (a certificate left in the
-old tag until its retire is no identity, and a device stops counting there once its
+`certfleet:inv:{tag}:idexp:{sec_tag}` (zset): device id -> notAfter of its type-1 item in
+that tag, and the identity tag in the device's record (`redis_inventory_records`). Both
+are written by `lua/record_states.lua` in the step that applies the device's state (a
+newer state replaces them, an older one changes nothing), so they cost the ingest no
+round trip of their own; this module reads them. A device that names its identity tag
+is indexed by that tag's certificate alone, the one it presents (a certificate left in
+the old tag until its retire is no identity, and a device stops counting there once its
 state names the new tag); a device that names none (an older firmware) by every type-1
 item it holds.
 
 Kept apart from `exp:{sec_tag}` (the earliest notAfter of every item in a tag, which the
-CA classes read) so identities are classified and renewed by their own window.
+CA classes read) so identities are classified and renewed by their own window. Both
+indexes are split by shard: counts are summed over the shards, lists merged.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -29,15 +32,25 @@ from redis.commands.core import Script
 
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
+from orchestrator.adapters.redis_inventory_records import (
+    BUCKETS,
+    decode_record,
+    record_key,
+    shard_prefixes,
+)
+from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 from orchestrator.domain.inventory import ExpiringItem, ExpiryWindow
 from orchestrator.ports import ExpiryCounts
 
 __all__ = ["IDENTITY_INDEX", "INV", "IdentityIndexReads"]
 
 INV: Final = "certfleet:inv:"
+"""The prefix of the inventory's global keys (`rejected`, `scan:last`)."""
 IDENTITY_INDEX: Final = "idexp"
-"""The name of the per-tag identity expiry zset under `INV` (and the expiring_items
+"""The name of the per-tag identity expiry zset of a shard (and the expiring_items
 script's argument that selects it)."""
+FIRST_PAGE_SLACK: Final = 8
+"""Entries read past an even split of the limit on a shard's first page."""
 
 
 class IdentityIndexReads:
@@ -52,30 +65,43 @@ class IdentityIndexReads:
         """Each device's identity tag from its last applied state, in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for device_id in device_ids:
-            pipe.hget(INV + "dev:" + device_id, "_identity")
-        return {d: int(v) if v else None for d, v in zip(device_ids, pipe.execute(), strict=True)}
+            pipe.hget(record_key(device_id), device_id)
+        return {
+            d: decode_record(raw).identity_tag if raw else None
+            for d, raw in zip(device_ids, pipe.execute(), strict=True)
+        }
 
     @store_errors()
     def key_holders(self, spki_sha256s: Sequence[str]) -> dict[str, str]:
-        """Of these client keys, those a reported certificate had, with the first device."""
+        """Of these client keys, those a reported certificate had, with the first device
+        that reported it (every shard's `keys` read, the earliest kept, one round trip)."""
         if not spki_sha256s:
             return {}
-        found: list[str | None] = self._redis.hmget(INV + "keys", list(spki_sha256s))  # type: ignore[assignment]  # sync client
-        return {k: d for k, d in zip(spki_sha256s, found, strict=True) if d is not None}
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.hmget(prefix + "keys", list(spki_sha256s))
+        first: dict[str, tuple[float, str]] = {}
+        for holders in pipe.execute():
+            for key, held in zip(spki_sha256s, holders, strict=True):
+                if held is not None:
+                    at, _, device = held.partition(" ")
+                    if key not in first or float(at) < first[key][0]:
+                        first[key] = (float(at), device)
+        return {key: device for key, (_, device) in first.items()}
 
     @store_errors()
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
         """Devices whose identity certificate in `sec_tag` expires at or before `before`."""
-        found = self._redis.zrangebyscore(
-            f"{INV}{IDENTITY_INDEX}:{sec_tag}", "-inf", before.timestamp()
-        )
-        return sorted(found)  # type: ignore[arg-type]  # sync client
+        pipe = self._redis.pipeline(transaction=False)
+        for prefix in shard_prefixes():
+            pipe.zrangebyscore(f"{prefix}{IDENTITY_INDEX}:{sec_tag}", "-inf", before.timestamp())
+        return sorted(d for found in pipe.execute() for d in found)
 
     @store_errors()
     def identity_expiry_counts(
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
-        """Three ZCOUNTs per tag on the identity index, in one round trip."""
+        """Three ZCOUNTs per tag and shard on the identity index, in one round trip."""
         return index_class_counts(self._redis, IDENTITY_INDEX, sec_tags, window)
 
     @store_errors()
@@ -84,8 +110,8 @@ class IdentityIndexReads:
     ) -> list[ExpiringItem]:
         """Expired and expiring client certificates, soonest first, at most `limit`.
 
-        One script call per tag reads the index and each listed certificate's subject on
-        the server, as `expiring_items` does for the CA classes.
+        Script calls per tag and shard read the index and each listed certificate's
+        subject on the server, as `expiring_items` does for the CA classes.
         """
         return index_expiring_items(
             self._redis, self._expiring, IDENTITY_INDEX, sec_tags, window, limit=limit
@@ -96,19 +122,29 @@ def index_class_counts(
     client: RedisClient, index: str, sec_tags: Sequence[int], window: ExpiryWindow
 ) -> dict[int, ExpiryCounts]:
     """(expired, expiring, ok) per tag of an expiry index (`exp` or `idexp`): three
-    ZCOUNTs a tag, in one round trip."""
+    ZCOUNTs a tag and shard, summed, in one round trip."""
     pipe = client.pipeline(transaction=False)
     lo, hi = window.expired_before, window.expiring_until
     for tag in sec_tags:
-        key = f"{INV}{index}:{tag}"
-        pipe.zcount(key, "-inf", f"({lo}")
-        pipe.zcount(key, lo, hi)
-        pipe.zcount(key, f"({hi}", "+inf")
-    counts = pipe.execute()
+        for prefix in shard_prefixes():
+            key = f"{prefix}{index}:{tag}"
+            pipe.zcount(key, "-inf", f"({lo}")
+            pipe.zcount(key, lo, hi)
+            pipe.zcount(key, f"({hi}", "+inf")
+    counts = [int(n) for n in pipe.execute()]
+    per_tag = 3 * len(shard_prefixes())
     return {
-        tag: (int(counts[3 * i]), int(counts[3 * i + 1]), int(counts[3 * i + 2]))
+        tag: (
+            sum(counts[i * per_tag : (i + 1) * per_tag : 3]),
+            sum(counts[i * per_tag + 1 : (i + 1) * per_tag : 3]),
+            sum(counts[i * per_tag + 2 : (i + 1) * per_tag : 3]),
+        )
         for i, tag in enumerate(sec_tags)
     }
+
+
+_Entry = tuple[float, str, int, str | None]
+"""(notAfter, device id, sec_tag, subject) of a listed item."""
 
 
 def index_expiring_items(
@@ -121,25 +157,60 @@ def index_expiring_items(
     limit: int,
 ) -> list[ExpiringItem]:
     """The expired and expiring entries of an expiry index with their subjects, soonest
-    first, at most `limit`: one `expiring_items` script call per tag, in one round trip."""
+    first, at most `limit`: a k-way merge of the (tag, shard) lists, each read in pages.
+
+    The first pages (an even share of `limit` and a little more each) go in one round
+    trip; a list whose page the merge used up before `limit` was reached is read
+    further (its next page twice as long), so a skewed fleet costs a few round trips
+    more, and the result is exact.
+    """
     if limit <= 0 or not sec_tags:
         return []
-    pipe = client.pipeline(transaction=False)
+    prefixes = shard_prefixes()
+    streams = [(tag, prefix) for tag in sec_tags for prefix in prefixes]
     until = repr(window.expiring_until)
-    for tag in sec_tags:
-        expiring(args=[INV, tag, until, limit, index], client=pipe)
-    found: list[tuple[float, str, int, str | None]] = []
-    for tag, flat in zip(sec_tags, pipe.execute(), strict=True):
-        for i in range(0, len(flat), 4):
-            subject = flat[i + 3] if flat[i + 2] == "1" else None
-            found.append((float(flat[i + 1]), flat[i], tag, subject))
-    found.sort(key=lambda f: f[:3])
-    return [
-        ExpiringItem(
-            device_id=device_id,
-            sec_tag=tag,
-            not_after=datetime.fromtimestamp(score, UTC),
-            subject=subject,
+    page = -(-limit // len(prefixes)) + FIRST_PAGE_SLACK
+    offsets = [0] * len(streams)
+    sizes = [page] * len(streams)
+    done = [False] * len(streams)
+    buffers: list[list[_Entry]] = [[] for _ in streams]
+
+    def read(which: list[int]) -> None:
+        calls = [
+            ScriptCall(
+                expiring,
+                [f"{streams[i][1]}{index}:{streams[i][0]}"],
+                [streams[i][1], streams[i][0], until, offsets[i], sizes[i], index, BUCKETS],
+            )
+            for i in which
+        ]
+        for i, flat in zip(which, run_script_calls(client, calls), strict=True):
+            tag = streams[i][0]
+            entries: list[_Entry] = []
+            for j in range(0, len(flat), 4):
+                row = flat[j : j + 4]
+                entries.append((float(row[1]), row[0], tag, row[3] if row[2] == "1" else None))
+            offsets[i] += len(entries)
+            done[i] = len(entries) < sizes[i]
+            sizes[i] *= 2
+            buffers[i] = entries[::-1]  # popped from the end: soonest last
+
+    read(list(range(len(streams))))
+    heap = [(*buffers[i].pop(), i) for i in range(len(streams)) if buffers[i]]
+    heapq.heapify(heap)
+    found: list[ExpiringItem] = []
+    while heap and len(found) < limit:
+        score, device_id, tag, subject, i = heapq.heappop(heap)
+        found.append(
+            ExpiringItem(
+                device_id=device_id,
+                sec_tag=tag,
+                not_after=datetime.fromtimestamp(score, UTC),
+                subject=subject,
+            )
         )
-        for score, device_id, tag, subject in found[:limit]
-    ]
+        if not buffers[i] and not done[i] and len(found) < limit:
+            read([i])
+        if buffers[i]:
+            heapq.heappush(heap, (*buffers[i].pop(), i))
+    return found

@@ -2,19 +2,25 @@
 
 Layout:
 
-- `certfleet:lib` (hash): SHA-256 -> PEM, content-addressed (an entry never changes);
-- `certfleet:lib:pinned` (set): digests an operator imported (`certfleet pem import`),
-  never evicted;
-- `certfleet:lib:refs` (hash): digest -> how many devices' shares hold it;
-- `certfleet:inv:libshare:{id}` (zset): the digests the device's applied states
+- `certfleet:lib` (hash): SHA-256 -> PEM of what an operator imported (`certfleet pem
+  import`), content-addressed (an entry never changes);
+- `certfleet:lib:pinned` (set): the digests an operator imported, never evicted;
+- `certfleet:inv:{tag}:lib` (hash, one per inventory shard, in the shard's slot):
+  SHA-256 -> PEM of what the shard's devices brought with their states;
+- `certfleet:inv:{tag}:lib:refs` (hash): digest -> how many of the shard's device shares
+  hold it;
+- `certfleet:inv:{tag}:libshare:{id}` (zset): the digests the device's applied states
   brought -> when first brought (its share, at most `LIBRARY_SHARE_MAX`);
-- `certfleet:lib:evicted` (string): entries dropped from shares over the share bound.
+- `certfleet:inv:{tag}:lib:evicted` (string): entries dropped from the shard's shares over
+  the share bound (`evicted` sums the shards).
 
-A device's pems join the library with its state (`lua/record_states.lua`, only when the
-state is applied). A device's share keeps its `LIBRARY_SHARE_MAX` latest digests: past
-that the oldest leaves the share (counted), and the entry leaves the library once no
-share holds it and no operator pinned it. So one device, however many distinct pems it
-sends over its life, holds at most that many entries.
+A device's pems join its shard's library with its state (`lua/record_states.lua`, only
+when the state is applied), so recording a state touches its shard's slot alone. A
+device's share keeps its `LIBRARY_SHARE_MAX` latest digests: past that the oldest
+leaves the share (counted), and the entry leaves the shard's library once no share of
+the shard holds it (an operator's import stays in `certfleet:lib`). So one device,
+however many distinct pems it sends over its life, holds at most that many entries. A
+lookup by digest reads the global library and every shard's in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -24,27 +30,34 @@ from typing import Final
 
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
+from orchestrator.adapters.redis_keys import SHARDS, inventory_prefix, shard_of
 
 __all__ = [
     "LIB",
     "LIBRARY_SHARE_MAX",
-    "LIB_EVICTED",
     "LIB_PINNED",
-    "LIB_REFS",
     "RedisCredentialLibrary",
+    "shard_library_keys",
 ]
 
 LIB: Final = "certfleet:lib"
 LIB_PINNED: Final = LIB + ":pinned"
-LIB_REFS: Final = LIB + ":refs"
-LIB_EVICTED: Final = LIB + ":evicted"
 LIBRARY_SHARE_MAX: Final = 16
 """Library entries one device's states may hold at a time: a modem's CA and certificate
 items (at most 7 active tags, a few types each) fit with room for a rotation's."""
 
 
+def shard_library_keys(prefix: str) -> tuple[str, str, str]:
+    """The library keys of the shard with this inventory prefix: entries, refs, evicted."""
+    return prefix + "lib", prefix + "lib:refs", prefix + "lib:evicted"
+
+
+def _libraries() -> list[str]:
+    return [LIB, *(shard_library_keys(inventory_prefix(s))[0] for s in range(SHARDS))]
+
+
 class RedisCredentialLibrary:
-    """`CredentialLibrary` on one Redis hash."""
+    """`CredentialLibrary` on Redis: the operator's hash and one per inventory shard."""
 
     def __init__(self, client: RedisClient) -> None:
         self._redis = client
@@ -62,21 +75,45 @@ class RedisCredentialLibrary:
 
     @store_errors()
     def known(self, digests: Sequence[str]) -> set[str]:
-        """HEXISTS for each digest, pipelined."""
+        """HEXISTS for each digest in the global library and every shard's, pipelined."""
         if not digests:
             return set()
+        libraries = _libraries()
         pipe = self._redis.pipeline(transaction=False)
         for digest in digests:
-            pipe.hexists(LIB, digest)
-        return {d for d, present in zip(digests, pipe.execute(), strict=True) if present}
+            for library in libraries:
+                pipe.hexists(library, digest)
+        found = pipe.execute()
+        n = len(libraries)
+        return {d for i, d in enumerate(digests) if any(found[i * n : (i + 1) * n])}
 
     @store_errors()
     def get(self, digest: str) -> str | None:
-        """HGET."""
-        pem = self._redis.hget(LIB, digest)
+        """HGET from the global library, else the first shard's holding it."""
+        pipe = self._redis.pipeline(transaction=False)
+        for library in _libraries():
+            pipe.hget(library, digest)
+        pem = next((p for p in pipe.execute() if p is not None), None)
         return str(pem) if pem is not None else None
 
     @store_errors()
     def evicted(self) -> int:
         """Entries dropped from devices' shares over `LIBRARY_SHARE_MAX`, ever."""
-        return int(self._redis.get(LIB_EVICTED) or 0)
+        pipe = self._redis.pipeline(transaction=False)
+        for s in range(SHARDS):
+            pipe.get(shard_library_keys(inventory_prefix(s))[2])
+        return sum(int(n or 0) for n in pipe.execute())
+
+    @store_errors()
+    def digests(self) -> set[str]:
+        """Every digest the library holds, an operator's and every shard's."""
+        pipe = self._redis.pipeline(transaction=False)
+        for library in _libraries():
+            pipe.hkeys(library)
+        return {d for found in pipe.execute() for d in found}
+
+    @store_errors()
+    def share_of(self, device_id: str) -> list[str]:
+        """The digests a device's share holds, oldest first (what its states brought)."""
+        key = f"{inventory_prefix(shard_of(device_id))}libshare:{device_id}"
+        return list(self._redis.zrange(key, 0, -1))  # type: ignore[arg-type]  # sync client

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from simulator.fleet import device_id
 from simulator.pki import make_ca
 from simulator.services import start_mosquitto, start_redis
@@ -39,11 +40,10 @@ from tests.procs import Proc, certfleet, start, wait_until
 __all__ = ["run_messages"]
 
 METRICS = "certfleet:metrics"
-REJECTED = "certfleet:inv:rejected"
-PHASES = "certfleet:inv:report_phases"
-REPORT_LOG = ("certfleet:inv:reports:", "certfleet:inv:report_keys:")
-"""Keys that record every distinct report by design (forged ones too)."""
-COUNTERS = (METRICS, REJECTED, PHASES)
+COUNTERS = (METRICS,)
+"""Keys left out of the snapshot besides the inventory's own counters and report log
+(`RedisInventory.counts_by_design`: they record every refused message and distinct
+report by design, forged ones too)."""
 SENTINEL = "dev-sentinel"
 
 
@@ -67,15 +67,18 @@ class _Publisher:
         self._client.disconnect()
 
 
-def _keys_snapshot(client: redis.Redis) -> dict[str, object]:
-    """Every certfleet key but the counters and the report log, by value."""
+def _keys_snapshot(client: redis.Redis, leave_out: tuple[str, ...] = ()) -> dict[str, object]:
+    """Every certfleet key but the counters and the report log, by value; the fields
+    named `leave_out` of a hash (a device's record) left out, and a hash left empty."""
     values: dict[str, object] = {}
     for key in sorted(client.scan_iter("certfleet:*", count=1000)):
-        if key in COUNTERS or key.startswith(REPORT_LOG):
+        if key in COUNTERS or RedisInventory.counts_by_design(key):
             continue
         kind = client.type(key)
         if kind == "hash":
-            values[key] = client.hgetall(key)
+            fields = {f: v for f, v in client.hgetall(key).items() if f not in leave_out}
+            if fields:
+                values[key] = fields
         elif kind == "zset":
             values[key] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "set":
@@ -92,13 +95,14 @@ def _keys_snapshot(client: redis.Redis) -> dict[str, object]:
 def _counters(client: redis.Redis) -> Counter[str]:
     """Redis's counts in the outcomes' terms."""
     counted: Counter[str] = Counter()
-    for reason, n in client.hgetall(REJECTED).items():
-        counted[f"rejected:{reason}"] = int(n)
+    inventory = RedisInventory(client)
+    for reason, n in inventory.rejection_counts().items():
+        counted[f"rejected:{reason}"] = n
     for name, value in client.hgetall(METRICS).items():
         metric, labels = json.loads(name)
         if metric == "certfleet_reports_unmatched_total":
             counted[f"unmatched:{dict(labels)['reason']}"] = int(float(value))
-    counted["recorded"] = sum(int(n) for n in client.hgetall(PHASES).values())
+    counted["recorded"] = sum(inventory.report_phase_counts().values())
     return counted
 
 
@@ -127,7 +131,7 @@ def _sentinel_state(device_id: str, now: datetime) -> tuple[str, bytes]:
 
 def _wait_recorded(client: redis.Redis, device_id: str, *, timeout: float) -> None:
     wait_until(
-        lambda: client.zscore("certfleet:inv:devices", device_id) is not None,
+        lambda: RedisInventory(client).device_credentials(device_id) is not None,
         timeout=timeout,
         what="the listener to reach the last message",
     )
@@ -164,7 +168,7 @@ def run_messages(base: Path, count: int, *, seed: int = 11) -> MessageOutcome:
             + [(f"{TOPIC}/{d}/report", as_bytes(seed_report(d, now))) for d in fleet]
         )
         wait_until(
-            lambda: client.zcard("certfleet:inv:devices") == FLEET, timeout=30, what="the fleet"
+            lambda: RedisInventory(client).device_count() == FLEET, timeout=30, what="the fleet"
         )
         wait_until(
             lambda: _counters(client)["recorded"] == FLEET, timeout=30, what="the seed reports"
@@ -191,11 +195,8 @@ def run_messages(base: Path, count: int, *, seed: int = 11) -> MessageOutcome:
                 publisher.publish_all([_sentinel_state(sentinel, now)])
             _wait_recorded(client, sentinel, timeout=max(60, count / 50))
 
-        after = _keys_snapshot(client)
-        for sentinel in sentinels:  # the sentinels' own states are new, as they should be
-            after.pop(f"certfleet:inv:dev:{sentinel}")
-        devices: list[tuple[str, float]] = after["certfleet:inv:devices"]  # type: ignore[assignment]
-        after["certfleet:inv:devices"] = [m for m in devices if m[0] not in sentinels]
+        # the sentinels' own records are new, as they should be
+        after = _keys_snapshot(client, leave_out=sentinels)
         delta = _counters(client)
         delta.subtract(counted_before)
         outcome.counted = +delta

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from simulator.services import LocalService, free_port, start_mosquitto, wait_for_port
 from tests.e2e.stack import Stack, prepare_stack
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
@@ -163,7 +164,7 @@ def chaos_stack(base: Path, count: int) -> Iterator[ChaosStack]:
             chaos.start_beat()
             chaos.start_fleet()
             wait_until(
-                lambda: client.zcard("certfleet:inv:devices") == count,
+                lambda: RedisInventory(client).device_count() == count,
                 timeout=120,
                 what="the fleet reported",
             )

@@ -3,7 +3,7 @@
 It holds a persistent session of its own (QoS 1) and subscribes again on every
 connect, so a broker restart that lost its session loses it nothing it could have
 got. A report is known by (device, rollout, seq, phase), the key certfleet records it
-under (`certfleet:inv:report_keys:{device}`); a report the witness saw and Redis does
+under (`RedisInventory.report_keys_key`); a report the witness saw and Redis does
 not hold was lost on its way to Redis.
 """
 
@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.protocol.report import ReportMessage
 
 __all__ = ["Witness", "recorded_reports"]
@@ -73,7 +74,7 @@ def recorded_reports(client: redis.Redis, devices: set[str]) -> set[ReportKey]:
     pipe = client.pipeline(transaction=False)
     ordered = sorted(devices)
     for device in ordered:
-        pipe.zrange(f"certfleet:inv:report_keys:{device}", 0, -1)
+        pipe.zrange(RedisInventory.report_keys_key(device), 0, -1)
     for device, members in zip(ordered, pipe.execute(), strict=True):
         for member in members:
             rollout, seq, phase = member.rsplit(" ", 2)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from simulator.services import start_redis
 from tests.cfssl import CfsslServer, start_cfssl
 from tests.e2e.identity_fleets import (
@@ -127,16 +128,19 @@ class IdentityStack:
         return {str(device): str(state) for device, state in found.items()}
 
     def identity_tag(self, device: str) -> int | None:
-        raw = self.redis.hget(f"certfleet:inv:dev:{device}", "_identity")
-        return int(raw) if raw else None
+        return RedisInventory(self.redis).identity_tags_of([device])[device]
 
     def client_certificate(self, device: str, tag: int) -> x509.Certificate | None:
         """The type-1 item of `tag` in the device's inventory, from the credential library."""
-        item = self.redis.hget(f"certfleet:inv:dev:{device}", f"{tag}:1")
+        held = RedisInventory(self.redis).device_credentials(device)
+        item = next(
+            (c for c in (held.credentials if held else ()) if (c.sec_tag, int(c.type)) == (tag, 1)),
+            None,
+        )
         if item is None:
             return None
-        pem = self.redis.hget("certfleet:lib", json.loads(item)["sha256"])
-        return x509.load_pem_x509_certificate(str(pem).encode()) if pem else None
+        pem = RedisCredentialLibrary(self.redis).get(item.sha256)
+        return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
     def modem_keys(self) -> list[bytes]:
         """Every private key (PKCS#8 PEM) a modem held so far, from the fleets' key escrow
@@ -291,7 +295,7 @@ def running_identity_stack(base: Path, fleets: Sequence[FleetSpec]) -> Iterator[
             procs.append(proc)
             keys_files.append(keys_out)
         wait_until(
-            lambda: all(client.hget(f"certfleet:inv:dev:{d}", "_identity") for d in all_ids),
+            lambda: all(RedisInventory(client).identity_tags_of(all_ids).values()),
             timeout=90,
             what="every device reported its identity",
         )

@@ -17,6 +17,7 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.redis_inventory import RedisInventory
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
@@ -62,8 +63,8 @@ class Stack:
         return wait_until(final, timeout=timeout, interval=1.0, what=f"{rollout_id} to end")
 
     def active_tags(self, device_id: str) -> list[int]:
-        raw = self.redis.hget(f"certfleet:inv:dev:{device_id}", "_active")
-        return json.loads(raw) if raw else []
+        active = RedisInventory(self.redis).active_tags_of([device_id])[device_id]
+        return list(active or ())
 
 
 def start_fleet(
@@ -164,7 +165,7 @@ def running_stack(
             procs.append(stack_fleets[prefix])
         total = sum(count for _, count, _ in fleets)
         wait_until(
-            lambda: client.zcard("certfleet:inv:devices") == total,
+            lambda: RedisInventory(client).device_count() == total,
             timeout=90,
             what="fleets reported",
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.config import Settings
 from simulator.pki import make_ca
 from tests.procs import celery_worker, certfleet, start, wait_until
@@ -68,7 +69,7 @@ def test_mixed_fleet_scan_reports_exact_classes(
     try:
         r = redis.Redis.from_url(Settings().redis_url)
         wait_until(
-            lambda: r.zcard("certfleet:inv:devices") == 200,
+            lambda: RedisInventory(r).device_count() == 200,
             timeout=60,
             what="200 devices recorded",
         )

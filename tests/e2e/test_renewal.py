@@ -25,6 +25,7 @@ import redis
 from standardwebhooks import Webhook
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.redis_inventory import RedisInventory
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import LocalService, free_port, start_mosquitto, start_redis
 from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
@@ -88,13 +89,12 @@ class World:
         return dict(response.json())
 
     def seen_after(self, device_id: str, moment: float) -> bool:
-        received = self.redis.hget(f"certfleet:inv:dev:{device_id}", "_received")
-        return received is not None and float(received) > moment
+        reported = RedisInventory(self.redis).reported_at([device_id]).get(device_id)
+        return reported is not None and reported.timestamp() > moment
 
     def items(self, device_id: str) -> set[str]:
-        return {
-            f for f in self.redis.hkeys(f"certfleet:inv:dev:{device_id}") if not f.startswith("_")
-        }
+        held = RedisInventory(self.redis).device_credentials(device_id)
+        return {f"{c.sec_tag}:{int(c.type)}" for c in (held.credentials if held else ())}
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_a_renewal_webhook_rotates_the_fleet_without_losing_a_device(world: Worl
     control = [f"ctl-{n:05d}" for n in range(CONTROL)]
     _fleet(world, "dev-", FLEET)
     wait_until(
-        lambda: world.redis.zcard("certfleet:inv:devices") == FLEET, timeout=60, what="fleet on TLS"
+        lambda: RedisInventory(world.redis).device_count() == FLEET, timeout=60, what="fleet on TLS"
     )
 
     with tls_server(world.server2.pem + world.ca2.pem, world.server2.key_pem) as (_, staging_port):
@@ -245,14 +245,12 @@ def test_a_renewal_webhook_rotates_the_fleet_without_losing_a_device(world: Worl
             timeout=180,
             what="trust.add done",
         )
-    assert all(
-        json.loads(world.redis.hget(f"certfleet:inv:dev:{d}", "_active")) == [42, 43] for d in fleet
-    )
+    assert set(RedisInventory(world.redis).active_tags_of(fleet).values()) == {(42, 43)}
 
     # a control group joins after the plan: it never takes the rollout
     _fleet(world, "ctl-", CONTROL)
     wait_until(
-        lambda: world.redis.zcard("certfleet:inv:devices") == FLEET + CONTROL,
+        lambda: RedisInventory(world.redis).device_count() == FLEET + CONTROL,
         timeout=60,
         what="ctl",
     )

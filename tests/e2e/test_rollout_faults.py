@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from tests.e2e.stack import Stack, running_stack, sizes_add_up, start_fleet
 from tests.e2e.test_rollouts import create
 from tests.procs import wait_until
@@ -120,16 +121,18 @@ def test_offline_devices_time_out_and_never_apply_their_expired_bundles(stack: S
     back = start_fleet(stack.env, stack.dir, stack.logs, "off-", OFF, faults=())
     try:
         wait_until(
-            lambda: all(
-                float(stack.redis.hget(f"certfleet:inv:dev:{d}", "_received") or 0)
-                > float(status_time(status))
-                for d in off
+            lambda: (
+                all(
+                    reported.timestamp() > float(status_time(status))
+                    for reported in RedisInventory(stack.redis).reported_at(off).values()
+                )
+                and len(RedisInventory(stack.redis).reported_at(off)) == len(off)
             ),
             timeout=60,
             what="the offline devices to report again",
         )
         time.sleep(1)  # a moment for any late delivery to show up
-        reports = {d: stack.redis.xrange(f"certfleet:inv:reports:{d}") for d in off}
+        reports = {d: stack.redis.xrange(RedisInventory.report_stream_key(d)) for d in off}
     finally:
         back.stop()
     assert all(stack.active_tags(d) == [42] for d in off)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from simulator.pki import make_ca
 from tests.e2e.stack import NOW, Stack, running_stack, sizes_add_up
 from tests.procs import wait_until
@@ -89,19 +90,19 @@ def _labels(stack: Stack) -> dict[str, str]:
 
 def _device_end_state(stack: Stack, device_id: str, labels: dict[str, str]) -> dict[str, Any]:
     """The device's last state message as the inventory holds it, CAs named, and its reports."""
-    inventory = stack.redis.hgetall(f"certfleet:inv:dev:{device_id}")
+    inventory = RedisInventory(stack.redis)
+    held = inventory.device_credentials(device_id)
+    assert held is not None, device_id
     credentials = {
-        slot: labels.get(json.loads(item)["sha256"], "unknown")
-        for slot, item in inventory.items()
-        if not slot.startswith("_")
+        f"{c.sec_tag}:{int(c.type)}": labels.get(c.sha256, "unknown") for c in held.credentials
     }
     reports = [
         (f["seq"], f["op"], f["phase"], f["reason"], f["detail"], f["active_tags"])
-        for _, f in stack.redis.xrange(f"certfleet:inv:reports:{device_id}")
+        for _, f in stack.redis.xrange(inventory.report_stream_key(device_id))
         if f["reason"] != "replay"  # a bundle sent twice (at least once): refused, no effect
     ]
     return {
-        "active": json.loads(inventory["_active"]),
+        "active": list(held.active_tags or ()),
         "credentials": credentials,
         "reports": reports,
     }

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import redis
 
+from orchestrator.adapters.redis_connection import RedisClient, connect
 from orchestrator.adapters.redis_inventory import SCRIPT_CHUNK, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import TRANSITION_CHUNK, RedisRollouts
@@ -27,7 +27,7 @@ from orchestrator.domain.rollout_states import (
     sources_of,
 )
 from orchestrator.services.rollout import RolloutDeps, apply_reports
-from simulator.services import LocalService
+from tests.conftest import CLUSTER, flush_store
 
 pytestmark = pytest.mark.integration
 
@@ -99,17 +99,17 @@ def _history() -> list[DeviceState]:
     ]
 
 
-def _dump(client: redis.Redis) -> dict[str, Any]:
-    """Every key of the inventory with its type and content (receive time left out)."""
+def _dump(client: RedisClient) -> dict[str, Any]:
+    """Every key of the inventory (every shard's) with its type and content."""
     found: dict[str, Any] = {}
-    for key in sorted(client.scan_iter("certfleet:inv:*")):  # type: ignore[union-attr]
+    for key in sorted(client.scan_iter("certfleet:inv:*")):
         kind = client.type(key)
         if kind == "hash":
-            value: Any = {k: v for k, v in client.hgetall(key).items() if k != "_received"}  # type: ignore[union-attr]
+            value: Any = client.hgetall(key)
         elif kind == "zset":
             value = client.zrange(key, 0, -1, withscores=True)
         elif kind == "set":
-            value = sorted(client.smembers(key))  # type: ignore[arg-type]
+            value = sorted(client.smembers(key))
         else:
             value = client.get(key)
         found[key] = (kind, value)
@@ -117,19 +117,21 @@ def _dump(client: redis.Redis) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(service_env: dict[str, str], redis_service: LocalService) -> Iterator[redis.Redis]:
-    """A client of the flushed test Redis."""
-    c = redis.Redis(host=redis_service.host, port=redis_service.port, decode_responses=True)
+def client(service_env: dict[str, str]) -> Iterator[RedisClient]:
+    """A client of the flushed test store (a Redis or a cluster)."""
+    c = connect(service_env["CERTFLEET_REDIS_URL"], cluster=CLUSTER)
     yield c
     c.close()
 
 
-def test_a_batch_of_states_records_as_its_states_one_by_one(client: redis.Redis) -> None:
+def test_a_batch_of_states_records_as_its_states_one_by_one(
+    client: RedisClient, service_env: dict[str, str]
+) -> None:
     """One script call over the batch leaves every key as one call per state does."""
     inventory, history = RedisInventory(client), _history()
     one_by_one = [inventory.record_states([s], received_at=NOW) for s in history]
     expected = _dump(client)
-    client.flushdb()
+    flush_store(service_env["CERTFLEET_REDIS_URL"])
 
     applied = inventory.record_states(history, received_at=NOW)
 
@@ -138,11 +140,14 @@ def test_a_batch_of_states_records_as_its_states_one_by_one(client: redis.Redis)
     assert _dump(client) == expected
     assert inventory.device_credentials("b") is not None
     assert inventory.device_credentials("b").credentials == ()  # type: ignore[union-attr]
-    assert client.zscore("certfleet:inv:exp:42", "a") == (NOW + timedelta(days=40)).timestamp()
-    assert client.hgetall("certfleet:inv:tags") == {"42": "2", "43": "1", "44": "1"}
+    window = ExpiryWindow(now=NOW, warning=timedelta(days=100))
+    assert [
+        (i.device_id, i.not_after) for i in inventory.expiring_items([42], window, limit=9)
+    ] == [("d", NOW + timedelta(days=1)), ("a", NOW + timedelta(days=40))]
+    assert inventory.sec_tags() == [42, 43, 44]
 
 
-def test_a_batch_longer_than_a_script_call_goes_in_chunks(client: redis.Redis) -> None:
+def test_a_batch_longer_than_a_script_call_goes_in_chunks(client: RedisClient) -> None:
     """Past SCRIPT_CHUNK states, the later chunks still see the earlier ones (stale check)."""
     inventory = RedisInventory(client)
     fresh = [
@@ -156,7 +161,7 @@ def test_a_batch_longer_than_a_script_call_goes_in_chunks(client: redis.Redis) -
     applied = inventory.record_states([*fresh, late], received_at=NOW)
 
     assert applied == SCRIPT_CHUNK + 3
-    assert client.hgetall("certfleet:inv:cadig:42") == {"a" * 64: str(SCRIPT_CHUNK + 3)}
+    assert inventory.ca_digest_counts([42]) == {42: {"a" * 64: SCRIPT_CHUNK + 3}}
 
 
 def _report(device: str, phase: str, *, n: int = 0, detail: str = "") -> DeviceReport:
@@ -173,7 +178,7 @@ def _report(device: str, phase: str, *, n: int = 0, detail: str = "") -> DeviceR
     )
 
 
-def test_a_batch_of_reports_is_kept_and_counted_per_device(client: redis.Redis) -> None:
+def test_a_batch_of_reports_is_kept_and_counted_per_device(client: RedisClient) -> None:
     """Each report reads back from its device's stream as sent; phases count every one."""
     inventory = RedisInventory(client)
     reports = [
@@ -186,9 +191,8 @@ def test_a_batch_of_reports_is_kept_and_counted_per_device(client: redis.Redis) 
     for device in ("d0", "d6"):
         sent = [r for r in reports if r.device_id == device]
         assert inventory.recent_reports(device, limit=200) == sent
-    phases = client.hgetall("certfleet:inv:report_phases")
-    assert phases == {
-        p: str(sum(r.phase == p for r in reports)) for p in ("received", "staged", "rejected")
+    assert inventory.report_phase_counts() == {
+        p: sum(r.phase == p for r in reports) for p in ("received", "staged", "rejected")
     }
 
 
@@ -334,7 +338,7 @@ def test_reports_count_each_applied_move_once_and_ignore_stale_ones(
     assert rejected == {"ok": 1}
 
 
-def test_the_expiring_list_names_each_items_subject_soonest_first(client: redis.Redis) -> None:
+def test_the_expiring_list_names_each_items_subject_soonest_first(client: RedisClient) -> None:
     """Subjects come from the CA chain item, else the certificate; the limit spans the tags."""
     inventory = RedisInventory(client)
     nameless = ReportedCredential(

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.report import ReportMessage
 from simulator.firmware import Firmware
@@ -31,7 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOPICS = Topics("certfleet")
 CLIENT_ID = "certfleet-listener-test-0"
-INV = "certfleet:inv:"
+FLEET_MAX = 500
+"""The most devices a test here runs (their ids are dev-0000 on)."""
 PHASES = ("received", "staged", "health_ok", "committed")
 
 
@@ -169,13 +171,11 @@ class Publisher(threading.Thread):
 
 def _recorded(client: redis.Redis) -> tuple[int, int, int]:
     """(devices, reports counted by phase, reports in the devices' streams) in Redis."""
-    phases = sum(int(n) for n in client.hgetall(INV + "report_phases").values())
-    streams = sum(
-        int(client.xlen(key))
-        for key in client.scan_iter(INV + "reports:*")
-        if client.type(key) == "stream"
-    )
-    return int(client.zcard(INV + "devices")), phases, streams
+    inventory = RedisInventory(client)
+    phases = sum(inventory.report_phase_counts().values())
+    ids = [f"dev-{n:04d}" for n in range(FLEET_MAX)]
+    streams = sum(inventory.report_stream_lengths(ids).values())
+    return inventory.device_count(), phases, streams
 
 
 def _listener(services: Services, log_dir: Path, name: str, **extra: str) -> Proc:
@@ -277,7 +277,8 @@ def test_a_message_the_store_fails_on_is_counted_and_acknowledged_and_the_rest_r
 ) -> None:
     """A report the Lua script fails on counts once as store_error, is acked; the rest land."""
     client = services.client()
-    client.set(INV + "reports:dev-poison", "not a stream")  # XADD on it fails in the script
+    # XADD on it fails in the script
+    client.set(RedisInventory.report_stream_key("dev-poison"), "not a stream")
     devices = 20
     messages = _stream(devices)
     poison = _report("dev-poison", 1, "received")
@@ -288,7 +289,7 @@ def test_a_message_the_store_fails_on_is_counted_and_acknowledged_and_the_rest_r
         Publisher(services.broker, messages).run()
         _until_all_recorded(services, witness, devices=devices, unrecordable=1)
         wait_until(
-            lambda: client.hget(INV + "rejected", "store_error") == "1",
+            lambda: RedisInventory(client).rejection_counts() == {"store_error": 1},
             timeout=30,
             what="store_error counted",
         )
@@ -305,7 +306,7 @@ def test_a_message_the_store_fails_on_is_counted_and_acknowledged_and_the_rest_r
         listener.stop()
         witness.close()
 
-    assert client.hgetall(INV + "rejected") == {"store_error": "1"}
+    assert RedisInventory(client).rejection_counts() == {"store_error": 1}
     assert listener.process.returncode == 0
     rejections = [
         json.loads(line)

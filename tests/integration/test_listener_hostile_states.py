@@ -22,7 +22,6 @@ from tests.procs import Proc, certfleet, start, wait_until
 pytestmark = pytest.mark.integration
 
 TOPICS = Topics("certfleet")
-LIBRARY = "certfleet:lib"
 JUNK_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -117,7 +116,7 @@ def test_numeric_time_is_refused(
 def test_stale_states_with_pems_add_nothing_to_the_library(
     container: Container, mqtt_service: LocalService, listener: Proc
 ) -> None:
-    """200 states dated 2001, each carrying a new certificate, leave `certfleet:lib` empty."""
+    """200 states dated 2001, each carrying a new certificate, leave the library empty."""
     # given
     _publish(mqtt_service, [(TOPICS.state("dev-1"), _state("dev-1", _now(-timedelta(minutes=1))))])
     wait_until(lambda: container.inventory.device_count() == 1, timeout=30, what="a true state")
@@ -149,7 +148,7 @@ def test_stale_states_with_pems_add_nothing_to_the_library(
         timeout=60,
         what="the marker after the stale states",
     )
-    assert container.redis.hlen(LIBRARY) == 0
+    assert container.library.digests() == set()
     assert container.inventory.device_credentials("dev-1") == before
     assert container.inventory.rejection_counts() == {}
 
@@ -172,7 +171,7 @@ def test_unparseable_pem_is_refused_and_counted(
         what="the state recorded",
     )
     assert container.inventory.rejection_counts() == {"pem_invalid": 1}
-    assert container.redis.hkeys(LIBRARY) == [sha256_hex(good.encode())]
+    assert container.library.digests() == {sha256_hex(good.encode())}
     held = container.inventory.device_credentials("dev-1")
     assert held is not None
     assert [c.sec_tag for c in held.credentials] == [42, 43]
@@ -192,4 +191,4 @@ def test_store_writes_a_states_pems_only_if_it_applies(container: Container) -> 
     )
     # then
     assert applied == 1
-    assert sorted(container.redis.hkeys(LIBRARY)) == ["a" * 64, "c" * 64]
+    assert container.library.digests() == {"a" * 64, "c" * 64}

@@ -228,4 +228,4 @@ def test_a_devices_share_of_the_library_is_bounded_oldest_first(container: Conta
     oldest_own = next(iter(_pems("a", 0, 1)))
     assert lib.known([oldest_own]) == set()
     assert len(lib.known(list(_pems("a", 1, cap)))) == cap
-    assert container.redis.zcard("certfleet:inv:libshare:noisy") == cap
+    assert len(lib.share_of("noisy")) == cap

@@ -13,6 +13,7 @@ from orchestrator.bootstrap import Container
 from orchestrator.domain.credentials import CredentialType, ReportedCredential, sha256_hex
 from orchestrator.domain.inventory import DeviceState, ExpiryWindow
 from orchestrator.services.scan import scan_fleet
+from tests.conftest import flush_store
 from tests.fakes import FakeInventory
 from tests.procs import certfleet
 
@@ -260,15 +261,16 @@ def test_fleet_status_shows_identities_by_tag(
 
 
 def _identity_keys(container: Container) -> dict[str, object]:
-    """The identity index and every device's `_identity`, as stored."""
-    client = container.redis
-    found: dict[str, object] = {
-        key: client.zrange(key, 0, -1, withscores=True)
-        for key in sorted(client.scan_iter("certfleet:inv:idexp:*"))
+    """The identity index's entries and every device's identity tag, as stored."""
+    inv = container.inventory
+    window = ExpiryWindow(now=NOW, warning=1000 * DAY)
+    return {
+        "idexp": [
+            (i.sec_tag, i.device_id, i.not_after)
+            for i in inv.expiring_identity_items([44, 45], window, limit=100)
+        ],
+        "identity": inv.identity_tags_of(["a", "b"]),
     }
-    for key in sorted(client.scan_iter("certfleet:inv:dev:*")):
-        found[key] = client.hget(key, "_identity")
-    return found
 
 
 def test_a_batch_moves_identities_as_its_states_one_by_one(container: Container) -> None:
@@ -285,7 +287,7 @@ def test_a_batch_moves_identities_as_its_states_one_by_one(container: Container)
     inv = container.inventory
     one_by_one = [inv.record_states([s], received_at=NOW) for s in history]
     expected = _identity_keys(container)
-    container.redis.flushdb()
+    flush_store(container.settings.redis_url)
 
     applied = inv.record_states(history, received_at=NOW)
 
@@ -293,9 +295,8 @@ def test_a_batch_moves_identities_as_its_states_one_by_one(container: Container)
     assert applied == 5
     assert _identity_keys(container) == expected
     assert expected == {
-        "certfleet:inv:idexp:45": [("a", (NOW + 365 * DAY).timestamp())],
-        "certfleet:inv:dev:a": "45",
-        "certfleet:inv:dev:b": None,
+        "idexp": [(45, "a", NOW + 365 * DAY)],
+        "identity": {"a": 45, "b": None},
     }
 
 

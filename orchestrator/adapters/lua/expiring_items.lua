@@ -1,30 +1,47 @@
--- List one sec_tag's expiring items with their subjects, soonest first.
+-- List one page of one shard's expiring items in one sec_tag, with their subjects,
+-- soonest first.
 --
--- KEYS     none (the keys are derived from ARGV[1]: exp:{sec_tag} or idexp:{sec_tag}, dev:{id}).
--- ARGV[1]  the inventory key prefix ('certfleet:inv:');
+-- KEYS[1]  the index read: the shard's exp:{sec_tag} (the tag's earliest item) or
+--          idexp:{sec_tag} (its client certificate, type 1).
+-- ARGV[1]  the shard's inventory key prefix ('certfleet:inv:{tag}:');
 -- ARGV[2]  the sec_tag;
 -- ARGV[3]  the latest notAfter listed (epoch seconds);
--- ARGV[4]  most items listed;
--- ARGV[5]  the index read: 'exp' (the tag's earliest item, the default) or 'idexp' (its
---          client certificate, type 1).
+-- ARGV[4]  entries of the index skipped (the page's offset);
+-- ARGV[5]  most items listed;
+-- ARGV[6]  'exp' or 'idexp' (which index KEYS[1] is);
+-- ARGV[7]  record buckets per shard.
+-- Keys derived from ARGV[1] (the same hash tag): d:{bucket} (a device's record; its
+-- bucket the first 32 bits of SHA-1 of the id modulo ARGV[7], as
+-- `redis_inventory_records.bucket_of` computes), items (ref -> item JSON).
 -- Returns a flat list, four entries an item:
 --   device_id, notAfter, '1' if the item names a subject else '0', subject
 -- (from 'exp': the subject of the CA chain item, else of the certificate; from 'idexp':
 -- the client certificate's).
-local p, tag, index = ARGV[1], ARGV[2], ARGV[5] or 'exp'
-local found = redis.call('ZRANGEBYSCORE', p .. index .. ':' .. tag, '-inf', ARGV[3],
-  'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-local fields = {tag .. ':0', tag .. ':1'}
-if index == 'idexp' then fields = {tag .. ':1'} end
+local p, tag, index, buckets = ARGV[1], ARGV[2], ARGV[6], tonumber(ARGV[7])
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3],
+  'WITHSCORES', 'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
+local wanted = {'0', '1'}
+if index == 'idexp' then wanted = {'1'} end
 local out = {}
 for i = 1, #found, 2 do
   local id = found[i]
-  local items = redis.call('HMGET', p .. 'dev:' .. id, unpack(fields))
-  local item = items[1] or items[2]
+  local bucket = tonumber(string.sub(redis.sha1hex(id), 1, 8), 16) % buckets
+  local record = redis.call('HGET', p .. 'd:' .. bucket, id) or ''
+  local refs = {}
+  local named = string.match(record, '^[^;]*;[^;]*;[^;]*;[^;]*;(.*)$') or ''
+  for t, typ, ref in string.gmatch(named, '(%d+):(%d+):(%S+)') do
+    if t == tag and refs[typ] == nil then refs[typ] = ref end
+  end
   local has, subject = '0', ''
-  if item then
-    local named = cjson.decode(item)['subject']
-    if type(named) == 'string' then has, subject = '1', named end
+  for _, typ in ipairs(wanted) do
+    if refs[typ] then
+      local entry = redis.call('HGET', p .. 'items', refs[typ])
+      if entry then
+        local named_subject = cjson.decode(entry)['subject']
+        if type(named_subject) == 'string' then has, subject = '1', named_subject end
+      end
+      break
+    end
   end
   out[#out + 1] = id
   out[#out + 1] = found[i + 1]

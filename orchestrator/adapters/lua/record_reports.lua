@@ -2,14 +2,17 @@
 -- (device, rollout, seq, phase) once: a report already recorded (the broker sent it
 -- again, or the device published it twice) changes nothing.
 --
--- KEYS[1]  the report_phases hash (phase -> distinct reports received).
--- ARGV[1]  the stream key prefix ('certfleet:inv:reports:'; a device's stream is
---          the prefix and its id);
+-- Every report of a call is of one shard's devices and every key is the shard's (one
+-- hash slot).
+-- KEYS[1]  the shard's report_phases hash (phase -> distinct reports received).
+-- ARGV[1]  the shard's stream key prefix ('certfleet:inv:{tag}:reports:'; a device's
+--          stream is the prefix and its id);
 -- ARGV[2]  reports kept per stream (XADD MAXLEN ~);
 -- ARGV[3]  the JSON list of reports, each
 --          [device_id, rollout_id, seq, op, phase, reason, detail, time, active tags JSON];
--- ARGV[4]  the key prefix of the per-device sets of recorded report keys
---          ('certfleet:inv:report_keys:'; a zset of 'rollout seq phase' -> stream time);
+-- ARGV[4]  the shard's key prefix of the per-device sets of recorded report keys
+--          ('certfleet:inv:{tag}:report_keys:'; a zset of 'rollout seq phase' -> stream
+--          time);
 -- ARGV[5]  report keys kept per device (the oldest go beyond twice that many).
 -- A report's writes come after every check that can fail for it (a key of the wrong
 -- type), and each report is counted as it is appended, so an error on one report
