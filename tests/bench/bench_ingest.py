@@ -372,8 +372,7 @@ def main() -> None:
             rollouts = RedisRollouts(client)
 
             def drained() -> bool:
-                phases = client.hgetall("certfleet:inv:report_phases")
-                counted: int = sum(int(n) for n in phases.values())
+                counted = sum(inventory.report_phase_counts().values())
                 moved = rollouts.wave_counts(rollout_id, 1)[0].get("health_ok", 0)
                 return bool(counted >= reports and moved >= devices)
 
