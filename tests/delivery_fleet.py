@@ -306,6 +306,7 @@ def a_rollout_with_a_timed_out_device_ends_completed_with_timeouts(fleet: Fleet)
     assert rollout.unconfirmed == ("d4",)
     assert rollout.ended
     assert rollout.finished_at is not None
+    fleet.tick(later + timedelta(seconds=2))  # the next tick reads it finished
     assert fleet.rid not in fleet.store.active_ids()
     assert fleet.store.claim("ro-next", [42, 43], DEVICES) == [], "claims released"
     log = fleet.store.log(fleet.rid)

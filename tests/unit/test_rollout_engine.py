@@ -280,6 +280,8 @@ def test_a_healthy_rollout_passes_bakes_and_completes_every_wave(engine: Engine)
     assert rollout.state is R.COMPLETED
     assert rollout.finished_at == now
     assert engine.store.claimed_by("dev-00") is None
+    assert rid in engine.store.active_ids(), "ticked until a tick reads it finished"
+    assert tick_rollouts(engine.deps, now=now) == {}
     assert rid not in engine.store.active_ids()
     assert set(engine.store.device_states(rid).values()) == {D.COMMITTED}
 

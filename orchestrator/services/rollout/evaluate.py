@@ -36,6 +36,7 @@ from orchestrator.services.rollout.rollback import (
     abort_rollout,
     evaluate_rollback,
     finish,
+    leave_tick,
     verify_by_inventory,
 )
 
@@ -219,9 +220,12 @@ def _wave_baking(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str)
 
 
 def tick_rollouts(deps: RolloutDeps, *, now: datetime) -> dict[str, str]:
-    """Beat: re-send or time out overdue devices, then evaluate every active rollout."""
+    """Beat: re-send or time out overdue devices, then evaluate every active rollout; a
+    rollout read finished leaves the set (`leave_tick`)."""
     outcome = {}
     for rollout_id in deps.store.active_ids():
+        if leave_tick(deps, rollout_id):
+            continue
         handle_overdue(deps, rollout_id, now=now)
         outcome[rollout_id] = evaluate_rollout(deps, rollout_id, now=now, actor="tick")
     return outcome

@@ -26,6 +26,7 @@ __all__ = [
     "abort_rollout",
     "evaluate_rollback",
     "finish",
+    "leave_tick",
     "rollback_rollout",
     "verify_by_inventory",
 ]
@@ -145,15 +146,32 @@ def evaluate_rollback(deps: RolloutDeps, rollout: Rollout, *, now: datetime, act
 def finish(
     deps: RolloutDeps, rollout: Rollout, outcome: RolloutState, *, now: datetime, actor: str
 ) -> None:
-    """Stop ticking an ended rollout and release its claims on its devices.
+    """Release an ended rollout's claims on its devices and record it finished; the next
+    beat tick that reads it so stops ticking it (`leave_tick`).
 
     identity.rotate: the certificates its devices no longer use are revoked (again for
     those revoked as they retired: it changes nothing).
     """
-    deps.store.set_active(rollout.id, False)
     devices = deps.store.device_states(rollout.id)
     deps.store.release(rollout.id, [rollout.spec.tag, rollout.spec.spare_tag], devices)
     if rollout.spec.is_identity:
         revoke_unused(deps, rollout)
     deps.store.change(rollout.id, rollout.finish(outcome, now=now, actor=actor))
     log.info("rollout_finished", rollout_id=rollout.id, outcome=outcome.value)
+
+
+def leave_tick(deps: RolloutDeps, rollout_id: str) -> bool:
+    """Drop the rollout from the beat tick's set if it reads finished (or unknown); True if
+    dropped.
+
+    The set is a global key, in another hash slot than the rollout's own keys: on a Redis
+    Cluster a failover may lose the new master's last writes, the rollout's end among them,
+    while the set's master kept its own. Dropped as the rollout finished, a lost end would
+    leave a rollout `running` that no tick looks at again; dropped only once a later tick
+    reads the end, the set always holds every rollout still going.
+    """
+    rollout = deps.store.get(rollout_id)
+    if rollout is not None and not (rollout.ended and rollout.finished_at is not None):
+        return False
+    deps.store.set_active(rollout_id, False)
+    return True
