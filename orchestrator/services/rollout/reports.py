@@ -10,6 +10,13 @@ confirmed undo: it moves the device from `rollback_sent` to `undo_refused`, boun
 the rollback bundle like any report; the rollback's evaluation then looks at the
 device's inventory (`rollback.verify_by_inventory`).
 
+A stage refused as `tag_in_use` by a device whose inventory shows this rollout's change
+already made (trust.add and trust.replace: the new CA active in the spare tag, and for a
+replace the old tag no longer active) settles the device as `committed`: it committed
+before, and certfleet lost that (a Redis Cluster failover that lost the new master's last
+writes) and sent the stage again. Only the inventory decides; the report alone never does
+(`_settle_held_changes`), and the check reads the inventory of those devices only.
+
 identity.rotate: a `csr` answers the `keygen` (the stage step) and moves its device to
 `csr`, its CSR kept for the issuance (`IdentityStore.put_csrs`); a `retired` answers the
 retire of the old identity, sent after the wave's soak (`PushStep.RETIRE`), and moves the
@@ -47,6 +54,7 @@ __all__ = [
     "PHASE_TO_STATE",
     "RolloutSpecs",
     "apply_reports",
+    "holds_change",
     "kept_csr",
     "split_kept_csr",
 ]
@@ -247,6 +255,65 @@ def _answers(
     return answers
 
 
+HELD_CHANGE_REFUSAL: Final = "tag_in_use"
+"""The reason of a refused stage that may mean the device made this rollout's change before."""
+
+
+def holds_change(spec: RolloutSpec, active_ca: Mapping[int, str]) -> bool:
+    """Whether a device whose active sec_tags hold these CA digests shows this rollout's
+    change made: trust.add and trust.replace, the new CA in the spare tag, active (a replace:
+    the old tag no longer active). Other kinds: never (nothing here can tell)."""
+    if spec.kind not in ("trust.add", "trust.replace") or spec.new_ca_digest is None:
+        return False
+    if active_ca.get(spec.spare_tag) != spec.new_ca_digest:
+        return False
+    return spec.kind == "trust.add" or spec.tag not in active_ca
+
+
+def _settle_held_changes(
+    deps: RolloutDeps, spec: RolloutSpec, answers: list[tuple[DeviceReport, DeviceTransition]]
+) -> list[tuple[DeviceReport, DeviceTransition]]:
+    """Each stage refused as `tag_in_use` by a device whose inventory shows the change made
+    becomes a move to `committed`, bound to the same bundle; the others stay as they are."""
+    refused = [
+        report.device_id for report, transition in answers if _tag_in_use(report, transition)
+    ]
+    if not refused or spec.kind not in ("trust.add", "trust.replace"):
+        return answers
+    digests = deps.inventory.active_ca_digests(refused)
+    held = {device for device in refused if holds_change(spec, digests.get(device, {}))}
+    return [
+        (
+            report,
+            _committed(report, transition)
+            if report.device_id in held and _tag_in_use(report, transition)
+            else transition,
+        )
+        for report, transition in answers
+    ]
+
+
+def _tag_in_use(report: DeviceReport, transition: DeviceTransition) -> bool:
+    """A stage refused as `tag_in_use`, about to move its device to `rejected`."""
+    return (
+        transition.new is D.REJECTED
+        and report.reason == HELD_CHANGE_REFUSAL
+        and report.op == "stage"
+    )
+
+
+def _committed(report: DeviceReport, refused: DeviceTransition) -> DeviceTransition:
+    """The move to `committed` of a device whose refused stage the inventory settled."""
+    return DeviceTransition(
+        device_id=report.device_id,
+        new=D.COMMITTED,
+        allowed=_SOURCES[D.COMMITTED],
+        cause=f"{refused.cause}: the device holds the new CA already, verified by inventory",
+        clear_deadline=True,
+        match=refused.match,
+    )
+
+
 def _keep_csrs(
     deps: RolloutDeps, rollout_id: str, answers: Sequence[tuple[DeviceReport, DeviceTransition]]
 ) -> None:
@@ -304,7 +371,7 @@ def apply_reports(
                 _unmatched(unmatched, report, UNKNOWN_ROLLOUT)
             continue
         until = now.timestamp() + spec.device_timeout_seconds
-        answers = _answers(spec, batch, unmatched, until=until)
+        answers = _settle_held_changes(deps, spec, _answers(spec, batch, unmatched, until=until))
         if not answers:
             continue
         _keep_csrs(deps, rollout_id, answers)
