@@ -59,6 +59,7 @@ from orchestrator.adapters.redis_inventory_records import (
     item_from_json,
     item_json,
     item_ref,
+    record_active_tags,
     record_key,
     shard_prefixes,
 )
@@ -306,12 +307,11 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     @store_errors()
     def expiring_devices(self, sec_tag: int, until: datetime) -> list[str]:
         """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too),
-        soonest first."""
+        shard after shard (each shard's soonest first)."""
         pipe = self._redis.pipeline(transaction=False)
         for prefix in shard_prefixes():
-            pipe.zrangebyscore(f"{prefix}exp:{sec_tag}", "-inf", until.timestamp(), withscores=True)
-        found = sorted((score, d) for rows in pipe.execute() for d, score in rows)
-        return [d for _, d in found]
+            pipe.zrangebyscore(f"{prefix}exp:{sec_tag}", "-inf", until.timestamp())
+        return [d for found in pipe.execute() for d in found]
 
     @store_errors()
     def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
@@ -331,7 +331,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def active_tags_of(self, device_ids: Sequence[str]) -> dict[str, tuple[int, ...] | None]:
         """Each device's reported active tag list (None where it reported none)."""
         return {
-            d: decode_record(raw).active_tags if raw else None
+            d: record_active_tags(raw) if raw else None
             for d, raw in zip(device_ids, self._records(device_ids), strict=True)
         }
 
@@ -339,7 +339,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def protocol_versions(self, device_ids: Sequence[str]) -> dict[str, int]:
         """Each device's protocol version (1 where none was recorded)."""
         return {
-            d: decode_record(raw).protocol_version if raw else 1
+            d: int(raw.split(";", 2)[1]) if raw else 1
             for d, raw in zip(device_ids, self._records(device_ids), strict=True)
         }
 

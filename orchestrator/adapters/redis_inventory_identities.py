@@ -147,6 +147,15 @@ _Entry = tuple[float, str, int, str | None]
 """(notAfter, device id, sec_tag, subject) of a listed item."""
 
 
+def _listed(score: float, device_id: str, tag: int, subject: str | None) -> ExpiringItem:
+    return ExpiringItem(
+        device_id=device_id,
+        sec_tag=tag,
+        not_after=datetime.fromtimestamp(score, UTC),
+        subject=subject,
+    )
+
+
 def index_expiring_items(
     client: RedisClient,
     expiring: Script,
@@ -196,19 +205,15 @@ def index_expiring_items(
             buffers[i] = entries[::-1]  # popped from the end: soonest last
 
     read(list(range(len(streams))))
+    if all(done):  # every list read whole: one sort of the sorted runs
+        merged = sorted(entry for entries in buffers for entry in entries)[:limit]
+        return [_listed(*entry) for entry in merged]
     heap = [(*buffers[i].pop(), i) for i in range(len(streams)) if buffers[i]]
     heapq.heapify(heap)
     found: list[ExpiringItem] = []
     while heap and len(found) < limit:
         score, device_id, tag, subject, i = heapq.heappop(heap)
-        found.append(
-            ExpiringItem(
-                device_id=device_id,
-                sec_tag=tag,
-                not_after=datetime.fromtimestamp(score, UTC),
-                subject=subject,
-            )
-        )
+        found.append(_listed(score, device_id, tag, subject))
         if not buffers[i] and not done[i] and len(found) < limit:
             read([i])
         if buffers[i]:

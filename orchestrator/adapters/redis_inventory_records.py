@@ -38,6 +38,7 @@ __all__ = [
     "item_from_json",
     "item_json",
     "item_ref",
+    "record_active_tags",
     "record_key",
     "shard_prefixes",
 ]
@@ -117,6 +118,16 @@ def encode_record(
     return f"{reported_at!r};{protocol_version};{identity};{_active_text(active_tags)};{named}"
 
 
+@functools.lru_cache(maxsize=256)
+def _active_tags(text: str) -> tuple[int, ...] | None:
+    return None if text == "-" else tuple(int(t) for t in text.split(",") if t)
+
+
+def record_active_tags(raw: str) -> tuple[int, ...] | None:
+    """A stored record's active tags alone (None: the device reported none)."""
+    return _active_tags(raw.split(";", 4)[3])
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """A decoded record."""
@@ -140,6 +151,6 @@ def decode_record(raw: str) -> Record:
         reported_at=float(reported),
         protocol_version=int(version),
         identity_tag=int(identity) if identity else None,
-        active_tags=None if active == "-" else tuple(int(t) for t in active.split(",") if t),
+        active_tags=_active_tags(active),
         items=tuple(items),
     )

@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from orchestrator.adapters.redis_connection import RedisClient
-from orchestrator.adapters.redis_errors import store_errors
+from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_keys import SHARDS, inventory_prefix, shard_of
+from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 
 __all__ = [
     "LIB",
@@ -61,6 +62,7 @@ class RedisCredentialLibrary:
 
     def __init__(self, client: RedisClient) -> None:
         self._redis = client
+        self._known = load_script(client, "orchestrator.adapters", "library_known")
 
     @store_errors()
     def add(self, pems: Mapping[str, str]) -> int:
@@ -75,17 +77,16 @@ class RedisCredentialLibrary:
 
     @store_errors()
     def known(self, digests: Sequence[str]) -> set[str]:
-        """HEXISTS for each digest in the global library and every shard's, pipelined."""
+        """HEXISTS for each digest in the global library and every shard's: one script
+        call per library, in one round trip."""
         if not digests:
             return set()
-        libraries = _libraries()
-        pipe = self._redis.pipeline(transaction=False)
-        for digest in digests:
-            for library in libraries:
-                pipe.hexists(library, digest)
-        found = pipe.execute()
-        n = len(libraries)
-        return {d for i, d in enumerate(digests) if any(found[i * n : (i + 1) * n])}
+        wanted = list(digests)
+        calls = [ScriptCall(self._known, [library], wanted) for library in _libraries()]
+        found: set[str] = set()
+        for held in run_script_calls(self._redis, calls):
+            found.update(d for d, present in zip(wanted, held, strict=True) if present)
+        return found
 
     @store_errors()
     def get(self, digest: str) -> str | None:

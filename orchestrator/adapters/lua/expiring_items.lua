@@ -23,6 +23,7 @@ local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3],
 local wanted = {'0', '1'}
 if index == 'idexp' then wanted = {'1'} end
 local out = {}
+local subjects = {}  -- item ref -> its subject (false: none), read once a call
 for i = 1, #found, 2 do
   local id = found[i]
   local bucket = tonumber(string.sub(redis.sha1hex(id), 1, 8), 16) % buckets
@@ -34,12 +35,17 @@ for i = 1, #found, 2 do
   end
   local has, subject = '0', ''
   for _, typ in ipairs(wanted) do
-    if refs[typ] then
-      local entry = redis.call('HGET', p .. 'items', refs[typ])
-      if entry then
-        local named_subject = cjson.decode(entry)['subject']
-        if type(named_subject) == 'string' then has, subject = '1', named_subject end
+    local ref = refs[typ]
+    if ref then
+      if subjects[ref] == nil then
+        subjects[ref] = false
+        local entry = redis.call('HGET', p .. 'items', ref)
+        if entry then
+          local named = cjson.decode(entry)['subject']
+          if type(named) == 'string' then subjects[ref] = named end
+        end
       end
+      if subjects[ref] then has, subject = '1', subjects[ref] end
       break
     end
   end
