@@ -3,7 +3,8 @@
 `CERTFLEET_TEST_REDIS=cluster` makes the session's state store a three-master Redis
 Cluster instead of one redis-server (`make test` runs the Redis adapters' suite both
 ways): `redis_service` is then a `LocalCluster`, and `service_env` sets
-`CERTFLEET_REDIS_CLUSTER=true`.
+`CERTFLEET_REDIS_CLUSTER=true` and points Celery's broker and result backend at a
+plain redis-server of their own (`broker_service`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSer
 
 
 @pytest.fixture(scope="session")
+def broker_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService | None]:
+    """With a cluster store, a plain redis-server as Celery's broker and result backend
+    (kombu's Redis transport and Celery's Redis backend cannot use a cluster, so a
+    deployment on a cluster has one, or RabbitMQ); None otherwise."""
+    if not CLUSTER:
+        yield None
+        return
+    service = start_redis(tmp_path_factory.mktemp("broker"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
 def mqtt_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
     """A throwaway mosquitto for the whole session."""
     service = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
@@ -55,7 +69,10 @@ def mqtt_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServ
 
 @pytest.fixture
 def service_env(
-    redis_service: LocalService, mqtt_service: LocalService, monkeypatch: pytest.MonkeyPatch
+    redis_service: LocalService,
+    broker_service: LocalService | None,
+    mqtt_service: LocalService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """CERTFLEET_* pointing at the test services, set for this test and its subprocesses.
 
@@ -69,9 +86,16 @@ def service_env(
         "CERTFLEET_LOG_FORMAT": "json",
         "CERTFLEET_REDIS_CLUSTER": "true" if CLUSTER else "false",
     }
+    if broker_service is not None:
+        broker = f"redis://{broker_service.host}:{broker_service.port}/0"
+        env["CERTFLEET_BROKER_URL"] = env["CERTFLEET_RESULT_BACKEND"] = broker
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     flush_store(env["CERTFLEET_REDIS_URL"])
+    if broker_service is not None:
+        broker_client = redis.Redis(host=broker_service.host, port=broker_service.port)
+        broker_client.flushall()
+        broker_client.close()
     return env
 
 
