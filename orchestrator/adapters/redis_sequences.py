@@ -1,4 +1,11 @@
-"""Per-device bundle sequence numbers in Redis."""
+"""Per-device bundle sequence numbers in Redis.
+
+Keys: `certfleet:seq:<device_id>`, a string holding the last seq issued to the device
+(an integer, INCR'd), one per device that was ever sent a bundle, with no hash tag: each
+lies in its own slot, and every command touches one key, so a Redis Cluster spreads them
+over its masters. A batch's numbers are one pipelined round trip of INCRs, which the
+cluster client splits by node (non-transactional: each INCR is atomic by itself).
+"""
 
 from __future__ import annotations
 
