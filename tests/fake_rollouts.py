@@ -273,12 +273,15 @@ class FakeRollouts:
         bundles: Mapping[str, bytes],
         *,
         seqs: Mapping[str, int],
-    ) -> None:
+    ) -> int:
         stored = self._get(rollout_id)
+        count = 0
         for device, data in bundles.items():
             if (device, step) not in stored.bundles:
                 stored.bundles[(device, step)] = data
                 stored.seqs.setdefault((device, step), []).append(seqs[device])
+                count += 1
+        return count
 
     def overdue(self, rollout_id: str, now: float) -> list[str]:
         deadlines = self._get(rollout_id).deadlines
@@ -311,6 +314,10 @@ class FakeRollouts:
                 sent[(step, device)] = now
                 claimed.append(device)
         return claimed
+
+    def sent_since(self, rollout_id: str, step: PushStep, since: float) -> set[str]:
+        sent = self._get(rollout_id).sent
+        return {device for (s, device), when in sent.items() if s == step and when >= since}
 
     # -- process coordination -------------------------------------------------------------
 

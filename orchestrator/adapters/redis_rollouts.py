@@ -2,22 +2,27 @@
 
 Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 
-- `certfleet:ro:{id}:meta` (hash): spec, state, seed, waves, per-wave state and times;
-- `…:dev` (hash): device -> rollout state;   `…:wave` (hash): device -> wave index;
-- `…:w:{i}` (set): the devices of wave i;    `…:counts:{i}` (hash): state -> devices;
-- `…:s:{state}` (set): the devices in that state (so a step finds its devices in O(k));
-- `…:active` (hash): device -> its active tag list when the rollout was planned;
-- `…:v` (hash): device -> its protocol version when planned, if not 1 (bundles follow it);
+- `certfleet:ro:{id}:meta` (hash): spec, state, seed, waves, per-wave state and times,
+  and `buckets`, how many record buckets the rollout's devices are spread over;
+- `…:d:{b}` (hash, one per bucket, about 64 devices each, listpack-encoded): device ->
+  its record `"<state> <wave> <active tags> <protocol version>"` (`redis_rollout_plan`);
+- `…:m:{i}:{c}` (string): wave i's devices, newline-separated, 1,000 a string (fixed
+  when the rollout is created);   `…:counts:{i}` (hash): state -> devices of wave i;
+- `…:s:{state}` (set): the devices in that state, for every state but `pending`
+  (so a step finds its devices in O(k)); the pending devices are found by reading
+  the members of the waves whose counts still have any (dispatch, once per wave);
 - `…:bundle` (hash): `{device}:{step}` -> the signed bundle sent for that step;
 - `…:seq` (hash): `{device}:{step}` -> the seqs of every bundle issued for that step,
   space-separated (a re-send adds a fresh one; a late report about an earlier one matches);
 - `…:deadline` (zset): device -> when its stage is due a re-send (while re-sends remain)
   or when it times out;   `…:log` (stream): the audit trail;
 - `…:sent:{step}` (zset): device -> when a send of the step (a commit, a stage re-send)
-  was last claimed, so overlapping evaluations send it once per period.
+  was last claimed, so overlapping evaluations send it once per period;
+- `…:claiming` (string, expires): the rollout's devices are being claimed (`redis_claims`).
 
-Global: `certfleet:rollouts` (zset: id -> created) and `certfleet:claims:device`
-(hash: device -> the rollout that holds it; see `redis_claims`).
+Global: `certfleet:rollouts` (zset: id -> created), written after the rollout's own
+keys (another slot), and `certfleet:rollouts:active` (set); the claims live in the
+devices' shards (`redis_claims`).
 
 A device transition is one Lua call (`lua/rollout_transition.lua`): it checks the
 current state against the states the new one may come from, moves the wave counts,
@@ -27,12 +32,12 @@ up. A device's report applies only if the (step, seq) it answers is among the se
 issued to the device, checked in the same script, so a report about no bundle of this
 rollout changes nothing (`redis_transitions` is the script's wire form). The meta hash
 reads as the `Rollout` aggregate through `redis_rollout_codec`; a rollout changes only
-by `change`, a WATCH transaction guarded by the change's `Expect`.
+by `change`, a WATCH transaction guarded by the change's `Expect`. Every script and
+transaction touches the rollout's slot only.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -43,7 +48,17 @@ from orchestrator.adapters.redis_claims import claim_devices, release_devices
 from orchestrator.adapters.redis_connection import RedisClient, raw_twin
 from orchestrator.adapters.redis_errors import load_script, store_errors
 from orchestrator.adapters.redis_rollout_codec import decode_rollout, encode_change, encode_expect
-from orchestrator.adapters.redis_rollout_plan import ROLLOUTS, rollout_key, write_planned
+from orchestrator.adapters.redis_rollout_plan import (
+    ROLLOUTS,
+    UNSET,
+    active_of,
+    rollout_key,
+    state_of,
+    version_of,
+    write_planned,
+)
+from orchestrator.adapters.redis_rollout_records import DeviceRecords
+from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 from orchestrator.adapters.redis_transitions import decode_results, encode_transitions
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
@@ -62,7 +77,7 @@ so Redis never runs one script for long."""
 
 
 SCAN_COUNT = 1000
-"""Devices asked of Redis per SSCAN step when a wave is read in chunks."""
+"""Devices read at a time when a wave is read in chunks (its member strings hold 1,000)."""
 
 
 class RedisRollouts:
@@ -76,6 +91,7 @@ class RedisRollouts:
         self._transition = load_script(client, "orchestrator.adapters", "rollout_transition")
         self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
         self._put_bundles = load_script(client, "orchestrator.adapters", "rollout_put_bundles")
+        self._devices = DeviceRecords(client)
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -98,11 +114,14 @@ class RedisRollouts:
     ) -> None:
         """Write a planned rollout: every device `pending` in its wave."""
         with store_errors():
-            pipe = self._redis.pipeline(transaction=True)
-            write_planned(
+            pipe = self._redis.pipeline(transaction=True)  # the rollout's slot only
+            layout = write_planned(
                 pipe, rollout, waves=waves, active=active, versions=versions or {}, actor=actor
             )
             pipe.execute()
+            # Indexed once its own keys are written: the index is another slot.
+            self._redis.zadd(ROLLOUTS, {rollout.id: rollout.created_at.timestamp()})
+        self._devices.remember(layout)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -130,31 +149,47 @@ class RedisRollouts:
 
     def wave_members(self, rollout_id: str, wave: int) -> list[str]:
         with store_errors():
-            return sorted(self._redis.smembers(rollout_key(rollout_id, f"w:{wave}")))
+            return sorted(d for chunk in self._devices.members(rollout_id, wave) for d in chunk)
 
     def device_states(
         self, rollout_id: str, device_ids: Sequence[str] | None = None
     ) -> dict[str, DeviceRolloutState]:
         with store_errors():
             if device_ids is None:
-                found: dict[str, str] = self._redis.hgetall(rollout_key(rollout_id, "dev"))
-                return {d: DeviceRolloutState(v) for d, v in found.items()}
+                every = self._devices.every(rollout_id)
+                return {d: DeviceRolloutState(state_of(r)) for d, r in every}
             if not device_ids:
                 return {}
-            values = self._redis.hmget(rollout_key(rollout_id, "dev"), list(device_ids))
+            records = self._devices.records(rollout_id, device_ids)
             return {
-                d: DeviceRolloutState(v)
-                for d, v in zip(device_ids, values, strict=True)
-                if v is not None
+                d: DeviceRolloutState(state_of(r))
+                for d, r in zip(device_ids, records, strict=True)
+                if r is not None
             }
 
     def devices_in(self, rollout_id: str, states: Iterable[DeviceRolloutState]) -> list[str]:
         """Devices whose state is one of `states`."""
+        wanted = {state.value for state in states}
         with store_errors():
             pipe = self._redis.pipeline(transaction=False)
-            for state in states:
-                pipe.smembers(rollout_key(rollout_id, f"s:{state.value}"))
-            return sorted(set().union(*pipe.execute()))
+            for state in wanted - {UNSET}:
+                pipe.smembers(rollout_key(rollout_id, f"s:{state}"))
+            found: set[str] = set().union(*pipe.execute())
+            if UNSET in wanted:
+                found.update(self._pending(rollout_id))
+            return sorted(found)
+
+    def _pending(self, rollout_id: str) -> Iterator[str]:
+        """The devices still pending, which no set lists: the counts say which waves have
+        any (none once every wave was dispatched), and only those waves are read."""
+        waves = len(self._devices.layout(rollout_id).sizes)
+        pipe = self._redis.pipeline(transaction=False)
+        for wave in range(waves):
+            pipe.hget(rollout_key(rollout_id, f"counts:{wave}"), UNSET)
+        for wave, pending in enumerate(pipe.execute()):
+            if int(pending or 0) > 0:
+                for chunk in self.scan_wave(rollout_id, wave, [DeviceRolloutState.PENDING]):
+                    yield from chunk
 
     def put_bundles_if_absent(
         self,
@@ -163,22 +198,24 @@ class RedisRollouts:
         bundles: Mapping[str, bytes],
         *,
         seqs: Mapping[str, int],
-    ) -> None:
-        """Keep the first bundle issued for each (device, step), recording its seq.
+    ) -> int:
+        """Keep the first bundle issued for each (device, step), recording its seq; how
+        many were stored (all of them unless a bundle of the step was there already).
 
         One script call: a later bundle is dropped and its seq, never sent, not recorded.
         """
         if not bundles:
-            return
+            return 0
         triples: list[str | bytes] = []
         for device, data in bundles.items():
             triples += [device, str(seqs[device]), data]
         with store_errors():
-            self._put_bundles(
+            stored = self._put_bundles(
                 keys=[rollout_key(rollout_id, "bundle"), rollout_key(rollout_id, "seq")],
                 args=[step.value, *triples],
                 client=self._bytes,
             )
+        return int(stored)
 
     def set_active(self, rollout_id: str, active: bool) -> None:
         """Keep the set of rollouts the beat tick looks at."""
@@ -196,15 +233,15 @@ class RedisRollouts:
         with store_errors():
             if not device_ids:
                 return {}
-            values = self._redis.hmget(rollout_key(rollout_id, "active"), list(device_ids))
-            return {d: json.loads(v) for d, v in zip(device_ids, values, strict=True) if v}
+            records = self._devices.planned(rollout_id, device_ids)
+            return {d: active_of(r) for d, r in zip(device_ids, records, strict=True) if r}
 
     def protocol_versions(self, rollout_id: str, device_ids: Sequence[str]) -> dict[str, int]:
         with store_errors():
             if not device_ids:
                 return {}
-            values = self._redis.hmget(rollout_key(rollout_id, "v"), list(device_ids))
-            return {d: int(v or 1) for d, v in zip(device_ids, values, strict=True)}
+            records = self._devices.planned(rollout_id, device_ids)
+            return {d: version_of(r) if r else 1 for d, r in zip(device_ids, records, strict=True)}
 
     def bundle(self, rollout_id: str, device_id: str, step: PushStep) -> bytes | None:
         with store_errors():
@@ -265,17 +302,17 @@ class RedisRollouts:
         """
         if not transitions:
             return []
-        names = ("dev", "wave", "deadline", "bundle", "log", "seq")
+        names = ("deadline", "bundle", "log", "seq")
         keys = [rollout_key(rollout_id, name) for name in names]
         prefix = rollout_key(rollout_id, "")
         with store_errors():
-            pipe = self._bytes.pipeline(transaction=False)
+            bucket = self._devices.layout(rollout_id).bucket
+            calls = []
             for i in range(0, len(transitions), TRANSITION_CHUNK):
-                items, bundles = encode_transitions(transitions[i : i + TRANSITION_CHUNK])
-                self._transition(
-                    keys=keys, args=[prefix, now.isoformat(), actor, items, *bundles], client=pipe
-                )
-            answers = pipe.execute()
+                items, bundles = encode_transitions(transitions[i : i + TRANSITION_CHUNK], bucket)
+                args = [prefix, now.isoformat(), actor, items, *bundles]
+                calls.append(ScriptCall(self._transition, keys, args))
+            answers = run_script_calls(self._bytes, calls)
         return decode_results(transitions, answers)
 
     def change(self, rollout_id: str, change: Change) -> bool:
@@ -333,14 +370,22 @@ class RedisRollouts:
             return []
         key = rollout_key(rollout_id, f"sent:{step.value}")
         with store_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            for start in range(0, len(device_ids), 500):  # short scripts: Redis stays responsive
-                chunk = device_ids[start : start + 500]
-                self._claim_sends(
-                    keys=[key], args=[repr(now), repr(now - every), *chunk], client=pipe
+            calls = [  # short scripts: Redis stays responsive
+                ScriptCall(
+                    self._claim_sends,
+                    [key],
+                    [repr(now), repr(now - every), *device_ids[i : i + 500]],
                 )
-            claimed = [d for chunk in pipe.execute() for d in chunk]
+                for i in range(0, len(device_ids), 500)
+            ]
+            claimed = [d for chunk in run_script_calls(self._redis, calls) for d in chunk]
         return [c.decode() if isinstance(c, bytes) else str(c) for c in claimed]
+
+    def sent_since(self, rollout_id: str, step: PushStep, since: float) -> set[str]:
+        """Devices whose `step` send was claimed at or after `since` (one ZRANGEBYSCORE)."""
+        with store_errors():
+            key = rollout_key(rollout_id, f"sent:{step.value}")
+            return set(self._redis.zrangebyscore(key, repr(since), "+inf"))
 
     def debounce(self, rollout_id: str, ttl_ms: int) -> bool:
         """True for the first caller in `ttl_ms` (the listener's evaluation debounce)."""
@@ -357,23 +402,19 @@ class RedisRollouts:
     ) -> Iterator[list[str]]:
         """The wave's devices whose state is one of `states`, a chunk at a time.
 
-        SSCAN walks the wave's set and each chunk's states are read in one HMGET, so
-        memory stays the size of a chunk (about `count` devices) however large the
-        wave. A wave's members are fixed when the rollout is created, so the set is
-        never resized under the scan and each device comes once (SSCAN repeats
-        members only across a resize).
+        The wave's member strings are read one at a time and each chunk's records in
+        one script call, so memory stays the size of a chunk (about `count` devices)
+        however large the wave. A wave's members are fixed when the rollout is
+        created, so each device comes once.
         """
         wanted = frozenset(s.value for s in states)
-        cursor = 0
         with store_errors():
-            while True:
-                cursor, members = self._redis.sscan(
-                    rollout_key(rollout_id, f"w:{wave}"), cursor, count=count
-                )
-                if members:
-                    found = self._redis.hmget(rollout_key(rollout_id, "dev"), members)
-                    chunk = sorted(d for d, s in zip(members, found, strict=True) if s in wanted)
+            for members in self._devices.members(rollout_id, wave):
+                for start in range(0, len(members), count):
+                    part = members[start : start + count]
+                    records = self._devices.records(rollout_id, part)
+                    chunk = sorted(
+                        d for d, r in zip(part, records, strict=True) if r and state_of(r) in wanted
+                    )
                     if chunk:
                         yield chunk
-                if int(cursor) == 0:
-                    return

@@ -1,14 +1,15 @@
 """The wire form of `lua/rollout_transition.lua`: transitions in, results out.
 
-A chunk of `DeviceTransition`s becomes the script's JSON list and its bundles' bytes
-(the script's ARGV after the first three); the script's JSON answer becomes one
-`TransitionResult` per transition, with the reason of each refusal.
+A chunk of `DeviceTransition`s becomes the script's JSON list, each with its device's
+record bucket, and its bundles' bytes (the script's ARGV after the first four); the
+script's JSON answer becomes one `TransitionResult` per transition, with the reason of
+each refusal.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from orchestrator.domain.rollout_states import (
@@ -39,8 +40,11 @@ def _deadline_arg(t: DeviceTransition) -> str:
     return "" if t.deadline is None else repr(t.deadline)
 
 
-def encode_transitions(transitions: Sequence[DeviceTransition]) -> tuple[str, list[bytes]]:
-    """The script's list of transitions (JSON) and the bundles' bytes it points into."""
+def encode_transitions(
+    transitions: Sequence[DeviceTransition], bucket: Callable[[str], int]
+) -> tuple[str, list[bytes]]:
+    """The script's list of transitions (JSON) and the bundles' bytes it points into;
+    `bucket` gives a device's record bucket."""
     items: list[list[str | int]] = []
     bundles: list[bytes] = []
     for t in transitions:
@@ -61,6 +65,7 @@ def encode_transitions(transitions: Sequence[DeviceTransition]) -> tuple[str, li
                 str(t.seq) if t.seq is not None else "",
                 answers.value if answers is not None else "",
                 str(answered_seq),
+                str(bucket(t.device_id)),
             ]
         )
     return json.dumps(items), bundles

@@ -137,8 +137,9 @@ class RolloutStore(Protocol):
         bundles: Mapping[str, bytes],
         *,
         seqs: Mapping[str, int],
-    ) -> None:
-        """Keep the first bundle issued for each (device, step) and record its seq in `seqs`.
+    ) -> int:
+        """Keep the first bundle issued for each (device, step) and record its seq in `seqs`;
+        how many were stored (all of them unless a bundle of the step was there already).
 
         A later bundle is dropped, and its seq, never sent, is not recorded.
         """
@@ -168,6 +169,11 @@ class RolloutStore(Protocol):
         every: float,
     ) -> list[str]:
         """Devices whose `step` bundle was not sent in the last `every` seconds, now marked sent."""
+        ...
+
+    def sent_since(self, rollout_id: str, step: PushStep, since: float) -> set[str]:
+        """Devices whose `step` send was claimed (`claim_sends`) at or after `since` (epoch
+        seconds): one read, so a caller passes `claim_sends` only the others."""
         ...
 
     def set_active(self, rollout_id: str, active: bool) -> None:

@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.adapters.redis_claims import claim_holders, legacy_claims_key
+from orchestrator.adapters.redis_keys import SHARDS, by_shard
+from orchestrator.adapters.redis_rollout_plan import rollout_key
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.bootstrap import Container
 from orchestrator.domain.rollout import RolloutSpec, parse_waves, parse_window
@@ -147,12 +150,51 @@ def test_a_claim_that_fails_in_a_later_chunk_leaves_no_chunk_claimed(
     store: RedisRollouts, container: Container
 ) -> None:
     """Devices are claimed a chunk at a time; a conflict in the last releases the first."""
-    client = container.redis
     many = [f"d{n:05d}" for n in range(2500)]
     assert store.claim("ro-1", [42, 43], [many[-1]]) == []
     assert store.claim("ro-2", [42, 43], many) == [many[-1]]
-    assert client.hlen("certfleet:claims:device") == 1, "only ro-1's claim is left"
+    assert claim_holders(container.redis, many) == {many[-1]: "ro-1"}, "only ro-1's is left"
     assert store.claim("ro-3", [42, 43], many[:-1]) == []
+
+
+def test_a_conflict_in_a_later_shard_releases_the_earlier_shards(
+    store: RedisRollouts, container: Container
+) -> None:
+    """Each shard is claimed by its own script; a conflict in the last shard claimed
+    releases what every earlier shard took, so nothing stays claimed."""
+    # given: one device of every shard, and another rollout holding a device of the last
+    devices = [f"dev-{n}" for n in range(200)]
+    shards = by_shard(devices)
+    assert len(shards) == SHARDS
+    last = list(shards.values())[-1][0]
+    assert store.claim("ro-1", [42, 43], [last]) == []
+    # when
+    conflicts = store.claim("ro-2", [42, 43], devices)
+    # then
+    assert conflicts == [last]
+    assert claim_holders(container.redis, devices) == {last: "ro-1"}, "nothing of ro-2 kept"
+    assert store.claim("ro-3", [42, 43], [d for d in devices if d != last]) == []
+
+
+def test_claims_of_a_claim_that_died_between_shards_are_taken_over(
+    store: RedisRollouts, container: Container
+) -> None:
+    """A claim that died after its first shards left claims held by a rollout never
+    stored; once its claiming mark is gone they are stale and a new claim takes them,
+    while the claims of a stored rollout still hold."""
+    # given: ro-dead claimed its devices, then died before storing the rollout
+    client = container.redis
+    assert store.claim("ro-dead", [42, 43], ["x", "y"]) == []
+    assert store.claim("ro-next", [42, 43], ["x", "b"]) == ["x"], "still being claimed"
+    store.claim("ro-1", [42, 43], ["b"])
+    # when: its claiming mark expires
+    client.delete(rollout_key("ro-dead", "claiming"))
+    # then
+    assert store.claim("ro-next", [42, 43], ["x", "y", "b"]) == ["b"], "ro-1 is stored"
+    assert store.claim("ro-next", [42, 43], ["x", "y"]) == []
+    assert claim_holders(client, ["x", "y", "b"]) == {"x": "ro-next", "y": "ro-next", "b": "ro-1"}
+    store.release("ro-dead", [42, 43], ["x", "y"])
+    assert claim_holders(client, ["x", "y"]) == {"x": "ro-next", "y": "ro-next"}
 
 
 def test_per_tag_claims_of_a_stored_rollout_still_hold_its_devices(
@@ -161,12 +203,13 @@ def test_per_tag_claims_of_a_stored_rollout_still_hold_its_devices(
     """A rollout stored with per-(device, sec_tag) claims keeps its devices until it ends,
     whatever tags a new rollout changes; its end releases them."""
     client = container.redis
-    client.hset("certfleet:claims:42", mapping={"a": "ro-old", "b": "ro-old"})
-    client.hset("certfleet:claims:43", mapping={"a": "ro-old", "b": "ro-old"})
+    client.hset(legacy_claims_key(42), mapping={"a": "ro-old", "b": "ro-old"})
+    client.hset(legacy_claims_key(43), mapping={"a": "ro-old", "b": "ro-old"})
     assert store.claim("ro-new", [50, 51], ["a", "c"]) == ["a"]
-    assert not client.hexists("certfleet:claims:device", "c"), "nothing kept on a conflict"
+    assert claim_holders(client, ["a", "c"]) == {}, "nothing kept on a conflict"
     store.release("ro-old", [42, 43], ["a", "b"])
-    assert not client.exists("certfleet:claims:42", "certfleet:claims:43")
+    assert not client.exists(legacy_claims_key(42))
+    assert not client.exists(legacy_claims_key(43))
     assert store.claim("ro-new", [50, 51], ["a", "c"]) == []
 
 
@@ -178,6 +221,9 @@ def test_a_send_is_claimed_once_per_period(store: RedisRollouts) -> None:
     assert store.claim_sends("ro-1", commit, ["b", "c"], now=t + 1, every=30) == []
     assert store.claim_sends("ro-1", stage, ["b"], now=t + 1, every=30) == ["b"]
     assert store.claim_sends("ro-1", commit, ["c", "b"], now=t + 31.5, every=30) == ["c", "b"]
+    assert store.sent_since("ro-1", commit, t + 31.5) == {"b", "c"}
+    assert store.sent_since("ro-1", stage, t) == {"b"}
+    assert store.sent_since("ro-1", stage, t + 2) == set()
 
 
 @pytest.mark.parametrize(("device_timeout", "period"), [(900, COMMIT_RESEND_SECONDS), (20, 5.0)])

@@ -149,12 +149,13 @@ def test_a_retire_is_its_own_step_matched_by_its_own_seq(store: RedisRollouts) -
         assert _move(store, "c", state, match=(STAGE, seq)).applied
     assert _move(store, "c", D.COMMITTED, step=PushStep.COMMIT, seq=33).applied
     # when
-    store.put_bundles_if_absent(RID, RETIRE, {"c": b"retire"}, seqs={"c": 34})
-    store.put_bundles_if_absent(RID, RETIRE, {"c": b"retire again"}, seqs={"c": 35})
+    first = store.put_bundles_if_absent(RID, RETIRE, {"c": b"retire"}, seqs={"c": 34})
+    again = store.put_bundles_if_absent(RID, RETIRE, {"c": b"retire again"}, seqs={"c": 35})
     as_stage = _move(store, "c", D.RETIRED, match=(STAGE, 34))
     never_sent = _move(store, "c", D.RETIRED, match=(RETIRE, 35))
     retired = _move(store, "c", D.RETIRED, match=(RETIRE, 34))
     # then
+    assert (first, again) == (1, 0), "how many were stored"
     assert (as_stage.applied, as_stage.reason) == (False, TransitionRefusal.SEQ)
     assert (never_sent.applied, never_sent.reason) == (False, TransitionRefusal.SEQ)
     assert retired.applied
