@@ -110,15 +110,22 @@ def commit_healthy(deps: RolloutDeps, rollout: Rollout, wave: int, *, now: datet
     devices the duplicates outran the commits. A commit lost on the way goes again
     after `COMMIT_RESEND_SECONDS`, or a quarter of the device timeout if shorter, so
     it arrives before the device's `commit_by`.
+
+    The devices whose commit was claimed within the period are read once
+    (`sent_since`) and left out of the claim: a healthy device waits in `health_ok`
+    for its commit over many evaluations, and checking each of them at each one made
+    the claim's work grow with evaluations times healthy devices. The claim itself
+    still decides, atomically, for the devices it is given.
     """
     store = deps.store
-    healthy = sorted(
-        set(store.devices_in(rollout.id, [D.HEALTH_OK])) & set(store.wave_members(rollout.id, wave))
-    )
     every = min(COMMIT_RESEND_SECONDS, rollout.spec.device_timeout_seconds / 4)
-    claimed = store.claim_sends(
-        rollout.id, PushStep.COMMIT, healthy, now=now.timestamp(), every=every
-    )
+    healthy = set(store.devices_in(rollout.id, [D.HEALTH_OK]))
+    if healthy:
+        healthy -= store.sent_since(rollout.id, PushStep.COMMIT, now.timestamp() - every)
+    if not healthy:
+        return
+    due = sorted(healthy & set(store.wave_members(rollout.id, wave)))
+    claimed = store.claim_sends(rollout.id, PushStep.COMMIT, due, now=now.timestamp(), every=every)
     for batch in batched(claimed, PUSH_BATCH_SIZE):
         deps.tasks.push_batch(rollout.id, wave, batch, PushStep.COMMIT, countdown=0)
 
