@@ -3,6 +3,8 @@ bundle its own active tags, protocol version, id and seq call for."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from orchestrator.domain.inventory import DeviceState
@@ -98,3 +100,48 @@ def test_each_device_gets_its_own_active_list_version_id_and_seq() -> None:
         seqs |= {(device, stage.seq), (device, commit.seq)}
         assert stage.seq < commit.seq
     assert len(seqs) == 2 * len(ACTIVE)
+
+
+class _RacedRollouts(FakeRollouts):
+    """A store where another run stored `device`'s stage first, between this run's read
+    of the stored bundles and its own store."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = device
+
+    def put_bundles_if_absent(
+        self,
+        rollout_id: str,
+        step: PushStep,
+        bundles: Mapping[str, bytes],
+        *,
+        seqs: Mapping[str, int],
+    ) -> int:
+        if self.device in bundles:
+            super().put_bundles_if_absent(
+                rollout_id, step, {self.device: b"the other run's bundle"}, seqs={self.device: 99}
+            )
+        return super().put_bundles_if_absent(rollout_id, step, bundles, seqs=seqs)
+
+
+def test_a_device_whose_bundle_another_run_stored_first_gets_those_bytes() -> None:
+    """The store keeps the first bundle of a step; push sends each device what was kept:
+    the racing run's bytes to that device, its own to the rest of the chunk."""
+    # given
+    engine = _engine()
+    raced = "dev-04"
+    engine.store = _RacedRollouts(raced)
+    rid = create_rollout(
+        engine.deps, trust_add_spec(), now=NOW, actor="test", start=False, devices=list(ACTIVE)
+    )
+    running = Change(state=RolloutState.RUNNING, waves={0: WaveChange(state=WaveState.RUNNING)})
+    engine.store.change(rid, running)
+    # when
+    assert push_batch(engine.push, rid, list(ACTIVE), PushStep.STAGE, now=NOW) == len(ACTIVE)
+    # then
+    sent = dict(engine.publisher.sent)
+    assert sent[raced] == b"the other run's bundle"
+    assert sent == engine.store.bundles(rid, list(ACTIVE), PushStep.STAGE)
+    for device in set(ACTIVE) - {raced}:
+        assert engine.opened(device, sent[device]).device_id == device

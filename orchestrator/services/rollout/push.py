@@ -213,8 +213,10 @@ class _Batch:
         for start in range(0, len(to_issue), PUBLISH_CHUNK):
             chunk = to_issue[start : start + PUBLISH_CHUNK]
             bundles = {d: self.issue(d) for d in chunk}
-            store.put_bundles_if_absent(rid, step, bundles, seqs=self.seqs)
-            yield from store.bundles(rid, list(chunk), step).items()
+            if store.put_bundles_if_absent(rid, step, bundles, seqs=self.seqs) == len(bundles):
+                yield from bundles.items()  # every one stored: these are the bytes kept
+            else:  # a run racing this one stored some first: send what the store kept
+                yield from store.bundles(rid, list(chunk), step).items()
 
     def move_acknowledged(self, rule: _StepRule, target: DeviceRolloutState) -> _Moved:
         """What moves the devices whose bundle the broker acknowledged to `target`."""
