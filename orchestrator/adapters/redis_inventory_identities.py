@@ -50,7 +50,9 @@ IDENTITY_INDEX: Final = "idexp"
 """The name of the per-tag identity expiry zset of a shard (and the expiring_items
 script's argument that selects it)."""
 FIRST_PAGE_SLACK: Final = 8
-"""Entries read past an even split of the limit on a shard's first page."""
+"""Entries read past an even split of the limit on a shard's first page, with a quarter
+more: the shards' shares of a list vary (about the square root of a share), and a shard
+whose first page falls short costs the merge a round trip of its own."""
 
 
 class IdentityIndexReads:
@@ -178,7 +180,8 @@ def index_expiring_items(
     prefixes = shard_prefixes()
     streams = [(tag, prefix) for tag in sec_tags for prefix in prefixes]
     until = repr(window.expiring_until)
-    page = -(-limit // len(prefixes)) + FIRST_PAGE_SLACK
+    even = -(-limit // len(prefixes))
+    page = even + even // 4 + FIRST_PAGE_SLACK
     offsets = [0] * len(streams)
     sizes = [page] * len(streams)
     done = [False] * len(streams)
