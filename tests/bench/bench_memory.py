@@ -26,7 +26,8 @@ The same worker process serves both sizes: the figure is one long-lived process'
 growth, which is what an operator sees, and a leak would show in it too; the peak
 (VmHWM) says whether the large fleet ever needed more memory, even if freed since.
 
-Redis: `INFO used_memory` before the first state, and around each `create_rollout`;
+Redis: `INFO used_memory` less what clients' buffers hold (`stored_bytes`), before the
+first state and around each `create_rollout`;
 per device at `--devices`: the inventory (what the listener recorded, less the small
 run's rollout) and one rollout over every device with its claims. Goal (issue 15):
 inventory plus one rollout <= 700 B per device, of which the inventory <= 430 B and
@@ -72,6 +73,7 @@ from orchestrator.protocol import CredentialEntry, StateMessage, Topics, sha256_
 from orchestrator.services.rollout import PUSH_BATCH_SIZE, RolloutDeps, create_rollout
 from simulator.pki import make_ca
 from simulator.services import LocalService, start_mosquitto, start_redis
+from tests.bench.cost import stored_bytes
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.procs import BIN, Proc, certfleet, start, wait_until
 
@@ -134,12 +136,6 @@ def children(pid: int) -> list[int]:
         if ppid == pid:
             found.append(int(entry))
     return sorted(found)
-
-
-def used_memory(client: redis.Redis) -> int:
-    """Redis `INFO used_memory`."""
-    info: dict[str, Any] = client.info("memory")
-    return int(info["used_memory"])
 
 
 def _mib(n: int) -> str:
@@ -263,11 +259,11 @@ class WorkerRun:
             waves=parse_waves("100%"),
             device_timeout_seconds=3600,
         )
-        before = used_memory(self._client)
+        before = stored_bytes(self._client)
         started = time.perf_counter()
         rollout_id = create_rollout(deps, spec, now=NOW, actor="bench", start=False)
         seconds["create_rollout (bench process)"] = time.perf_counter() - started
-        self.rollout_bytes[devices] = used_memory(self._client) - before
+        self.rollout_bytes[devices] = stored_bytes(self._client) - before
         self._previous = rollout_id
         deps.store.change(
             rollout_id,
@@ -367,7 +363,7 @@ def _redis_figures(
             "B",
             goal=f"<= {REDIS_GOAL} B",
             met=total <= REDIS_GOAL,
-            baseline=f"INFO used_memory before the first state: {empty:,} B",
+            baseline=f"used_memory less client buffers before the first state: {empty:,} B",
             detail=f"inventory {inventory:,.0f} B/device, rollout {per_rollout:,.0f} B/device",
         ),
         Figure(
@@ -457,7 +453,7 @@ def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
             publisher = StatePublisher(mqtt_service, Topics(settings.topic_prefix), entry)
             work = WorkerRun(client, settings, app)
             listener_mem, worker_mem = [], []
-            empty = used_memory(client)
+            empty = stored_bytes(client)
             recorded = 0
             begun = 0
             for size in (small, devices):
@@ -467,7 +463,7 @@ def run(devices: int, small: int) -> tuple[list[Figure], dict[str, str]]:
                     f"{time.perf_counter() - started:.1f} s"
                 )
                 begun = size
-                recorded = used_memory(client)
+                recorded = stored_bytes(client)
                 listener_mem.append(memory(listener.process.pid))
                 for step, secs in work.run(size).items():
                     timings[f"{size:,}: {step}"] = f"{secs:.1f} s"

@@ -30,6 +30,7 @@ __all__ = [
     "commandstats",
     "cpu_seconds",
     "descendants",
+    "stored_bytes",
     "subtract",
 ]
 
@@ -109,6 +110,27 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
         for name, value in info.items()
         if name.startswith("cmdstat_")
     }
+
+
+def stored_bytes(client: redis.Redis, *, timeout: float = 30.0) -> int:
+    """Redis `used_memory` less what its clients' buffers hold, once nothing awaits lazy freeing.
+
+    A client's query and output buffers count in `used_memory` and shrink only when
+    the server gets round to it (a pipeline of scripts leaves a large query buffer
+    behind for a while), and a deleted big key may be freed in the background: either
+    would put a client's traffic, not the data, into a bytes-per-device figure.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        info: dict[str, Any] = client.info("memory")
+        if int(info.get("lazyfree_pending_objects", 0)) == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    buffers = sum(
+        int(info.get(name, 0))
+        for name in ("mem_clients_normal", "mem_clients_slaves", "mem_aof_buffer")
+    )
+    return int(info["used_memory"]) - buffers
 
 
 def subtract(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
