@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
+from orchestrator.adapters.redis_rollouts import RedisRollouts
 from simulator.services import start_redis
 from tests.cfssl import CfsslServer, start_cfssl
 from tests.e2e.identity_fleets import (
@@ -124,8 +125,8 @@ class IdentityStack:
     # -- what Redis holds ------------------------------------------------------------------
 
     def device_states(self, rollout_id: str) -> dict[str, str]:
-        found = self.redis.hgetall(f"certfleet:ro:{{{rollout_id}}}:dev")
-        return {str(device): str(state) for device, state in found.items()}
+        found = RedisRollouts(self.redis).device_states(rollout_id)
+        return {device: state.value for device, state in found.items()}
 
     def identity_tag(self, device: str) -> int | None:
         return RedisInventory(self.redis).identity_tags_of([device])[device]
