@@ -146,6 +146,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         self._record_states = load_script(client, _PACKAGE, "record_states")
         self._record_reports = load_script(client, _PACKAGE, "record_reports")
         self._expiring = load_script(client, _PACKAGE, "expiring_items")
+        self._counts = load_script(client, _PACKAGE, "index_counts")
 
     @store_errors()
     def record_states(
@@ -260,8 +261,8 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def expiry_counts(
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
-        """Three ZCOUNTs per tag and shard, summed, in one round trip."""
-        return index_class_counts(self._redis, "exp", sec_tags, window)
+        """The expiry index's classes per tag, the shards summed, in one round trip."""
+        return index_class_counts(self._redis, self._counts, "exp", sec_tags, window)
 
     @store_errors()
     def ca_digest_counts(self, sec_tags: Sequence[int]) -> dict[int, dict[str, int]]:

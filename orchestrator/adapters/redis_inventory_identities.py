@@ -61,6 +61,8 @@ class IdentityIndexReads:
     _redis: RedisClient
     _expiring: Script
     """`lua/expiring_items.lua`."""
+    _counts: Script
+    """`lua/index_counts.lua`."""
 
     @store_errors()
     def identity_tags_of(self, device_ids: Sequence[str]) -> dict[str, int | None]:
@@ -103,8 +105,8 @@ class IdentityIndexReads:
     def identity_expiry_counts(
         self, sec_tags: Sequence[int], window: ExpiryWindow
     ) -> dict[int, ExpiryCounts]:
-        """Three ZCOUNTs per tag and shard on the identity index, in one round trip."""
-        return index_class_counts(self._redis, IDENTITY_INDEX, sec_tags, window)
+        """The identity index's classes per tag, the shards summed, in one round trip."""
+        return index_class_counts(self._redis, self._counts, IDENTITY_INDEX, sec_tags, window)
 
     @store_errors()
     def expiring_identity_items(
@@ -121,27 +123,27 @@ class IdentityIndexReads:
 
 
 def index_class_counts(
-    client: RedisClient, index: str, sec_tags: Sequence[int], window: ExpiryWindow
+    client: RedisClient,
+    counts: Script,
+    index: str,
+    sec_tags: Sequence[int],
+    window: ExpiryWindow,
 ) -> dict[int, ExpiryCounts]:
-    """(expired, expiring, ok) per tag of an expiry index (`exp` or `idexp`): three
-    ZCOUNTs a tag and shard, summed, in one round trip."""
-    pipe = client.pipeline(transaction=False)
-    lo, hi = window.expired_before, window.expiring_until
-    for tag in sec_tags:
-        for prefix in shard_prefixes():
-            key = f"{prefix}{index}:{tag}"
-            pipe.zcount(key, "-inf", f"({lo}")
-            pipe.zcount(key, lo, hi)
-            pipe.zcount(key, f"({hi}", "+inf")
-    counts = [int(n) for n in pipe.execute()]
-    per_tag = 3 * len(shard_prefixes())
+    """(expired, expiring, ok) per tag of an expiry index (`exp` or `idexp`): one
+    `index_counts` script call a shard for every tag, summed, in one round trip."""
+    if not sec_tags:
+        return {}
+    bounds = [repr(window.expired_before), repr(window.expiring_until)]
+    calls = [
+        ScriptCall(counts, [f"{prefix}{index}:{tag}" for tag in sec_tags], bounds)
+        for prefix in shard_prefixes()
+    ]
+    summed = [0] * (3 * len(sec_tags))
+    for found in run_script_calls(client, calls):
+        for i, n in enumerate(found):
+            summed[i] += int(n)
     return {
-        tag: (
-            sum(counts[i * per_tag : (i + 1) * per_tag : 3]),
-            sum(counts[i * per_tag + 1 : (i + 1) * per_tag : 3]),
-            sum(counts[i * per_tag + 2 : (i + 1) * per_tag : 3]),
-        )
-        for i, tag in enumerate(sec_tags)
+        tag: (summed[3 * i], summed[3 * i + 1], summed[3 * i + 2]) for i, tag in enumerate(sec_tags)
     }
 
 
