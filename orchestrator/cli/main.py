@@ -205,6 +205,39 @@ def fleet_status(as_json: JsonFlag = False) -> None:
         _status_tables(status)
 
 
+@fleet_app.command("migrate")
+def fleet_migrate(
+    delete_legacy: Annotated[
+        bool,
+        typer.Option(
+            "--delete-legacy", help="Then delete the inventory's keys of before the shards."
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Carry an inventory stored before the shards over to them (once, after upgrading;
+    safe to run again: a state a device has sent since is kept)."""
+    from orchestrator.adapters.redis_inventory_legacy import (  # noqa: PLC0415
+        delete_legacy_inventory,
+        migrate_legacy_inventory,
+    )
+
+    with connected() as container:
+        done = migrate_legacy_inventory(container.redis, now=utcnow())
+        deleted = delete_legacy_inventory(container.redis) if delete_legacy else None
+    result: dict[str, int | None] = {
+        "devices": done.devices,
+        "client_keys": done.client_keys,
+        "legacy_keys_deleted": deleted,
+    }
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"Carried over {done.devices} devices and {done.client_keys} client keys.")
+    if deleted is not None:
+        out.print(f"Deleted {deleted} legacy keys.")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
