@@ -69,8 +69,9 @@ acknowledged and then lost. Below `cluster-node-timeout` (2 s), so the cluster d
 mark the stopped replica failed meanwhile."""
 END_SECONDS = 90
 """How long the rollout may take to end after the failover: a device whose progress was
-lost is sent its stage again only 60 s after the wave's dispatch was due (the redispatch
-grace), and then needs its round trips."""
+lost is sent its stage again at its deadline (the device timeout) if it still reads sent,
+or 60 s after the wave's dispatch was due (the redispatch grace) if it reads pending, and
+then needs its round trips."""
 ENDED = ("completed", "completed_with_timeouts", "rolled_back")
 
 
