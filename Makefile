@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m simulator.demo
 
+# The Redis adapters' tests, run a second time on a three-master Redis Cluster.
+REDIS_ADAPTER_TESTS = tests/integration/test_batch_scripts.py tests/integration/test_plan_stores.py \
+	tests/integration/test_api.py tests/integration/test_redispatch.py \
+	$(filter-out tests/integration/test_redis_failover.py,$(wildcard tests/integration/test_*redis*.py))
+
 test: install lint
 	$(BIN)/pytest
+	CERTFLEET_TEST_REDIS=cluster $(BIN)/pytest -q $(REDIS_ADAPTER_TESTS)
 	$(MAKE) -C firmware test conformance e2e e2e-identity size
 
 # The C device library's host build: the library, its tests and the certfleet-device binary.
@@ -35,6 +41,7 @@ lint: install
 
 chaos: install
 	$(BIN)/python -m tests.chaos.run
+	CERTFLEET_CHAOS=1 $(BIN)/pytest -q tests/e2e/test_cluster_failover.py
 
 # Property tests at random with many more examples (tests/properties.py), then the C
 # library's libFuzzer targets for FUZZ_SECONDS each; a failure found becomes a regression example.

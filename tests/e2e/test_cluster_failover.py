@@ -16,7 +16,8 @@ Redis replicates asynchronously, so writes the dead master acknowledged last may
 the second case makes sure they are: from the canary's end the replica is stopped and cut
 off from its master for 1.5 s (the second wave's dispatch, pushes and reports) until the
 kill, and takes over without what the master acknowledged meanwhile. certfleet does not
-converge from that yet (`LOST_WRITES_BREAK`): that case is a strict xfail until it does.
+converge from that yet (`LOST_WRITES_BREAK`): that case is a strict xfail until it does,
+run by `make chaos` (`CERTFLEET_CHAOS=1`), not by `make test`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -320,7 +322,13 @@ LOST_WRITES_BREAK = (
         pytest.param(
             LOSS_SECONDS,
             id="kill-losing-writes",
-            marks=pytest.mark.xfail(strict=True, reason=LOST_WRITES_BREAK),
+            marks=[
+                pytest.mark.xfail(strict=True, reason=LOST_WRITES_BREAK),
+                pytest.mark.skipif(
+                    os.environ.get("CERTFLEET_CHAOS") != "1",
+                    reason="about 100 s: runs in `make chaos` (CERTFLEET_CHAOS=1)",
+                ),
+            ],
         ),
     ],
 )
