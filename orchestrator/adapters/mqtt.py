@@ -1,12 +1,13 @@
 """Synchronous MQTT for services: one connection per process publishing bundles.
 
 Publishing (`MqttSession.publish_many` and what calls it) goes over `_Wire`, a plain
-MQTT 5 connection this module speaks itself, without a network thread: a batch's QoS 1
+MQTT 5 connection this module speaks itself, in the publishing thread: a batch's QoS 1
 PUBLISH packets go out in a few writes and their PUBACKs are read in a few reads. paho's
 client spent most of a push's MQTT CPU in its network thread (a select wake-up, a write
 per packet, several reads per PUBACK: about 50 us of the 70 a bundle cost), which is
-what the wire saves. Subscribing (the CLI's `device send`, tests) still uses a paho
-client of its own, started on the first `subscribe`.
+what the wire saves. A small thread only pings the broker while the session is idle.
+Subscribing (the CLI's `device send`, tests) still uses a paho client of its own,
+started on the first `subscribe`.
 """
 
 from __future__ import annotations
@@ -47,15 +48,16 @@ RECONNECT_MIN_DELAY_SECONDS: Final = 1
 RECONNECT_MAX_DELAY_SECONDS: Final = 10
 """The subscriber's paho network thread reconnects after a lost connection, waiting `MIN`
 seconds and doubling the wait after each failed attempt up to `MAX`. The publishing
-wire has no thread: a publish finding its connection gone or idle past the keepalive
-connects again first, and one that fails meanwhile raises `MqttUnavailableError`, a
-`TransientError`, which the task retries."""
+wire reconnects on use: a publish finding its connection gone (or idle past the
+keepalive) connects again first, and one that fails meanwhile raises
+`MqttUnavailableError`, a `TransientError`, which the task retries."""
 
 _FLUSH_BYTES: Final = 16384
 """Publishes are written once this many bytes are waiting (and before any wait)."""
 _PUBACK: Final = 0x40
 _DISCONNECT: Final = 0xE0
 _CONNACK: Final = 0x20
+_PINGREQ: Final = b"\xc0\x00"
 _MAX_PACKET_ID: Final = 0xFFFF
 _PROPERTY_SIZES: Final[dict[int, int]] = {
     # MQTT 5 §2.2.2.2: fixed-size properties (bytes); 0: a UTF-8 string or binary data
@@ -121,14 +123,16 @@ class _Wire:
     PUBACKs read as they come. Any PUBACK acknowledges its publish, as it did with paho.
     """
 
-    def __init__(self, settings: Settings, client_id: str, timeout: float) -> None:
+    def __init__(self, settings: Settings, client_id: str, timeout: float, keepalive: int) -> None:
         self._settings = settings
         self._client_id = client_id
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._inbox = bytearray()
         self._next_id = 0
-        self._keepalive = KEEPALIVE_SECONDS
+        self._asked_keepalive = keepalive
+        self._keepalive = keepalive
+        self.connects = 0
         self._last_sent = 0.0
         self.window = settings.mqtt_max_inflight
 
@@ -136,8 +140,9 @@ class _Wire:
 
     def ready(self) -> None:
         """Connected and fresh: connect again if the broker left or the keepalive ran out."""
+        idle = time.monotonic() - self._last_sent
         if self._sock is not None and (
-            time.monotonic() - self._last_sent > self._keepalive or self._closed_by_broker()
+            (self._keepalive and idle > self._keepalive) or self._closed_by_broker()
         ):
             self.close()
         if self._sock is None:
@@ -185,7 +190,7 @@ class _Wire:
         body = (
             _string("MQTT")
             + bytes([5, flags])
-            + struct.pack("!H", KEEPALIVE_SECONDS)
+            + struct.pack("!H", self._asked_keepalive)
             + b"\x00"  # no properties
             + payload
         )
@@ -207,7 +212,8 @@ class _Wire:
         self.window = max(
             1, min(self._settings.mqtt_max_inflight, props.get(_RECEIVE_MAXIMUM, 65535))
         )
-        self._keepalive = props.get(_SERVER_KEEP_ALIVE, KEEPALIVE_SECONDS) or KEEPALIVE_SECONDS
+        self._keepalive = props.get(_SERVER_KEEP_ALIVE, self._asked_keepalive)
+        self.connects += 1
 
     @staticmethod
     def _varint_at(data: bytearray | bytes, at: int) -> tuple[int, int]:
@@ -224,6 +230,16 @@ class _Wire:
             shift += 7
             if shift > 21:
                 raise MqttUnavailableError("a malformed MQTT length")
+
+    def ping_if_idle(self) -> None:
+        """A PINGREQ if nothing was sent for half the keepalive, so the broker keeps an
+        idle connection; what came in meanwhile (its PINGRESPs) is read and dropped."""
+        idle = time.monotonic() - self._last_sent
+        if self._sock is None or not self._keepalive or idle < self._keepalive / 2:
+            return
+        with contextlib.suppress(MqttUnavailableError):
+            self.acks(wait_until=None)
+            self._send(_PINGREQ)
 
     def close(self) -> None:
         """Disconnect (DISCONNECT, normal) and drop the socket."""
@@ -384,7 +400,12 @@ class MqttSession:
     """A connected MQTT 5 publisher (QoS 1, `_Wire`) that can also subscribe (paho)."""
 
     def __init__(
-        self, settings: Settings, *, client_id: str | None = None, timeout: float = 10
+        self,
+        settings: Settings,
+        *,
+        client_id: str | None = None,
+        timeout: float = 10,
+        keepalive: int = KEEPALIVE_SECONDS,
     ) -> None:
         self._settings = settings
         self._topics = Topics(settings.topic_prefix)
@@ -398,8 +419,20 @@ class MqttSession:
         # Publishes are pipelined up to `mqtt_max_inflight` unacknowledged QoS 1
         # messages (the broker's receive maximum bounds it: mosquitto's
         # max_inflight_messages).
-        self._wire = _Wire(settings, self._client_id, timeout)
+        self._wire = _Wire(settings, self._client_id, timeout, keepalive)
         self._wire.ready()
+        # An idle worker's connection stays up: a thread that wakes once a second and
+        # pings when nothing was sent for half the keepalive (the broker's, if it set one).
+        self._stopped = threading.Event()
+        self._pinger = threading.Thread(
+            target=self._keep_alive, args=(1.0,), name="mqtt-keepalive", daemon=True
+        )
+        self._pinger.start()
+
+    def _keep_alive(self, every: float) -> None:
+        while not self._stopped.wait(every):
+            with self._lock:
+                self._wire.ping_if_idle()
 
     def _subscriber(self) -> mqtt.Client:
         """The paho client subscriptions go through, connected on first use."""
@@ -560,6 +593,7 @@ class MqttSession:
 
     def close(self) -> None:
         """Disconnect cleanly (and stop the subscriber's network thread)."""
+        self._stopped.set()
         with self._lock:
             self._wire.close()
         if self._client is not None:

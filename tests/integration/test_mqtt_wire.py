@@ -148,3 +148,19 @@ def test_a_broker_restarted_between_two_pushes_costs_the_second_nothing(
         session.close()
         if restarted is not None:
             restarted.stop()
+
+
+def test_an_idle_session_keeps_its_connection(broker: LocalService) -> None:
+    """Idle for twice its keepalive, past when the broker drops a silent client (1.5
+    times it), the session pinged and still publishes on the connection it opened."""
+    # given
+    session = MqttSession(_settings(broker), timeout=5, keepalive=2)
+    try:
+        assert session.publish_bundles([("dev-idle", b"one")], expiry_seconds=60) == 1
+        # when
+        time.sleep(4.5)
+        # then
+        assert session.publish_bundles([("dev-idle", b"two")], expiry_seconds=60) == 1
+        assert session._wire.connects == 1
+    finally:
+        session.close()
