@@ -59,9 +59,12 @@ def rabbitmq_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 def rabbit_env(
     service_env: dict[str, str], rabbitmq_service: LocalRabbit, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    """The test services' settings with RabbitMQ as Celery's broker, its queues purged."""
+    """The test services' settings with RabbitMQ as Celery's broker and no result backend
+    set (so the default one for RabbitMQ applies), its queues purged."""
     env = {**service_env, "CERTFLEET_BROKER_URL": rabbitmq_service.url}
+    env.pop("CERTFLEET_RESULT_BACKEND", None)
     monkeypatch.setenv("CERTFLEET_BROKER_URL", rabbitmq_service.url)
+    monkeypatch.delenv("CERTFLEET_RESULT_BACKEND", raising=False)
     for name in rabbitmq_service.queue_types():
         if name in QUEUES:
             rabbitmq_service.ctl("purge_queue", name)
