@@ -17,6 +17,7 @@ from orchestrator.services.rollout import (
     evaluate_rollout,
     start_rollout,
 )
+from orchestrator.services.rollout.evaluate import EVALUATION_LOCK_MS
 from tests.fake_rollouts import FakeRollouts, trust_add_spec
 from tests.rollout_rig import DEVICES, Engine, make_engine
 from tests.unit.builders import NOW
@@ -91,3 +92,27 @@ def test_a_device_that_committed_is_never_asked_about_again() -> None:
     for seconds in (1, COMMIT_RESEND_SECONDS + 1):
         evaluate_rollout(engine.deps, rid, now=NOW + timedelta(seconds=seconds))
     assert store.asked == [DEVICES, DEVICES[5:]]
+
+
+class LockRecordingRollouts(FakeRollouts):
+    """The in-memory store, keeping the lifetime each evaluation asked its lock for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock_ttls: list[int] = []
+
+    def lock(self, rollout_id: str, owner: str, ttl_ms: int = 30_000) -> bool:
+        self.lock_ttls.append(ttl_ms)
+        return super().lock(rollout_id, owner, ttl_ms)
+
+
+def test_an_evaluations_lock_outlives_a_lost_release_by_seconds_not_a_device_timeout() -> None:
+    """A lock whose release was lost (a killed worker, a failover that kept the lock)
+    must not stall commits past a short device timeout."""
+    engine = make_engine()
+    store = LockRecordingRollouts()
+    engine.store = store
+    _running(engine)
+    assert store.lock_ttls
+    assert set(store.lock_ttls) == {EVALUATION_LOCK_MS}
+    assert EVALUATION_LOCK_MS <= 10_000

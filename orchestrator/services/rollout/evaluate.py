@@ -50,12 +50,19 @@ COMMIT_RESEND_SECONDS: Final = 30.0
 quarter of the rollout's device timeout, when that is shorter)."""
 
 
+EVALUATION_LOCK_MS: Final = 10_000
+"""How long an evaluation's lock lives if its holder never releases it (a worker killed
+mid-evaluation, or a Redis failover that kept the lock but lost the release): short, so
+commits wait at most this long; overlapping evaluations are safe (every change is
+guarded by its expectation, every send claimed atomically), only wasteful."""
+
+
 def evaluate_rollout(
     deps: RolloutDeps, rollout_id: str, *, now: datetime, actor: str = "engine"
 ) -> str:
     """Advance the rollout one step as far as its state allows; return its state."""
     owner = secrets.token_hex(8)
-    if not deps.store.lock(rollout_id, owner):
+    if not deps.store.lock(rollout_id, owner, ttl_ms=EVALUATION_LOCK_MS):
         deps.tasks.evaluate_rollout(rollout_id, countdown=1.0)
         return "locked"
     try:
