@@ -240,13 +240,7 @@ def _wait_cluster_ok(
     pending = list(nodes)
     while pending:
         node = pending[0]
-        info = subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
-            [_binary("redis-cli"), "-h", node.host, "-p", str(node.port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout
+        info = _redis_cli(node, "cluster", "info")
         if (
             "cluster_state:ok" in info
             and want in info
@@ -259,16 +253,21 @@ def _wait_cluster_ok(
         time.sleep(0.1)
 
 
-def _replica_link_up(node: LocalService) -> bool:
-    """A master, or a replica whose link to its master is up (its first sync done): a
-    replica still syncing when its master dies refuses to fail over."""
-    info = subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
-        [_binary("redis-cli"), "-h", node.host, "-p", str(node.port), "info", "replication"],
+def _redis_cli(node: LocalService, *args: str) -> str:
+    """What `redis-cli` prints for one command to a node ('' if it did not answer)."""
+    return subprocess.run(  # noqa: S603 -- fixed binary, our own arguments
+        [_binary("redis-cli"), "-h", node.host, "-p", str(node.port), *args],
         capture_output=True,
         text=True,
         timeout=10,
         check=False,
     ).stdout
+
+
+def _replica_link_up(node: LocalService) -> bool:
+    """A master, or a replica whose link to its master is up (its first sync done): a
+    replica still syncing when its master dies refuses to fail over."""
+    info = _redis_cli(node, "info", "replication")
     return "role:master" in info or "master_link_status:up" in info
 
 

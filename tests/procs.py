@@ -74,23 +74,32 @@ def certfleet(*args: str) -> list[str]:
     return [str(BIN / "certfleet"), *args]
 
 
-def celery_worker(log_dir: Path, env: Mapping[str, str], *, name: str = "worker") -> Proc:
-    """A real Celery worker on every certfleet queue, ready to take tasks."""
+def celery_worker(
+    log_dir: Path,
+    env: Mapping[str, str],
+    *,
+    name: str = "worker",
+    app: str = "workers.app",
+    queues: str = "control,push,scan",
+    hostname: str | None = None,
+) -> Proc:
+    """A real Celery worker of `app` on `queues` (every certfleet queue unless told),
+    ready to take tasks."""
     proc = start(
         name,
         [
             str(BIN / "celery"),
             "-A",
-            "workers.app",
+            app,
             "worker",
             "-Q",
-            "control,push,scan",
+            queues,
             "--concurrency",
             "1",
             "--pool",
             "prefork",
             "--hostname",
-            f"{name}-{os.getpid()}@%h",
+            hostname or f"{name}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
             "--loglevel",
@@ -107,3 +116,16 @@ def celery_worker(log_dir: Path, env: Mapping[str, str], *, name: str = "worker"
     if proc.process.poll() is not None:
         raise AssertionError(f"{name} exited:\n{proc.log()}")
     return proc
+
+
+def start_certfleet(env: Mapping[str, str], log_dir: Path) -> dict[str, Proc]:
+    """certfleet's own processes of an e2e stack: a listener (subscribed), a worker on
+    every queue (ready) and beat."""
+    procs = {"listener": start("listener", certfleet("listener"), env=env, log_dir=log_dir)}
+    wait_until(
+        lambda: "listener_subscribed" in procs["listener"].log(), timeout=60, what="listener"
+    )
+    procs["worker"] = celery_worker(log_dir, env)
+    beat = [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO"]
+    procs["beat"] = start("beat", beat, env=env, log_dir=log_dir)
+    return procs

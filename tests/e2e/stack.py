@@ -52,7 +52,8 @@ class Stack:
     def status(self, rollout_id: str) -> dict[str, Any]:
         done = self.run("rollout", "status", rollout_id, "--json")
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        status: dict[str, Any] = json.loads(done.stdout)
+        return status
 
     def wait_final(self, rollout_id: str, timeout: float = 240) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:

@@ -52,7 +52,7 @@ from simulator.services import (
     start_redis_cluster,
 )
 from tests.e2e.stack import StackSetup, prepare_stack, sizes_add_up
-from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
+from tests.procs import BIN, Proc, certfleet, start, start_certfleet, wait_until
 from tests.tlsserver import tls_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -207,13 +207,7 @@ def cluster_stack(base: Path) -> Iterator[ClusterStack]:
         )
         container = bootstrap(settings, logging=False)
         logs = setup.logs
-        procs["listener"] = start("listener", certfleet("listener"), env=env, log_dir=logs)
-        wait_until(
-            lambda: "listener_subscribed" in procs["listener"].log(), timeout=60, what="listener"
-        )
-        procs["worker"] = celery_worker(logs, env)
-        beat = [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO"]
-        procs["beat"] = start("beat", beat, env=env, log_dir=logs)
+        procs.update(start_certfleet(env, logs))
         fleet = [str(BIN / "python"), "-m", "tests.chaos.devices", "--count", str(DEVICES)]
         fleet += ["--ca", str(base / "ca1.pem"), "--out", str(base / "modems.json")]
         procs["fleet"] = start("fleet", fleet, env=env, log_dir=logs)

@@ -28,7 +28,7 @@ from orchestrator.config import Settings
 from simulator.pki import make_ca
 from simulator.services import LocalCluster, start_mosquitto, start_redis_cluster
 from tests.e2e.stack import NOW, StackSetup, prepare_stack, sizes_add_up, start_fleet
-from tests.procs import BIN, Proc, celery_worker, certfleet, start, wait_until
+from tests.procs import Proc, certfleet, start_certfleet, wait_until
 from tests.rabbitmq import LocalRabbit, rabbitmq_available, start_rabbitmq
 from tests.tlsserver import tls_server
 
@@ -117,13 +117,7 @@ def engine_stack(base: Path) -> Iterator[EngineStack]:
         )
         container = bootstrap(settings, logging=False)
         logs = setup.logs
-        procs["listener"] = start("listener", certfleet("listener"), env=env, log_dir=logs)
-        wait_until(
-            lambda: "listener_subscribed" in procs["listener"].log(), timeout=60, what="listener"
-        )
-        procs["worker"] = celery_worker(logs, env)
-        beat = [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO"]
-        procs["beat"] = start("beat", beat, env=env, log_dir=logs)
+        procs.update(start_certfleet(env, logs))
         procs["fleet"] = start_fleet(env, base, logs, "dev-", DEVICES, faults=())
         inventory = container.inventory
         wait_until(

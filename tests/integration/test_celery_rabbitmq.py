@@ -73,36 +73,9 @@ def rabbit_env(
 
 def _hold_worker(log_dir: Path, env: dict[str, str], name: str) -> Proc:
     """A worker of `tests.rabbitmq_app` (certfleet's configuration plus `hold`)."""
-    proc = start(
-        name,
-        [
-            str(BIN / "celery"),
-            "-A",
-            "tests.rabbitmq_app",
-            "worker",
-            "-Q",
-            "push",
-            "--concurrency",
-            "1",
-            "--pool",
-            "prefork",
-            "--hostname",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        env=env,
-        log_dir=log_dir,
+    return celery_worker(
+        log_dir, env, name=name, app="tests.rabbitmq_app", queues="push", hostname=f"{name}@%h"
     )
-    wait_until(
-        lambda: " ready." in proc.log() or proc.process.poll() is not None,
-        timeout=60,
-        what=f"{name} ready",
-    )
-    assert proc.process.poll() is None, proc.log()
-    return proc
 
 
 def _client() -> Celery:
