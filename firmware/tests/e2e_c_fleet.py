@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.protocol.cose import key_id
 from simulator.pki import make_ca
 from tests.e2e.stack import NOW, Stack, running_stack
@@ -87,17 +88,18 @@ def rollout(stack: Stack, *args: str) -> dict[str, Any]:
 
 def end_state(stack: Stack, device: str, labels: dict[str, str]) -> dict[str, Any]:
     """Active list, stored CAs by name, and the reports as the inventory holds them."""
-    inventory: dict[str, str] = stack.redis.hgetall(f"certfleet:inv:dev:{device}")  # type: ignore[assignment]  # decode_responses
+    state = RedisInventory(stack.redis).device_credentials(device)
     reports: list[tuple[str, dict[str, str]]] = stack.redis.xrange(
-        f"certfleet:inv:reports:{device}"
+        RedisInventory.report_stream_key(device)
     )  # type: ignore[assignment]
     return {
-        "active": json.loads(inventory.get("_active", "[]")),
+        "active": list(state.active_tags or ()) if state else [],
         "credentials": {
-            slot: labels.get(json.loads(item)["sha256"], "unknown")
-            for slot, item in sorted(inventory.items())
-            if not slot.startswith("_")
-        },
+            f"{c.sec_tag}:{int(c.type)}": labels.get(c.sha256, "unknown")
+            for c in sorted(state.credentials, key=lambda c: (c.sec_tag, int(c.type)))
+        }
+        if state
+        else {},
         "reports": [
             (f["op"], f["phase"], f["reason"], f["active_tags"])
             for _, f in reports
@@ -125,7 +127,7 @@ def main(binary: str, workdir: Path, c_devices: int, simulated: int) -> None:
         c_fleet = start_c_fleet(binary, stack, c_devices)
         try:
             wait_until(
-                lambda: stack.redis.zcard("certfleet:inv:devices") == c_devices + simulated,
+                lambda: RedisInventory(stack.redis).device_count() == c_devices + simulated,
                 timeout=90,
                 what="every device in the inventory",
             )

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from orchestrator.adapters.file_signer import generate_key_file
+from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.protocol.cose import key_id
 from simulator.attestation import attestation_keys_json
 from simulator.pki import IssuedCA, IssuedCert, make_ca
@@ -123,8 +124,8 @@ def unrevoked(broker: MtlsBroker, old: dict[str, IssuedCert]) -> list[str]:
 def check_rotated(client: redis.Redis, broker: MtlsBroker, old: dict[str, IssuedCert]) -> None:
     """Inventory on 45, an old certificate refused by the broker."""
     for device in old:
-        tag = client.hget(f"certfleet:inv:dev:{device}", "_identity")
-        if tag != str(NEW_TAG):
+        tag = RedisInventory(client).identity_tags_of([device])[device]
+        if tag != NEW_TAG:
             raise SystemExit(f"{device}: inventory identity tag {tag}, not {NEW_TAG}")
     first = next(iter(old))
     refused = try_connect(broker, old[first].pem, old[first].key_pem, client_id=first)
@@ -242,7 +243,7 @@ def running(binary: str, base: Path, count: int, *, issuer_ca: IssuedCA | None) 
         )
         procs.append(start_c_fleet(binary, base, broker, count, logs))
         wait_until(
-            lambda: all(client.hget(f"certfleet:inv:dev:{d}", "_identity") for d in ids),
+            lambda: all(RedisInventory(client).identity_tags_of(ids).values()),
             timeout=90,
             what="every C device stated its identity",
         )
@@ -292,8 +293,8 @@ def refused(binary: str, base: Path, count: int) -> None:
         if status["state"] != "rolled_back" or "identity_refused" not in json.dumps(status["log"]):
             raise SystemExit(f"the refused rotation ended {status['state']}: {status}")
         for device in run.ids:
-            tag = run.client.hget(f"certfleet:inv:dev:{device}", "_identity")
-            if tag != str(OLD_TAG):
+            tag = RedisInventory(run.client).identity_tags_of([device])[device]
+            if tag != OLD_TAG:
                 raise SystemExit(f"{device}: identity {tag} after the rollback, not {OLD_TAG}")
             if any((base / "c-fleet" / device / "keystore").glob(f"{NEW_TAG}-*")):
                 raise SystemExit(f"{device}: sec_tag {NEW_TAG} kept an item after the rollback")
