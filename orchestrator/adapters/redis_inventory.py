@@ -61,10 +61,9 @@ from orchestrator.adapters.redis_inventory_records import (
     item_ref,
     record_active_tags,
     record_key,
-    shard_prefixes,
 )
 from orchestrator.adapters.redis_inventory_reports import SCRIPT_CHUNK, ReportLog
-from orchestrator.adapters.redis_keys import inventory_prefix, shard_of
+from orchestrator.adapters.redis_keys import inventory_prefix, inventory_prefixes, shard_of
 from orchestrator.adapters.redis_library import (
     LIBRARY_SHARE_MAX,
     RedisCredentialLibrary,
@@ -203,7 +202,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def device_count(self) -> int:
         """The shards' device counters, summed."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.get(prefix + "devices")
         return sum(int(n or 0) for n in pipe.execute())
 
@@ -253,7 +252,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def sec_tags(self) -> list[int]:
         """The sec_tags held by at least one device (every shard's `tags`)."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.hgetall(prefix + "tags")
         held = {int(tag) for raw in pipe.execute() for tag, n in raw.items() if int(n) > 0}
         return sorted(held)
@@ -270,11 +269,11 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         """The `cadig:{tag}` hashes of every shard, summed."""
         pipe = self._redis.pipeline(transaction=False)
         for tag in sec_tags:
-            for prefix in shard_prefixes():
+            for prefix in inventory_prefixes():
                 pipe.hgetall(f"{prefix}cadig:{tag}")
         found = pipe.execute()
         counts: dict[int, dict[str, int]] = {}
-        shards = len(shard_prefixes())
+        shards = len(inventory_prefixes())
         for i, tag in enumerate(sec_tags):
             summed: dict[str, int] = {}
             for raw in found[i * shards : (i + 1) * shards]:
@@ -303,7 +302,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         fields, in one round trip."""
         calls = [
             ScriptCall(self._device_ids, [prefix + "devices"], [prefix, BUCKETS])
-            for prefix in shard_prefixes()
+            for prefix in inventory_prefixes()
         ]
         return [str(d) for ids in run_script_calls(self._redis, calls) for d in ids]
 
@@ -312,7 +311,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         """Devices whose notAfter in `sec_tag` is at or before `until` (expired ones too),
         shard after shard (each shard's soonest first)."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.zrangebyscore(f"{prefix}exp:{sec_tag}", "-inf", until.timestamp())
         return [d for found in pipe.execute() for d in found]
 
@@ -320,7 +319,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
     def devices_with_ca(self, sec_tag: int, sha256: str) -> list[str]:
         """Devices whose CA chain in `sec_tag` has this digest."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.smembers(f"{prefix}cadev:{sec_tag}:{sha256}")
         return sorted(d for members in pipe.execute() for d in members)
 

@@ -36,8 +36,8 @@ from orchestrator.adapters.redis_inventory_records import (
     BUCKETS,
     decode_record,
     record_key,
-    shard_prefixes,
 )
+from orchestrator.adapters.redis_keys import inventory_prefixes
 from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 from orchestrator.domain.inventory import ExpiringItem, ExpiryWindow
 from orchestrator.ports import ExpiryCounts
@@ -82,7 +82,7 @@ class IdentityIndexReads:
         if not spki_sha256s:
             return {}
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.hmget(prefix + "keys", list(spki_sha256s))
         first: dict[str, tuple[float, str]] = {}
         for holders in pipe.execute():
@@ -97,7 +97,7 @@ class IdentityIndexReads:
     def expiring_identities(self, sec_tag: int, before: datetime) -> list[str]:
         """Devices whose identity certificate in `sec_tag` expires at or before `before`."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.zrangebyscore(f"{prefix}{IDENTITY_INDEX}:{sec_tag}", "-inf", before.timestamp())
         return sorted(d for found in pipe.execute() for d in found)
 
@@ -136,7 +136,7 @@ def index_class_counts(
     bounds = [repr(window.expired_before), repr(window.expiring_until)]
     calls = [
         ScriptCall(counts, [f"{prefix}{index}:{tag}" for tag in sec_tags], bounds)
-        for prefix in shard_prefixes()
+        for prefix in inventory_prefixes()
     ]
     summed = [0] * (3 * len(sec_tags))
     for found in run_script_calls(client, calls):
@@ -179,7 +179,7 @@ def index_expiring_items(
     """
     if limit <= 0 or not sec_tags:
         return []
-    prefixes = shard_prefixes()
+    prefixes = inventory_prefixes()
     streams = [(tag, prefix) for tag in sec_tags for prefix in prefixes]
     until = repr(window.expiring_until)
     even = -(-limit // len(prefixes))

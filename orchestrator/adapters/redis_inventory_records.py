@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from orchestrator.adapters.redis_keys import SHARDS, inventory_prefix, shard_of
+from orchestrator.adapters.redis_keys import inventory_prefix, shard_of
 from orchestrator.domain.credentials import CredentialType, ReportedCredential
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "item_ref",
     "record_active_tags",
     "record_key",
-    "shard_prefixes",
 ]
 
 BUCKETS: Final = 256
@@ -59,12 +58,6 @@ def bucket_of(device_id: str) -> int:
 def record_key(device_id: str) -> str:
     """The bucket hash holding a device's record."""
     return f"{inventory_prefix(shard_of(device_id))}d:{bucket_of(device_id)}"
-
-
-@functools.cache
-def shard_prefixes() -> tuple[str, ...]:
-    """Every shard's inventory prefix, shard 0 first."""
-    return tuple(inventory_prefix(s) for s in range(SHARDS))
 
 
 def item_json(credential: ReportedCredential) -> str:

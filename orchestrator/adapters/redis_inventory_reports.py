@@ -24,8 +24,7 @@ from redis.commands.core import Script
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import store_errors
 from orchestrator.adapters.redis_inventory_identities import INV
-from orchestrator.adapters.redis_inventory_records import shard_prefixes
-from orchestrator.adapters.redis_keys import inventory_prefix, shard_of
+from orchestrator.adapters.redis_keys import inventory_prefix, inventory_prefixes, shard_of
 from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 from orchestrator.domain.reports import DeviceReport
 
@@ -158,7 +157,7 @@ class ReportLog:
     def report_phase_counts(self) -> dict[str, int]:
         """Distinct reports received by phase, summed over the shards."""
         pipe = self._redis.pipeline(transaction=False)
-        for prefix in shard_prefixes():
+        for prefix in inventory_prefixes():
             pipe.hgetall(prefix + "report_phases")
         counts: dict[str, int] = {}
         for raw in pipe.execute():

@@ -19,6 +19,7 @@ key per command.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable
 from typing import Final
@@ -28,6 +29,7 @@ __all__ = [
     "SHARD_TAGS",
     "by_shard",
     "inventory_prefix",
+    "inventory_prefixes",
     "shard_of",
     "shard_prefix",
 ]
@@ -56,6 +58,12 @@ def shard_prefix(area: str, shard: int) -> str:
 def inventory_prefix(shard: int) -> str:
     """The prefix of every inventory key of a shard (`certfleet:inv:{tag}:`)."""
     return shard_prefix("inv", shard)
+
+
+@functools.cache
+def inventory_prefixes() -> tuple[str, ...]:
+    """Every shard's inventory prefix, shard 0 first (what a read across the shards walks)."""
+    return tuple(inventory_prefix(s) for s in range(SHARDS))
 
 
 def by_shard(device_ids: Iterable[str]) -> dict[int, list[str]]:

@@ -30,7 +30,7 @@ from typing import Final
 
 from orchestrator.adapters.redis_connection import RedisClient
 from orchestrator.adapters.redis_errors import load_script, store_errors
-from orchestrator.adapters.redis_keys import SHARDS, inventory_prefix, shard_of
+from orchestrator.adapters.redis_keys import inventory_prefix, inventory_prefixes, shard_of
 from orchestrator.adapters.redis_script_calls import ScriptCall, run_script_calls
 
 __all__ = [
@@ -54,7 +54,7 @@ def shard_library_keys(prefix: str) -> tuple[str, str, str]:
 
 
 def _libraries() -> list[str]:
-    return [LIB, *(shard_library_keys(inventory_prefix(s))[0] for s in range(SHARDS))]
+    return [LIB, *(shard_library_keys(prefix)[0] for prefix in inventory_prefixes())]
 
 
 class RedisCredentialLibrary:
@@ -101,8 +101,8 @@ class RedisCredentialLibrary:
     def evicted(self) -> int:
         """Entries dropped from devices' shares over `LIBRARY_SHARE_MAX`, ever."""
         pipe = self._redis.pipeline(transaction=False)
-        for s in range(SHARDS):
-            pipe.get(shard_library_keys(inventory_prefix(s))[2])
+        for prefix in inventory_prefixes():
+            pipe.get(shard_library_keys(prefix)[2])
         return sum(int(n or 0) for n in pipe.execute())
 
     @store_errors()
