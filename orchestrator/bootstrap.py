@@ -29,6 +29,7 @@ from orchestrator.adapters.redis_plans import RedisPlans
 from orchestrator.adapters.redis_receipts import RedisWebhookReceipts
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
+from orchestrator.adapters.redis_sessions import RedisSessions
 from orchestrator.adapters.tls_probe import SocketTlsProbe
 from orchestrator.config import Settings
 from orchestrator.domain.endpoints import parse_endpoint
@@ -98,6 +99,11 @@ class Container:
     def receipts(self) -> RedisWebhookReceipts:
         """Webhook ids seen lately, with the first answer given to each."""
         return RedisWebhookReceipts(self.redis)
+
+    @cached_property
+    def sessions(self) -> RedisSessions:
+        """Console sign-ins (`orchestrator.api.console`)."""
+        return RedisSessions(self.redis)
 
     @cached_property
     def tls_probe(self) -> SocketTlsProbe:

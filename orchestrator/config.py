@@ -2,12 +2,64 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ApiToken", "Role", "Settings", "parse_api_tokens"]
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+class ApiToken(NamedTuple):
+    """One entry of `CERTFLEET_API_TOKENS`: who it is, the secret, what it may do."""
+
+    name: str
+    token: str
+    role: Role
+
+
+def parse_api_tokens(text: str) -> list[ApiToken]:
+    """`name:token:role,...`; a bare `token` (the older form) is an operator named
+    `token-<n>` by its position. Raises ValueError naming the bad entry (never the token)."""
+    tokens: list[ApiToken] = []
+    for position, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) == 1:
+            name, token, role = f"token-{position}", parts[0], "operator"
+        elif len(parts) == 3:
+            name, token, role = parts
+        else:
+            raise ValueError(
+                f"CERTFLEET_API_TOKENS entry {position} is not `name:token:role` nor a bare token"
+            )
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"CERTFLEET_API_TOKENS entry {position}: the name must be 1-64 letters, digits "
+                "or ._@- (starting with a letter or digit)"
+            )
+        if not _TOKEN68.fullmatch(token):
+            raise ValueError(
+                f"CERTFLEET_API_TOKENS entry {position} ({name}): the token must be token68 "
+                "characters (letters, digits, -._~+/ and trailing =)"
+            )
+        if role not in ROLES:
+            raise ValueError(
+                f"CERTFLEET_API_TOKENS entry {position} ({name}): role {role!r} is neither "
+                "viewer nor operator"
+            )
+        if any(t.name == name for t in tokens):
+            raise ValueError(f"CERTFLEET_API_TOKENS names {name!r} twice")
+        tokens.append(ApiToken(name, token, role))
+    return tokens
 
 
 class Settings(BaseSettings):
@@ -146,7 +198,17 @@ class Settings(BaseSettings):
         """`CERTFLEET_WEBHOOK_SECRETS`: the `whsec_...` secrets a CA webhook may be signed with."""
         return [s.strip() for s in self.webhook_secrets.split(",") if s.strip()]
 
+    console_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    """How long a console sign-in lasts (the session cookie's and the session's expiry)."""
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens_parse(cls, value: str) -> str:
+        parse_api_tokens(value)
+        return value
+
     @property
-    def api_token_list(self) -> list[str]:
-        """`CERTFLEET_API_TOKENS`: the bearer tokens the API accepts."""
-        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+    def api_token_list(self) -> list[ApiToken]:
+        """`CERTFLEET_API_TOKENS`: the tokens the API and the console accept, with their
+        names and roles (`name:token:role,...`; a bare token is an operator)."""
+        return parse_api_tokens(self.api_tokens)

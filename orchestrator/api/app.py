@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.api import renewals
 from orchestrator.api.auth import bearer_auth
+from orchestrator.api.console import mount_console
 from orchestrator.api.ops import broker_client, ops_router
 from orchestrator.api.renewals import AcceptEvent, PlanView
 from orchestrator.api.status import status_router
@@ -79,4 +80,5 @@ def create_app(
         )
     )
     app.include_router(ops_router(container, broker=broker))
+    mount_console(app, container, plan_view=plan_view)
     return app

@@ -6,12 +6,21 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["MalformedAuthorizationError", "bearer_auth", "bearer_token"]
+from orchestrator.config import ApiToken, Role
+
+__all__ = [
+    "MalformedAuthorizationError",
+    "Principal",
+    "bearer_auth",
+    "bearer_token",
+    "match_token",
+    "require_operator",
+]
 
 _scheme = HTTPBearer(
     auto_error=False,
@@ -50,21 +59,55 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-def bearer_auth(tokens: Sequence[str]) -> Callable[..., None]:
-    """A dependency that answers 401 unless the request carries one of `tokens`.
+class Principal(NamedTuple):
+    """Who a request acts as: the token's name and role."""
 
-    The header is parsed strictly (`bearer_token`). Tokens are compared as SHA-256
-    digests with `hmac.compare_digest`, every one of them each time, so neither the
-    token nor its length leaks through timing. With no token configured every request
-    is refused.
+    name: str
+    role: Role
+
+    @property
+    def may_act(self) -> bool:
+        """Operators may pause, resume, approve and abort; viewers only read."""
+        return self.role == "operator"
+
+
+def match_token(tokens: Sequence[ApiToken], given: str) -> ApiToken | None:
+    """The configured token equal to `given`, or None.
+
+    Compared as SHA-256 digests with `hmac.compare_digest`, every one of them each time,
+    so neither the token nor its length leaks through timing.
     """
-    expected = [_digest(t) for t in tokens]
+    digest = _digest(given)
+    found: ApiToken | None = None
+    for candidate in tokens:
+        if hmac.compare_digest(digest, _digest(candidate.token)):
+            found = candidate
+    return found
+
+
+def require_operator(principal: Principal) -> None:
+    """403 unless `principal` may change rollouts."""
+    if not principal.may_act:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"{principal.name} is a viewer; pause, resume, approve and abort need an "
+            "operator token",
+        )
+
+
+def bearer_auth(tokens: Sequence[ApiToken]) -> Callable[..., Principal]:
+    """A dependency that answers 401 unless the request carries one of `tokens`, and
+    gives the request's `Principal`.
+
+    The header is parsed strictly (`bearer_token`), the token compared by `match_token`.
+    With no token configured every request is refused.
+    """
 
     def authenticate(
         request: Request,
         # Declares the scheme in the OpenAPI document; the header is parsed below.
         _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)],
-    ) -> None:
+    ) -> Principal:
         try:
             token = bearer_token(request.headers.getlist("authorization"))
         except MalformedAuthorizationError as exc:
@@ -73,12 +116,9 @@ def bearer_auth(tokens: Sequence[str]) -> Callable[..., None]:
             if token is None:
                 detail = f"missing bearer token: {_USAGE}"
             else:
-                given = _digest(token)
-                matched = False
-                for candidate in expected:
-                    matched |= hmac.compare_digest(given, candidate)
-                if matched:
-                    return
+                matched = match_token(tokens, token)
+                if matched is not None:
+                    return Principal(matched.name, matched.role)
                 detail = "invalid bearer token"
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,

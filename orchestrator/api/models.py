@@ -40,6 +40,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The event is not one certfleet can act on",
         401: "Missing or wrong credentials",
+        403: "A viewer token; the action needs an operator",
         404: "No such resource",
         409: "Not allowed in the current state",
         413: "The body is too large",

@@ -1,12 +1,11 @@
 """Fleet status, rollouts and their commands, renewal plans: the bearer-token routes."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from orchestrator.api.auth import Principal, require_operator
 from orchestrator.api.models import (
     CommandResult,
     FleetStatusBody,
@@ -43,7 +42,7 @@ def _no_rollout(rollout_id: str) -> HTTPException:
 
 
 def status_router(
-    container: Container, *, authenticate: Callable[..., None], plan_view: PlanView
+    container: "Container", *, authenticate: Callable[..., Principal], plan_view: PlanView
 ) -> APIRouter:
     """The protected routes, bound to the container."""
     router = APIRouter(
@@ -85,8 +84,11 @@ def status_router(
         except RolloutError:
             raise _no_rollout(rollout_id) from None
 
-    def command_route(verb: Verb) -> Callable[[str], CommandResult]:
-        def run(rollout_id: str) -> CommandResult:
+    def command_route(verb: Verb) -> Callable[..., CommandResult]:
+        def run(
+            rollout_id: str, principal: Annotated[Principal, Depends(authenticate)]
+        ) -> CommandResult:
+            require_operator(principal)
             if not container.rollouts.exists(rollout_id):
                 raise _no_rollout(rollout_id)
             try:
@@ -109,7 +111,7 @@ def status_router(
             methods=["POST"],
             response_model=CommandResult,
             summary=VERB_SUMMARIES[verb],
-            responses=error_responses(404, 409),
+            responses=error_responses(403, 404, 409),
             tags=["rollouts"],
         )
 

@@ -11,6 +11,7 @@ from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindo
 from orchestrator.domain.receipts import WebhookAnswer
 from orchestrator.domain.renewal import RenewalPlan
 from orchestrator.domain.reports import DeviceReport
+from orchestrator.domain.sessions import ConsoleSession
 
 __all__ = [
     "BundlePublisher",
@@ -21,6 +22,7 @@ __all__ = [
     "Metrics",
     "PlanStore",
     "SequenceStore",
+    "SessionStore",
     "TaskQueue",
     "TlsProbe",
     "WebhookReceiptStore",
@@ -290,4 +292,20 @@ class WebhookReceiptStore(Protocol):
 
     def release(self, webhook_id: str, token: str) -> None:
         """Drop this delivery's claim (its handling failed), so a retry handles it again."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Console sessions by their secret id; an entry lives until it expires or is deleted."""
+
+    def create(self, session_id: str, session: ConsoleSession) -> None:
+        """Store `session` under `session_id` until `session.expires_at`."""
+        ...
+
+    def get(self, session_id: str) -> ConsoleSession | None:
+        """The live session of that id, or None (unknown, signed out, expired)."""
+        ...
+
+    def delete(self, session_id: str) -> None:
+        """Sign the session out; nothing happens for an unknown id."""
         ...
