@@ -11,8 +11,9 @@ from orchestrator.services.rollout import RolloutError, rollout_status
 
 if TYPE_CHECKING:
     from orchestrator.api.console.context import ConsoleContext
+    from orchestrator.bootstrap import Container
 
-__all__ = ["progress", "router"]
+__all__ = ["progress", "rollout_live_context", "router"]
 
 D = DeviceRolloutState
 DONE = (D.COMMITTED, D.RETIRED, D.ROLLED_BACK, D.UNDO_REFUSED, D.CSR_REFUSED, D.TIMED_OUT)
@@ -25,6 +26,20 @@ def progress(totals: dict[str, int]) -> dict[str, int]:
     failed = sum(totals.get(s, 0) for s in FAILED)
     done = sum(totals.get(s, 0) for s in DONE) + failed - totals.get(D.TIMED_OUT, 0)
     return {"devices": devices, "done": min(done, devices), "failed": failed}
+
+
+def rollout_live_context(
+    container: "Container", rollout_id: str, *, failed_page: int = 0
+) -> dict[str, Any]:
+    """Everything `rollout_live.html` renders for one rollout: read once per update and
+    shared by every open page of that rollout (`live`). Keys: `status` (the rollout's
+    state, waves and counts), `ended` (no more updates will come), `failed_page`.
+
+    Raises `RolloutError` for an unknown rollout.
+    """
+    status = rollout_status(container.rollout_deps(), rollout_id)
+    ended = status["state"] in ("completed", "completed_with_timeouts", "rolled_back")
+    return {"status": status, "ended": ended, "failed_page": failed_page}
 
 
 def router(ctx: "ConsoleContext") -> APIRouter:
@@ -55,9 +70,9 @@ def router(ctx: "ConsoleContext") -> APIRouter:
         session: Annotated[ConsoleSession, Depends(ctx.viewer)],
     ) -> Response:
         try:
-            status = rollout_status(container.rollout_deps(), rollout_id)
+            live = rollout_live_context(container, rollout_id)
         except RolloutError:
             raise HTTPException(404, f"no rollout {rollout_id!r}") from None
-        return render(request, "rollout.html", session=session, status=status)
+        return render(request, "rollout.html", session=session, rollout_id=rollout_id, **live)
 
     return r
