@@ -65,7 +65,9 @@ def parse_api_tokens(text: str) -> list[ApiToken]:
 class Settings(BaseSettings):
     """Every setting certfleet reads; the README documents each one."""
 
-    model_config = SettingsConfigDict(env_prefix="CERTFLEET_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CERTFLEET_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
