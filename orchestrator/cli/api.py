@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,12 +22,35 @@ def api(
         str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            exists=True,
+            dir_okay=False,
+            help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", exists=True, dir_okay=False, help="The PEM private key."),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies whose X-Forwarded-Proto/For are believed (comma-separated; a TLS "
+            "proxy in front must send X-Forwarded-Proto: https for Secure console cookies).",
+        ),
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve CA webhooks, status, control, /metrics and /healthz until Ctrl-C."""
+    """Serve the console, CA webhooks, status, control, /metrics and /healthz until Ctrl-C."""
     import uvicorn  # noqa: PLC0415 -- the server loads only here
 
     from orchestrator.api import create_app  # noqa: PLC0415
 
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("--tls-cert and --tls-key go together")
     container = bootstrap()
     try:
         try:
@@ -40,8 +64,19 @@ def api(
             port=port,
             webhook_secrets=len(settings.webhook_secret_list),
             api_tokens=len(settings.api_token_list),
+            tls=tls_cert is not None,
         )
-        uvicorn.run(app, host=host, port=port, log_config=None, server_header=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            server_header=False,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
         log.info("api_stopped")
     finally:
         container.close()

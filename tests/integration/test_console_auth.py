@@ -3,9 +3,11 @@ expiry, and tokens removed or demoted in the settings."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +20,10 @@ from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.clock import utcnow
 from orchestrator.config import Settings
 from orchestrator.domain.sessions import ConsoleSession
+from simulator.pki import issue_server_cert, make_ca
+from simulator.services import free_port, wait_for_port
 from tests.console import csrf_of, form_token_of, sign_in
+from tests.procs import certfleet, start
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +202,48 @@ def test_a_viewer_token_reads_the_api_but_cannot_command(
         "/v1/rollouts/r-none/abort", headers={"Authorization": f"Bearer {OPERATOR}"}
     )
     assert operator.status_code == 404, "an operator gets past the role check"
+
+
+def test_certfleet_api_over_tls_gives_a_secure_cookie(
+    service_env: dict[str, str], tmp_path: Path, log_dir: Path
+) -> None:
+    """`certfleet api --tls-cert/--tls-key`: a real HTTPS server; the browser's session
+    cookie comes back Secure, and signing in works over it."""
+    now = datetime.now(UTC)
+    ca = make_ca(
+        "console test CA", not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1)
+    )
+    server = issue_server_cert(
+        ca, not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1)
+    )
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    (tmp_path / "cert.pem").write_bytes(server.pem)
+    (tmp_path / "key.pem").write_bytes(server.key_pem)
+    port = free_port()
+    env = {**os.environ, **service_env, "CERTFLEET_API_TOKENS": TOKENS}
+    argv = certfleet(
+        "api",
+        "--port",
+        str(port),
+        "--tls-cert",
+        str(tmp_path / "cert.pem"),
+        "--tls-key",
+        str(tmp_path / "key.pem"),
+    )
+    proc = start("api-tls", argv, env=env, log_dir=log_dir)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30, process=proc.process)
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{port}", verify=str(tmp_path / "ca.pem"), timeout=10
+        ) as client:
+            form = client.get("/signin")
+            done = client.post(
+                "/signin",
+                data={"token": OPERATOR, "form_token": form_token_of(form.text), "next": "/"},
+            )
+            assert done.status_code == 303
+            morsel = _session_cookie(done.headers.multi_items())[COOKIE]
+            assert morsel["secure"] is True
+            assert client.get("/rollouts").status_code == 200
+    finally:
+        proc.stop()
