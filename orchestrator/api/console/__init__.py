@@ -8,11 +8,12 @@ services the HTTP API uses. Sign-in and sessions: `session`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.console import devices, fleet, live, plans, rollouts
 from orchestrator.api.console.context import ConsoleContext
@@ -28,7 +29,7 @@ from orchestrator.api.renewals import PlanView
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
 
-__all__ = ["CONTENT_SECURITY_POLICY", "mount_console"]
+__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "mount_console"]
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -42,21 +43,37 @@ def _is_console(path: str) -> bool:
     return not path.startswith(_API_PREFIXES) and path != "/redoc"
 
 
-async def _security_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    if _is_console(request.url.path):
-        headers = response.headers
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.url.path.startswith("/static/"):
-            headers.setdefault("Cache-Control", "public, max-age=31536000, immutable")
-        else:
-            headers.setdefault("Cache-Control", "no-store")
-    return response
+class SecurityHeaders:
+    """ASGI middleware: the console's responses get the CSP, nosniff, DENY, no-referrer and
+    a cache policy (immutable for /static, no-store for pages); API routes are left as
+    they are. Pure ASGI, so a Server-Sent Events stream passes through unbuffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not _is_console(path):
+            await self.app(scope, receive, send)
+            return
+        cache = "public, max-age=31536000, immutable" if path.startswith("/static/") else "no-store"
+        extra = {
+            "content-security-policy": CONTENT_SECURITY_POLICY,
+            "x-content-type-options": "nosniff",
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "cache-control": cache,
+        }
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
@@ -69,7 +86,7 @@ def mount_console(app: FastAPI, container: Container, *, plan_view: PlanView) ->
     auth = ConsoleAuth(container, container.settings.api_token_list)
     ctx = ConsoleContext(container, auth, plan_view)
     app.add_exception_handler(SignInRequiredError, _sign_in_required)
-    app.middleware("http")(_security_headers)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(session_router(auth))
     for module in (fleet, plans, rollouts, live, devices):
