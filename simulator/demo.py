@@ -9,6 +9,11 @@ CA expires within 30 days (their health probes reach a real TLS server under tha
 the rollout completes), tries an unrelated CA on the whole fleet (the canary's probes
 fail, the gate aborts, the canary is rolled back), prints a summary of both, and stops
 everything it started.
+
+Beside them runs `certfleet api` on a free loopback port with a fresh operator token
+and a viewer token: the demo prints the console's URL and both tokens at its start, so
+the rollouts can be watched live in a browser, and again at its end, where on a
+terminal it waits for Enter before it stops everything.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import signal
 import socketserver
@@ -28,14 +34,20 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator.pki import IssuedCert, issue_server_cert, make_ca
-from simulator.services import start_mosquitto, start_redis
+from simulator.services import (
+    ServiceError,
+    free_port,
+    start_mosquitto,
+    start_redis,
+    wait_for_port,
+)
 
 __all__ = ["main"]
 
@@ -56,6 +68,7 @@ FAILED = ("rejected", "health_failed", "fallback", "timed_out")
 COMPLETED = ("completed", "completed_with_timeouts")
 """A rollout whose waves all passed: with every device confirmed, or with some that never did."""
 ROLLOUT_TIMEOUT_S = 90
+API_HOST = "127.0.0.1"
 
 
 class DemoError(Exception):
@@ -113,6 +126,70 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleAccess:
+    """Where the demo's console listens and the two tokens that sign in to it."""
+
+    port: int
+    operator_token: str
+    viewer_token: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{API_HOST}:{self.port}/"
+
+    @property
+    def api_tokens(self) -> str:
+        """The `CERTFLEET_API_TOKENS` value: `name:token:role` for each of the two."""
+        return (
+            f"demo-operator:{self.operator_token}:operator,demo-viewer:{self.viewer_token}:viewer"
+        )
+
+
+def console_access() -> ConsoleAccess:
+    """A free loopback port and two tokens made for this run only."""
+    return ConsoleAccess(free_port(API_HOST), secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+
+
+def _print_console(access: ConsoleAccess) -> None:
+    console.rule("[bold]the console")
+    console.print(
+        f"Open [bold]{access.url}[/] and sign in with a token:\n"
+        f"  operator (may pause, resume, approve, abort)  [bold]{access.operator_token}[/]\n"
+        f"  viewer (reads only)                           [bold]{access.viewer_token}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _start_console(procs: _Processes, access: ConsoleAccess) -> subprocess.Popen[bytes]:
+    """Start `certfleet api` (API and console) and say how to open the console."""
+    api = procs.start("api", [CERTFLEET, "api", "--host", API_HOST, "--port", str(access.port)])
+    _print_console(access)
+    console.print("Watch the rollouts there while the demo goes on.")
+    return api
+
+
+def _console_listening(api: subprocess.Popen[bytes], access: ConsoleAccess) -> None:
+    try:
+        wait_for_port(API_HOST, access.port, timeout=30, process=api)
+    except ServiceError as exc:
+        raise DemoError(f"certfleet api (the console): {exc}") from None
+
+
+def hold_until_enter(stdin: TextIO, access: ConsoleAccess) -> bool:
+    """Say again how to open the console; on a terminal, wait for Enter (or Ctrl-C, or
+    end of input) and return True. Elsewhere (CI, a pipe) read nothing, return False."""
+    _print_console(access)
+    if not stdin.isatty():
+        console.print("stdin is not a terminal: stopping everything the demo started.")
+        return False
+    console.print("Press Enter to stop everything the demo started.")
+    with contextlib.suppress(KeyboardInterrupt, EOFError):
+        stdin.readline()
+    return True
 
 
 def _shown(argv: list[str]) -> str:
@@ -347,11 +424,13 @@ def main() -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     key_file = (WORKDIR / "signing-key.pem").resolve()
     pki = _make_pki(datetime.now(UTC))
+    access = console_access()
 
     with _services(WORKDIR / "services") as env, _tls_server(pki.server) as probe_port:
         procs = _Processes(
             {
                 **env,
+                "CERTFLEET_API_TOKENS": access.api_tokens,
                 "CERTFLEET_LOG_FORMAT": "json",
                 "CERTFLEET_SIGNING_KEY_FILE": str(key_file),
                 "CERTFLEET_TICK_INTERVAL_SECONDS": "1",
@@ -360,10 +439,14 @@ def main() -> None:
         )
         try:
             _generate_signing_key(key_file)
+            api = _start_console(procs, access)
             _inventory(procs, pki)
+            _console_listening(api, access)
             rollout_ids = _rotations(procs, pki, f"127.0.0.1:{probe_port}")
             console.rule("[bold]summary")
             out.print(_summary(procs, rollout_ids))
+            elapsed = time.monotonic() - started
+            hold_until_enter(sys.stdin, access)
         except DemoError as exc:
             console.print(f"\n[bold red]demo failed:[/] {exc}", highlight=False)
             for name in procs.exited():
@@ -372,7 +455,7 @@ def main() -> None:
             sys.exit(1)
         finally:
             procs.stop_all()
-    console.print(f"\nDone in {time.monotonic() - started:.0f} s. Logs of this run: {LOG_DIR}/")
+    console.print(f"\nDone in {elapsed:.0f} s. Logs of this run: {LOG_DIR}/")
 
 
 if __name__ == "__main__":
