@@ -299,6 +299,8 @@ def test_the_plan_page_shows_impact_timeline_and_rollouts(console: Console) -> N
 
     assert response.status_code == 200
     doc = page(response.text)
+    api = console.client.get(f"/v1/plans/{plan_id}", headers={"Authorization": f"Bearer {VIEWER}"})
+    assert (api.json()["state"], api.json()["add_rollout_state"]) == ("adding", "created")
     assert doc.by_id("plan-state").text == "adding"
     impact = doc.by_id("impact")
     cards = {

@@ -10,7 +10,7 @@ from orchestrator.domain.renewal import PlanState, RenewalPlan
 from orchestrator.domain.rollout_states import RolloutState
 from orchestrator.logs import get_logger
 from orchestrator.services.renewals.deps import RenewalDeps, endpoint, switched
-from orchestrator.services.rollout import command, create_rollout, load, rollout_status
+from orchestrator.services.rollout import command, create_rollout, load
 
 __all__ = ["plan_view", "watch_renewals"]
 
@@ -20,7 +20,10 @@ R = RolloutState
 
 
 def plan_view(deps: RenewalDeps, plan_id: str) -> dict[str, Any] | None:
-    """The plan with its impact and the live state of its rollouts (`GET /v1/plans/{id}`)."""
+    """The plan with its impact and the live state of its rollouts (`GET /v1/plans/{id}`).
+
+    A rollout's state is one read of the rollout, whatever its size.
+    """
     plan = deps.plans.load(plan_id)
     if plan is None:
         return None
@@ -30,7 +33,7 @@ def plan_view(deps: RenewalDeps, plan_id: str) -> dict[str, Any] | None:
         ("retire_rollout", plan.retire_rollout),
     ):
         if rollout_id:
-            view[f"{field}_state"] = rollout_status(deps.rollouts, rollout_id)["state"]
+            view[f"{field}_state"] = load(deps.rollouts.store, rollout_id).state.value
     return view
 
 
