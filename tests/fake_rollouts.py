@@ -350,6 +350,27 @@ class FakeRollouts:
         entries = list(self._get(rollout_id).log)
         return entries if count is None else entries[:count]
 
+    def events(self, rollout_id: str) -> list[dict[str, str]]:
+        return [dict(e) for e in self._get(rollout_id).log if e.get("kind") != "device"]
+
+    def log_tail(self, rollout_id: str, count: int) -> list[dict[str, str]]:
+        return [dict(e) for e in reversed(self._get(rollout_id).log)][:count]
+
+    def devices_page(
+        self,
+        rollout_id: str,
+        states: Iterable[DeviceRolloutState],
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[str]]:
+        wanted = frozenset(states)
+        if DeviceRolloutState.PENDING in wanted:
+            raise ValueError("devices_page reads the per-state sets; pending has none")
+        found = sorted(d for d, s in self._get(rollout_id).states.items() if s in wanted)
+        start = max(offset, 0)
+        return len(found), found[start : start + max(count, 0)]
+
 
 @dataclass
 class RecordingTasks:

@@ -15,7 +15,10 @@ Keys of one rollout share the hash tag `{rollout_id}`, so they live in one slot:
 - `…:seq` (hash): `{device}:{step}` -> the seqs of every bundle issued for that step,
   space-separated (a re-send adds a fresh one; a late report about an earlier one matches);
 - `…:deadline` (zset): device -> when its stage is due a re-send (while re-sends remain)
-  or when it times out;   `…:log` (stream): the audit trail;
+  or when it times out;   `…:log` (stream): the audit trail, a device entry per
+  transition;   `…:events` (stream): its rollout and wave entries again (written by
+  `create` and `change` beside the log's), so the console reads a 100,000-device
+  rollout's gate decisions without its device entries;
 - `…:sent:{step}` (zset): device -> when a send of the step (a commit, a stage re-send)
   was last claimed, so overlapping evaluations send it once per period;
 - `…:claiming` (string, expires): the rollout's devices are being claimed (`redis_claims`).
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import redis
 
@@ -78,6 +81,8 @@ so Redis never runs one script for long."""
 
 SCAN_COUNT = 1000
 """Devices read at a time when a wave is read in chunks (its member strings hold 1,000)."""
+LOG_CHUNK: Final = 10_000
+"""Audit entries read at a time when a rollout's `events` are rebuilt from its log."""
 
 
 class RedisRollouts:
@@ -91,6 +96,7 @@ class RedisRollouts:
         self._transition = load_script(client, "orchestrator.adapters", "rollout_transition")
         self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
         self._put_bundles = load_script(client, "orchestrator.adapters", "rollout_put_bundles")
+        self._page = load_script(client, "orchestrator.adapters", "rollout_devices_page")
         self._devices = DeviceRecords(client)
 
     # -- creation ----------------------------------------------------------------------------
@@ -117,6 +123,9 @@ class RedisRollouts:
             pipe = self._redis.pipeline(transaction=True)  # the rollout's slot only
             layout = write_planned(
                 pipe, rollout, waves=waves, active=active, versions=versions or {}, actor=actor
+            )
+            pipe.xadd(
+                rollout_key(rollout.id, "events"), rollout.created_entry(actor=actor).as_fields()
             )
             pipe.execute()
             # Indexed once its own keys are written: the index is another slot.
@@ -286,6 +295,74 @@ class RedisRollouts:
             entries = self._redis.xrange(rollout_key(rollout_id, "log"), count=count)
             return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
+    def events(self, rollout_id: str) -> list[dict[str, str]]:
+        """The rollout and wave entries of the log, from `…:events`.
+
+        A rollout stored before `…:events` existed (its first entry is not the log's
+        first line, `created`) has them rebuilt from its log once, with the log's ids.
+        """
+        with store_errors():
+            entries = self._redis.xrange(rollout_key(rollout_id, "events"))
+            if not (entries and _is_created(entries[0][1])):
+                entries = self._rebuild_events(rollout_id)
+            return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    def _rebuild_events(self, rollout_id: str) -> list[tuple[str, dict[str, str]]]:
+        """Copy the log's rollout and wave entries to `…:events`, replacing what is there.
+
+        Watched on `…:events`: a `change` in between (which appends to both streams)
+        makes it read the log again, so no entry is lost or doubled.
+        """
+        key, log_key = rollout_key(rollout_id, "events"), rollout_key(rollout_id, "log")
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    found: list[tuple[str, dict[str, str]]] = []
+                    start = "-"
+                    while True:
+                        chunk = pipe.xrange(log_key, min=start, count=LOG_CHUNK)
+                        found += [(i, f) for i, f in chunk if f.get("kind") != "device"]
+                        if len(chunk) < LOG_CHUNK:
+                            break
+                        start = "(" + chunk[-1][0]
+                    if not found:
+                        pipe.unwatch()
+                        return []
+                    pipe.multi()
+                    pipe.delete(key)
+                    for entry_id, fields in found:
+                        pipe.xadd(key, fields, id=entry_id)
+                    pipe.execute()
+                    return found
+                except redis.WatchError:
+                    continue
+
+    def log_tail(self, rollout_id: str, count: int) -> list[dict[str, str]]:
+        with store_errors():
+            entries = self._redis.xrevrange(rollout_key(rollout_id, "log"), count=count)
+            return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    def devices_page(
+        self,
+        rollout_id: str,
+        states: Iterable[DeviceRolloutState],
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[str]]:
+        """One script call: the sets' union sorted on the server, only the page returned."""
+        wanted = sorted({s.value for s in states})
+        if UNSET in wanted:
+            raise ValueError("devices_page reads the per-state sets; pending has none")
+        if not wanted:
+            return 0, []
+        keys = [rollout_key(rollout_id, "page")]
+        keys += [rollout_key(rollout_id, f"s:{state}") for state in wanted]
+        with store_errors():
+            total, page = self._page(keys=keys, args=[max(offset, 0), max(count, 0)])
+        return int(total), [d.decode() if isinstance(d, bytes) else str(d) for d in page]
+
     # -- writing -----------------------------------------------------------------------------
 
     def transition(
@@ -336,6 +413,7 @@ class RedisRollouts:
                         pipe.hset(key, mapping=fields)
                     for entry in change.entries:
                         pipe.xadd(rollout_key(rollout_id, "log"), entry.as_fields())
+                        pipe.xadd(rollout_key(rollout_id, "events"), entry.as_fields())
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -418,3 +496,12 @@ class RedisRollouts:
                     )
                     if chunk:
                         yield chunk
+
+
+def _is_created(fields: Mapping[str, str]) -> bool:
+    """Whether an audit entry is a rollout's first, `created` (`Rollout.created_entry`)."""
+    return (
+        fields.get("kind") == "rollout"
+        and fields.get("from") == ""
+        and (fields.get("cause") == "created")
+    )

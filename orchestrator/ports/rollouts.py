@@ -199,3 +199,28 @@ class RolloutStore(Protocol):
     def log(self, rollout_id: str, *, count: int | None = None) -> list[dict[str, str]]:
         """The audit log, oldest first: each entry's fields and its `id`."""
         ...
+
+    def events(self, rollout_id: str) -> list[dict[str, str]]:
+        """The audit log's rollout and wave entries, no device's, oldest first: each
+        entry's fields and an `id` (a few per wave, however many devices the rollout has)."""
+        ...
+
+    def log_tail(self, rollout_id: str, count: int) -> list[dict[str, str]]:
+        """The audit log's last `count` entries, newest first: each entry's fields and `id`."""
+        ...
+
+    def devices_page(
+        self,
+        rollout_id: str,
+        states: Iterable[DeviceRolloutState],
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[str]]:
+        """How many devices are in one of `states`, and `count` of them from `offset` in
+        device id order (a stable page). `pending` has no per-state set: not allowed.
+
+        Raises:
+            ValueError: `states` holds `pending`.
+        """
+        ...

@@ -6,7 +6,8 @@
 - `reports`: move devices by their reports;
 - `evaluate`: commit healthy devices, the gate, bake, next wave, re-dispatch; the tick;
 - `deadlines`: what the tick does with an overdue device: re-send its stage, or time it out;
-- `rollback`: abort, send the rollback, end it.
+- `rollback`: abort, send the rollback, end it;
+- `view`: one rollout as the console shows it, read at a cost independent of its size.
 
 Every function takes only the ports it uses (`RolloutDeps`, or `PushDeps` to push)
 and is safe to run twice: rollout changes are guarded by the state they expect,
@@ -39,15 +40,25 @@ from orchestrator.services.rollout.evaluate import (
 from orchestrator.services.rollout.push import push_batch
 from orchestrator.services.rollout.reports import apply_reports
 from orchestrator.services.rollout.rollback import abort_rollout, rollback_rollout
+from orchestrator.services.rollout.view import (
+    FAILED_PAGE_SIZE,
+    RolloutSummary,
+    RolloutView,
+    rollout_summary,
+    rollout_view,
+)
 
 __all__ = [
     "COMMIT_RESEND_SECONDS",
+    "FAILED_PAGE_SIZE",
     "PUSH_BATCH_SIZE",
     "Plan",
     "PushDeps",
     "RolloutDeps",
     "RolloutError",
+    "RolloutSummary",
     "RolloutTasks",
+    "RolloutView",
     "abort_rollout",
     "apply_reports",
     "command",
@@ -60,6 +71,8 @@ __all__ = [
     "push_batch",
     "rollback_rollout",
     "rollout_status",
+    "rollout_summary",
+    "rollout_view",
     "start_rollout",
     "tick_rollouts",
 ]
