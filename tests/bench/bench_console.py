@@ -16,9 +16,11 @@ Signed in through `/signin` like a browser (the form's token and cookie, then th
 token), the bench measures:
 
 1. Page weight: the rollout page's HTML plus every asset it loads (stylesheets, scripts,
-   images that are not `data:`), bytes as sent (the server does not compress today:
-   the gzip size is printed beside). About the same for both rollouts (the page shows
-   aggregates and pages of 50): the large one's weight within 10% of the small one's.
+   images that are not `data:`), bytes as sent: the console does not compress, on
+   purpose (its pages carry the CSRF token and reflect search input, so compression
+   would open them to BREACH-style attacks); what gzip would make of them is printed.
+   About the same for both rollouts (the page shows aggregates and pages of 50): the
+   large one's weight within 10% of the small one's.
 2. Server cost per open page: the `certfleet api` process's CPU (and Redis commands,
    `INFO commandstats`) over `--seconds` with N open SSE streams
    (`GET /rollouts/<id>/events`) while the rollout keeps changing (a few devices moved
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import re
 import statistics
 import tempfile
 import time
@@ -53,6 +54,7 @@ import redis
 from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
+from orchestrator.api.console.session import COOKIE
 from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.domain.rollout_aggregate import Rollout
@@ -65,12 +67,12 @@ from simulator.services import LocalService, free_port, start_redis
 from tests.bench.cost import CpuMeter, commandstats, subtract
 from tests.bench.figures import Figure, exit_on_sigterm, report
 from tests.bench.fleet import reported_states
+from tests.console import sign_in
 from tests.procs import Proc, certfleet, start, wait_until
 
 __all__ = [
     "EventCounter",
     "asset_urls",
-    "form_token",
     "per_page_per_minute",
     "planned_state",
     "weight_figures",
@@ -100,7 +102,7 @@ def planned_state(n: int, i: int, size: int, *, running: bool) -> DeviceRolloutS
     One device in 20 of the rollout failed (rejected, health_failed, fallback in turn),
     spread evenly over the waves (the first device of each is not one, so a canary of
     one device passes). A passed wave: one in 100 timed out, the rest committed. The
-    running wave: the first 56% committed, the next 5% in flight (sent, staged,
+    running wave: the first 59% committed, the next 5% in flight (sent, staged,
     health_ok in turn), the rest pending; with the passed waves' 10% that makes about
     60% committed overall.
     """
@@ -109,9 +111,9 @@ def planned_state(n: int, i: int, size: int, *, running: bool) -> DeviceRolloutS
     if not running:
         return D.TIMED_OUT if n % 100 == 55 else D.COMMITTED
     share = i / max(size, 1)
-    if share < 0.56:
+    if share < 0.59:
         return D.COMMITTED
-    if share < 0.61:
+    if share < 0.64:
         return IN_FLIGHT[i % len(IN_FLIGHT)]
     return D.PENDING
 
@@ -139,17 +141,6 @@ def asset_urls(html: str, base: str) -> list[str]:
     parser = _Assets()
     parser.feed(html)
     return [urljoin(base, url) for url in parser.found]
-
-
-_FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
-
-
-def form_token(html: str) -> str:
-    """The sign-in form's hidden `form_token`."""
-    found = _FORM_TOKEN.search(html)
-    if found is None:
-        raise RuntimeError("no sign-in form on the page")
-    return found.group(1)
 
 
 @dataclass
@@ -406,18 +397,10 @@ def start_api(base: Path, redis_service: LocalService) -> tuple[Proc, str]:
     return api, url
 
 
-def sign_in(client: httpx.Client) -> str:
-    """Sign `client` in (GET then POST /signin); the session cookie's value."""
-    form = client.get("/signin")
-    form.raise_for_status()
-    done = client.post(
-        "/signin",
-        data={"token": TOKEN, "form_token": form_token(form.text), "next": "/rollouts"},
-        follow_redirects=False,
-    )
-    if done.status_code != 303:
-        raise RuntimeError(f"sign-in refused: {done.status_code} {done.text[:300]}")
-    session = client.cookies.get("certfleet_session")
+def session_of(client: httpx.Client) -> str:
+    """Sign `client` in through the form like a browser; the session cookie's value."""
+    sign_in(client, TOKEN)
+    session = client.cookies.get(COOKIE)
     if not session:
         raise RuntimeError("sign-in set no session cookie")
     return session
@@ -508,7 +491,7 @@ async def _window(
     counters = [EventCounter() for _ in range(pages)]
     opened = [asyncio.Event() for _ in range(pages)]
     async with httpx.AsyncClient(
-        cookies={"certfleet_session": session}, timeout=httpx.Timeout(10, read=60), limits=limits
+        cookies={COOKIE: session}, timeout=httpx.Timeout(10, read=60), limits=limits
     ) as http:
         tasks = [
             asyncio.create_task(_stream(http, url, c, o))
@@ -681,7 +664,7 @@ def first_views(base: str, session: str, urls: Sequence[str], views: int) -> lis
                         context.add_cookies(
                             [
                                 {
-                                    "name": "certfleet_session",
+                                    "name": COOKIE,
                                     "value": session,
                                     "domain": host or "",
                                     "path": "/",
@@ -776,7 +759,7 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
             raw["scenarios"] = scenarios
             api, url = start_api(base, redis_service)
             with httpx.Client(base_url=url, timeout=60) as http:
-                session = sign_in(http)
+                session = session_of(http)
                 pages = [f"{url}/rollouts/{s.rollout_id}" for s in scenarios]
                 raw["html"] = [http.get(p).text for p in pages]
                 raw["problems"] = [

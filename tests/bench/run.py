@@ -15,6 +15,10 @@ against the protocol's minimum (`bench_e2e`), the worker's CPU per device pushed
 (`bench_push`), the listener's CPU per report (`bench_ingest`) and Redis bytes per
 device, inventory plus one rollout (`bench_inventory`, `bench_memory`), each with its
 goal where the issue names one.
+
+The console (issue 16, `bench_console`): the rollout page's weight, the `certfleet api`
+process's CPU and Redis commands per open live page, and the page's first view in
+Chromium, each for a 100,000-device rollout beside a 100-device one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ BENCHES: dict[str, list[str]] = {
     "inventory": ["--devices", "1000000"],
     "e2e": ["--devices", "100000"],
     "memory": ["--devices", "1000000", "--small", "10000"],
+    "console": ["--devices", "100000"],
 }
 """Benchmark module suffix -> its arguments at full size (the sizes the issue names)."""
 
