@@ -5,15 +5,13 @@ The plan page shows the document `GET /v1/plans/{id}` answers (the context's
 rollouts with their progress.
 """
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from orchestrator.api.console.rollouts import progress
 from orchestrator.api.console.templates import render
 from orchestrator.domain.sessions import ConsoleSession
 from orchestrator.services.renewals.view import (
-    PlanRollout,
     at_risk_page,
     plan_rollouts,
     plan_timeline,
@@ -24,10 +22,6 @@ if TYPE_CHECKING:
     from orchestrator.api.console.context import ConsoleContext
 
 __all__ = ["router"]
-
-
-def _with_progress(rollouts: tuple[PlanRollout, ...]) -> list[dict[str, Any]]:
-    return [{"rollout": r, "progress": progress(dict(r.totals))} for r in rollouts]
 
 
 def router(ctx: "ConsoleContext") -> APIRouter:
@@ -41,10 +35,7 @@ def router(ctx: "ConsoleContext") -> APIRouter:
         session: Annotated[ConsoleSession, Depends(ctx.viewer)],
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Response:
-        rows = [
-            {"plan": row, "rollouts": _with_progress(row.rollouts)}
-            for row in recent_plans(container.plans, container.rollouts, limit=limit)
-        ]
+        rows = recent_plans(container.plans, container.rollout_deps(), limit=limit)
         return render(request, "plans.html", session=session, plans=rows, limit=limit)
 
     @r.get("/plans/{plan_id}")
@@ -60,7 +51,9 @@ def router(ctx: "ConsoleContext") -> APIRouter:
                 request, "plan.html", session=session, status_code=404, plan=None, plan_id=plan_id
             )
         rollouts = plan_rollouts(
-            container.rollouts, add=plan.get("add_rollout"), retire=plan.get("retire_rollout")
+            container.rollout_deps(),
+            add=plan.get("add_rollout"),
+            retire=plan.get("retire_rollout"),
         )
         return render(
             request,
@@ -70,7 +63,7 @@ def router(ctx: "ConsoleContext") -> APIRouter:
             plan=plan,
             at_risk=at_risk_page(container.rollouts, plan, page=page),
             timeline=plan_timeline(plan),
-            rollouts=_with_progress(rollouts),
+            rollouts=rollouts,
         )
 
     return r

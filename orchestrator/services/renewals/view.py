@@ -1,8 +1,8 @@
 """What an operator reads of renewal plans: a row per recent plan, and one plan laid out.
 
-Rollouts are summed from their wave counts (one read of the rollout, one of its counts),
-never by walking their devices; a plan's at-risk devices are shown a page at a time,
-and only the page's devices are looked up in the plan's trust.add.
+A plan's rollouts are read as the rollouts list reads them (the rollout and its wave
+counts, `rollout_summary`), never by walking their devices; a plan's at-risk devices
+are shown a page at a time, and only the page's devices are looked up in its trust.add.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from orchestrator.domain.renewal import RenewalPlan
-from orchestrator.domain.rollout_states import DeviceRolloutState
 from orchestrator.ports import PlanStore, RolloutStore
-from orchestrator.services.rollout import RolloutError, load
+from orchestrator.services.rollout import RolloutDeps, RolloutError, RolloutSummary, rollout_summary
 
 __all__ = [
     "PAGE_SIZE",
@@ -36,16 +35,13 @@ PAGE_SIZE: Final = 50
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanRollout:
-    """One of a plan's rollouts: what it does for the plan, its state and device totals."""
+    """One of a plan's rollouts: what it does for the plan, and its state and counts."""
 
     role: str
     """`add` (the new CA into the spare sec_tag) or `retire` (the old CA out)."""
     id: str
-    kind: str | None
-    state: str
-    """The rollout's state, or `missing` when the rollout is gone."""
-    totals: Mapping[str, int]
-    """Devices per device state, summed over the waves."""
+    summary: RolloutSummary | None
+    """The rollout's state, waves and grouped counts; None when the rollout is gone."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,24 +118,19 @@ class TimelineEntry:
     note: str | None = None
 
 
-def _rollout(rollouts: RolloutStore, role: str, rollout_id: str) -> PlanRollout:
+def _rollout(rollouts: RolloutDeps, role: str, rollout_id: str) -> PlanRollout:
     try:
-        rollout = load(rollouts, rollout_id)
+        summary = rollout_summary(rollouts, rollout_id)
     except RolloutError:
-        return PlanRollout(role=role, id=rollout_id, kind=None, state="missing", totals={})
-    totals = dict.fromkeys((s.value for s in DeviceRolloutState), 0)
-    for wave in rollouts.wave_counts(rollout_id, len(rollout.waves)):
-        for state, n in wave.items():
-            totals[state] = totals.get(state, 0) + n
-    return PlanRollout(
-        role=role, id=rollout_id, kind=rollout.spec.kind, state=rollout.state.value, totals=totals
-    )
+        summary = None
+    return PlanRollout(role=role, id=rollout_id, summary=summary)
 
 
 def plan_rollouts(
-    rollouts: RolloutStore, *, add: str | None, retire: str | None
+    rollouts: RolloutDeps, *, add: str | None, retire: str | None
 ) -> tuple[PlanRollout, ...]:
-    """The plan's trust.add and trust.retire (those it has), with their states and totals."""
+    """The plan's trust.add and trust.retire (those it has), each read as the rollouts
+    list reads it (the rollout and its wave counts)."""
     return tuple(
         _rollout(rollouts, role, rollout_id)
         for role, rollout_id in (("add", add), ("retire", retire))
@@ -147,12 +138,12 @@ def plan_rollouts(
     )
 
 
-def recent_plans(plans: PlanStore, rollouts: RolloutStore, *, limit: int) -> list[PlanRow]:
+def recent_plans(plans: PlanStore, rollouts: RolloutDeps, *, limit: int) -> list[PlanRow]:
     """The latest `limit` plans, newest first, each with its impact counts and rollouts."""
     return [_row(plan, rollouts) for plan in plans.recent(limit)]
 
 
-def _row(plan: RenewalPlan, rollouts: RolloutStore) -> PlanRow:
+def _row(plan: RenewalPlan, rollouts: RolloutDeps) -> PlanRow:
     return PlanRow(
         id=plan.id,
         created_at=plan.created_at,
