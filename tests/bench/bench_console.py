@@ -9,8 +9,11 @@ inventory filled in bulk (`record_states`), each rollout created by `create_roll
 (waves 1%, 10%, 100%), then moved by the store's own transitions and the aggregate's
 changes: waves 0 and 1 passed by the gate, wave 2 running; of all devices about 60%
 committed, 5% failed (rejected, health_failed, fallback) and 1% timed out in the
-passed waves, a few in flight, the rest pending; every transition is in the audit log.
-One rollout has `--small` devices (the baseline), the other `--devices`.
+passed waves, a few in flight, the rest pending; every transition is in the audit log,
+and each failed or timed-out device has its reports of the rollout in the inventory.
+One rollout has `--small` devices (the baseline), one `--full` (enough for every list
+of the page to fill a page: 5% of 2,000 devices failed are two pages of 50), one
+`--devices`.
 
 Signed in through `/signin` like a browser (the form's token and cookie, then the API
 token), the bench measures:
@@ -19,8 +22,9 @@ token), the bench measures:
    images that are not `data:`), bytes as sent: the console does not compress, on
    purpose (its pages carry the CSRF token and reflect search input, so compression
    would open them to BREACH-style attacks); what gzip would make of them is printed.
-   About the same for both rollouts (the page shows aggregates and pages of 50): the
-   large one's weight within 10% of the small one's.
+   The page shows aggregates and pages of 50, so once its lists are full it stops
+   growing: the large rollout's page within 10% of the `--full` one's. The small
+   one's is printed beside (its failed list holds 5 devices, not 50).
 2. Server cost per open page: the `certfleet api` process's CPU (and Redis commands,
    `INFO commandstats`) over `--seconds` with N open SSE streams
    (`GET /rollouts/<id>/events`) while the rollout keeps changing (a few devices moved
@@ -45,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -56,6 +60,7 @@ from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.api.console.session import COOKIE
 from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
+from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_changes import Change
@@ -181,10 +186,14 @@ def per_page_per_minute(with_pages: float, without: float, pages: int, seconds: 
 
 
 def weight_figures(
-    small: Mapping[str, int], big: Mapping[str, int], sizes: tuple[int, int]
+    small: Mapping[str, int],
+    full: Mapping[str, int],
+    big: Mapping[str, int],
+    sizes: tuple[int, int, int],
 ) -> list[Figure]:
     """The page weight figures from each page's bytes by part (`html`, asset URLs, `gzip`:
-    what all would be gzip'd)."""
+    what all would be gzip'd): the small, the full (every list of the page a full page)
+    and the big rollout's."""
 
     def total(parts: Mapping[str, int]) -> int:
         return sum(v for k, v in parts.items() if k != "gzip")
@@ -197,26 +206,27 @@ def weight_figures(
         )
         return f"{named}; gzip'd {parts.get('gzip', 0):,} B"
 
-    small_n, big_n = sizes
-    ratio = total(big) / total(small)
+    small_n, full_n, big_n = sizes
+    ratio = total(big) / total(full)
     return [
         Figure(
             "Console",
             f"rollout page weight, {big_n:,} devices (HTML + CSS + JS as sent, uncompressed)",
             total(big) / 1024,
             "KiB",
-            baseline=f"{small_n:,} devices: {total(small) / 1024:,.1f} KiB",
-            detail=parts_text(big),
+            baseline=f"{small_n:,} devices: {total(small) / 1024:,.1f} KiB "
+            f"(ratio {total(big) / total(small):.2f})",
+            detail=f"{parts_text(big)}; {small_n:,} devices: {parts_text(small)}",
         ),
         Figure(
             "Console",
-            f"rollout page weight, {big_n:,} over {small_n:,} devices",
+            f"rollout page weight, {big_n:,} over {full_n:,} devices (every list a full page)",
             ratio,
             "ratio",
             goal=f"<= {WEIGHT_GOAL:.2f}",
             met=ratio <= WEIGHT_GOAL,
-            baseline=f"{small_n:,} devices: {total(small):,} B",
-            detail=f"{small_n:,} devices: {parts_text(small)}",
+            baseline=f"{full_n:,} devices: {total(full):,} B",
+            detail=f"{full_n:,} devices: {parts_text(full)}",
         ),
     ]
 
@@ -298,6 +308,40 @@ def _write(store: RedisRollouts, rollout_id: str, change: Change | None) -> None
         raise RuntimeError(f"{rollout_id}: the bench's change was refused ({change})")
 
 
+_FAILURE_REPORTS: Final = {
+    D.REJECTED: ("rejected", "bad_signature", "COSE signature does not verify"),
+    D.HEALTH_FAILED: ("health_failed", "unknown_ca", "probe.invalid:8443: unknown CA"),
+    D.FALLBACK: ("fallback", "commit_timeout", "no commit within 300 s: previous trust kept"),
+    D.TIMED_OUT: ("staged", "ok", ""),
+}
+"""A failed device's last report (phase, reason, detail), as the page lists it."""
+
+
+def _reports(rollout_id: str, moves: Sequence[tuple[str, D]]) -> list[DeviceReport]:
+    """What the failed and timed-out devices reported: received, then their last phase."""
+    now = datetime.now(UTC)
+    found = []
+    for device, state in moves:
+        last = _FAILURE_REPORTS.get(state)
+        if last is None:
+            continue
+        for n, (phase, reason, detail) in enumerate((("received", "ok", ""), last)):
+            found.append(
+                DeviceReport(
+                    device_id=device,
+                    rollout_id=rollout_id,
+                    seq=1,
+                    op="stage",
+                    phase=phase,
+                    reason=reason,
+                    detail=detail,
+                    time=now + timedelta(milliseconds=n),
+                    active_tags=(42,),
+                )
+            )
+    return found
+
+
 def make_rollout(client: redis.Redis, prefix: str, devices: int) -> Scenario:
     """A rollout over `devices` new devices, mid-way as `planned_state` says."""
     inventory = RedisInventory(client)
@@ -332,6 +376,9 @@ def make_rollout(client: redis.Redis, prefix: str, devices: int) -> Scenario:
         seen += len(members)
         failed += sum(1 for _, s in moves if s in FAILURES or s is D.TIMED_OUT)
         _move(store, rollout_id, moves)
+        reports = _reports(rollout_id, moves)
+        for i in range(0, len(reports), 1_000):
+            inventory.record_reports(reports[i : i + 1_000])
         if running:
             churn = [d for d, s in moves if s is D.PENDING][-CHURN:]
             break
@@ -506,12 +553,14 @@ async def _window(
                     timeout=CONNECT_TIMEOUT,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if waiting not in done:
+                    waiting.cancel()
+                    await asyncio.gather(waiting, return_exceptions=True)
                 failed = [t for t in tasks if t in done]
                 if failed:
                     failed[0].result()  # raises the stream's error
                     raise RuntimeError("an SSE stream ended before the window")
                 if waiting not in done:
-                    waiting.cancel()
                     got = sum(o.is_set() for o in opened)
                     raise RuntimeError(f"{got} of {pages} streams had their first update")
             at_start = [c.of("update") for c in counters]
@@ -553,6 +602,7 @@ def stream_cost(
     seconds: float,
     client: redis.Redis,
     pids: Mapping[str, int],
+    pause: float = 3.0,
 ) -> list[Window]:
     """One window per count of open streams, the counts in order, a pause between them
     (the live hub stops reading once nobody watches)."""
@@ -574,7 +624,7 @@ def stream_cost(
             f"in {window.seconds:.1f} s{updates}",
             flush=True,
         )
-        time.sleep(3)
+        time.sleep(pause)
     return windows
 
 
@@ -728,15 +778,19 @@ def view_figure(
 class Options:
     devices: int = 100_000
     small: int = 100
+    full: int = 2_000
+    """A rollout whose failed devices fill more than a page (5% of 2,000: two pages)."""
     seconds: float = 20.0
     streams: tuple[int, ...] = (0, 10, 50)
     views: int = 5
     browser: bool = True
+    pause: float = 3.0
+    """Seconds between two windows (the live hub stops reading once nobody watches)."""
 
 
 def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
     """Measure; the figures and the raw measurements (for a test to check)."""
-    sizes = (options.small, options.devices)
+    sizes = (options.small, options.full, options.devices)
     raw: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
         base = Path(tmp)
@@ -748,12 +802,12 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
             )
             started = time.monotonic()
             scenarios = [
-                make_rollout(client, p, n) for p, n in (("small-", sizes[0]), ("big-", sizes[1]))
+                make_rollout(client, prefix, n)
+                for prefix, n in zip(("small-", "full-", "big-"), sizes, strict=True)
             ]
             print(
                 f"  rollouts made in {time.monotonic() - started:,.1f} s: "
-                f"{scenarios[0].rollout_id} "
-                f"({sizes[0]:,} devices), {scenarios[1].rollout_id} ({sizes[1]:,})",
+                + ", ".join(f"{s.rollout_id} ({s.devices:,} devices)" for s in scenarios),
                 flush=True,
             )
             raw["scenarios"] = scenarios
@@ -767,7 +821,7 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
                 ]
                 weights = [page_weight(http, p) for p in pages]
                 raw["weights"] = weights
-                html_ms = (server_html_ms(http, pages[0], 7), server_html_ms(http, pages[1], 7))
+                html_ms = (server_html_ms(http, pages[0], 7), server_html_ms(http, pages[2], 7))
             pids = {"api": api.process.pid, "redis-server": redis_service.process.pid}
             windows = [
                 stream_cost(
@@ -778,23 +832,31 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
                     seconds=options.seconds,
                     client=client,
                     pids=pids,
+                    pause=options.pause,
                 )
-                for s in scenarios
+                for s in (scenarios[0], scenarios[2])
             ]
             raw["windows"] = windows
-            views = first_views(url, session, pages, options.views) if options.browser else None
+            views = None
+            if options.browser:
+                views = first_views(url, session, [pages[0], pages[2]], options.views)
             raw["views"] = views
             client.close()
+        except BaseException:
+            if api is not None:
+                print(f"certfleet api's log, its end:\n{api.log()[-4000:]}", flush=True)
+            raise
         finally:
             if api is not None:
                 api.stop()
             redis_service.stop()
 
-    figures = weight_figures(weights[0], weights[1], sizes)
+    figures = weight_figures(weights[0], weights[1], weights[2], sizes)
+    pair = (options.small, options.devices)
     if len(options.streams) > 1:
-        figures += cost_figure(windows[1], windows[0], sizes)
+        figures += cost_figure(windows[1], windows[0], pair)
     if views is not None:
-        figures.append(view_figure(views[1], views[0], html_ms, sizes))
+        figures.append(view_figure(views[1], views[0], html_ms, pair))
     else:
         print(f"  HTML alone from the server: {html_ms[0]:,.1f} ms and {html_ms[1]:,.1f} ms")
     return figures, raw
@@ -804,6 +866,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=100)
+    parser.add_argument("--full", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--streams", default="0,10,50", help="open pages per window, 0 first")
     parser.add_argument("--views", type=int, default=5)
@@ -818,6 +881,7 @@ def main() -> None:
     options = Options(
         devices=max(1_000, min(args.devices, 1_000_000)),
         small=max(20, min(args.small, 10_000)),
+        full=max(1_000, min(args.full, args.devices)),
         seconds=max(2.0, min(args.seconds, 300.0)),
         streams=streams,
         views=max(1, min(args.views, 20)),

@@ -113,15 +113,20 @@ def test_per_page_cost_is_what_the_pages_add_per_minute() -> None:
         per_page_per_minute(1.0, 0.0, 0, 20.0)
 
 
-def test_the_weight_figures_compare_the_large_page_with_the_small() -> None:
-    small = {"html": 2_000, "http://h/static/console.css?v=1": 3_000, "gzip": 1_500}
+def test_the_weight_figures_compare_the_large_page_with_a_full_one() -> None:
+    # given a small rollout's page (few failed devices), a full one's and a large one's
+    small = {"html": 1_000, "http://h/static/console.css?v=1": 3_000, "gzip": 1_200}
+    full = {"html": 2_000, "http://h/static/console.css?v=1": 3_000, "gzip": 1_500}
     big = {"html": 2_600, "http://h/static/console.css?v=1": 3_000, "gzip": 1_700}
 
-    absolute, ratio = weight_figures(small, big, (100, 100_000))
+    # when
+    absolute, ratio = weight_figures(small, full, big, (100, 2_000, 100_000))
 
+    # then the large page is weighed, and held against the full one, not the small one
     assert absolute.value == pytest.approx(5_600 / 1024)
     assert "console.css 3,000 B" in absolute.detail
     assert "gzip'd 1,700 B" in absolute.detail
+    assert "ratio 1.40" in absolute.baseline  # over the small page's 4,000 B
     assert ratio.value == pytest.approx(5_600 / 5_000)
-    assert ratio.met is False  # 12% heavier: over the 10% allowed
-    assert weight_figures(small, small, (100, 100_000))[1].met is True
+    assert ratio.met is False  # 12% heavier than the full page: over the 10% allowed
+    assert weight_figures(small, full, full, (100, 2_000, 100_000))[1].met is True
