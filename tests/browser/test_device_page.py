@@ -1,0 +1,41 @@
+"""One device's page shows what the device reported as text, whatever it holds."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Dialog, Page, expect
+
+from tests.browser.harness import Console, Shot, report_state, sign_in
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_a_certificate_subject_made_of_markup_is_shown_as_text(
+    page: Page, console: Console, shot: Shot
+) -> None:
+    """A subject `<script>alert(1)</script>` reads as those characters: no script
+    element in the inventory, no dialog."""
+    # given a device whose modem describes its CA chain with a hostile subject and issuer
+    device_id = "xss-00001"
+    report_state(console.stack, device_id, subject=HOSTILE, issuer=HOSTILE)
+    dialogs: list[str] = []
+
+    def seen(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", seen)
+    sign_in(page, console, console.operator_token)
+
+    # when its page is opened
+    page.goto(f"/devices/{device_id}")
+
+    # then the subject is there as text, and nothing ran
+    inventory = page.locator("#inventory")
+    expect(inventory).to_contain_text(HOSTILE)
+    assert page.locator("#inventory script").count() == 0
+    assert page.locator("script:not([src])").count() == 0
+    shot(page, "device")
+    assert dialogs == []
