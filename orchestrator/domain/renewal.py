@@ -14,6 +14,7 @@ staging endpoint failed certfleet's own preflight), and moves on:
 
 A plan is stored as JSON (`to_json`/`from_json`); the same document is what the API
 and `certfleet impact --json` show. Optional fields are left out until they are set.
+A plan's `summary()` is what a list of plans shows: no device ids, however many.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "ChainSummary",
     "PlanImpact",
     "PlanState",
+    "PlanSummary",
     "PlanTransitionError",
     "RenewalPlan",
 ]
@@ -150,6 +152,61 @@ class PlanImpact:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PlanSummary:
+    """A plan without its device lists: what a list of plans shows of it."""
+
+    id: str
+    event: str
+    created_at: datetime
+    endpoints: tuple[str, ...]
+    anchor_subject: str
+    state: PlanState
+    reason: str | None
+    counts: Mapping[str, int]
+    """Devices per impact verdict: `safe`, `at_risk`, `unknown`."""
+    truncated: bool
+    add_rollout: str | None
+    retire_rollout: str | None
+    unconfirmed: int
+    """How many devices never confirmed the new CA."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored for the summary."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "created_at": self.created_at.isoformat(),
+            "endpoints": list(self.endpoints),
+            "anchor_subject": self.anchor_subject,
+            "state": self.state.value,
+            "reason": self.reason,
+            "counts": dict(self.counts),
+            "truncated": self.truncated,
+            "add_rollout": self.add_rollout,
+            "retire_rollout": self.retire_rollout,
+            "unconfirmed": self.unconfirmed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlanSummary:
+        """The summary `to_json` wrote."""
+        return cls(
+            id=data["id"],
+            event=data["event"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            endpoints=tuple(data["endpoints"]),
+            anchor_subject=data["anchor_subject"],
+            state=PlanState(data["state"]),
+            reason=data.get("reason"),
+            counts={verdict: int(n) for verdict, n in data["counts"].items()},
+            truncated=bool(data["truncated"]),
+            add_rollout=data.get("add_rollout"),
+            retire_rollout=data.get("retire_rollout"),
+            unconfirmed=int(data.get("unconfirmed", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RenewalPlan:
     """One CA renewal: the event, the new chain, the impact, the rollouts and the state."""
 
@@ -205,6 +262,23 @@ class RenewalPlan:
     def retire_due(self, now: datetime) -> bool:
         """Whether the soak after the switch has passed."""
         return self.retire_after is not None and now >= self.retire_after
+
+    def summary(self) -> PlanSummary:
+        """The plan without its device lists."""
+        return PlanSummary(
+            id=self.id,
+            event=self.event,
+            created_at=self.created_at,
+            endpoints=self.endpoints,
+            anchor_subject=self.chain.anchor_subject,
+            state=self.state,
+            reason=self.reason,
+            counts=dict(self.impact.counts),
+            truncated=self.impact.truncated,
+            add_rollout=self.add_rollout,
+            retire_rollout=self.retire_rollout,
+            unconfirmed=len(self.unconfirmed),
+        )
 
     # -- transitions: each returns a new plan --------------------------------------------
 

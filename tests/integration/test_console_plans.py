@@ -417,7 +417,7 @@ def test_an_unknown_plan_is_a_404_page(console: Console) -> None:
 
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
-    assert "No renewal plan &lt;b&gt;plan-nope" in response.text
+    assert 'No renewal plan <span class="mono">&lt;b&gt;plan-nope</span>' in response.text
     assert "<b>plan-nope" not in response.text
 
 
