@@ -129,7 +129,7 @@ def router(ctx: "ConsoleContext") -> APIRouter:
         try:
             state = command(container.rollout_deps(), rollout_id, verb, now=utcnow(), actor=actor)
         except RolloutError as exc:
-            container.metrics.incr("console_commands_refused_total", {"verb": verb})
+            container.metrics.incr("certfleet_console_commands_refused_total", {"verb": verb})
             log.warning(
                 "rollout_command_refused",
                 rollout_id=rollout_id,
