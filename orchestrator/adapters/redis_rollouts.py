@@ -97,6 +97,7 @@ class RedisRollouts:
         self._claim_sends = load_script(client, "orchestrator.adapters", "rollout_claim_sends")
         self._put_bundles = load_script(client, "orchestrator.adapters", "rollout_put_bundles")
         self._page = load_script(client, "orchestrator.adapters", "rollout_devices_page")
+        self._log_scan = load_script(client, "orchestrator.adapters", "rollout_log_scan")
         self._devices = DeviceRecords(client)
 
     # -- creation ----------------------------------------------------------------------------
@@ -310,8 +311,9 @@ class RedisRollouts:
     def _rebuild_events(self, rollout_id: str) -> list[tuple[str, dict[str, str]]]:
         """Copy the log's rollout and wave entries to `…:events`, replacing what is there.
 
-        Watched on `…:events`: a `change` in between (which appends to both streams)
-        makes it read the log again, so no entry is lost or doubled.
+        The log is read a stretch at a time, filtered on the server (`rollout_log_scan`),
+        while `…:events` is watched: a `change` in between (which appends to both
+        streams) makes it read the log again, so no entry is lost or doubled.
         """
         key, log_key = rollout_key(rollout_id, "events"), rollout_key(rollout_id, "log")
         with self._redis.pipeline(transaction=True) as pipe:
@@ -321,11 +323,11 @@ class RedisRollouts:
                     found: list[tuple[str, dict[str, str]]] = []
                     start = "-"
                     while True:
-                        chunk = pipe.xrange(log_key, min=start, count=LOG_CHUNK)
-                        found += [(i, f) for i, f in chunk if f.get("kind") != "device"]
-                        if len(chunk) < LOG_CHUNK:
+                        read, last, kept = self._log_scan(keys=[log_key], args=[start, LOG_CHUNK])
+                        found += [(i, dict(zip(f[::2], f[1::2], strict=True))) for i, f in kept]
+                        if int(read) < LOG_CHUNK:
                             break
-                        start = "(" + chunk[-1][0]
+                        start = f"({last}"
                     if not found:
                         pipe.unwatch()
                         return []

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
+from orchestrator.adapters import redis_rollouts
 from orchestrator.adapters.redis_rollout_plan import rollout_key
 from orchestrator.api import create_app
 from orchestrator.bootstrap import Container, bootstrap
@@ -476,11 +477,14 @@ def test_events_hold_the_rollout_and_wave_entries_only(console: Console, rollout
     assert tail == store.log(rollout)[::-1][:3]
 
 
+@pytest.mark.parametrize("chunk", [4, redis_rollouts.LOG_CHUNK], ids=["chunks-of-4", "one-chunk"])
 def test_events_of_a_rollout_stored_before_them_are_rebuilt_from_its_log(
-    console: Console, rollout: str
+    console: Console, rollout: str, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without `…:events` (a rollout stored before it), or with only the entries since,
-    `events` reads them from the log once, with the log's ids, and keeps them."""
+    `events` reads them from the log once, a stretch at a time, with the log's ids, and
+    keeps them."""
+    monkeypatch.setattr(redis_rollouts, "LOG_CHUNK", chunk)
     store, redis = console.container.rollouts, console.container.redis
     from_log = [e for e in store.log(rollout) if e["kind"] != "device"]
     redis.delete(rollout_key(rollout, "events"))
