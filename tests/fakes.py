@@ -19,7 +19,7 @@ from orchestrator.domain.inventory import (
     classify,
     earliest_not_after_by_tag,
 )
-from orchestrator.domain.renewal import RenewalPlan
+from orchestrator.domain.renewal import PlanSummary, RenewalPlan
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.ports import ExpiryCounts
 
@@ -382,6 +382,10 @@ class FakePlanStore:
         plans = [RenewalPlan.from_json(json.loads(d)) for d in self.documents.values()]
         plans.sort(key=lambda plan: (plan.created_at.timestamp(), plan.id), reverse=True)
         return plans[:limit]
+
+    def summaries(self, limit: int = 200) -> list[PlanSummary]:
+        """The latest plans without their device lists, newest first."""
+        return [plan.summary() for plan in self.recent(limit)]
 
     def open_plans(self, limit: int = 200) -> list[RenewalPlan]:
         """The latest plans still open, newest first."""

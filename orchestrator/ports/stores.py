@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from orchestrator.domain.inventory import DeviceState, ExpiringItem, ExpiryWindow, FleetSummary
 from orchestrator.domain.receipts import WebhookAnswer
-from orchestrator.domain.renewal import RenewalPlan
+from orchestrator.domain.renewal import PlanSummary, RenewalPlan
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.sessions import ConsoleSession
 
@@ -267,6 +267,10 @@ class PlanStore(Protocol):
 
     def recent(self, limit: int = 200) -> list[RenewalPlan]:
         """The latest `limit` plans, newest (by `created_at`) first."""
+        ...
+
+    def summaries(self, limit: int = 200) -> list[PlanSummary]:
+        """The latest `limit` plans as `recent` lists them, each without its device lists."""
         ...
 
     def open_plans(self, limit: int = 200) -> list[RenewalPlan]:

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator.adapters.redis_plans import RedisPlans
+from orchestrator.adapters.redis_plans import PLANS, RedisPlans
 from orchestrator.bootstrap import Container
 from orchestrator.domain.renewal import PlanState
 from orchestrator.ports import PlanStore
 from tests.fakes import FakePlanStore
-from tests.unit.plans import plan
+from tests.unit.plans import ADDING_DOCUMENT, plan
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,42 @@ def test_open_plans_leave_out_the_final_ones(make_store: MakeStore) -> None:
     open_ids = [p.id for p in store.open_plans()]
     # then
     assert open_ids == ["plan-retiring", "plan-soaking", "plan-awaiting_switch", "plan-adding"]
+
+
+def test_summaries_are_the_recent_plans_without_their_device_lists(make_store: MakeStore) -> None:
+    """summaries lists what recent lists, newest first and capped, as each plan's summary,
+    and a re-saved plan's summary follows it."""
+    # given
+    store = make_store()
+    for minutes, plan_id in [(2, "plan-b"), (0, "plan-a"), (5, "plan-c")]:
+        store.save(plan(plan_id, minutes=minutes))
+    # when
+    store.save(plan("plan-a", state=PlanState.FAILED, reason="trust.add rolled back"))
+    # then
+    assert store.summaries() == [p.summary() for p in store.recent()]
+    assert [s.id for s in store.summaries(limit=2)] == ["plan-c", "plan-b"]
+    failed = store.summaries()[2]
+    assert (failed.state, failed.reason) == (PlanState.FAILED, "trust.add rolled back")
+    assert (failed.counts, failed.add_rollout) == (
+        {"safe": 1, "at_risk": 2, "unknown": 0},
+        "r-20250601-1",
+    )
+
+
+def test_a_plan_saved_before_summaries_is_summarised_from_its_document(
+    container: Container,
+) -> None:
+    """A plan stored with its index entry but no summary (as before summaries existed) is
+    listed by summaries, summarised from its document."""
+    # given
+    store = RedisPlans(container.redis)
+    store.save(plan("plan-new", minutes=5))
+    old = plan("plan-old")
+    container.redis.set(
+        "certfleet:plan:plan-old", ADDING_DOCUMENT.replace("plan-20250601-120000-ab12", "plan-old")
+    )
+    container.redis.zadd(PLANS, {"plan-old": old.created_at.timestamp()})
+    # when
+    listed = store.summaries()
+    # then
+    assert listed == [plan("plan-new", minutes=5).summary(), old.summary()]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from orchestrator.domain.renewal import RenewalPlan
+from orchestrator.domain.renewal import PlanSummary
 from orchestrator.ports import PlanStore, RolloutStore
 from orchestrator.services.rollout import RolloutDeps, RolloutError, RolloutSummary, rollout_summary
 
@@ -46,17 +46,9 @@ class PlanRollout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanRow:
-    """A plan as the list of plans shows it (no device lists)."""
+    """A plan as the list of plans shows it: its summary (no device lists) and rollouts."""
 
-    id: str
-    created_at: datetime
-    event: str
-    anchor_subject: str
-    endpoints: tuple[str, ...]
-    state: str
-    reason: str | None
-    counts: Mapping[str, int]
-    truncated: bool
+    plan: PlanSummary
     rollouts: tuple[PlanRollout, ...]
 
 
@@ -139,23 +131,17 @@ def plan_rollouts(
 
 
 def recent_plans(plans: PlanStore, rollouts: RolloutDeps, *, limit: int) -> list[PlanRow]:
-    """The latest `limit` plans, newest first, each with its impact counts and rollouts."""
-    return [_row(plan, rollouts) for plan in plans.recent(limit)]
-
-
-def _row(plan: RenewalPlan, rollouts: RolloutDeps) -> PlanRow:
-    return PlanRow(
-        id=plan.id,
-        created_at=plan.created_at,
-        event=plan.event,
-        anchor_subject=plan.chain.anchor_subject,
-        endpoints=plan.endpoints,
-        state=plan.state.value,
-        reason=plan.reason,
-        counts=dict(plan.impact.counts),
-        truncated=plan.impact.truncated,
-        rollouts=plan_rollouts(rollouts, add=plan.add_rollout, retire=plan.retire_rollout),
-    )
+    """The latest `limit` plans, newest first, each with its impact counts and rollouts,
+    read without the plans' device lists."""
+    return [
+        PlanRow(
+            plan=summary,
+            rollouts=plan_rollouts(
+                rollouts, add=summary.add_rollout, retire=summary.retire_rollout
+            ),
+        )
+        for summary in plans.summaries(limit)
+    ]
 
 
 def at_risk_page(
