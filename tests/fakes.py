@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
@@ -265,6 +266,34 @@ class FakeInventory:
                 )
             )
         return items
+
+    def expiring_page(
+        self,
+        sec_tags: Sequence[int],
+        window: ExpiryWindow,
+        *,
+        limit: int,
+        after: ExpiringItem | None = None,
+        before: ExpiringItem | None = None,
+        device_id_prefix: str = "",
+    ) -> list[ExpiringItem]:
+        """A page of the expiring list next to an item, by (notAfter, device id, sec_tag)."""
+        if after is not None and before is not None:
+            raise ValueError("a page follows an item or precedes one, not both")
+        every = self.expiring_items(sec_tags, window, limit=len(self._devices) * len(sec_tags))
+        items = [
+            item
+            for item in sorted(every, key=lambda i: (i.not_after, i.device_id, i.sec_tag))
+            if item.device_id.startswith(device_id_prefix)
+        ]
+        keys = [(i.not_after, i.device_id, i.sec_tag) for i in items]
+        if after is not None:
+            at = bisect.bisect_right(keys, (after.not_after, after.device_id, after.sec_tag))
+            return items[at : at + max(limit, 0)]
+        if before is not None:
+            end = bisect.bisect_left(keys, (before.not_after, before.device_id, before.sec_tag))
+            return items[max(end - limit, 0) : end] if limit > 0 else []
+        return items[: max(limit, 0)]
 
     def key_holders(self, spki_sha256s: Sequence[str]) -> dict[str, str]:
         """Of these client keys, those a reported certificate had, with the first device."""

@@ -51,6 +51,7 @@ from orchestrator.adapters.redis_inventory_identities import (
     index_class_counts,
     index_expiring_items,
 )
+from orchestrator.adapters.redis_inventory_pages import expiring_page
 from orchestrator.adapters.redis_inventory_records import (
     BUCKETS,
     bucket_of,
@@ -145,6 +146,7 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         self._record_states = load_script(client, _PACKAGE, "record_states")
         self._record_reports = load_script(client, _PACKAGE, "record_reports")
         self._expiring = load_script(client, _PACKAGE, "expiring_items")
+        self._expiring_page = load_script(client, _PACKAGE, "expiring_page")
         self._counts = load_script(client, _PACKAGE, "index_counts")
         self._device_ids = load_script(client, _PACKAGE, "shard_device_ids")
 
@@ -294,6 +296,30 @@ class RedisInventory(IdentityIndexReads, ReportLog):
         """
         return index_expiring_items(
             self._redis, self._expiring, "exp", sec_tags, window, limit=limit
+        )
+
+    @store_errors()
+    def expiring_page(
+        self,
+        sec_tags: Sequence[int],
+        window: ExpiryWindow,
+        *,
+        limit: int,
+        after: ExpiringItem | None = None,
+        before: ExpiringItem | None = None,
+        device_id_prefix: str = "",
+    ) -> list[ExpiringItem]:
+        """A page of the expiring list next to an item, by rank in each (tag, shard)
+        index (`redis_inventory_pages`): as cheap deep in the list as at its head."""
+        return expiring_page(
+            self._redis,
+            self._expiring_page,
+            sec_tags,
+            window,
+            limit=limit,
+            after=after,
+            before=before,
+            device_id_prefix=device_id_prefix,
         )
 
     @store_errors()

@@ -96,6 +96,24 @@ class InventoryStore(Protocol):
         """Expired and expiring (device, sec_tag) items, soonest first, at most `limit`."""
         ...
 
+    def expiring_page(
+        self,
+        sec_tags: Sequence[int],
+        window: ExpiryWindow,
+        *,
+        limit: int,
+        after: ExpiringItem | None = None,
+        before: ExpiringItem | None = None,
+        device_id_prefix: str = "",
+    ) -> list[ExpiringItem]:
+        """At most `limit` expired and expiring items, soonest first (by notAfter, device
+        id, sec_tag): the first, those right after `after` or those right before `before`
+        (one of them at most); only devices whose id starts with `device_id_prefix`.
+
+        The cost of a page does not grow with how deep in the list it lies.
+        """
+        ...
+
     def device_ids(self) -> list[str]:
         """Every device that has reported."""
         ...
