@@ -23,10 +23,11 @@ from orchestrator.config import Settings
 from orchestrator.domain.credentials import CredentialType, ReportedCredential, sha256_hex
 from orchestrator.domain.inventory import DeviceState
 from orchestrator.domain.renewal import ChainSummary, PlanImpact, PlanState, RenewalPlan
-from orchestrator.domain.rollout_states import DeviceRolloutState, DeviceTransition
+from orchestrator.domain.rollout_changes import Change
+from orchestrator.domain.rollout_states import DeviceRolloutState, DeviceTransition, RolloutState
 from simulator.pki import IssuedCA, make_ca
 from tests.console import sign_in
-from tests.integration.renewal_calls import accept_event
+from tests.integration.renewal_calls import accept_event, watch_renewals
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,7 @@ OPERATOR = "op-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
 VIEWER = "view-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 DEVICES = 120
+ENDPOINT = "mqtt.example.net:8883"
 ROGUE_CN = "<img src=x onerror=alert(1)> & co"
 
 
@@ -153,6 +155,7 @@ def console(
     monkeypatch.setenv("CERTFLEET_SIGNING_KEY_FILE", str(key))
     monkeypatch.setenv("CERTFLEET_API_TOKENS", f"ops:{OPERATOR}:operator,watch:{VIEWER}:viewer")
     monkeypatch.setenv("CERTFLEET_WEBHOOK_SECRETS", SECRET)
+    monkeypatch.setenv("CERTFLEET_RETIRE_SOAK_SECONDS", "0")
     container = bootstrap(Settings(), logging=False)
     old_ca = make_ca("CA 2025", not_before=NOW - timedelta(days=300), not_after=NOW + timedelta(30))
     digest = sha256_hex(old_ca.pem)
@@ -183,23 +186,29 @@ def console(
 
 def renewed_by_webhook(console: Console, common_name: str) -> str:
     """Deliver a signed `ca.renewed` of a new CA named `common_name`; its plan's id."""
-    new_ca = make_ca(
-        common_name, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(700)
-    )
+    return renewed_with(console, new_ca(common_name))
+
+
+def new_ca(common_name: str) -> IssuedCA:
+    """A renewed CA named `common_name`, valid since yesterday."""
+    return make_ca(common_name, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(700))
+
+
+def renewed_with(console: Console, ca: IssuedCA) -> str:
+    """Deliver a signed `ca.renewed` of `ca` for the fleet's endpoint; its plan's id."""
     body = json.dumps(
         {
             "type": "ca.renewed",
             "timestamp": NOW.isoformat(),
-            "data": {"ca_pem": new_ca.pem.decode(), "endpoints": ["mqtt.example.net:8883"]},
+            "data": {"ca_pem": ca.pem.decode(), "endpoints": [ENDPOINT]},
         }
     )
     at = datetime.now(UTC)
+    msg_id = f"msg_{sha256_hex(ca.pem)[:32]}"
     headers = {
-        "webhook-id": f"msg_{common_name.encode().hex()[:32]}",
+        "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(SECRET).sign(
-            f"msg_{common_name.encode().hex()[:32]}", at, body
-        ),
+        "webhook-signature": Webhook(SECRET).sign(msg_id, at, body),
         "content-type": "application/json",
     }
     answer = console.client.post("/v1/webhooks/ca", content=body.encode(), headers=headers)
@@ -248,7 +257,7 @@ def test_the_list_shows_plans_newest_first_with_impact_and_rollout_progress(
     older = accept_event(
         console.container,
         "ca.renewed",
-        {"ca_pem": console.old_ca.pem.decode(), "endpoints": ["mqtt.example.net:8883"]},
+        {"ca_pem": console.old_ca.pem.decode(), "endpoints": [ENDPOINT]},
         now=NOW - timedelta(days=1),
     )["plan_id"]
     newer = renewed_by_webhook(console, "CA 2026")
@@ -433,3 +442,70 @@ def test_an_html_looking_ca_subject_is_shown_as_text(console: Console) -> None:
         assert "<img" not in html
         assert "&lt;img src=x onerror=alert(1)\\&gt; &amp; co" in html
     assert "onerror=alert(1)" in page(shown).by_id("plan-ca").text
+
+
+def test_a_retiring_plan_shows_its_add_and_retire_its_switch_and_unconfirmed_devices(
+    console: Console,
+) -> None:
+    """After a trust.add that two devices never confirmed, the servers' switch and the soak,
+    the plan page shows the add and the retire in order, the switch and the soak in its
+    timeline, the two devices as unconfirmed; the list shows both rollouts."""
+    unconfirmed = ("dev-003", "dev-007")
+    ca = new_ca("CA 2026")
+    plan_id = renewed_with(console, ca)
+    add = add_rollout_of(console, plan_id)
+    later = NOW + timedelta(minutes=5)
+    both = (
+        ReportedCredential(
+            sec_tag=42, type=CredentialType.CA_CHAIN, sha256=sha256_hex(console.old_ca.pem)
+        ),
+        ReportedCredential(sec_tag=43, type=CredentialType.CA_CHAIN, sha256=sha256_hex(ca.pem)),
+    )
+    console.container.inventory.record_states(
+        [
+            DeviceState(
+                device_id=f"dev-{n:03d}", reported_at=later, credentials=both, active_tags=(42, 43)
+            )
+            for n in range(DEVICES)
+        ],
+        received_at=later,
+    )
+    accept_event(console.container, "certificate.activated", {"endpoints": [ENDPOINT]}, now=later)
+    console.container.rollouts.change(
+        add, Change(state=RolloutState.COMPLETED_WITH_TIMEOUTS, unconfirmed=unconfirmed)
+    )
+    console.container.rollouts.release(add, [42, 43], [f"dev-{n:03d}" for n in range(DEVICES)])
+    watch_renewals(console.container, now=later)
+    states = watch_renewals(console.container, now=later + timedelta(seconds=1))
+    assert states[plan_id] == "retiring"
+    sign_in(console.client, VIEWER)
+
+    shown = page(console.client.get(f"/plans/{plan_id}").text)
+    listing = page(console.client.get("/plans").text)
+
+    assert shown.by_id("plan-state").text == "retiring"
+    steps = rows(shown.by_id("plan-rollouts"))
+    assert [(r.attrs["data-role"], r.find_all("span")[0].text) for r in steps] == [
+        ("add", "completed_with_timeouts"),
+        ("retire", "created"),
+    ]
+    retire = steps[1]
+    assert "trust.retire" in retire.text
+    assert retire.find_all("td", **{"data-progress": "devices"})[0].text == "118"
+    moments = {
+        what.text: note.text
+        for _, what, note in (r.find_all("td") for r in rows(shown.by_id("timeline")))
+    }
+    assert moments["servers switched"] == "certificate.activated"
+    assert moments["old CA retired after"] == "the soak after the switch"
+    cards = shown.by_id("impact").find_all("div", class_="card")
+    assert {c.attrs["data-count"]: c.find_all("div")[0].text for c in cards}["unconfirmed"] == "2"
+    flagged = [
+        r.find_all("a")[0].text for r in rows(shown.by_id("at-risk")) if "never confirmed" in r.text
+    ]
+    assert flagged == list(unconfirmed)
+    [row] = [r for r in rows(listing.by_id("plans")) if plan_id in r.text]
+    assert [d.attrs["data-role"] for d in row.find_all("div", class_="plan-rollout")] == [
+        "add",
+        "retire",
+    ]
