@@ -459,6 +459,25 @@ def test_pause_then_resume_from_the_page(console: Console, rollout: str) -> None
     assert rollout_state(console, rollout) is RolloutState.RUNNING
 
 
+def test_an_operator_approves_the_waiting_wave(console: Console, rollout: str) -> None:
+    """A wave awaiting approval: the page offers approve; approving it clears the wait and
+    the audit names the operator."""
+    assert console.container.rollouts.change(rollout, Change(awaiting_approval=True))
+    csrf = sign_in(console.client, OPERATOR)
+    page = parse(console.client.get(f"/rollouts/{rollout}").text)
+
+    response = console.client.post(f"/rollouts/{rollout}/approve", data={"csrf": csrf})
+
+    assert page.has_id("action-approve")
+    assert "awaits approval" in page.by_id("awaiting-approval").text
+    assert response.status_code == 303
+    stored = console.container.rollouts.get(rollout)
+    assert stored is not None
+    assert stored.awaiting_approval is False
+    [approved] = [e for e in console.container.rollouts.events(rollout) if e["to"] == "approved"]
+    assert (approved["actor"], approved["subject"]) == ("console:ops", "0")
+
+
 # -- the store's reads behind the page ---------------------------------------------------------
 
 
