@@ -404,6 +404,26 @@ def test_the_summary_says_when_a_rollout_has_ended() -> None:
     assert ended == [False, True]
 
 
+@pytest.mark.parametrize(
+    ("state", "awaits"),
+    [
+        (RolloutState.RUNNING, True),
+        (RolloutState.PAUSED, False),
+        (RolloutState.ROLLING_BACK, False),
+        (RolloutState.ROLLED_BACK, False),
+    ],
+)
+def test_only_a_running_rollout_awaits_approval(state: RolloutState, awaits: bool) -> None:
+    """An abort leaves the stored flag set; the page must not ask for an approval then."""
+    deps = _deps()
+    _rollout(deps, [4])
+    _run(deps)
+    assert deps.store.change(RID, Change(awaiting_approval=True))
+    assert deps.store.change(RID, Change(state=state))
+
+    assert rollout_summary(deps, RID).awaiting_approval is awaits
+
+
 def test_an_unknown_rollout_is_a_rollout_error() -> None:
     """No rollout of that id: `RolloutError`, which the page turns into a 404."""
     with pytest.raises(RolloutError, match="no rollout"):

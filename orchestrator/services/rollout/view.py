@@ -215,7 +215,8 @@ def _summary(deps: RolloutDeps, rollout: Rollout) -> RolloutSummary:
         state=rollout.state.value,
         created_at=rollout.created_at,
         current_wave=rollout.current,
-        awaiting_approval=rollout.awaiting_approval,
+        # The stored flag outlives an abort or pause; only a running wave awaits approval.
+        awaiting_approval=rollout.awaiting_approval and rollout.state is RolloutState.RUNNING,
         abort_reason=rollout.abort_reason,
         waves=waves,
         groups=MappingProxyType(totals),
