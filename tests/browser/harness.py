@@ -174,11 +174,14 @@ def rogue_ca(stack: Stack) -> Path:
     return path
 
 
-def sign_in(page: Page, console: Console, token: str) -> None:
-    """Sign in through the form with `token` and land on the fleet page."""
+def sign_in(page: Page, console: Console, token: str, shot: Shot, *, who: str) -> None:
+    """Sign in through the form with `token` and land on the fleet page; both pages are
+    saved as `<who>-signin` and `<who>-fleet`."""
     page.goto("/signin")
+    shot(page, f"{who}-signin")
     submit_token(page, token)
     expect(page).to_have_url(f"{console.url}/", timeout=WAIT_MS)
+    shot(page, f"{who}-fleet")
 
 
 def submit_token(page: Page, token: str) -> None:

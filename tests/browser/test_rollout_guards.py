@@ -54,17 +54,17 @@ def test_a_viewer_sees_no_actions_and_a_forged_one_from_their_session_is_refused
     from the viewer's session with its valid CSRF token gets 403 and changes nothing."""
     # given the rollout's page as the operator and as the viewer see it
     operator = new_page()
-    sign_in(operator, console, console.operator_token)
+    sign_in(operator, console, console.operator_token, shot, who="operator")
     operator.goto(f"/rollouts/{guarded}")
     expect(operator.locator("form#action-abort")).to_have_count(1)
-    shot(operator, "operator")
+    shot(operator, "operator-rollout")
     viewer = new_page()
-    sign_in(viewer, console, console.viewer_token)
+    sign_in(viewer, console, console.viewer_token, shot, who="viewer")
     viewer.goto(f"/rollouts/{guarded}")
     expect(viewer.locator("#rollout-state")).to_have_text("running")
     expect(viewer.locator("form#action-abort")).to_have_count(0)
     expect(viewer.locator("form[action^='/rollouts/']")).to_have_count(0)
-    shot(viewer, "viewer")
+    shot(viewer, "viewer-rollout")
     before = _unchanged(console, guarded)
 
     # when the viewer's session posts an abort anyway, with its own CSRF token
@@ -78,7 +78,7 @@ def test_a_viewer_sees_no_actions_and_a_forged_one_from_their_session_is_refused
     assert _unchanged(console, guarded) == before
     viewer.reload()
     expect(viewer.locator("#rollout-state")).to_have_text("running")
-    shot(viewer, "viewer-after")
+    shot(viewer, "viewer-rollout-after")
 
 
 def test_an_action_without_the_csrf_token_is_refused(
@@ -88,10 +88,10 @@ def test_an_action_without_the_csrf_token_is_refused(
     changes nothing, though the page offers pause."""
     # given the operator's page, which offers pause
     page = new_page()
-    sign_in(page, console, console.operator_token)
+    sign_in(page, console, console.operator_token, shot, who="operator")
     page.goto(f"/rollouts/{guarded}")
     expect(page.locator("form#action-pause")).to_have_count(1)
-    shot(page, "operator")
+    shot(page, "operator-rollout")
     before = _unchanged(console, guarded)
 
     # when a pause is posted in that session without the token
@@ -103,4 +103,4 @@ def test_an_action_without_the_csrf_token_is_refused(
     assert _unchanged(console, guarded) == before
     page.reload()
     expect(page.locator("#rollout-state")).to_have_text("running")
-    shot(page, "operator-after")
+    shot(page, "operator-rollout-after")

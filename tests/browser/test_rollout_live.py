@@ -41,14 +41,14 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
     rollout_id = create_rollout(
         stack, "watched", WATCHED, ca=stack.dir / "ca2.pem", waves="2,35%,100%", hold=True
     )
-    sign_in(page, console, console.operator_token)
+    sign_in(page, console, console.operator_token, shot, who="operator")
     navigations = Navigations(page)
     page.goto(f"/rollouts/{rollout_id}")
     state = page.locator("#rollout-state")
     expect(state).to_have_text("created")
     expect(page.locator("#live-dot")).to_have_class(re.compile(r"\bon\b"))
     expect(_count(page, 2, "pending")).to_have_text("13")
-    shot(page, "created")
+    shot(page, "rollout-created")
 
     # when it starts
     assert stack.run("rollout", "resume", rollout_id).returncode == 0
@@ -58,7 +58,7 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
     expect(_count(page, 0, "committed")).to_have_text("2")
     expect(_wave(page, 1)).to_have_attribute("data-state", "pending")
     expect(_count(page, 1, "pending")).to_have_text("5")
-    shot(page, "wave-0-passed")
+    shot(page, "rollout-wave-0-passed")
 
     # when the second wave is approved
     assert stack.run("rollout", "approve", rollout_id).returncode == 0
@@ -66,7 +66,7 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
     expect(_wave(page, 1)).to_have_attribute("data-state", "passed", timeout=ROLLOUT_MS)
     expect(_count(page, 1, "committed")).to_have_text("5")
     expect(_wave(page, 2)).to_have_attribute("data-state", "pending")
-    shot(page, "wave-1-passed")
+    shot(page, "rollout-wave-1-passed")
 
     # when the last wave is approved
     assert stack.run("rollout", "approve", rollout_id).returncode == 0
@@ -76,7 +76,7 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
     expect(_count(page, 2, "committed")).to_have_text("13")
     for index in range(3):
         expect(_count(page, index, "failed")).to_have_text("0")
-    shot(page, "completed")
+    shot(page, "rollout-completed")
     assert navigations.count == 1, "the page was navigated or reloaded"
     assert stack.status(rollout_id)["totals"]["committed"] == len(WATCHED)
 
@@ -91,12 +91,12 @@ def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_
     rollout_id = create_rollout(
         stack, "rogue", ROGUE, ca=rogue_ca(stack), waves="5,100%", max_failure="100%"
     )
-    sign_in(page, console, console.operator_token)
+    sign_in(page, console, console.operator_token, shot, who="operator")
     page.goto(f"/rollouts/{rollout_id}")
     expect(_count(page, 0, "failed")).to_have_text("5", timeout=ROLLOUT_MS)
     expect(page.locator("#failed a[href^='/devices/']")).to_have_count(5)
     expect(page.locator("#rollout-state")).to_have_text("running")
-    shot(page, "canary-failed")
+    shot(page, "rollout-canary-failed")
     confirmations: list[str] = []
 
     def confirm(dialog: Dialog) -> None:
@@ -114,7 +114,7 @@ def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_
     expect(page.locator("#rollout-state")).to_have_text("rolled_back", timeout=ROLLOUT_MS)
     expect(_wave(page, 1)).to_have_attribute("data-state", "pending")
     expect(page.locator("form#action-abort")).to_have_count(0)
-    shot(page, "rolled-back")
+    shot(page, "rollout-rolled-back")
     assert len(confirmations) == 1, confirmations
     assert confirmations[0], "the confirmation says nothing"
     assert navigations.count == 0, "the page was navigated or reloaded"

@@ -51,3 +51,4 @@ def test_an_operator_signs_in_with_a_token_and_out_again(
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/signin\?next=/$"))
     expect(page.locator("#token")).to_be_visible()
+    shot(page, "signin-again")
