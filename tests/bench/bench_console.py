@@ -81,6 +81,7 @@ __all__ = [
     "asset_urls",
     "per_page_per_minute",
     "planned_state",
+    "table_rows",
     "weight_figures",
 ]
 
@@ -100,6 +101,8 @@ FIRST_VIEW_GOAL_MS = 1000.0
 FAILURES = (D.REJECTED, D.HEALTH_FAILED, D.FALLBACK)
 IN_FLIGHT = (D.SENT, D.STAGED, D.HEALTH_OK)
 CHURN = 10
+FAILED_PAGE = 50
+"""Failed devices a page lists (the DOM contract's `#failed`, 50 a page)."""
 """Devices moved every second (pending <-> sent) while the streams are measured."""
 CONNECT_TIMEOUT = 30.0
 
@@ -181,6 +184,17 @@ class EventCounter:
 
     def of(self, name: str) -> int:
         return self.counts.get(name, 0)
+
+
+def table_rows(html: str, table_id: str) -> int | None:
+    """How many rows the body of `table#<table_id>` has (None: no such table)."""
+    start = html.find(f'id="{table_id}"')
+    if start < 0 or not html.startswith("<table", html.rfind("<", 0, start)):
+        return None
+    end = html.find("</table>", start)
+    body = html[start : end if end >= 0 else len(html)]
+    body = body.split("<tbody", 1)[1] if "<tbody" in body else body.split("</thead>", 1)[-1]
+    return body.count("<tr")
 
 
 def per_page_per_minute(with_pages: float, without: float, pages: int, seconds: float) -> float:
@@ -484,7 +498,11 @@ def page_weight(client: httpx.Client, url: str) -> dict[str, int]:
 
 
 def page_checks(html: str, scenario: Scenario) -> list[str]:
-    """What a page of the scenario's rollout must show (the DOM contract): problems found."""
+    """What a page of the scenario's rollout must show (the DOM contract): problems found.
+
+    The state, a row per wave, the live region, a full first page of failed devices
+    (50, or all of them), a gate decision per passed wave, an audit tail.
+    """
     problems = []
     if 'id="rollout-state"' not in html:
         problems.append("no #rollout-state")
@@ -493,9 +511,17 @@ def page_checks(html: str, scenario: Scenario) -> list[str]:
             problems.append(f"no #wave-{wave}")
     if 'data-live="' not in html:
         problems.append("no [data-live]")
-    failed_rows = html.count('href="/devices/')
-    if 'id="failed"' in html and failed_rows < min(scenario.failed, 50):
-        problems.append(f"{failed_rows} device links in #failed, {min(scenario.failed, 50)}+")
+    expected = {
+        "failed": (min(scenario.failed, FAILED_PAGE), min(scenario.failed, FAILED_PAGE)),
+        "gate": (len(parse_waves(WAVES)) - 1, None),
+        "audit": (1, None),
+    }
+    for table, (least, most) in expected.items():
+        rows = table_rows(html, table)
+        if rows is None:
+            problems.append(f"no table#{table}")
+        elif rows < least or (most is not None and rows > most):
+            problems.append(f"{rows} rows in #{table}, {least}{'' if most else '+'} expected")
     return problems
 
 

@@ -17,6 +17,7 @@ from tests.bench.bench_console import (
     asset_urls,
     per_page_per_minute,
     planned_state,
+    table_rows,
     weight_figures,
 )
 
@@ -130,3 +131,20 @@ def test_the_weight_figures_compare_the_large_page_with_a_full_one() -> None:
     assert ratio.value == pytest.approx(5_600 / 5_000)
     assert ratio.met is False  # 12% heavier than the full page: over the 10% allowed
     assert weight_figures(small, full, full, (100, 2_000, 100_000))[1].met is True
+
+
+def test_a_tables_body_rows_are_counted_and_a_missing_table_is_none() -> None:
+    html = """<p id="gate-now">now</p>
+    <table class="list" id="gate">
+      <thead><tr><th>time</th></tr></thead>
+      <tbody><tr data-verdict="pass"><td>1</td></tr>
+      <tr data-verdict="pass"><td>2</td></tr></tbody>
+    </table>
+    <table id="audit"><tr><td>only</td></tr></table>
+    <div id="failed"><tr></tr></div>"""
+
+    assert table_rows(html, "gate") == 2
+    assert table_rows(html, "audit") == 1
+    assert table_rows(html, "failed") is None  # not a table
+    assert table_rows(html, "gate-now") is None
+    assert table_rows(html, "waves") is None
