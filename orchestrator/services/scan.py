@@ -4,10 +4,13 @@ client certificate (type 1) from the identity index."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
+from orchestrator.domain.errors import CertfleetError
 from orchestrator.domain.inventory import (
+    ExpiringItem,
     ExpiryWindow,
     FleetSummary,
     IdentityCounts,
@@ -17,7 +20,23 @@ from orchestrator.domain.inventory import (
 from orchestrator.logs import get_logger
 from orchestrator.ports import CredentialLibrary, InventoryStore
 
-__all__ = ["fleet_status", "scan_fleet", "scan_identities"]
+__all__ = [
+    "EXPIRING_PAGE_SIZE",
+    "ExpiringPage",
+    "InvalidPageCursorError",
+    "expiring_page",
+    "fleet_status",
+    "page_cursor",
+    "parse_page_cursor",
+    "scan_fleet",
+    "scan_identities",
+]
+
+EXPIRING_PAGE_SIZE: Final = 50
+"""Items on a page of the expiring list."""
+OFFSET_PAGES_MAX: Final = 200
+"""The deepest page reached by its number alone (no neighbour to start from): such a
+page reads every item before it, the pages linked from one another do not."""
 
 log = get_logger(__name__)
 
@@ -130,3 +149,113 @@ def fleet_status(store: InventoryStore) -> dict[str, Any]:
         status = summary.as_json()
     status["rejected_reports"] = store.rejection_counts()
     return status
+
+
+class InvalidPageCursorError(CertfleetError):
+    """A page link's `after` or `before` is not an item of the expiring list."""
+
+
+def page_cursor(item: ExpiringItem) -> str:
+    """The item a page link starts from, as a query value: `<sec_tag>~<notAfter>~<device id>`."""
+    return f"{item.sec_tag}~{item.not_after.isoformat()}~{item.device_id}"
+
+
+def parse_page_cursor(value: str) -> ExpiringItem:
+    """The item of a `page_cursor` value."""
+    tag, _, rest = value.partition("~")
+    not_after, _, device_id = rest.partition("~")
+    try:
+        at = datetime.fromisoformat(not_after)
+        sec_tag = int(tag)
+    except ValueError:
+        raise InvalidPageCursorError(
+            f"page link {value[:100]!r} is not <sec_tag>~<notAfter>~<device id>;"
+            " start again from the first page"
+        ) from None
+    if at.tzinfo is None or not device_id:
+        raise InvalidPageCursorError(
+            f"page link {value[:100]!r} lacks a timezone or a device id;"
+            " start again from the first page"
+        )
+    return ExpiringItem(device_id=device_id, sec_tag=sec_tag, not_after=at, subject=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringPage:
+    """One page of the expiring list as it is now (the index, not the last scan)."""
+
+    items: tuple[ExpiringItem, ...]
+    page: int
+    """0-based."""
+    has_next: bool
+    warning_days: int
+    device_id_prefix: str
+
+    @property
+    def next_cursor(self) -> str | None:
+        """The `after` of the next page's link (None: this is the last page)."""
+        return page_cursor(self.items[-1]) if self.has_next and self.items else None
+
+    @property
+    def prev_cursor(self) -> str | None:
+        """The `before` of the previous page's link (None: this is the first page)."""
+        return page_cursor(self.items[0]) if self.page > 0 and self.items else None
+
+
+def expiring_page(
+    store: InventoryStore,
+    *,
+    now: datetime,
+    warning_days: int,
+    page: int = 0,
+    size: int = EXPIRING_PAGE_SIZE,
+    device_id_prefix: str = "",
+    after: ExpiringItem | None = None,
+    before: ExpiringItem | None = None,
+) -> ExpiringPage:
+    """Page `page` of the expired and expiring items, soonest first, of devices whose id
+    starts with `device_id_prefix`.
+
+    A page is read next to its neighbour's item (`after`, `before`: what the previous and
+    next links carry), at the same cost however deep; by its number alone only up to
+    `OFFSET_PAGES_MAX`.
+    """
+    if page < 0:
+        raise ValueError("page numbers start at 0")
+    window = ExpiryWindow(now=now, warning=timedelta(days=warning_days))
+    sec_tags = store.sec_tags()
+    if before is not None and page > 0:
+        items = store.expiring_page(
+            sec_tags, window, limit=size, before=before, device_id_prefix=device_id_prefix
+        )
+        if len(items) == size:
+            return ExpiringPage(
+                items=tuple(items),
+                page=page,
+                has_next=True,
+                warning_days=warning_days,
+                device_id_prefix=device_id_prefix,
+            )
+        page, after = 0, None  # the list shrank ahead of the link: its first page
+    if after is None and page > 0:
+        page = min(page, OFFSET_PAGES_MAX)
+        found = store.expiring_page(
+            sec_tags, window, limit=(page + 1) * size + 1, device_id_prefix=device_id_prefix
+        )
+        items, has_next = found[page * size : (page + 1) * size], len(found) > (page + 1) * size
+    else:
+        found = store.expiring_page(
+            sec_tags,
+            window,
+            limit=size + 1,
+            after=after if page > 0 else None,
+            device_id_prefix=device_id_prefix,
+        )
+        items, has_next = found[:size], len(found) > size
+    return ExpiringPage(
+        items=tuple(items),
+        page=page,
+        has_next=has_next,
+        warning_days=warning_days,
+        device_id_prefix=device_id_prefix,
+    )
