@@ -31,10 +31,11 @@ token), the bench measures:
    every second, the same in every run), minus the same window with no stream open;
    per page per minute, for each rollout; the large one's within 25% of the full one's.
    The streams are real HTTP connections (httpx, asyncio).
-3. First view: Chromium (headless, Playwright) navigating to the page until `load`,
-   each view in a fresh browser context (nothing cached, assets fetched), median of
-   `--views` after one view not counted; goal under 1 s for the large rollout. The
-   server's time for the HTML alone (httpx) is printed beside.
+3. First view: Chromium (headless, Playwright) navigating to the page until `load` and
+   its first contentful paint, whichever comes last, each view in a fresh browser
+   context (nothing cached, assets fetched), median of `--views` after one view not
+   counted; goal under 1 s for the large rollout. The server's time for the HTML alone
+   (httpx) is printed beside.
 """
 
 from __future__ import annotations
@@ -746,8 +747,17 @@ def server_html_ms(client: httpx.Client, url: str, repeats: int) -> float:
 
 @dataclass
 class View:
+    """One navigation: the wall time until `load` (Playwright's `goto`) and the browser's
+    own Navigation Timing (ms from the navigation's start: `response`, `dom`, `load`,
+    `paint` the first contentful paint)."""
+
     wall_ms: float
     timing: dict[str, float]
+
+    @property
+    def rendered_ms(self) -> float:
+        """Until the page was loaded and painted, whichever came last."""
+        return max(self.wall_ms, self.timing.get("paint", 0.0))
 
 
 def first_views(base: str, session: str, urls: Sequence[str], views: int) -> list[list[View]]:
@@ -783,8 +793,9 @@ def first_views(base: str, session: str, urls: Sequence[str], views: int) -> lis
                         timing = page.evaluate(
                             """() => {
                               const n = performance.getEntriesByType('navigation')[0];
+                              const p = performance.getEntriesByName('first-contentful-paint');
                               return {response: n.responseEnd, dom: n.domContentLoadedEventEnd,
-                                      load: n.loadEventEnd};
+                                      load: n.loadEventEnd, paint: p.length ? p[0].startTime : -1};
                             }"""
                         )
                     finally:
@@ -800,8 +811,8 @@ def first_views(base: str, session: str, urls: Sequence[str], views: int) -> lis
 def view_figure(
     big: Sequence[View], small: Sequence[View], html_ms: tuple[float, float], sizes: tuple[int, int]
 ) -> Figure:
-    big_ms = statistics.median(v.wall_ms for v in big)
-    small_ms = statistics.median(v.wall_ms for v in small)
+    big_ms = statistics.median(v.rendered_ms for v in big)
+    small_ms = statistics.median(v.rendered_ms for v in small)
     small_n, big_n = sizes
 
     def phase(views: Sequence[View], name: str) -> float:
@@ -809,17 +820,17 @@ def view_figure(
 
     return Figure(
         "Console",
-        f"first view of the rollout page, {big_n:,} devices (Chromium, navigation to load, "
-        f"median of {len(big)})",
+        f"first view of the rollout page, {big_n:,} devices (Chromium, navigation to load "
+        f"and first paint, median of {len(big)})",
         big_ms,
         "ms",
         goal=f"< {FIRST_VIEW_GOAL_MS:,.0f} ms",
         met=big_ms < FIRST_VIEW_GOAL_MS,
         baseline=f"{small_n:,} devices: {small_ms:,.0f} ms (ratio {big_ms / small_ms:.2f})",
-        detail=f"worst {max(v.wall_ms for v in big):,.0f} ms; HTML alone from the server "
+        detail=f"worst {max(v.rendered_ms for v in big):,.0f} ms; HTML alone from the server "
         f"{html_ms[1]:,.0f} ms ({small_n:,} devices: {html_ms[0]:,.0f} ms); in the browser "
         f"response end {phase(big, 'response'):,.0f} ms, DOM ready {phase(big, 'dom'):,.0f} ms, "
-        f"load {phase(big, 'load'):,.0f} ms",
+        f"first contentful paint {phase(big, 'paint'):,.0f} ms, load {phase(big, 'load'):,.0f} ms",
     )
 
 

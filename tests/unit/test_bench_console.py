@@ -14,6 +14,7 @@ from tests.bench.bench_console import (
     IN_FLIGHT,
     WAVES,
     EventCounter,
+    View,
     asset_urls,
     per_page_per_minute,
     planned_state,
@@ -148,3 +149,11 @@ def test_a_tables_body_rows_are_counted_and_a_missing_table_is_none() -> None:
     assert table_rows(html, "failed") is None  # not a table
     assert table_rows(html, "gate-now") is None
     assert table_rows(html, "waves") is None
+
+
+def test_a_view_is_rendered_when_loaded_and_painted() -> None:
+    loaded_first = View(wall_ms=120.0, timing={"load": 100.0, "paint": 180.0})
+    painted_first = View(wall_ms=150.0, timing={"load": 140.0, "paint": 90.0})
+
+    assert loaded_first.rendered_ms == 180.0
+    assert painted_first.rendered_ms == 150.0
