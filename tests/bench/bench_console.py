@@ -1,7 +1,7 @@
 """Benchmark: the console's rollout page: its weight, its server cost per open page, its first view.
 
     .venv/bin/python -m tests.bench.bench_console [--devices 100000] [--small 100]
-        [--seconds 20] [--streams 0,10,50] [--views 5] [--no-browser] [--json-out FILE]
+        [--seconds 20] [--streams 0,1,10,50] [--views 5] [--no-browser] [--json-out FILE]
 
 One throwaway redis-server and a real `certfleet api` on free loopback ports. Two
 rollouts are made through the service as an operator would see them mid-way: the
@@ -844,7 +844,7 @@ class Options:
     full: int = 2_000
     """A rollout whose failed devices fill more than a page (5% of 2,000: two pages)."""
     seconds: float = 20.0
-    streams: tuple[int, ...] = (0, 10, 50)
+    streams: tuple[int, ...] = (0, 1, 10, 50)
     views: int = 5
     browser: bool = True
     pause: float = 3.0
@@ -931,7 +931,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--full", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--streams", default="0,10,50", help="open pages per window, 0 first")
+    parser.add_argument("--streams", default="0,1,10,50", help="open pages per window, 0 first")
     parser.add_argument("--views", type=int, default=5)
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--json-out", type=Path, default=None)
