@@ -70,7 +70,7 @@ def page(new_page: NewPage) -> Page:
 @pytest.fixture
 def shot(request: pytest.FixtureRequest) -> Shot:
     """Save a full-page screenshot named after the test and the page."""
-    test = request.node.name.removeprefix("test_")
+    test = request.node.name
 
     def save(page: Page, name: str) -> None:
         screenshot(page, test, name)
