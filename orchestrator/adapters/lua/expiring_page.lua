@@ -9,7 +9,7 @@
 -- KEYS[1]  the shard's exp:{sec_tag} (the tag's earliest item).
 -- ARGV[1]  the shard's inventory key prefix ('certfleet:inv:{tag}:');
 -- ARGV[2]  the sec_tag;
--- ARGV[3]  the latest notAfter listed (epoch seconds);
+-- ARGV[3]  the latest notAfter listed (epoch seconds; its rank bounds the reading);
 -- ARGV[4]  'asc' (soonest first) or 'desc' (latest first);
 -- ARGV[5]  where to start: a rank (asc: the next rank read; desc: the rank below which
 --          reading goes on), or '' to derive it from the cursor ARGV[6..8];
@@ -96,27 +96,34 @@ local function subject_of(id)
   return '0', ''
 end
 
+-- Ranks below `stop` are the entries at or before ARGV[3]: no score is compared per entry.
+local stop = redis.call('ZCOUNT', key, '-inf', ARGV[3])
+local plen = #prefix
 local out = {0, '0'}
 local found, examined, exhausted = 0, 0, false
+if desc and pos > stop then pos = stop end
 while found < wanted and examined < budget and not exhausted do
-  local chunk = math.min(budget - examined, math.max(wanted - found, 128))
+  local chunk = math.min(budget - examined, math.max(wanted - found, 512))
   local first, last
   if desc then
-    if pos <= 0 then exhausted = true break end
     first, last = math.max(0, pos - chunk), pos - 1
   else
-    first, last = pos, pos + chunk - 1
+    first, last = pos, math.min(stop, pos + chunk) - 1
   end
-  local read = redis.call('ZRANGE', key, first, last, 'WITHSCORES')
-  local n = #read / 2
+  if last < first then exhausted = true break end
+  -- Scores only when every entry is kept; with a prefix, only the kept ones' are read.
+  local read = plen == 0 and redis.call('ZRANGE', key, first, last, 'WITHSCORES')
+    or redis.call('ZRANGE', key, first, last)
+  local step = plen == 0 and 2 or 1
+  local n = #read / step
   local done = 0
   for j = 1, n do
     local at = desc and (n - j + 1) or j
-    local id, score = read[2 * at - 1], read[2 * at]
-    if not desc and tonumber(score) > latest then exhausted = true break end
+    local id = read[step * (at - 1) + 1]
     examined, done = examined + 1, done + 1
     if desc then pos = pos - 1 else pos = pos + 1 end
-    if tonumber(score) <= latest and string.sub(id, 1, #prefix) == prefix then
+    if plen == 0 or string.sub(id, 1, plen) == prefix then
+      local score = plen == 0 and read[2 * at] or redis.call('ZSCORE', key, id)
       local has, subject = subject_of(id)
       out[#out + 1] = id
       out[#out + 1] = score
@@ -127,8 +134,9 @@ while found < wanted and examined < budget and not exhausted do
     end
     if examined >= budget then break end
   end
-  if done == n and n < last - first + 1 then exhausted = true end  -- read to the end
+  if done == n and n < last - first + 1 then exhausted = true end  -- the index ended
   if desc and pos <= 0 then exhausted = true end
+  if not desc and pos >= stop then exhausted = true end
 end
 out[1] = pos
 out[2] = exhausted and '1' or '0'
