@@ -10,6 +10,7 @@ page's navigations and save a screenshot of each page a test visits.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import secrets
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Frame, Page, expect
+from playwright.sync_api import ConsoleMessage, Error, Frame, Page, expect
+from standardwebhooks import Webhook
 
 from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.domain.credentials import CredentialType, sha256_hex
@@ -58,6 +60,7 @@ class Console:
     url: str
     operator_token: str
     viewer_token: str
+    webhook_secret: str
     api: Proc
 
 
@@ -71,13 +74,15 @@ def _healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def running_console(stack: Stack) -> Iterator[Console]:
-    """`certfleet api` on a free loopback port with the stack's settings and two tokens,
-    `ops` (operator) and `watch` (viewer); stopped on exit."""
+    """`certfleet api` on a free loopback port with the stack's settings, two tokens,
+    `ops` (operator) and `watch` (viewer), and a CA webhook secret; stopped on exit."""
     operator_token, viewer_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     port = free_port()
     env = {
         **stack.env,
         "CERTFLEET_API_TOKENS": f"ops:{operator_token}:operator,watch:{viewer_token}:viewer",
+        "CERTFLEET_WEBHOOK_SECRETS": webhook_secret,
     }
     api = start(
         "api",
@@ -92,7 +97,7 @@ def running_console(stack: Stack) -> Iterator[Console]:
         )
         if api.process.poll() is not None:
             raise AssertionError(f"certfleet api exited:\n{api.log()}")
-        yield Console(stack, url, operator_token, viewer_token, api)
+        yield Console(stack, url, operator_token, viewer_token, webhook_secret, api)
     finally:
         api.stop()
 
@@ -108,6 +113,8 @@ ROGUE = slice_of(FLEET[0], 20, 10)
 """The devices of the rogue-CA rollout an operator aborts."""
 GUARDED = slice_of(FLEET[0], 30, 5)
 """The devices of the rollout viewers and forged requests try to act on."""
+LISTED = slice_of(FLEET[0], 35, 5)
+"""The devices of a rollout that is only listed, never started."""
 
 
 def create_rollout(
@@ -205,6 +212,23 @@ def screenshot(page: Page, test: str, name: str) -> Path:
     return path
 
 
+class PageErrors:
+    """What the page's console reported as an error (a script failing, a resource or an
+    inline style or script the Content-Security-Policy refused), and uncaught exceptions."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", self._uncaught)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.seen.append(f"{message.location.get('url', '')}: {message.text}")
+
+    def _uncaught(self, error: Error) -> None:
+        self.seen.append(f"uncaught: {error.message}")
+
+
 class Navigations:
     """How many times the page's main frame navigated (a load, a reload, a form post)."""
 
@@ -253,3 +277,34 @@ def report_state(stack: Stack, device_id: str, *, subject: str, issuer: str) -> 
         timeout=30,
         what=f"{device_id}'s state recorded",
     )
+
+
+def announce_renewal(console: Console, ca: Path) -> str:
+    """Deliver a signed `ca.renewed` webhook of `ca` for the stack's probe endpoint, as
+    the CA would; returns the renewal plan's id."""
+    body = json.dumps(
+        {
+            "type": "ca.renewed",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": {
+                "ca_pem": ca.read_text(),
+                "endpoints": [f"127.0.0.1:{console.stack.probe_port}"],
+            },
+        }
+    ).encode()
+    at = datetime.now(UTC)
+    msg_id = f"msg_{secrets.token_hex(16)}"
+    request = urllib.request.Request(  # noqa: S310 -- loopback http
+        f"{console.url}/v1/webhooks/ca",
+        data=body,
+        method="POST",
+        headers={
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": Webhook(console.webhook_secret).sign(msg_id, at, body.decode()),
+            "content-type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 -- loopback http
+        assert response.status == 202, response.read()
+        return str(json.loads(response.read())["plan_id"])

@@ -13,6 +13,7 @@ from tests.browser.harness import (
     WATCHED,
     Console,
     Navigations,
+    PageErrors,
     Shot,
     create_rollout,
     rogue_ca,
@@ -41,6 +42,7 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
     rollout_id = create_rollout(
         stack, "watched", WATCHED, ca=stack.dir / "ca2.pem", waves="2,35%,100%", hold=True
     )
+    errors = PageErrors(page)
     sign_in(page, console, console.operator_token, shot, who="operator")
     navigations = Navigations(page)
     page.goto(f"/rollouts/{rollout_id}")
@@ -78,6 +80,7 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
         expect(_count(page, index, "failed")).to_have_text("0")
     shot(page, "rollout-completed")
     assert navigations.count == 1, "the page was navigated or reloaded"
+    assert errors.seen == []
     assert stack.status(rollout_id)["totals"]["committed"] == len(WATCHED)
 
 
@@ -91,6 +94,7 @@ def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_
     rollout_id = create_rollout(
         stack, "rogue", ROGUE, ca=rogue_ca(stack), waves="5,100%", max_failure="100%"
     )
+    errors = PageErrors(page)
     sign_in(page, console, console.operator_token, shot, who="operator")
     page.goto(f"/rollouts/{rollout_id}")
     expect(_count(page, 0, "failed")).to_have_text("5", timeout=ROLLOUT_MS)
@@ -118,6 +122,7 @@ def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_
     assert len(confirmations) == 1, confirmations
     assert confirmations[0], "the confirmation says nothing"
     assert navigations.count == 0, "the page was navigated or reloaded"
+    assert errors.seen == []
     status = stack.status(rollout_id)
     assert status["state"] == "rolled_back"
     assert "ops" in status["abort_reason"], status["abort_reason"]
