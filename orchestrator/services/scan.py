@@ -218,7 +218,8 @@ def expiring_page(
 
     A page is read next to its neighbour's item (`after`, `before`: what the previous and
     next links carry), at the same cost however deep; by its number alone only up to
-    `OFFSET_PAGES_MAX`.
+    `OFFSET_PAGES_MAX`. A link into a list that has shrunk since shows the list's first
+    page (page 0) when nothing is left on its side of the link's item.
     """
     if page < 0:
         raise ValueError("page numbers start at 0")
@@ -252,6 +253,10 @@ def expiring_page(
             device_id_prefix=device_id_prefix,
         )
         items, has_next = found[:size], len(found) > size
+    if not items and page > 0:  # past the list's end (it shrank since the link was made)
+        return expiring_page(
+            store, now=now, warning_days=warning_days, size=size, device_id_prefix=device_id_prefix
+        )
     return ExpiringPage(
         items=tuple(items),
         page=page,

@@ -108,3 +108,27 @@ def test_a_previous_link_into_a_shrunken_list_shows_its_first_page(store: FakeIn
     assert _ids(back) == [f"d-{n:02d}" for n in range(13, 18)]
     assert back.has_next
     assert back.prev_cursor is None
+
+
+def test_a_next_link_past_the_end_of_a_shrunken_list_shows_its_first_page(
+    store: FakeInventory,
+) -> None:
+    """Once every item after a next link's item has been renewed, the link shows page 0, and
+    so does a page number past the end."""
+    first = expiring_page(store, now=NOW, warning_days=30, size=20)
+    assert first.next_cursor is not None
+    renewed = [
+        state(f"d-{n:02d}", credential(7, not_after=NOW + timedelta(days=900)), reported_at=NOW)
+        for n in range(20, 25)
+    ]
+    store.record_states(renewed, received_at=NOW)
+
+    past = expiring_page(
+        store, now=NOW, warning_days=30, size=20, page=1, after=parse_page_cursor(first.next_cursor)
+    )
+    beyond = expiring_page(store, now=NOW, warning_days=30, size=20, page=7)
+
+    for page in (past, beyond):
+        assert page.page == 0
+        assert _ids(page) == [f"d-{n:02d}" for n in range(20)]
+        assert (page.has_next, page.prev_cursor) == (False, None)
