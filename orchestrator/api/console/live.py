@@ -251,13 +251,13 @@ class LiveStream:
     sent_version: int = 0
     told_stale: bool = False
     done: bool = False
-    ending: str = "client"
+    ending: str = "cancelled"
 
     async def events(self) -> AsyncGenerator[str, None]:
         """Events until the rollout ends, the session does, or the client goes."""
         log.info("console_stream_opened", rollout_id=self.rollout_id, who=self.who)
         self.count("console_streams_opened_total")
-        self.ending = "client"
+        self.ending = "cancelled"  # the client went, or the server is stopping
         try:
             yield f"retry: {RETRY_MILLISECONDS}\n\n"
             if self.first.ended:  # nothing to watch: no reader needed
@@ -403,4 +403,4 @@ def router(
 
 
 def _fragment(session: ConsoleSession, rollout_id: str, context: Mapping[str, Any]) -> str:
-    return render_fragment("rollout_live.html", session, rollout_id=rollout_id, **context)
+    return render_fragment("rollout_live.html", session, **{"rollout_id": rollout_id, **context})
