@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from tests.browser.harness import Console, Shot, report_state, sign_in
+from tests.browser.harness import Console, PageErrors, Shot, report_state, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -18,7 +18,8 @@ def test_a_certificate_subject_made_of_markup_is_shown_as_text(
     page: Page, console: Console, shot: Shot
 ) -> None:
     """A subject `<script>alert(1)</script>` reads as those characters on the device's
-    page and in the fleet's expiring list: no script element, no dialog."""
+    page and in the fleet's expiring list: no script element, no dialog, nothing the
+    Content-Security-Policy had to refuse."""
     # given a device whose modem describes its CA chain with a hostile subject and issuer
     device_id = "xss-00001"
     report_state(console.stack, device_id, subject=HOSTILE, issuer=HOSTILE)
@@ -29,6 +30,7 @@ def test_a_certificate_subject_made_of_markup_is_shown_as_text(
         dialog.dismiss()
 
     page.on("dialog", seen)
+    errors = PageErrors(page)
     sign_in(page, console, console.operator_token, shot, who="operator")
 
     # when its page is opened
@@ -56,3 +58,4 @@ def test_a_certificate_subject_made_of_markup_is_shown_as_text(
     assert page.locator("script:not([src])").count() == 0
     shot(page, "fleet-search")
     assert dialogs == []
+    assert errors.seen == [], "the browser refused or failed something on these pages"
