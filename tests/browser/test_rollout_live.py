@@ -87,8 +87,9 @@ def test_a_rollout_page_follows_the_waves_live_without_reloading(
 def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_back(
     page: Page, console: Console, shot: Shot
 ) -> None:
-    """Every canary device fails its probe under a lenient gate; the operator aborts from
-    the page after a confirmation and watches the rollout end rolled back."""
+    """Every canary device fails its probe under a lenient gate; the operator's abort from
+    the page sends nothing until confirmed, then the page follows the rollout to its end,
+    rolled back."""
     # given a rogue CA's rollout whose gate tolerates every failure, its canary failed
     stack = console.stack
     rollout_id = create_rollout(
@@ -101,27 +102,40 @@ def test_an_operator_aborts_a_rogue_ca_rollout_from_its_page_and_sees_it_rolled_
     expect(page.locator("#failed a[href^='/devices/']")).to_have_count(5)
     expect(page.locator("#rollout-state")).to_have_text("running")
     shot(page, "rollout-canary-failed")
+    answers = [False, True]  # the first confirmation is declined, the second accepted
     confirmations: list[str] = []
 
     def confirm(dialog: Dialog) -> None:
         confirmations.append(dialog.message)
-        dialog.accept()
+        if answers.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
 
     page.on("dialog", confirm)
+    navigations = Navigations(page)
+
+    # when the operator clicks abort but declines the confirmation
+    page.locator("#action-abort button").click()
+    # then nothing was sent: the same page, the rollout still running
+    assert len(confirmations) == 1, confirmations
+    assert confirmations[0], "the confirmation says nothing"
+    assert stack.status(rollout_id)["state"] == "running"
+    expect(page.locator("#rollout-state")).to_have_text("running")
+    assert navigations.count == 0, "a declined confirmation still sent the form"
 
     # when the operator aborts it from the page, confirming
     with page.expect_navigation():
         page.locator("#action-abort button").click()
-    navigations = Navigations(page)
+    posted = navigations.count
 
     # then it rolls back and ends rolled back, the page following without a reload
     expect(page.locator("#rollout-state")).to_have_text("rolled_back", timeout=ROLLOUT_MS)
     expect(_wave(page, 1)).to_have_attribute("data-state", "pending")
     expect(page.locator("form#action-abort")).to_have_count(0)
     shot(page, "rollout-rolled-back")
-    assert len(confirmations) == 1, confirmations
-    assert confirmations[0], "the confirmation says nothing"
-    assert navigations.count == 0, "the page was navigated or reloaded"
+    assert len(confirmations) == 2, confirmations
+    assert navigations.count == posted == 1, "the page was navigated or reloaded"
     assert errors.seen == []
     status = stack.status(rollout_id)
     assert status["state"] == "rolled_back"
