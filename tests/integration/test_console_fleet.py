@@ -367,7 +367,37 @@ def test_counts_by_tag_and_refused_messages_are_shown(
     counted by reason in #refused; a bad search or page link is refused with a message."""
     now = datetime.now(UTC)
     _fleet(container, now)
-    scan_fleet(container.inventory, container.library, now=now, warning_days=30, list_limit=10)
+    identities = [
+        DeviceState(
+            device_id=f"id-{n}",
+            reported_at=now,
+            credentials=(
+                ReportedCredential(
+                    sec_tag=16842753,
+                    type=CredentialType.CLIENT_CERT,
+                    sha256="b" * 64,
+                    not_after=now + timedelta(days=(3, 9, 300)[n]),
+                    subject=f"CN=id-{n}",
+                    issuer="CN=Device CA",
+                ),
+            ),
+            identity_tag=16842753,
+        )
+        for n in range(3)
+    ]
+    container.inventory.record_states(identities, received_at=now)
+    before_scan = client.get("/", follow_redirects=True)  # not signed in yet: the form
+    assert "signin" in str(before_scan.url)
+    sign_in(client, VIEWER)
+    unscanned = _parse(client.get("/")).tables["by-tag"]
+    scan_fleet(
+        container.inventory,
+        container.library,
+        now=now,
+        warning_days=30,
+        list_limit=10,
+        identity_days=5,
+    )
     ingest_batch(
         container.inventory,
         TOPICS,
@@ -379,7 +409,6 @@ def test_counts_by_tag_and_refused_messages_are_shown(
         received_at=now,
         clock_skew=timedelta(minutes=5),
     )
-    sign_in(client, VIEWER)
 
     page = client.get("/")
     tables = _parse(page).tables
@@ -389,6 +418,11 @@ def test_counts_by_tag_and_refused_messages_are_shown(
     # was never sent in full, so the library does not know it
     assert rows["tag-42"] == ["42", "20", "0", "130", "150", "none"]
     assert rows["tag-7"] == ["7", "0", "0", "13", "13", "none"]
+    # a tag's earliest item is classified, a client certificate too (30 days: 2 expiring,
+    # 1 ok), and the client certificates again against their own window (5 days)
+    assert rows["tag-16842753"] == ["16842753", "1", "2", "0", "0", "2", "1", "0"]
+    assert [cells for _, cells in unscanned[2:]] == [["No counts yet."]]
+    assert "Last scan" in page.text
     refused = {attrs["data-reason"]: cells[1] for attrs, cells in tables["refused"][1:]}
     assert refused == {"bad_topic": "1", "not_json": "2"}
     bad_query = client.get("/", params={"q": "<b>"})
