@@ -14,13 +14,12 @@ import base64
 import contextlib
 import json
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import ConsoleMessage, Error, Frame, Page, expect
@@ -66,9 +65,8 @@ class Console:
 
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310 -- loopback http
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
         return False
 
 
@@ -291,20 +289,15 @@ def announce_renewal(console: Console, ca: Path) -> str:
                 "endpoints": [f"127.0.0.1:{console.stack.probe_port}"],
             },
         }
-    ).encode()
+    )
     at = datetime.now(UTC)
     msg_id = f"msg_{secrets.token_hex(16)}"
-    request = urllib.request.Request(  # noqa: S310 -- loopback http
-        f"{console.url}/v1/webhooks/ca",
-        data=body,
-        method="POST",
-        headers={
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": Webhook(console.webhook_secret).sign(msg_id, at, body.decode()),
-            "content-type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 -- loopback http
-        assert response.status == 202, response.read()
-        return str(json.loads(response.read())["plan_id"])
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(console.webhook_secret).sign(msg_id, at, body),
+        "content-type": "application/json",
+    }
+    answer = httpx.post(f"{console.url}/v1/webhooks/ca", content=body, headers=headers, timeout=60)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["plan_id"])
