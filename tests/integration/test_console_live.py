@@ -142,6 +142,20 @@ def finish(container: Container) -> None:
     )
 
 
+def counter(container: Container, name: str) -> float:
+    """A counter's value in the shared metrics (0 if never counted)."""
+    return container.metrics.snapshot().get((name, ()), 0.0)
+
+
+def wait_for_counter(container: Container, name: str, value: float) -> bool:
+    """Whether the counter reaches `value` within WAIT seconds (it is counted in the
+    background)."""
+    deadline = time.monotonic() + WAIT
+    while counter(container, name) < value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return counter(container, name) == value
+
+
 # -- reading the stream -------------------------------------------------------------------------
 
 
@@ -314,6 +328,8 @@ def test_an_open_stream_follows_the_rollout_until_it_ends(console: Console) -> N
     assert int(final.id) > int(first.id)
     assert end.name == "end"
     assert closed
+    assert wait_for_counter(container, "certfleet_console_streams_closed_total", 1)
+    assert counter(container, "certfleet_console_streams_opened_total") == 1
 
 
 def test_each_page_gets_its_own_fragment(console: Console) -> None:

@@ -330,7 +330,10 @@ def test_a_stream_sends_updates_then_end_after_the_rollout_ended() -> None:
     assert sent[3] == "event: end\ndata: the rollout has ended\n\n"
     assert rest == []
     assert hub.feeds == {}
-    assert counted == ["console_streams_opened_total", "console_streams_closed_total"]
+    assert counted == [
+        "certfleet_console_streams_opened_total",
+        "certfleet_console_streams_closed_total",
+    ]
 
 
 def test_a_stream_of_an_ended_rollout_sends_the_final_update_and_end_without_a_reader() -> None:
@@ -404,7 +407,10 @@ def test_an_idle_stream_sends_keepalives_and_a_closed_one_releases_its_feed() ->
 
     assert sent[2:] == [": keepalive\n\n", ": keepalive\n\n"]
     assert hub.feeds == {}
-    assert counted == ["console_streams_opened_total", "console_streams_closed_total"]
+    assert counted == [
+        "certfleet_console_streams_opened_total",
+        "certfleet_console_streams_closed_total",
+    ]
 
 
 def test_a_stream_whose_session_ended_says_signin_and_closes() -> None:

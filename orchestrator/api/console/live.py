@@ -256,7 +256,7 @@ class LiveStream:
     async def events(self) -> AsyncGenerator[str, None]:
         """Events until the rollout ends, the session does, or the client goes."""
         log.info("console_stream_opened", rollout_id=self.rollout_id, who=self.who)
-        self.count("console_streams_opened_total")
+        self.count("certfleet_console_streams_opened_total")
         self.ending = "cancelled"  # the client went, or the server is stopping
         try:
             yield f"retry: {RETRY_MILLISECONDS}\n\n"
@@ -269,7 +269,7 @@ class LiveStream:
                     yield event
         finally:
             log.info("console_stream_closed", rollout_id=self.rollout_id, reason=self.ending)
-            self.count("console_streams_closed_total")
+            self.count("certfleet_console_streams_closed_total")
 
     async def _follow(self, feed: Feed) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
