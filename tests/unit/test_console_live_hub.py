@@ -279,6 +279,7 @@ def stream_of(
     counted: list[str],
     *,
     check_session: Callable[[], object] = lambda: None,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
     keepalive: float = 60.0,
     session_check: float = 60.0,
 ) -> LiveStream:
@@ -290,6 +291,7 @@ def stream_of(
         render=render,
         check_session=check_session,
         count=counted.append,
+        disconnected=disconnected,
         keepalive=keepalive,
         session_check=session_check,
     )
@@ -411,6 +413,33 @@ def test_an_idle_stream_sends_keepalives_and_a_closed_one_releases_its_feed() ->
         "certfleet_console_streams_opened_total",
         "certfleet_console_streams_closed_total",
     ]
+
+
+def test_a_stream_whose_client_went_ends_at_its_next_wake_up() -> None:
+    """A server that does not cancel the stream: the request says it is disconnected at
+    the next keepalive, and the stream ends without sending it, releasing its feed."""
+    contexts = Contexts(ctx(1))
+    answers = iter([False, True])
+
+    async def disconnected() -> bool:
+        return next(answers)
+
+    async def scenario() -> tuple[list[str], LiveHub]:
+        hub = hub_of(contexts, Ticks())
+        first = await within(hub.first("ro-1", 0))
+        stream = stream_of(hub, first, [], disconnected=disconnected, keepalive=0.01)
+        sent = await within(collect(stream.events()))
+        return sent, hub
+
+    sent, hub = asyncio.run(scenario())
+
+    assert len(sent) == 2  # no keepalive after the client went
+    assert "event: update" in sent[1]
+    assert hub.feeds == {}
+
+
+async def collect(events: AsyncIterator[str]) -> list[str]:
+    return [event async for event in events]
 
 
 def test_a_stream_whose_session_ended_says_signin_and_closes() -> None:

@@ -236,6 +236,9 @@ class LiveStream:
     `render` turns a context into the page's fragment (with the page's own session);
     `check_session` raises `SignInRequiredError` once the session has ended; `count`
     adds to a counter and must not block (it runs when a cancelled stream closes too).
+    A server that cancels a stream when its client goes (uvicorn) ends it at once;
+    `disconnected` (the request's) also ends it at its next wake-up (a change, a
+    keepalive) on servers that do not.
     """
 
     hub: LiveHub
@@ -245,6 +248,7 @@ class LiveStream:
     render: Callable[[Mapping[str, Any]], str]
     check_session: Callable[[], object]
     count: Callable[[str], None]
+    disconnected: Callable[[], Awaitable[bool]] | None = None
     who: str = ""
     keepalive: float = KEEPALIVE_SECONDS
     session_check: float = SESSION_CHECK_SECONDS
@@ -278,6 +282,8 @@ class LiveStream:
         while not self.done:
             timeout = max(0.0, min(self.keepalive, check_at - loop.time()))
             reading = await feed.next(seen, timeout)
+            if self.disconnected is not None and await self.disconnected():
+                return
             if loop.time() >= check_at:
                 if not await self._still_signed_in():
                     self.ending, self.done = "session", True
@@ -391,6 +397,7 @@ def router(
             render=functools.partial(_fragment, session, rollout_id),
             check_session=functools.partial(ctx.viewer, request),
             count=count,
+            disconnected=request.is_disconnected,
             who=session.name,
             keepalive=keepalive,
             session_check=session_check,
