@@ -509,3 +509,27 @@ def test_a_retiring_plan_shows_its_add_and_retire_its_switch_and_unconfirmed_dev
         "add",
         "retire",
     ]
+
+
+def test_a_plan_no_device_needs_shows_no_rollout_and_no_device_at_risk(console: Console) -> None:
+    """A renewal to the CA every device already trusts has every device covered, no rollout
+    and no device at risk, and says so."""
+    plan_id = accept_event(
+        console.container,
+        "ca.renewed",
+        {"ca_pem": console.old_ca.pem.decode(), "endpoints": [ENDPOINT]},
+        now=NOW,
+    )["plan_id"]
+    sign_in(console.client, VIEWER)
+
+    shown = page(console.client.get(f"/plans/{plan_id}").text)
+
+    assert shown.by_id("plan-state").text == "awaiting_switch"
+    cards = shown.by_id("impact").find_all("div", class_="card")
+    assert {c.attrs["data-count"]: c.find_all("div")[0].text for c in cards} == {
+        "at_risk": "0",
+        "safe": "120",
+        "unknown": "0",
+    }
+    assert shown.by_id("plan-rollouts").text == "No rollout: no device is known to be at risk."
+    assert shown.by_id("at-risk").text == "No device is known to be at risk."
