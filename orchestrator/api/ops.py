@@ -60,6 +60,25 @@ DOCS = {
         "Device certificates certfleet revoked (old ones retired, new ones never used)."
     ),
     "certfleet_crl_entries": "Certificates the last CRL certfleet published lists.",
+    "certfleet_console_signin_refused_total": (
+        "Console sign-ins refused, by reason (token: not an API token; csrf: the form's cookie "
+        "was missing or did not match)."
+    ),
+    "certfleet_console_refused_total": (
+        "Console actions refused, by reason (viewer: the session may only read; csrf: the "
+        "request lacked the session's CSRF token)."
+    ),
+    "certfleet_console_commands_refused_total": (
+        "Rollout commands an operator gave from the console that the rollout's state refused, "
+        "by verb."
+    ),
+    "certfleet_console_bad_requests_total": (
+        "Console requests refused for their query (a malformed search or page link), by page."
+    ),
+    "certfleet_console_streams_opened_total": "Live rollout streams (console pages) opened.",
+    "certfleet_console_streams_closed_total": (
+        "Live rollout streams closed (rollout ended, page closed, session ended, server stopping)."
+    ),
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 _AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}

@@ -16,6 +16,10 @@ __all__ = ["api"]
 
 log = get_logger(__name__)
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+"""How long `certfleet api` lets open requests finish when asked to stop (live console
+streams are then cancelled)."""
+
 
 def api(
     host: Annotated[
@@ -76,6 +80,9 @@ def api(
             ssl_keyfile=str(tls_key) if tls_key else None,
             proxy_headers=True,
             forwarded_allow_ips=forwarded_allow_ips,
+            # uvicorn waits for open responses before it stops; a console page's live
+            # stream never ends by itself, so stop waiting after this many seconds.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         log.info("api_stopped")
     finally:

@@ -112,7 +112,7 @@ def test_a_wrong_token_is_refused_and_counted(
     assert "not one certfleet accepts" in done.text
     assert COOKIE not in client.cookies
     counted = container.metrics.snapshot()
-    assert counted[("console_signin_refused_total", (("reason", "token"),))] == 1
+    assert counted[("certfleet_console_signin_refused_total", (("reason", "token"),))] == 1
 
 
 def test_the_sign_in_form_needs_its_own_cookie(make_client: Callable[..., TestClient]) -> None:

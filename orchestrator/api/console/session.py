@@ -102,7 +102,7 @@ class ConsoleAuth:
             log.warning(
                 "console_action_refused", who=session.name, path=request.url.path, reason="viewer"
             )
-            self.container.metrics.incr("console_refused_total", {"reason": "viewer"})
+            self.container.metrics.incr("certfleet_console_refused_total", {"reason": "viewer"})
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"{session.name} is a viewer: only operators may act"
             )
@@ -119,7 +119,7 @@ class ConsoleAuth:
             log.warning(
                 "console_action_refused", who=session.name, path=request.url.path, reason="csrf"
             )
-            self.container.metrics.incr("console_refused_total", {"reason": "csrf"})
+            self.container.metrics.incr("certfleet_console_refused_total", {"reason": "csrf"})
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token; reload the page"
             )
@@ -174,12 +174,16 @@ def session_router(auth: ConsoleAuth) -> APIRouter:
     ) -> Response:
         expected = request.cookies.get(SIGNIN_COOKIE, "")
         if not expected or not hmac.compare_digest(expected.encode(), form_token.encode()):
-            auth.container.metrics.incr("console_signin_refused_total", {"reason": "csrf"})
+            auth.container.metrics.incr(
+                "certfleet_console_signin_refused_total", {"reason": "csrf"}
+            )
             log.warning("console_signin_refused", reason="csrf", client=_client(request))
             return _signin_error(request, "The sign-in form expired; try again.", next)
         matched = match_token(auth.tokens, token.strip())
         if matched is None:
-            auth.container.metrics.incr("console_signin_refused_total", {"reason": "token"})
+            auth.container.metrics.incr(
+                "certfleet_console_signin_refused_total", {"reason": "token"}
+            )
             log.warning("console_signin_refused", reason="token", client=_client(request))
             return _signin_error(request, "That token is not one certfleet accepts.", next)
         session_id = secrets.token_urlsafe(32)
