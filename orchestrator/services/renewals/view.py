@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from orchestrator.domain.renewal import PlanSummary
 from orchestrator.ports import PlanStore, RolloutStore
@@ -22,6 +22,7 @@ __all__ = [
     "DevicePage",
     "PlanRollout",
     "PlanRow",
+    "Role",
     "TimelineEntry",
     "at_risk_page",
     "plan_rollouts",
@@ -32,12 +33,14 @@ __all__ = [
 PAGE_SIZE: Final = 50
 """At-risk devices per page."""
 
+Role = Literal["add", "retire"]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanRollout:
     """One of a plan's rollouts: what it does for the plan, and its state and counts."""
 
-    role: str
+    role: Role
     """`add` (the new CA into the spare sec_tag) or `retire` (the old CA out)."""
     id: str
     summary: RolloutSummary | None
@@ -110,7 +113,7 @@ class TimelineEntry:
     note: str | None = None
 
 
-def _rollout(rollouts: RolloutDeps, role: str, rollout_id: str) -> PlanRollout:
+def _rollout(rollouts: RolloutDeps, role: Role, rollout_id: str) -> PlanRollout:
     try:
         summary = rollout_summary(rollouts, rollout_id)
     except RolloutError:
@@ -123,11 +126,8 @@ def plan_rollouts(
 ) -> tuple[PlanRollout, ...]:
     """The plan's trust.add and trust.retire (those it has), each read as the rollouts
     list reads it (the rollout and its wave counts)."""
-    return tuple(
-        _rollout(rollouts, role, rollout_id)
-        for role, rollout_id in (("add", add), ("retire", retire))
-        if rollout_id
-    )
+    steps: tuple[tuple[Role, str | None], ...] = (("add", add), ("retire", retire))
+    return tuple(_rollout(rollouts, role, rollout_id) for role, rollout_id in steps if rollout_id)
 
 
 def recent_plans(plans: PlanStore, rollouts: RolloutDeps, *, limit: int) -> list[PlanRow]:
