@@ -816,7 +816,8 @@ def view_figure(
     small_n, big_n = sizes
 
     def phase(views: Sequence[View], name: str) -> float:
-        return statistics.median(v.timing[name] for v in views)
+        found = [v.timing[name] for v in views if v.timing.get(name, -1) >= 0]
+        return statistics.median(found) if found else float("nan")
 
     return Figure(
         "Console",
