@@ -247,3 +247,29 @@ def test_certfleet_api_over_tls_gives_a_secure_cookie(
             assert client.get("/rollouts").status_code == 200
     finally:
         proc.stop()
+
+
+def test_console_errors_are_pages_and_api_errors_stay_json(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client()
+    csrf = sign_in(client, OPERATOR)
+    missing = client.get("/rollouts/ro-<img src=x onerror=alert(1)>")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "content-security-policy" in missing.headers
+    assert "ro-&lt;img src=x onerror=alert(1)&gt;" in missing.text, "the id is shown escaped"
+    assert "<img" not in missing.text
+    bad = client.get("/rollouts?limit=0")
+    assert bad.status_code == 422
+    assert "limit" in bad.text
+    assert bad.headers["content-type"].startswith("text/html")
+    refused = client.post("/rollouts/ro-none/pause", data={"csrf": "wrong" + csrf})
+    assert refused.status_code == 403
+    assert "CSRF" in refused.text
+    api = client.get("/v1/rollouts/ro-none", headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert api.status_code == 404
+    assert api.json()["detail"].startswith("no rollout")
+    assert client.get(
+        "/v1/rollouts?limit=0", headers={"Authorization": f"Bearer {OPERATOR}"}
+    ).json()["detail"][0]["loc"] == ["query", "limit"]

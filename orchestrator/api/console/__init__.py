@@ -11,8 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.console import devices, fleet, live, plans, rollouts
@@ -23,7 +29,7 @@ from orchestrator.api.console.session import (
     session_router,
     signin_redirect,
 )
-from orchestrator.api.console.templates import STATIC_DIR
+from orchestrator.api.console.templates import STATIC_DIR, render
 from orchestrator.api.renewals import PlanView
 
 if TYPE_CHECKING:
@@ -81,11 +87,60 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
     return signin_redirect(exc.path)
 
 
+_TITLES: Final = {
+    400: "Bad request",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Not possible now",
+    422: "Bad request",
+    503: "Redis is unreachable",
+}
+
+
+def _html_page(request: Request) -> bool:
+    """A console page a browser navigates to (not the API, not a live stream)."""
+    path = request.url.path
+    return _is_console(path) and not path.endswith("/events") and not path.startswith("/static/")
+
+
+def _error_page(request: Request, status_code: int, detail: str) -> Response:
+    return render(
+        request,
+        "error.html",
+        session=None,
+        status_code=status_code,
+        title=_TITLES.get(status_code, "Something went wrong"),
+        detail=detail,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Console pages answer errors with an HTML page; the API keeps its JSON."""
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 -- registered for that type only
+    if not _html_page(request):
+        return await http_exception_handler(request, exc)
+    return _error_page(request, exc.status_code, str(exc.detail))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 -- registered for that type only
+    if not _html_page(request):
+        return await request_validation_exception_handler(request, exc)
+    fields = ", ".join(
+        ".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in exc.errors()
+    )
+    return _error_page(request, 422, f"The page's address is not valid ({fields}).")
+
+
 def mount_console(app: FastAPI, container: Container, *, plan_view: PlanView) -> None:
     """Add the console's routes, static files and response headers to `app`."""
     auth = ConsoleAuth(container, container.settings.api_token_list)
     ctx = ConsoleContext(container, auth, plan_view)
     app.add_exception_handler(SignInRequiredError, _sign_in_required)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(session_router(auth))
