@@ -76,6 +76,9 @@ DOCS = {
         "Console requests refused for their query (a malformed search or page link), by page."
     ),
     "certfleet_console_streams_opened_total": "Live rollout streams (console pages) opened.",
+    "certfleet_console_streams_refused_total": (
+        "Live rollout streams refused because their session already held the most it may."
+    ),
     "certfleet_console_streams_closed_total": (
         "Live rollout streams closed (rollout ended, page closed, session ended, server stopping)."
     ),

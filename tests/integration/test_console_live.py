@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from orchestrator.api import create_app
+from orchestrator.api.console.live import MAX_STREAMS_PER_SESSION
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.rollout import RolloutSpec
@@ -375,3 +376,33 @@ def test_stopping_the_server_does_not_wait_for_open_streams(console: Console) ->
         assert console.stop(), "the server still waits for the open stream"
         with pytest.raises((AssertionError, httpx.TransportError)):
             events.next()  # the stream ends, cut or closed
+
+
+def test_a_session_follows_a_bounded_number_of_live_pages(console: Console) -> None:
+    """One session holds at most MAX_STREAMS_PER_SESSION streams: the next gets 429 (the
+    page retries by itself), another session is not affected, and a closed page frees
+    its place."""
+    create_rollout(console.container)
+    with contextlib.ExitStack() as pages, console.client(VIEWER) as client:
+        opened = []  # each page's reader is kept: dropping it would close its stream
+        for page in range(MAX_STREAMS_PER_SESSION):
+            response = pages.enter_context(stream(client, failed_page=page % 2))
+            assert response.status_code == 200
+            events = Events(response)
+            events.next_update()
+            opened.append((response, events))
+        with stream(client) as refused:
+            refused.read()
+            assert refused.status_code == 429
+            assert "close one" in refused.text
+        with console.client(OPERATOR) as other, stream(other) as response:
+            assert response.status_code == 200
+        opened[0][0].close()
+        deadline = time.monotonic() + WAIT
+        while True:
+            with stream(client) as again:
+                if again.status_code == 200:
+                    break
+                again.read()
+            assert time.monotonic() < deadline, "the closed page's place was never freed"
+            time.sleep(0.2)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -14,10 +16,12 @@ from orchestrator.api.console.live import (
     LiveHub,
     LiveStream,
     Reading,
+    StreamLimit,
     sse_event,
 )
 from orchestrator.api.console.session import SignInRequiredError
 from orchestrator.domain.errors import StoreUnavailableError
+from orchestrator.domain.sessions import ConsoleSession
 from orchestrator.services.rollout import RolloutError
 
 pytestmark = pytest.mark.unit
@@ -469,3 +473,41 @@ def test_an_event_carries_each_line_of_its_data_on_a_data_line(newline: str) -> 
     event = sse_event("update", f"<p>a</p>{newline}<p>b</p>", event_id=12)
 
     assert event == "id: 12\nevent: update\ndata: <p>a</p>\ndata: <p>b</p>\n\n"
+
+
+NOW_SESSION = datetime(2026, 12, 2, 18, tzinfo=UTC)
+
+
+def test_a_session_holds_a_bounded_number_of_streams() -> None:
+    """Past the limit a stream is refused; an ended one frees its place; sessions apart."""
+    one = ConsoleSession("ops", "operator", "a" * 32, NOW_SESSION)
+    other = ConsoleSession("ops", "operator", "b" * 32, NOW_SESSION)
+    limit = StreamLimit(2)
+
+    first = limit.admit(one)
+    second = limit.admit(one)
+    assert first is not None
+    assert second is not None
+    assert limit.admit(one) is None
+    assert limit.admit(other) is not None, "another session has its own places"
+    limit.release(one, first)
+    assert limit.open(one) == 1
+    third = limit.admit(one)
+    assert third is not None
+    assert limit.open(one) == 2
+
+
+def test_a_stream_that_never_started_frees_its_place() -> None:
+    """A client gone before the first byte: the stream's body is dropped without running
+    its `finally`; the weak set forgets its place with it."""
+    session = ConsoleSession("ops", "operator", "c" * 32, NOW_SESSION)
+    limit = StreamLimit(1)
+
+    place = limit.admit(session)
+    assert place is not None
+    assert limit.admit(session) is None
+    del place
+    gc.collect()
+
+    assert limit.open(session) == 0
+    assert limit.admit(session) is not None

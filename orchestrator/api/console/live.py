@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import re
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -40,7 +41,18 @@ if TYPE_CHECKING:
     from orchestrator.api.console.context import ConsoleContext
     from orchestrator.bootstrap import Container
 
-__all__ = ["NOTHING_YET", "LiveHub", "LiveStream", "ReadContext", "Reading", "router", "sse_event"]
+__all__ = [
+    "MAX_STREAMS_PER_SESSION",
+    "NOTHING_YET",
+    "LiveHub",
+    "LiveStream",
+    "ReadContext",
+    "Reading",
+    "StreamLimit",
+    "StreamPlace",
+    "router",
+    "sse_event",
+]
 
 log = get_logger(__name__)
 
@@ -51,6 +63,9 @@ RETRY_MILLISECONDS: Final = 3000
 """How long a browser waits before it reconnects a stream that broke."""
 MAX_FAILED_PAGE: Final = 100_000
 STREAM_HEADERS: Final = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+MAX_STREAMS_PER_SESSION: Final = 8
+"""Live streams one session may hold open in one process: a page per browser tab, and a
+bound on what one signed-in user can make the process read each second."""
 
 ReadContext = Callable[[str, int], Mapping[str, Any]]
 """(rollout id, failed devices page) -> the live context; raises `RolloutError` for an
@@ -330,6 +345,52 @@ class LiveStream:
         return True
 
 
+class StreamPlace:
+    """A stream's place in its session's count: held by the stream's body while it
+    lives, weakly by `StreamLimit`."""
+
+    __slots__ = ("__weakref__",)
+
+
+class StreamLimit:
+    """The live streams each session holds open, at most `limit` each.
+
+    A stream is released when it ends; one whose client went before its first byte is
+    never started, and drops out with its generator (the sets hold weak references).
+    """
+
+    def __init__(self, limit: int = MAX_STREAMS_PER_SESSION) -> None:
+        self.limit = limit
+        self._open: dict[str, weakref.WeakSet[StreamPlace]] = {}
+
+    @staticmethod
+    def _key(session: ConsoleSession) -> str:
+        return hashlib.sha256(session.csrf.encode()).hexdigest()
+
+    def admit(self, session: ConsoleSession) -> StreamPlace | None:
+        """A place counted against the session; None past the limit."""
+        streams = self._open.setdefault(self._key(session), weakref.WeakSet())
+        if len(streams) >= self.limit:
+            return None
+        place = StreamPlace()
+        streams.add(place)
+        return place
+
+    def release(self, session: ConsoleSession, place: StreamPlace) -> None:
+        """The stream ended."""
+        key = self._key(session)
+        streams = self._open.get(key)
+        if streams is None:
+            return
+        streams.discard(place)
+        if not streams:
+            del self._open[key]
+
+    def open(self, session: ConsoleSession) -> int:
+        """The session's streams open now."""
+        return len(self._open.get(self._key(session), ()))
+
+
 def _background_counter(container: "Container") -> Callable[[str], None]:
     """Counters added in a worker thread, so that closing a stream never waits on Redis."""
     metrics = container.metrics
@@ -356,8 +417,10 @@ def router(
     interval: float = INTERVAL_SECONDS,
     keepalive: float = KEEPALIVE_SECONDS,
     session_check: float = SESSION_CHECK_SECONDS,
+    max_streams: int = MAX_STREAMS_PER_SESSION,
 ) -> APIRouter:
-    """`GET /rollouts/{rollout_id}/events`, over a hub of this app's own."""
+    """`GET /rollouts/{rollout_id}/events`, over a hub of this app's own; a session holds
+    at most `max_streams` open (429 past it: the page retries by itself)."""
     r = APIRouter(include_in_schema=False)
     container = ctx.container
 
@@ -366,6 +429,7 @@ def router(
 
     hub = LiveHub(read, interval=interval)
     count = _background_counter(container)
+    limit = StreamLimit(max_streams)
 
     def signed_in(request: Request) -> ConsoleSession:
         """The session; a plain 401 without one (an EventSource cannot follow a redirect
@@ -402,9 +466,24 @@ def router(
             keepalive=keepalive,
             session_check=session_check,
         )
-        return StreamingResponse(
-            stream.events(), media_type="text/event-stream", headers=STREAM_HEADERS
-        )
+        place = limit.admit(session)
+        if place is None:
+            log.warning("console_stream_refused", rollout_id=rollout_id, who=session.name)
+            count("certfleet_console_streams_refused_total")
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"this session already follows {limit.limit} live pages; close one",
+                STREAM_HEADERS,
+            )
+
+        async def body() -> AsyncGenerator[str, None]:
+            try:
+                async for event in stream.events():
+                    yield event
+            finally:
+                limit.release(session, place)
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
     return r
 
