@@ -22,7 +22,8 @@ demo: install
 # The Redis adapters' tests, run a second time on a three-master Redis Cluster.
 REDIS_ADAPTER_TESTS = tests/integration/test_batch_scripts.py tests/integration/test_plan_stores.py \
 	tests/integration/test_api.py tests/integration/test_redispatch.py tests/integration/test_console_auth.py \
-	tests/integration/test_console_rollout.py \
+	tests/integration/test_console_rollout.py tests/integration/test_console_fleet.py \
+	tests/integration/test_console_plans.py tests/integration/test_console_live.py \
 	$(filter-out tests/integration/test_redis_failover.py,$(wildcard tests/integration/test_*redis*.py))
 
 test: install lint
