@@ -58,7 +58,11 @@ def create_app(
     if not settings.webhook_secret_list:
         log.warning("webhooks_disabled", reason="CERTFLEET_WEBHOOK_SECRETS is empty")
     if not settings.api_token_list:
-        log.warning("api_locked", reason="CERTFLEET_API_TOKENS is empty; every /v1 call gets 401")
+        log.warning(
+            "api_locked",
+            reason="CERTFLEET_API_TOKENS is empty; every /v1 call gets 401 and nobody can sign "
+            "in to the console",
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
