@@ -30,7 +30,8 @@ token), the bench measures:
    (`GET /rollouts/<id>/events`) while the rollout keeps changing (a few devices moved
    every second, the same in every run), minus the same window with no stream open;
    per page per minute, for each rollout; the large one's within 25% of the full one's.
-   The streams are real HTTP connections (httpx, asyncio).
+   The streams are real HTTP connections (httpx, asyncio), each signed in as its own
+   browser (a session may follow only a few live pages).
 3. First view: Chromium (headless, Playwright) navigating to the page until `load` and
    its first contentful paint, whichever comes last, each view in a fresh browser
    context (nothing cached, assets fetched), median of `--views` after one view not
@@ -546,9 +547,14 @@ class Window:
 
 
 async def _stream(
-    client: httpx.AsyncClient, url: str, counter: EventCounter, opened: asyncio.Event
+    client: httpx.AsyncClient,
+    url: str,
+    session: str,
+    counter: EventCounter,
+    opened: asyncio.Event,
 ) -> None:
-    async with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
+    headers = {"Accept": "text/event-stream", "Cookie": f"{COOKIE}={session}"}
+    async with client.stream("GET", url, headers=headers) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{url}: {response.status_code}")
         async for line in response.aiter_lines():
@@ -559,7 +565,7 @@ async def _stream(
 
 async def _window(
     base: str,
-    session: str,
+    sessions: Sequence[str],
     scenario: Scenario,
     pages: int,
     seconds: float,
@@ -572,12 +578,12 @@ async def _window(
     store = RedisRollouts(client)
     counters = [EventCounter() for _ in range(pages)]
     opened = [asyncio.Event() for _ in range(pages)]
-    async with httpx.AsyncClient(
-        cookies={COOKIE: session}, timeout=httpx.Timeout(10, read=60), limits=limits
-    ) as http:
+    if len(sessions) < pages:
+        raise ValueError(f"{pages} pages need as many sessions, not {len(sessions)}")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60), limits=limits) as http:
         tasks = [
-            asyncio.create_task(_stream(http, url, c, o))
-            for c, o in zip(counters, opened, strict=True)
+            asyncio.create_task(_stream(http, url, session, c, o))
+            for session, c, o in zip(sessions, counters, opened, strict=False)
         ]
         try:
             if tasks:
@@ -630,7 +636,7 @@ async def _window(
 
 def stream_cost(
     base: str,
-    session: str,
+    sessions: Sequence[str],
     scenario: Scenario,
     *,
     streams: Sequence[int],
@@ -640,12 +646,13 @@ def stream_cost(
     pause: float = 3.0,
 ) -> list[Window]:
     """One window per count of open streams, the counts in order, a pause between them
-    (the live hub stops reading once nobody watches)."""
+    (the live hub stops reading once nobody watches); each stream is another signed-in
+    browser (`sessions`: a session follows a few live pages at most)."""
     windows = []
     for pages in streams:
         # The churn alternates: start each window on an even tick with the devices pending.
         window = asyncio.run(
-            _window(base, session, scenario, pages, seconds, client=client, pids=pids)
+            _window(base, sessions, scenario, pages, seconds, client=client, pids=pids)
         )
         if int(seconds) % 2:
             churn(RedisRollouts(client), scenario, 1)
@@ -876,6 +883,10 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
             )
             raw["scenarios"] = scenarios
             api, url = start_api(base, redis_service)
+            sessions = []
+            for _ in range(max(options.streams)):
+                with httpx.Client(base_url=url, timeout=60) as browser:
+                    sessions.append(session_of(browser))
             with httpx.Client(base_url=url, timeout=60) as http:
                 session = session_of(http)
                 pages = [f"{url}/rollouts/{s.rollout_id}" for s in scenarios]
@@ -890,7 +901,7 @@ def run(options: Options) -> tuple[list[Figure], dict[str, Any]]:
             windows = [
                 stream_cost(
                     url,
-                    session,
+                    sessions,
                     s,
                     streams=options.streams,
                     seconds=options.seconds,
