@@ -1,6 +1,7 @@
 """Console sessions on Redis: one hash per session, expiring with it.
 
-Key: `certfleet:session:{sha256(session id)}` (hash `name`, `role`, `csrf`, `expires_at`)
+Key: `certfleet:session:{sha256(session id)}` (hash `name`, `role`, `token_sha256`, `csrf`,
+`expires_at`)
 with a PEXPIREAT at the session's end. The key names a digest of the id, so a key
 listing (or a replica's dump) gives nobody a cookie that signs in. One key per command:
 on a cluster it lies in whatever slot its name has.
@@ -40,6 +41,7 @@ class RedisSessions:
         fields = {
             "name": session.name,
             "role": session.role,
+            "token_sha256": session.token_sha256,
             "csrf": session.csrf,
             "expires_at": session.expires_at.isoformat(),
         }
@@ -58,6 +60,7 @@ class RedisSessions:
                 role=fields["role"],
                 csrf=fields["csrf"],
                 expires_at=datetime.fromisoformat(fields["expires_at"]),
+                token_sha256=fields.get("token_sha256", ""),
             )
         except (KeyError, ValueError):
             return None

@@ -20,6 +20,7 @@ __all__ = [
     "bearer_token",
     "match_token",
     "require_operator",
+    "token_sha256",
 ]
 
 _scheme = HTTPBearer(
@@ -53,6 +54,12 @@ def bearer_token(values: Sequence[str]) -> str | None:
     if matched is None:
         raise MalformedAuthorizationError("Authorization is not `Bearer <token>`")
     return matched.group(1)
+
+
+def token_sha256(token: str) -> str:
+    """The token's SHA-256 in hex: what a console session keeps of the token it signed in
+    with (never the token)."""
+    return _digest(token).hex()
 
 
 def _digest(token: str) -> bytes:

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator.api import create_app
+from orchestrator.api.auth import token_sha256
 from orchestrator.api.console import CONTENT_SECURITY_POLICY
 from orchestrator.api.console.session import COOKIE
 from orchestrator.bootstrap import Container, bootstrap
@@ -148,15 +149,24 @@ def test_a_session_ends_at_its_expiry(
     make_client: Callable[..., TestClient], container: Container
 ) -> None:
     client = make_client()
-    container.sessions.create(
-        "expired-session-id-0123456789",
-        ConsoleSession("ops", "operator", "c" * 32, utcnow() - timedelta(seconds=1)),
-    )
-    client.cookies.set(COOKIE, "expired-session-id-0123456789")
+    for session_id, lifetime in (("live-session-0123456789", 60), ("expired-session-0123", -1)):
+        container.sessions.create(
+            session_id,
+            ConsoleSession(
+                "ops",
+                "operator",
+                "c" * 32,
+                utcnow() + timedelta(seconds=lifetime),
+                token_sha256=token_sha256(OPERATOR),
+            ),
+        )
+    client.cookies.set(COOKIE, "live-session-0123456789")
+    assert client.get("/rollouts").status_code == 200, "the same session unexpired is good"
+    client.cookies.set(COOKIE, "expired-session-0123")
     assert client.get("/rollouts").status_code == 303
 
 
-def test_removing_or_demoting_a_token_ends_its_sessions(
+def test_removing_demoting_or_changing_a_token_ends_its_sessions(
     make_client: Callable[..., TestClient],
 ) -> None:
     client = make_client()
@@ -168,6 +178,9 @@ def test_removing_or_demoting_a_token_ends_its_sessions(
     removed = make_client(f"watch:{VIEWER}:viewer")
     removed.cookies.set(COOKIE, cookie)
     assert removed.get("/rollouts").status_code == 303
+    new_value = make_client(f"ops:{OPERATOR}-rotated:operator,watch:{VIEWER}:viewer")
+    new_value.cookies.set(COOKIE, cookie)
+    assert new_value.get("/rollouts").status_code == 303, "a leaked token's new value keeps none"
     same = make_client()
     same.cookies.set(COOKIE, cookie)
     assert same.get("/rollouts").status_code == 200

@@ -12,7 +12,7 @@ form itself is protected by a double-submit cookie.
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Final
 from urllib.parse import quote, urlsplit
@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.responses import RedirectResponse
 
-from orchestrator.api.auth import match_token
+from orchestrator.api.auth import match_token, token_sha256
 from orchestrator.api.console.templates import render
 from orchestrator.clock import utcnow
 from orchestrator.config import ApiToken
@@ -76,6 +76,10 @@ class ConsoleAuth:
 
     container: "Container"
     tokens: Sequence[ApiToken]
+    _valid: frozenset[tuple[str, str, str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._valid = frozenset((t.name, t.role, token_sha256(t.token)) for t in self.tokens)
 
     def _live(self, request: Request) -> ConsoleSession | None:
         session_id = request.cookies.get(COOKIE)
@@ -84,8 +88,9 @@ class ConsoleAuth:
         session = self.container.sessions.get(session_id)
         if session is None or session.expired(utcnow()):
             return None
-        # A token removed from the settings, or given another role, ends its sessions.
-        if not any(t.name == session.name and t.role == session.role for t in self.tokens):
+        # A token removed from the settings, given another role or a new value ends the
+        # sessions signed in with it.
+        if (session.name, session.role, session.token_sha256) not in self._valid:
             return None
         return session
 
@@ -193,6 +198,7 @@ def session_router(auth: ConsoleAuth) -> APIRouter:
             role=matched.role,
             csrf=secrets.token_urlsafe(32),
             expires_at=expires,
+            token_sha256=token_sha256(matched.token),
         )
         auth.container.sessions.create(session_id, session)
         log.info("console_signed_in", who=matched.name, role=matched.role, client=_client(request))
