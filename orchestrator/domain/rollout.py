@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, get_args
 from orchestrator.domain.credentials import ca_chain_item, sha256_hex, validate_sec_tag
 from orchestrator.domain.durations import format_duration, parse_duration
 from orchestrator.domain.errors import InvalidRolloutSpecError
+from orchestrator.domain.gate import GatePolicy
 from orchestrator.domain.rollout_states import (
     DECIDED,
     FAILURES,
@@ -282,6 +283,15 @@ class RolloutSpec:
         if not self.ca_pems:
             return ""
         return ca_chain_item(self.ca_pems, what=f"the CAs for sec_tag {self.spare_tag}")
+
+    @property
+    def gate_policy(self) -> GatePolicy:
+        """The health gate's rule for this rollout's waves."""
+        return GatePolicy(
+            max_failure=self.max_failure,
+            min_sample=self.min_sample,
+            timeouts_fail=self.timeouts_fail,
+        )
 
     @property
     def is_identity(self) -> bool:

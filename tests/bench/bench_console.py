@@ -62,7 +62,7 @@ from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.api.console.session import COOKIE
-from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
+from orchestrator.domain.gate import GateInput, Verdict, evaluate_gate
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout import RolloutSpec, parse_waves
 from orchestrator.domain.rollout_aggregate import Rollout
@@ -406,11 +406,7 @@ def make_rollout(client: redis.Redis, prefix: str, devices: int) -> Scenario:
             break
         counts = store.wave_counts(rollout_id, wave + 1)
         decision = evaluate_gate(
-            GatePolicy(
-                max_failure=spec.max_failure,
-                min_sample=spec.min_sample,
-                timeouts_fail=spec.timeouts_fail,
-            ),
+            spec.gate_policy,
             GateInput(
                 wave_size=len(members), wave_counts=counts[wave], cumulative_counts=_sum(counts)
             ),

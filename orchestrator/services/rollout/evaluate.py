@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Final
 
-from orchestrator.domain.gate import GateInput, GatePolicy, Verdict, evaluate_gate
+from orchestrator.domain.gate import GateInput, Verdict, evaluate_gate
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
     DeviceRolloutState,
@@ -176,11 +176,7 @@ def _wave_running(deps: RolloutDeps, rollout: Rollout, now: datetime, actor: str
         commit_healthy(deps, rollout, wave, now=now)
     _redispatch_stalled(deps, rollout, counts[wave].get(D.PENDING, 0), now)
     decision = evaluate_gate(
-        GatePolicy(
-            max_failure=spec.max_failure,
-            min_sample=spec.min_sample,
-            timeouts_fail=spec.timeouts_fail,
-        ),
+        spec.gate_policy,
         GateInput(
             wave_size=rollout.wave.size, wave_counts=counts[wave], cumulative_counts=_sum(counts)
         ),

@@ -16,7 +16,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Final, Literal
 
-from orchestrator.domain.gate import GateInput, GatePolicy, evaluate_gate
+from orchestrator.domain.gate import GateInput, evaluate_gate
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
@@ -253,11 +253,7 @@ def _gate_now(rollout: Rollout, summary: RolloutSummary) -> GateReading | None:
     started = summary.waves[: rollout.current + 1]
     cumulative = {s.value: sum(w.counts[s.value] for w in started) for s in D}
     decision = evaluate_gate(
-        GatePolicy(
-            max_failure=spec.max_failure,
-            min_sample=spec.min_sample,
-            timeouts_fail=spec.timeouts_fail,
-        ),
+        spec.gate_policy,
         GateInput(
             wave_size=rollout.wave.size,
             wave_counts=dict(summary.waves[rollout.current].counts),
