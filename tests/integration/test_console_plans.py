@@ -7,9 +7,8 @@ import base64
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from orchestrator.domain.rollout_changes import Change
 from orchestrator.domain.rollout_states import DeviceRolloutState, DeviceTransition, RolloutState
 from simulator.pki import IssuedCA, make_ca
 from tests.console import sign_in
+from tests.html_tree import body_rows, parse
 from tests.integration.renewal_calls import accept_event, watch_renewals
 
 pytestmark = pytest.mark.integration
@@ -41,97 +41,6 @@ ROGUE_CN = "<img src=x onerror=alert(1)> & co"
 
 
 # -- a few lines of HTML reading ----------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """An element of a parsed page: its tag, attributes, and its text and elements in order."""
-
-    tag: str
-    attrs: dict[str, str]
-    content: list[str | Node] = field(default_factory=list)
-
-    @property
-    def children(self) -> list[Node]:
-        """The elements right inside this one."""
-        return [c for c in self.content if isinstance(c, Node)]
-
-    @property
-    def text(self) -> str:
-        """All the text inside, in order, whitespace collapsed."""
-        return " ".join("".join(self._texts()).split())
-
-    def _texts(self) -> Iterator[str]:
-        for each in self.content:
-            if isinstance(each, Node):
-                yield from each._texts()
-            else:
-                yield each
-
-    def walk(self) -> Iterator[Node]:
-        """This element and every element inside it, in document order."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    def find_all(self, tag: str, **attrs: str) -> list[Node]:
-        """Elements inside this one with `tag` whose attributes include `attrs` (`class_`
-        for a class)."""
-        wanted = {k.rstrip("_"): v for k, v in attrs.items()}
-        return [
-            n
-            for n in self.walk()
-            if n is not self
-            and n.tag == tag
-            and all(
-                v in n.attrs.get(k, "").split() if k == "class" else n.attrs.get(k) == v
-                for k, v in wanted.items()
-            )
-        ]
-
-    def by_id(self, element_id: str) -> Node:
-        """The one element with this id."""
-        [found] = [n for n in self.walk() if n.attrs.get("id") == element_id]
-        return found
-
-
-VOID = {"meta", "link", "input", "br", "img", "hr"}
-
-
-class _TreeBuilder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].content.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].content.append(data)
-
-
-def page(html: str) -> Node:
-    """The parsed page."""
-    builder = _TreeBuilder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
-
-
-def rows(table: Node) -> list[Node]:
-    """The body rows of a table."""
-    [body] = table.find_all("tbody")
-    return body.find_all("tr")
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -269,8 +178,8 @@ def test_the_list_shows_plans_newest_first_with_impact_and_rollout_progress(
     response = console.client.get("/plans")
 
     assert response.status_code == 200
-    table = page(response.text).by_id("plans")
-    first, second = rows(table)
+    table = parse(response.text).by_id("plans")
+    first, second = body_rows(table)
     assert [r.find_all("a")[0].attrs["href"] for r in (first, second)] == [
         f"/plans/{newer}",
         f"/plans/{older}",
@@ -307,7 +216,7 @@ def test_the_plan_page_shows_impact_timeline_and_rollouts(console: Console) -> N
     response = console.client.get(f"/plans/{plan_id}")
 
     assert response.status_code == 200
-    doc = page(response.text)
+    doc = parse(response.text)
     api = console.client.get(f"/v1/plans/{plan_id}", headers={"Authorization": f"Bearer {VIEWER}"})
     assert (api.json()["state"], api.json()["add_rollout_state"]) == ("adding", "created")
     assert doc.by_id("plan-state").text == "adding"
@@ -317,7 +226,7 @@ def test_the_plan_page_shows_impact_timeline_and_rollouts(console: Console) -> N
         for c in impact.find_all("div", class_="card")
     }
     assert cards == {"at_risk": "120", "safe": "0", "unknown": "0"}
-    [rollout] = rows(doc.by_id("plan-rollouts"))
+    [rollout] = body_rows(doc.by_id("plan-rollouts"))
     assert rollout.attrs["data-role"] == "add"
     assert rollout.find_all("a")[0].attrs["href"] == f"/rollouts/{add}"
     assert "trust.add" in rollout.text
@@ -343,9 +252,9 @@ def test_at_risk_devices_are_paged_fifty_at_a_time(console: Console) -> None:
     move(console, add, ["dev-007"], DeviceRolloutState.COMMITTED)
     sign_in(console.client, VIEWER)
 
-    pages = [page(console.client.get(f"/plans/{plan_id}?page={n}").text) for n in range(4)]
+    pages = [parse(console.client.get(f"/plans/{plan_id}?page={n}").text) for n in range(4)]
 
-    listed = [[r.find_all("a")[0] for r in rows(p.by_id("at-risk"))] for p in pages[:3]]
+    listed = [[r.find_all("a")[0] for r in body_rows(p.by_id("at-risk"))] for p in pages[:3]]
     assert [len(links) for links in listed] == [50, 50, 20]
     ids = [a.text for links in listed for a in links]
     assert sorted(ids) == [f"dev-{n:03d}" for n in range(DEVICES)]
@@ -353,7 +262,7 @@ def test_at_risk_devices_are_paged_fifty_at_a_time(console: Console) -> None:
     states = {
         r.find_all("a")[0].text: r.find_all("span")[0].text
         for p in pages[:3]
-        for r in rows(p.by_id("at-risk"))
+        for r in body_rows(p.by_id("at-risk"))
     }
     assert states.pop("dev-007") == "committed"
     assert set(states.values()) == {"pending"}
@@ -366,7 +275,7 @@ def test_at_risk_devices_are_paged_fifty_at_a_time(console: Console) -> None:
         [f"/plans/{plan_id}?page=1"] * 2,
         [f"/plans/{plan_id}?page=2"] * 2,
     ]
-    assert rows(pages[3].by_id("at-risk")) == []
+    assert body_rows(pages[3].by_id("at-risk")) == []
 
 
 def test_a_plan_with_a_huge_device_list_renders_one_page_of_it(console: Console) -> None:
@@ -405,17 +314,17 @@ def test_a_plan_with_a_huge_device_list_renders_one_page_of_it(console: Console)
     last = console.client.get(f"/plans/{plan.id}?page=199")
 
     assert first.status_code == last.status_code == 200
-    assert [r.find_all("a")[0].text for r in rows(page(first.text).by_id("at-risk"))] == list(
+    assert [r.find_all("a")[0].text for r in body_rows(parse(first.text).by_id("at-risk"))] == list(
         at_risk[:50]
     )
-    assert [r.find_all("a")[0].text for r in rows(page(last.text).by_id("at-risk"))] == list(
+    assert [r.find_all("a")[0].text for r in body_rows(parse(last.text).by_id("at-risk"))] == list(
         at_risk[-50:]
     )
     assert "far-00050" not in first.text
-    assert "first 10 000 of the 25 000 devices at risk" in page(first.text).text.replace(
+    assert "first 10 000 of the 25 000 devices at risk" in parse(first.text).text.replace(
         "\u2009", " "
     )
-    assert page(last.text).find_all("a", class_="next") == []
+    assert parse(last.text).find_all("a", class_="next") == []
 
 
 def test_an_unknown_plan_is_a_404_page(console: Console) -> None:
@@ -441,7 +350,7 @@ def test_an_html_looking_ca_subject_is_shown_as_text(console: Console) -> None:
     for html in (listing, shown):
         assert "<img" not in html
         assert "&lt;img src=x onerror=alert(1)\\&gt; &amp; co" in html
-    assert "onerror=alert(1)" in page(shown).by_id("plan-ca").text
+    assert "onerror=alert(1)" in parse(shown).by_id("plan-ca").text
 
 
 def test_a_retiring_plan_shows_its_add_and_retire_its_switch_and_unconfirmed_devices(
@@ -480,11 +389,11 @@ def test_a_retiring_plan_shows_its_add_and_retire_its_switch_and_unconfirmed_dev
     assert states[plan_id] == "retiring"
     sign_in(console.client, VIEWER)
 
-    shown = page(console.client.get(f"/plans/{plan_id}").text)
-    listing = page(console.client.get("/plans").text)
+    shown = parse(console.client.get(f"/plans/{plan_id}").text)
+    listing = parse(console.client.get("/plans").text)
 
     assert shown.by_id("plan-state").text == "retiring"
-    steps = rows(shown.by_id("plan-rollouts"))
+    steps = body_rows(shown.by_id("plan-rollouts"))
     assert [(r.attrs["data-role"], r.find_all("span")[0].text) for r in steps] == [
         ("add", "completed_with_timeouts"),
         ("retire", "created"),
@@ -494,17 +403,19 @@ def test_a_retiring_plan_shows_its_add_and_retire_its_switch_and_unconfirmed_dev
     assert retire.find_all("td", **{"data-progress": "devices"})[0].text == "118"
     moments = {
         what.text: note.text
-        for _, what, note in (r.find_all("td") for r in rows(shown.by_id("timeline")))
+        for _, what, note in (r.find_all("td") for r in body_rows(shown.by_id("timeline")))
     }
     assert moments["servers switched"] == "certificate.activated"
     assert moments["old CA retired after"] == "the soak after the switch"
     cards = shown.by_id("impact").find_all("div", class_="card")
     assert {c.attrs["data-count"]: c.find_all("div")[0].text for c in cards}["unconfirmed"] == "2"
     flagged = [
-        r.find_all("a")[0].text for r in rows(shown.by_id("at-risk")) if "never confirmed" in r.text
+        r.find_all("a")[0].text
+        for r in body_rows(shown.by_id("at-risk"))
+        if "never confirmed" in r.text
     ]
     assert flagged == list(unconfirmed)
-    [row] = [r for r in rows(listing.by_id("plans")) if plan_id in r.text]
+    [row] = [r for r in body_rows(listing.by_id("plans")) if plan_id in r.text]
     assert [d.attrs["data-role"] for d in row.find_all("div", class_="plan-rollout")] == [
         "add",
         "retire",
@@ -522,7 +433,7 @@ def test_a_plan_no_device_needs_shows_no_rollout_and_no_device_at_risk(console: 
     )["plan_id"]
     sign_in(console.client, VIEWER)
 
-    shown = page(console.client.get(f"/plans/{plan_id}").text)
+    shown = parse(console.client.get(f"/plans/{plan_id}").text)
 
     assert shown.by_id("plan-state").text == "awaiting_switch"
     cards = shown.by_id("impact").find_all("div", class_="card")

@@ -9,9 +9,8 @@ import base64
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,6 +32,7 @@ from orchestrator.domain.rollout_states import (
 )
 from orchestrator.services.rollout import FAILED_PAGE_SIZE
 from tests.console import sign_in
+from tests.html_tree import Node, body_rows, parse
 
 pytestmark = pytest.mark.integration
 
@@ -46,81 +46,6 @@ EVERY = frozenset(D)
 
 
 # -- reading the page ---------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """An element of a parsed page: its tag, attributes, and what is inside it."""
-
-    tag: str
-    attrs: dict[str, str]
-    content: list[str | Node] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """The text inside, whitespace collapsed."""
-        parts = [c.text if isinstance(c, Node) else c for c in self.content]
-        return " ".join(" ".join(parts).split())
-
-    def walk(self) -> Iterator[Node]:
-        yield self
-        for child in self.content:
-            if isinstance(child, Node):
-                yield from child.walk()
-
-    def select(self, tag: str, **attrs: str) -> list[Node]:
-        """Elements inside with `tag` and exactly these attribute values (`_` for `-`)."""
-        wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [
-            n
-            for n in self.walk()
-            if n is not self
-            and n.tag == tag
-            and all(n.attrs.get(k) == v for k, v in wanted.items())
-        ]
-
-    def by_id(self, element_id: str) -> Node:
-        [found] = [n for n in self.walk() if n.attrs.get("id") == element_id]
-        return found
-
-    def has_id(self, element_id: str) -> bool:
-        return any(n.attrs.get("id") == element_id for n in self.walk())
-
-
-class _Tree(HTMLParser):
-    VOID = frozenset({"meta", "link", "input", "br", "img", "hr"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].content.append(node)
-        if tag not in self.VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].content.append(data)
-
-
-def parse(html: str) -> Node:
-    tree = _Tree()
-    tree.feed(html)
-    tree.close()
-    return tree.root
-
-
-def body_rows(table: Node) -> list[Node]:
-    [body] = table.select("tbody")
-    return body.select("tr")
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -216,7 +141,7 @@ def rollout(console: Console) -> str:
 def counts_of(row: Node) -> dict[str, int]:
     return {
         c.attrs["data-count"]: int(c.attrs["data-n"])
-        for c in row.select("td")
+        for c in row.find_all("td")
         if "data-count" in c.attrs
     }
 
@@ -250,10 +175,10 @@ def test_the_rollout_page_shows_the_waves_and_their_counts(console: Console, rol
         "rollback": 0,
     }
     assert counts_of(wave1)["pending"] == 30
-    failed = {r.select("td")[0].text: r for r in body_rows(html.by_id("failed"))}
+    failed = {r.find_all("td")[0].text: r for r in body_rows(html.by_id("failed"))}
     assert sorted(failed) == sorted(WAVE0[5:8])
     assert "failed: bad_signature" in failed[WAVE0[5]].text
-    assert failed[WAVE0[5]].select("a")[0].attrs["href"] == f"/devices/{WAVE0[5]}"
+    assert failed[WAVE0[5]].find_all("a")[0].attrs["href"] == f"/devices/{WAVE0[5]}"
     assert "timed_out" in failed[WAVE0[7]].text
     assert html.has_id("gate")
     assert html.by_id("live").attrs["data-live"] == f"/rollouts/{rollout}/events?failed_page=0"
@@ -308,12 +233,14 @@ def test_failed_devices_are_paged(console: Console) -> None:
         parse(console.client.get(f"/rollouts/{RID}?failed_page={n}").text) for n in (0, 1, 2, 7)
     ]
 
-    listed = [[r.select("td")[0].text for r in body_rows(p.by_id("failed"))] for p in pages]
+    listed = [[r.find_all("td")[0].text for r in body_rows(p.by_id("failed"))] for p in pages]
     assert listed[0] + listed[1] + listed[2] == devices
     assert [len(x) for x in listed] == [FAILED_PAGE_SIZE, FAILED_PAGE_SIZE, 30, 30]
     first_pager, last_pager = pages[0].by_id("failed-pager"), pages[2].by_id("failed-pager")
-    assert [a.attrs["href"] for a in first_pager.select("a")] == [f"/rollouts/{RID}?failed_page=1"]
-    assert [a.attrs["class"] for a in last_pager.select("a")] == ["prev"]
+    assert [a.attrs["href"] for a in first_pager.find_all("a")] == [
+        f"/rollouts/{RID}?failed_page=1"
+    ]
+    assert [a.attrs["class"] for a in last_pager.find_all("a")] == ["prev"]
 
 
 def test_the_rollouts_list_shows_state_and_progress(console: Console, rollout: str) -> None:
@@ -324,8 +251,8 @@ def test_the_rollouts_list_shows_state_and_progress(console: Console, rollout: s
 
     [row] = body_rows(html.by_id("rollouts"))
     assert row.attrs["data-state"] == "running"
-    assert row.select("a")[0].attrs["href"] == f"/rollouts/{rollout}"
-    [bar] = row.select("progress")
+    assert row.find_all("a")[0].attrs["href"] == f"/rollouts/{rollout}"
+    [bar] = row.find_all("progress")
     assert (bar.attrs["value"], bar.attrs["max"]) == ("8", "40")
 
 
@@ -350,10 +277,10 @@ def test_html_in_a_device_id_or_reason_is_shown_as_text(console: Console) -> Non
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
     html = parse(response.text)
     [row] = body_rows(html.by_id("failed"))
-    assert row.select("td")[0].text == ROGUE_DEVICE
+    assert row.find_all("td")[0].text == ROGUE_DEVICE
     assert ROGUE_REASON in row.text
     assert not [n for n in html.walk() if n.tag == "script" and not n.attrs.get("src")]
-    assert not html.select("img")
+    assert not html.find_all("img")
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -366,7 +293,9 @@ def test_an_operator_sees_the_commands_the_state_allows(console: Console, rollou
     html = parse(console.client.get(f"/rollouts/{rollout}").text)
 
     forms = {
-        f.attrs["id"]: f for f in html.select("form") if f.attrs.get("id", "").startswith("action-")
+        f.attrs["id"]: f
+        for f in html.find_all("form")
+        if f.attrs.get("id", "").startswith("action-")
     }
     assert sorted(forms) == ["action-abort", "action-pause"]
     for verb in ("abort", "pause"):
@@ -374,7 +303,7 @@ def test_an_operator_sees_the_commands_the_state_allows(console: Console, rollou
         assert form.attrs["method"] == "post"
         assert form.attrs["action"] == f"/rollouts/{rollout}/{verb}"
         assert form.attrs["data-confirm"]
-        assert form.select("input", name="csrf")[0].attrs["value"] == csrf
+        assert form.find_all("input", name="csrf")[0].attrs["value"] == csrf
 
 
 def test_a_viewer_sees_no_command(console: Console, rollout: str) -> None:
@@ -383,7 +312,7 @@ def test_a_viewer_sees_no_command(console: Console, rollout: str) -> None:
 
     html = parse(console.client.get(f"/rollouts/{rollout}").text)
 
-    assert not [f for f in html.select("form") if f.attrs.get("id", "").startswith("action-")]
+    assert not [f for f in html.find_all("form") if f.attrs.get("id", "").startswith("action-")]
     assert not html.has_id("actions")
 
 
@@ -454,7 +383,7 @@ def test_pause_then_resume_from_the_page(console: Console, rollout: str) -> None
     resumed = console.client.post(f"/rollouts/{rollout}/resume", data={"csrf": csrf})
 
     assert (paused.status_code, resumed.status_code) == (303, 303)
-    forms = sorted(f.attrs["id"] for f in page.select("form") if "data-confirm" in f.attrs)
+    forms = sorted(f.attrs["id"] for f in page.find_all("form") if "data-confirm" in f.attrs)
     assert forms == ["action-abort", "action-resume"]
     assert rollout_state(console, rollout) is RolloutState.RUNNING
 
