@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ApiToken", "Role", "Settings", "parse_api_tokens"]
@@ -94,7 +94,28 @@ class Settings(BaseSettings):
     tick_interval_seconds: float = Field(default=5.0, gt=0)
     evaluate_debounce_seconds: float = Field(default=0.5, ge=0)
 
+    root_signer: Literal["dev-file", "pkcs11"] = "dev-file"
+    """Where the root signing key lives: `pkcs11` (a token: HSM, cloud KMS, SoftHSM2),
+    or `dev-file` (CERTFLEET_SIGNING_KEY_FILE, for development only)."""
     signing_key_file: Path = Path.home() / ".config" / "certfleet" / "signing-key.pem"
+    """The development root key (CERTFLEET_ROOT_SIGNER=dev-file)."""
+    pkcs11_module: Path | None = None
+    """The token's PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so)."""
+    pkcs11_token: str | None = None
+    """The token's label."""
+    pkcs11_key_label: str = "certfleet-root"
+    """The label of the root key pair in the token."""
+    pkcs11_pin_file: Path | None = None
+    """A file holding the token's user PIN (mode 0600; never the key)."""
+    delegation_hours: float = Field(default=48, ge=0)
+    """Lifetime of a worker's delegation; 0 signs bundles with the root key itself
+    (development only). Must exceed CERTFLEET_BUNDLE_TTL_SECONDS by an hour."""
+    delegation_ops: str = "stage,commit,rollback,retire,keygen"
+    """The ops a worker's delegated key may sign (never trust-signer or revoke)."""
+    delegation_kinds: str = "0,1"
+    """The credential types (protocol §3) a delegated stage may carry."""
+    delegation_rollouts: str = ""
+    """Rollout ids a delegation is limited to; empty: any."""
     bundle_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     commit_timeout_seconds: int = Field(default=900, ge=10)
     undo_window_seconds: int = Field(default=7 * 24 * 3600, ge=0)
@@ -189,6 +210,15 @@ class Settings(BaseSettings):
         """Celery's result backend with a Redis broker: `CERTFLEET_RESULT_BACKEND`, else the Redis
         URL (with a RabbitMQ broker `celery_queue.result_backend_url` defaults to `rpc://`)."""
         return self.result_backend or self.redis_url
+
+    @model_validator(mode="after")
+    def _delegation_outlives_bundles(self) -> Settings:
+        if self.delegation_hours and self.delegation_hours * 3600 < self.bundle_ttl_seconds + 3600:
+            raise ValueError(
+                "CERTFLEET_DELEGATION_HOURS must exceed CERTFLEET_BUNDLE_TTL_SECONDS by an hour "
+                "at least: a bundle never outlives the delegation it is signed under"
+            )
+        return self
 
     # -- HTTP API (orchestrator.api) --
 
