@@ -6,6 +6,7 @@ __all__ = [
     "BundleTooLargeError",
     "CaChainTooLargeError",
     "CertfleetError",
+    "DelegationUnavailableError",
     "DeviceUnknownError",
     "InvalidCredentialError",
     "InvalidGateInputError",
@@ -57,6 +58,14 @@ class IssuerRefusedError(CertfleetError):
 
 class SigningKeyError(CertfleetError):
     """The bundle signing key is missing, unreadable, exposed or of the wrong kind."""
+
+
+class DelegationUnavailableError(TransientError):
+    """A worker has no delegation from the root key that covers the bundle it would sign.
+
+    Nothing is signed or sent: the push stops and its task is retried later, when the
+    root key (its token) may answer again.
+    """
 
 
 class DeviceUnknownError(CertfleetError):
