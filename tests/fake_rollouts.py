@@ -513,6 +513,10 @@ class FakeSigner:
     def key_id(self) -> bytes:
         return key_id(self.public_key)
 
+    def delegation_for(self, expires_at: int) -> bytes | None:
+        """None: this fake is a root key, trusted by devices as it is."""
+        return None
+
     def sign(self, to_be_signed: bytes) -> bytes:
         r, s = decode_dss_signature(self._key.sign(to_be_signed, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
