@@ -1,4 +1,4 @@
-"""The file signer: a P-256 private key in a 0600 PEM file."""
+"""The file signer: a P-256 private key in a 0600 PEM file (a development root key)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ class FileSigner:
     def sign(self, to_be_signed: bytes) -> bytes:
         """ES256, raw r||s."""
         return es256_sign(self._key, to_be_signed)
+
+    def delegation_for(self, expires_at: int) -> bytes | None:
+        """None: this is a root key, its bundles carry no delegation."""
+        return None
 
     def __repr__(self) -> str:
         return f"FileSigner(kid={self._kid.hex()})"

@@ -199,15 +199,21 @@ class TaskQueue(Protocol):
 
 
 class BundleSigner(Protocol):
-    """Signs bundle envelopes with ES256; a file key today, an HSM or Vault transit later."""
+    """Signs bundle envelopes with ES256: a worker's delegated key, or a root key itself
+    (root-only operations; development with delegations off)."""
 
     @property
     def key_id(self) -> bytes:
-        """The COSE key id devices look the public key up by."""
+        """The COSE key id of the signing key (a delegated key's, or a root key's)."""
         ...
 
     def sign(self, to_be_signed: bytes) -> bytes:
         """ES256 over the Sig_structure: the raw 64-byte r||s."""
+        ...
+
+    def delegation_for(self, expires_at: int) -> bytes | None:
+        """The delegation covering a bundle that expires at `expires_at` (epoch seconds),
+        COSE_Sign1 bytes for the bundle's protected header; None: this signer is a root key."""
         ...
 
 

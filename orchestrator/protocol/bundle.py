@@ -1,11 +1,14 @@
 """Signed credential bundles: the CBOR payload inside a COSE_Sign1 (ES256) envelope.
 
 The orchestrator builds a `Bundle`, encodes it with `encode_payload`, and signs it
-(`orchestrator.services.bundles`). A device opens it with `open_bundle`, which
-checks, in this order, everything that must hold before the key store is touched:
-size, envelope, algorithm, signer, signature, payload, version, device, sequence,
-validity window, item sizes. Each failure has its own `Reason`. The payload map's
-rules are `orchestrator.protocol.payload`'s, its limits `orchestrator.protocol.limits`.
+(`orchestrator.services.bundles`), with a root key or a delegated key whose delegation
+travels in the protected header (`orchestrator.protocol.delegation`). A device opens it
+with `open_bundle`, which checks, in this order, everything that must hold before the
+key store is touched: size, envelope, algorithm, signer (and delegation: its root, its
+signature, its payload, revocation, validity), signature, payload, version, scope,
+device, sequence, validity window, item sizes. Each failure has its own `Reason`. The
+payload map's rules are `orchestrator.protocol.payload`'s, its limits
+`orchestrator.protocol.limits`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES, CredentialType
 from orchestrator.protocol.cose import (
     ALG_ES256,
     HEADER_ALG,
+    HEADER_DELEGATION,
     HEADER_KID,
     CoseError,
     Sign1Message,
     SignatureMismatchError,
     UnsupportedAlgorithmError,
 )
+from orchestrator.protocol.delegation import Delegation, Revocation, accept_delegation
 from orchestrator.protocol.limits import (
     CERT_ITEM_MAX_BYTES,
+    CLOCK_SKEW_SECONDS,
     MAX_BUNDLE_BYTES,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -66,18 +72,22 @@ __all__ = [
     "PayloadTemplate",
     "Probe",
     "Reason",
+    "Revocation",
     "SignerKey",
     "decode_payload",
     "encode_payload",
     "open_bundle",
 ]
 
-CLOCK_SKEW_SECONDS: Final = 300
-"""How far in the future a bundle's issued-at may lie (device clocks drift)."""
 
-
-def _verified_payload(data: bytes, signers: Mapping[bytes, ec.EllipticCurvePublicKey]) -> bytes:
-    """The payload of an envelope signed ES256 by a trusted key, or the reason why not."""
+def _verified_payload(
+    data: bytes,
+    signers: Mapping[bytes, ec.EllipticCurvePublicKey],
+    revocation: Revocation,
+    now: int,
+) -> tuple[bytes, Delegation | None]:
+    """The payload of an envelope signed ES256 by a trusted root key, or by a key its
+    delegation names (checks 1 to 5d); or the reason why not."""
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleRejectedError(
             Reason.TOO_LARGE, f"bundle of {len(data)} bytes, limit {MAX_BUNDLE_BYTES}"
@@ -91,18 +101,30 @@ def _verified_payload(data: bytes, signers: Mapping[bytes, ec.EllipticCurvePubli
             Reason.UNSUPPORTED_ALGORITHM, "the protected header must carry alg ES256 (-7)"
         )
     kid = message.protected.get(HEADER_KID)
-    if not isinstance(kid, bytes):
-        raise BundleRejectedError(Reason.UNKNOWN_KEY, "the protected header carries no key id")
-    key = signers.get(kid)
-    if key is None:
-        raise BundleRejectedError(Reason.UNKNOWN_KEY, f"signer {kid.hex()} is not trusted")
+    delegation = None
+    if HEADER_DELEGATION in message.protected:
+        delegation = accept_delegation(
+            message.protected[HEADER_DELEGATION],
+            bundle_kid=kid,
+            roots=signers,
+            revocation=revocation,
+            now=now,
+        )
+        key = delegation.public_key()
+    else:
+        if not isinstance(kid, bytes):
+            raise BundleRejectedError(Reason.UNKNOWN_KEY, "the protected header carries no key id")
+        found = signers.get(kid)
+        if found is None:
+            raise BundleRejectedError(Reason.UNKNOWN_KEY, f"signer {kid.hex()} is not trusted")
+        key = found
     try:
         message.verify(key)
     except UnsupportedAlgorithmError as exc:
         raise BundleRejectedError(Reason.UNSUPPORTED_ALGORITHM, str(exc)) from None
     except (SignatureMismatchError, CoseError) as exc:
         raise BundleRejectedError(Reason.BAD_SIGNATURE, str(exc)) from None
-    return message.payload
+    return message.payload, delegation
 
 
 def open_bundle(
@@ -113,16 +135,25 @@ def open_bundle(
     last_seq: int,
     now: datetime,
     versions: Collection[int] = SUPPORTED_VERSIONS,
+    revocation: Revocation = Revocation(),  # noqa: B008 - frozen, so one shared default is fine
 ) -> Bundle:
     """Everything a device checks before it acts on a bundle (checks 1 to 12).
 
     Args:
+        signers: the root keys the device trusts, by key id.
         versions: the bundle versions the device supports (a v1 device: `(1,)`).
+        revocation: the delegations the device refuses (its last `revoke` op's).
 
     Raises:
         BundleRejectedError: with the reason of the first check that failed.
     """
-    bundle = decode_payload(_verified_payload(data, signers), versions=versions)
+    timestamp = int(now.timestamp())
+    payload, delegation = _verified_payload(data, signers, revocation, timestamp)
+    bundle = decode_payload(payload, versions=versions)
+    if delegation is not None:
+        refusal = delegation.scope.refusal(bundle)
+        if refusal is not None:
+            raise BundleRejectedError(Reason.OUT_OF_SCOPE, refusal)
     if bundle.device_id != device_id:
         raise BundleRejectedError(
             Reason.WRONG_DEVICE, f"bundle is for {bundle.device_id!r}, this is {device_id!r}"
@@ -131,7 +162,6 @@ def open_bundle(
         raise BundleRejectedError(
             Reason.REPLAY, f"sequence {bundle.seq} is not above the last accepted {last_seq}"
         )
-    timestamp = int(now.timestamp())
     if timestamp >= bundle.expires_at:
         raise BundleRejectedError(Reason.BUNDLE_EXPIRED, f"expired at {bundle.expires.isoformat()}")
     if bundle.issued_at > timestamp + CLOCK_SKEW_SECONDS:

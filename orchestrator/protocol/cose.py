@@ -21,6 +21,7 @@ __all__ = [
     "ALG_ES256",
     "COSE_SIGN1_TAG",
     "HEADER_ALG",
+    "HEADER_DELEGATION",
     "HEADER_KID",
     "CoseError",
     "MalformedCoseError",
@@ -36,6 +37,9 @@ __all__ = [
 ALG_ES256: Final = -7
 HEADER_ALG: Final = 1
 HEADER_KID: Final = 4
+HEADER_DELEGATION: Final = -65537
+"""A private-use label (docs/protocol.md §3): a delegated bundle's delegation, a COSE_Sign1
+by a root key in a byte string."""
 COSE_SIGN1_TAG: Final = 18
 
 _COORDINATE_BYTES: Final = 32
@@ -242,12 +246,15 @@ def sign1(
     kid: bytes,
     external_aad: bytes = b"",
     tagged: bool = True,
+    delegation: bytes | None = None,
 ) -> bytes:
     """Sign `payload` as COSE_Sign1 with protected {alg: ES256, kid}.
 
     Args:
         private_key: a P-256 key; or else
         sign: a callable (an HSM) returning raw r||s over the to-be-signed bytes.
+        delegation: a delegation (`orchestrator.protocol.delegation`) for the key `kid`,
+            carried in the protected header under label -65537: {1: -7, 4: kid, -65537: ...}.
     """
     if sign is None:
         if private_key is None:
@@ -259,11 +266,13 @@ def sign1(
         raise TypeError(f"kid must be bytes, not {type(kid).__name__}")
     if type(payload) is not bytes or type(external_aad) is not bytes:
         raise TypeError("payload and external_aad must be bytes")
+    if delegation is not None and type(delegation) is not bytes:
+        raise TypeError(f"delegation must be bytes, not {type(delegation).__name__}")
     # Built directly, byte for byte what `Sign1Message(...).encode()` and `_dumps` of the
     # Sig_structure give (the tests check both): validating a message we are composing
     # ourselves, or encoding the payload into CBOR twice more, costs more than the
     # signature (BENCHMARKS.md, bundle push).
-    protected = _es256_protected(kid)
+    protected = _es256_protected(kid, delegation)
     payload_bstr = _bstr_head(len(payload)) + payload
     signature = sign(b"".join((_SIG_STRUCTURE_HEAD, protected, _bstr(external_aad), payload_bstr)))
     if type(signature) is not bytes or len(signature) != 2 * _COORDINATE_BYTES:
@@ -295,7 +304,10 @@ def _bstr(data: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _es256_protected(kid: bytes) -> bytes:
-    """The protected header {alg: ES256, kid}, serialized and wrapped as a byte string
-    (a signer has one kid)."""
-    return _bstr(_dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}))
+def _es256_protected(kid: bytes, delegation: bytes | None) -> bytes:
+    """The protected header {alg: ES256, kid} (and the delegation, if any), serialized and
+    wrapped as a byte string (a signer has one kid, and one delegation for hours)."""
+    header: dict[int, object] = {HEADER_ALG: ALG_ES256, HEADER_KID: kid}
+    if delegation is not None:
+        header[HEADER_DELEGATION] = delegation
+    return _bstr(_dumps(header))

@@ -14,6 +14,7 @@ from orchestrator.domain.credentials import CA_CHAIN_MAX_BYTES
 __all__ = [
     "CA_CHAIN_MAX_BYTES",
     "CERT_ITEM_MAX_BYTES",
+    "CLOCK_SKEW_SECONDS",
     "CREDS_MAX",
     "CSR_DER_MAX_BYTES",
     "CSR_FIELD_MAX_BYTES",
@@ -23,6 +24,7 @@ __all__ = [
     "PROBE_HOST_MAX_BYTES",
     "PROTOCOL_VERSION",
     "QUEUED_BUNDLES_MAX",
+    "REVOKED_KIDS_MAX",
     "RID_MAX_BYTES",
     "SIGNERS_MAX",
     "STATE_CREDENTIALS_MAX",
@@ -36,6 +38,9 @@ PROTOCOL_VERSION: Final = 2
 SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (1, 2)
 """Bundle versions a v2 device accepts (a v1 bundle carries no v2-only key)."""
 
+CLOCK_SKEW_SECONDS: Final = 300
+"""How far ahead of a device's clock a bundle's issued-at or a delegation's not-before may
+lie (device clocks drift)."""
 MAX_BUNDLE_BYTES: Final = 6 * 1024
 """The whole COSE_Sign1 as received; a device refuses a larger one before decoding it.
 
@@ -55,6 +60,8 @@ TAG_LIST_MAX: Final = 7
 """`probe.tags`, `active`, `tags`: distinct sec_tags; a modem socket takes at most 7."""
 SIGNERS_MAX: Final = 4
 """Trusted signer keys a device holds; a trust-signer past it is `invalid_operation`."""
+REVOKED_KIDS_MAX: Final = 8
+"""Revoked delegated key ids a device keeps (a revoke's `kids`: 0 to 8, the whole list)."""
 QUEUED_BUNDLES_MAX: Final = 4
 """Bundles in flight to a device: it connects with MQTT Receive Maximum 4."""
 DETAIL_MAX_BYTES: Final = 1024

@@ -21,6 +21,7 @@ from orchestrator.protocol.limits import (
     CREDS_MAX,
     PROBE_HOST_MAX_BYTES,
     PROTOCOL_VERSION,
+    REVOKED_KIDS_MAX,
     RID_MAX_BYTES,
     SUBJECT_MAX_BYTES,
     SUPPORTED_VERSIONS,
@@ -53,8 +54,10 @@ MAX_ACTIVE_TAGS: Final = TAG_LIST_MAX
 """A modem socket takes at most 7 sec_tags."""
 V2_ONLY_KEYS: Final = frozenset({"undo_by"})
 """Payload keys a v1 bundle must not carry."""
+KID_BYTES: Final = 8
+"""A key id: the first 8 bytes of SHA-256 over the key's SubjectPublicKeyInfo DER."""
 
-Operation = Literal["stage", "commit", "rollback", "retire", "trust-signer", "keygen"]
+Operation = Literal["stage", "commit", "rollback", "retire", "trust-signer", "keygen", "revoke"]
 OPERATIONS: Final[tuple[str, ...]] = get_args(Operation)
 
 
@@ -108,6 +111,12 @@ class Bundle:
     undo_by: int | None = None
     subject: str | None = None
     """keygen: the common name of the CSR the device makes (certfleet sends the device id)."""
+    revoke_kids: tuple[bytes, ...] = ()
+    """revoke (wire `kids`): the delegated key ids the device refuses from now on, its whole
+    list (0 to 8 distinct 8-byte ids: the device replaces its list with this one)."""
+    revoke_before: int | None = None
+    """revoke (wire `before`): delegations issued before this time (epoch seconds) are
+    revoked; 0 revokes none by time, and the device never lowers its own."""
     version: int = field(default=BUNDLE_VERSION)
 
     def __post_init__(self) -> None:
@@ -127,6 +136,7 @@ class Bundle:
             if tag is not None and not SEC_TAG_MIN <= tag <= SEC_TAG_MAX:
                 raise _bad(f"sec_tag {tag} out of range")
         self._check_limits()
+        self._check_revoke()
         if self.undo_by is not None:
             if self.version == 1:
                 raise _bad("undo_by is a v2 key; a v1 bundle cannot carry it")
@@ -134,6 +144,22 @@ class Bundle:
                 raise _bad("undo_by belongs to a commit only")
             if not 0 <= self.undo_by <= UINT64_MAX:
                 raise _bad("undo_by must be an unsigned integer")
+
+    def _check_revoke(self) -> None:
+        """`kids` and `before` belong to a revoke, which carries both (`kids` may be empty)."""
+        if self.op != "revoke":
+            if self.revoke_kids or self.revoke_before is not None:
+                raise _bad("kids and before belong to a revoke only")
+            return
+        if self.revoke_before is None:
+            raise _bad("revoke needs before (0: none)")
+        if not 0 <= self.revoke_before <= UINT64_MAX:
+            raise _bad("before must be an unsigned integer")
+        kids = self.revoke_kids
+        if len(kids) > REVOKED_KIDS_MAX or len(set(kids)) != len(kids):
+            raise _bad(f"kids must list at most {REVOKED_KIDS_MAX} distinct key ids")
+        if any(type(kid) is not bytes or len(kid) != KID_BYTES for kid in kids):
+            raise _bad(f"each of kids is a {KID_BYTES}-byte key id")
 
     def _check_limits(self) -> None:
         """The limits of docs/protocol.md §3: a firmware's buffers hold no more."""
@@ -213,7 +239,9 @@ _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "retire": ("tags", "active"),
     "trust-signer": ("signer",),
     "keygen": ("tag", "subject", "commit_by"),
+    "revoke": (),
 }
+"""A revoke's `kids` may be empty and its `before` 0: `_check_revoke` checks them."""
 
 
 def _document(bundle: Bundle) -> dict[str, Any]:
@@ -248,6 +276,9 @@ def _document(bundle: Bundle) -> dict[str, Any]:
         document["undo_by"] = bundle.undo_by
     if bundle.subject is not None:
         document["subject"] = bundle.subject
+    if bundle.op == "revoke":
+        document["kids"] = list(bundle.revoke_kids)
+        document["before"] = bundle.revoke_before
     return document
 
 
@@ -355,8 +386,18 @@ _KNOWN_KEYS: Final = frozenset(
         "retire_kid",
         "undo_by",
         "subject",
+        "kids",
+        "before",
     }
 )
+
+
+def _revoke_kids(document: Mapping[str, Any], op: str) -> tuple[bytes, ...]:
+    """A revoke's `kids` (required, may be empty); other ops ignore the key."""
+    kids = _get(document, "kids", (list, tuple), required=op == "revoke")
+    if kids is not None and not all(type(kid) is bytes for kid in kids):
+        raise _bad("kids must be a list of byte strings")
+    return tuple(kids) if op == "revoke" else ()
 
 
 def decode_payload(data: bytes, *, versions: Collection[int] = SUPPORTED_VERSIONS) -> Bundle:
@@ -427,5 +468,7 @@ def decode_payload(data: bytes, *, versions: Collection[int] = SUPPORTED_VERSION
         retire_kid=_get(document, "retire_kid", bytes, required=False),
         undo_by=_get(document, "undo_by", int, required=False),
         subject=_get(document, "subject", str, required=False),
+        revoke_kids=_revoke_kids(document, op),
+        revoke_before=_get(document, "before", int, required=False) if op == "revoke" else None,
         version=version,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 from orchestrator.domain.errors import CertfleetError
 
-__all__ = ["BundleRejectedError", "Reason", "bad_payload"]
+__all__ = ["UNVERIFIED_REASONS", "BundleRejectedError", "Reason", "bad_payload"]
 
 
 class Reason(enum.StrEnum):
@@ -19,6 +20,16 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
+    BAD_DELEGATION = "bad_delegation"
+    """The bundle's delegation is malformed, breaks the rules of its payload, or is for
+    another key than the one that signed the bundle (checks 4 and 5a)."""
+    DELEGATION_REVOKED = "delegation_revoked"
+    """The delegation's key id is revoked, or it was issued before the revocation time (5b)."""
+    DELEGATION_EXPIRED = "delegation_expired"
+    """The delegation is not valid now: past its `exp`, or its `nbf` is still ahead (5c)."""
+    OUT_OF_SCOPE = "out_of_scope"
+    """A delegated bundle its delegation does not cover: a root-only op, another op, a
+    credential type or a rollout it does not name (7a)."""
     BAD_PAYLOAD = "bad_payload"
     UNSUPPORTED_VERSION = "unsupported_version"
     WRONG_DEVICE = "wrong_device"
@@ -50,6 +61,23 @@ class Reason(enum.StrEnum):
     # fallback: the device returned to its previous trust by itself
     COMMIT_TIMEOUT = "commit_timeout"
     BROKER_UNREACHABLE = "broker_unreachable"
+
+
+UNVERIFIED_REASONS: Final[frozenset[Reason]] = frozenset(
+    {
+        Reason.BAD_ENVELOPE,
+        Reason.UNSUPPORTED_ALGORITHM,
+        Reason.UNKNOWN_KEY,
+        Reason.BAD_SIGNATURE,
+        Reason.BAD_DELEGATION,
+        Reason.DELEGATION_REVOKED,
+        Reason.DELEGATION_EXPIRED,
+    }
+)
+"""The reasons of checks 2 to 5d (docs/protocol.md §4): the bundle's signature was not
+verified with a trusted key, or its delegation not accepted, so its rejection names no
+bundle. Check 1's `too_large` names none either, but `too_large` is also check 12's, which
+names its bundle: a reader tells them apart by the bundle's size."""
 
 
 class BundleRejectedError(CertfleetError):

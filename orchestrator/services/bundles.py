@@ -49,6 +49,7 @@ __all__ = [
     "identity_stage_body",
     "issue_bundle",
     "keygen_body",
+    "revoke_body",
     "send_bundle",
     "stage_body",
 ]
@@ -77,6 +78,10 @@ class BundleBody:
     """A commit's end of undo (epoch seconds); a v2 key, left out of a v1 bundle."""
     subject: str | None = None
     """A keygen's CSR common name (certfleet sends the device id)."""
+    revoke_kids: tuple[bytes, ...] = ()
+    """A revoke's whole list of revoked delegated key ids (wire `kids`)."""
+    revoke_before: int | None = None
+    """A revoke's time: delegations issued before it are revoked, 0 for none (wire `before`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,16 @@ def identity_retire_body(*, old_tag: int, active: Sequence[int]) -> BundleBody:
     return BundleBody(op="retire", tags=(old_tag,), active=tuple(active))
 
 
+def revoke_body(kids: Sequence[bytes], before: int) -> BundleBody:
+    """Revoke delegations: the device's whole list of revoked key ids becomes `kids` (at
+    most 8), and those issued before `before` (epoch seconds; 0: none) are revoked too.
+
+    A root-only operation: the signer must be a root key, a device refuses it under a
+    delegation (`out_of_scope`).
+    """
+    return BundleBody(op="revoke", revoke_kids=tuple(kids), revoke_before=before)
+
+
 def _bundle(
     body: BundleBody,
     *,
@@ -223,15 +238,19 @@ def _bundle(
         retire_kid=body.retire_kid,
         undo_by=body.undo_by if version > 1 else None,
         subject=body.subject,
+        revoke_kids=body.revoke_kids,
+        revoke_before=body.revoke_before,
         version=version,
     )
 
 
 def _signed(signer: BundleSigner, payload: bytes, bundle: Bundle, device_id: str) -> bytes:
-    data = sign1(payload, sign=signer.sign, kid=signer.key_id)
+    delegation = signer.delegation_for(bundle.expires_at)
+    data = sign1(payload, sign=signer.sign, kid=signer.key_id, delegation=delegation)
     if len(data) > MAX_BUNDLE_BYTES:
         # Unreachable with the bodies certfleet builds (protocol.md's budget, 4,770 bytes at
-        # most); kept so a new kind of body can never send what every device refuses.
+        # most, 5,418 with a delegation); kept so a new kind of body can never send what
+        # every device refuses.
         raise BundleTooLargeError(
             f"the {bundle.op} bundle for {device_id} is {len(data)} bytes, over the "
             f"contract's {MAX_BUNDLE_BYTES}-byte limit; nothing was sent"
