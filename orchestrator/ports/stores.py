@@ -1,9 +1,10 @@
-"""The inventory, library, plan, receipt, signing, sequence, publishing, metrics, probe and
-queue ports."""
+"""The inventory, library, plan, receipt, signing, delegation, sequence, publishing, metrics,
+probe and queue ports."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -12,13 +13,16 @@ from orchestrator.domain.receipts import WebhookAnswer
 from orchestrator.domain.renewal import PlanSummary, RenewalPlan
 from orchestrator.domain.reports import DeviceReport
 from orchestrator.domain.sessions import ConsoleSession
+from orchestrator.protocol.delegation import Delegation, Revocation
 
 __all__ = [
     "BundlePublisher",
     "BundleSigner",
     "CredentialLibrary",
+    "DelegationRegistry",
     "ExpiryCounts",
     "InventoryStore",
+    "IssuedDelegation",
     "Metrics",
     "PlanStore",
     "SequenceStore",
@@ -336,4 +340,37 @@ class SessionStore(Protocol):
 
     def delete(self, session_id: str) -> None:
         """Sign the session out; nothing happens for an unknown id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedDelegation:
+    """A delegation the root key signed, and the worker it was made for."""
+
+    delegation: Delegation
+    worker: str
+    """Who holds the delegated key: `host:pid` of a worker process, or a CLI's."""
+
+
+class DelegationRegistry(Protocol):
+    """The delegations the root key signed for workers, and the fleet's revocation.
+
+    Public data only (key ids, times, scope, the delegated public key), so that an
+    operator can find a worker's delegation and revoke it (`certfleet keys`).
+    """
+
+    def record(self, delegation: Delegation, worker: str) -> None:
+        """List a delegation the root just signed for `worker`, before it is used."""
+        ...
+
+    def active(self, now: datetime) -> list[IssuedDelegation]:
+        """The delegations not expired at `now`, oldest issue first."""
+        ...
+
+    def revocation(self) -> Revocation:
+        """The revocation every device is to hold (nothing revoked until one is set)."""
+        ...
+
+    def set_revocation(self, revocation: Revocation) -> None:
+        """Replace the fleet's revocation with `revocation` (kids replaced, as devices do)."""
         ...
