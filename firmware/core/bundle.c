@@ -1,8 +1,10 @@
 /*
- * Checks 1 to 12 of docs/protocol.md §4, in their order.
+ * Checks 1 to 12 of docs/protocol.md §4, in their order, with 5a to 5d and 7a of a
+ * delegated bundle (issue 17).
  *
- * Checks 1 to 5 decide whether the bundle is the signer's at all; until they pass,
- * nothing of the payload is read, so a stranger's bundle cannot name a rollout.
+ * Checks 1 to 5d decide whether the bundle is a root key's, directly or through a
+ * delegation, at all; until they pass, nothing of the payload is read, so a stranger's
+ * bundle cannot name a rollout.
  * Check 6 is the generated decoder (shape, types, ranges, sizes of docs/bundle.cddl)
  * followed by what CDDL cannot express, then checks 7 to 12 compare with the device.
  */
@@ -117,7 +119,26 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 	if (p->Bundle_payload_undo_by_present && (p->Bundle_payload_v < 2 || op != CF_OP_COMMIT)) {
 		return CF_DETAIL("undo_by belongs to a version 2 commit only");
 	}
+	if ((p->Bundle_payload_kids_present || p->Bundle_payload_before_present) != (op == CF_OP_REVOKE)) {
+		return CF_DETAIL("revoke needs kids and before, and only revoke has them");
+	}
+	const struct Bundle_payload_kids_r *kids = &p->Bundle_payload_kids;
+	for (size_t i = 0; p->Bundle_payload_kids_present && i < kids->Bundle_payload_kids_bstr_count; i++) {
+		const struct zcbor_string *kid = &kids->Bundle_payload_kids_bstr[i];
+		bool repeated = false;
+		for (size_t j = 0; j < i; j++) {
+			repeated |= memcmp(kids->Bundle_payload_kids_bstr[j].value, kid->value, CF_KID_LEN) == 0;
+		}
+		if (kid->len != CF_KID_LEN || repeated) {
+			return CF_DETAIL("kids are distinct 8-byte key ids");
+		}
+	}
 	switch (op) {
+	case CF_OP_REVOKE:
+		if (!p->Bundle_payload_kids_present || !p->Bundle_payload_before_present) {
+			return CF_DETAIL("revoke needs kids and before, and only revoke has them");
+		}
+		break;
 	case CF_OP_STAGE:
 		if (!p->Bundle_payload_tag_present || !p->Bundle_payload_creds_present ||
 		    !p->Bundle_payload_probe_present || !p->Bundle_payload_active_present ||
@@ -258,9 +279,163 @@ static void read_ids(const uint8_t *payload, size_t len, struct cf_bundle *out)
 		}
 	}
 	out->ids_known = true;
-	out->named_rid = rid;
-	out->named_seq = seq;
-	out->named_op = op;
+	out->p.Bundle_payload_rid = rid;
+	out->p.Bundle_payload_seq = seq;
+	out->p.Bundle_payload_op = op;
+}
+
+/* What a delegation lets its key sign (check 7a), kept once its payload is checked. */
+struct scope {
+	uint8_t ops;   /* bit (1 << enum cf_op) for each op it names */
+	uint8_t kinds; /* bit (1 << type) for each credential type */
+	size_t n_rids; /* 0: any rollout */
+	struct zcbor_string rids[CF_DELEGATION_RIDS_MAX];
+};
+
+static const struct cf_signer *trusted(const struct cf_bundle_env *env, const uint8_t *kid,
+				       size_t kid_len)
+{
+	for (size_t i = 0; kid_len == CF_KID_LEN && i < env->n_signers; i++) {
+		if (memcmp(env->signers[i].kid, kid, CF_KID_LEN) == 0) {
+			return &env->signers[i];
+		}
+	}
+	return NULL;
+}
+
+/* Check 5a on a decoded delegation payload: NULL, or what is wrong with it. */
+static const char *delegation_problem(const struct Delegation_payload *d, struct scope *scope)
+{
+	if (d->Delegation_payload_v != CF_DELEGATION_VERSION) {
+		return CF_DETAIL("delegation version not supported");
+	}
+	if (d->Delegation_payload_nbf >= d->Delegation_payload_exp) {
+		return CF_DETAIL("the delegation's nbf must be before its exp");
+	}
+	for (size_t i = 0; i < d->Delegation_payload_ops_tstr_count; i++) {
+		enum cf_op op = parse_op(&d->Delegation_payload_ops_tstr[i]);
+		if (op == CF_OP_NONE || op == CF_OP_TRUST_SIGNER || op == CF_OP_REVOKE ||
+		    (scope->ops & (1u << op)) != 0) {
+			return CF_DETAIL("the delegation's ops are distinct delegable ops");
+		}
+		scope->ops |= (uint8_t)(1u << op);
+	}
+	for (size_t i = 0; i < d->Delegation_payload_kinds_uint_count; i++) {
+		const uint64_t kind = d->Delegation_payload_kinds_uint[i];
+		if ((scope->kinds & (1u << kind)) != 0) {
+			return CF_DETAIL("the delegation's kinds are distinct");
+		}
+		scope->kinds |= (uint8_t)(1u << kind);
+	}
+	const struct Delegation_payload_rids_r *rids = &d->Delegation_payload_rids;
+	for (size_t i = 0; d->Delegation_payload_rids_present && i < rids->Delegation_payload_rids_tstr_count; i++) {
+		const struct zcbor_string *rid = &rids->Delegation_payload_rids_tstr[i];
+		for (size_t j = 0; j < i; j++) {
+			if (rids->Delegation_payload_rids_tstr[j].len == rid->len &&
+			    memcmp(rids->Delegation_payload_rids_tstr[j].value, rid->value, rid->len) == 0) {
+				return CF_DETAIL("the delegation's rids are distinct");
+			}
+		}
+		if (!utf8_valid(rid)) {
+			return CF_DETAIL("a delegation rid is not UTF-8");
+		}
+		scope->rids[scope->n_rids++] = *rid;
+	}
+	if (!cf_p256_point_valid(d->Delegation_payload_pub.value, d->Delegation_payload_pub.len) ||
+	    !cf_p256_kid_matches(d->Delegation_payload_kid.value, d->Delegation_payload_pub.value)) {
+		return CF_DETAIL("the delegation's kid is not the id of its P-256 pub");
+	}
+	return NULL;
+}
+
+/*
+ * Checks 4 to 5c of a delegated bundle (protected header label -65537): the delegation
+ * is a COSE_Sign1 by a trusted root key (4, 5), well formed and for the bundle's key
+ * (5a), not revoked (5b), valid now (5c). On CF_REASON_OK, `*pub` is the delegated key
+ * (in the received buffer) that must verify the bundle (5d), `scope` what it may sign.
+ */
+static enum cf_reason open_delegation(const struct cf_cose_sign1 *msg,
+				      const struct cf_bundle_env *env, const uint8_t **pub,
+				      struct scope *scope, const char **detail)
+{
+	struct cf_cose_sign1 dlg;
+	struct Delegation_payload d;
+	size_t used = 0;
+
+	/* 4 */
+	/* tagged 18, its headers alg and kid only (the unprotected one empty) */
+	if (msg->dlg_malformed || msg->dlg_len > CF_DELEGATION_MAX_BYTES || msg->dlg_len < 1 ||
+	    msg->dlg[0] != 0xd2 || cf_cose_decode(msg->dlg, msg->dlg_len, &dlg) != 0 ||
+	    dlg.other_labels) {
+		*detail = CF_DETAIL("the delegation is not a COSE_Sign1 of at most 640 bytes");
+		return CF_REASON_BAD_DELEGATION;
+	}
+	if (!dlg.alg_is_es256) {
+		*detail = CF_DETAIL("the delegation must carry alg ES256 (-7)");
+		return CF_REASON_UNSUPPORTED_ALGORITHM;
+	}
+	const struct cf_signer *root = trusted(env, dlg.kid, dlg.kid_len);
+	if (root == NULL) {
+		*detail = CF_DETAIL("the delegation's kid is not a trusted root key");
+		return CF_REASON_UNKNOWN_KEY;
+	}
+	/* 5 */
+	if (cf_cose_verify_es256(&dlg, NULL, 0, root->pub) != 0) {
+		*detail = CF_DETAIL("the delegation's signature does not verify");
+		return CF_REASON_BAD_SIGNATURE;
+	}
+	/* 5a */
+	const char *problem = CF_DETAIL("the delegation payload does not match docs/bundle.cddl");
+	if (cbor_decode_Delegation_payload(dlg.payload, dlg.payload_len, &d, &used) == ZCBOR_SUCCESS &&
+	    used == dlg.payload_len) {
+		problem = delegation_problem(&d, scope);
+	}
+	if (problem == NULL && (msg->kid_len != CF_KID_LEN ||
+				memcmp(msg->kid, d.Delegation_payload_kid.value, CF_KID_LEN) != 0)) {
+		problem = CF_DETAIL("the bundle's kid is not the delegation's");
+	}
+	if (problem != NULL) {
+		*detail = problem;
+		return CF_REASON_BAD_DELEGATION;
+	}
+	/* 5b */
+	bool revoked = d.Delegation_payload_iat < env->revoked_before;
+	for (size_t i = 0; i < env->n_revoked; i++) {
+		revoked |= memcmp(env->revoked[i], d.Delegation_payload_kid.value, CF_KID_LEN) == 0;
+	}
+	if (revoked) {
+		*detail = CF_DETAIL("the delegation is revoked");
+		return CF_REASON_DELEGATION_REVOKED;
+	}
+	/* 5c */
+	if (env->now >= d.Delegation_payload_exp ||
+	    d.Delegation_payload_nbf > env->now + CF_CLOCK_SKEW_SECONDS) {
+		*detail = CF_DETAIL("the delegation is not valid now");
+		return CF_REASON_DELEGATION_EXPIRED;
+	}
+	*pub = d.Delegation_payload_pub.value;
+	return CF_REASON_OK;
+}
+
+/* Check 7a: a delegated bundle's op, credential types and rid are within its scope. */
+static bool in_scope(const struct Bundle_payload *p, enum cf_op op, const struct scope *scope)
+{
+	/* trust-signer and revoke are never delegable: their bits are never set */
+	if ((scope->ops & (1u << op)) == 0) {
+		return false;
+	}
+	const struct Bundle_payload_creds_r *creds = &p->Bundle_payload_creds;
+	for (size_t i = 0; p->Bundle_payload_creds_present && i < creds->Bundle_payload_creds_Credential_m_count; i++) {
+		if ((scope->kinds & (1u << creds->Bundle_payload_creds_Credential_m[i].Credential_type)) == 0) {
+			return false;
+		}
+	}
+	bool rid_named = scope->n_rids == 0;
+	for (size_t i = 0; i < scope->n_rids; i++) {
+		rid_named |= scope->rids[i].len == p->Bundle_payload_rid.len &&
+			     memcmp(scope->rids[i].value, p->Bundle_payload_rid.value, scope->rids[i].len) == 0;
+	}
+	return rid_named;
 }
 
 enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bundle_env *env,
@@ -286,19 +461,24 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		out->detail = CF_DETAIL("the protected header must carry alg ES256 (-7)");
 		return CF_REASON_UNSUPPORTED_ALGORITHM;
 	}
-	/* 4 */
-	const struct cf_signer *signer = NULL;
-	for (size_t i = 0; msg.kid_len == CF_KID_LEN && i < env->n_signers; i++) {
-		if (memcmp(env->signers[i].kid, msg.kid, CF_KID_LEN) == 0) {
-			signer = &env->signers[i];
+	/* 4 and 5: a root key's bundle, or 4 to 5c of its delegation and 5d */
+	struct scope scope = {0};
+	const uint8_t *pub = NULL;
+	out->delegated = msg.dlg != NULL || msg.dlg_malformed;
+	if (out->delegated) {
+		enum cf_reason reason = open_delegation(&msg, env, &pub, &scope, &out->detail);
+		if (reason != CF_REASON_OK) {
+			return reason;
 		}
+	} else {
+		const struct cf_signer *signer = trusted(env, msg.kid, msg.kid_len);
+		if (signer == NULL) {
+			out->detail = CF_DETAIL("the protected header's kid is not a trusted signer");
+			return CF_REASON_UNKNOWN_KEY;
+		}
+		pub = signer->pub;
 	}
-	if (signer == NULL) {
-		out->detail = CF_DETAIL("the protected header's kid is not a trusted signer");
-		return CF_REASON_UNKNOWN_KEY;
-	}
-	/* 5 */
-	if (cf_cose_verify_es256(&msg, NULL, 0, signer->pub) != 0) {
+	if (cf_cose_verify_es256(&msg, NULL, 0, pub) != 0) {
 		out->detail = CF_DETAIL("the signature does not verify");
 		return CF_REASON_BAD_SIGNATURE;
 	}
@@ -318,13 +498,10 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 		out->detail = CF_DETAIL("the payload does not match docs/bundle.cddl");
 		return CF_REASON_BAD_PAYLOAD;
 	}
-	out->op = parse_op(&p->Bundle_payload_op);
+	out->op = (uint8_t)parse_op(&p->Bundle_payload_op);
 	out->ids_known = utf8_valid(&p->Bundle_payload_rid);
-	out->named_rid = p->Bundle_payload_rid;
-	out->named_seq = p->Bundle_payload_seq;
-	out->named_op = p->Bundle_payload_op;
-	if (out->named_op.len > CF_REPORT_OP_MAX_BYTES || !utf8_valid(&out->named_op)) {
-		out->named_op = (struct zcbor_string){NULL, 0};
+	if (p->Bundle_payload_op.len > CF_REPORT_OP_MAX_BYTES || !utf8_valid(&p->Bundle_payload_op)) {
+		p->Bundle_payload_op = (struct zcbor_string){NULL, 0}; /* names no op */
 	}
 	/* 7 before the payload's own rules, as the orchestrator's decoder orders them */
 	if (p->Bundle_payload_v < CF_VERSION_MIN || p->Bundle_payload_v > CF_VERSION_MAX) {
@@ -335,6 +512,13 @@ enum cf_reason cf_bundle_open(const uint8_t *buf, size_t len, const struct cf_bu
 	if (problem != NULL) {
 		out->detail = problem;
 		return CF_REASON_BAD_PAYLOAD;
+	}
+	/* 7a */
+	if (out->delegated && !in_scope(p, (enum cf_op)out->op, &scope)) {
+		out->detail = out->op == CF_OP_TRUST_SIGNER || out->op == CF_OP_REVOKE
+				      ? CF_DETAIL("a root op must be signed by a root key itself")
+				      : CF_DETAIL("the op, a credential type or the rid is not delegated");
+		return CF_REASON_OUT_OF_SCOPE;
 	}
 	/* 8 */
 	if (!text_is(&p->Bundle_payload_dev, env->device_id)) {

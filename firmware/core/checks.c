@@ -338,6 +338,8 @@ enum cf_reason cf_check_operation(struct cf_device *dev, const struct cf_bundle 
 	}
 	case CF_OP_TRUST_SIGNER:
 		return check_trust_signer(st, b, detail);
+	case CF_OP_REVOKE:
+		return CF_REASON_OK; /* its kids were checked with the payload (check 6) */
 	default:
 		*detail = CF_DETAIL("unknown operation");
 		return CF_REASON_BAD_PAYLOAD;

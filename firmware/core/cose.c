@@ -72,11 +72,13 @@ int cf_cose_decode(const uint8_t *buf, size_t len, struct cf_cose_sign1 *msg)
 	}
 
 	/* Every label once across both headers; alg and kid are decoded on their own. */
-	const struct Header_label_r *labels[2 + 2 * DEFAULT_MAX_QTY];
+	const struct Header_label_r *labels[3 + 2 * DEFAULT_MAX_QTY];
 	size_t n = 0;
 	static const struct Header_label_r alg_label = {.Header_label_int = 1,
 							 .Header_label_choice = Header_label_int_c};
 	static const struct Header_label_r kid_label = {.Header_label_int = 4,
+							 .Header_label_choice = Header_label_int_c};
+	static const struct Header_label_r dlg_label = {.Header_label_int = CF_DELEGATION_LABEL,
 							 .Header_label_choice = Header_label_int_c};
 
 	if (protected_header.Protected_header_uint1union_present) {
@@ -84,6 +86,9 @@ int cf_cose_decode(const uint8_t *buf, size_t len, struct cf_cose_sign1 *msg)
 	}
 	if (protected_header.Protected_header_uint4bstr_present) {
 		labels[n++] = &kid_label;
+	}
+	if (protected_header.Protected_header_nintbstr_present) {
+		labels[n++] = &dlg_label;
 	}
 	for (size_t i = 0; i < protected_header.Protected_header_Header_label_count; i++) {
 		labels[n++] = &protected_header.Protected_header_Header_label[i]
@@ -105,10 +110,14 @@ int cf_cose_decode(const uint8_t *buf, size_t len, struct cf_cose_sign1 *msg)
 		if (is_int_label(label, 1) || is_int_label(label, 4)) {
 			return -EBADMSG;
 		}
+		/* a delegation out of its place (after alg and kid) or not a byte string */
+		msg->dlg_malformed |= is_int_label(label, CF_DELEGATION_LABEL);
 	}
 
 	/* An empty protected map is signed as a zero-length string (RFC 9052 §4.4). */
 	bool protected_empty = n == sign1->COSE_Sign1_unprotected.Unprotected_header_Header_label_count;
+	msg->other_labels = n > (size_t)protected_header.Protected_header_uint1union_present +
+				   (size_t)protected_header.Protected_header_uint4bstr_present;
 	msg->protected_bytes = sign1->COSE_Sign1_protected.value;
 	msg->protected_len = protected_empty ? 0 : sign1->COSE_Sign1_protected.len;
 	msg->payload = sign1->COSE_Sign1_payload.value;
@@ -125,6 +134,10 @@ int cf_cose_decode(const uint8_t *buf, size_t len, struct cf_cose_sign1 *msg)
 	if (protected_header.Protected_header_uint4bstr_present) {
 		msg->kid = protected_header.Protected_header_uint4bstr.Protected_header_uint4bstr.value;
 		msg->kid_len = protected_header.Protected_header_uint4bstr.Protected_header_uint4bstr.len;
+	}
+	if (protected_header.Protected_header_nintbstr_present) {
+		msg->dlg = protected_header.Protected_header_nintbstr.Protected_header_nintbstr.value;
+		msg->dlg_len = protected_header.Protected_header_nintbstr.Protected_header_nintbstr.len;
 	}
 	return 0;
 }
@@ -192,6 +205,28 @@ bool cf_p256_point_valid(const uint8_t *pub, size_t len)
 	}
 	psa_destroy_key(key);
 	return true;
+}
+
+bool cf_p256_kid_matches(const uint8_t kid[CF_KID_LEN], const uint8_t pub[CF_P256_POINT_LEN])
+{
+	/* SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes) } */
+	static const uint8_t spki_prefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
+	psa_hash_operation_t hash = PSA_HASH_OPERATION_INIT;
+	uint8_t digest[PSA_HASH_LENGTH(PSA_ALG_SHA_256)];
+	size_t digest_len = 0;
+
+	if (psa_crypto_init() != PSA_SUCCESS || psa_hash_setup(&hash, PSA_ALG_SHA_256) != PSA_SUCCESS) {
+		return false;
+	}
+	if (psa_hash_update(&hash, spki_prefix, sizeof(spki_prefix)) != PSA_SUCCESS ||
+	    psa_hash_update(&hash, pub, CF_P256_POINT_LEN) != PSA_SUCCESS ||
+	    psa_hash_finish(&hash, digest, sizeof(digest), &digest_len) != PSA_SUCCESS) {
+		psa_hash_abort(&hash);
+		return false;
+	}
+	return memcmp(digest, kid, CF_KID_LEN) == 0;
 }
 
 int cf_cose_verify_es256(const struct cf_cose_sign1 *msg, const uint8_t *external_aad,

@@ -112,6 +112,9 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 		.now = now(dev),
 		.signers = dev->state.signers,
 		.n_signers = dev->state.n_signers,
+		.revoked = dev->state.revoked,
+		.n_revoked = dev->state.n_revoked,
+		.revoked_before = dev->state.revoked_before,
 	};
 	enum cf_reason reason = cf_bundle_open(buf, len, &env, &bundle);
 	const char *detail = bundle.detail;
@@ -145,6 +148,9 @@ int cf_device_handle(struct cf_device *dev, const uint8_t *buf, size_t len)
 		break;
 	case CF_OP_KEYGEN:
 		err = cf_op_keygen(dev, &bundle);
+		break;
+	case CF_OP_REVOKE:
+		err = cf_op_revoke(dev, &bundle);
 		break;
 	default:
 		err = cf_op_trust_signer(dev, &bundle);

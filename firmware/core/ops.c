@@ -32,11 +32,11 @@ void cf_report_begin(struct cf_device *dev, const struct cf_bundle *b, enum cf_p
 	memcpy(r->active_tags, dev->state.active, dev->state.n_active * sizeof(uint32_t));
 	r->n_active = dev->state.n_active;
 	if (b != NULL && b->ids_known) {
-		memcpy(r->rollout_id, b->named_rid.value, b->named_rid.len);
-		r->seq = b->named_seq;
-		r->op = b->op;
-		if (b->op == CF_OP_NONE && b->named_op.value != NULL) {
-			memcpy(r->op_name, b->named_op.value, b->named_op.len);
+		memcpy(r->rollout_id, b->p.Bundle_payload_rid.value, b->p.Bundle_payload_rid.len);
+		r->seq = b->p.Bundle_payload_seq;
+		r->op = (enum cf_op)b->op;
+		if (b->op == CF_OP_NONE && b->p.Bundle_payload_op.value != NULL) {
+			memcpy(r->op_name, b->p.Bundle_payload_op.value, b->p.Bundle_payload_op.len);
 		}
 	}
 }
@@ -516,3 +516,25 @@ int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
 	return 0;
 }
 
+
+int cf_op_revoke(struct cf_device *dev, const struct cf_bundle *b)
+{
+	struct cf_state *st = &dev->state;
+	const struct Bundle_payload_kids_r *kids = &b->p.Bundle_payload_kids;
+	const uint64_t before = b->p.Bundle_payload_before.Bundle_payload_before;
+
+	/* the whole list is sent each time: it replaces the device's (check 6 bounds it) */
+	st->n_revoked = (uint8_t)kids->Bundle_payload_kids_bstr_count;
+	memset(st->revoked, 0, sizeof(st->revoked));
+	for (size_t i = 0; i < st->n_revoked; i++) {
+		memcpy(st->revoked[i], kids->Bundle_payload_kids_bstr[i].value, CF_KID_LEN);
+	}
+	st->revoked_before = before > st->revoked_before ? before : st->revoked_before;
+	int err = cf_device_persist(dev);
+	if (err != 0) {
+		return err;
+	}
+	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, CF_DETAIL("the revocations are kept"));
+	cf_publish(dev);
+	return 0;
+}

@@ -33,6 +33,8 @@ int cf_op_rollback(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b);
 int cf_op_keygen(struct cf_device *dev, const struct cf_bundle *b);
+/** Replace the revoked kids, raise revoked_before; persisted with the seq, `committed`. */
+int cf_op_revoke(struct cf_device *dev, const struct cf_bundle *b);
 /** Make the keygen's key from the persisted intent (b: the bundle, NULL after a reboot):
  * offline, delete the tag, %KEYGEN, online, persisted as made, `csr` reported. */
 int cf_make_key(struct cf_device *dev, const struct cf_bundle *b);

@@ -26,6 +26,10 @@ static const char *const reason_names[] = {
 	[CF_REASON_SUPERSEDED] = "superseded",
 	[CF_REASON_MODEM_ERROR] = "modem_error",
 	[CF_REASON_KEY_MISMATCH] = "key_mismatch",
+	[CF_REASON_BAD_DELEGATION] = "bad_delegation",
+	[CF_REASON_DELEGATION_REVOKED] = "delegation_revoked",
+	[CF_REASON_DELEGATION_EXPIRED] = "delegation_expired",
+	[CF_REASON_OUT_OF_SCOPE] = "out_of_scope",
 	[CF_REASON_UNKNOWN_CA] = "unknown_ca",
 	[CF_REASON_EXPIRED] = "expired",
 	[CF_REASON_CHAIN_TOO_LARGE] = "chain_too_large",
@@ -56,6 +60,7 @@ static const char *const op_names[] = {
 	[CF_OP_RETIRE] = "retire",
 	[CF_OP_TRUST_SIGNER] = "trust-signer",
 	[CF_OP_KEYGEN] = "keygen",
+	[CF_OP_REVOKE] = "revoke",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == CF_OP_COUNT_, "every op has a name");
 

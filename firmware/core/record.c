@@ -13,14 +13,17 @@
 #include "record_frame.h"
 
 #define RECORD_MAGIC 0x43465231u /* "CFR1" */
-#define RECORD_FORMAT 2u /* 2: the identity (issue 14) */
-/* Format 1 is format 2's layout up to the identity fields, padded to the struct's
- * alignment: a device updated from it keeps its record, with no identity. */
-#define RECORD_FORMAT_1 1u
-#define STATE_1_LEN offsetof(struct cf_state, identity_tag)
-#define STATE_1_SIZE                                                                               \
-	((STATE_1_LEN + _Alignof(struct cf_state) - 1) / _Alignof(struct cf_state) *                \
+#define RECORD_FORMAT 3u /* 2: the identity (issue 14); 3: revoked delegations (issue 17) */
+/* An older format is this format's layout up to the fields it did not have, padded to
+ * the struct's alignment: a device updated from it keeps its record, with no identity
+ * (format 1) and nothing revoked (formats 1 and 2). */
+#define STATE_SIZE(len)                                                                            \
+	(((len) + _Alignof(struct cf_state) - 1) / _Alignof(struct cf_state) *                      \
 	 _Alignof(struct cf_state))
+static const size_t older_lens[] = {
+	offsetof(struct cf_state, identity_tag), /* format 1 */
+	offsetof(struct cf_state, n_revoked),	 /* format 2 */
+};
 
 static uint32_t crc32(const uint8_t *data, size_t len)
 {
@@ -69,25 +72,29 @@ static bool state_sane(const struct cf_state *st)
 	       st->n_retire_tags <= CF_TAG_LIST_MAX && st->n_probe_tags <= CF_TAG_LIST_MAX &&
 	       st->probe_host_len <= CF_PROBE_HOST_MAX_BYTES && st->has_identity <= 1 &&
 	       st->stage_identity <= 1 && st->undo_identity <= 1 && st->undo_had_identity <= 1 &&
-	       st->subject_len <= CF_SUBJECT_MAX_BYTES;
+	       st->subject_len <= CF_SUBJECT_MAX_BYTES && st->n_revoked <= CF_REVOKED_KIDS_MAX;
 }
 
-/* A format-1 frame: the state before the identity, which it loads as none. */
-static bool unframe_format_1(const uint8_t *in, size_t len, struct cf_state *state)
+/* A frame of an older format: the state before the fields it did not have. */
+static bool unframe_older(const uint8_t *in, size_t len, struct cf_state *state)
 {
-	if (len != 8 + STATE_1_SIZE + 4 || get32(in) != RECORD_MAGIC ||
-	    get32(in + 4) != (RECORD_FORMAT_1 << 16 | (uint32_t)STATE_1_SIZE) ||
-	    get32(in + 8 + STATE_1_SIZE) != crc32(in, 8 + STATE_1_SIZE)) {
-		return false;
+	for (uint32_t format = 1; format < RECORD_FORMAT; format++) {
+		const size_t state_len = older_lens[format - 1];
+		const size_t size = STATE_SIZE(state_len);
+		if (len == 8 + size + 4 && get32(in) == RECORD_MAGIC &&
+		    get32(in + 4) == (format << 16 | (uint32_t)size) &&
+		    get32(in + 8 + size) == crc32(in, 8 + size)) {
+			memset(state, 0, sizeof(*state));
+			memcpy(state, in + 8, state_len);
+			return true;
+		}
 	}
-	memset(state, 0, sizeof(*state));
-	memcpy(state, in + 8, STATE_1_LEN);
-	return true;
+	return false;
 }
 
 int cf_record_unframe(const uint8_t *in, size_t len, struct cf_state *state)
 {
-	if (unframe_format_1(in, len, state)) {
+	if (unframe_older(in, len, state)) {
 		return state_sane(state) ? 0 : -EBADMSG;
 	}
 	if (len != CF_RECORD_FRAME_LEN || get32(in) != RECORD_MAGIC ||

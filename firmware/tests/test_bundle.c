@@ -87,14 +87,14 @@ static void test_refused_payload_names_the_bundle(void **state)
 		size_t len = fixture_bundle(named[i], buf, sizeof(buf));
 		assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_PAYLOAD);
 		assert_true(bundle.ids_known);
-		assert_int_equal(bundle.named_seq, ctx.last_seq + 1);
-		assert_true(bundle.named_rid.len == 3 || bundle.named_rid.len == CF_RID_MAX_BYTES + 1);
-		assert_non_null(bundle.named_op.value);
+		assert_int_equal(bundle.p.Bundle_payload_seq, ctx.last_seq + 1);
+		assert_true(bundle.p.Bundle_payload_rid.len == 3 || bundle.p.Bundle_payload_rid.len == CF_RID_MAX_BYTES + 1);
+		assert_non_null(bundle.p.Bundle_payload_op.value);
 	}
 	size_t len = fixture_bundle("payload-unknown-op", buf, sizeof(buf));
 	cf_bundle_open(buf, len, &e, &bundle);
-	assert_int_equal(bundle.named_op.len, 6);
-	assert_memory_equal(bundle.named_op.value, "reboot", 6);
+	assert_int_equal(bundle.p.Bundle_payload_op.len, 6);
+	assert_memory_equal(bundle.p.Bundle_payload_op.value, "reboot", 6);
 	len = fixture_bundle("payload-not-a-map", buf, sizeof(buf));
 	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_BAD_PAYLOAD);
 	assert_false(bundle.ids_known);

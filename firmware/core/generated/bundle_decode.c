@@ -18,11 +18,16 @@
 #error "The type file was generated with a different default_max_qty than this file"
 #endif
 
+static bool decode_repeated_Delegation_payload_rids_tstr(zcbor_state_t *state, struct zcbor_string *result);
+static bool decode_repeated_Delegation_payload_rids(zcbor_state_t *state, struct Delegation_payload_rids_r *result);
+static bool decode_repeated_Delegation_payload_kinds_uint(zcbor_state_t *state, uint64_t *result);
 static bool decode_repeated_Protected_header_uint1union(zcbor_state_t *state, struct Protected_header_uint1union_r *result);
 static bool decode_repeated_Protected_header_uint4bstr(zcbor_state_t *state, struct Protected_header_uint4bstr *result);
+static bool decode_repeated_Protected_header_nintbstr(zcbor_state_t *state, struct Protected_header_nintbstr *result);
 static bool decode_Header_label(zcbor_state_t *state, struct Header_label_r *result);
 static bool decode_repeated_Protected_header_Header_label(zcbor_state_t *state, struct Protected_header_Header_label *result);
 static bool decode_repeated_Bundle_payload_tag(zcbor_state_t *state, struct Bundle_payload_tag *result);
+static bool decode_repeated_Bundle_payload_kids(zcbor_state_t *state, struct Bundle_payload_kids_r *result);
 static bool decode_repeated_Tag_list_Sec_tag_m(zcbor_state_t *state, uint64_t *result);
 static bool decode_Tag_list(zcbor_state_t *state, struct Tag_list *result);
 static bool decode_repeated_Bundle_payload_tags(zcbor_state_t *state, struct Bundle_payload_tags *result);
@@ -31,6 +36,7 @@ static bool decode_repeated_Bundle_payload_creds(zcbor_state_t *state, struct Bu
 static bool decode_Probe(zcbor_state_t *state, struct Probe *result);
 static bool decode_repeated_Bundle_payload_probe(zcbor_state_t *state, struct Bundle_payload_probe *result);
 static bool decode_repeated_Bundle_payload_active(zcbor_state_t *state, struct Bundle_payload_active *result);
+static bool decode_repeated_Bundle_payload_before(zcbor_state_t *state, struct Bundle_payload_before *result);
 static bool decode_Signer(zcbor_state_t *state, struct Signer *result);
 static bool decode_repeated_Bundle_payload_signer(zcbor_state_t *state, struct Bundle_payload_signer *result);
 static bool decode_repeated_Bundle_payload_subject(zcbor_state_t *state, struct Bundle_payload_subject *result);
@@ -41,10 +47,67 @@ static bool decode_repeated_Unprotected_header_Header_label(zcbor_state_t *state
 static bool decode_Unprotected_header(zcbor_state_t *state, struct Unprotected_header *result);
 static bool decode_COSE_Sign1(zcbor_state_t *state, struct COSE_Sign1 *result);
 static bool decode_COSE_Sign1_Tagged(zcbor_state_t *state, struct COSE_Sign1 *result);
+static bool decode_Delegation_payload(zcbor_state_t *state, struct Delegation_payload *result);
 static bool decode_Bundle_payload(zcbor_state_t *state, struct Bundle_payload *result);
 static bool decode_Protected_header(zcbor_state_t *state, struct Protected_header *result);
 static bool decode_Bundle_envelope(zcbor_state_t *state, struct Bundle_envelope_r *result);
 
+
+static bool decode_repeated_Delegation_payload_rids_tstr(
+		zcbor_state_t *state, struct zcbor_string *result)
+{
+	zcbor_log("%s\r\n", __func__);
+
+	bool tmp_result = (((zcbor_tstr_decode(state, (&(*result))))
+	&& ((((*result).len <= 64)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
+static bool decode_repeated_Delegation_payload_rids(
+		zcbor_state_t *state, struct Delegation_payload_rids_r *result)
+{
+	zcbor_log("%s\r\n", __func__);
+	struct zcbor_string tmp_str;
+
+	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"rids", tmp_str.len = sizeof("rids") - 1, &tmp_str)))))
+	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 4, &(*result).Delegation_payload_rids_tstr_count, (zcbor_decoder_t *)decode_repeated_Delegation_payload_rids_tstr, state, (&(*result).Delegation_payload_rids_tstr), sizeof(struct zcbor_string))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
+static bool decode_repeated_Delegation_payload_kinds_uint(
+		zcbor_state_t *state, uint64_t *result)
+{
+	zcbor_log("%s\r\n", __func__);
+
+	bool tmp_result = (((zcbor_uint64_decode(state, (&(*result))))
+	&& ((((*result) >= 0)
+	&& ((*result) <= 5)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
 
 static bool decode_repeated_Protected_header_uint1union(
 		zcbor_state_t *state, struct Protected_header_uint1union_r *result)
@@ -73,6 +136,24 @@ static bool decode_repeated_Protected_header_uint4bstr(
 
 	bool tmp_result = ((((zcbor_uint64_expect(state, (4))))
 	&& (zcbor_bstr_decode(state, (&(*result).Protected_header_uint4bstr)))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
+static bool decode_repeated_Protected_header_nintbstr(
+		zcbor_state_t *state, struct Protected_header_nintbstr *result)
+{
+	zcbor_log("%s\r\n", __func__);
+
+	bool tmp_result = ((((zcbor_int64_expect(state, (-65537))))
+	&& (zcbor_bstr_decode(state, (&(*result).Protected_header_nintbstr)))));
 
 	if (!tmp_result) {
 		zcbor_trace_file(state);
@@ -131,6 +212,25 @@ static bool decode_repeated_Bundle_payload_tag(
 	&& (zcbor_uint64_decode(state, (&(*result).Bundle_payload_tag)))
 	&& ((((((*result).Bundle_payload_tag >= 0)
 	&& ((*result).Bundle_payload_tag <= INT32_MAX)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
+static bool decode_repeated_Bundle_payload_kids(
+		zcbor_state_t *state, struct Bundle_payload_kids_r *result)
+{
+	zcbor_log("%s\r\n", __func__);
+	struct zcbor_string tmp_str;
+
+	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"kids", tmp_str.len = sizeof("kids") - 1, &tmp_str)))))
+	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(0, 8, &(*result).Bundle_payload_kids_bstr_count, (zcbor_decoder_t *)zcbor_bstr_decode, state, (&(*result).Bundle_payload_kids_bstr), sizeof(struct zcbor_string))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state))));
 
 	if (!tmp_result) {
 		zcbor_trace_file(state);
@@ -293,6 +393,25 @@ static bool decode_repeated_Bundle_payload_active(
 
 	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"active", tmp_str.len = sizeof("active") - 1, &tmp_str)))))
 	&& (decode_Tag_list(state, (&(*result).Bundle_payload_active)))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
+static bool decode_repeated_Bundle_payload_before(
+		zcbor_state_t *state, struct Bundle_payload_before *result)
+{
+	zcbor_log("%s\r\n", __func__);
+	struct zcbor_string tmp_str;
+
+	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"before", tmp_str.len = sizeof("before") - 1, &tmp_str)))))
+	&& (zcbor_uint64_decode(state, (&(*result).Bundle_payload_before)))));
 
 	if (!tmp_result) {
 		zcbor_trace_file(state);
@@ -497,6 +616,44 @@ static bool decode_COSE_Sign1_Tagged(
 	return tmp_result;
 }
 
+static bool decode_Delegation_payload(
+		zcbor_state_t *state, struct Delegation_payload *result)
+{
+	zcbor_log("%s\r\n", __func__);
+	struct zcbor_string tmp_str;
+
+	bool tmp_result = (((zcbor_map_start_decode(state) && (((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"v", tmp_str.len = sizeof("v") - 1, &tmp_str)))))
+	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_v))))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"exp", tmp_str.len = sizeof("exp") - 1, &tmp_str)))))
+	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_exp))))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"iat", tmp_str.len = sizeof("iat") - 1, &tmp_str)))))
+	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_iat))))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"kid", tmp_str.len = sizeof("kid") - 1, &tmp_str)))))
+	&& (zcbor_bstr_decode(state, (&(*result).Delegation_payload_kid)))
+	&& ((((*result).Delegation_payload_kid.len >= 8)
+	&& ((*result).Delegation_payload_kid.len <= 8)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false)))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"nbf", tmp_str.len = sizeof("nbf") - 1, &tmp_str)))))
+	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_nbf))))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"ops", tmp_str.len = sizeof("ops") - 1, &tmp_str)))))
+	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 5, &(*result).Delegation_payload_ops_tstr_count, (zcbor_decoder_t *)zcbor_tstr_decode, state, (&(*result).Delegation_payload_ops_tstr), sizeof(struct zcbor_string))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state)))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"pub", tmp_str.len = sizeof("pub") - 1, &tmp_str)))))
+	&& (zcbor_bstr_decode(state, (&(*result).Delegation_payload_pub)))
+	&& ((((*result).Delegation_payload_pub.len >= 65)
+	&& ((*result).Delegation_payload_pub.len <= 65)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false)))
+	&& zcbor_present_decode(&((*result).Delegation_payload_rids_present), (zcbor_decoder_t *)decode_repeated_Delegation_payload_rids, state, (&(*result).Delegation_payload_rids))
+	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"kinds", tmp_str.len = sizeof("kinds") - 1, &tmp_str)))))
+	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 6, &(*result).Delegation_payload_kinds_uint_count, (zcbor_decoder_t *)decode_repeated_Delegation_payload_kinds_uint, state, (&(*result).Delegation_payload_kinds_uint), sizeof(uint64_t))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state)))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_map_end_decode(state))));
+
+	if (!tmp_result) {
+		zcbor_trace_file(state);
+		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
+	} else {
+		zcbor_log("%s success\r\n", __func__);
+	}
+
+	return tmp_result;
+}
+
 static bool decode_Bundle_payload(
 		zcbor_state_t *state, struct Bundle_payload *result)
 {
@@ -521,10 +678,12 @@ static bool decode_Bundle_payload(
 	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"seq", tmp_str.len = sizeof("seq") - 1, &tmp_str)))))
 	&& (zcbor_uint64_decode(state, (&(*result).Bundle_payload_seq))))
 	&& zcbor_present_decode(&((*result).Bundle_payload_tag_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_tag, state, (&(*result).Bundle_payload_tag))
+	&& zcbor_present_decode(&((*result).Bundle_payload_kids_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_kids, state, (&(*result).Bundle_payload_kids))
 	&& zcbor_present_decode(&((*result).Bundle_payload_tags_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_tags, state, (&(*result).Bundle_payload_tags))
 	&& zcbor_present_decode(&((*result).Bundle_payload_creds_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_creds, state, (&(*result).Bundle_payload_creds))
 	&& zcbor_present_decode(&((*result).Bundle_payload_probe_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_probe, state, (&(*result).Bundle_payload_probe))
 	&& zcbor_present_decode(&((*result).Bundle_payload_active_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_active, state, (&(*result).Bundle_payload_active))
+	&& zcbor_present_decode(&((*result).Bundle_payload_before_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_before, state, (&(*result).Bundle_payload_before))
 	&& zcbor_present_decode(&((*result).Bundle_payload_signer_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_signer, state, (&(*result).Bundle_payload_signer))
 	&& zcbor_present_decode(&((*result).Bundle_payload_subject_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_subject, state, (&(*result).Bundle_payload_subject))
 	&& zcbor_present_decode(&((*result).Bundle_payload_undo_by_present), (zcbor_decoder_t *)decode_repeated_Bundle_payload_undo_by, state, (&(*result).Bundle_payload_undo_by))
@@ -548,6 +707,7 @@ static bool decode_Protected_header(
 
 	bool tmp_result = (((zcbor_map_start_decode(state) && ((zcbor_present_decode(&((*result).Protected_header_uint1union_present), (zcbor_decoder_t *)decode_repeated_Protected_header_uint1union, state, (&(*result).Protected_header_uint1union))
 	&& zcbor_present_decode(&((*result).Protected_header_uint4bstr_present), (zcbor_decoder_t *)decode_repeated_Protected_header_uint4bstr, state, (&(*result).Protected_header_uint4bstr))
+	&& zcbor_present_decode(&((*result).Protected_header_nintbstr_present), (zcbor_decoder_t *)decode_repeated_Protected_header_nintbstr, state, (&(*result).Protected_header_nintbstr))
 	&& zcbor_multi_decode(0, 7, &(*result).Protected_header_Header_label_count, (zcbor_decoder_t *)decode_repeated_Protected_header_Header_label, state, (&(*result).Protected_header_Header_label), sizeof(struct Protected_header_Header_label))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_map_end_decode(state))));
 
 	if (!tmp_result) {
@@ -614,4 +774,16 @@ int cbor_decode_Bundle_payload(
 
 	return zcbor_entry_function(payload, payload_len, (void *)result, payload_len_out, states,
 		(zcbor_decoder_t *)decode_Bundle_payload, sizeof(states) / sizeof(zcbor_state_t), 1);
+}
+
+
+int cbor_decode_Delegation_payload(
+		const uint8_t *payload, size_t payload_len,
+		struct Delegation_payload *result,
+		size_t *payload_len_out)
+{
+	zcbor_state_t states[4];
+
+	return zcbor_entry_function(payload, payload_len, (void *)result, payload_len_out, states,
+		(zcbor_decoder_t *)decode_Delegation_payload, sizeof(states) / sizeof(zcbor_state_t), 1);
 }

@@ -27,6 +27,26 @@ extern "C" {
  */
 #define DEFAULT_MAX_QTY 7
 
+struct Delegation_payload_rids_r {
+	struct zcbor_string Delegation_payload_rids_tstr[4];
+	size_t Delegation_payload_rids_tstr_count;
+};
+
+struct Delegation_payload {
+	uint64_t Delegation_payload_v;
+	uint64_t Delegation_payload_exp;
+	uint64_t Delegation_payload_iat;
+	struct zcbor_string Delegation_payload_kid;
+	uint64_t Delegation_payload_nbf;
+	struct zcbor_string Delegation_payload_ops_tstr[5];
+	size_t Delegation_payload_ops_tstr_count;
+	struct zcbor_string Delegation_payload_pub;
+	struct Delegation_payload_rids_r Delegation_payload_rids;
+	bool Delegation_payload_rids_present;
+	uint64_t Delegation_payload_kinds_uint[6];
+	size_t Delegation_payload_kinds_uint_count;
+};
+
 struct Protected_header_uint1union_r {
 	union {
 		int64_t Protected_header_uint1union_int;
@@ -40,6 +60,10 @@ struct Protected_header_uint1union_r {
 
 struct Protected_header_uint4bstr {
 	struct zcbor_string Protected_header_uint4bstr;
+};
+
+struct Protected_header_nintbstr {
+	struct zcbor_string Protected_header_nintbstr;
 };
 
 struct Header_label_r {
@@ -62,12 +86,19 @@ struct Protected_header {
 	bool Protected_header_uint1union_present;
 	struct Protected_header_uint4bstr Protected_header_uint4bstr;
 	bool Protected_header_uint4bstr_present;
+	struct Protected_header_nintbstr Protected_header_nintbstr;
+	bool Protected_header_nintbstr_present;
 	struct Protected_header_Header_label Protected_header_Header_label[7];
 	size_t Protected_header_Header_label_count;
 };
 
 struct Bundle_payload_tag {
 	uint64_t Bundle_payload_tag;
+};
+
+struct Bundle_payload_kids_r {
+	struct zcbor_string Bundle_payload_kids_bstr[8];
+	size_t Bundle_payload_kids_bstr_count;
 };
 
 struct Tag_list {
@@ -101,6 +132,10 @@ struct Bundle_payload_probe {
 
 struct Bundle_payload_active {
 	struct Tag_list Bundle_payload_active;
+};
+
+struct Bundle_payload_before {
+	uint64_t Bundle_payload_before;
 };
 
 struct Signer {
@@ -138,6 +173,8 @@ struct Bundle_payload {
 	uint64_t Bundle_payload_seq;
 	struct Bundle_payload_tag Bundle_payload_tag;
 	bool Bundle_payload_tag_present;
+	struct Bundle_payload_kids_r Bundle_payload_kids;
+	bool Bundle_payload_kids_present;
 	struct Bundle_payload_tags Bundle_payload_tags;
 	bool Bundle_payload_tags_present;
 	struct Bundle_payload_creds_r Bundle_payload_creds;
@@ -146,6 +183,8 @@ struct Bundle_payload {
 	bool Bundle_payload_probe_present;
 	struct Bundle_payload_active Bundle_payload_active;
 	bool Bundle_payload_active_present;
+	struct Bundle_payload_before Bundle_payload_before;
+	bool Bundle_payload_before_present;
 	struct Bundle_payload_signer Bundle_payload_signer;
 	bool Bundle_payload_signer_present;
 	struct Bundle_payload_subject Bundle_payload_subject;

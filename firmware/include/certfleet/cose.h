@@ -29,13 +29,21 @@ struct cf_cose_sign1 {
 	bool alg_is_es256;	  /**< ... and it is the integer -7 */
 	const uint8_t *kid;	  /**< the protected header's kid (label 4), or NULL */
 	size_t kid_len;
+	/** the protected header's delegation (label -65537, issue 17): a byte string after
+	 * alg and kid, or NULL; `dlg_malformed` when the label is there in another form */
+	const uint8_t *dlg;
+	size_t dlg_len;
+	bool dlg_malformed;
+	bool other_labels; /**< a header carries a label besides alg and kid */
 };
 
 /**
  * Decode a COSE_Sign1, tagged (18) or untagged, that fills `buf` exactly.
  *
  * @retval 0 decoded: four items, header maps (labels once, none in both), a byte
- *           string payload, a 64-byte signature, nothing after it.
+ *           string payload, a 64-byte signature, nothing after it. A delegation label
+ *           in the protected header other than a byte string after alg and kid sets
+ *           `dlg_malformed` (the bundle is then `bad_delegation`, not `bad_envelope`).
  * @retval -EBADMSG anything else.
  */
 int cf_cose_decode(const uint8_t *buf, size_t len, struct cf_cose_sign1 *msg);
@@ -62,6 +70,12 @@ int cf_cose_sig_structure(const struct cf_cose_sign1 *msg, const uint8_t *extern
  */
 int cf_cose_verify_es256(const struct cf_cose_sign1 *msg, const uint8_t *external_aad,
 			 size_t aad_len, const uint8_t pub[CF_P256_POINT_LEN]);
+
+/**
+ * Whether `kid` is the key id of the P-256 point `pub`: the first 8 bytes of SHA-256
+ * over its SubjectPublicKeyInfo DER (a fixed 26-byte prefix, then the point).
+ */
+bool cf_p256_kid_matches(const uint8_t kid[CF_KID_LEN], const uint8_t pub[CF_P256_POINT_LEN]);
 
 /** Whether `pub` is an uncompressed point on P-256 (PSA imports it as a public key). */
 bool cf_p256_point_valid(const uint8_t *pub, size_t len);

@@ -121,6 +121,13 @@ struct cf_state {
 	/* the keygen's subject, so a reboot before its key was made makes it again */
 	uint8_t subject_len;
 	char subject[CF_SUBJECT_MAX_BYTES];
+	/* record format 3 (issue 17) from here on; a format-2 record ends above and loads
+	 * with nothing revoked */
+	/* revoked delegations (the last revoke op's list, and the highest `before` sent):
+	 * a delegation whose kid is listed, or issued before revoked_before, is refused */
+	uint8_t n_revoked;
+	uint8_t revoked[CF_REVOKED_KIDS_MAX][CF_KID_LEN];
+	uint64_t revoked_before;
 };
 
 /** The ports a device runs on. */

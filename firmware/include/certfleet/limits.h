@@ -55,5 +55,16 @@
 #define CF_CRED_TYPE_CLIENT_CERT 1
 #define CF_CRED_TYPE_CLIENT_KEY 2
 #define CF_CRED_TYPE_MAX 5
+/** A delegation (issue 17): the whole COSE_Sign1 in a bundle's protected header under
+ * label -65537; larger is `bad_delegation`. Without `rids` one is about 200 bytes. */
+#define CF_DELEGATION_MAX_BYTES 640
+/** The private-use protected header label that carries a delegation ("dlg"). */
+#define CF_DELEGATION_LABEL (-65537)
+/** The delegation payload's format version (`v`). */
+#define CF_DELEGATION_VERSION 1
+/** A delegation's `rids`: at most this many rollout ids. */
+#define CF_DELEGATION_RIDS_MAX 4
+/** Revoked delegated key ids a device keeps (a `revoke` names at most this many). */
+#define CF_REVOKED_KIDS_MAX 8
 
 #endif /* CERTFLEET_LIMITS_H_ */

@@ -38,6 +38,10 @@ enum cf_reason {
 	CF_REASON_SUPERSEDED,
 	CF_REASON_MODEM_ERROR,
 	CF_REASON_KEY_MISMATCH, /* identity stage: the certificate is not for the keygen's key */
+	CF_REASON_BAD_DELEGATION,     /* the delegation is malformed or not the bundle key's */
+	CF_REASON_DELEGATION_REVOKED, /* its kid is revoked, or it was issued before revoked_before */
+	CF_REASON_DELEGATION_EXPIRED, /* now >= its exp, or its nbf is over 300 s ahead */
+	CF_REASON_OUT_OF_SCOPE,	      /* the op, a credential type or the rid is not delegated */
 	/* health_failed: the TLS probe with the staged trust failed */
 	CF_REASON_UNKNOWN_CA,
 	CF_REASON_EXPIRED,
@@ -75,6 +79,7 @@ enum cf_op {
 	CF_OP_RETIRE,
 	CF_OP_TRUST_SIGNER,
 	CF_OP_KEYGEN,
+	CF_OP_REVOKE, /* root only: the revoked delegated kids and revoked_before */
 	CF_OP_COUNT_,
 };
 
