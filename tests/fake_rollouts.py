@@ -1,5 +1,6 @@
 """In-memory stand-ins for the rollout engine's ports: the store, the task queue, metrics,
-the sequences, the publisher and a signer, so the engine's logic runs without Redis."""
+the sequences, the publisher, a signer and the delegation registry, so the engine's logic
+runs without Redis."""
 
 from __future__ import annotations
 
@@ -24,13 +25,16 @@ from orchestrator.domain.rollout_states import (
     TransitionRefusal,
     TransitionResult,
 )
+from orchestrator.ports.stores import IssuedDelegation
 from orchestrator.protocol.cose import key_id
+from orchestrator.protocol.delegation import Delegation, Revocation
 from simulator.pki import make_ca
 from tests.unit.builders import NOW
 
 __all__ = [
     "DEVICE_TIMEOUT",
     "NEW_ROOT",
+    "FakeDelegationRegistry",
     "FakeMetrics",
     "FakePublisher",
     "FakeRollouts",
@@ -520,3 +524,30 @@ class FakeSigner:
     def sign(self, to_be_signed: bytes) -> bytes:
         r, s = decode_dss_signature(self._key.sign(to_be_signed, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+@dataclass
+class FakeDelegationRegistry:
+    """`DelegationRegistry` in memory; `fail` makes `record` raise (a store away)."""
+
+    issued: dict[bytes, IssuedDelegation] = field(default_factory=dict)
+    revoked: Revocation = field(default_factory=Revocation)
+    fail: bool = False
+
+    def record(self, delegation: Delegation, worker: str) -> None:
+        if self.fail:
+            raise TransientError("the fake registry is away")
+        self.issued[delegation.kid] = IssuedDelegation(delegation=delegation, worker=worker)
+
+    def active(self, now: datetime) -> list[IssuedDelegation]:
+        at = now.timestamp()
+        return sorted(
+            (i for i in self.issued.values() if i.delegation.expires_at > at),
+            key=lambda i: (i.delegation.issued_at, i.delegation.kid),
+        )
+
+    def revocation(self) -> Revocation:
+        return self.revoked
+
+    def set_revocation(self, revocation: Revocation) -> None:
+        self.revoked = revocation

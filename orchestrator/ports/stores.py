@@ -360,7 +360,8 @@ class DelegationRegistry(Protocol):
     """
 
     def record(self, delegation: Delegation, worker: str) -> None:
-        """List a delegation the root just signed for `worker`, before it is used."""
+        """List a delegation the root just signed for `worker`, before it is used (one
+        entry per delegated key: a renewal replaces the key's earlier delegation)."""
         ...
 
     def active(self, now: datetime) -> list[IssuedDelegation]:
