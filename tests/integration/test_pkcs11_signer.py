@@ -27,6 +27,7 @@ from orchestrator.adapters.pkcs11_signer import (
     read_pin_file,
     release_tokens,
 )
+from orchestrator.adapters.root_signers import root_signer_from_settings
 from orchestrator.protocol.cose import Sign1Message, es256_verify, key_id, sign1
 from tests.softhsm import SoftHsmToken, softhsm_token
 
@@ -195,3 +196,11 @@ def test_create_root_key_logs_the_kid_only(
     pin = read_pin_file(token.pin_file)
     assert pin not in captured.out + captured.err
     assert key_id(public).hex()
+
+
+def test_settings_make_the_token_the_root_signer(root: SoftHsmToken) -> None:
+    """CERTFLEET_ROOT_SIGNER=pkcs11 and the token's settings give a signer over its root pair."""
+    signer = root_signer_from_settings(root.settings())
+    assert isinstance(signer, Pkcs11RootSigner)
+    assert signer.key_id == root.signer().key_id
+    es256_verify(signer.public_key, b"s", signer.sign(b"s"))
