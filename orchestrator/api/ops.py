@@ -82,6 +82,18 @@ DOCS = {
     "certfleet_console_streams_closed_total": (
         "Live rollout streams closed (rollout ended, page closed, session ended, server stopping)."
     ),
+    "certfleet_root_signatures_total": (
+        "Signatures made with the root key, by purpose: delegation (a worker's delegation, "
+        "made or renewed) or bundle (a root op, or bundles with CERTFLEET_DELEGATION_HOURS=0)."
+    ),
+    "certfleet_delegation_expires_timestamp": (
+        "When the delegation a worker got last expires (epoch seconds); workers renew theirs "
+        "at half its lifetime."
+    ),
+    "certfleet_push_stopped_total": (
+        "Pushes stopped before their end, by reason (no_delegation: the worker had no "
+        "delegation from the root covering its bundles; the push is retried)."
+    ),
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 _AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from orchestrator.domain.errors import DelegationUnavailableError
 from orchestrator.domain.rollout import RolloutSpec
 from orchestrator.domain.rollout_aggregate import Rollout
 from orchestrator.domain.rollout_states import (
@@ -35,7 +36,7 @@ from orchestrator.services.bundles import (
 )
 from orchestrator.services.rollout.deps import PushDeps, count, load
 
-__all__ = ["PUBLISH_CHUNK", "bundle_body", "push_batch"]
+__all__ = ["NO_DELEGATION", "PUBLISH_CHUNK", "PUSH_STOPPED_METRIC", "bundle_body", "push_batch"]
 
 log = get_logger(__name__)
 
@@ -43,6 +44,9 @@ D = DeviceRolloutState
 PUBLISH_CHUNK: Final = 50
 """Bundles signed and stored per Redis round trip within a batch; one chunk goes out
 while the next is signed."""
+PUSH_STOPPED_METRIC: Final = "certfleet_push_stopped_total"
+NO_DELEGATION: Final = "no_delegation"
+"""Why a push stopped: the worker has no delegation from the root key covering its bundles."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,12 @@ def _identity_body(
     )
 
 
+def _ttl(spec: RolloutSpec) -> int:
+    # A bundle lives as long as the device has to decide: a device that comes back
+    # after it timed out finds it expired (MQTT message expiry, and `exp` itself).
+    return max(1, int(spec.device_timeout_seconds))
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """One push_batch call: what it sends, to whom, signed how."""
@@ -161,9 +171,7 @@ class _Batch:
 
     @property
     def ttl(self) -> int:
-        # A bundle lives as long as the device has to decide: a device that comes back
-        # after it timed out finds it expired (MQTT message expiry, and `exp` itself).
-        return max(1, int(self.rollout.spec.device_timeout_seconds))
+        return _ttl(self.rollout.spec)
 
     def deadline(self, sends: int) -> float:
         """When a device sent its stage `sends` times is due a re-send, or times out."""
@@ -320,6 +328,34 @@ def push_batch(
     if rollout.state not in rule.rollout_states:
         log.info("push_skipped", rollout_id=rollout_id, step=step.value, state=rollout.state.value)
         return 0
+    try:
+        return _push(deps, rollout, device_ids, step, rule, now=now, actor=actor)
+    except DelegationUnavailableError as exc:
+        # Never an unsigned or stale bundle: what is not signed yet stays unsent, the
+        # devices stay where they are, and the task is retried (a `TransientError`).
+        log.warning(
+            "push_stopped",
+            rollout_id=rollout_id,
+            step=step.value,
+            devices=len(device_ids),
+            reason=NO_DELEGATION,
+            detail=str(exc),
+        )
+        count(deps.metrics, PUSH_STOPPED_METRIC, {"reason": NO_DELEGATION})
+        raise
+
+
+def _push(
+    deps: PushDeps,
+    rollout: Rollout,
+    device_ids: Sequence[str],
+    step: PushStep,
+    rule: _StepRule,
+    *,
+    now: datetime,
+    actor: str,
+) -> int:
+    rollout_id = rollout.id
     store = deps.store
     states = store.device_states(rollout_id, device_ids)
     fresh = [d for d in device_ids if states.get(d) in rule.sources]
@@ -332,6 +368,11 @@ def push_batch(
     to_issue = (
         list(due) if step is PushStep.RESEND else [d for d in fresh if d not in issued_before]
     )
+    if to_issue:
+        # The delegation that will cover the new bundles, before a seq is spent on them:
+        # renewed now if it is due (the root is asked per renewal, never per bundle).
+        # Bundles stored by an earlier try were covered when signed, until they expire.
+        deps.signer.delegation_for(int(now.timestamp()) + _ttl(rollout.spec))
     batch = _Batch(
         deps=deps,
         rollout=rollout,
