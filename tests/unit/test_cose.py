@@ -18,6 +18,7 @@ from orchestrator.protocol.cose import (
     ALG_ES256,
     COSE_SIGN1_TAG,
     HEADER_ALG,
+    HEADER_DELEGATION,
     HEADER_KID,
     CoseError,
     MalformedCoseError,
@@ -408,3 +409,51 @@ def test_sign1_shaped_input_raises_only_cose_errors(
     assert message.encode(tagged=True)
     with pytest.raises(CoseError):
         message.verify(KEY.public_key())
+
+
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256])
+def test_sign1_with_a_delegation_builds_the_bytes_a_checked_message_encodes_to(size: int) -> None:
+    """The delegation goes into the protected header under label -65537, after alg and kid
+    (deterministic order: 1, 4, -65537), and is covered by the signature."""
+    # given
+    delegation = bytes([0xD2]) + bytes(range(size % 256)) * (1 + size // 256)
+    signed: list[bytes] = []
+
+    def signer(to_be_signed: bytes) -> bytes:
+        signed.append(to_be_signed)
+        return es256_sign(KEY, to_be_signed)
+
+    # when
+    data = sign1(PAYLOAD, sign=signer, kid=KID, delegation=delegation)
+    # then
+    protected: dict[int | str, Any] = {1: -7, 4: KID, HEADER_DELEGATION: delegation}
+    message = Sign1Message.decode(data)
+    checked = Sign1Message(
+        protected_bytes=cbor2.dumps(protected, canonical=True),
+        protected=protected,
+        unprotected={},
+        payload=PAYLOAD,
+        signature=message.signature,
+    )
+    assert data == checked.encode()
+    assert signed == [checked.sig_structure()]
+    assert list(message.protected) == [1, 4, HEADER_DELEGATION]
+    assert message.protected_bytes.index(b"\x3a\x00\x01\x00\x00") > 0
+    message.verify(KEY.public_key())
+
+
+def test_the_protected_header_cache_tells_delegations_apart() -> None:
+    """A signer's next delegation gets its own header; without one the header is as before."""
+    # given
+    first, second = b"\xd2first", b"\xd2second"
+    # when
+    plain = Sign1Message.decode(sign1(PAYLOAD, private_key=KEY, kid=KID))
+    one = Sign1Message.decode(sign1(PAYLOAD, private_key=KEY, kid=KID, delegation=first))
+    two = Sign1Message.decode(sign1(PAYLOAD, private_key=KEY, kid=KID, delegation=second))
+    again = Sign1Message.decode(sign1(PAYLOAD, private_key=KEY, kid=KID, delegation=first))
+    # then
+    assert plain.protected == {1: -7, 4: KID}
+    assert one.protected[HEADER_DELEGATION] == first == again.protected[HEADER_DELEGATION]
+    assert two.protected[HEADER_DELEGATION] == second
+    with pytest.raises(TypeError, match="delegation must be bytes"):
+        sign1(PAYLOAD, private_key=KEY, kid=KID, delegation=bytearray(first))  # type: ignore[arg-type]
