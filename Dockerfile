@@ -28,10 +28,16 @@ LABEL org.opencontainers.image.title="certfleet" \
       org.opencontainers.image.licenses="Apache-2.0"
 # The same venv path as the systemd units (deploy/systemd/), so commands read alike.
 COPY --from=build /opt/certfleet/.venv /opt/certfleet/.venv
-# A fixed non-root uid: a signing key handed in as a file must be owned by it (mode 0600).
+# A fixed non-root uid: a file handed in (the token PIN file; a development key) must be owned by it (mode 0600).
 RUN groupadd --system --gid 10001 certfleet \
  && useradd --system --uid 10001 --gid certfleet --home-dir /home/certfleet --create-home \
       --shell /usr/sbin/nologin certfleet
+# The PKCS#11 module that reaches the root key's token through `p11-kit server` on the
+# host (CERTFLEET_PKCS11_MODULE; docs/operations.md, "Signing keys"), at one path on every architecture.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends p11-kit-modules \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "$(dpkg -L p11-kit-modules | grep '/pkcs11/p11-kit-client\.so$')" /usr/local/lib/p11-kit-client.so
 ENV PATH=/opt/certfleet/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
