@@ -17,10 +17,19 @@ from typing import Final
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.domain.credentials import SEC_TAG_MAX, CredentialType
 from orchestrator.domain.errors import BundleTooLargeError
 from orchestrator.protocol.bundle import UINT64_MAX, Credential, encode_payload
+from orchestrator.protocol.cose import es256_sign, key_id
+from orchestrator.protocol.delegation import (
+    DELEGABLE_OPS,
+    DELEGATION_LABEL,
+    DELEGATION_MAX_BYTES,
+    Scope,
+    sign_delegation,
+)
 from orchestrator.protocol.limits import (
     CA_CHAIN_MAX_BYTES,
     CERT_ITEM_MAX_BYTES,
@@ -49,6 +58,10 @@ KEYGEN_WORST_CASE_BYTES: Final = 369
 """The figure docs/protocol.md §3 gives for the largest keygen bundle."""
 IDENTITY_STAGE_WORST_CASE_BYTES: Final = 4765
 """The figure docs/protocol.md §3 gives for the largest identity stage."""
+DELEGATED_WORST_CASE_BYTES: Final = 5317
+"""The figure docs/protocol.md §3 gives for the largest stage under the largest delegation."""
+LARGEST_DELEGATION_BYTES: Final = 537
+"""The figure docs/protocol.md §3 gives for the largest delegation."""
 NOW: Final = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -144,6 +157,68 @@ def test_the_protocol_doc_gives_the_worst_case_field_by_field() -> None:
     for key, value in cbor2.loads(payload).items():
         pair = len(cbor2.dumps(key)) + len(cbor2.dumps(value, canonical=True))
         assert f"| `{key}` | {pair} |" in doc
+
+
+class _DelegatedSigner:
+    """A `BundleSigner` whose key signs under the largest delegation a root can give it."""
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        root = FakeSigner()
+        self.delegation = sign_delegation(
+            root=root,
+            public_key=self._key.public_key(),
+            not_before=UINT64_MAX - 1,
+            expires_at=UINT64_MAX,
+            issued_at=UINT64_MAX,
+            scope=Scope(
+                ops=DELEGABLE_OPS,
+                kinds=tuple(range(6)),
+                rollouts=tuple(c * RID_MAX_BYTES for c in "abcd"),
+            ),
+        )
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self._key.public_key())
+
+    def sign(self, to_be_signed: bytes) -> bytes:
+        return es256_sign(self._key, to_be_signed)
+
+    def delegation_for(self, expires_at: int) -> bytes | None:
+        return self.delegation
+
+
+def test_the_largest_delegated_stage_fits_the_bundle_limit() -> None:
+    """The largest stage under the largest delegation (every op and kind, four 64-byte
+    rids, 64-bit times): the delegation adds its label, a byte-string head and itself."""
+    # given
+    signer = _DelegatedSigner()
+    # when
+    issued = issue_bundle(
+        signer=signer,
+        sequences=FakeSequences(),
+        device_id="d" * DEVICE_ID_MAX_CHARS,
+        rollout_id="r" * RID_MAX_BYTES,
+        body=_largest_stage_body(),
+        now=NOW,
+        ttl_seconds=86400,
+        seq=UINT64_MAX,
+    )
+    # then
+    assert len(signer.delegation) == LARGEST_DELEGATION_BYTES <= DELEGATION_MAX_BYTES
+    label_and_head = len(cbor2.dumps(DELEGATION_LABEL)) + 3
+    grown_protected_head = 2  # the protected bstr's head: 1 byte for 13, 3 for 558
+    assert (
+        len(issued.data)
+        == DELEGATED_WORST_CASE_BYTES
+        == (WORST_CASE_BYTES + label_and_head + LARGEST_DELEGATION_BYTES + grown_protected_head)
+    )
+    assert len(issued.data) <= MAX_BUNDLE_BYTES
+    assert WORST_CASE_BYTES + 5 + 3 + DELEGATION_MAX_BYTES + 2 <= MAX_BUNDLE_BYTES
+    doc = PROTOCOL_MD.read_text()
+    assert f"| delegated stage | {DELEGATED_WORST_CASE_BYTES} |" in doc
+    assert f"{LARGEST_DELEGATION_BYTES} bytes" in doc
 
 
 def test_a_bundle_over_the_limit_is_never_issued() -> None:
