@@ -5,10 +5,19 @@ against a throwaway Redis and Mosquitto and gets ready; so do their health check
 Each command is taken from the file as written, with only what differs on a test
 machine replaced: the image's or the units' venv by this repo's .venv/bin, addresses
 that listen on every interface by 127.0.0.1, the container ports by free ones, the
-Redis and MQTT endpoints by the test services', and the key files (signing key, device
-CA) and the CRL by files in the test's own directory. The settings are those of
+Redis and MQTT endpoints by the test services', the token's PIN file, the device CA and
+the CRL by files in the test's own directory. The settings are those of
 deploy/env.example (compose, systemd) or of the ConfigMap and Secret (Kubernetes),
 plus what each file sets for one process (a listener's client id).
+
+No private signing key is on any disk or in any Secret of the shipped deployments
+(issue 17): the root key is in a PKCS#11 token, here a SoftHSM2 token of the test
+labelled as the files say, holding a root key made as `certfleet keys create-root`
+makes it. Where p11-kit is installed the token is served by certfleet-p11-kit.service's
+own command (`p11-kit server`, on a socket of the test's directory) and the workers
+reach it through p11-kit's client module as compose and systemd do; elsewhere, and
+for Kubernetes (whose module is the HSM's own library), through SoftHSM2's module.
+Every worker must get its delegation from that token at start (`delegation_issued`).
 
 Every listener a deployment runs has a stable client id of its own (issue 11): a
 compose service per listener with a fixed id, a StatefulSet whose pods' names are
@@ -45,13 +54,15 @@ import pytest
 import yaml
 
 from orchestrator.adapters.crl_file import CrlFilePublisher
-from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.issuer_local import LocalCaIssuer
+from orchestrator.adapters.pkcs11_signer import release_tokens
 from orchestrator.config import Settings
 from orchestrator.domain.identity import RevokedCertificate
+from orchestrator.protocol.cose import key_id
 from simulator.services import LocalService, free_port, start_mosquitto
 from tests.mtls import device_identity, make_pki, start_mtls_broker, try_connect
 from tests.procs import BIN, REPO, Proc, start, wait_until
+from tests.softhsm import SoftHsmToken, softhsm_token
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +81,12 @@ READY_TIMEOUT = 45.0
 BROKER_LOG = "connections.log"
 MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 CRL_RELOAD_SCRIPT = DEPLOY / "mosquitto" / "run-with-crl-reload.sh"
-# systemd units that run as root on the broker's side, not certfleet processes.
-BROKER_SIDE_UNITS = frozenset({"certfleet-crl-reload.service"})
+# systemd units that run as root on the broker's or the token's side, not certfleet
+# processes.
+P11_KIT_UNIT = "certfleet-p11-kit.service"
+BROKER_SIDE_UNITS = frozenset({"certfleet-crl-reload.service", P11_KIT_UNIT})
+# Where the systemd units keep the token's PIN (docs/operations.md, "systemd").
+SYSTEMD_PIN_FILE = "/etc/certfleet/pkcs11-pin"
 
 
 # -- what the files say ---------------------------------------------------------------------
@@ -350,7 +365,7 @@ def test_env_example_and_configmap_name_only_real_settings() -> None:
         assert "CERTFLEET_LISTENER_CLIENT_ID" not in names, source
     assert env["CERTFLEET_REDIS_URL"] == "redis://redis:6379/0"
     assert (env["CERTFLEET_MQTT_HOST"], env["CERTFLEET_MQTT_PORT"]) == ("mosquitto", "1883")
-    assert env["CERTFLEET_SIGNING_KEY_FILE"].startswith("/run/secrets/")
+    assert env["CERTFLEET_PKCS11_PIN_FILE"].startswith("/run/secrets/")
     for name in ("MQTT_USERNAME", "MQTT_PASSWORD", "WEBHOOK_SECRETS", "API_TOKENS"):
         assert env[f"CERTFLEET_{name}"], name
     assert re.fullmatch(r"[^:,]+:[^,]+", env["FLOWER_BASIC_AUTH"])
@@ -557,6 +572,96 @@ def test_every_listener_has_a_stable_client_id_of_its_own(env_example: dict[str,
             assert role.client_id is None, f"{role.source} sets a client id"
 
 
+def unit_option(argv: list[str], name: str) -> str:
+    """The value of `--name=VALUE` in a command line."""
+    (value,) = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
+    return value
+
+
+def test_no_private_signing_key_is_shipped_the_root_is_in_a_token(
+    env_example: dict[str, str],
+) -> None:
+    """compose, systemd and Kubernetes sign with a root key in a PKCS#11 token (issue 17).
+
+    No deployment file names a signing key file or hands one over (compose secret,
+    Kubernetes Secret, env file); the token's PIN (a PIN, not a key) reaches the workers
+    only; compose mounts the socket of the p11-kit server that certfleet-p11-kit.service
+    runs into the workers only, at the address the env file names; the shipped settings
+    are valid together (a delegation outlives a bundle).
+    """
+    deploy_text = {
+        path: path.read_text(errors="replace") for path in DEPLOY.rglob("*") if path.is_file()
+    }
+    for path, text in deploy_text.items():
+        for word in ("CERTFLEET_SIGNING_KEY_FILE", "signing-key.pem", "signing_key"):
+            assert word not in text, f"{path.relative_to(REPO)} names {word}"
+
+    docs = k8s_documents()
+    (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
+    (secret,) = [d["stringData"] for d in docs if d["kind"] == "Secret"]
+    for source, env in (("env.example", env_example), ("ConfigMap", config)):
+        assert env["CERTFLEET_ROOT_SIGNER"] == "pkcs11", source
+        for name in ("MODULE", "TOKEN", "KEY_LABEL", "PIN_FILE"):
+            assert env[f"CERTFLEET_PKCS11_{name}"], f"{source}: CERTFLEET_PKCS11_{name}"
+        settings = Settings.model_validate(
+            {k.removeprefix("CERTFLEET_").lower(): v for k, v in env.items() if k in SETTINGS}
+        )
+        assert settings.delegation_hours * 3600 >= 2 * settings.bundle_ttl_seconds, (
+            f"{source}: a delegation renewed at half its life covers a new bundle"
+        )
+    private = [name for name, value in secret.items() if "PRIVATE KEY" in value]
+    assert private == ["device-ca-key.pem"], "the device CA's key is the Secret's only key"
+    assert secret["pkcs11-pin"]
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    socket_path = Path(env_example["P11_KIT_SERVER_ADDRESS"].removeprefix("unix:path="))
+    for name, service in services.items():
+        secrets = [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+        mounted = mounts(service)
+        if name == "worker":
+            assert "pkcs11_pin" in secrets
+            assert mounted[str(socket_path.parent)] == str(socket_path.parent)
+        else:
+            assert "pkcs11_pin" not in secrets, name
+            assert str(socket_path.parent) not in mounted, name
+    assert env_example["CERTFLEET_PKCS11_PIN_FILE"] == "/run/secrets/pkcs11_pin"
+
+    server = read_unit(SYSTEMD / P11_KIT_UNIT)["Service"]
+    (exec_start,) = server["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[:3] == ["/usr/bin/p11-kit", "server", "--foreground"]
+    assert Path(unit_option(argv, "name")) == socket_path
+    assert server["RuntimeDirectory"] == [socket_path.parent.name]
+    assert server["RuntimeDirectoryPreserve"] == ["yes"], "a container's mount survives restarts"
+    assert unit_option(argv, "user") == "certfleet", "it answers the units' user only"
+    assert argv[-1] == f"pkcs11:token={env_example['CERTFLEET_PKCS11_TOKEN']}"
+    worker = read_unit(SYSTEMD / "certfleet-worker@.service")["Unit"]
+    assert P11_KIT_UNIT in " ".join(worker["After"])
+    assert P11_KIT_UNIT in " ".join(worker["Wants"])
+    assert P11_KIT_UNIT in " ".join(read_unit(SYSTEMD / "certfleet.target")["Unit"]["Wants"])
+    for path in sorted(SYSTEMD.glob("*.service")):
+        if path.name in BROKER_SIDE_UNITS or path.name.startswith("certfleet-worker@"):
+            continue
+        hidden = read_unit(path)["Service"].get("InaccessiblePaths", [])
+        assert f"-{SYSTEMD_PIN_FILE}" in hidden, f"{path.name} cannot read the PIN"
+
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    for name, pod in pods.items():
+        items = [
+            item["key"]
+            for volume in pod.get("volumes", [])
+            for item in volume.get("secret", {}).get("items", [])
+        ]
+        assert ("pkcs11-pin" in items) == (name == "certfleet-worker"), name
+    (init,) = pods["certfleet-worker"]["initContainers"]
+    copied = " ".join(init["command"])
+    assert f"install -m 0600 /secret/pkcs11-pin {config['CERTFLEET_PKCS11_PIN_FILE']}" in copied
+
+
 # -- docker-compose config ------------------------------------------------------------------
 
 
@@ -596,7 +701,7 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
         assert services[name].get("deploy", {}).get("replicas", 1) == 1, name
     assert services["worker"]["deploy"]["replicas"] == 2
     assert [s["source"] for s in services["worker"]["secrets"]] == [
-        "signing_key",
+        "pkcs11_pin",
         "device_ca_cert",
         "device_ca_key",
     ]
@@ -650,16 +755,18 @@ def connected_with_session(broker: LocalService, client_id: str) -> bool:
 
 
 def run_roles(
-    roles: list[Role], service_env: Mapping[str, str], broker: LocalService, log_dir: Path
+    roles: list[Role],
+    service_env: Mapping[str, str],
+    broker: LocalService,
+    log_dir: Path,
+    token: RootToken,
 ) -> None:
     """Start every role at once, each on a Redis database of its own, wait, check, stop.
 
-    A listener with a client id must have connected under it, keeping its session.
+    A listener with a client id must have connected under it, keeping its session; a
+    worker must have got its delegation from the root key in `token`.
     """
     redis_url = service_env["CERTFLEET_REDIS_URL"].rsplit("/", 1)[0]
-    key = log_dir / "signing-key.pem"
-    if not key.exists():
-        generate_key_file(key)
     pki = log_dir / "deploy-pki"
     if not pki.exists():
         make_pki(pki)
@@ -670,7 +777,7 @@ def run_roles(
                 **role.env,
                 **service_env,
                 "CERTFLEET_REDIS_URL": f"{redis_url}/{db}",
-                "CERTFLEET_SIGNING_KEY_FILE": str(key),
+                **token.env_for(role),
                 # the device CA and the CRL's directory, where the files put them
                 "CERTFLEET_ISSUER_CA_CERT_FILE": str(pki / "device-ca.pem"),
                 "CERTFLEET_ISSUER_CA_KEY_FILE": str(pki / "device-ca-key.pem"),
@@ -701,6 +808,13 @@ def run_roles(
                     interval=0.2,
                     what=f"{role.source} connected as {client_id} with its session",
                 )
+            if role.kind == "worker":
+                wait_until(
+                    partial(token.delegated, proc),
+                    timeout=READY_TIMEOUT,
+                    interval=0.2,
+                    what=f"{role.source}'s delegation from the root key {token.kid.hex()}",
+                )
             if role.kind == "flower":
                 user = env["FLOWER_BASIC_AUTH"].split(",")[0]
                 auth = {"Authorization": "Basic " + b64encode(user.encode()).decode()}
@@ -713,6 +827,74 @@ def run_roles(
                     f"{role.source} health check {check} failed:\n{result.stdout!r}\n"
                     f"{result.stderr!r}"
                 )
+
+
+def p11_kit_client_module() -> Path | None:
+    """p11-kit's client module on this machine (Debian: p11-kit-modules), or None."""
+    listing = subprocess.run(
+        ["dpkg", "-L", "p11-kit-modules"], capture_output=True, text=True, check=False
+    ).stdout
+    found = [line for line in listing.splitlines() if line.endswith("/pkcs11/p11-kit-client.so")]
+    return Path(found[0]) if found and Path(found[0]).is_file() else None
+
+
+@dataclass
+class RootToken:
+    """The test's token holding the root key, and how the started processes reach it."""
+
+    token: SoftHsmToken
+    kid: bytes
+    socket: Path | None  # the p11-kit server's socket; None: no p11-kit on this machine
+    client_module: Path | None
+
+    def env_for(self, role: Role) -> dict[str, str]:
+        """What differs from the shipped settings on this machine: the PIN file, and the
+        module where the shipped one is not here."""
+        env = {"CERTFLEET_PKCS11_PIN_FILE": str(self.token.pin_file)}
+        if role.env.get("P11_KIT_SERVER_ADDRESS") and self.socket and self.client_module:
+            env["CERTFLEET_PKCS11_MODULE"] = str(self.client_module)
+            env["P11_KIT_SERVER_ADDRESS"] = f"unix:path={self.socket}"
+        else:
+            env["CERTFLEET_PKCS11_MODULE"] = str(self.token.module)
+        return env
+
+    def delegated(self, proc: Proc) -> bool:
+        """The worker logged a delegation signed by this root key."""
+        return any(
+            "delegation_issued" in line and self.kid.hex() in line
+            for line in proc.log().splitlines()
+        )
+
+
+@pytest.fixture
+def root_token(tmp_path: Path, env_example: dict[str, str]) -> Iterator[RootToken]:
+    """A SoftHSM2 token labelled as the deployments say, its root key made in it, served
+    by certfleet-p11-kit.service's command where p11-kit is installed."""
+    label = env_example["CERTFLEET_PKCS11_TOKEN"]
+    with softhsm_token(tmp_path / "hsm", label=label) as token:
+        assert token.key_label == env_example["CERTFLEET_PKCS11_KEY_LABEL"]
+        kid = key_id(token.create_root())
+        release_tokens()
+        client = p11_kit_client_module()
+        if client is None or shutil.which("p11-kit") is None:
+            yield RootToken(token, kid, None, None)
+            return
+        (exec_start,) = read_unit(SYSTEMD / P11_KIT_UNIT)["Service"]["ExecStart"]
+        sock = tmp_path / "p11" / "pkcs11"
+        sock.parent.mkdir()
+        argv = [
+            f"--name={sock}" if word.startswith("--name=") else word
+            for word in shlex.split(exec_start)
+            # one user runs the test and its processes: the server answers that user
+            if not word.startswith(("--user=", "--group="))
+        ]
+        argv[0] = shutil.which("p11-kit") or argv[0]
+        server = start("p11-kit-server", argv, env=token.env, log_dir=tmp_path)
+        try:
+            wait_until(sock.exists, timeout=15, what=f"p11-kit server's socket:\n{server.log()}")
+            yield RootToken(token, kid, sock, client)
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -747,6 +929,7 @@ def start_redis_with_compose_command(tmp_path: Path) -> subprocess.Popen[bytes]:
     spec = yaml.safe_load(COMPOSE.read_text())["services"]["redis"]
     argv, port = compose_argv(spec["command"]), free_port()
     binary = shutil.which(argv[0]) or f"/usr/bin/{argv[0]}"
+    tmp_path.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [binary, *argv[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
@@ -775,26 +958,30 @@ def test_compose_commands_start_and_get_ready(
     deploy_env: dict[str, str],
     own_broker: LocalService,
     log_dir: Path,
-    tmp_path: Path,
+    root_token: RootToken,
 ) -> None:
     """worker, beat, listeners, api and flower as compose runs them; so does its Redis."""
-    redis = start_redis_with_compose_command(tmp_path)
+    redis = start_redis_with_compose_command(log_dir / "redis")
     try:
-        run_roles(compose_roles(env_example), deploy_env, own_broker, log_dir)
+        run_roles(compose_roles(env_example), deploy_env, own_broker, log_dir, root_token)
     finally:
         redis.terminate()
         redis.wait(timeout=10)
 
 
 def test_systemd_commands_start_and_get_ready(
-    env_example: dict[str, str], deploy_env: dict[str, str], own_broker: LocalService, log_dir: Path
+    env_example: dict[str, str],
+    deploy_env: dict[str, str],
+    own_broker: LocalService,
+    log_dir: Path,
+    root_token: RootToken,
 ) -> None:
     """Every ExecStart= and Environment=, with /opt/certfleet's venv swapped for this repo's."""
-    run_roles(systemd_roles(env_example), deploy_env, own_broker, log_dir)
+    run_roles(systemd_roles(env_example), deploy_env, own_broker, log_dir, root_token)
 
 
 def test_k8s_commands_start_and_get_ready(
-    deploy_env: dict[str, str], own_broker: LocalService, log_dir: Path
+    deploy_env: dict[str, str], own_broker: LocalService, log_dir: Path, root_token: RootToken
 ) -> None:
     """Every Deployment's and StatefulSet's command with its env, and its exec probes."""
-    run_roles(k8s_roles(), deploy_env, own_broker, log_dir)
+    run_roles(k8s_roles(), deploy_env, own_broker, log_dir, root_token)
