@@ -7,8 +7,10 @@ rollback undoes the device's one undo record (`nothing_to_undo`, `superseded`), 
 no change touches the active tags or the identity in use (`tag_in_use`), and that an
 identity stage carries a certificate of the key its rollout's keygen made
 (`nothing_staged`, `key_mismatch`). A
-rejection names the bundle's rollout and seq only if its signature verified: a
-stranger's bundle must not be able to speak for a rollout.
+rejection names the bundle's rollout and seq only if its signature verified and its
+delegation (if any) was accepted: a stranger's bundle, or one under a revoked or
+expired delegation, must not be able to speak for a rollout. That a root-only op
+(trust-signer, revoke) comes under no delegation is `open_bundle`'s (check 7a).
 """
 
 from __future__ import annotations
@@ -32,15 +34,10 @@ from orchestrator.protocol.bundle import (
     Reason,
 )
 from orchestrator.protocol.limits import CERT_ITEM_MAX_BYTES, SIGNERS_MAX, TAG_LIST_MAX
+from orchestrator.protocol.reasons import UNVERIFIED_REASONS
 from simulator.flash import UndoRecord
 
-__all__ = ["UNVERIFIED", "DeviceView", "check_operation", "rejection_ids"]
-
-UNVERIFIED: Final = frozenset(
-    {Reason.BAD_ENVELOPE, Reason.UNSUPPORTED_ALGORITHM, Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE}
-)
-"""Refusals before the signature verified (checks 2 to 5 of docs/protocol.md §4; check 1,
-`too_large`, too when the whole bundle is over its limit)."""
+__all__ = ["DeviceView", "check_operation", "rejection_ids"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,17 +253,19 @@ _CHECKS: Final[dict[str, Callable[[Bundle, DeviceView], None]]] = {
 
 
 def _verified(payload: bytes, reason: Reason) -> bool:
-    """Whether a bundle refused for `reason` had passed signature verification."""
+    """Whether a bundle refused for `reason` had passed signature verification (checks 1 to
+    5d of docs/protocol.md §4: its delegation, if any, accepted too)."""
     if reason is Reason.TOO_LARGE:
         return len(payload) <= MAX_BUNDLE_BYTES  # check 12 (a CA chain item), not check 1
-    return reason not in UNVERIFIED
+    return reason not in UNVERIFIED_REASONS
 
 
 def rejection_ids(payload: bytes, reason: Reason) -> tuple[int, str, str | None]:
     """seq, rollout id and op a rejection for `reason` names, only to correlate it.
 
-    A bundle refused before its signature verified could be anyone's: its rejection
-    names no rollout (seq 0, rollout id '', no op). After verification the payload is
+    A bundle refused before its signature verified, or under a delegation the device
+    does not accept, could be anyone's: its rejection names no rollout (seq 0, rollout
+    id '', no op). After verification the payload is
     the signer's, read best effort (a bad payload may not say).
     """
     if not _verified(payload, reason):

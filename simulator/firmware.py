@@ -4,8 +4,9 @@
 anything else, writes the key store only while offline, stages into a spare sec_tag,
 proves the staged trust with a real TLS handshake, and commits only on a signed
 `commit`; with no commit by the deadline it falls back by itself. It keeps one undo
-record, and its state in flash (`simulator.flash`), written before each key store
-change that must survive a power cut; `reboot` resumes from flash and the modem.
+record, the delegations a root-signed `revoke` revoked, and its state in flash
+(`simulator.flash`), written before each key store change that must survive a power
+cut; `reboot` resumes from flash and the modem.
 It knows no MQTT library: it publishes through a `Link`, and says through
 `needs_offline` and `needs_reconnect` when whoever carries it must take it offline
 or reconnect. An identity (a client certificate and the key the modem made for it)
@@ -332,6 +333,7 @@ class Firmware:
                 last_seq=0 if REPLAY_FAULT in self.faults else self.last_seq,
                 now=now,
                 versions=self._versions,
+                revocation=self.record.revocation,
             )
             check_operation(bundle, self._view())
         except BundleRejectedError as exc:

@@ -2,11 +2,11 @@
 
 The firmware's state lives in one `FlashRecord`, replaced whole by each write (as one
 NVS entry is): the last accepted seq, the active tag list, the identity tag, the
-trusted signers, the undo record, and the work it decided but has not done yet
-(`Intent`, `Pending`). The
-order is MCUboot's swap state: the intent is written before the key store is touched,
-the outcome after, so `Firmware.reboot` finds in flash and the modem's key store
-everything it needs to finish an interrupted operation (docs/protocol.md §13).
+trusted signers and the revoked delegations, the undo record, and the work it decided
+but has not done yet (`Intent`, `Pending`). The order is MCUboot's swap state: the
+intent is written before the key store is touched, the outcome after, so
+`Firmware.reboot` finds in flash and the modem's key store everything it needs to
+finish an interrupted operation (docs/protocol.md §13).
 
 `Fuse` counts the firmware's steps (flash writes, key store writes and deletes,
 publishes); armed, it raises `PowerCut` before one of them, and the firmware stops there
@@ -16,12 +16,13 @@ as a device that lost power would.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol.bundle import Bundle, Credential
+from orchestrator.protocol.delegation import Revocation
 from orchestrator.protocol.report import ReportMessage
 
 __all__ = [
@@ -173,6 +174,9 @@ class FlashRecord:
     identity: int | None = None
     """The sec_tag whose client certificate and key the broker connection presents."""
     signers: tuple[tuple[bytes, ec.EllipticCurvePublicKey], ...] = ()
+    revocation: Revocation = field(default_factory=Revocation)
+    """The revoked delegations: key ids and the issued-before time (a `revoke` sets them,
+    in the same write as its seq)."""
     undo: UndoRecord | None = None
     intent: Intent | None = None
     pending: Pending | None = None

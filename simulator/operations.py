@@ -5,7 +5,7 @@ to change, and the key store work (`Intent`) with the reports that follow it, al
 persisted in one write before any of the work is done. The undo record rules live
 here: a stage or keygen replaces the record, an identity stage continues its keygen's,
 a commit turns it into a commit record, a rollback undoes it, a retire drops it, a
-trust-signer leaves it alone.
+trust-signer or a revoke leaves it alone.
 """
 
 from __future__ import annotations
@@ -212,6 +212,18 @@ def _trust_signer(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeRe
     return Decision("trust-signer", Intent(reports=(done,)), changes)
 
 
+def _revoke(bundle: Bundle, record: FlashRecord, tls: bool, report: MakeReport) -> Decision:
+    """The revoked key ids become the bundle's whole list; the revocation time only rises."""
+    before = bundle.revoke_before
+    assert before is not None  # noqa: S101 -- required by the payload rules
+    revocation = record.revocation.applied(bundle.revoke_kids, before)
+    kids = ", ".join(kid.hex() for kid in sorted(revocation.kids)) or "none"
+    detail = f"revoked key ids {kids}; issued before {revocation.before}"
+    done = report(bundle, Phase.COMMITTED, detail=detail)
+    changes = {"last_seq": bundle.seq, "revocation": revocation}
+    return Decision("revoke", Intent(reports=(done,)), changes)
+
+
 Operation = Callable[[Bundle, FlashRecord, bool, MakeReport], Decision]
 OPERATIONS: Final[Mapping[str, Operation]] = {
     "stage": _stage,
@@ -220,5 +232,6 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     "retire": _retire,
     "trust-signer": _trust_signer,
     "keygen": _keygen,
+    "revoke": _revoke,
 }
 """op -> (bundle, flash record, TLS broker?, report maker) -> decision."""

@@ -6,6 +6,8 @@ a reconnect to prove a list change), with a fake prober and power cuts on demand
 With `identity`, the device holds a client certificate from the device CA and key in
 sec_tag 44, and the broker (mutual TLS) accepts only a certificate of the device CA
 that it has not been told to refuse (`World.refused`: revoked serials).
+Bundles are signed by a root key the device trusts (`World.sign`), or by one of the
+`ONLINE` keys under a delegation that root key signed (`World.sign_delegated`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.bundle import Bundle, Credential, Probe, encode_payload
-from orchestrator.protocol.cose import key_id, sign1
+from orchestrator.protocol.cose import es256_sign, key_id, sign1
+from orchestrator.protocol.delegation import DELEGABLE_OPS, Scope, sign_delegation
 from orchestrator.protocol.keygen import parse_keygen_output
 from orchestrator.protocol.report import ReportMessage
 from simulator.firmware import Firmware
@@ -36,6 +39,7 @@ __all__ = [
     "DEVICE_CA",
     "IDENTITY_TAG",
     "KEYS",
+    "ONLINE",
     "START",
     "Link",
     "World",
@@ -50,6 +54,9 @@ CAS = {name: make_ca(f"CA {name}", **_VALID) for name in "ABC"}
 BROKER_CAS = (CAS["A"].pem, CAS["B"].pem)
 """The broker's chain validates with CA A or CA B (cross-signed); CA C is unrelated."""
 KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
+ONLINE = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+"""Online (worker) keys: the device never trusts them, a root key delegates them."""
+FULL_SCOPE = Scope(ops=DELEGABLE_OPS, kinds=(0, 1))
 DEVICE_CA = make_ca("Device CA", **_VALID)
 """Issues the client certificates the broker accepts."""
 IDENTITY_TAG = 44
@@ -87,6 +94,17 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 def broker_accepts(chains: Sequence[bytes]) -> bool:
     """Whether a TLS connection validating with `chains` reaches the broker."""
     return any(ca in chain for chain in chains for ca in BROKER_CAS)
+
+
+class _Root:
+    """A root key as `sign_delegation` takes it: its key id and ES256."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self.key = key
+        self.key_id = key_id(key.public_key())
+
+    def sign(self, to_be_signed: bytes) -> bytes:
+        return es256_sign(self.key, to_be_signed)
 
 
 class Link:
@@ -256,6 +274,47 @@ class World:
         payload = bundle if isinstance(bundle, bytes) else encode_payload(bundle)
         key = next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
         return sign1(payload, private_key=key, kid=key_id(key.public_key()))
+
+    def root(self) -> ec.EllipticCurvePrivateKey:
+        """The first of `KEYS` the device trusts."""
+        return next(k for k in KEYS if key_id(k.public_key()) in self.firmware.signers)
+
+    def delegation(
+        self,
+        online: ec.EllipticCurvePrivateKey,
+        *,
+        scope: Scope = FULL_SCOPE,
+        issued_at: int | None = None,
+        not_before: int | None = None,
+        expires_at: int | None = None,
+        root: ec.EllipticCurvePrivateKey | None = None,
+    ) -> bytes:
+        """A delegation of `online` by `root` (default: the trusted root), issued now, valid
+        for two hours."""
+        now = int(self.clock.timestamp())
+        return sign_delegation(
+            root=_Root(root or self.root()),
+            public_key=online.public_key(),
+            not_before=now - 60 if not_before is None else not_before,
+            expires_at=now + 7200 if expires_at is None else expires_at,
+            issued_at=now if issued_at is None else issued_at,
+            scope=scope,
+        )
+
+    def sign_delegated(
+        self,
+        bundle: Bundle | bytes,
+        online: ec.EllipticCurvePrivateKey,
+        delegation: bytes | None = None,
+    ) -> bytes:
+        """Signed by `online`, carrying `delegation` (default: a fresh one of full scope)."""
+        payload = bundle if isinstance(bundle, bytes) else encode_payload(bundle)
+        return sign1(
+            payload,
+            private_key=online,
+            kid=key_id(online.public_key()),
+            delegation=self.delegation(online) if delegation is None else delegation,
+        )
 
     def settle(self, *, connect: bool = False) -> None:
         """Carry the device as `simulator.agent` does until it needs nothing more."""

@@ -39,6 +39,7 @@ from orchestrator.protocol import SIGNERS_MAX, TAG_LIST_MAX, CredentialType
 from orchestrator.protocol.bundle import Bundle, Credential, Probe, Reason, SignerKey
 from orchestrator.protocol.bundle import encode_payload as encode
 from orchestrator.protocol.cose import key_id
+from orchestrator.protocol.delegation import ROOT_OPS, Revocation
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import BundleBody, identity_stage_body
 from orchestrator.services.rollout.push import bundle_body
@@ -49,6 +50,7 @@ from tests.unit.firmware_world import (
     CAS,
     DEVICE_CA,
     KEYS,
+    ONLINE,
     World,
     broker_accepts,
     certificate_for,
@@ -99,6 +101,10 @@ class FirmwareMachine(RuleBasedStateMachine):
         self.received: list[bytes] = []
         self.csrs: dict[str, tuple[str, int]] = {}
         """rid -> the last CSR field a keygen of it reported, and its tag."""
+        self.revocation = Revocation()
+        """What the device must refuse: every revoke it was sent, applied in turn."""
+        self.worker: int | None = None
+        """The online key (of `ONLINE`) that signs bundles under a delegation; None: the root."""
 
     def make_world(self) -> World:
         """The device and its surroundings."""
@@ -110,7 +116,17 @@ class FirmwareMachine(RuleBasedStateMachine):
         return self.world.clock
 
     def sign(self, bundle: Bundle) -> bytes:
-        return self.world.sign(bundle)
+        """As certfleet signs: a worker's online key under a fresh delegation, unless the
+        op is root-only or the device would refuse the worker's delegation (revoked)."""
+        worker = self.worker
+        if worker is None or bundle.op in ROOT_OPS or self.revoked(worker):
+            return self.world.sign(bundle)
+        return self.world.sign_delegated(bundle, ONLINE[worker])
+
+    def revoked(self, worker: int) -> bool:
+        """Whether a delegation of `ONLINE[worker]` issued now is revoked on the device."""
+        kid = key_id(ONLINE[worker].public_key())
+        return kid in self.revocation.kids or int(self.clock.timestamp()) < self.revocation.before
 
     def bundle(self, body: BundleBody, rid: str, undo_by: int | None = None) -> Bundle:
         """The bundle certfleet would sign for `body` (with `undo_by` for a commit)."""
@@ -149,7 +165,8 @@ class FirmwareMachine(RuleBasedStateMachine):
                 for r in later
                 if r.phase is Phase.REJECTED
             ), "after received, only modem_error (or replay) may reject"
-        elif ours:
+        elif ours and not any(r.phase is Phase.FALLBACK for r in new):
+            # refused, and no commit deadline passed meanwhile (its fallback deletes a tag)
             assert (firmware.modem.items(), firmware.active_tags) == (items, active)
         return ours
 
@@ -363,6 +380,43 @@ class FirmwareMachine(RuleBasedStateMachine):
         else:
             assert set(self.firmware.signers) == after
 
+    # -- delegations and their revocation ----------------------------------------------------
+
+    @rule(worker=st.none() | st.integers(min_value=0, max_value=len(ONLINE) - 1))
+    def worker_changes(self, worker: int | None) -> None:
+        """Another worker (its own online key) signs from now on, or the root itself."""
+        self.worker = worker
+
+    @rule(
+        kids=st.lists(st.integers(min_value=0, max_value=len(ONLINE) - 1), unique=True),
+        before=st.sampled_from(["none", "past", "ahead"]),
+        cut=CUTS,
+    )
+    def revocation_sent(self, kids: list[int], before: str, cut: int | None) -> None:
+        """`certfleet keys revoke`: the whole list of revoked key ids, and maybe a time."""
+        now = int(self.clock.timestamp())
+        time = {"none": 0, "past": now - 1000, "ahead": now + 1}[before]
+        revoked = tuple(key_id(ONLINE[n].public_key()) for n in kids)
+        bundle = self.world.bundle("revoke", "", revoke_kids=revoked, revoke_before=time)
+        ours = self.deliver(self.sign(bundle), bundle.seq, cut)
+        assert ours, "no report about the revoke"
+        self.revocation = self.revocation.applied(revoked, time)
+        assert self.firmware.record.revocation == self.revocation
+
+    @precondition(lambda self: self.revocation.kids or self.revocation.before)
+    @rule(worker=st.integers(min_value=0, max_value=len(ONLINE) - 1), cut=CUTS)
+    def revoked_worker_refused(self, worker: int, cut: int | None) -> None:
+        """A bundle under a revoked delegation: delegation_revoked, naming no bundle."""
+        if not self.revoked(worker):
+            return
+        body = BundleBody(op="rollback")
+        bundle = self.bundle(body, "")
+        ours = self.deliver(self.world.sign_delegated(bundle, ONLINE[worker]), 0, cut)
+        # (a power cut before the rejection went out: the redelivery is refused again)
+        assert {(r.phase, r.reason, r.rollout_id) for r in ours} == {
+            (Phase.REJECTED, Reason.DELEGATION_REVOKED, "")
+        }, ours
+
     # -- time, the network, the power -----------------------------------------------------
 
     @rule(seconds=st.sampled_from([60, 700, 4000]), cut=CUTS)
@@ -386,7 +440,12 @@ class FirmwareMachine(RuleBasedStateMachine):
         start = len(self.firmware.reports)
         run(self.firmware.handle(self.world.link, payload))
         reasons = {(r.phase, r.reason) for r in self.firmware.reports[start:]}
-        assert reasons <= {(Phase.REJECTED, Reason.REPLAY), (Phase.REJECTED, Reason.UNKNOWN_KEY)}
+        assert reasons <= {
+            (Phase.REJECTED, Reason.REPLAY),
+            (Phase.REJECTED, Reason.UNKNOWN_KEY),
+            (Phase.REJECTED, Reason.DELEGATION_REVOKED),
+            (Phase.REJECTED, Reason.DELEGATION_EXPIRED),
+        }
 
     # -- what must hold after every step ---------------------------------------------------
 
@@ -402,6 +461,10 @@ class FirmwareMachine(RuleBasedStateMachine):
         assert broker_accepts(firmware.broker_ca_chains()), "the device lost its broker"
         assert not firmware.needs_offline
         assert not firmware.needs_reconnect
+
+    @invariant()
+    def the_revocation_is_in_flash(self) -> None:
+        assert self.firmware.record.revocation == self.revocation
 
 
 IDENTITY_TAGS = (44, 45)
