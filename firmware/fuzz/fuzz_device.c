@@ -6,7 +6,10 @@
  *   this exercises checks 1 to 5; it asserts that no input which did not verify
  *   reaches the key store.
  * - FUZZ_PAYLOAD: the input is a payload, which the harness signs with the device's
- *   trusted key, so checks 6 to 13 and every op run on fuzzed content.
+ *   trusted key, so checks 6 to 13 and every op run on fuzzed content. A payload that
+ *   starts with DELEGATED is signed instead by a worker's key under a delegation of that
+ *   root (tests/vectors/bundles/delegation.cose, FUZZ_DELEGATION), so check 7a runs on
+ *   fuzzed content too.
  *
  * After each input the device must still hold a working trust set: 1 to 7 distinct
  * active tags, each with a CA chain item, no delete pending; and an identity tag, when
@@ -17,6 +20,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +40,9 @@
 
 static const char DEVICE_ID[] = "nrf-352656100000000";
 static const uint64_t NOW = 1800000000;
-static const uint8_t KID[CF_KID_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+/* tests/make_bundles.py's KEY (the trusted root) and ONLINE_KEY (its delegated key) */
+static const uint8_t ROOT_SCALAR[32] = {[28] = 0x5e, [29] = 0xed, [30] = 0x00, [31] = 0x01};
+static const uint8_t ONLINE_SCALAR[32] = {[28] = 0x5e, [29] = 0xed, [30] = 0x02, [31] = 0x00};
 
 struct item {
 	uint32_t tag;
@@ -48,13 +54,17 @@ static struct {
 	struct item items[ITEMS_MAX];
 	bool online;
 	int writes;
-	uint8_t record[1024];
+	uint8_t record[2048];
 	size_t record_len;
 	enum cf_phase first_phase;
 	size_t reports;
 	psa_key_id_t signing_key;
 	struct cf_signer signer;
 	uint8_t identity_spki_sha256[32];
+	psa_key_id_t online_key; /* signs under the delegation */
+	struct cf_signer delegate; /* the online key, as a device would trust it */
+	uint8_t delegation[CF_DELEGATION_MAX_BYTES];
+	size_t delegation_len;
 } world;
 
 static struct item *find(uint32_t tag, uint8_t type)
@@ -216,15 +226,12 @@ static void provision(struct cf_device *dev)
 		.probe = {NULL, probe_run},
 		.transport = {NULL, publish, NULL},
 	};
-	psa_key_id_t key = world.signing_key;
-	struct cf_signer signer = world.signer;
-	uint8_t identity[32];
-
-	memcpy(identity, world.identity_spki_sha256, sizeof(identity));
-	memset(&world, 0, sizeof(world));
-	world.signing_key = key;
-	world.signer = signer;
-	memcpy(world.identity_spki_sha256, identity, sizeof(identity));
+	/* everything but the keys and the delegation */
+	memset(world.items, 0, sizeof(world.items));
+	world.writes = 0;
+	world.record_len = 0;
+	world.first_phase = CF_PHASE_RECEIVED;
+	world.reports = 0;
 	world.online = true;
 	world.items[0] = (struct item){42, 0, true};
 	CHECK(cf_device_init(dev, DEVICE_ID, &ports) == -ENOENT);
@@ -238,47 +245,98 @@ static int hash_update(void *ctx, const uint8_t *data, size_t len)
 	return psa_hash_update(ctx, data, len) == PSA_SUCCESS ? 0 : -EIO;
 }
 
-/* COSE_Sign1 around `payload`, signed ES256 with the trusted key. */
-static size_t sign(const uint8_t *payload, size_t len, uint8_t *out, size_t cap)
+/*
+ * COSE_Sign1 around `payload`, signed ES256 with the trusted key, or with the online key
+ * and its delegation in the protected header ({1: -7, 4: kid, -65537: delegation}).
+ */
+static size_t sign(const uint8_t *payload, size_t len, bool delegated, uint8_t *out, size_t cap)
 {
-	static const uint8_t head[] = {0xd2, 0x84, 0x4d, 0xa2, 0x01, 0x26, 0x04, 0x48};
+	const struct cf_signer *key = delegated ? &world.delegate : &world.signer;
+	const size_t dlg_len = delegated ? world.delegation_len : 0;
+	/* the protected map: 1 + alg 2 + kid 10 (+ label 5, bstr head 3, the delegation) */
+	const size_t protected_len = 13 + (delegated ? 8 + dlg_len : 0);
 	uint8_t hash[32], signature[64];
 	size_t at = 0, hash_len = 0, sig_len = 0;
 	struct cf_cose_sign1 msg;
 	psa_hash_operation_t op = PSA_HASH_OPERATION_INIT;
 
-	if (len > 0xffff || sizeof(head) + CF_KID_LEN + 4 + 3 + len + 2 + 64 > cap) {
+	if (len > 0xffff || 2 + 3 + protected_len + 4 + len + 2 + 64 > cap) {
 		return 0;
 	}
-	memcpy(out, head, sizeof(head));
-	at = sizeof(head);
-	memcpy(out + at, KID, CF_KID_LEN);
+	out[at++] = 0xd2;
+	out[at++] = 0x84;
+	out[at++] = 0x59; /* protected bstr, 2-byte length */
+	out[at++] = (uint8_t)(protected_len >> 8);
+	out[at++] = (uint8_t)protected_len;
+	const size_t protected_at = at;
+	out[at++] = delegated ? 0xa3 : 0xa2;
+	out[at++] = 0x01;
+	out[at++] = 0x26;
+	out[at++] = 0x04;
+	out[at++] = 0x48;
+	memcpy(out + at, key->kid, CF_KID_LEN);
 	at += CF_KID_LEN;
+	if (delegated) {
+		static const uint8_t label[] = {0x3a, 0x00, 0x01, 0x00, 0x00, 0x59};
+		memcpy(out + at, label, sizeof(label));
+		at += sizeof(label);
+		out[at++] = (uint8_t)(dlg_len >> 8);
+		out[at++] = (uint8_t)dlg_len;
+		memcpy(out + at, world.delegation, dlg_len);
+		at += dlg_len;
+	}
 	out[at++] = 0xa0; /* unprotected {} */
 	out[at++] = 0x59; /* payload bstr, 2-byte length */
 	out[at++] = (uint8_t)(len >> 8);
 	out[at++] = (uint8_t)len;
 	memcpy(out + at, payload, len);
 	at += len;
-	msg = (struct cf_cose_sign1){.protected_bytes = out + 3, .protected_len = 13,
-				     .payload = payload, .payload_len = len};
+	msg = (struct cf_cose_sign1){.protected_bytes = out + protected_at,
+				     .protected_len = protected_len,
+				     .payload = payload,
+				     .payload_len = len};
 	CHECK(psa_hash_setup(&op, PSA_ALG_SHA_256) == PSA_SUCCESS);
 	CHECK(cf_cose_sig_structure(&msg, NULL, 0, hash_update, &op) == 0);
 	CHECK(psa_hash_finish(&op, hash, sizeof(hash), &hash_len) == PSA_SUCCESS);
-	CHECK(psa_sign_hash(world.signing_key, PSA_ALG_ECDSA(PSA_ALG_SHA_256), hash, hash_len,
-			    signature, sizeof(signature), &sig_len) == PSA_SUCCESS);
+	CHECK(psa_sign_hash(delegated ? world.online_key : world.signing_key,
+			    PSA_ALG_ECDSA(PSA_ALG_SHA_256), hash, hash_len, signature,
+			    sizeof(signature), &sig_len) == PSA_SUCCESS);
 	out[at++] = 0x58;
 	out[at++] = 64;
 	memcpy(out + at, signature, 64);
 	return at + 64;
 }
+
+/* The delegation of the online key by the root, as make_bundles.py wrote it. */
+static void read_delegation(void)
+{
+	FILE *f = fopen(FUZZ_DELEGATION, "rb");
+	CHECK(f != NULL);
+	world.delegation_len = fread(world.delegation, 1, sizeof(world.delegation), f);
+	CHECK(world.delegation_len > 0 && feof(f));
+	fclose(f);
+}
 #endif
+
+/* A key id: the first 8 bytes of SHA-256 over the P-256 SubjectPublicKeyInfo. */
+static void key_id(const uint8_t pub[CF_P256_POINT_LEN], uint8_t kid[CF_KID_LEN])
+{
+	static const uint8_t spki_head[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+					      0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
+	uint8_t spki[26 + CF_P256_POINT_LEN], digest[32];
+	size_t len = 0;
+
+	memcpy(spki, spki_head, sizeof(spki_head));
+	memcpy(spki + sizeof(spki_head), pub, CF_P256_POINT_LEN);
+	CHECK(psa_hash_compute(PSA_ALG_SHA_256, spki, sizeof(spki), digest, sizeof(digest), &len) ==
+	      PSA_SUCCESS);
+	memcpy(kid, digest, CF_KID_LEN);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
-	/* a fixed P-256 scalar: the device's trusted signer */
-	static const uint8_t scalar[32] = {[28] = 0x5e, [29] = 0xed, [30] = 0x00, [31] = 0x01};
 	psa_key_attributes_t attributes = PSA_KEY_ATTRIBUTES_INIT;
 	size_t len = 0;
 
@@ -287,10 +345,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	psa_set_key_bits(&attributes, 256);
 	psa_set_key_usage_flags(&attributes, PSA_KEY_USAGE_SIGN_HASH);
 	psa_set_key_algorithm(&attributes, PSA_ALG_ECDSA(PSA_ALG_SHA_256));
-	CHECK(psa_import_key(&attributes, scalar, sizeof(scalar), &world.signing_key) == PSA_SUCCESS);
+	/* the device's trusted root, and the worker's key it delegates (kid from the SPKI) */
+	CHECK(psa_import_key(&attributes, ROOT_SCALAR, 32, &world.signing_key) == PSA_SUCCESS);
+	CHECK(psa_import_key(&attributes, ONLINE_SCALAR, 32, &world.online_key) == PSA_SUCCESS);
 	CHECK(psa_export_public_key(world.signing_key, world.signer.pub, sizeof(world.signer.pub),
 				    &len) == PSA_SUCCESS);
-	memcpy(world.signer.kid, KID, CF_KID_LEN);
+	CHECK(psa_export_public_key(world.online_key, world.delegate.pub, sizeof(world.delegate.pub),
+				    &len) == PSA_SUCCESS);
+	key_id(world.signer.pub, world.signer.kid);
+	key_id(world.delegate.pub, world.delegate.kid);
+#ifdef FUZZ_PAYLOAD
+	read_delegation();
+#endif
 	/* the identity key's SubjectPublicKeyInfo: the P-256 header and its point */
 	static const uint8_t identity_scalar[32] = {[28] = 0x5e, [29] = 0xed, [30] = 0x01, [31] = 0x00};
 	static const uint8_t spki_head[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
@@ -309,8 +375,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* In payload mode an input holds up to four payloads, split at this marker. */
+/* In payload mode an input holds up to four payloads, split at this marker; one that
+ * starts with DELEGATED is signed under the delegation. */
 static const uint8_t SPLIT[4] = {0xff, 0x00, 0xff, 0x00};
+static const uint8_t DELEGATED[4] = {0xff, 0x01, 0xff, 0x01};
 
 static size_t next_chunk(const uint8_t *data, size_t size, size_t *skip)
 {
@@ -344,7 +412,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef FUZZ_PAYLOAD
 	for (int round = 0; round < 4 && size > 0; round++) {
 		size_t skip = 0, len = next_chunk(data, size, &skip);
-		size_t signed_len = sign(data, len, bundle, sizeof(bundle));
+		const bool delegated = len >= sizeof(DELEGATED) && memcmp(data, DELEGATED, sizeof(DELEGATED)) == 0;
+		const size_t from = delegated ? sizeof(DELEGATED) : 0;
+		size_t signed_len = sign(data + from, len - from, delegated, bundle, sizeof(bundle));
 		if (signed_len > 0) {
 			handle(&dev, bundle, signed_len);
 		}

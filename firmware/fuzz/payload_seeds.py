@@ -15,22 +15,33 @@ import cbor2
 
 SPLIT = bytes([0xFF, 0x00, 0xFF, 0x00])
 """fuzz/fuzz_device.c's marker between the payloads of one input."""
+DELEGATED = bytes([0xFF, 0x01, 0xFF, 0x01])
+"""A payload starting with it is signed under the harness's delegation."""
+DELEGATION_LABEL = -65537
 SEQUENCES = {
     "seq-identity-commit": ("i-keygen", "i-stage", "i-commit"),
     "seq-identity-rollback": ("i-keygen", "i-stage", "i-commit", "i-rollback"),
     "seq-identity-mismatch": ("i-keygen", "i-stage-foreign-key", "i-stage"),
+    "seq-delegated-commit": ("s-dlg-stage", "s-dlg-commit", "s-dlg-rollback"),
+    "seq-revoked": ("s-revoke-online", "s-dlg-stage-12", "s-revoke-clear", "s-dlg-stage-13"),
 }
 
 
 def payload(path: Path) -> bytes | None:
+    """The bundle's payload; with DELEGATED before it when a delegation signed it."""
     try:
         item = cbor2.loads(path.read_bytes())
     except (cbor2.CBORDecodeError, ValueError, EOFError):
         return None
     body = item.value if isinstance(item, cbor2.CBORTag) else item
-    if isinstance(body, list) and len(body) == 4 and isinstance(body[2], bytes):
-        return body[2]
-    return None
+    if not (isinstance(body, list) and len(body) == 4 and isinstance(body[2], bytes)):
+        return None
+    try:
+        protected = cbor2.loads(body[0]) if isinstance(body[0], bytes) and body[0] else {}
+    except (cbor2.CBORDecodeError, ValueError, EOFError):
+        protected = {}
+    delegated = isinstance(protected, dict) and DELEGATION_LABEL in protected
+    return DELEGATED + body[2] if delegated else body[2]
 
 
 def main(bundles: Path, out: Path) -> None:

@@ -94,6 +94,12 @@ void fixture_context(struct fixture_context *ctx)
 			ctx->now = number;
 		} else if (sscanf(line, "last_seq %llu", &number) == 1) {
 			ctx->last_seq = number;
+		} else if (sscanf(line, "revoked_before %llu", &number) == 1) {
+			ctx->revoked_before = number;
+		} else if (sscanf(line, "revoked %63s", kid) == 1) {
+			assert_true(ctx->n_revoked < CF_REVOKED_KIDS_MAX);
+			assert_int_equal(hex_decode(kid, strlen(kid), ctx->revoked[ctx->n_revoked++], CF_KID_LEN),
+					 CF_KID_LEN);
 		} else if (sscanf(line, "key %31s %63s %255s", name, kid, pub) == 3) {
 			assert_true(key < 6);
 			assert_int_equal(hex_decode(kid, strlen(kid), ctx->keys[key].kid, CF_KID_LEN), CF_KID_LEN);

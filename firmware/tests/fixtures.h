@@ -20,6 +20,9 @@ struct fixture_context {
 	uint64_t now;
 	uint64_t last_seq;
 	struct cf_signer keys[6]; /* signer, new-0..3, other */
+	uint8_t revoked[CF_REVOKED_KIDS_MAX][CF_KID_LEN]; /* the device's revocation */
+	size_t n_revoked;
+	uint64_t revoked_before;
 };
 void fixture_context(struct fixture_context *ctx);
 

@@ -41,6 +41,35 @@ static void expect_rejected(const char *name, enum cf_reason reason)
 	harness_assert_trust_works(&h);
 }
 
+/* A rejection of checks 1 to 5d: nothing changed, and the report names no bundle. */
+static void expect_unverified(const char *name, enum cf_reason reason)
+{
+	struct cf_state before = h.dev.state;
+	size_t reports = h.world.n_reports;
+	assert_int_equal(harness_send(&h, name), 0);
+	assert_int_equal(h.world.n_reports, reports + 1);
+	const struct cf_report *r = fake_last_report(&h.world);
+	assert_int_equal(r->phase, CF_PHASE_REJECTED);
+	if (r->reason != reason) {
+		fail_msg("%s: %s, expected %s", name, cf_reason_str(r->reason), cf_reason_str(reason));
+	}
+	assert_memory_equal(&before, &h.dev.state, sizeof(before));
+	assert_int_equal(r->seq, 0);
+	assert_string_equal(r->rollout_id, "");
+	assert_int_equal(r->op, CF_OP_NONE);
+	assert_string_equal(r->op_name, "");
+}
+
+static void expect_phase(const char *name, enum cf_phase phase)
+{
+	assert_int_equal(harness_send(&h, name), 0);
+	const struct cf_report *r = fake_last_report(&h.world);
+	if (r->phase != phase) {
+		fail_msg("%s: %s (%s), expected %s", name, cf_phase_str(r->phase),
+			 cf_reason_str(r->reason), cf_phase_str(phase));
+	}
+}
+
 static void stage_healthy(void)
 {
 	assert_int_equal(harness_send(&h, "s-stage"), 0);
@@ -433,6 +462,156 @@ static void test_tls_retire_refused_by_the_broker_falls_back(void **state)
 	harness_assert_trust_works(&h);
 }
 
+/* Under a delegation of its root, a worker's key stages, commits and rolls back. */
+static void test_delegated_stage_commit_rollback(void **state)
+{
+	(void)state;
+	expect_phase("s-dlg-stage", CF_PHASE_HEALTH_OK);
+	expect_phase("s-dlg-commit", CF_PHASE_COMMITTED);
+	assert_int_equal(h.dev.state.n_active, 2);
+	assert_string_equal(fake_last_report(&h.world)->rollout_id, "r-1");
+	expect_phase("s-dlg-rollback", CF_PHASE_ROLLED_BACK);
+	assert_int_equal(h.dev.state.n_active, 1);
+	assert_int_equal(h.dev.state.last_seq, h.ctx.last_seq + 3);
+	harness_assert_trust_works(&h);
+}
+
+/* Checks 4 to 5d refuse a delegated bundle before its payload is read: nothing is named. */
+static void test_delegation_refusals_name_no_bundle(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		enum cf_reason reason;
+	} cases[] = {
+		{"online-key-no-delegation", CF_REASON_UNKNOWN_KEY},
+		{"dlg-unknown-root", CF_REASON_UNKNOWN_KEY},
+		{"dlg-no-root-kid", CF_REASON_UNKNOWN_KEY},
+		{"dlg-root-signature-flipped", CF_REASON_BAD_SIGNATURE},
+		{"dlg-signed-by-other-key", CF_REASON_BAD_SIGNATURE},
+		{"dlg-not-bstr", CF_REASON_BAD_DELEGATION},
+		{"dlg-641-bytes", CF_REASON_BAD_DELEGATION},
+		{"dlg-untagged", CF_REASON_BAD_DELEGATION},
+		{"dlg-nested", CF_REASON_BAD_DELEGATION},
+		{"dlg-alg-es384", CF_REASON_UNSUPPORTED_ALGORITHM},
+		{"dlg-version-2", CF_REASON_BAD_DELEGATION},
+		{"dlg-kid-not-of-pub", CF_REASON_BAD_DELEGATION},
+		{"dlg-ops-trust-signer", CF_REASON_BAD_DELEGATION},
+		{"dlg-bundle-kid-other", CF_REASON_BAD_DELEGATION},
+		{"dlg-expired", CF_REASON_DELEGATION_EXPIRED},
+		{"dlg-nbf-skew-301", CF_REASON_DELEGATION_EXPIRED},
+		{"dlg-bundle-signed-by-other-key", CF_REASON_BAD_SIGNATURE},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		expect_unverified(cases[i].name, cases[i].reason);
+	}
+	/* this device revoked nothing: the key the CONTEXT's device revoked is one it takes
+	 * (a commit with nothing staged, refused by check 13, which names the bundle) */
+	expect_rejected("dlg-revoked-kid", CF_REASON_NOTHING_STAGED);
+}
+
+/* Check 7a refuses what the delegation does not cover, naming the bundle; root ops never. */
+static void test_out_of_scope_names_the_bundle(void **state)
+{
+	(void)state;
+	const char *const names[] = {"dlg-scope-op",	 "dlg-scope-kind", "dlg-scope-kind-of-many",
+				     "dlg-scope-rid",	 "dlg-scope-manual-rid", "dlg-trust-signer",
+				     "dlg-revoke"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		expect_rejected(names[i], CF_REASON_OUT_OF_SCOPE);
+		assert_int_equal(fake_last_report(&h.world)->seq, h.ctx.last_seq + 1);
+	}
+	assert_int_equal(h.dev.state.n_signers, 1);
+	assert_int_equal(h.dev.state.n_revoked, 0);
+}
+
+/* A revoke by kid: committed, kept across a reboot, and replaced by the next list. */
+static void test_revoke_by_kid(void **state)
+{
+	(void)state;
+	stage_healthy(); /* seq 11: the revoke leaves the stage and its undo record alone */
+	struct cf_state before = h.dev.state;
+	expect_phase("s-revoke-clear", CF_PHASE_COMMITTED); /* seq 12, kids [], before 0 */
+	assert_int_equal(fake_last_report(&h.world)->op, CF_OP_REVOKE);
+	before.last_seq = h.ctx.last_seq + 2;
+	assert_memory_equal(&before, &h.dev.state, sizeof(before));
+
+	fake_world_free(&h.world);
+	harness_init(&h, false);
+	expect_phase("s-revoke-online", CF_PHASE_COMMITTED); /* seq 11 */
+	assert_int_equal(h.dev.state.n_revoked, 1);
+	assert_int_equal(h.dev.state.revoked_before, 0);
+	expect_unverified("s-dlg-stage-12", CF_REASON_DELEGATION_REVOKED);
+	harness_reboot(&h);
+	assert_int_equal(h.dev.state.n_revoked, 1);
+	expect_unverified("s-dlg-stage-12", CF_REASON_DELEGATION_REVOKED);
+	expect_phase("s-revoke-clear", CF_PHASE_COMMITTED); /* seq 12: the list replaced by [] */
+	assert_int_equal(h.dev.state.n_revoked, 0);
+	expect_phase("s-dlg-stage-13", CF_PHASE_HEALTH_OK);
+	harness_assert_trust_works(&h);
+}
+
+/* A revoke by time refuses delegations issued before it; a later `before` 0 never lowers it. */
+static void test_revoke_by_time_never_lowers(void **state)
+{
+	(void)state;
+	expect_phase("s-revoke-before", CF_PHASE_COMMITTED); /* seq 11 */
+	const uint64_t revoked_before = h.dev.state.revoked_before;
+	assert_true(revoked_before > h.ctx.now - 3600);
+	expect_unverified("s-dlg-stage-12", CF_REASON_DELEGATION_REVOKED);
+	expect_phase("s-revoke-clear", CF_PHASE_COMMITTED); /* seq 12, before 0 */
+	assert_int_equal(h.dev.state.revoked_before, revoked_before);
+	expect_unverified("s-dlg-stage-13", CF_REASON_DELEGATION_REVOKED);
+	expect_phase("s-dlg-later-stage-13", CF_PHASE_HEALTH_OK); /* issued at revoked_before */
+	harness_assert_trust_works(&h);
+}
+
+/* A revoke's payload: at most 8 distinct 8-byte kids, and both keys (check 6). */
+static void test_revoke_payload_refusals(void **state)
+{
+	(void)state;
+	expect_rejected("revoke-kids-9", CF_REASON_BAD_PAYLOAD);
+	expect_rejected("revoke-kid-7-bytes", CF_REASON_BAD_PAYLOAD);
+	expect_rejected("revoke-kids-repeated", CF_REASON_BAD_PAYLOAD);
+	expect_rejected("revoke-no-before", CF_REASON_BAD_PAYLOAD);
+	expect_rejected("revoke-no-kids", CF_REASON_BAD_PAYLOAD);
+	expect_phase("revoke-kids-8", CF_PHASE_COMMITTED);
+	assert_int_equal(h.dev.state.n_revoked, CF_REVOKED_KIDS_MAX);
+}
+
+/*
+ * A record of format 2 (before the revocations; as this library wrote it until issue 17)
+ * still loads after the update: the same state, nothing revoked.
+ */
+static void test_format_2_record_loads_with_nothing_revoked(void **state)
+{
+	(void)state;
+	const size_t len = offsetof(struct cf_state, n_revoked);
+	const size_t size = (len + _Alignof(struct cf_state) - 1) / _Alignof(struct cf_state) *
+			    _Alignof(struct cf_state);
+	static uint8_t frame[CF_RECORD_FRAME_LEN];
+	struct cf_device_ports ports = fake_ports(&h.world);
+	static struct cf_device again;
+
+	stage_healthy();
+	memset(frame, 0, sizeof(frame));
+	put32(frame, 0x43465231u);
+	put32(frame + 4, 2u << 16 | (uint32_t)size);
+	memcpy(frame + 8, &h.dev.state, len);
+	put32(frame + 8 + size, crc32(frame, 8 + size));
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, 8 + size + 4), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), 0);
+	assert_memory_equal(&again.state, &h.dev.state, len);
+	assert_int_equal(again.state.n_revoked, 0);
+	assert_int_equal(again.state.revoked_before, 0);
+	/* a format-3 record with a revoked count past its array is refused */
+	struct cf_state bad = h.dev.state;
+	bad.n_revoked = CF_REVOKED_KIDS_MAX + 1;
+	cf_record_frame(&bad, frame);
+	assert_int_equal(ports.record.store(ports.record.ctx, frame, CF_RECORD_FRAME_LEN), 0);
+	assert_int_equal(cf_device_init(&again, h.ctx.device_id, &ports), -EBADMSG);
+}
+
 #define PLAIN(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 #define TLS(test) cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &h)
 
@@ -459,6 +638,13 @@ int main(void)
 		PLAIN(test_unacknowledged_received_does_nothing),
 		PLAIN(test_corrupt_record_is_refused),
 		PLAIN(test_format_1_record_loads_without_identity),
+		PLAIN(test_delegated_stage_commit_rollback),
+		PLAIN(test_delegation_refusals_name_no_bundle),
+		PLAIN(test_out_of_scope_names_the_bundle),
+		PLAIN(test_revoke_by_kid),
+		PLAIN(test_revoke_by_time_never_lowers),
+		PLAIN(test_revoke_payload_refusals),
+		PLAIN(test_format_2_record_loads_with_nothing_revoked),
 		TLS(test_tls_commit_falls_back_when_the_broker_refuses),
 		TLS(test_tls_commit_proven),
 		TLS(test_tls_retire_proven_then_deletes),

@@ -32,6 +32,9 @@ static const char *const scenarios[][5] = {
 	{"s-stage", "s-stage-44", NULL},
 	{"s-stage-modem-refuses", NULL},
 	{"s-ts-1", NULL},
+	{"s-dlg-stage", "s-dlg-commit", NULL},
+	{"s-revoke-online", NULL},
+	{"s-stage", "s-revoke-clear", NULL},
 };
 
 /* The identity scenarios, on a device provisioned with an identity in 45. */
