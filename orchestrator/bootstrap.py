@@ -6,13 +6,16 @@ Nothing here runs at import: each process calls `bootstrap()` once at start
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
-from orchestrator.adapters.file_signer import FileSigner
+from orchestrator.adapters.delegated_signer import DelegatedSigner, RootBundleSigner
 from orchestrator.adapters.issuers import (
     attestation_keys_from_settings,
     crl_publisher_from_settings,
@@ -22,6 +25,7 @@ from orchestrator.adapters.issuers import (
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.adapters.redis_connection import RedisClient, connect
 from orchestrator.adapters.redis_crl import RedisCrlPublications
+from orchestrator.adapters.redis_delegations import RedisDelegations
 from orchestrator.adapters.redis_identity import RedisIdentityStore
 from orchestrator.adapters.redis_inventory import RedisCredentialLibrary, RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
@@ -30,7 +34,13 @@ from orchestrator.adapters.redis_receipts import RedisWebhookReceipts
 from orchestrator.adapters.redis_rollouts import RedisRollouts
 from orchestrator.adapters.redis_sequences import RedisSequences
 from orchestrator.adapters.redis_sessions import RedisSessions
+from orchestrator.adapters.root_signers import (
+    RootSigner,
+    delegation_scope_from_settings,
+    root_signer_from_settings,
+)
 from orchestrator.adapters.tls_probe import SocketTlsProbe
+from orchestrator.clock import utcnow
 from orchestrator.config import Settings
 from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
@@ -81,9 +91,36 @@ class Container:
         return CeleryTaskQueue.from_settings(self.settings)
 
     @cached_property
-    def signer(self) -> FileSigner:
-        """The bundle signer (reads CERTFLEET_SIGNING_KEY_FILE on first use)."""
-        return FileSigner(self.settings.signing_key_file)
+    def root_signer(self) -> RootSigner:
+        """The root key: a PKCS#11 token, or the development key file (read on first use).
+
+        It signs delegations and the root-only operations (trust-signer, revoke)."""
+        return root_signer_from_settings(self.settings)
+
+    @cached_property
+    def delegations(self) -> RedisDelegations:
+        """The delegations the root signed for workers, and the fleet's revocation."""
+        return RedisDelegations(self.redis)
+
+    @cached_property
+    def signer(self) -> DelegatedSigner | RootBundleSigner:
+        """The bundle signer: this process's own key under a delegation from the root
+        (CERTFLEET_DELEGATION_HOURS), or with 0 hours the root key itself (development).
+
+        The key is made on first use; its delegation on the first bundle (a worker asks
+        for it at start)."""
+        settings = self.settings
+        if settings.delegation_hours <= 0:
+            return RootBundleSigner(self.root_signer, metrics=self.metrics)
+        return DelegatedSigner(
+            self.root_signer,
+            scope=delegation_scope_from_settings(settings),
+            lifetime_seconds=settings.delegation_hours * 3600,
+            clock=utcnow,
+            registry=self.delegations,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            metrics=self.metrics,
+        )
 
     @cached_property
     def sequences(self) -> RedisSequences:
@@ -207,7 +244,8 @@ class Container:
         )
 
     def push_deps(self) -> PushDeps:
-        """What pushing bundles works with (reads the signing key, connects MQTT on first use)."""
+        """What pushing bundles works with (reaches the root key and connects MQTT on first
+        use)."""
         return PushDeps(
             store=self.rollouts,
             signer=self.signer,
@@ -259,7 +297,11 @@ class Container:
         return Topics(self.settings.topic_prefix)
 
     def close(self) -> None:
-        """Release the connections."""
+        """Release the connections (after counting the root's last signatures)."""
+        signer = self.__dict__.get("signer")
+        if isinstance(signer, RootBundleSigner):
+            with contextlib.suppress(CertfleetError):
+                signer.flush()
         if "publisher" in self.__dict__:
             self.publisher.close()
         self.redis.close()

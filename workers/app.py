@@ -6,6 +6,7 @@ clients of the tasks are built per worker process in `worker_process_init`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
@@ -21,8 +22,17 @@ from orchestrator.adapters.issuers import (
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.logs import get_logger
 
-__all__ = ["app", "check_identity_settings", "check_worker_settings", "container"]
+__all__ = [
+    "app",
+    "check_identity_settings",
+    "check_worker_settings",
+    "container",
+    "prepare_delegation",
+]
+
+log = get_logger(__name__)
 
 app = Celery("certfleet", include=["workers.tasks"])
 app.conf.update(celery_config(Settings()))
@@ -58,6 +68,22 @@ def check_worker_settings(**_: Any) -> None:
 def _init_worker_process(**_: Any) -> None:
     global _container  # noqa: PLW0603 -- one container per worker process
     _container = bootstrap()
+    prepare_delegation(_container)
+
+
+def prepare_delegation(c: Container) -> None:
+    """Make this process's key and get its delegation now, before the first push needs it
+    (the signer logs `delegation_issued`). A root key that does not answer does not stop
+    the process: it is logged, and each push asks again (a push without a delegation
+    stops and is retried; see `push_stopped`)."""
+    try:
+        c.signer.delegation_for(int(time.time()))
+    except (CertfleetError, OSError, ValueError) as exc:
+        log.warning(
+            "delegation_unavailable_at_start",
+            error=type(exc).__name__,
+            detail=str(exc)[:300],
+        )
 
 
 @worker_process_shutdown.connect

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.adapters.file_signer import FileSigner
 from orchestrator.adapters.mqtt import MqttSession
+from orchestrator.adapters.root_signers import RootSigner
 from orchestrator.bootstrap import Container
+from orchestrator.ports import BundleSigner
 from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.cose import HEADER_KID, Sign1Message, key_id
 from orchestrator.protocol.report import Phase, ReportMessage
@@ -32,8 +33,14 @@ class Orchestrator:
     session: MqttSession
 
     @property
-    def signer(self) -> FileSigner:
+    def signer(self) -> BundleSigner:
+        """The bundle signer: a key of this process's own under the root's delegation."""
         return self.container.signer
+
+    @property
+    def root(self) -> RootSigner:
+        """The root key devices trust; it signs the root-only ops (trust-signer, revoke)."""
+        return self.container.root_signer
 
     def issue(
         self,
@@ -42,7 +49,7 @@ class Orchestrator:
         *,
         ttl: int = 3600,
         now: datetime | None = None,
-        signer: FileSigner | None = None,
+        signer: BundleSigner | None = None,
     ) -> IssuedBundle:
         return issue_bundle(
             signer=signer or self.signer,
@@ -74,7 +81,7 @@ def make_device(
 ) -> DeviceAgent:
     modem = Modem()
     modem.write(tag, CredentialType.CA_CHAIN, ca_pem)
-    public = orchestrator.signer.public_key
+    public = orchestrator.root.public_key
     return DeviceAgent(
         Firmware(
             device_id,

@@ -191,7 +191,7 @@ def test_a_device_holds_at_most_its_receive_maximum_of_bundles_unacknowledged(
 
 
 def _scale_spec(orchestrator: Orchestrator, broker: LocalService) -> ScaleSpec:
-    public = orchestrator.signer.public_key
+    public = orchestrator.root.public_key
     return ScaleSpec(
         count=3,
         ca_chain=CA1.pem,

@@ -280,11 +280,12 @@ def test_refused_bundles_each_say_why_and_write_nothing(
 def test_the_signing_key_rotates_in_the_field(
     orchestrator: Orchestrator, mqtt_service: LocalService, pki: Pki, tmp_path: Path
 ) -> None:
-    """trust-signer, signed by the old key, makes the device trust the new key and drop the old."""
+    """trust-signer, signed by the old root key, makes the device trust the new key and drop
+    the old: a bundle under the old root's delegation is then refused (unknown_key)."""
     new_key_file = tmp_path / "next-key.pem"
     generate_key_file(new_key_file)
     new_signer = FileSigner(new_key_file)
-    old_kid = orchestrator.signer.key_id
+    old_kid = orchestrator.root.key_id
     point = new_signer.public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
@@ -299,6 +300,7 @@ def test_the_signing_key_rotates_in_the_field(
                     signer=SignerKey(kid=new_signer.key_id, public_point=point),
                     retire_kid=old_kid,
                 ),
+                signer=orchestrator.root,
             )
             rotated = await final_report(agent, rotate, {Phase.COMMITTED, Phase.REJECTED})
             assert rotated.phase is Phase.COMMITTED

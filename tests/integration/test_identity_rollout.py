@@ -268,7 +268,7 @@ def _fleet(
 ) -> list[DeviceAgent]:
     """Devices trusting the broker's CA in 42, presenting a factory identity in 44 that
     expires in 10 days, issued by the device CA the broker accepts; `faults` by device."""
-    public = engine.container.signer.public_key
+    public = engine.container.root_signer.public_key
     return build_fleet(
         count=DEVICES,
         ca_chain=broker.pki.server_ca.pem,
