@@ -15,6 +15,7 @@ from orchestrator.bootstrap import Container
 from orchestrator.ports import BundleSigner
 from orchestrator.protocol import CredentialType, Topics
 from orchestrator.protocol.cose import HEADER_KID, Sign1Message, key_id
+from orchestrator.protocol.delegation import delegation_of
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import BundleBody, IssuedBundle, issue_bundle, send_bundle
 from simulator.agent import BrokerAddress, DeviceAgent
@@ -132,9 +133,16 @@ async def final_report(
     """The first report for this bundle in one of `phases`, among reports from `since` on.
 
     The device's rejection of a bundle from a signer it does not trust names no bundle
-    (seq 0): for such a bundle, the first such rejection is its report.
+    (seq 0): for such a bundle, the first such rejection is its report. A delegated bundle's
+    signer is the root key that signed its delegation.
     """
-    untrusted = Sign1Message.decode(issued.data).protected.get(HEADER_KID) not in agent.signers
+    delegation = delegation_of(issued.data)
+    signer = (
+        delegation.root_kid
+        if delegation is not None
+        else Sign1Message.decode(issued.data).protected.get(HEADER_KID)
+    )
+    untrusted = signer not in agent.signers
 
     def find() -> ReportMessage | None:
         for report in agent.reports[since:]:
