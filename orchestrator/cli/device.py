@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from rich.table import Table
 
+from orchestrator.adapters.delegated_signer import ROOT_SIGNATURES_METRIC
 from orchestrator.adapters.file_signer import load_public_key
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
@@ -21,6 +22,7 @@ from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.bundle import BundleRejectedError, SignerKey, decode_payload
 from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
+from orchestrator.protocol.delegation import ROOT_OPS
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import (
     BundleBody,
@@ -32,6 +34,7 @@ from orchestrator.services.bundles import (
 from orchestrator.services.inventory import parse_pem_chain, read_pem_files
 
 __all__ = ["bundle_app", "device_app"]
+
 
 device_app = typer.Typer(help="Talk to one device.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Signed bundles.", no_args_is_help=True)
@@ -244,7 +247,8 @@ def send(
         # The bundle version the device last reported (v1 if certfleet has not heard it).
         known = container.inventory.device_credentials(device_id)
         version = known.protocol_version if known is not None else 1
-        signer = container.signer
+        # trust-signer is a root-only operation: a device refuses it under a delegation.
+        signer = container.root_signer if op in ROOT_OPS else container.signer
         session = MqttSession(settings)
         try:
             if wait > 0:
@@ -260,6 +264,8 @@ def send(
                 ttl_seconds=settings.bundle_ttl_seconds,
                 version=version,
             )
+            if op in ROOT_OPS:
+                container.metrics.incr(ROOT_SIGNATURES_METRIC, {"purpose": "bundle"})
             send_bundle(session, issued, now=now)
             if not as_json:
                 err.print(

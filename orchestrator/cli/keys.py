@@ -1,56 +1,47 @@
-"""`certfleet keys`: the bundle signing key."""
+"""`certfleet keys`: the root signing key, the workers' delegations, and their revocation."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.table import Table
 
+from orchestrator.adapters.delegated_signer import ROOT_SIGNATURES_METRIC
 from orchestrator.adapters.file_signer import generate_key_file, load_public_key
-from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
+from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
+from orchestrator.clock import utcnow
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
+from orchestrator.logs import configure_logging, get_logger
 from orchestrator.protocol.cose import key_id
+from orchestrator.protocol.delegation import REVOKED_KIDS_MAX, Revocation
 
-__all__ = ["keys_app"]
+if TYPE_CHECKING:
+    from orchestrator.bootstrap import Container
+    from orchestrator.ports.stores import IssuedDelegation
 
-keys_app = typer.Typer(help="The bundle signing key (ES256, P-256).", no_args_is_help=True)
+__all__ = ["keys_app", "next_revocation", "parse_before"]
 
+log = get_logger(__name__)
 
-@keys_app.command("generate")
-def generate(
-    out_file: Annotated[
-        Path | None,
-        typer.Option("--out", help="Where to write it (default: CERTFLEET_SIGNING_KEY_FILE)."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
-) -> None:
-    """Create a P-256 signing key in a file of mode 0600 and print its key id."""
-    path = out_file or Settings().signing_key_file
-    try:
-        public = generate_key_file(path, overwrite=force)
-    except CertfleetError as exc:
-        raise fail(str(exc)) from None
-    err.print(f"wrote {path} (mode 0600)")
-    out.print(key_id(public).hex(), highlight=False)
+keys_app = typer.Typer(
+    help="The root signing key (ES256, P-256), the workers' delegations and their revocation.",
+    no_args_is_help=True,
+)
+
+REVOKE_BATCH = 500
+"""Devices signed for and published per round (one sequence call, one pipelined publish)."""
+_KID = re.compile(r"[0-9a-fA-F]{16}")
 
 
-@keys_app.command("export-public")
-def export_public(
-    key_file: Annotated[
-        Path | None,
-        typer.Option("--key", help="Key file (default: CERTFLEET_SIGNING_KEY_FILE)."),
-    ] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Print the public key and key id that devices are provisioned to trust."""
-    path = key_file or Settings().signing_key_file
-    try:
-        public = load_public_key(path)
-    except (CertfleetError, OSError) as exc:
-        raise fail(str(exc)) from None
+def _print_public(public: ec.EllipticCurvePublicKey, *, as_json: bool) -> None:
     pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
@@ -63,3 +54,355 @@ def export_public(
     else:
         out.print(f"# key id {kid} (ES256, P-256)", highlight=False)
         out.print(pem, end="", highlight=False)
+
+
+@keys_app.command("generate")
+def generate(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it (default: CERTFLEET_SIGNING_KEY_FILE)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+) -> None:
+    """Create a development root key: a P-256 key in a file of mode 0600 (for
+    CERTFLEET_ROOT_SIGNER=dev-file; deployments keep the root in a token, see create-root)."""
+    path = out_file or Settings().signing_key_file
+    try:
+        public = generate_key_file(path, overwrite=force)
+    except CertfleetError as exc:
+        raise fail(str(exc)) from None
+    err.print(f"wrote {path} (mode 0600), a development root key")
+    out.print(key_id(public).hex(), highlight=False)
+
+
+@keys_app.command("create-root")
+def create_root(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Destroy the token's key pair of that label and make a new one (devices "
+            "trusting the old key must be sent trust-signer first).",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make the root key pair in the PKCS#11 token (CERTFLEET_PKCS11_*): P-256, the private
+    half sensitive and never extractable. Prints its key id and public key."""
+    from orchestrator.adapters.pkcs11_signer import create_root_key  # noqa: PLC0415 -- token only
+
+    try:
+        settings = Settings()
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+        module, token, pin_file = (
+            settings.pkcs11_module,
+            settings.pkcs11_token,
+            settings.pkcs11_pin_file,
+        )
+        if module is None or not token or pin_file is None:
+            raise fail(
+                "create-root needs CERTFLEET_PKCS11_MODULE, CERTFLEET_PKCS11_TOKEN and "
+                "CERTFLEET_PKCS11_PIN_FILE (the token's module, its label, a 0600 file with "
+                "its user PIN)"
+            )
+        public = create_root_key(module, token, settings.pkcs11_key_label, pin_file, force=force)
+    except (CertfleetError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    err.print(
+        f"made the root key {settings.pkcs11_key_label!r} in token {token!r}; provision its "
+        "public key into devices (below)"
+    )
+    if settings.root_signer != "pkcs11":
+        err.print("set CERTFLEET_ROOT_SIGNER=pkcs11 for certfleet to sign with it")
+    _print_public(public, as_json=as_json)
+
+
+@keys_app.command("export-public")
+def export_public(
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="A key file (default: the configured root, token or development file)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the public key and key id that devices are provisioned to trust."""
+    from orchestrator.adapters.root_signers import root_signer_from_settings  # noqa: PLC0415
+
+    try:
+        if key_file is not None:
+            public = load_public_key(key_file)
+        else:
+            public = root_signer_from_settings(Settings()).public_key
+    except (CertfleetError, OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _print_public(public, as_json=as_json)
+
+
+# -- delegations ----------------------------------------------------------------------------
+
+
+def _when(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _delegation_document(issued: IssuedDelegation, revocation: Revocation) -> dict[str, Any]:
+    d = issued.delegation
+    return {
+        "kid": d.kid.hex(),
+        "worker": issued.worker,
+        "root_kid": d.root_kid.hex(),
+        "issued_at": _when(d.issued_at),
+        "not_before": _when(d.not_before),
+        "expires_at": _when(d.expires_at),
+        "ops": list(d.scope.ops),
+        "kinds": list(d.scope.kinds),
+        "rollouts": list(d.scope.rollouts),
+        "revoked": revocation.revokes(d),
+    }
+
+
+@keys_app.command("delegations")
+def delegations(as_json: JsonFlag = False) -> None:
+    """List the delegations the root signed for workers that have not expired."""
+    with connected() as container:
+        now = utcnow()
+        active = container.delegations.active(now)
+        revocation = container.delegations.revocation()
+    documents = [_delegation_document(issued, revocation) for issued in active]
+    if as_json:
+        print_json(
+            {
+                "delegations": documents,
+                "revocation": {
+                    "kids": sorted(k.hex() for k in revocation.kids),
+                    "before": _when(revocation.before) if revocation.before else None,
+                },
+            }
+        )
+        return
+    table = Table("kid", "worker", "issued", "expires", "ops", "kinds", "rollouts", "revoked")
+    for doc in documents:
+        table.add_row(
+            doc["kid"],
+            doc["worker"],
+            doc["issued_at"],
+            doc["expires_at"],
+            ",".join(doc["ops"]),
+            ",".join(map(str, doc["kinds"])),
+            ",".join(doc["rollouts"]) or "any",
+            "yes" if doc["revoked"] else "",
+        )
+    out.print(table)
+    out.print(
+        f"{len(documents)} delegation(s) in force; revoked: "
+        f"{len(revocation.kids)} key id(s)"
+        + (f", everything issued before {_when(revocation.before)}" if revocation.before else ""),
+        highlight=False,
+    )
+
+
+# -- revoke ---------------------------------------------------------------------------------
+
+
+def parse_before(text: str, *, now: datetime) -> int:
+    """`--before`: `now`, epoch seconds, or an ISO 8601 time (UTC if it names no zone)."""
+    if text.strip().lower() == "now":
+        return int(now.timestamp())
+    if text.strip().isdigit():
+        return int(text.strip())
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--before takes now, epoch seconds or an ISO 8601 time, not {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def next_revocation(
+    current: Revocation,
+    *,
+    kids: Iterable[bytes],
+    before: int,
+    active: Sequence[IssuedDelegation],
+) -> Revocation:
+    """The fleet's revocation after revoking `kids` and everything issued before `before`.
+
+    Devices keep at most 8 revoked key ids, so a key id from `current` is dropped when no
+    longer needed: its delegation has expired (not in `active`, which holds every
+    delegation not yet expired) or it was issued before the new `before`. The key ids
+    named now are always kept.
+
+    Raises:
+        ValueError: more than 8 key ids would still be needed.
+    """
+    named = frozenset(kids)
+    cut = max(current.before, before)
+    issued_at = {issued.delegation.kid: issued.delegation.issued_at for issued in active}
+    still_needed = {kid for kid in current.kids if kid in issued_at and issued_at[kid] >= cut}
+    revoked = named | still_needed
+    if len(revoked) > REVOKED_KIDS_MAX:
+        raise ValueError(
+            f"{len(revoked)} delegations would be revoked by key id, and a device keeps "
+            f"{REVOKED_KIDS_MAX}; revoke by time instead (--before a time after the oldest "
+            "one's issue): it covers every delegation issued earlier"
+        )
+    return Revocation(revoked, cut)
+
+
+def _parse_kids(values: Sequence[str]) -> list[bytes]:
+    kids = []
+    for value in values:
+        if not _KID.fullmatch(value.strip()):
+            raise ValueError(
+                f"--kid takes a key id of 8 bytes in hex (16 digits), as `certfleet keys "
+                f"delegations` lists it, not {value!r}"
+            )
+        kids.append(bytes.fromhex(value.strip()))
+    return kids
+
+
+def _send_revocation(
+    container: Container, revocation: Revocation, device_ids: Sequence[str], *, now: datetime
+) -> tuple[int, int, str]:
+    """Sign (with the root) and publish a revoke to each device; (sent, not sent, error)."""
+    from orchestrator.services.bundles import bundle_template, revoke_body  # noqa: PLC0415
+
+    settings = container.settings
+    root = container.root_signer
+    body = revoke_body(sorted(revocation.kids), revocation.before)
+    sent = 0
+    for start in range(0, len(device_ids), REVOKE_BATCH):
+        batch = list(device_ids[start : start + REVOKE_BATCH])
+        try:
+            versions = container.inventory.protocol_versions(batch)
+            seqs = container.sequences.next_sequences(batch)
+            by_version: dict[int, list[str]] = {}
+            for device_id in batch:
+                by_version.setdefault(versions.get(device_id, 1), []).append(device_id)
+            for version, devices in sorted(by_version.items()):
+                template = bundle_template(
+                    signer=root,
+                    rollout_id="",
+                    body=body,
+                    now=now,
+                    ttl_seconds=settings.bundle_ttl_seconds,
+                    version=version,
+                    device_id=devices[0],
+                )
+                signed = [(d, template.issue(d, seqs[d])) for d in devices]
+                container.metrics.incr(ROOT_SIGNATURES_METRIC, {"purpose": "bundle"}, len(signed))
+                sent += container.publisher.publish_bundles(
+                    signed, expiry_seconds=settings.bundle_ttl_seconds
+                )
+        except CertfleetError as exc:
+            return sent, len(device_ids) - sent, str(exc)
+    return sent, 0, ""
+
+
+def _revocation_to_send(
+    container: Container, kids: Sequence[bytes], cut: int, *, now: datetime, sending: bool
+) -> Revocation:
+    """The fleet's revocation with `kids` and `cut` added (recorded), or as it stands."""
+    registry = container.delegations
+    current = registry.revocation()
+    if not kids and not cut:
+        if not sending:
+            raise fail("give --kid or --before to revoke, and --device or --all to send")
+        return current
+    try:
+        revocation = next_revocation(current, kids=kids, before=cut, active=registry.active(now))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    registry.set_revocation(revocation)
+    return revocation
+
+
+def _print_revoke_summary(
+    revocation: Revocation, *, sent: int, targets: int, revoked: bool
+) -> None:
+    by_time = f", everything issued before {_when(revocation.before)}" if revocation.before else ""
+    out.print(
+        f"revoked: {len(revocation.kids)} key id(s){by_time}; sent to {sent} of {targets} "
+        "device(s)",
+        highlight=False,
+    )
+    if not targets:
+        err.print("recorded only: send it with --device ID or --all")
+    if revoked:
+        err.print("workers keep their delegations until they renew: restart them to get new ones")
+
+
+@keys_app.command("revoke")
+def revoke(
+    kid: Annotated[
+        list[str] | None,
+        typer.Option("--kid", help="A delegated key id (hex) to revoke; repeat for more."),
+    ] = None,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            "--before",
+            help="Revoke every delegation issued before this time: now, epoch seconds or ISO 8601.",
+        ),
+    ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", help="Send the revocation to this device; repeat for more."),
+    ] = None,
+    all_devices: Annotated[
+        bool, typer.Option("--all", help="Send the revocation to every device certfleet knows.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke delegations fleet-wide, then send devices a root-signed revoke with the whole list.
+
+    Without --kid and --before it sends the revocation as it stands (to devices that missed it).
+    """
+    if device and all_devices:
+        raise fail("give --device or --all, not both")
+    now = utcnow()
+    try:
+        kids = _parse_kids(kid or [])
+        cut = parse_before(before, now=now) if before is not None else 0
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if cut > int(now.timestamp()) + 60:
+        raise fail("--before lies in the future; it would revoke delegations not issued yet")
+    with connected() as container:
+        revocation = _revocation_to_send(
+            container, kids, cut, now=now, sending=bool(device or all_devices)
+        )
+        targets = list(dict.fromkeys(device or [])) or (
+            container.inventory.device_ids() if all_devices else []
+        )
+        sent, unsent, problem = _send_revocation(container, revocation, targets, now=now)
+        log.info(
+            "revocation_sent",
+            kids=sorted(k.hex() for k in revocation.kids),
+            before=revocation.before,
+            devices=len(targets),
+            sent=sent,
+            not_sent=unsent,
+        )
+    summary: dict[str, Any] = {
+        "kids": sorted(k.hex() for k in revocation.kids),
+        "before": revocation.before,
+        "devices": len(targets),
+        "sent": sent,
+        "not_sent": unsent,
+    }
+    if problem:
+        summary["error"] = problem
+    if as_json:
+        print_json(summary)
+    else:
+        _print_revoke_summary(
+            revocation, sent=sent, targets=len(targets), revoked=bool(kids or cut)
+        )
+    if unsent:
+        raise fail(f"{unsent} device(s) were not sent the revocation: {problem}")
