@@ -1,6 +1,7 @@
 """Benchmark: the real push path (Celery `push_batch`) against a raw paho publish loop.
 
-    .venv/bin/python -m tests.bench.bench_push [--devices 100000] [--json-out FILE]
+    .venv/bin/python -m tests.bench.bench_push [--devices 100000] [--signing-pairs 1]
+        [--json-out FILE]
 
 One throwaway redis-server and mosquitto. For each run a `trust.add` rollout over its
 own `--devices` devices (one wave, 100%, an RSA 4096 CA so a bundle is about 2 KB) is
@@ -21,6 +22,14 @@ Baseline, in the same run on the same broker: a raw paho-mqtt loop (MQTT 5, QoS 
 the same message expiry, the same window of unacknowledged messages) publishing the
 very bundles the first run stored to the same topics, measured before and after the
 worker runs (the mean is the baseline; both are printed).
+
+Delegated signing (issue 17): the worker signs with its own key under a delegation from
+the root key (the development key file here; a token is asked only per delegation, so
+the push path is the same). `--signing-pairs N` adds N pairs of one-process runs, each
+pair a run with the root key signing every bundle itself (`CERTFLEET_DELEGATION_HOURS=0`,
+how certfleet signed before issue 17) and one under a delegation, the order alternating
+from pair to pair; the figures are the delegated runs over the root's (devices/s and
+worker CPU per device), and the root signatures the delegated runs cost.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +54,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from orchestrator.adapters.celery_queue import CeleryTaskQueue
+from orchestrator.adapters.delegated_signer import ROOT_SIGNATURES_METRIC
 from orchestrator.adapters.file_signer import generate_key_file
 from orchestrator.adapters.redis_inventory import RedisInventory
 from orchestrator.adapters.redis_metrics import RedisMetrics
@@ -132,6 +143,15 @@ def _pushed(metrics: RedisMetrics) -> float:
         for (name, labels), value in metrics.snapshot().items()
         if name == "certfleet_bundles_pushed_total" and dict(labels).get("step") == "stage"
     )
+
+
+def _root_signatures(metrics: RedisMetrics) -> dict[str, float]:
+    """`certfleet_root_signatures_total` by purpose (delegation, bundle)."""
+    return {
+        dict(labels).get("purpose", ""): value
+        for (name, labels), value in metrics.snapshot().items()
+        if name == ROOT_SIGNATURES_METRIC
+    }
 
 
 def _worker(base: Path, env: dict[str, str], concurrency: int) -> Proc:
@@ -235,7 +255,126 @@ def raw_publish(service: LocalService, messages: Sequence[tuple[str, bytes]]) ->
         client.loop_stop()
 
 
-def run(devices: int) -> list[Figure]:
+@dataclass(frozen=True, slots=True)
+class _SigningRun:
+    """One one-process run of a signing pair: who signed, how fast, at what cost."""
+
+    delegated: bool
+    seconds: float
+    worker_cpu: float
+    bundle_bytes: float
+    root_signatures: dict[str, float]
+
+
+def _signing_pairs(
+    client: redis.Redis,
+    settings: Settings,
+    base: Path,
+    env: dict[str, str],
+    *,
+    pairs: int,
+    devices: int,
+    ca_pem: str,
+    services: dict[str, int],
+) -> list[_SigningRun]:
+    """`pairs` pairs of one-process runs, the root signing every bundle in one and a
+    delegated key in the other, the order alternating from pair to pair."""
+    runs: list[_SigningRun] = []
+    metrics = RedisMetrics(client)
+    for pair in range(pairs):
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        for delegated in order:
+            name = f"p{pair}{'d' if delegated else 'r'}-"
+            rollout_id, ids = _rollout(client, name, devices, ca_pem)
+            hours = env.get("CERTFLEET_DELEGATION_HOURS", "48") if delegated else "0"
+            before = _root_signatures(metrics)
+            seconds, cpu = _push_run(
+                client,
+                settings,
+                base,
+                {**env, "CERTFLEET_DELEGATION_HOURS": hours},
+                concurrency=1,
+                rollout_id=rollout_id,
+                ids=ids,
+                services=services,
+            )
+            after = _root_signatures(metrics)
+            stored = RedisRollouts(client).bundles(rollout_id, ids[:1000], PushStep.STAGE)
+            runs.append(
+                _SigningRun(
+                    delegated=delegated,
+                    seconds=seconds,
+                    worker_cpu=cpu["worker"],
+                    bundle_bytes=sum(map(len, stored.values())) / max(1, len(stored)),
+                    root_signatures={
+                        k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k)
+                    },
+                )
+            )
+    return runs
+
+
+def _signing_figures(runs: Sequence[_SigningRun], devices: int) -> list[Figure]:
+    """Delegated over root: devices/s, worker CPU per device, and the root's signatures."""
+    root = [r for r in runs if not r.delegated]
+    dlg = [r for r in runs if r.delegated]
+    if not root or not dlg:
+        return []
+
+    def rate(rs: Sequence[_SigningRun]) -> float:
+        return devices * len(rs) / sum(r.seconds for r in rs)
+
+    def cpu_us(rs: Sequence[_SigningRun]) -> float:
+        return sum(r.worker_cpu for r in rs) / (devices * len(rs)) * 1e6
+
+    def each(rs: Sequence[_SigningRun], of: str) -> str:
+        values = [devices / r.seconds if of == "rate" else r.worker_cpu / devices * 1e6 for r in rs]
+        return " and ".join(f"{v:,.0f}" for v in values)
+
+    dlg_rate, root_rate = rate(dlg), rate(root)
+    dlg_cpu, root_cpu = cpu_us(dlg), cpu_us(root)
+    token = sum(r.root_signatures.get("delegation", 0.0) for r in dlg)
+    token_bundles = sum(r.root_signatures.get("bundle", 0.0) for r in dlg)
+    size_text = (
+        f"bundles {dlg[0].bundle_bytes:,.0f} B delegated, {root[0].bundle_bytes:,.0f} B root-signed"
+    )
+    return [
+        Figure(
+            "Push",
+            f"delegated signing over the root key signing each bundle, 1 worker process, "
+            f"{devices:,} devices ({len(dlg)} run{'s' * (len(dlg) > 1)} each, alternating)",
+            dlg_rate / root_rate,
+            "ratio",
+            goal=">= 0.95",
+            met=dlg_rate / root_rate >= 0.95,
+            baseline=f"root key signing each bundle (CERTFLEET_DELEGATION_HOURS=0): "
+            f"{root_rate:,.0f} devices/s (runs {each(root, 'rate')})",
+            detail=f"delegated {dlg_rate:,.0f} devices/s (runs {each(dlg, 'rate')}); {size_text}",
+        ),
+        Figure(
+            "Push",
+            "worker CPU per device pushed, delegated over root-signed",
+            dlg_cpu / root_cpu,
+            "ratio",
+            goal="<= 1.05",
+            met=dlg_cpu / root_cpu <= 1.05,
+            baseline=f"root-signed: {root_cpu:,.1f} µs per device (runs {each(root, 'cpu')})",
+            detail=f"delegated: {dlg_cpu:,.1f} µs per device (runs {each(dlg, 'cpu')})",
+        ),
+        Figure(
+            "Push",
+            f"root key signatures per delegated run of {devices:,} bundles",
+            token / len(dlg),
+            "signatures",
+            goal="one per worker process",
+            met=token == len(dlg) and token_bundles == 0,
+            baseline=f"root-signed runs: {devices:,} per run (every bundle)",
+            detail=f"delegation {token:,.0f}, bundle {token_bundles:,.0f} over {len(dlg)} run(s)",
+        ),
+    ]
+
+
+def run(devices: int, *, signing_pairs: int = 1) -> list[Figure]:
     """Measure; return the figures."""
     with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
         base = Path(tmp)
@@ -292,6 +431,17 @@ def run(devices: int) -> list[Figure]:
             topics = Topics(settings.topic_prefix)
             messages = [(topics.bundle(d), stored[d]) for d in one_ids]
             raw_s = [raw_publish(mqtt_service, messages) for _ in range(2)]
+            del stored
+            signing = _signing_pairs(
+                client,
+                settings,
+                base,
+                env,
+                pairs=signing_pairs,
+                devices=devices,
+                ca_pem=ca_pem,
+                services=services,
+            )
             client.close()
         finally:
             mqtt_service.stop()
@@ -338,17 +488,24 @@ def run(devices: int) -> list[Figure]:
             f"mosquitto {one_cpu['mosquitto'] / devices * 1e6:,.0f} µs per device; "
             f"{one_s:,.1f} s",
         ),
+        *_signing_figures(signing, devices),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument(
+        "--signing-pairs",
+        type=int,
+        default=1,
+        help="pairs of one-process runs, root-signed and delegated (0: none)",
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     exit_on_sigterm()
     configure_logging(level="WARNING")
-    figures = run(max(PUSH_BATCH_SIZE, args.devices))
+    figures = run(max(PUSH_BATCH_SIZE, args.devices), signing_pairs=max(0, args.signing_pairs))
     report(figures, args.json_out)
 
 
