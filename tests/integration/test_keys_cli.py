@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orchestrator.adapters.mqtt import MqttSession
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.config import Settings
+from orchestrator.domain.inventory import DeviceState
 from orchestrator.protocol.bundle import decode_payload
 from orchestrator.protocol.cose import Sign1Message, key_id
 from orchestrator.protocol.delegation import (
@@ -321,3 +322,34 @@ def test_device_send_signs_trust_signer_with_the_root_and_other_ops_under_a_dele
     assert delegation.root_kid == root.key_id
     assert Sign1Message.decode(bundles["rollback"]).kid == delegation.kid
     assert root_signatures(stack) == counted + 1
+
+
+def test_revoke_all_sends_every_known_device_its_version_of_the_bundle(
+    env: dict[str, str], stack: Container, tap: BundleTap
+) -> None:
+    """--before now --all: every device in the inventory gets a revoke, a v1 device a v1
+    bundle and a v2 device a v2 one; the summary counts them."""
+    # given: two devices that reported, one v1 and one v2
+    create_root(env)
+    now = datetime.now(UTC)
+    stack.inventory.record_states(
+        [
+            DeviceState(device_id=DEVICES[0], reported_at=now, credentials=(), protocol_version=1),
+            DeviceState(device_id=DEVICES[1], reported_at=now, credentials=(), protocol_version=2),
+        ],
+        received_at=now,
+    )
+
+    # when
+    result = run(env, "keys", "revoke", "--before", "now", "--all", "--json")
+    bundles = [decode_payload(Sign1Message.decode(b).payload) for b in tap.take(2)]
+
+    # then
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["devices"], summary["sent"], summary["not_sent"]) == (2, 2, 0)
+    assert summary["kids"] == []
+    assert abs(summary["before"] - int(now.timestamp())) <= 5
+    versions = {b.device_id: b.version for b in bundles}
+    assert versions == {DEVICES[0]: 1, DEVICES[1]: 2}
+    assert all(b.op == "revoke" and b.revoke_before == summary["before"] for b in bundles)
