@@ -533,6 +533,7 @@ class FakeDelegationRegistry:
     issued: dict[bytes, IssuedDelegation] = field(default_factory=dict)
     revoked: Revocation = field(default_factory=Revocation)
     fail: bool = False
+    revocation_reads: int = 0
 
     def record(self, delegation: Delegation, worker: str) -> None:
         if self.fail:
@@ -547,6 +548,7 @@ class FakeDelegationRegistry:
         )
 
     def revocation(self) -> Revocation:
+        self.revocation_reads += 1
         return self.revoked
 
     def set_revocation(self, revocation: Revocation) -> None:

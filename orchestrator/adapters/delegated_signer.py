@@ -7,10 +7,12 @@ operations and credential types, optionally which rollouts). Every bundle the wo
 signs carries the delegation in its protected header (docs/protocol.md §3).
 
 Renewal: `delegation_for(expires_at)` returns the delegation in use and asks the root
-for a new one when less than half of its lifetime is left, or when it would expire
-before the bundle does. A renewal that fails is logged (`delegation_renewal_failed`)
-and tried again at most every `RENEWAL_RETRY_SECONDS` while the delegation in use still
-covers the bundle; once none covers it, `DelegationUnavailableError`: nothing is signed.
+for a new one when less than half of its lifetime is left, when it would expire before
+the bundle does, or when the fleet's revocation (read every 30 s) revokes it: revoked by
+time, the same key gets a new delegation; revoked by key id, a new key is made. A
+renewal that fails is logged (`delegation_renewal_failed`) and tried again at most every
+`RENEWAL_RETRY_SECONDS` while the delegation in use still covers the bundle; once none
+covers it, `DelegationUnavailableError`: nothing is signed.
 The root is asked O(renewals) times, never per bundle.
 """
 
@@ -41,6 +43,7 @@ from orchestrator.protocol.delegation import (
 __all__ = [
     "NOT_BEFORE_LEEWAY_SECONDS",
     "RENEWAL_RETRY_SECONDS",
+    "REVOCATION_CHECK_SECONDS",
     "ROOT_SIGNATURES_METRIC",
     "DelegatedSigner",
     "RootBundleSigner",
@@ -51,6 +54,9 @@ log = get_logger(__name__)
 RENEWAL_RETRY_SECONDS: Final = 30.0
 """After a failed renewal, how long before the root is asked again while the delegation
 in use still covers what is signed."""
+REVOCATION_CHECK_SECONDS: Final = 30.0
+"""How often a signer reads the fleet's revocation (`certfleet keys revoke`), one read of
+the store: a delegation in use that it revokes is replaced by a new one."""
 NOT_BEFORE_LEEWAY_SECONDS: Final = 300
 """A delegation's `nbf` lies this far before its issue, for devices whose clock is behind."""
 ROOT_SIGNATURES_METRIC: Final = "certfleet_root_signatures_total"
@@ -104,6 +110,10 @@ class DelegatedSigner:
         self._current: _Current | None = None
         self._failed_at: float | None = None
         """When the last renewal failed, epoch seconds (None: the last one succeeded)."""
+        self._checked_at: float | None = None
+        """When the fleet's revocation was last read, epoch seconds."""
+        self._delegated = False
+        """Whether the root delegated this key before (the next one is a renewal)."""
 
     def _forked(self) -> bool:
         return os.getpid() != self._pid
@@ -137,6 +147,7 @@ class DelegatedSigner:
             if self._forked():
                 self._new_key()
             now = self._clock().timestamp()
+            self._follow_revocation(now)
             current = self._current
             covers = current is not None and _covers(current.delegation, now, expires_at)
             if covers and current is not None:
@@ -162,6 +173,40 @@ class DelegatedSigner:
                 "push is retried later"
             )
 
+    def _follow_revocation(self, now: float) -> None:
+        """At most every `REVOCATION_CHECK_SECONDS`, read the fleet's revocation: a
+        delegation in use that it revokes is dropped, so the next bundle gets a new one;
+        revoked by key id, the key is dropped too and a new one made."""
+        current = self._current
+        if current is None or (
+            self._checked_at is not None and now - self._checked_at < REVOCATION_CHECK_SECONDS
+        ):
+            return
+        self._checked_at = now
+        try:
+            revocation = self._registry.revocation()
+        except Exception as exc:  # the store away: the push itself will say so
+            log.warning("revocation_unreadable", worker=self._worker, error=type(exc).__name__)
+            return
+        if not revocation.revokes(current.delegation):
+            return
+        by_kid = current.delegation.kid in revocation.kids
+        log.warning(
+            "delegation_revoked_in_use",
+            kid=self._kid.hex(),
+            worker=self._worker,
+            by="kid" if by_kid else "time",
+        )
+        if by_kid:
+            # A bundle signed by another thread right across this switch may carry the old
+            # delegation with the new key (refused: bad_delegation, and re-sent); workers
+            # run prefork, one task at a time per process.
+            self._new_key()
+            self._checked_at = now
+        else:
+            self._current = None
+            self._failed_at = None
+
     def _root_kid_hex(self) -> str:
         try:
             return self._root.key_id.hex()
@@ -171,7 +216,7 @@ class DelegatedSigner:
     def _renew(self, now: float) -> _Current | None:
         """Ask the root for a new delegation; None (logged) when that fails."""
         issued_at = int(now)
-        renewal = self._current is not None
+        renewal = self._delegated
         try:
             data = sign_delegation(
                 root=self._root,
@@ -202,6 +247,7 @@ class DelegatedSigner:
             )
             return None
         self._failed_at = None
+        self._delegated = True
         self._current = _Current(data=data, delegation=delegation)
         log.info(
             "delegation_renewed" if renewal else "delegation_issued",

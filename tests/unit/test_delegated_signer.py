@@ -15,13 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from orchestrator.adapters.delegated_signer import (
     NOT_BEFORE_LEEWAY_SECONDS,
     RENEWAL_RETRY_SECONDS,
+    REVOCATION_CHECK_SECONDS,
     ROOT_SIGNATURES_METRIC,
     DelegatedSigner,
     RootBundleSigner,
 )
 from orchestrator.domain.errors import DelegationUnavailableError, TransientError
 from orchestrator.protocol.bundle import open_bundle
-from orchestrator.protocol.delegation import Scope, decode_delegation, delegation_of
+from orchestrator.protocol.delegation import Revocation, Scope, decode_delegation, delegation_of
 from orchestrator.protocol.payload import Operation
 from orchestrator.services.bundles import BundleBody, issue_bundle
 from tests.fake_rollouts import FakeDelegationRegistry, FakeMetrics, FakeSequences, FakeSigner
@@ -276,6 +277,43 @@ def test_a_delegated_bundle_opens_on_a_device_that_trusts_the_root() -> None:
     )
     assert bundle.op == "rollback"
     assert r.root.signatures == 1
+
+
+def test_a_delegation_revoked_by_time_is_replaced_for_the_same_key() -> None:
+    """`keys revoke --before`: within 30 s the signer reads the revocation, and the next
+    bundle gets a new delegation of the same key, issued after the revocation's time; the
+    revocation is read at most every 30 s."""
+    # given
+    r = rig()
+    first = decode_delegation(r.signer.delegation_for(at(r.clock, HOUR)))[1]
+    r.registry.set_revocation(Revocation(before=first.issued_at + 1))
+    # when
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(10):
+            r.clock.advance(REVOCATION_CHECK_SECONDS / 10)
+            data = r.signer.delegation_for(at(r.clock, HOUR))
+    # then
+    second = decode_delegation(data)[1]
+    assert second.kid == first.kid
+    assert not r.registry.revoked.revokes(second)
+    assert r.root.signatures == 2
+    assert r.registry.revocation_reads == 1
+    assert [e["event"] for e in logs] == ["delegation_revoked_in_use", "delegation_renewed"]
+
+
+def test_a_key_revoked_by_id_is_replaced_by_a_new_key() -> None:
+    """`keys revoke --kid`: the signer makes a new key and gets it a delegation."""
+    # given
+    r = rig()
+    old_kid = r.signer.key_id
+    r.signer.delegation_for(at(r.clock, HOUR))
+    r.registry.set_revocation(Revocation(kids=frozenset({old_kid})))
+    r.clock.advance(REVOCATION_CHECK_SECONDS)
+    # when
+    second = decode_delegation(r.signer.delegation_for(at(r.clock, HOUR)))[1]
+    # then
+    assert second.kid == r.signer.key_id != old_kid
+    assert r.root.signatures == 2
 
 
 def test_concurrent_renewal_asks_the_root_once() -> None:
