@@ -7,6 +7,7 @@ the simulator's command; the suite's modules load only when the command runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -236,6 +237,12 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
     )
     container = bootstrap()
     settings = container.settings
+    try:
+        # the device keeps the fleet's revocation: the suite's revokes end by sending it back
+        options = dataclasses.replace(options, revocation=container.delegations.revocation())
+    except CertfleetError as exc:
+        container.close()
+        raise _fail(f"cannot read the fleet's revoked delegations: {exc}") from None
     context = None
     if tls:
         context = ssl.create_default_context(cafile=str(broker_ca) if broker_ca else None)
@@ -264,7 +271,7 @@ def conformance(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
                 device_id=device_id,
                 broker=broker,
                 topics=container.topics,
-                main_key=container.signer,
+                main_key=container.root_signer,
                 next_seq=lambda: container.sequences.next_sequence(device_id),
                 clock=utcnow,
                 options=options,

@@ -3,7 +3,9 @@
 The product's own `Bundle` refuses to build most of what the suite must send (an
 unknown op, a 65-byte rid, a payload over its limit), so the suite writes the payload
 map itself, in the deterministic CBOR of docs/protocol.md §3, and signs it with the
-COSE_Sign1 of `orchestrator.protocol.cose`.
+COSE_Sign1 of `orchestrator.protocol.cose`. A delegated bundle's delegation is written
+the same way (its payload map, signed by a root key), so that the suite can also send
+the delegations certfleet never signs: expired, out of their rules, by an unknown root.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any, Final
 
 import cbor2
 
-from orchestrator.conformance.material import KeyHolder
-from orchestrator.conformance.model import In, Send
+from orchestrator.conformance.material import KeyHolder, public_point
+from orchestrator.conformance.model import Delegate, In, Send
 from orchestrator.protocol.cose import ALG_ES256, HEADER_ALG, HEADER_KID, sign1
+from orchestrator.protocol.delegation import DELEGATION_LABEL, DELEGATION_VERSION
 
 __all__ = ["ALG_ES384", "Forge"]
 
@@ -70,7 +73,15 @@ class Forge:
             if send.tamper == "algorithm":
                 header[HEADER_KID] = key.key_id
             return self._envelope(_dumps(header), payload, key)
-        data = sign1(payload, sign=key.sign, kid=key.key_id)
+        if send.delegation is not None:
+            header = {
+                HEADER_ALG: ALG_ES256,
+                HEADER_KID: key.key_id,
+                DELEGATION_LABEL: self.delegation(send.delegation, now=now),
+            }
+            data = self._envelope(_dumps(header), payload, key)
+        else:
+            data = sign1(payload, sign=key.sign, kid=key.key_id)
         if send.tamper == "signature":
             return data[:-1] + bytes([data[-1] ^ 0x01])
         if send.tamper == "payload":  # one byte of the seq, inside the signed payload
@@ -78,6 +89,35 @@ class Forge:
             return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
         if send.tamper == "trailing":
             return data + b"\x00"
+        return data
+
+    def delegation(self, delegate: Delegate, *, now: datetime) -> bytes:
+        """The delegation's COSE_Sign1 bytes (tagged 18), signed by `delegate.root`."""
+        if delegate.raw is not None:
+            return delegate.raw
+        key, root = self.keys[delegate.key], self.keys[delegate.root]
+        moment = int(now.timestamp())
+        document: dict[str, Any] = {
+            "v": DELEGATION_VERSION,
+            "exp": moment + delegate.exp,
+            "iat": moment if delegate.iat is None else delegate.iat,
+            "kid": key.key_id,
+            "nbf": moment + delegate.nbf,
+            "ops": list(delegate.ops),
+            "pub": public_point(key),
+            "kinds": list(delegate.kinds),
+        }
+        if delegate.rids is not None:
+            document["rids"] = list(delegate.rids)
+        for name, value in delegate.fields.items():
+            if value is None:
+                document.pop(name, None)
+            else:
+                document[name] = value
+        protected = _dumps({HEADER_ALG: ALG_ES256, HEADER_KID: root.key_id})
+        data = self._envelope(protected, _dumps(document), root)
+        if delegate.tamper == "signature":
+            return data[:-1] + bytes([data[-1] ^ 0x01])
         return data
 
     def _envelope(self, protected: bytes, payload: bytes, key: KeyHolder) -> bytes:

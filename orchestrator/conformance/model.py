@@ -10,10 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from orchestrator.protocol.delegation import DELEGABLE_OPS
+
 __all__ = [
     "ANY_DIGEST",
     "FINAL_PHASES",
     "RESTING_PHASES",
+    "Delegate",
     "Expect",
     "In",
     "Send",
@@ -49,6 +52,36 @@ class In:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Delegate:
+    """The delegation a bundle carries (docs/protocol.md §3), made when the bundle is signed.
+
+    Args:
+        key: the suite key delegated: its point and key id go in the delegation, and the
+            bundle is signed by `Send.signer` (the same key, unless a step spoils it).
+        root: the suite key that signs the delegation (`main`: the key the device trusts).
+        nbf, exp: not-before and expiry, seconds after the moment of signing.
+        iat: issued-at, epoch seconds; None: the moment of signing.
+        ops, kinds, rids: the scope; `rids` None leaves the key out (any rollout).
+        fields: delegation payload keys set over the defaults (a `None` value leaves a key
+            out): a delegation that breaks its rules.
+        tamper: `signature`: a bit of the root's signature flipped.
+        raw: these bytes stand in the header in place of a delegation.
+    """
+
+    key: str = "online1"
+    root: str = "main"
+    nbf: int = -60
+    exp: int = 7200
+    iat: int | None = None
+    ops: tuple[str, ...] = DELEGABLE_OPS
+    kinds: tuple[int, ...] = (0, 1)
+    rids: tuple[str, ...] | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    tamper: Literal["signature"] | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Send:
     """One bundle a step publishes.
 
@@ -66,6 +99,8 @@ class Send:
             refused (a refusal consumes no sequence number).
         certify: `creds` becomes the client certificate the suite issues for the CSR the
             device reported for this bundle's rid (an identity stage of its keygen).
+        delegation: the bundle carries this delegation (protected header label -65537),
+            and `signer` names the delegated key that signs it.
     """
 
     op: str
@@ -80,6 +115,7 @@ class Send:
     size: int | None = None
     skip_seq: bool = False
     certify: bool = False
+    delegation: Delegate | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,8 +2,9 @@
 
 `Script` holds what the plan needs (the device's tags, the CAs, the probe servers)
 and the trust the device must hold after each step so far; the step groups in
-`plan_ops`, `plan_refusals` and `plan_unsafe` append to it. Spare sec_tags are tags
-the device holds nothing in, so the suite never touches the device's own trust.
+`plan_ops`, `plan_refusals`, `plan_unsafe`, `plan_delegation` and `plan_identity`
+append to it. Spare sec_tags are tags the device holds nothing in, so the suite never
+touches the device's own trust.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from orchestrator.conformance.model import Expect, In, Send, Step, Trust
+from orchestrator.protocol.delegation import Revocation
 
 __all__ = [
     "COMMITTED",
@@ -68,6 +70,9 @@ class PlanInputs:
         probe_identity: a TLS server that requires a client certificate of the suite's
             identity CA; with it (and a device with an identity) the plan rotates the
             device's identity and rolls it back.
+        revocation: the revoked delegations the device holds (certfleet's fleet-wide
+            revocation); the delegation steps replace the device's list and end by
+            sending this one back.
     """
 
     device_id: str
@@ -86,6 +91,7 @@ class PlanInputs:
     undo_window: float = 60.0
     undo_default: float = 7 * 24 * 3600.0
     probe_identity: tuple[str, int] | None = None
+    revocation: Revocation = field(default_factory=Revocation)
 
     def __post_init__(self) -> None:
         if not 1 <= self.trusted_keys <= 3:
@@ -233,6 +239,10 @@ class Script:
         }
         fields.update(extra)
         return Send(op="stage", rid=rid, fields=fields, certify=certify)
+
+    def revoke(self, kids: tuple[bytes, ...], before: int, **extra: Any) -> Send:
+        """Revoke delegations (root-signed): `kids` the device's whole list, `before` a time."""
+        return Send(op="revoke", fields={"kids": list(kids), "before": before, **extra})
 
     def trust_signer(self, add: str, *, retire: str | None = None, signer: str) -> Send:
         """Trust the suite key `add` (and stop trusting `retire`), signed by `signer`."""

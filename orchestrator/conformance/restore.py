@@ -2,10 +2,10 @@
 
 The plan restores the device itself when every step passes. When one failed, the
 device may still trust one of the suite's temporary signer keys (which die with the
-run), present the identity the suite gave it, or hold a spare tag: the suite then
-sends, best effort, the bundles that make its original key the trusted one, roll its
-identity back and retire the spare tags, and reports whether the device ends with its
-first trust.
+run), hold the suite's list of revoked delegations, present the identity the suite
+gave it, or hold a spare tag: the suite then sends, best effort, the bundles that make
+its original key the trusted one, send its revocation back, roll its identity back and
+retire the spare tags, and reports whether the device ends with its first trust.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ def _touches_signers(step: Step) -> bool:
     return any(s.op == "trust-signer" or s.signer.startswith("temp") for s in step.sends)
 
 
+def _revokes(step: Step) -> bool:
+    return any(s.op == "revoke" for s in step.sends)
+
+
 def restore_bundles(
     inputs: PlanInputs, steps: Sequence[Step], failed: set[str], current: Trust | None
 ) -> list[tuple[Send, Expect]]:
@@ -40,6 +44,9 @@ def restore_bundles(
                 )
         for signer in ("temp1", "main"):
             bundles.append((script.trust_signer("main", retire="temp1", signer=signer), COMMITTED))
+    if any(step.name in failed and _revokes(step) for step in steps):
+        held = tuple(sorted(inputs.revocation.kids))
+        bundles.append((script.revoke(held, inputs.revocation.before), COMMITTED))
     initial = inputs.initial
     if current is not None and current.identity != initial.identity:
         keygens = [

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orchestrator.conformance import plan_identity, plan_ops, plan_refusals, plan_unsafe
+from orchestrator.conformance import (
+    plan_delegation,
+    plan_identity,
+    plan_ops,
+    plan_refusals,
+    plan_unsafe,
+)
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Inbox, trust_of
 from orchestrator.conformance.material import IdentityIssuer, KeyHolder, SuiteKey, public_point
@@ -23,6 +29,7 @@ from orchestrator.conformance.runner import (
     first_state_result,
 )
 from orchestrator.conformance.verdict import StepResult
+from orchestrator.protocol.delegation import Revocation
 from orchestrator.protocol.limits import SIGNERS_MAX
 from orchestrator.protocol.topics import Topics
 
@@ -37,6 +44,8 @@ def build_plan(inputs: PlanInputs) -> list[Step]:
     plan_refusals.limits(script)
     plan_ops.signers(script)
     plan_unsafe.unsafe_sequences(script)
+    plan_delegation.delegations(script)
+    plan_delegation.revocations(script)
     plan_identity.identity(script)
     plan_identity.rotation(script)
     script.add(
@@ -81,6 +90,9 @@ class SuiteOptions:
     probe_identity: tuple[str, int] | None = None
     """The identity rotation's probe: a TLS server the device's own CA tags validate, which
     requires a client certificate of `identity_issuer`."""
+    revocation: Revocation = field(default_factory=Revocation)
+    """The revoked delegations the device holds (certfleet's fleet-wide revocation): the
+    revocation steps end by sending it back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +137,9 @@ async def run_suite(
     """Run the suite against `device_id`.
 
     Args:
-        main_key: the key the device trusts (the deployment's signing key).
+        main_key: the key the device trusts (the deployment's root key): it signs the
+            suite's bundles, trust-signer and revoke, and the delegations of the suite's
+            online keys.
         known_trust: the device's trust as certfleet last recorded it, used when the
             device publishes no state within `options.state_wait` seconds.
         on_waiting: called once the suite listens and waits for the device's state.
@@ -155,7 +169,13 @@ async def run_suite(
                 f"{device_id}; name tags it holds nothing in"
             )
         temp = {f"temp{n}": SuiteKey.generate() for n in (*range(1, SIGNERS_MAX + 1), 9)}
-        keys: dict[str, KeyHolder] = {"main": main_key, "foreign": SuiteKey.generate(), **temp}
+        online = {name: SuiteKey.generate() for name in plan_delegation.ONLINE_KEYS}
+        keys: dict[str, KeyHolder] = {
+            "main": main_key,
+            "foreign": SuiteKey.generate(),
+            **temp,
+            **online,
+        }
         inputs = PlanInputs(
             device_id=device_id,
             initial=trust,
@@ -172,6 +192,7 @@ async def run_suite(
             fallback_after=options.fallback_after,
             undo_window=options.undo_window,
             probe_identity=options.probe_identity if options.identity_issuer else None,
+            revocation=options.revocation,
         )
         issuer = options.identity_issuer
         runner = Runner(

@@ -195,6 +195,8 @@ def test_the_per_device_simulator_passes_every_step(
     assert names[0] == "state"
     assert names[-1] == "ends as it started"
     assert {"replay (same seq)", "fallback at commit_by", "case 3: abort of A"} <= set(names)
+    assert {"delegated commit", "expired delegation", "revoked key refused"} <= set(names)
+    assert {"revocation restored", "out of scope: rollout"} <= set(names)
     assert set(document["steps"][0]) == {"name", "passed", "expected", "got", "detail"}
 
 

@@ -25,6 +25,7 @@ from orchestrator.conformance.material import (
 )
 from orchestrator.conformance.model import ANY_DIGEST, Send, Step, Trust
 from orchestrator.conformance.plan import CSR, PlanInputs
+from orchestrator.conformance.plan_delegation import ONLINE_KEYS
 from orchestrator.conformance.restore import restore_bundles
 from orchestrator.conformance.runner import Runner
 from orchestrator.conformance.suite import build_plan, spare_tags
@@ -51,7 +52,12 @@ AFTER_SIGNATURE: Final = frozenset(
 
 
 def _inputs(initial: Trust, *, probe_identity: tuple[str, int] | None = None) -> PlanInputs:
-    keys = {**KEYS, "temp9": SuiteKey.generate(), "foreign": SuiteKey.generate()}
+    keys = {
+        **KEYS,
+        "temp9": SuiteKey.generate(),
+        "foreign": SuiteKey.generate(),
+        **{name: SuiteKey.generate() for name in ONLINE_KEYS},
+    }
     return PlanInputs(
         device_id=DEVICE,
         initial=initial,

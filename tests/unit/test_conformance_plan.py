@@ -3,23 +3,36 @@ with the product's own bundle checks, ends where it began, and the docs list its
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cbor2
 import pytest
 from cryptography import x509
 
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Heard, trust_problems
 from orchestrator.conformance.material import SuiteKey, chain_of_size, public_point, throwaway_ca
-from orchestrator.conformance.model import Expect, Send, Step, Trust
+from orchestrator.conformance.model import Delegate, Expect, Send, Step, Trust
 from orchestrator.conformance.plan import PlanInputs
+from orchestrator.conformance.plan_delegation import ONLINE_KEYS, REVOKED_BEFORE
 from orchestrator.conformance.restore import restore_bundles
 from orchestrator.conformance.suite import Outcome, build_plan, spare_tags
 from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
 from orchestrator.protocol.bundle import BundleRejectedError, open_bundle
+from orchestrator.protocol.cose import sign1
+from orchestrator.protocol.delegation import (
+    DELEGABLE_OPS,
+    REVOKED_KIDS_MAX,
+    Revocation,
+    Scope,
+    decode_delegation,
+    delegation_of,
+    sign_delegation,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +54,12 @@ OPERATION_CHECKS = frozenset(
 SIGNER_STATE = {"retired key refused", "temporary key refused"}
 """Refused for keys the device stopped trusting during the run: not a property of the bytes."""
 
-KEYS = {name: SuiteKey.generate() for name in ("main", "temp1", "temp2", "temp3", "temp4", "temp9")}
+KEYS = {
+    name: SuiteKey.generate()
+    for name in ("main", "temp1", "temp2", "temp3", "temp4", "temp9", *ONLINE_KEYS)
+}
+TRUSTED = {key.key_id: key.public_key for name, key in KEYS.items() if name not in ONLINE_KEYS}
+"""The keys a device may trust: the suite's online keys are never trusted, only delegated."""
 FOREIGN = SuiteKey.generate()
 GOOD, BAD = throwaway_ca(NOW), throwaway_ca(NOW)
 
@@ -67,6 +85,22 @@ def _inputs(**changes: object) -> PlanInputs:
 
 
 PLAN = build_plan(_inputs())
+
+
+def _revocations(plan: list[Step], forge: Forge) -> dict[str, Revocation]:
+    """The revocation a device holds before each step: each revoke the plan expects
+    committed applied in turn."""
+    held, before = Revocation(), dict[str, Revocation]()
+    for step in plan:
+        before[step.name] = held
+        for send, expect in zip(step.sends, step.expects, strict=True):
+            if send.op == "revoke" and expect.last == "committed":
+                document = forge.payload(send, seq=7, now=NOW)
+                held = held.applied(document["kids"], document["before"])
+    return before
+
+
+REVOCATION = _revocations(PLAN, Forge(DEVICE, {**KEYS, "foreign": FOREIGN}))
 CHECKED = [
     step
     for step in PLAN
@@ -90,10 +124,11 @@ def test_each_bundle_meets_the_products_checks_as_the_plan_expects(step: Step) -
     try:
         open_bundle(
             data,
-            signers={key.key_id: key.public_key for key in KEYS.values()},
+            signers=TRUSTED,
             device_id=DEVICE,
             last_seq=0,
             now=NOW,
+            revocation=REVOCATION[step.name],
         )
         refused = None
     except BundleRejectedError as exc:
@@ -327,3 +362,82 @@ def test_the_table_shows_each_step_with_its_result() -> None:
     assert re.search(r"replay \(same seq\)\s*│\s*FAIL", text)
     assert outcome.failed == ["replay (same seq)"]
     assert outcome.to_json()["passed"] is False
+
+
+class _FixedSignature:
+    """A key whose signatures are always the same bytes: two encoders' outputs compare."""
+
+    def __init__(self, key: SuiteKey) -> None:
+        self.key_id, self.public_key = key.key_id, key.public_key
+
+    def sign(self, to_be_signed: bytes) -> bytes:
+        return hashlib.sha256(to_be_signed).digest() * 2
+
+
+def test_the_suites_delegated_bundle_is_byte_for_byte_what_certfleet_signs() -> None:
+    """The suite writes delegations and delegated envelopes itself (to spoil them); a valid
+    one is exactly the product's: `sign_delegation`, then `sign1(..., delegation=...)`."""
+    # given
+    keys = {name: _FixedSignature(KEYS[name]) for name in ("main", "online1")}
+    forge = Forge(DEVICE, keys)
+    moment = int(NOW.timestamp())
+    send = Send(op="rollback", rid="r", signer="online1", delegation=Delegate(rids=("r", "s")))
+
+    # when
+    delegation = forge.delegation(Delegate(rids=("r", "s")), now=NOW)
+    data = forge.build(send, seq=7, now=NOW)
+
+    # then
+    expected = sign_delegation(
+        root=keys["main"],
+        public_key=KEYS["online1"].public_key,
+        not_before=moment - 60,
+        expires_at=moment + 7200,
+        issued_at=moment,
+        scope=Scope(ops=DELEGABLE_OPS, kinds=(0, 1), rollouts=("r", "s")),
+    )
+    assert delegation == expected
+    payload = cbor2.dumps(forge.payload(send, seq=7, now=NOW), canonical=True)
+    assert data == sign1(
+        payload, sign=keys["online1"].sign, kid=KEYS["online1"].key_id, delegation=expected
+    )
+    assert delegation_of(data) == decode_delegation(expected)[1]
+
+
+def test_the_revocation_steps_keep_a_fleet_revocation_and_send_it_back() -> None:
+    """With the fleet's 8 revoked key ids and a later revocation time, every revoke fits
+    the limit, the by-time steps use the fleet's time, and the last revoke restores both."""
+    # given
+    fleet = Revocation(frozenset(bytes([n]) * 8 for n in range(8)), REVOKED_BEFORE + 500)
+    plan = build_plan(_inputs(revocation=fleet))
+    forge = Forge(DEVICE, {**KEYS, "foreign": FOREIGN})
+    held = _revocations(plan, forge)
+
+    # when
+    last = next(s for s in plan if s.name == "revocation restored")
+    document = forge.payload(last.sends[0], seq=7, now=NOW)
+
+    # then
+    assert (frozenset(document["kids"]), document["before"]) == (fleet.kids, fleet.before)
+    for step in plan:
+        for send in step.sends:
+            if send.op == "revoke" and step.expects[0].last == "committed":
+                kids = forge.payload(send, seq=7, now=NOW)["kids"]
+                assert len(kids) <= REVOKED_KIDS_MAX, step.name
+    by_time = next(s for s in plan if s.name == "issued before the revocation time")
+    assert by_time.sends[0].delegation is not None
+    assert by_time.sends[0].delegation.iat == fleet.before - 1
+    assert held["issued at the revocation time"].before == fleet.before
+
+
+def test_a_failed_revoke_step_sends_the_fleets_revocation_back() -> None:
+    """The device may hold the suite's list: the restore sends the fleet's, root-signed."""
+    fleet = Revocation(frozenset({b"\x07" * 8}), 1234)
+    inputs = _inputs(revocation=fleet)
+    plan = build_plan(inputs)
+
+    bundles = restore_bundles(inputs, plan, {"revoke by time"}, INITIAL)
+
+    assert [(s.op, s.signer, s.fields["kids"], s.fields["before"]) for s, _ in bundles] == [
+        ("revoke", "main", [b"\x07" * 8], 1234)
+    ]
