@@ -119,11 +119,9 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 	if (p->Bundle_payload_undo_by_present && (p->Bundle_payload_v < 2 || op != CF_OP_COMMIT)) {
 		return CF_DETAIL("undo_by belongs to a version 2 commit only");
 	}
-	if ((p->Bundle_payload_kids_present || p->Bundle_payload_before_present) != (op == CF_OP_REVOKE)) {
-		return CF_DETAIL("revoke needs kids and before, and only revoke has them");
-	}
+	/* a revoke's kids (other ops ignore kids and before, as §3 says of keys they do not use) */
 	const struct Bundle_payload_kids_r *kids = &p->Bundle_payload_kids;
-	for (size_t i = 0; p->Bundle_payload_kids_present && i < kids->Bundle_payload_kids_bstr_count; i++) {
+	for (size_t i = 0; op == CF_OP_REVOKE && i < kids->Bundle_payload_kids_bstr_count; i++) {
 		const struct zcbor_string *kid = &kids->Bundle_payload_kids_bstr[i];
 		bool repeated = false;
 		for (size_t j = 0; j < i; j++) {
@@ -136,7 +134,7 @@ static const char *payload_problem(const struct Bundle_payload *p, enum cf_op op
 	switch (op) {
 	case CF_OP_REVOKE:
 		if (!p->Bundle_payload_kids_present || !p->Bundle_payload_before_present) {
-			return CF_DETAIL("revoke needs kids and before, and only revoke has them");
+			return CF_DETAIL("revoke needs kids and before");
 		}
 		break;
 	case CF_OP_STAGE:

@@ -1213,13 +1213,12 @@ def revoke_payload_cases() -> list[Case]:
             True,
             lambda: altered("commit", lambda d: d.update(op="revoke", before=0)),
         ),
-        # kids and before in another op: the C decoder refuses them (as undo_by outside a
-        # commit); the orchestrator's decoder leaves them out
+        # kids and before in another op are ignored (§3: an op ignores keys it does not use)
         (
             "revoke-kids-in-commit",
-            "bad_payload",
-            False,
-            lambda: altered("commit", lambda d: d.update(kids=[])),
+            "ok",
+            True,
+            lambda: altered("commit", lambda d: d.update(kids=[b"1234567"], before=1)),
         ),
     ]
 

@@ -162,7 +162,7 @@ static void test_any_byte_flip_of_a_delegated_bundle_is_refused(void **state)
 	(void)state;
 	static struct cf_bundle bundle;
 	struct cf_bundle_env e = env();
-	size_t len = fixture_bundle("dlg-ok-stage", buf, sizeof(buf));
+	size_t len = fixture_bundle("dlg-ok-commit", buf, sizeof(buf));
 
 	assert_int_equal(cf_bundle_open(buf, len, &e, &bundle), CF_REASON_OK);
 	assert_true(bundle.delegated);
