@@ -62,11 +62,23 @@ def _provisioned_signer(path: Path) -> ec.EllipticCurvePublicKey:
 
 
 def _trusted_signers(
-    signer_pub: Path | None, default: Path
+    signer_pub: Path | None, default: Path, *, root_in_token: bool = False
 ) -> dict[bytes, ec.EllipticCurvePublicKey]:
-    """Key id -> key of the signer the devices trust; none (with a warning) if the default fails."""
+    """Key id -> key of the root the devices trust; none (with a warning) if the default fails.
+
+    The default is the development root key file; a root in a PKCS#11 token is not read
+    here (a device only ever gets its public key): give `--signer-pub`.
+    """
     from orchestrator.protocol.cose import key_id  # noqa: PLC0415 -- loads only when the command runs
 
+    if signer_pub is None and root_in_token:
+        err.print(
+            "[yellow]devices trust no bundle signer[/] (the root key is in a PKCS#11 token, "
+            "CERTFLEET_ROOT_SIGNER=pkcs11: give --signer-pub with the public key "
+            "`certfleet keys export-public` prints)",
+            highlight=False,
+        )
+        return {}
     try:
         public = _provisioned_signer(signer_pub or default)
     except (ValueError, OSError) as exc:
@@ -142,8 +154,8 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
             "--signer-pub",
             exists=True,
             dir_okay=False,
-            help="Bundle signer public key the devices trust "
-            "(default: the public half of CERTFLEET_SIGNING_KEY_FILE).",
+            help="Root public key the devices trust (`certfleet keys export-public`; "
+            "default: the public half of the development key CERTFLEET_SIGNING_KEY_FILE).",
         ),
     ] = None,
     tls: Annotated[
@@ -272,7 +284,9 @@ def simulate(  # noqa: PLR0917 -- typer maps each CLI option to a parameter
         )
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    signers = _trusted_signers(signer_pub, settings.signing_key_file)
+    signers = _trusted_signers(
+        signer_pub, settings.signing_key_file, root_in_token=settings.root_signer == "pkcs11"
+    )
     broker = BrokerAddress(
         host=settings.mqtt_host,
         port=broker_port or settings.mqtt_port,

@@ -195,3 +195,33 @@ def test_a_foreign_key_keygen_answers_with_the_next_devices_factory_key() -> Non
     neighbour = x509.load_pem_x509_certificate(second.modem.read(44, CredentialType.CLIENT_CERT))
     assert csr.public_key().public_numbers() == neighbour.public_key().public_numbers()  # type: ignore[union-attr]
     assert csr.subject.rfc4514_string() == f"CN={first.device_id}"
+
+
+def test_devices_trust_the_root_given_or_the_development_key_but_never_read_a_token(
+    tmp_path: Path,
+) -> None:
+    """`--signer-pub` (the root's public key) is trusted; without it the development key
+    file's public half; with the root in a PKCS#11 token, nothing (the simulator has no
+    business with the token) and a warning that says to give --signer-pub."""
+    from orchestrator.protocol.cose import key_id  # noqa: PLC0415
+    from simulator.cli import _trusted_signers  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public, private = tmp_path / "root.pub.pem", tmp_path / "root.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    kid = key_id(key.public_key())
+
+    assert set(_trusted_signers(public, tmp_path / "none.pem", root_in_token=True)) == {kid}
+    assert set(_trusted_signers(None, private)) == {kid}
+    assert _trusted_signers(None, private, root_in_token=True) == {}
