@@ -335,14 +335,35 @@ def test_a_device_already_connected_is_read_from_certfleets_inventory(
     env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
 ) -> None:
     """With the listener recording the device, the suite needs no reconnect: it builds its
-    plan from the inventory's state and the device passes."""
-    # given: the listener, then the device, until certfleet knows it
+    plan from the inventory's state and the device passes. The fleet has revoked 8 key ids
+    (the most a device keeps) and a time later than the suite's own: the revocation steps
+    still fit the limit, and end by sending the fleet's revocation back."""
+    # given: the listener, then the device, until certfleet knows it; the fleet's revocation
+    # sent to it
     listener = start("listener", certfleet("listener"), env=env, log_dir=log_dir)
     device: Proc | None = None
+    kids = [f"{n:02x}" * 8 for n in range(8)]
     try:
         wait_until(lambda: "listener_subscribed" in listener.log(), timeout=30, what="listener")
         device = start("simulate", simulate_argv(tmp_path, "conf-e-"), env=env, log_dir=log_dir)
         wait_until(lambda: _devices_known(env) == 1, timeout=30, what="the device in the inventory")
+        revoked = subprocess.run(
+            certfleet(
+                "keys",
+                "revoke",
+                *(arg for kid in kids for arg in ("--kid", kid)),
+                "--before",
+                "1600001000",
+                "--device",
+                "conf-e-00000",
+            ),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert revoked.returncode == 0, revoked.stderr
 
         # when
         done = subprocess.run(
@@ -363,6 +384,8 @@ def test_a_device_already_connected_is_read_from_certfleets_inventory(
     assert _failures(document) == {}, done.stderr
     assert done.returncode == 0
     assert document["steps"][0]["got"].startswith("certfleet's inventory: active [42]")
+    steps = {s["name"]: s for s in document["steps"]}
+    assert steps["revocation restored"]["got"].startswith("received, committed")
 
 
 def test_over_a_tls_broker_every_commit_is_proven_on_a_new_connection_and_passes(
