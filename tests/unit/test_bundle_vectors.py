@@ -17,7 +17,7 @@ from typing import Final
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orchestrator.protocol.bundle import BundleRejectedError, Reason, open_bundle
+from orchestrator.protocol.bundle import BundleRejectedError, Reason, Revocation, open_bundle
 from orchestrator.protocol.limits import MAX_BUNDLE_BYTES
 
 pytestmark = pytest.mark.unit
@@ -27,30 +27,40 @@ VECTORS: Final = Path(__file__).resolve().parents[2] / "firmware" / "tests" / "v
 PYTHON_READS: Final = {
     "env-signature-63": Reason.BAD_SIGNATURE,
     "payload-not-deterministic": Reason.OK,
+    "dlg-label-first": Reason.OK,
+    "dlg-label-after-other": Reason.OK,
 }
 """The `c-only` cases, where the C decoder is stricter (firmware/README.md): a 63-byte
 signature is `bad_envelope` in C (§3 fixes it at 64 bytes) and fails verification here
 (check 5); a payload map out of the deterministic order of §3 is `bad_payload` in C
-(the generated decoder reads keys in that order) and read whole here."""
+(the generated decoder reads keys in that order) and read whole here. The same holds of
+a protected header out of its order (label -65537 first: `bad_envelope` in C) or with
+another label before -65537 (`bad_delegation` in C), which the Python side reads by
+label."""
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """The device the vectors are for: its id, clock, last accepted seq, trusted signer."""
+    """The device the vectors are for: its id, clock, last accepted seq, trusted signer,
+    and its revocation (`revoked` key ids, `revoked_before`)."""
 
     device_id: str
     now: datetime
     last_seq: int
     signers: dict[bytes, ec.EllipticCurvePublicKey]
+    revocation: Revocation
 
 
 def _context() -> Context:
     """CONTEXT as the C tests read it: only the key named `signer` is trusted."""
     fields: dict[str, str] = {}
     signers: dict[bytes, ec.EllipticCurvePublicKey] = {}
+    revoked: set[bytes] = set()
     for line in (VECTORS / "CONTEXT").read_text().splitlines():
         name, _, value = line.partition(" ")
-        if name == "key":
+        if name == "revoked":
+            revoked.add(bytes.fromhex(value))
+        elif name == "key":
             role, kid, point = value.split()
             if role == "signer":
                 curve = ec.SECP256R1()
@@ -64,6 +74,7 @@ def _context() -> Context:
         now=datetime.fromtimestamp(int(fields["now"]), UTC),
         last_seq=int(fields["last_seq"]),
         signers=signers,
+        revocation=Revocation(frozenset(revoked), int(fields.get("revoked_before", "0"))),
     )
 
 
@@ -85,6 +96,7 @@ def _python_reason(data: bytes) -> Reason:
             device_id=CONTEXT.device_id,
             last_seq=CONTEXT.last_seq,
             now=CONTEXT.now,
+            revocation=CONTEXT.revocation,
         )
     except BundleRejectedError as exc:
         return exc.reason
@@ -119,8 +131,13 @@ def test_the_manifest_names_every_vector_and_every_c_only_case_is_explained() ->
 
 
 def test_the_vectors_meet_every_reason_of_checks_1_to_12() -> None:
-    """Between them the agreeing cases give ok and every reason checks 1 to 12 can give."""
+    """Between them the agreeing cases give ok and every reason checks 1 to 12 can give,
+    those of a delegation's checks 4 to 5d and 7a included."""
     checks_1_to_12 = {
+        Reason.BAD_DELEGATION,
+        Reason.DELEGATION_REVOKED,
+        Reason.DELEGATION_EXPIRED,
+        Reason.OUT_OF_SCOPE,
         Reason.OK,
         Reason.TOO_LARGE,
         Reason.BAD_ENVELOPE,
