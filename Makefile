@@ -24,6 +24,7 @@ REDIS_ADAPTER_TESTS = tests/integration/test_batch_scripts.py tests/integration/
 	tests/integration/test_api.py tests/integration/test_redispatch.py tests/integration/test_console_auth.py \
 	tests/integration/test_console_rollout.py tests/integration/test_console_fleet.py \
 	tests/integration/test_console_plans.py tests/integration/test_console_live.py \
+	tests/integration/test_keys_cli.py \
 	$(filter-out tests/integration/test_redis_failover.py,$(wildcard tests/integration/test_*redis*.py))
 
 test: install lint
