@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 from rich.table import Table
 
@@ -22,7 +23,13 @@ from orchestrator.domain.endpoints import parse_endpoint
 from orchestrator.domain.errors import CertfleetError
 from orchestrator.protocol.bundle import BundleRejectedError, SignerKey, decode_payload
 from orchestrator.protocol.cose import CoseError, Sign1Message, key_id
-from orchestrator.protocol.delegation import ROOT_OPS
+from orchestrator.protocol.delegation import (
+    DELEGATION_LABEL,
+    ROOT_OPS,
+    Delegation,
+    decode_delegation,
+)
+from orchestrator.protocol.reasons import Reason
 from orchestrator.protocol.report import Phase, ReportMessage
 from orchestrator.services.bundles import (
     BundleBody,
@@ -312,11 +319,17 @@ def inspect(
     source: Annotated[str, typer.Argument(help="Bundle file, or - for stdin.")],
     key: Annotated[
         Path | None,
-        typer.Option("--key", exists=True, dir_okay=False, help="Public key PEM to verify with."),
+        typer.Option(
+            "--key",
+            exists=True,
+            dir_okay=False,
+            help="The root public key (PEM) to verify with; a delegated bundle is verified "
+            "through its delegation.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Decode a bundle; verify its signature when a key is given."""
+    """Decode a bundle and the delegation it carries; verify them when a key is given."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
@@ -324,20 +337,22 @@ def inspect(
     try:
         message = Sign1Message.decode(data)
         bundle = decode_payload(message.payload)
+        delegated = _delegation_in(message)
     except (CoseError, BundleRejectedError) as exc:
         raise fail(f"not a certfleet bundle: {exc}") from None
     verified: bool | None = None
     problem = ""
     if key is not None:
         try:
-            message.verify(load_public_key(key))
+            _verify(message, delegated, load_public_key(key))
             verified = True
-        except (CoseError, CertfleetError) as exc:
+        except (CoseError, CertfleetError, ValueError) as exc:
             verified, problem = False, str(exc)
     document: dict[str, Any] = {
         "alg": message.algorithm,
         "kid": message.kid.hex() if message.kid else None,
         "verified": verified,
+        "delegation": _delegation_document(delegated[1]) if delegated else None,
         "device_id": bundle.device_id,
         "rollout_id": bundle.rollout_id,
         "seq": bundle.seq,
@@ -371,6 +386,51 @@ def inspect(
         out.print(table)
     if verified is False:
         raise typer.Exit(1)
+
+
+def _delegation_in(message: Sign1Message) -> tuple[Sign1Message, Delegation] | None:
+    """The delegation in the bundle's protected header (label -65537), not verified."""
+    value = message.protected.get(DELEGATION_LABEL)
+    if value is None:
+        return None
+    if type(value) is not bytes:
+        raise BundleRejectedError(Reason.BAD_DELEGATION, "label -65537 is not a byte string")
+    return decode_delegation(value)
+
+
+def _verify(
+    message: Sign1Message,
+    delegated: tuple[Sign1Message, Delegation] | None,
+    root: ec.EllipticCurvePublicKey,
+) -> None:
+    """Raise unless `root` signed the bundle, or the delegation whose key signed it."""
+    if delegated is None:
+        message.verify(root)
+        return
+    delegation_message, delegation = delegated
+    try:
+        delegation_message.verify(root)
+    except CoseError as exc:
+        raise CoseError(f"the delegation is not signed by this key: {exc}") from None
+    if message.kid != delegation.kid:
+        raise CoseError("the bundle's kid is not the delegated key's")
+    message.verify(delegation.public_key())
+
+
+def _delegation_document(delegation: Delegation) -> dict[str, Any]:
+    def when(epoch: int) -> str:
+        return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+    return {
+        "kid": delegation.kid.hex(),
+        "root_kid": delegation.root_kid.hex(),
+        "issued_at": when(delegation.issued_at),
+        "not_before": when(delegation.not_before),
+        "expires_at": when(delegation.expires_at),
+        "ops": list(delegation.scope.ops),
+        "kinds": list(delegation.scope.kinds),
+        "rollouts": list(delegation.scope.rollouts),
+    }
 
 
 def _subjects(pem: str) -> list[str]:

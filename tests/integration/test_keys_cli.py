@@ -353,3 +353,41 @@ def test_revoke_all_sends_every_known_device_its_version_of_the_bundle(
     versions = {b.device_id: b.version for b in bundles}
     assert versions == {DEVICES[0]: 1, DEVICES[1]: 2}
     assert all(b.op == "revoke" and b.revoke_before == summary["before"] for b in bundles)
+
+
+def test_inspect_verifies_a_delegated_bundle_through_its_delegation(
+    env: dict[str, str], tap: BundleTap, tmp_path: Path
+) -> None:
+    """bundle inspect --key ROOT shows the delegation and verifies root -> delegation ->
+    bundle; another key is refused (exit 1)."""
+    # given: a worker-signed rollback, the root's public key and a stranger's
+    made = create_root(env)
+    (tmp_path / "root.pub").write_text(made["public_key_pem"])
+    (tmp_path / "other.pub").write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert run(env, "device", "send", DEVICES[0], "--op", "rollback", "--wait", "0").returncode == 0
+    bundle_file = tmp_path / "rollback.cbor"
+    bundle_file.write_bytes(tap.take(1)[0])
+
+    # when
+    good = run(
+        env, "bundle", "inspect", str(bundle_file), "--key", str(tmp_path / "root.pub"), "--json"
+    )
+    bad = run(
+        env, "bundle", "inspect", str(bundle_file), "--key", str(tmp_path / "other.pub"), "--json"
+    )
+
+    # then
+    assert good.returncode == 0, good.stderr
+    document = json.loads(good.stdout)
+    assert document["verified"] is True
+    assert document["delegation"]["root_kid"] == made["kid"]
+    assert document["delegation"]["kid"] == document["kid"]
+    assert "rollback" in document["delegation"]["ops"]
+    assert bad.returncode == 1
+    rejected = json.loads(bad.stdout)
+    assert rejected["verified"] is False
+    assert "delegation is not signed by this key" in rejected["problem"]
