@@ -334,7 +334,10 @@ def _print_revoke_summary(
     if not targets:
         err.print("recorded only: send it with --device ID or --all")
     if revoked:
-        err.print("workers keep their delegations until they renew: restart them to get new ones")
+        err.print(
+            "running workers read the revocation within 30 s and replace a revoked delegation "
+            "of theirs by themselves"
+        )
 
 
 @keys_app.command("revoke")
