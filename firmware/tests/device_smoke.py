@@ -25,8 +25,10 @@ import json
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +118,16 @@ def tls_endpoint(workdir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     argv = ["openssl", "s_server", "-quiet", "-tls1_2", "-accept", f"127.0.0.1:{port}"]
     argv += ["-cert", str(workdir / "server.pem"), "-key", str(workdir / "server.key")]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    # a probe sent before s_server listens is refused (handshake_error) on a loaded machine
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("openssl s_server did not start listening") from None
+            time.sleep(0.05)
     return process, port, ca.pem.decode()
 
 
