@@ -188,6 +188,16 @@ def _library(module: Path) -> Pkcs11Library:
 
 
 def _open_session(module: Path, token_label: str, pin_file: Path) -> pkcs11.Session:
+    try:
+        return _open_logged_in(module, token_label, pin_file)
+    except PKCS11Error as exc:  # anything the module raised beyond what is named below
+        raise TokenError(
+            f"token {token_label!r} could not be opened ({type(exc).__name__}); is the "
+            "token (or the HSM it is on) reachable?"
+        ) from None
+
+
+def _open_logged_in(module: Path, token_label: str, pin_file: Path) -> pkcs11.Session:
     lib = _library(module)
     try:
         token = lib.get_token(token_label=token_label)

@@ -204,3 +204,19 @@ def test_settings_make_the_token_the_root_signer(root: SoftHsmToken) -> None:
     assert isinstance(signer, Pkcs11RootSigner)
     assert signer.key_id == root.signer().key_id
     es256_verify(signer.public_key, b"s", signer.sign(b"s"))
+
+
+# python-pkcs11 ends the failed object search of the dropped session in a finalizer, which
+# reports SessionHandleInvalid once more: expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_session_the_token_dropped_is_reopened(root: SoftHsmToken) -> None:
+    """After the module loses every session (a token or HSM restart), the next signature
+    opens and logs in anew."""
+    signer = root.signer()
+    signer.sign(b"before")
+    pkcs11.lib(str(root.module)).reinitialize()  # every session handle of the process is gone
+
+    signature = signer.sign(b"after")
+
+    es256_verify(signer.public_key, b"after", signature)
+    assert signer.signatures == 2
