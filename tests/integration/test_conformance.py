@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from simulator.pki import IssuedCA, IssuedCert, issue_server_cert, make_ca
 from simulator.services import free_port, start_mosquitto
 from tests.procs import Proc, certfleet, start, wait_until
+from tests.softhsm import softhsm_token
 from tests.tlsserver import tls_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -200,12 +201,32 @@ def test_the_per_device_simulator_passes_every_step(
     assert set(document["steps"][0]) == {"name", "passed", "expected", "got", "detail"}
 
 
-def test_the_scale_mode_simulator_passes_every_step(
+def test_the_scale_mode_simulator_passes_every_step_with_the_root_in_a_token(
     env: dict[str, str], servers: Servers, tmp_path: Path, log_dir: Path
 ) -> None:
-    """The multiplexed simulator speaks the same contract: the suite passes on it too."""
-    # when
-    code, document, stderr = run_suite(env, servers, tmp_path, log_dir, "conf-b-", "--scale")
+    """The multiplexed simulator speaks the same contract: the suite passes on it too. The
+    root key the devices trust is in a SoftHSM2 token (CERTFLEET_ROOT_SIGNER=pkcs11): the
+    suite signs its bundles, trust-signers, revokes and delegations through it."""
+    with softhsm_token(tmp_path / "hsm") as token:
+        # given: the devices provisioned with the token's public key
+        root = tmp_path / "root.pub.pem"
+        root.write_bytes(
+            token.create_root().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+        # when
+        code, document, stderr = run_suite(
+            {**env, **token.env},
+            servers,
+            tmp_path,
+            log_dir,
+            "conf-b-",
+            "--scale",
+            "--signer-pub",
+            str(root),
+        )
 
     # then
     assert _failures(document) == {}, stderr
