@@ -848,8 +848,12 @@ class RootToken:
     client_module: Path | None
 
     def env_for(self, role: Role) -> dict[str, str]:
-        """What differs from the shipped settings on this machine: the PIN file, and the
-        module where the shipped one is not here."""
+        """What differs from the shipped settings on this machine, for a worker: the PIN
+        file, and the module where the shipped one is not here. The other roles keep the
+        shipped settings, whose PIN file they do not have (the deployments give it to the
+        workers only), and must get ready all the same."""
+        if role.kind != "worker":
+            return {}
         env = {"CERTFLEET_PKCS11_PIN_FILE": str(self.token.pin_file)}
         if role.env.get("P11_KIT_SERVER_ADDRESS") and self.socket and self.client_module:
             env["CERTFLEET_PKCS11_MODULE"] = str(self.client_module)
