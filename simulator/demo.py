@@ -10,6 +10,11 @@ the rollout completes), tries an unrelated CA on the whole fleet (the canary's p
 fail, the gate aborts, the canary is rolled back), prints a summary of both, and stops
 everything it started.
 
+The devices trust one root key, a development key file here (a deployment keeps it in
+a PKCS#11 token); it signs only delegations: the worker makes a key of its own and signs
+every bundle under a delegation from the root, which the demo lists at its end
+(`certfleet keys delegations`).
+
 Beside them runs `certfleet api` on a free loopback port with a fresh operator token
 and a viewer token: the demo prints the console's URL and both tokens at its start, so
 the rollouts can be watched live in a browser, and again at its end, where on a
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -30,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -196,12 +203,62 @@ def _shown(argv: list[str]) -> str:
     return shlex.join(["certfleet" if argv[0] == CERTFLEET else Path(argv[0]).name, *argv[1:]])
 
 
-def _generate_signing_key(path: Path) -> None:
-    """A new signing key in `path`, made as an operator makes one; devices trust its public half."""
+def _generate_signing_key(path: Path) -> str:
+    """A new development root key in `path`, made as an operator makes one; devices trust
+    its public half. Returns its key id (hex)."""
     argv = [CERTFLEET, "keys", "generate", "--out", str(path), "--force"]
     done = subprocess.run(argv, capture_output=True, timeout=60, check=False)  # noqa: S603
     if done.returncode != 0:
         raise DemoError(f"`{_shown(argv)}` failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout.decode().strip()
+
+
+def signing_story(root_kid: str, key_file: Path) -> str:
+    """What the demo says about its keys: the root the devices trust signs only delegations;
+    the workers sign every bundle with keys of their own under them."""
+    return (
+        f"Root key [bold]{root_kid}[/] (the devices trust it): a development key file, "
+        f"{key_file}, where a deployment keeps it in a PKCS#11 token "
+        "(CERTFLEET_ROOT_SIGNER=pkcs11). It signs only delegations: each worker process makes "
+        "its own P-256 key in memory and signs every bundle with it, under a short-lived "
+        "delegation from the root that names which operations it may sign."
+    )
+
+
+ROOT_SIGNATURES = "certfleet_root_signatures_total"
+_SAMPLE = re.compile(ROOT_SIGNATURES + r'\{purpose="([a-z]+)"\} ([0-9.e+]+)$')
+
+
+def root_signatures(metrics_text: str) -> dict[str, int]:
+    """`certfleet_root_signatures_total` by purpose (`delegation`, `bundle`) from /metrics."""
+    found: dict[str, int] = {}
+    for line in metrics_text.splitlines():
+        sample = _SAMPLE.match(line)
+        if sample:
+            found[sample.group(1)] = int(float(sample.group(2)))
+    return found
+
+
+def _print_delegations(procs: _Processes, access: ConsoleAccess) -> None:
+    """The delegations the root signed in this run, and what the root signed (from /metrics):
+    delegations only, never a bundle."""
+    console.rule("[bold]signing keys")
+    console.print("[dim]$ certfleet keys delegations[/]  (the worker keys the root delegated)")
+    procs.run([CERTFLEET, "keys", "delegations"])
+    url = f"http://{API_HOST}:{access.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            counts = root_signatures(response.read().decode())
+    except OSError as exc:
+        raise DemoError(f"cannot read {url}: {exc}") from None
+    delegations, bundles = counts.get("delegation", 0), counts.get("bundle", 0)
+    console.print(
+        f"The root key signed {delegations} delegation{'s' if delegations != 1 else ''} "
+        f"and {bundles} bundles ({ROOT_SIGNATURES} on {url}): every bundle of both "
+        "rotations was signed by a worker's key under its delegation."
+    )
+    if bundles or not delegations:
+        raise DemoError(f"the root key signed {bundles} bundles and {delegations} delegations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,11 +495,13 @@ def main() -> None:
             LOG_DIR,
         )
         try:
-            _generate_signing_key(key_file)
+            root_kid = _generate_signing_key(key_file)
+            console.print(signing_story(root_kid, WORKDIR / "signing-key.pem"))
             api = _start_console(procs, access)
             _inventory(procs, pki)
             _console_listening(api, access)
             rollout_ids = _rotations(procs, pki, f"127.0.0.1:{probe_port}")
+            _print_delegations(procs, access)
             console.rule("[bold]summary")
             out.print(_summary(procs, rollout_ids))
             elapsed = time.monotonic() - started

@@ -133,3 +133,27 @@ def test_on_a_terminal_the_demo_waits_for_one_enter(printed: io.StringIO) -> Non
 def test_on_a_terminal_at_end_of_input_the_demo_stops(printed: io.StringIO) -> None:
     """Ctrl-D (an empty read) ends the wait as Enter does."""
     assert hold_until_enter(TerminalInput(""), ACCESS) is True
+
+
+def test_the_demo_says_what_its_root_key_signs() -> None:
+    """The root key's id and its job: delegations only, the workers' keys sign the bundles."""
+    story = demo.signing_story("0123456789abcdef", demo.WORKDIR / "signing-key.pem")
+
+    assert "0123456789abcdef" in story
+    assert "signing-key.pem" in story
+    assert "PKCS#11" in story
+    assert "delegation" in story
+
+
+def test_the_demo_reads_the_root_signatures_from_metrics() -> None:
+    """Both purposes from Prometheus text, other metrics and comments ignored."""
+    text = (
+        "# HELP certfleet_root_signatures_total Signatures made with the root key.\n"
+        "# TYPE certfleet_root_signatures_total counter\n"
+        'certfleet_root_signatures_total{purpose="delegation"} 2.0\n'
+        'certfleet_root_signatures_total{purpose="bundle"} 0.0\n'
+        'certfleet_rollouts{state="completed"} 1.0\n'
+    )
+
+    assert demo.root_signatures(text) == {"delegation": 2, "bundle": 0}
+    assert demo.root_signatures("") == {}
