@@ -9,7 +9,8 @@ PKCS#11 logs in per process, not per session, and is not fork-safe. So each proc
 logged-in session per (module, token), shared by every signer of that token and guarded by a
 lock, opened on first use; a process that finds itself forked (another pid) initializes the
 module anew and opens its own session. A session the token dropped (restart, network HSM
-reconnect) is reopened once per operation.
+reconnect) is reopened once per operation. The private key object found by a session's first
+signature is kept for the next ones, once that signature verified with the public key.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import (
     DeviceRemoved,
+    KeyHandleInvalid,
     MultipleObjectsReturned,
     MultipleTokensReturned,
     NoSuchKey,
     NoSuchToken,
+    ObjectHandleInvalid,
     PinExpired,
     PinIncorrect,
     PinInvalid,
@@ -148,6 +151,7 @@ _STALE: Final = (
     SessionHandleInvalid,
     SessionClosed,
     DeviceRemoved,
+    KeyHandleInvalid,
     TokenNotPresent,
     UserNotLoggedIn,
 )
@@ -158,6 +162,9 @@ _STALE: Final = (
 class _TokenSession:
     session: pkcs11.Session
     lock: threading.RLock = field(default_factory=threading.RLock)
+    private_keys: dict[str, SignMixin] = field(default_factory=dict)
+    """Private key objects found in this session, by label (a search costs more than a
+    signature); each proved to match its public key by its first signature."""
 
 
 _registry_lock = threading.Lock()
@@ -287,14 +294,14 @@ class _Token:
         self.label = token_label
         self.pin_file = pin_file
 
-    def run(self, what: str, operation: Callable[[pkcs11.Session], _T]) -> _T:
-        """`operation(session)` under the session's lock; reopened and retried once if the
+    def run(self, what: str, operation: Callable[[_TokenSession], _T]) -> _T:
+        """`operation(held session)` under the session's lock; reopened and retried once if the
         token dropped the session. PKCS#11 failures become TokenError naming `what`."""
         for attempt in (1, 2):
             held = _token_session(self.module, self.label, self.pin_file)
             with held.lock:
                 try:
-                    return operation(held.session)
+                    return operation(held)
                 except _STALE as exc:
                     _drop_session(self.module, self.label, held)
                     if attempt == 2:
@@ -380,22 +387,16 @@ class Pkcs11RootSigner:
 
     def sign(self, to_be_signed: bytes) -> bytes:
         """ES256 over `to_be_signed`: the raw 64-byte r||s, made by the token."""
-        digest = hashlib.sha256(to_be_signed).digest()
         public = self.public_key
-        signature = self._token.run("signing", lambda s: self._sign_digest(s, digest))
-        try:
-            es256_verify(public, to_be_signed, signature)
-        except CoseError:
-            raise RootKeyMissingError(
-                f"the private key labelled {self._key_label!r} does not match its public key; "
-                "the token holds a broken pair under that label"
-            ) from None
+        signature = self._token.run(
+            "signing", lambda held: self._sign_in(held, to_be_signed, public)
+        )
         with self._count_lock:
             self._signatures += 1
         return signature
 
-    def _read_public(self, session: pkcs11.Session) -> ec.EllipticCurvePublicKey:
-        public, private = _find_pair(session, self._key_label)
+    def _read_public(self, held: _TokenSession) -> ec.EllipticCurvePublicKey:
+        public, private = _find_pair(held.session, self._key_label)
         if public is None or private is None:
             raise RootKeyMissingError(
                 f"token {self._token.label!r} holds no key pair labelled {self._key_label!r}; "
@@ -403,7 +404,7 @@ class Pkcs11RootSigner:
             )
         return _public_key_of(public, self._key_label)
 
-    def _sign_digest(self, session: pkcs11.Session, digest: bytes) -> bytes:
+    def _private_key(self, session: pkcs11.Session) -> SignMixin:
         try:
             private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=self._key_label)
         except NoSuchKey:
@@ -414,7 +415,38 @@ class Pkcs11RootSigner:
             raise RootKeyMissingError(
                 f"the private key labelled {self._key_label!r} may not sign (CKA_SIGN false)"
             )
-        signature = private.sign(digest, mechanism=Mechanism.ECDSA)
+        return private
+
+    def _sign_in(
+        self, held: _TokenSession, to_be_signed: bytes, public: ec.EllipticCurvePublicKey
+    ) -> bytes:
+        digest = hashlib.sha256(to_be_signed).digest()
+        private = held.private_keys.get(self._key_label)
+        if private is not None:
+            try:
+                return self._checked(private.sign(digest, mechanism=Mechanism.ECDSA))
+            except (KeyHandleInvalid, ObjectHandleInvalid):
+                del held.private_keys[self._key_label]  # destroyed since: look it up again
+        private = self._private_key(held.session)
+        signature = self._checked(private.sign(digest, mechanism=Mechanism.ECDSA))
+        try:
+            es256_verify(public, to_be_signed, signature)
+        except CoseError:
+            now_public = key_id(self._read_public(held))
+            if now_public != key_id(public):
+                raise RootKeyMissingError(
+                    f"the root key labelled {self._key_label!r} was replaced in the token "
+                    f"(key id {key_id(public).hex()} is now {now_public.hex()}); restart the "
+                    "processes that sign with it"
+                ) from None
+            raise RootKeyMissingError(
+                f"the private key labelled {self._key_label!r} does not match its public key; "
+                "the token holds a broken pair under that label"
+            ) from None
+        held.private_keys[self._key_label] = private
+        return signature
+
+    def _checked(self, signature: bytes) -> bytes:
         if len(signature) != 64:
             raise TokenError(f"token {self._token.label!r} made a {len(signature)}-byte signature")
         return bytes(signature)
@@ -432,13 +464,15 @@ def create_root_key(
     label is refused unless `force` (then destroyed first)."""
     token = _Token(module, token_label, pin_file)
 
-    def make(session: pkcs11.Session) -> ec.EllipticCurvePublicKey:
+    def make(held: _TokenSession) -> ec.EllipticCurvePublicKey:
+        session = held.session
         public, private = _find_pair(session, key_label)
         if (public is not None or private is not None) and not force:
             raise RootKeyExistsError(
                 f"token {token_label!r} already holds a key labelled {key_label!r}; pass --force "
                 "to destroy it and make a new one (devices trusting it must get trust-signer first)"
             )
+        held.private_keys.pop(key_label, None)
         for old in (public, private):
             if old is not None:
                 old.destroy()

@@ -85,13 +85,18 @@ def test_the_private_key_is_sensitive_and_not_extractable(root: SoftHsmToken) ->
 
 
 def test_create_refuses_to_replace_a_root_unless_forced(root: SoftHsmToken) -> None:
-    """A second create-root fails; with force it makes a new, different key."""
-    first = key_id(root.signer().public_key)
+    """A second create-root fails; with force it makes a new, different key, and a signer
+    that announced the old one refuses to sign with the new one."""
+    running = root.signer()
+    first = key_id(running.public_key)
+    running.sign(b"before")
     with pytest.raises(RootKeyExistsError, match="--force"):
         root.create_root()
     second = root.create_root(force=True)
     assert key_id(second) != first
     assert root.signer().key_id == key_id(second)
+    with pytest.raises(RootKeyMissingError, match="was replaced in the token"):
+        running.sign(b"after")  # never a signature by a key other than the one it announced
 
 
 def test_an_imported_known_key_signs_as_the_root(token: SoftHsmToken) -> None:
