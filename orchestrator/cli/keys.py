@@ -131,10 +131,11 @@ def export_public(
     from orchestrator.adapters.root_signers import root_signer_from_settings  # noqa: PLC0415
 
     try:
-        if key_file is not None:
-            public = load_public_key(key_file)
+        settings = Settings()
+        if key_file is not None or settings.root_signer == "dev-file":
+            public = load_public_key(key_file or settings.signing_key_file)
         else:
-            public = root_signer_from_settings(Settings()).public_key
+            public = root_signer_from_settings(settings).public_key
     except (CertfleetError, OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     _print_public(public, as_json=as_json)
@@ -196,7 +197,7 @@ def delegations(as_json: JsonFlag = False) -> None:
         )
     out.print(table)
     out.print(
-        f"{len(documents)} delegation(s) in force; revoked: "
+        f"{len(documents)} delegation(s) not expired; revoked: "
         f"{len(revocation.kids)} key id(s)"
         + (f", everything issued before {_when(revocation.before)}" if revocation.before else ""),
         highlight=False,
