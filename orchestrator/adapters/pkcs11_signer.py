@@ -151,7 +151,6 @@ _STALE: Final = (
     SessionHandleInvalid,
     SessionClosed,
     DeviceRemoved,
-    KeyHandleInvalid,
     TokenNotPresent,
     UserNotLoggedIn,
 )
@@ -172,6 +171,17 @@ _sessions: dict[tuple[str, str], _TokenSession] = {}
 _sessions_pid = os.getpid()
 _initialized_in: dict[str, int] = {}
 """Module path -> the pid that initialized it (C_Initialize) last."""
+
+
+def _forget_parent_sessions() -> None:
+    """In a forked child: the parent's sessions are not ours, nor is a lock it may hold."""
+    global _registry_lock, _sessions_pid  # noqa: PLW0603 -- process-wide state, per process
+    _registry_lock = threading.Lock()
+    _sessions.clear()
+    _sessions_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_parent_sessions)
 
 
 def _library(module: Path) -> Pkcs11Library:
