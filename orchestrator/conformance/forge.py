@@ -114,10 +114,13 @@ class Forge:
                 document.pop(name, None)
             else:
                 document[name] = value
-        protected = _dumps({HEADER_ALG: ALG_ES256, HEADER_KID: root.key_id})
+        alg = ALG_ES384 if delegate.tamper == "algorithm" else ALG_ES256
+        protected = _dumps({HEADER_ALG: alg, HEADER_KID: root.key_id})
         data = self._envelope(protected, _dumps(document), root)
         if delegate.tamper == "signature":
             return data[:-1] + bytes([data[-1] ^ 0x01])
+        if delegate.tamper == "untagged":
+            return _dumps(cbor2.loads(data).value)
         return data
 
     def _envelope(self, protected: bytes, payload: bytes, key: KeyHolder) -> bytes:

@@ -64,7 +64,8 @@ class Delegate:
         ops, kinds, rids: the scope; `rids` None leaves the key out (any rollout).
         fields: delegation payload keys set over the defaults (a `None` value leaves a key
             out): a delegation that breaks its rules.
-        tamper: `signature`: a bit of the root's signature flipped.
+        tamper: `signature`: a bit of the root's signature flipped; `untagged`: the
+            COSE_Sign1 without its tag 18; `algorithm`: its protected alg ES384.
         raw: these bytes stand in the header in place of a delegation.
     """
 
@@ -77,7 +78,7 @@ class Delegate:
     kinds: tuple[int, ...] = (0, 1)
     rids: tuple[str, ...] | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
-    tamper: Literal["signature"] | None = None
+    tamper: Literal["signature", "untagged", "algorithm"] | None = None
     raw: bytes | None = None
 
 

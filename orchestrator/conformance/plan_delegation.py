@@ -29,6 +29,10 @@ REVOKED_BEFORE: Final = 1_600_000_000
 """The revocation time the suite sends (2020-09-13): no delegation certfleet issued is
 older, so the device keeps it (it never lowers it) without harm. The delegations the
 suite revokes by time are issued before it."""
+OFF_CURVE: Final = b"\x04" + (1).to_bytes(32, "big") * 2
+"""An uncompressed point (1, 1): 65 bytes of the right form, not on P-256."""
+P256_SPKI_PREFIX: Final = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+"""The SubjectPublicKeyInfo DER of a P-256 point is this prefix and the point."""
 NOTHING_TO_UNDO: Final = rejected("nothing_to_undo")
 """A delegated rollback the device accepted up to its operation check (check 13)."""
 
@@ -100,6 +104,18 @@ def delegations(s: Script) -> None:
             "bad_delegation",
         ),
         (
+            "delegation untagged",
+            "a delegation COSE_Sign1 without its tag 18",
+            _under(s.rollback(""), Delegate(tamper="untagged")),
+            "bad_delegation",
+        ),
+        (
+            "delegation of another algorithm",
+            "a delegation whose protected alg is ES384",
+            _under(s.rollback(""), Delegate(tamper="algorithm")),
+            "unsupported_algorithm",
+        ),
+        (
             "delegation of another key",
             "a bundle signed by another key than the one delegated (its kid is not the "
             "delegation's)",
@@ -110,6 +126,12 @@ def delegations(s: Script) -> None:
             "delegation kid not of its key",
             "a delegation whose kid is not the key id of its pub",
             _under(s.rollback(""), Delegate(fields={"kid": s.inputs.signers["online2"][0]})),
+            "bad_delegation",
+        ),
+        (
+            "delegation of a point off the curve",
+            "a delegation whose pub is no P-256 point, its kid the key id of those bytes",
+            _under(s.rollback(""), Delegate(fields={"pub": OFF_CURVE, "kid": _kid(OFF_CURVE)})),
             "bad_delegation",
         ),
         (
@@ -295,6 +317,11 @@ def revocations(s: Script) -> None:
         s.revoke(held, fleet.before),
         COMMITTED,
     )
+
+
+def _kid(point: bytes) -> bytes:
+    """The key id of an uncompressed P-256 point: SHA-256 of its SPKI DER, 8 bytes."""
+    return hashlib.sha256(P256_SPKI_PREFIX + point).digest()[:8]
 
 
 def _rids(count: int) -> tuple[str, ...]:

@@ -12,13 +12,15 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.conformance.forge import Forge
 from orchestrator.conformance.inbox import Heard, trust_problems
 from orchestrator.conformance.material import SuiteKey, chain_of_size, public_point, throwaway_ca
 from orchestrator.conformance.model import Delegate, Expect, Send, Step, Trust
 from orchestrator.conformance.plan import PlanInputs
-from orchestrator.conformance.plan_delegation import ONLINE_KEYS, REVOKED_BEFORE
+from orchestrator.conformance.plan_delegation import OFF_CURVE, ONLINE_KEYS, REVOKED_BEFORE
+from orchestrator.conformance.plan_delegation import _kid as _point_kid
 from orchestrator.conformance.restore import restore_bundles
 from orchestrator.conformance.suite import Outcome, build_plan, spare_tags
 from orchestrator.conformance.verdict import Sent, StepResult, judge, order_problems
@@ -441,3 +443,14 @@ def test_a_failed_revoke_step_sends_the_fleets_revocation_back() -> None:
     assert [(s.op, s.signer, s.fields["kids"], s.fields["before"]) for s, _ in bundles] == [
         ("revoke", "main", [b"\x07" * 8], 1234)
     ]
+
+
+def test_the_off_curve_delegation_differs_from_a_real_one_only_in_its_point() -> None:
+    """Its kid is what a device computes for the bytes (SHA-256 of the SPKI DER), so only
+    the curve check can refuse it; and (1, 1) is no P-256 point."""
+    point = public_point(KEYS["online1"])
+
+    assert _point_kid(point) == KEYS["online1"].key_id
+    assert len(OFF_CURVE) == len(point)
+    with pytest.raises(ValueError, match="Invalid EC key"):
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), OFF_CURVE)
