@@ -290,6 +290,13 @@ struct scope {
 	struct zcbor_string rids[CF_DELEGATION_RIDS_MAX];
 };
 
+/* A delegation's payload (docs/bundle.cddl, Delegation_payload). */
+struct delegation {
+	uint64_t times[3]; /* exp, iat, nbf */
+	struct zcbor_string kid, pub;
+};
+enum { DLG_EXP, DLG_IAT, DLG_NBF };
+
 static const struct cf_signer *trusted(const struct cf_bundle_env *env, const uint8_t *kid,
 				       size_t kid_len)
 {
@@ -301,49 +308,99 @@ static const struct cf_signer *trusted(const struct cf_bundle_env *env, const ui
 	return NULL;
 }
 
-/* Check 5a on a decoded delegation payload: NULL, or what is wrong with it. */
-static const char *delegation_problem(const struct Delegation_payload *d, struct scope *scope)
+/* One entry of a delegation's ops, kinds or rids; false: `bad_delegation`. */
+static bool scope_entry(zcbor_state_t *state, size_t key, struct scope *scope)
 {
-	if (d->Delegation_payload_v != CF_DELEGATION_VERSION) {
-		return CF_DETAIL("delegation version not supported");
-	}
-	if (d->Delegation_payload_nbf >= d->Delegation_payload_exp) {
-		return CF_DETAIL("the delegation's nbf must be before its exp");
-	}
-	for (size_t i = 0; i < d->Delegation_payload_ops_tstr_count; i++) {
-		enum cf_op op = parse_op(&d->Delegation_payload_ops_tstr[i]);
-		if (op == CF_OP_NONE || op == CF_OP_TRUST_SIGNER || op == CF_OP_REVOKE ||
-		    (scope->ops & (1u << op)) != 0) {
-			return CF_DETAIL("the delegation's ops are distinct delegable ops");
-		}
-		scope->ops |= (uint8_t)(1u << op);
-	}
-	for (size_t i = 0; i < d->Delegation_payload_kinds_uint_count; i++) {
-		const uint64_t kind = d->Delegation_payload_kinds_uint[i];
-		if ((scope->kinds & (1u << kind)) != 0) {
-			return CF_DETAIL("the delegation's kinds are distinct");
+	struct zcbor_string text;
+	uint64_t kind;
+
+	if (key == 8) { /* kinds: distinct credential types */
+		if (!zcbor_uint64_decode(state, &kind) || kind > CF_CRED_TYPE_MAX ||
+		    (scope->kinds & (1u << kind)) != 0) {
+			return false;
 		}
 		scope->kinds |= (uint8_t)(1u << kind);
+		return true;
 	}
-	const struct Delegation_payload_rids_r *rids = &d->Delegation_payload_rids;
-	for (size_t i = 0; d->Delegation_payload_rids_present && i < rids->Delegation_payload_rids_tstr_count; i++) {
-		const struct zcbor_string *rid = &rids->Delegation_payload_rids_tstr[i];
-		for (size_t j = 0; j < i; j++) {
-			if (rids->Delegation_payload_rids_tstr[j].len == rid->len &&
-			    memcmp(rids->Delegation_payload_rids_tstr[j].value, rid->value, rid->len) == 0) {
-				return CF_DETAIL("the delegation's rids are distinct");
+	if (!zcbor_tstr_decode(state, &text)) {
+		return false;
+	}
+	if (key == 5) { /* ops: distinct delegable ops, never trust-signer or revoke */
+		enum cf_op op = parse_op(&text);
+		if (op == CF_OP_NONE || op == CF_OP_TRUST_SIGNER || op == CF_OP_REVOKE ||
+		    (scope->ops & (1u << op)) != 0) {
+			return false;
+		}
+		scope->ops |= (uint8_t)(1u << op);
+		return true;
+	}
+	/* rids: 1 to 4 distinct UTF-8 texts of at most 64 bytes */
+	for (size_t i = 0; i < scope->n_rids; i++) {
+		if (scope->rids[i].len == text.len && memcmp(scope->rids[i].value, text.value, text.len) == 0) {
+			return false;
+		}
+	}
+	if (scope->n_rids == CF_DELEGATION_RIDS_MAX || text.len > CF_RID_MAX_BYTES || !utf8_valid(&text)) {
+		return false;
+	}
+	scope->rids[scope->n_rids++] = text;
+	return true;
+}
+
+/*
+ * Check 5a's decoding of a delegation payload (docs/bundle.cddl, Delegation_payload), by
+ * hand: a map whose keys come in its deterministic order, each at most once, none other,
+ * all but "rids" present; v 1; kid 8 bytes, pub 65; ops, rids and kinds as scope_entry
+ * takes them, none empty. The point and its key id are checked by the caller.
+ */
+static bool decode_delegation(const uint8_t *payload, size_t len, struct delegation *d,
+			      struct scope *scope)
+{
+	static const char keys[][6] = {"v", "exp", "iat", "kid", "nbf", "ops", "pub", "rids", "kinds"};
+	ZCBOR_STATE_D(state, 2, payload, len, 1, 0);
+	struct zcbor_string name;
+	unsigned seen = 0;
+	size_t next = 0;
+	uint64_t value;
+
+	if (!zcbor_map_start_decode(state)) {
+		return false;
+	}
+	while (!zcbor_array_at_end(state)) {
+		size_t key = next;
+		if (!zcbor_tstr_decode(state, &name)) {
+			return false;
+		}
+		while (key < sizeof(keys) / sizeof(keys[0]) &&
+		       (strlen(keys[key]) != name.len || memcmp(keys[key], name.value, name.len) != 0)) {
+			key++;
+		}
+		bool ok = key < sizeof(keys) / sizeof(keys[0]);
+		if (ok && (key == 3 || key == 6)) { /* kid, pub */
+			struct zcbor_string *bytes = key == 3 ? &d->kid : &d->pub;
+			ok = zcbor_bstr_decode(state, bytes) &&
+			     bytes->len == (key == 3 ? CF_KID_LEN : CF_P256_POINT_LEN);
+		} else if (ok && key >= 5) { /* ops, rids, kinds: not empty */
+			ok = zcbor_list_start_decode(state) && !zcbor_array_at_end(state);
+			while (ok && !zcbor_array_at_end(state)) {
+				ok = scope_entry(state, key, scope);
+			}
+			ok = ok && zcbor_list_end_decode(state);
+		} else if (ok) { /* v, exp, iat, nbf */
+			ok = zcbor_uint64_decode(state, &value) && (key != 0 || value == CF_DELEGATION_VERSION);
+			if (key > 0) {
+				d->times[key == 1 ? DLG_EXP : key == 2 ? DLG_IAT : DLG_NBF] = value;
 			}
 		}
-		if (!utf8_valid(rid)) {
-			return CF_DETAIL("a delegation rid is not UTF-8");
+		if (!ok) {
+			return false;
 		}
-		scope->rids[scope->n_rids++] = *rid;
+		seen |= 1u << key;
+		next = key + 1;
 	}
-	if (!cf_p256_point_valid(d->Delegation_payload_pub.value, d->Delegation_payload_pub.len) ||
-	    !cf_p256_kid_matches(d->Delegation_payload_kid.value, d->Delegation_payload_pub.value)) {
-		return CF_DETAIL("the delegation's kid is not the id of its P-256 pub");
-	}
-	return NULL;
+	/* every key but rids (7) */
+	return (seen | 1u << 7) == (1u << 9) - 1 && zcbor_map_end_decode(state) &&
+	       state->payload == payload + len;
 }
 
 /*
@@ -357,11 +414,9 @@ static enum cf_reason open_delegation(const struct cf_cose_sign1 *msg,
 				      struct scope *scope, const char **detail)
 {
 	struct cf_cose_sign1 dlg;
-	struct Delegation_payload d;
-	size_t used = 0;
+	struct delegation d;
 
-	/* 4 */
-	/* tagged 18, its headers alg and kid only (the unprotected one empty) */
+	/* 4: tagged 18, its headers alg and kid only (the unprotected one empty) */
 	if (msg->dlg_malformed || msg->dlg_len > CF_DELEGATION_MAX_BYTES || msg->dlg_len < 1 ||
 	    msg->dlg[0] != 0xd2 || cf_cose_decode(msg->dlg, msg->dlg_len, &dlg) != 0 ||
 	    dlg.other_labels) {
@@ -383,35 +438,29 @@ static enum cf_reason open_delegation(const struct cf_cose_sign1 *msg,
 		return CF_REASON_BAD_SIGNATURE;
 	}
 	/* 5a */
-	const char *problem = CF_DETAIL("the delegation payload does not match docs/bundle.cddl");
-	if (cbor_decode_Delegation_payload(dlg.payload, dlg.payload_len, &d, &used) == ZCBOR_SUCCESS &&
-	    used == dlg.payload_len) {
-		problem = delegation_problem(&d, scope);
-	}
-	if (problem == NULL && (msg->kid_len != CF_KID_LEN ||
-				memcmp(msg->kid, d.Delegation_payload_kid.value, CF_KID_LEN) != 0)) {
-		problem = CF_DETAIL("the bundle's kid is not the delegation's");
-	}
-	if (problem != NULL) {
-		*detail = problem;
+	if (!decode_delegation(dlg.payload, dlg.payload_len, &d, scope) ||
+	    d.times[DLG_NBF] >= d.times[DLG_EXP] ||
+	    !cf_p256_point_valid(d.pub.value, d.pub.len) ||
+	    !cf_p256_kid_matches(d.kid.value, d.pub.value) || msg->kid_len != CF_KID_LEN ||
+	    memcmp(msg->kid, d.kid.value, CF_KID_LEN) != 0) {
+		*detail = CF_DETAIL("the delegation is malformed or not the bundle key's");
 		return CF_REASON_BAD_DELEGATION;
 	}
 	/* 5b */
-	bool revoked = d.Delegation_payload_iat < env->revoked_before;
+	bool revoked = d.times[DLG_IAT] < env->revoked_before;
 	for (size_t i = 0; i < env->n_revoked; i++) {
-		revoked |= memcmp(env->revoked[i], d.Delegation_payload_kid.value, CF_KID_LEN) == 0;
+		revoked |= memcmp(env->revoked[i], d.kid.value, CF_KID_LEN) == 0;
 	}
 	if (revoked) {
 		*detail = CF_DETAIL("the delegation is revoked");
 		return CF_REASON_DELEGATION_REVOKED;
 	}
 	/* 5c */
-	if (env->now >= d.Delegation_payload_exp ||
-	    d.Delegation_payload_nbf > env->now + CF_CLOCK_SKEW_SECONDS) {
+	if (env->now >= d.times[DLG_EXP] || d.times[DLG_NBF] > env->now + CF_CLOCK_SKEW_SECONDS) {
 		*detail = CF_DETAIL("the delegation is not valid now");
 		return CF_REASON_DELEGATION_EXPIRED;
 	}
-	*pub = d.Delegation_payload_pub.value;
+	*pub = d.pub.value;
 	return CF_REASON_OK;
 }
 

@@ -45,9 +45,6 @@ static bool identity_is(const struct cf_state *st, uint64_t tag)
  * base64 is decoded as a stream through a window of the SPKI's 91 bytes, no DER buffer.
  */
 #define SPKI_LEN 91
-static const uint8_t spki_head[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
-				    0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-				    0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
 
 static int b64_value(uint8_t c)
 {
@@ -89,7 +86,7 @@ static bool certifies_key(struct cf_device *dev, const struct zcbor_string *pem,
 			filled--;
 		}
 		window[filled++] = (uint8_t)(acc >> bits);
-		if (filled == SPKI_LEN && memcmp(window, spki_head, sizeof(spki_head)) == 0) {
+		if (filled == SPKI_LEN && memcmp(window, cf_p256_spki_head, CF_P256_SPKI_HEAD_LEN) == 0) {
 			return psa_hash_compute(PSA_ALG_SHA_256, window, SPKI_LEN, digest,
 						sizeof(digest), &hash_len) == PSA_SUCCESS &&
 			       memcmp(digest, made, sizeof(digest)) == 0;

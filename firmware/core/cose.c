@@ -207,26 +207,22 @@ bool cf_p256_point_valid(const uint8_t *pub, size_t len)
 	return true;
 }
 
+/* SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes: 04 || x || y) } */
+const uint8_t cf_p256_spki_head[CF_P256_SPKI_HEAD_LEN] = {
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+	0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
+
 bool cf_p256_kid_matches(const uint8_t kid[CF_KID_LEN], const uint8_t pub[CF_P256_POINT_LEN])
 {
-	/* SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (65 bytes) } */
-	static const uint8_t spki_prefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
-					      0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-					      0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
-	psa_hash_operation_t hash = PSA_HASH_OPERATION_INIT;
-	uint8_t digest[PSA_HASH_LENGTH(PSA_ALG_SHA_256)];
+	uint8_t spki[CF_P256_SPKI_HEAD_LEN - 1 + CF_P256_POINT_LEN], digest[32];
 	size_t digest_len = 0;
 
-	if (psa_crypto_init() != PSA_SUCCESS || psa_hash_setup(&hash, PSA_ALG_SHA_256) != PSA_SUCCESS) {
-		return false;
-	}
-	if (psa_hash_update(&hash, spki_prefix, sizeof(spki_prefix)) != PSA_SUCCESS ||
-	    psa_hash_update(&hash, pub, CF_P256_POINT_LEN) != PSA_SUCCESS ||
-	    psa_hash_finish(&hash, digest, sizeof(digest), &digest_len) != PSA_SUCCESS) {
-		psa_hash_abort(&hash);
-		return false;
-	}
-	return memcmp(digest, kid, CF_KID_LEN) == 0;
+	memcpy(spki, cf_p256_spki_head, CF_P256_SPKI_HEAD_LEN - 1);
+	memcpy(spki + CF_P256_SPKI_HEAD_LEN - 1, pub, CF_P256_POINT_LEN);
+	return psa_crypto_init() == PSA_SUCCESS &&
+	       psa_hash_compute(PSA_ALG_SHA_256, spki, sizeof(spki), digest, sizeof(digest),
+				&digest_len) == PSA_SUCCESS &&
+	       memcmp(digest, kid, CF_KID_LEN) == 0;
 }
 
 int cf_cose_verify_es256(const struct cf_cose_sign1 *msg, const uint8_t *external_aad,

@@ -98,21 +98,23 @@ static int finish(struct writer *w, size_t *out_len)
 	return w->err;
 }
 
-/* Days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's algorithm). */
+/* Days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's algorithm). The
+ * year is written modulo 10000, so only the 400-year era modulo 25 matters: past the two
+ * 64-bit divisions everything is 32-bit (a third of the code on a Cortex-M33). */
 void cf_rfc3339(uint64_t epoch, char out[21])
 {
-	uint64_t days = epoch / 86400, secs = epoch % 86400;
-	uint64_t z = days + 719468, era = z / 146097, doe = z - era * 146097;
-	uint64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	uint64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
-	uint64_t day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
-	uint64_t year = yoe + era * 400 + (month <= 2);
-	const uint64_t fields[6] = {year % 10000, month, day, secs / 3600, secs / 60 % 60, secs % 60};
+	const uint64_t z = epoch / 86400 + 719468, era = z / 146097;
+	const uint32_t secs = (uint32_t)(epoch % 86400), doe = (uint32_t)(z - era * 146097);
+	const uint32_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	const uint32_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	const uint32_t day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+	const uint32_t year = yoe + (uint32_t)(era % 25) * 400 + (month <= 2);
+	const uint32_t fields[6] = {year % 10000, month, day, secs / 3600, secs / 60 % 60, secs % 60};
 	static const char separators[6] = {'-', '-', 'T', ':', ':', 'Z'};
 	size_t at = 0;
 
 	for (size_t i = 0; i < 6; i++) {
-		for (uint64_t width = i == 0 ? 1000 : 10; width > 0; width /= 10) {
+		for (uint32_t width = i == 0 ? 1000 : 10; width > 0; width /= 10) {
 			out[at++] = (char)('0' + fields[i] / width % 10);
 		}
 		out[at++] = separators[i];

@@ -476,6 +476,19 @@ int cf_op_retire(struct cf_device *dev, const struct cf_bundle *b)
 	return 0;
 }
 
+/* A root op's state is in force once persisted (with the seq): `committed`. (One copy:
+ * both root ops share it.) */
+__attribute__((noinline)) static int root_op_committed(struct cf_device *dev, const struct cf_bundle *b, const char *detail)
+{
+	int err = cf_device_persist(dev);
+	if (err != 0) {
+		return err;
+	}
+	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, detail);
+	cf_publish(dev);
+	return 0;
+}
+
 int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
 {
 	struct cf_state *st = &dev->state;
@@ -507,13 +520,7 @@ int cf_op_trust_signer(struct cf_device *dev, const struct cf_bundle *b)
 		}
 	}
 	st->n_signers = (uint8_t)n;
-	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, CF_DETAIL("the signer is trusted"));
-	cf_publish(dev);
-	return 0;
+	return root_op_committed(dev, b, CF_DETAIL("the signer is trusted"));
 }
 
 
@@ -530,11 +537,5 @@ int cf_op_revoke(struct cf_device *dev, const struct cf_bundle *b)
 		memcpy(st->revoked[i], kids->Bundle_payload_kids_bstr[i].value, CF_KID_LEN);
 	}
 	st->revoked_before = before > st->revoked_before ? before : st->revoked_before;
-	int err = cf_device_persist(dev);
-	if (err != 0) {
-		return err;
-	}
-	cf_report_begin(dev, b, CF_PHASE_COMMITTED, CF_REASON_OK, CF_DETAIL("the revocations are kept"));
-	cf_publish(dev);
-	return 0;
+	return root_op_committed(dev, b, CF_DETAIL("the revocations are kept"));
 }

@@ -60,19 +60,48 @@ size_t cf_record_frame(const struct cf_state *state, uint8_t out[CF_RECORD_FRAME
 	return CF_RECORD_FRAME_LEN;
 }
 
-/* Every count within its array and every enum known: a record that is not is refused. */
+/* Every count within its array and every enum known (all one byte each): a record that is
+ * not is refused. */
+/* (an array of size -1, a compile error, if the field is not one byte) */
+#define BYTE_FIELD(field, lo, hi)                                                                  \
+	{offsetof(struct cf_state, field) +                                                        \
+		 0 * sizeof(char[sizeof(((struct cf_state *)0)->field) == 1 ? 1 : -1]),           \
+	 lo, hi}
+static const struct {
+	uint16_t offset;
+	uint8_t min, max;
+} byte_fields[] = {
+	BYTE_FIELD(n_active, 1, CF_TAG_LIST_MAX),
+	BYTE_FIELD(n_signers, 1, CF_SIGNERS_MAX),
+	BYTE_FIELD(n_stage_active, 0, CF_TAG_LIST_MAX),
+	BYTE_FIELD(n_undo_previous, 0, CF_TAG_LIST_MAX),
+	BYTE_FIELD(undo_rid_len, 0, CF_RID_MAX_BYTES),
+	BYTE_FIELD(n_pending_delete, 0, CF_TAG_LIST_MAX + 1),
+	BYTE_FIELD(stage_phase, 0, CF_STAGE_MAKING_KEY),
+	BYTE_FIELD(undo_kind, 0, CF_UNDO_COMMIT),
+	BYTE_FIELD(commit_unproven, 0, 1),
+	BYTE_FIELD(retire_unproven, 0, 1),
+	BYTE_FIELD(n_retire_previous, 0, CF_TAG_LIST_MAX),
+	BYTE_FIELD(n_retire_tags, 0, CF_TAG_LIST_MAX),
+	BYTE_FIELD(n_probe_tags, 0, CF_TAG_LIST_MAX),
+	BYTE_FIELD(probe_host_len, 0, CF_PROBE_HOST_MAX_BYTES),
+	BYTE_FIELD(has_identity, 0, 1),
+	BYTE_FIELD(stage_identity, 0, 1),
+	BYTE_FIELD(undo_identity, 0, 1),
+	BYTE_FIELD(undo_had_identity, 0, 1),
+	BYTE_FIELD(subject_len, 0, CF_SUBJECT_MAX_BYTES),
+	BYTE_FIELD(n_revoked, 0, CF_REVOKED_KIDS_MAX),
+};
+
 static bool state_sane(const struct cf_state *st)
 {
-	return st->n_active >= 1 && st->n_active <= CF_TAG_LIST_MAX && st->n_signers >= 1 &&
-	       st->n_signers <= CF_SIGNERS_MAX && st->n_stage_active <= CF_TAG_LIST_MAX &&
-	       st->n_undo_previous <= CF_TAG_LIST_MAX && st->undo_rid_len <= CF_RID_MAX_BYTES &&
-	       st->n_pending_delete <= CF_TAG_LIST_MAX + 1 && st->stage_phase <= CF_STAGE_MAKING_KEY &&
-	       st->undo_kind <= CF_UNDO_COMMIT && st->commit_unproven <= 1 &&
-	       st->retire_unproven <= 1 && st->n_retire_previous <= CF_TAG_LIST_MAX &&
-	       st->n_retire_tags <= CF_TAG_LIST_MAX && st->n_probe_tags <= CF_TAG_LIST_MAX &&
-	       st->probe_host_len <= CF_PROBE_HOST_MAX_BYTES && st->has_identity <= 1 &&
-	       st->stage_identity <= 1 && st->undo_identity <= 1 && st->undo_had_identity <= 1 &&
-	       st->subject_len <= CF_SUBJECT_MAX_BYTES && st->n_revoked <= CF_REVOKED_KIDS_MAX;
+	for (size_t i = 0; i < sizeof(byte_fields) / sizeof(byte_fields[0]); i++) {
+		const uint8_t value = ((const uint8_t *)st)[byte_fields[i].offset];
+		if (value < byte_fields[i].min || value > byte_fields[i].max) {
+			return false;
+		}
+	}
+	return true;
 }
 
 /* A frame of an older format: the state before the fields it did not have. */

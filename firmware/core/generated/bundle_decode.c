@@ -18,9 +18,6 @@
 #error "The type file was generated with a different default_max_qty than this file"
 #endif
 
-static bool decode_repeated_Delegation_payload_rids_tstr(zcbor_state_t *state, struct zcbor_string *result);
-static bool decode_repeated_Delegation_payload_rids(zcbor_state_t *state, struct Delegation_payload_rids_r *result);
-static bool decode_repeated_Delegation_payload_kinds_uint(zcbor_state_t *state, uint64_t *result);
 static bool decode_repeated_Protected_header_uint1union(zcbor_state_t *state, struct Protected_header_uint1union_r *result);
 static bool decode_repeated_Protected_header_uint4bstr(zcbor_state_t *state, struct Protected_header_uint4bstr *result);
 static bool decode_repeated_Protected_header_nintbstr(zcbor_state_t *state, struct Protected_header_nintbstr *result);
@@ -47,67 +44,10 @@ static bool decode_repeated_Unprotected_header_Header_label(zcbor_state_t *state
 static bool decode_Unprotected_header(zcbor_state_t *state, struct Unprotected_header *result);
 static bool decode_COSE_Sign1(zcbor_state_t *state, struct COSE_Sign1 *result);
 static bool decode_COSE_Sign1_Tagged(zcbor_state_t *state, struct COSE_Sign1 *result);
-static bool decode_Delegation_payload(zcbor_state_t *state, struct Delegation_payload *result);
 static bool decode_Bundle_payload(zcbor_state_t *state, struct Bundle_payload *result);
 static bool decode_Protected_header(zcbor_state_t *state, struct Protected_header *result);
 static bool decode_Bundle_envelope(zcbor_state_t *state, struct Bundle_envelope_r *result);
 
-
-static bool decode_repeated_Delegation_payload_rids_tstr(
-		zcbor_state_t *state, struct zcbor_string *result)
-{
-	zcbor_log("%s\r\n", __func__);
-
-	bool tmp_result = (((zcbor_tstr_decode(state, (&(*result))))
-	&& ((((*result).len <= 64)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
-
-	if (!tmp_result) {
-		zcbor_trace_file(state);
-		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
-	} else {
-		zcbor_log("%s success\r\n", __func__);
-	}
-
-	return tmp_result;
-}
-
-static bool decode_repeated_Delegation_payload_rids(
-		zcbor_state_t *state, struct Delegation_payload_rids_r *result)
-{
-	zcbor_log("%s\r\n", __func__);
-	struct zcbor_string tmp_str;
-
-	bool tmp_result = ((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"rids", tmp_str.len = sizeof("rids") - 1, &tmp_str)))))
-	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 4, &(*result).Delegation_payload_rids_tstr_count, (zcbor_decoder_t *)decode_repeated_Delegation_payload_rids_tstr, state, (&(*result).Delegation_payload_rids_tstr), sizeof(struct zcbor_string))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state))));
-
-	if (!tmp_result) {
-		zcbor_trace_file(state);
-		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
-	} else {
-		zcbor_log("%s success\r\n", __func__);
-	}
-
-	return tmp_result;
-}
-
-static bool decode_repeated_Delegation_payload_kinds_uint(
-		zcbor_state_t *state, uint64_t *result)
-{
-	zcbor_log("%s\r\n", __func__);
-
-	bool tmp_result = (((zcbor_uint64_decode(state, (&(*result))))
-	&& ((((*result) >= 0)
-	&& ((*result) <= 5)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false))));
-
-	if (!tmp_result) {
-		zcbor_trace_file(state);
-		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
-	} else {
-		zcbor_log("%s success\r\n", __func__);
-	}
-
-	return tmp_result;
-}
 
 static bool decode_repeated_Protected_header_uint1union(
 		zcbor_state_t *state, struct Protected_header_uint1union_r *result)
@@ -616,44 +556,6 @@ static bool decode_COSE_Sign1_Tagged(
 	return tmp_result;
 }
 
-static bool decode_Delegation_payload(
-		zcbor_state_t *state, struct Delegation_payload *result)
-{
-	zcbor_log("%s\r\n", __func__);
-	struct zcbor_string tmp_str;
-
-	bool tmp_result = (((zcbor_map_start_decode(state) && (((((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"v", tmp_str.len = sizeof("v") - 1, &tmp_str)))))
-	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_v))))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"exp", tmp_str.len = sizeof("exp") - 1, &tmp_str)))))
-	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_exp))))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"iat", tmp_str.len = sizeof("iat") - 1, &tmp_str)))))
-	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_iat))))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"kid", tmp_str.len = sizeof("kid") - 1, &tmp_str)))))
-	&& (zcbor_bstr_decode(state, (&(*result).Delegation_payload_kid)))
-	&& ((((*result).Delegation_payload_kid.len >= 8)
-	&& ((*result).Delegation_payload_kid.len <= 8)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false)))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"nbf", tmp_str.len = sizeof("nbf") - 1, &tmp_str)))))
-	&& (zcbor_uint64_decode(state, (&(*result).Delegation_payload_nbf))))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"ops", tmp_str.len = sizeof("ops") - 1, &tmp_str)))))
-	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 5, &(*result).Delegation_payload_ops_tstr_count, (zcbor_decoder_t *)zcbor_tstr_decode, state, (&(*result).Delegation_payload_ops_tstr), sizeof(struct zcbor_string))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state)))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"pub", tmp_str.len = sizeof("pub") - 1, &tmp_str)))))
-	&& (zcbor_bstr_decode(state, (&(*result).Delegation_payload_pub)))
-	&& ((((*result).Delegation_payload_pub.len >= 65)
-	&& ((*result).Delegation_payload_pub.len <= 65)) || (zcbor_error(state, ZCBOR_ERR_WRONG_RANGE), false)))
-	&& zcbor_present_decode(&((*result).Delegation_payload_rids_present), (zcbor_decoder_t *)decode_repeated_Delegation_payload_rids, state, (&(*result).Delegation_payload_rids))
-	&& (((zcbor_tstr_expect(state, ((tmp_str.value = (uint8_t *)"kinds", tmp_str.len = sizeof("kinds") - 1, &tmp_str)))))
-	&& (zcbor_list_start_decode(state) && ((zcbor_multi_decode(1, 6, &(*result).Delegation_payload_kinds_uint_count, (zcbor_decoder_t *)decode_repeated_Delegation_payload_kinds_uint, state, (&(*result).Delegation_payload_kinds_uint), sizeof(uint64_t))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_list_end_decode(state)))) || (zcbor_list_map_end_force_decode(state), false)) && zcbor_map_end_decode(state))));
-
-	if (!tmp_result) {
-		zcbor_trace_file(state);
-		zcbor_log("%s error: %s\r\n", __func__, zcbor_error_str(zcbor_peek_error(state)));
-	} else {
-		zcbor_log("%s success\r\n", __func__);
-	}
-
-	return tmp_result;
-}
-
 static bool decode_Bundle_payload(
 		zcbor_state_t *state, struct Bundle_payload *result)
 {
@@ -774,16 +676,4 @@ int cbor_decode_Bundle_payload(
 
 	return zcbor_entry_function(payload, payload_len, (void *)result, payload_len_out, states,
 		(zcbor_decoder_t *)decode_Bundle_payload, sizeof(states) / sizeof(zcbor_state_t), 1);
-}
-
-
-int cbor_decode_Delegation_payload(
-		const uint8_t *payload, size_t payload_len,
-		struct Delegation_payload *result,
-		size_t *payload_len_out)
-{
-	zcbor_state_t states[4];
-
-	return zcbor_entry_function(payload, payload_len, (void *)result, payload_len_out, states,
-		(zcbor_decoder_t *)decode_Delegation_payload, sizeof(states) / sizeof(zcbor_state_t), 1);
 }

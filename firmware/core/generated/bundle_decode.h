@@ -42,12 +42,6 @@ int cbor_decode_Bundle_payload(
 		size_t *payload_len_out);
 
 
-int cbor_decode_Delegation_payload(
-		const uint8_t *payload, size_t payload_len,
-		struct Delegation_payload *result,
-		size_t *payload_len_out);
-
-
 #ifdef __cplusplus
 }
 #endif

@@ -27,26 +27,6 @@ extern "C" {
  */
 #define DEFAULT_MAX_QTY 7
 
-struct Delegation_payload_rids_r {
-	struct zcbor_string Delegation_payload_rids_tstr[4];
-	size_t Delegation_payload_rids_tstr_count;
-};
-
-struct Delegation_payload {
-	uint64_t Delegation_payload_v;
-	uint64_t Delegation_payload_exp;
-	uint64_t Delegation_payload_iat;
-	struct zcbor_string Delegation_payload_kid;
-	uint64_t Delegation_payload_nbf;
-	struct zcbor_string Delegation_payload_ops_tstr[5];
-	size_t Delegation_payload_ops_tstr_count;
-	struct zcbor_string Delegation_payload_pub;
-	struct Delegation_payload_rids_r Delegation_payload_rids;
-	bool Delegation_payload_rids_present;
-	uint64_t Delegation_payload_kinds_uint[6];
-	size_t Delegation_payload_kinds_uint_count;
-};
-
 struct Protected_header_uint1union_r {
 	union {
 		int64_t Protected_header_uint1union_int;

@@ -71,6 +71,10 @@ int cf_cose_sig_structure(const struct cf_cose_sign1 *msg, const uint8_t *extern
 int cf_cose_verify_es256(const struct cf_cose_sign1 *msg, const uint8_t *external_aad,
 			 size_t aad_len, const uint8_t pub[CF_P256_POINT_LEN]);
 
+/** The DER head of a P-256 SubjectPublicKeyInfo, up to and including the point's 0x04. */
+#define CF_P256_SPKI_HEAD_LEN 27
+extern const uint8_t cf_p256_spki_head[CF_P256_SPKI_HEAD_LEN];
+
 /**
  * Whether `kid` is the key id of the P-256 point `pub`: the first 8 bytes of SHA-256
  * over its SubjectPublicKeyInfo DER (a fixed 26-byte prefix, then the point).
