@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -391,3 +392,27 @@ def test_inspect_verifies_a_delegated_bundle_through_its_delegation(
     rejected = json.loads(bad.stdout)
     assert rejected["verified"] is False
     assert "delegation is not signed by this key" in rejected["problem"]
+
+
+def test_revoke_with_the_broker_away_records_it_and_exits_1_naming_the_devices_left(
+    env: dict[str, str], stack: Container
+) -> None:
+    """The revocation is recorded first; devices it could not be sent to are counted, and
+    the command fails so the operator re-sends (keys revoke --all) once the broker is back."""
+    # given: a root, and a broker port nobody listens on
+    create_root(env)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    away = {**env, "CERTFLEET_MQTT_PORT": str(closed_port)}
+
+    # when
+    result = run(away, "keys", "revoke", "--kid", "ab" * 8, "--device", DEVICES[0], "--json")
+
+    # then
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert (summary["sent"], summary["not_sent"]) == (0, 1)
+    assert "1 device(s) were not sent the revocation" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert stack.delegations.revocation().kids == {bytes.fromhex("ab" * 8)}
