@@ -22,6 +22,7 @@ from orchestrator.domain.errors import CertfleetError
 from orchestrator.logs import configure_logging, get_logger
 from orchestrator.protocol.cose import key_id
 from orchestrator.protocol.delegation import REVOKED_KIDS_MAX, Revocation
+from orchestrator.protocol.topics import is_valid_device_id
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
@@ -369,6 +370,9 @@ def revoke(
     """
     if device and all_devices:
         raise fail("give --device or --all, not both")
+    bad_ids = [d for d in device or [] if not is_valid_device_id(d)]
+    if bad_ids:
+        raise fail(f"not a device id: {bad_ids[0]!r} (1-64 letters, digits or ._:-)")
     now = utcnow()
     try:
         kids = _parse_kids(kid or [])

@@ -278,6 +278,7 @@ def test_revoke_refuses_bad_input_without_recording(env: dict[str, str], stack: 
         (("--before", "yesterday"), "ISO 8601"),
         ((), "--kid or --before"),
         (("--kid", "00" * 8, "--device", "d", "--all"), "not both"),
+        (("--kid", "00" * 8, "--device", "no/such+device"), "not a device id"),
     ]
     for args, words in cases:
         result = run(env, "keys", "revoke", *args)
