@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,32 +13,34 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
-from orchestrator.adapters.delegated_signer import ROOT_SIGNATURES_METRIC
 from orchestrator.adapters.file_signer import generate_key_file, load_public_key
 from orchestrator.cli.common import JsonFlag, connected, err, fail, out, print_json
 from orchestrator.clock import utcnow
 from orchestrator.config import Settings
 from orchestrator.domain.errors import CertfleetError
-from orchestrator.logs import configure_logging, get_logger
+from orchestrator.logs import configure_logging
 from orchestrator.protocol.cose import key_id
-from orchestrator.protocol.delegation import REVOKED_KIDS_MAX, Revocation
+from orchestrator.protocol.delegation import DelegationError, Revocation
 from orchestrator.protocol.topics import is_valid_device_id
+from orchestrator.services.revocations import (
+    RevocationDeps,
+    RevocationSent,
+    record_revocation,
+    send_revocation,
+)
 
 if TYPE_CHECKING:
     from orchestrator.bootstrap import Container
     from orchestrator.ports.stores import IssuedDelegation
 
-__all__ = ["keys_app", "next_revocation", "parse_before"]
+__all__ = ["keys_app", "parse_before"]
 
-log = get_logger(__name__)
 
 keys_app = typer.Typer(
     help="The root signing key (ES256, P-256), the workers' delegations and their revocation.",
     no_args_is_help=True,
 )
 
-REVOKE_BATCH = 500
-"""Devices signed for and published per round (one sequence call, one pipelined publish)."""
 _KID = re.compile(r"[0-9a-fA-F]{16}")
 
 
@@ -225,37 +227,6 @@ def parse_before(text: str, *, now: datetime) -> int:
     return int(when.timestamp())
 
 
-def next_revocation(
-    current: Revocation,
-    *,
-    kids: Iterable[bytes],
-    before: int,
-    active: Sequence[IssuedDelegation],
-) -> Revocation:
-    """The fleet's revocation after revoking `kids` and everything issued before `before`.
-
-    Devices keep at most 8 revoked key ids, so a key id from `current` is dropped when no
-    longer needed: its delegation has expired (not in `active`, which holds every
-    delegation not yet expired) or it was issued before the new `before`. The key ids
-    named now are always kept.
-
-    Raises:
-        ValueError: more than 8 key ids would still be needed.
-    """
-    named = frozenset(kids)
-    cut = max(current.before, before)
-    issued_at = {issued.delegation.kid: issued.delegation.issued_at for issued in active}
-    still_needed = {kid for kid in current.kids if kid in issued_at and issued_at[kid] >= cut}
-    revoked = named | still_needed
-    if len(revoked) > REVOKED_KIDS_MAX:
-        raise ValueError(
-            f"{len(revoked)} delegations would be revoked by key id, and a device keeps "
-            f"{REVOKED_KIDS_MAX}; revoke by time instead (--before a time after the oldest "
-            "one's issue): it covers every delegation issued earlier"
-        )
-    return Revocation(revoked, cut)
-
-
 def _parse_kids(values: Sequence[str]) -> list[bytes]:
     kids = []
     for value in values:
@@ -268,60 +239,39 @@ def _parse_kids(values: Sequence[str]) -> list[bytes]:
     return kids
 
 
-def _send_revocation(
-    container: Container, revocation: Revocation, device_ids: Sequence[str], *, now: datetime
-) -> tuple[int, int, str]:
-    """Sign (with the root) and publish a revoke to each device; (sent, not sent, error)."""
-    from orchestrator.services.bundles import bundle_template, revoke_body  # noqa: PLC0415
-
-    settings = container.settings
-    root = container.root_signer
-    body = revoke_body(sorted(revocation.kids), revocation.before)
-    sent = 0
-    for start in range(0, len(device_ids), REVOKE_BATCH):
-        batch = list(device_ids[start : start + REVOKE_BATCH])
-        try:
-            versions = container.inventory.protocol_versions(batch)
-            seqs = container.sequences.next_sequences(batch)
-            by_version: dict[int, list[str]] = {}
-            for device_id in batch:
-                by_version.setdefault(versions.get(device_id, 1), []).append(device_id)
-            for version, devices in sorted(by_version.items()):
-                template = bundle_template(
-                    signer=root,
-                    rollout_id="",
-                    body=body,
-                    now=now,
-                    ttl_seconds=settings.bundle_ttl_seconds,
-                    version=version,
-                    device_id=devices[0],
-                )
-                signed = [(d, template.issue(d, seqs[d])) for d in devices]
-                container.metrics.incr(ROOT_SIGNATURES_METRIC, {"purpose": "bundle"}, len(signed))
-                sent += container.publisher.publish_bundles(
-                    signed, expiry_seconds=settings.bundle_ttl_seconds
-                )
-        except CertfleetError as exc:
-            return sent, len(device_ids) - sent, str(exc)
-    return sent, 0, ""
-
-
 def _revocation_to_send(
     container: Container, kids: Sequence[bytes], cut: int, *, now: datetime, sending: bool
 ) -> Revocation:
     """The fleet's revocation with `kids` and `cut` added (recorded), or as it stands."""
     registry = container.delegations
-    current = registry.revocation()
     if not kids and not cut:
         if not sending:
             raise fail("give --kid or --before to revoke, and --device or --all to send")
-        return current
+        return registry.revocation()
     try:
-        revocation = next_revocation(current, kids=kids, before=cut, active=registry.active(now))
-    except ValueError as exc:
+        return record_revocation(registry, kids=kids, before=cut, now=now)
+    except DelegationError as exc:
         raise fail(str(exc)) from None
-    registry.set_revocation(revocation)
-    return revocation
+
+
+def _send(
+    container: Container, revocation: Revocation, targets: list[str], *, now: datetime
+) -> RevocationSent:
+    """The revocation sent to `targets` (the broker reached only if there are some)."""
+    if not targets:
+        return RevocationSent(0, 0)
+    try:
+        deps = RevocationDeps(
+            root=container.root_signer,
+            inventory=container.inventory,
+            sequences=container.sequences,
+            publisher=container.publisher,  # connects: the broker may be away
+            metrics=container.metrics,
+        )
+    except CertfleetError as exc:
+        return RevocationSent(0, len(targets), str(exc))
+    ttl = container.settings.bundle_ttl_seconds
+    return send_revocation(deps, revocation, targets, now=now, ttl_seconds=ttl)
 
 
 def _print_revoke_summary(
@@ -388,29 +338,21 @@ def revoke(
         targets = list(dict.fromkeys(device or [])) or (
             container.inventory.device_ids() if all_devices else []
         )
-        sent, unsent, problem = _send_revocation(container, revocation, targets, now=now)
-        log.info(
-            "revocation_sent",
-            kids=sorted(k.hex() for k in revocation.kids),
-            before=revocation.before,
-            devices=len(targets),
-            sent=sent,
-            not_sent=unsent,
-        )
+        result = _send(container, revocation, targets, now=now)
     summary: dict[str, Any] = {
         "kids": sorted(k.hex() for k in revocation.kids),
         "before": revocation.before,
         "devices": len(targets),
-        "sent": sent,
-        "not_sent": unsent,
+        "sent": result.sent,
+        "not_sent": result.not_sent,
     }
-    if problem:
-        summary["error"] = problem
+    if result.error:
+        summary["error"] = result.error
     if as_json:
         print_json(summary)
     else:
         _print_revoke_summary(
-            revocation, sent=sent, targets=len(targets), revoked=bool(kids or cut)
+            revocation, sent=result.sent, targets=len(targets), revoked=bool(kids or cut)
         )
-    if unsent:
-        raise fail(f"{unsent} device(s) were not sent the revocation: {problem}")
+    if result.not_sent:
+        raise fail(f"{result.not_sent} device(s) were not sent the revocation: {result.error}")

@@ -411,7 +411,8 @@ def test_revoke_with_the_broker_away_records_it_and_exits_1_naming_the_devices_l
     result = run(away, "keys", "revoke", "--kid", "ab" * 8, "--device", DEVICES[0], "--json")
 
     # then
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
+    assert result.stdout, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["sent"], summary["not_sent"]) == (0, 1)
     assert "1 device(s) were not sent the revocation" in result.stderr
