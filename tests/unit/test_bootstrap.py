@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import structlog
 
+import workers.app
+from orchestrator.adapters import delegated_signer
 from orchestrator.adapters.delegated_signer import DelegatedSigner, RootBundleSigner
 from orchestrator.adapters.file_signer import FileSigner, generate_key_file
 from orchestrator.bootstrap import bootstrap
@@ -67,7 +70,9 @@ def test_zero_delegation_hours_signs_bundles_with_the_root(tmp_path: Path) -> No
         container.close()
 
 
-def test_a_worker_without_its_delegation_at_start_keeps_running(tmp_path: Path) -> None:
+def test_a_worker_without_its_delegation_at_start_keeps_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At worker process start the delegation is asked for; a root key that does not answer
     is logged (no key material), not raised."""
     # given a root whose token is away
@@ -76,9 +81,12 @@ def test_a_worker_without_its_delegation_at_start_keeps_running(tmp_path: Path) 
     container = bootstrap(Settings(signing_key_file=key), logging=False)
     container.__dict__["root_signer"] = _TokenAway(FileSigner(key))
     try:
+        captured = structlog.testing.CapturingLogger()  # whatever level logging is at
+        monkeypatch.setattr(delegated_signer, "log", captured)
+        monkeypatch.setattr(workers.app, "log", captured)
         # when
-        with structlog.testing.capture_logs() as logs:
-            prepare_delegation(container)
+        prepare_delegation(container)
+        logs = [{"event": c.args[0], **c.kwargs} for c in captured.calls]
         # then
         events = [e["event"] for e in logs]
         assert events == ["delegation_renewal_failed", "delegation_unavailable_at_start"]

@@ -17,6 +17,7 @@ from orchestrator.domain.rollout_states import DeviceRolloutState, PushStep, Rol
 from orchestrator.protocol.bundle import open_bundle
 from orchestrator.protocol.delegation import Scope, delegation_of
 from orchestrator.services.rollout import PushDeps, create_rollout, push_batch
+from orchestrator.services.rollout import push as push_service
 from orchestrator.services.rollout.push import PUBLISH_CHUNK, PUSH_STOPPED_METRIC
 from tests.fake_rollouts import (
     FakeDelegationRegistry,
@@ -115,7 +116,7 @@ def test_every_bundle_is_delegated_and_the_root_signs_once() -> None:
     assert engine.metrics.counters[(ROOT_SIGNATURES_METRIC, (("purpose", "delegation"),))] == 1
 
 
-def test_without_a_delegation_nothing_is_signed_or_sent() -> None:
+def test_without_a_delegation_nothing_is_signed_or_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The root unreachable at the first renewal: push_batch raises DelegationUnavailableError
     (a TransientError: the task retries), sends nothing, spends no seq, moves no device; the
     stop is logged with its reason and counted."""
@@ -131,12 +132,12 @@ def test_without_a_delegation_nothing_is_signed_or_sent() -> None:
         registry=FakeDelegationRegistry(),
         worker="host-a:101",
     )
+    captured = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(push_service, "log", captured)  # whatever level logging was configured at
     # when
-    with (
-        structlog.testing.capture_logs() as logs,
-        pytest.raises(DelegationUnavailableError),
-    ):
+    with pytest.raises(DelegationUnavailableError):
         push_batch(_deps(engine, signer), rid, DEVICES, PushStep.STAGE, now=NOW)
+    logs = [{"event": c.args[0], **c.kwargs} for c in captured.calls]
     # then
     assert engine.publisher.sent == []
     assert engine.sequences.last == {}
