@@ -39,6 +39,7 @@ from orchestrator.protocol.delegation import (
     decode_delegation,
     sign_delegation,
 )
+from orchestrator.services.revocations import ROOT_SIGNATURES_METRIC
 
 __all__ = [
     "NOT_BEFORE_LEEWAY_SECONDS",
@@ -59,9 +60,6 @@ REVOCATION_CHECK_SECONDS: Final = 30.0
 the store: a delegation in use that it revokes is replaced by a new one."""
 NOT_BEFORE_LEEWAY_SECONDS: Final = 300
 """A delegation's `nbf` lies this far before its issue, for devices whose clock is behind."""
-ROOT_SIGNATURES_METRIC: Final = "certfleet_root_signatures_total"
-"""Signatures made with the root key, by purpose: `delegation` or `bundle` (a root op, or
-development with CERTFLEET_DELEGATION_HOURS=0)."""
 EXPIRES_METRIC: Final = "certfleet_delegation_expires_timestamp"
 
 

@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 from rich.table import Table
 
-from orchestrator.adapters.delegated_signer import ROOT_SIGNATURES_METRIC
 from orchestrator.adapters.file_signer import load_public_key
 from orchestrator.bootstrap import Container, bootstrap
 from orchestrator.cli.common import JsonFlag, err, fail, out, print_json
@@ -39,6 +38,7 @@ from orchestrator.services.bundles import (
     stage_body,
 )
 from orchestrator.services.inventory import parse_pem_chain, read_pem_files
+from orchestrator.services.revocations import ROOT_SIGNATURES_METRIC
 
 __all__ = ["bundle_app", "device_app"]
 

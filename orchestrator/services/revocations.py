@@ -36,7 +36,8 @@ log = get_logger(__name__)
 REVOKE_BATCH: Final = 500
 """Devices signed for and published per round (one sequence call, one pipelined publish)."""
 ROOT_SIGNATURES_METRIC: Final = "certfleet_root_signatures_total"
-"""The root key's signatures by purpose; each revoke bundle counts as purpose `bundle`."""
+"""Signatures made with the root key, by purpose: `delegation` or `bundle` (a root op such as
+a revoke, or development with CERTFLEET_DELEGATION_HOURS=0)."""
 
 
 def next_revocation(
